@@ -1,0 +1,434 @@
+"""Experiment settings: frozen dataclasses, TOML loading and ``--section.field=value`` overrides.
+
+Precedence: dataclass defaults < ``experiments/NAME.toml`` < command-line overrides. Unknown keys
+and wrong types are rejected with one line naming the file, the key, the value and what is
+accepted (`harness.errors.InputError`). The TOML stays plain data.
+
+``python -m harness.config EXP.toml [--k.v=x ...]`` prints the resolved settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from harness.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "ClusterConfig",
+    "DataConfig",
+    "ExecutionConfig",
+    "ExperimentConfig",
+    "GridConfig",
+    "ModelConfig",
+    "ShapeConfig",
+    "TrainConfig",
+    "load_experiment",
+    "parse_overrides",
+    "to_dict",
+]
+
+
+def _check(ok: bool, name: str, value: Any, accepted: str) -> None:
+    """Raise the ValueError that `_build` turns into a one-line InputError."""
+    if not ok:
+        raise ValueError(f"{name} = {value!r}: {accepted}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShapeConfig:
+    """An explicit model shape in a grid (instead of a target parameter count)."""
+
+    n_layer: int
+    """Transformer blocks."""
+    n_embd: int
+    """Residual-stream width d_model."""
+    n_head: int = 0
+    """Attention heads; 0 = n_embd // model.head_dim."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_layer >= 1, "n_layer", self.n_layer, "must be >= 1")
+        _check(self.n_embd >= 1, "n_embd", self.n_embd, "must be >= 1")
+        _check(self.n_head >= 0, "n_head", self.n_head, "must be >= 0 (0 = derived)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture family and the rule that turns a target N into a shape."""
+
+    arch: Literal["llama", "gpt2"] = "llama"
+    """Decoder family, built from a transformers config (no download)."""
+    aspect_ratio: float = 16.0
+    """n_embd / n_layer for shapes chosen from a target parameter count (Kaplan 2020 sec. 3.1)."""
+    head_dim: int = 16
+    """Width of one attention head; n_head = n_embd // head_dim."""
+    tie_embeddings: bool = True
+    """Share the input embedding and the output projection."""
+
+    def __post_init__(self) -> None:
+        _check(self.aspect_ratio > 0, "aspect_ratio", self.aspect_ratio, "must be > 0")
+        _check(self.head_dim >= 1, "head_dim", self.head_dim, "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Corpus, tokenizer and the fixed validation split."""
+
+    corpus: str = "shakespeare"
+    """'shakespeare' (bundled, public domain) or a path to a UTF-8 text file or a folder of them."""
+    tokenizer: Literal["byte", "bpe"] = "byte"
+    """'byte': one token per UTF-8 byte (loss converts exactly to bits per byte); 'bpe':
+    byte-level BPE trained locally on the training split."""
+    bpe_vocab_size: int = 2048
+    """Vocabulary size of the BPE tokenizer (ignored for 'byte')."""
+    seq_len: int = 128
+    """Context length in tokens."""
+    val_fraction: float = 0.05
+    """Share of the corpus held out for validation; no run ever trains on it."""
+    val_block_bytes: int = 16384
+    """The held-out share is made of blocks of this many bytes spread over the whole corpus."""
+    eval_tokens: int = 65536
+    """Held-out tokens scored at each evaluation (the same tokens for every run)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
+        _check(self.bpe_vocab_size >= 260, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 260")
+        _check(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
+        _check(0 < self.val_fraction < 0.5, "val_fraction", self.val_fraction, "must be in (0, 0.5)")
+        _check(self.val_block_bytes >= 256, "val_block_bytes", self.val_block_bytes, "must be >= 256")
+        _check(self.eval_tokens >= self.seq_len, "eval_tokens", self.eval_tokens, "must be >= seq_len")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings shared by every run of an experiment."""
+
+    batch_size: int = 32
+    """Sequences per optimizer step (batch tokens = batch_size * seq_len)."""
+    lr: float = 3e-3
+    """Peak learning rate at width lr_ref_width."""
+    lr_ref_width: int = 64
+    """Width at which the peak learning rate equals `lr`."""
+    lr_width_exponent: float = 0.0
+    """Peak lr = lr * (lr_ref_width / n_embd) ** lr_width_exponent; 1.0 is muP's 1/width rule for
+    Adam on hidden matrices, 0.0 one learning rate for all widths."""
+    warmup_fraction: float = 0.05
+    """Linear warmup over this share of the run's own steps (at least one step)."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at lr * min_lr_ratio exactly at the run's own last step (Chinchilla)."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay on matrices (not on norms, biases or embeddings)."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables."""
+    evals_per_run: int = 4
+    """Validation evaluations spread over the run, the last one at the final step."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """'auto': bf16 autocast on a GPU that supports it, else fp32."""
+    checkpoint_every_steps: int = 500
+    """Save a resumable checkpoint every this many steps (0: only at the end)."""
+    checkpoint_keep: int = 2
+    """Newest checkpoints kept per run."""
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check(self.lr_ref_width >= 1, "lr_ref_width", self.lr_ref_width, "must be >= 1")
+        _check(0 <= self.warmup_fraction < 1, "warmup_fraction", self.warmup_fraction,
+               "must be in [0, 1)")
+        _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1)")
+        _check(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1)")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be >= 0")
+        _check(self.evals_per_run >= 1, "evals_per_run", self.evals_per_run, "must be >= 1")
+        _check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps",
+               self.checkpoint_every_steps, "must be >= 0")
+        _check(self.checkpoint_keep >= 1, "checkpoint_keep", self.checkpoint_keep, "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridConfig:
+    """The runs: (model sizes) x (token budgets) x (seeds)."""
+
+    n_params: tuple[int, ...] = ()
+    """Target non-embedding parameter counts (Kaplan's N); shapes follow model.aspect_ratio."""
+    shapes: tuple[ShapeConfig, ...] = ()
+    """Explicit shapes, e.g. [{n_layer = 2, n_embd = 64}], in addition to n_params."""
+    n_tokens: tuple[int, ...] = ()
+    """Training token budgets D (rounded to whole sequences of data.seq_len)."""
+    seeds: tuple[int, ...] = (0,)
+    """One run per seed for every (N, D)."""
+
+    def __post_init__(self) -> None:
+        for n in self.n_params:
+            _check(n > 0, "n_params", n, "every target parameter count must be > 0")
+        for d in self.n_tokens:
+            _check(d > 0, "n_tokens", d, "every token budget must be > 0")
+        for s in self.seeds:
+            _check(s >= 0, "seeds", s, "every seed must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionConfig:
+    """Where and how runs execute. Not part of a run's identity (run_id)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """'auto': CUDA when present, else CPU."""
+    threads: int = 0
+    """torch intra-op threads per run; 0 = torch's default (all cores)."""
+    progress: bool = True
+    """Progress bars for the grid and the current run."""
+    results_dir: str = "results"
+    """Results go to RESULTS_DIR/EXPERIMENT_NAME/."""
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """SLURM resources for `harness submit` (submitit). Ignored by local runs."""
+
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    time_min: int = 60
+    """Wall-clock limit per run, minutes."""
+    gpus_per_run: int = 1
+    cpus_per_run: int = 8
+    mem_gb: float = 32.0
+    constraint: str = ""
+    max_parallel: int = 64
+    """At most this many array tasks running at once (sbatch --array=...%N)."""
+    setup: tuple[str, ...] = ()
+    """Shell lines run before each job (module load, environment activation)."""
+
+    def __post_init__(self) -> None:
+        _check(self.time_min >= 1, "time_min", self.time_min, "must be >= 1")
+        _check(self.gpus_per_run >= 0, "gpus_per_run", self.gpus_per_run, "must be >= 0")
+        _check(self.cpus_per_run >= 1, "cpus_per_run", self.cpus_per_run, "must be >= 1")
+        _check(self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
+        _check(self.max_parallel >= 1, "max_parallel", self.max_parallel, "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """One experiment: a grid of runs and the settings they share."""
+
+    name: str
+    """Names the results directory; defaults to the TOML file's stem."""
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
+        _check(ok, "name", self.name, "letters, digits, '-', '_' and '.' only")
+        _check(bool(self.grid.n_params or self.grid.shapes), "grid.n_params", self.grid.n_params,
+               "give at least one model size (grid.n_params or grid.shapes)")
+        _check(bool(self.grid.n_tokens), "grid.n_tokens", self.grid.n_tokens,
+               "give at least one token budget")
+        _check(bool(self.grid.seeds), "grid.seeds", self.grid.seeds, "give at least one seed")
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.execution.results_dir) / self.name
+
+
+# --- generic conversion from plain data -------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a table with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Convert a TOML value to the annotated type, or raise a one-line InputError."""
+
+    def bad() -> InputError:
+        return InputError(f"{source}: {where} = {value!r} is not {_type_name(tp)}")
+
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):  # only `X | None` is used
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(value, args[0], where, source)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad()
+        return value
+    if origin is tuple:
+        items = value if isinstance(value, list | tuple) else [value]
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_convert(v, item_tp, f"{where}[{i}]", source) for i, v in enumerate(items))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        return _build(tp, value, where, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        # 1e5 is a float in TOML; accept it where it is a whole number.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            raise bad()
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        if not math.isfinite(value):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise TypeError(f"unsupported settings type {tp!r} at {where}")  # a bug, not bad input
+
+
+def _build(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{where}." if where else ""
+    for key in data:
+        if key not in names:
+            raise InputError(
+                f"{source}: unknown key '{prefix}{key}'; valid keys: {', '.join(names)}"
+            )
+    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}", source) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        raise InputError(f"{source}: missing key(s) {', '.join(prefix + m for m in missing)}") from e
+    except ValueError as e:
+        raise InputError(f"{source}: {prefix}{e}") from e
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["--train.lr=1e-3", "--grid.seeds=[0,1]"]`` -> nested dict.
+
+    A value is read as a TOML value (numbers, booleans, lists, quoted strings); anything that is
+    not valid TOML is taken as a bare string, so ``--data.corpus=my.txt`` works unquoted.
+    """
+    out: dict[str, Any] = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise InputError(f"override {arg!r}: expected --section.field=value")
+        key, raw = arg[2:].split("=", 1)
+        parts = key.split(".")
+        if not all(parts):
+            raise InputError(f"override {arg!r}: expected --section.field=value")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {arg!r}: '{p}' is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment TOML, apply ``--section.field=value`` overrides and validate.
+
+    Raises
+    ------
+    InputError
+        Missing or malformed file, unknown key, wrong type or out-of-range value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such experiment file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: invalid TOML: {e}") from None
+    data.setdefault("name", path.stem)
+    source = str(path)
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+        source = f"{path} (with overrides {' '.join(overrides)})"
+    return _build(ExperimentConfig, data, "", source)
+
+
+def to_dict(obj: Any) -> Any:
+    """A settings dataclass as plain JSON data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("--"):
+        print("usage: python -m harness.config EXP.toml [--section.field=value ...]", file=sys.stderr)
+        return 2
+    try:
+        exp = load_experiment(argv[0], argv[1:])
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(to_dict(exp), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

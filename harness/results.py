@@ -1,0 +1,215 @@
+"""The results store: run-directory layout, run records and ``collect`` into runs.csv.
+
+```
+results/NAME/
+  runs/<run_id>/spec.json      resolved RunSpec (written before training starts)
+  runs/<run_id>/metrics.csv    step, tokens, train_loss, val_loss, lr, wall_s
+  runs/<run_id>/result.json    written once, atomically, when the run ends (done|diverged|failed)
+  runs/<run_id>/ckpt/          resumable checkpoints while the run is unfinished
+  runs/<run_id>/train.log      the run's log
+  cache/                       tokenized corpus (not committed)
+  runs.csv  fits.json  figures/
+```
+
+runs.csv (schema v1 of DESIGN.md) is derived from spec.json and result.json alone, so it can be
+rebuilt at any time, also while other runs are still training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from harness import __version__
+from harness.atomic import atomic_write_json, atomic_write_text
+from harness.errors import InputError
+from harness.grid import RunSpec
+from harness.model import ModelShape, count_params, flops_per_token
+
+__all__ = [
+    "RUNS_CSV_COLUMNS",
+    "ExperimentLayout",
+    "RunState",
+    "collect",
+    "read_result",
+    "run_state",
+    "write_result",
+    "write_spec",
+]
+
+RunState = Literal["done", "diverged", "failed", "started", "pending"]
+FINISHED: tuple[RunState, ...] = ("done", "diverged")
+
+# Schema v1 (DESIGN.md). The first three are all analysis needs.
+RUNS_CSV_COLUMNS = [
+    "n_params", "n_tokens", "loss",
+    "run_id", "experiment", "status", "arch", "n_layer", "n_embd", "n_head",
+    "n_params_total", "n_unique_tokens", "epochs", "flops", "flops_total", "val_bpb",
+    "train_loss", "tokenizer", "vocab_size", "seq_len", "batch_tokens", "lr", "schedule", "seed",
+    "wall_s", "tokens_per_s", "device", "harness_version", "git_sha",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """Paths of one experiment's results directory."""
+
+    root: Path
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    @property
+    def runs_csv(self) -> Path:
+        return self.root / "runs.csv"
+
+    @property
+    def fits_json(self) -> Path:
+        return self.root / "fits.json"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def jobs_json(self) -> Path:
+        return self.root / "jobs.json"
+
+
+def write_spec(run_dir: Path, spec: RunSpec) -> None:
+    """Record the resolved spec; refuse a directory that holds a different run's spec."""
+    path = run_dir / "spec.json"
+    new = spec.to_dict()
+    if path.exists():
+        old = read_json(path)
+        if {k: v for k, v in old.items() if k != "experiment"} != {
+            k: v for k, v in new.items() if k != "experiment"
+        }:
+            raise InputError(
+                f"{path}: holds settings that differ from run {spec.run_id}'s; "
+                "move the directory away to rerun it"
+            )
+        return
+    atomic_write_json(path, new)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "result.json", result)
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "result.json"
+    return read_json(path) if path.exists() else None
+
+
+def run_state(run_dir: Path) -> RunState:
+    """done | diverged | failed (result.json says so), started (spec only), pending (nothing)."""
+    result = read_result(run_dir)
+    if result is not None:
+        status = result.get("status")
+        if status in ("done", "diverged", "failed"):
+            return status  # type: ignore[return-value]
+        raise InputError(f"{run_dir / 'result.json'}: status = {status!r}; accepted: done, diverged, failed")
+    return "started" if (run_dir / "spec.json").exists() else "pending"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """One runs.csv row from a run's spec.json and result.json."""
+    shape = ModelShape(**spec["model"])
+    counts = count_params(shape)
+    flops = flops_per_token(shape)
+    d = int(spec["n_tokens"])
+    return {
+        "n_params": counts.non_embedding,
+        "n_tokens": d,
+        "loss": result.get("val_loss"),
+        "run_id": spec["run_id"],
+        "experiment": spec["experiment"],
+        "status": result["status"],
+        "arch": shape.arch,
+        "n_layer": shape.n_layer,
+        "n_embd": shape.n_embd,
+        "n_head": shape.n_head,
+        "n_params_total": counts.total,
+        "n_unique_tokens": result.get("n_unique_tokens"),
+        "epochs": result.get("epochs"),
+        "flops": 6 * counts.non_embedding * d,
+        "flops_total": flops.total * d,
+        "val_bpb": result.get("val_bpb"),
+        "train_loss": result.get("train_loss"),
+        "tokenizer": spec["data"]["tokenizer"],
+        "vocab_size": shape.vocab_size,
+        "seq_len": shape.seq_len,
+        "batch_tokens": spec["train"]["batch_size"] * shape.seq_len,
+        "lr": result.get("peak_lr"),
+        "schedule": "cosine",
+        "seed": spec["seed"],
+        "wall_s": result.get("wall_s"),
+        "tokens_per_s": result.get("tokens_per_s"),
+        "device": result.get("device"),
+        "harness_version": result.get("harness_version", __version__),
+        "git_sha": result.get("git_sha", ""),
+    }
+
+
+def collect(root: Path) -> tuple[Path, dict[str, int]]:
+    """Write ROOT/runs.csv from every finished or failed run directory under ROOT/runs.
+
+    Runs still training (no result.json) are left out. Returns the path and a count per status.
+
+    Raises
+    ------
+    InputError
+        ROOT has no runs/ folder, or a run's record is unreadable.
+    """
+    layout = ExperimentLayout(Path(root))
+    if not layout.runs_dir.is_dir():
+        raise InputError(f"{root}: no runs/ folder here; expected a results directory of `harness run`")
+    rows, counts = [], {"done": 0, "diverged": 0, "failed": 0, "unfinished": 0}
+    for run_dir in sorted(p for p in layout.runs_dir.iterdir() if p.is_dir()):
+        result = read_result(run_dir)
+        if result is None or not (run_dir / "spec.json").exists():
+            counts["unfinished"] += 1
+            continue
+        row = run_row(read_json(run_dir / "spec.json"), result)
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        rows.append(row)
+    rows.sort(key=lambda r: (r["n_params"], r["n_tokens"], r["seed"], r["run_id"]))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+    atomic_write_text(layout.runs_csv, buf.getvalue())
+    return layout.runs_csv, counts

@@ -1,0 +1,420 @@
+"""Train one run: ``train(spec, run_dir) -> RunResult``, resuming from its own checkpoint.
+
+The loop is AdamW with linear warmup and a cosine decay that ends exactly at this run's last
+step (Hoffmann et al. 2022: a schedule longer than the run overestimates its loss), global
+gradient clipping, validation on the experiment's fixed held-out tokens a few times per run and
+at the end. A non-finite loss ends the run as ``diverged`` rather than raising.
+
+Everything the run does is a function of its spec and its position, so a checkpoint holds the
+model, the optimizer, the step and the RNG states, and resuming continues the same computation.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness import __version__
+from harness.atomic import atomic_write
+from harness.config import ExecutionConfig
+from harness.data import Corpus, SequenceOrder, gather_windows, prepare_corpus
+from harness.grid import RunSpec
+from harness.model import build_model, count_params
+from harness.results import ExperimentLayout, write_result, write_spec
+
+__all__ = ["RunResult", "lr_at_step", "peak_lr", "resolve_device", "train"]
+
+log = logging.getLogger("harness.train")
+
+METRICS_COLUMNS = ["step", "tokens", "train_loss", "val_loss", "lr", "wall_s"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What result.json records about a finished run."""
+
+    run_id: str
+    status: Literal["done", "diverged"]
+    val_loss: float | None
+    val_bpb: float | None
+    train_loss: float | None
+    steps: int
+    n_tokens: int
+    n_unique_tokens: int
+    epochs: float
+    peak_lr: float
+    wall_s: float
+    tokens_per_s: float
+    device: str
+    precision: str
+    reason: str
+    harness_version: str
+    git_sha: str
+
+
+def peak_lr(spec: RunSpec) -> float:
+    """Width-dependent peak learning rate: lr * (lr_ref_width / n_embd) ** lr_width_exponent."""
+    t = spec.train
+    return t.lr * (t.lr_ref_width / spec.model.n_embd) ** t.lr_width_exponent
+
+
+def warmup_steps(spec: RunSpec) -> int:
+    return max(1, math.ceil(spec.train.warmup_fraction * spec.n_steps))
+
+
+def lr_at_step(step: int, *, total_steps: int, warmup: int, peak: float, min_ratio: float) -> float:
+    """Learning rate for the update at ``step`` (0-based).
+
+    Linear warmup to ``peak`` over ``warmup`` steps, then a half cosine from ``peak`` down to
+    ``peak * min_ratio`` reached exactly at the last step, ``total_steps - 1``.
+    """
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    decay_steps = total_steps - 1 - warmup
+    progress = 1.0 if decay_steps <= 0 else min(1.0, (step - warmup) / decay_steps)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def resolve_device(execution: ExecutionConfig) -> torch.device:
+    if execution.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
+    if execution.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(execution.device)
+
+
+def _autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
+    p = spec.train.precision
+    if p == "bf16":
+        return torch.bfloat16
+    if p == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def git_sha() -> str:
+    """The harness checkout's commit, or '' where it is not a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+_CKPT = re.compile(r"step_(\d{9})\.pt$")
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files, newest first."""
+    ckpt_dir = run_dir / "ckpt"
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if _CKPT.search(p.name)]
+    return sorted(found, key=lambda p: int(_CKPT.search(p.name).group(1)), reverse=True)  # type: ignore[union-attr]
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
+    path = run_dir / "ckpt" / f"step_{state['step']:09d}.pt"
+    atomic_write(path, lambda f: torch.save(state, f))
+    for old in _checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that loads; a corrupt one is logged and skipped, never used."""
+    for path in _checkpoints(run_dir):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("not a harness checkpoint")
+            return state
+        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped the same way
+            log.warning("skipping unreadable checkpoint %s: %s", path, e)
+    return None
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    windows: torch.Tensor,
+    token_bytes: torch.Tensor,
+    batch_size: int,
+    autocast: torch.dtype | None,
+) -> tuple[float, float]:
+    """Mean validation loss (nats per token) and bits per byte over the fixed held-out windows."""
+    model.eval()
+    total_nats, total_tokens, total_bytes = 0.0, 0, 0
+    device = windows.device
+    for i in range(0, windows.shape[0], batch_size):
+        w = windows[i : i + batch_size]
+        x, y = w[:, :-1], w[:, 1:]
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            logits = model(input_ids=x).logits
+        nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+        total_nats += float(nats)
+        total_tokens += y.numel()
+        total_bytes += int(token_bytes[y].sum())
+    model.train()
+    return total_nats / total_tokens, total_nats / (math.log(2) * total_bytes)
+
+
+# --- metrics file -------------------------------------------------------------------------------
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the rows up to ``last_step`` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= last_step]
+    lines = [",".join(METRICS_COLUMNS)] + [",".join(r[c] for c in METRICS_COLUMNS) for r in rows]
+    atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write(",".join(METRICS_COLUMNS) + "\n")
+        f.write(",".join("" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float)
+                         else str(row[c]) for c in METRICS_COLUMNS) + "\n")
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def _eval_steps(total_steps: int, n_evals: int) -> set[int]:
+    """Steps (1-based count of updates done) after which to evaluate; always the last."""
+    return {max(1, round(total_steps * k / n_evals)) for k in range(1, n_evals + 1)}
+
+
+def train(
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    execution: ExecutionConfig | None = None,
+    corpus: Corpus | None = None,
+    stop_after_steps: int | None = None,
+) -> RunResult | None:
+    """Train the run described by ``spec`` in ``run_dir`` and write its result.json.
+
+    Resumes from the newest readable checkpoint in ``run_dir/ckpt``. ``stop_after_steps`` ends
+    the process's work after that many steps with a checkpoint and returns None (used to
+    simulate preemption in tests).
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` holds a different run's spec.json.
+    """
+    execution = execution or ExecutionConfig()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_spec(run_dir, spec)
+    if execution.threads > 0:
+        torch.set_num_threads(execution.threads)
+    layout = ExperimentLayout(run_dir.parent.parent)
+    corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
+    device = resolve_device(execution)
+    autocast = _autocast_dtype(spec, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    seq_len, batch_size = spec.data.seq_len, spec.train.batch_size
+    n_seq_total = spec.n_tokens // seq_len
+    total_steps = spec.n_steps
+    order = SequenceOrder(corpus.n_train_tokens, seq_len, spec.seed)
+    if order.n_windows < 1:
+        raise RuntimeError(f"the training split has {corpus.n_train_tokens} tokens, under one sequence")
+    train_tokens = corpus.train_tokens()
+    val_tokens = corpus.val_tokens()
+    n_eval = spec.data.eval_tokens // seq_len
+    if (val_tokens.size - 1) // seq_len < n_eval:
+        raise RuntimeError(
+            f"data.eval_tokens = {spec.data.eval_tokens} exceeds the {val_tokens.size} held-out tokens"
+        )
+    eval_windows = torch.from_numpy(
+        gather_windows(val_tokens, np.arange(n_eval, dtype=np.int64) * seq_len, seq_len)
+    ).to(device)
+    token_bytes = torch.from_numpy(corpus.token_n_bytes()).to(device)
+
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model).to(device)
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
+    peak = peak_lr(spec)
+    # Weight decay on matrices only (not norms, biases, or the embedding), as in GPT-3/Llama.
+    embed = model.get_input_embeddings().weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embed]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is embed]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": spec.train.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=peak,
+        betas=(spec.train.beta1, spec.train.beta2),
+        fused=device.type == "cuda",
+    )
+    warmup = warmup_steps(spec)
+
+    step, wall_before = 0, 0.0
+    metrics_path = run_dir / "metrics.csv"
+    state = load_latest_checkpoint(run_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        step, wall_before = int(state["step"]), float(state["wall_s"])
+        log.info("resuming %s at step %d of %d", spec.run_id, step, total_steps)
+    _truncate_metrics(metrics_path, step)
+
+    eval_at = _eval_steps(total_steps, spec.train.evals_per_run)
+    ckpt_every = spec.train.checkpoint_every_steps
+    log_every = max(1, total_steps // 100)
+    val_loss = val_bpb = None
+    last_train_loss: float | None = None
+    loss_sum, loss_count = 0.0, 0
+    status: Literal["done", "diverged"] = "done"
+    reason = ""
+    t_loop = time.perf_counter()
+    steps_this_process = 0
+
+    bar = None
+    if execution.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=spec.n_tokens,
+            initial=min(step * batch_size, n_seq_total) * seq_len,
+            unit="tok",
+            unit_scale=True,
+            desc=f"run {spec.run_id} L{spec.model.n_layer} d{spec.model.n_embd}",
+            position=1,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "wall_s": wall_before + time.perf_counter() - t_loop,
+            "run_id": spec.run_id,
+        }
+
+    model.train()
+    while step < total_steps:
+        first_seq = step * batch_size
+        n_seq = min(batch_size, n_seq_total - first_seq)
+        windows = gather_windows(train_tokens, order.window_starts(first_seq, n_seq), seq_len)
+        batch = torch.from_numpy(windows).to(device, non_blocking=True)
+        x, y = batch[:, :-1], batch[:, 1:]
+        lr = lr_at_step(step, total_steps=total_steps, warmup=warmup, peak=peak,
+                        min_ratio=spec.train.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            logits = model(input_ids=x).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            status, reason = "diverged", f"non-finite training loss {loss_value} at step {step}"
+            break
+        loss.backward()
+        if spec.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        steps_this_process += 1
+        loss_sum += loss_value
+        loss_count += 1
+        if bar is not None:
+            bar.update(n_seq * seq_len)
+
+        evaluated = step in eval_at
+        if evaluated:
+            val_loss, val_bpb = evaluate(model, eval_windows, token_bytes, batch_size, autocast)
+            if not math.isfinite(val_loss):
+                status, reason = "diverged", f"non-finite validation loss at step {step}"
+        if evaluated or step % log_every == 0 or step == total_steps:
+            last_train_loss = loss_sum / loss_count
+            _append_metrics(metrics_path, {
+                "step": step,
+                "tokens": min(step * batch_size, n_seq_total) * seq_len,
+                "train_loss": last_train_loss,
+                "val_loss": val_loss if evaluated else None,
+                "lr": lr,
+                "wall_s": round(wall_before + time.perf_counter() - t_loop, 3),
+            })
+            loss_sum, loss_count = 0.0, 0
+        if status == "diverged":
+            break
+        if step < total_steps and (
+            (ckpt_every and step % ckpt_every == 0)
+            or (stop_after_steps is not None and steps_this_process >= stop_after_steps)
+        ):
+            save_checkpoint(run_dir, checkpoint_state(), spec.train.checkpoint_keep)
+            if stop_after_steps is not None and steps_this_process >= stop_after_steps:
+                if bar is not None:
+                    bar.close()
+                return None
+
+    if bar is not None:
+        bar.close()
+    wall_train = wall_before + time.perf_counter() - t_loop
+    tokens_done = min(step * batch_size, n_seq_total) * seq_len
+    n_unique = min(spec.n_tokens, order.n_unique_tokens)
+    result = RunResult(
+        run_id=spec.run_id,
+        status=status,
+        val_loss=val_loss if status == "done" else None,
+        val_bpb=val_bpb if status == "done" else None,
+        train_loss=last_train_loss,
+        steps=step,
+        n_tokens=spec.n_tokens,
+        n_unique_tokens=n_unique,
+        epochs=spec.n_tokens / n_unique,
+        peak_lr=peak,
+        wall_s=round(wall_train, 3),
+        tokens_per_s=round(tokens_done / wall_train, 1) if wall_train > 0 else 0.0,
+        device=str(device) + (f":{torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        precision="bf16" if autocast is not None else "fp32",
+        reason=reason,
+        harness_version=__version__,
+        git_sha=git_sha(),
+    )
+    write_result(run_dir, asdict(result))
+    # A finished run needs no resume state; drop it to keep the store small.
+    for path in _checkpoints(run_dir):
+        path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,125 @@
+"""The training loop: learning-rate schedule, exact resume, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import ExecutionConfig, load_experiment
+from harness.grid import expand
+from harness.train import lr_at_step, peak_lr, train
+
+torch.set_num_threads(1)
+
+
+def test_lr_table_by_hand() -> None:
+    # total 10 steps, warmup 2, peak 1.0, floor 0.1; decay over steps 2..9 (7 intervals).
+    lrs = [lr_at_step(s, total_steps=10, warmup=2, peak=1.0, min_ratio=0.1) for s in range(10)]
+    expected = [
+        0.5,  # (0+1)/2
+        1.0,  # (1+1)/2
+        1.0,  # cos(0)
+        0.1 + 0.45 * (1 + 0.9009688679),  # cos(pi/7)
+        0.1 + 0.45 * (1 + 0.6234898019),  # cos(2pi/7)
+        0.1 + 0.45 * (1 + 0.2225209340),  # cos(3pi/7)
+        0.1 + 0.45 * (1 - 0.2225209340),
+        0.1 + 0.45 * (1 - 0.6234898019),
+        0.1 + 0.45 * (1 - 0.9009688679),
+        0.1,  # ends exactly at the floor on the run's own last step
+    ]
+    assert lrs == pytest.approx(expected, abs=1e-9)
+
+
+def test_schedule_follows_the_runs_own_length() -> None:
+    # A shorter run is not a prefix of a longer one: it reaches its floor at its own end.
+    short = lr_at_step(49, total_steps=50, warmup=5, peak=1.0, min_ratio=0.0)
+    long_same_step = lr_at_step(49, total_steps=100, warmup=5, peak=1.0, min_ratio=0.0)
+    assert short == 0.0 and long_same_step == pytest.approx(0.5 * (1 + math.cos(math.pi * 44 / 94)))
+
+
+def _experiment(tmp_path: Path, extra: str = "", overrides: list[str] | None = None):
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
+        corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
+    exp_toml = tmp_path / "t.toml"
+    exp_toml.write_text(f"""
+[data]
+corpus = "{corpus}"
+seq_len = 32
+val_block_bytes = 1024
+eval_tokens = 1024
+[train]
+batch_size = 8
+lr = 1e-2
+checkpoint_every_steps = 0
+evals_per_run = 2
+[grid]
+shapes = [{{n_layer = 1, n_embd = 32}}]
+n_tokens = [4096]
+[execution]
+threads = 1
+progress = false
+results_dir = "{tmp_path / 'results'}"
+{extra}
+""")
+    return load_experiment(exp_toml, overrides)
+
+
+def test_peak_lr_scales_with_width(tmp_path: Path) -> None:
+    exp = _experiment(tmp_path, overrides=["--train.lr_width_exponent=1.0", "--train.lr_ref_width=64"])
+    (spec,) = expand(exp)
+    assert spec.model.n_embd == 32
+    assert peak_lr(spec) == pytest.approx(1e-2 * 64 / 32)
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    exp = _experiment(tmp_path)
+    (spec,) = expand(exp)
+    assert spec.n_steps == 16
+    ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
+    assert ref is not None and ref.status == "done" and ref.steps == 16
+
+    run_dir = tmp_path / "b" / "runs" / spec.run_id
+    for _ in range(3):  # stopped three times, like three preemptions
+        assert train(spec, run_dir, execution=exp.execution, stop_after_steps=5) is None
+    assert (run_dir / "ckpt").is_dir()
+    resumed = train(spec, run_dir, execution=exp.execution)
+    assert resumed is not None
+    assert resumed.val_loss == ref.val_loss  # bit for bit on CPU
+    assert resumed.train_loss == ref.train_loss
+    assert not list((run_dir / "ckpt").iterdir())  # cleaned up once done
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    steps = [int(r.split(",")[0]) for r in rows[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 16  # no step recorded twice
+
+
+def test_corrupt_checkpoint_is_skipped(tmp_path: Path) -> None:
+    exp = _experiment(tmp_path)
+    (spec,) = expand(exp)
+    ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
+    run_dir = tmp_path / "b" / "runs" / spec.run_id
+    train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
+    train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
+    newest = sorted((run_dir / "ckpt").iterdir())[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # torn write
+    resumed = train(spec, run_dir, execution=exp.execution)
+    assert resumed is not None and ref is not None and resumed.val_loss == ref.val_loss
+
+
+def test_divergence_is_a_status_not_a_crash(tmp_path: Path) -> None:
+    exp = _experiment(tmp_path, overrides=["--train.lr=1e12", "--train.grad_clip=0.0",
+                                           "--train.warmup_fraction=0.0"])
+    (spec,) = expand(exp)
+    result = train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
+    assert result is not None and result.status == "diverged"
+    assert "non-finite" in result.reason
+    stored = json.loads((tmp_path / "r" / "runs" / spec.run_id / "result.json").read_text())
+    assert stored["status"] == "diverged" and stored["val_loss"] is None
