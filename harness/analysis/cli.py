@@ -1,0 +1,91 @@
+"""Subcommands `fit`, `plot` and `reproduce` of the `harness` command.
+
+`register(subparsers)` adds them to the top-level parser (harness/cli.py); each sets
+``func=handler`` where ``handler(args) -> int`` is the exit code. Bad input raises InputError,
+which the top-level command prints as one line and exits 2 on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harness.analysis.io import parse_column_map
+from harness.analysis.report import ALL_FITS, fit_path, plot_path, reproduce_path, summarize
+from harness.errors import InputError
+
+__all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register"]
+
+
+def _list(spec: str | None) -> list[str] | None:
+    if not spec:
+        return None
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="runs.csv, another CSV, or its directory")
+    p.add_argument("--columns", default=None, metavar="n_params=COL,...",
+                   help="map the CSV's own column names onto n_params, n_tokens, loss "
+                        "(and flops_budget, status)")
+    p.add_argument("--group-by", default=None, metavar="COL[,COL]",
+                   help="fit and plot each group of these columns separately")
+
+
+def register(subparsers: Any) -> None:
+    """Add the fit, plot and reproduce subcommands to an argparse subparsers object."""
+    p = subparsers.add_parser("fit", help="fit scaling laws; writes fits.json beside the CSV")
+    _common(p)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples (default 1000; 0 for none)")
+    p.add_argument("--fits", default=None, metavar="NAME[,NAME]",
+                   help=f"fits to make (default: all the data allow): {', '.join(ALL_FITS)}")
+    p.add_argument("--isoflop-minimum", choices=("parabola", "akima"), default="parabola",
+                   help="approach-2 minimum finder (akima: Porian et al. 2024)")
+    p.add_argument("--out", default=None, help="write fits.json here instead")
+    p.set_defaults(func=cmd_fit)
+
+    p = subparsers.add_parser("plot", help="write figures/*.png and *.svg beside the CSV")
+    _common(p)
+    p.add_argument("--out-dir", default=None, help="write the figures here instead")
+    p.set_defaults(func=cmd_plot)
+
+    p = subparsers.add_parser(
+        "reproduce", help="refit and replot from the CSV alone; compare with fits.json")
+    p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """`harness fit PATH`: write fits.json and print a summary. Raises InputError."""
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap {args.bootstrap}; accepted: an integer >= 0")
+    out = fit_path(
+        args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
+        column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
+        fits=_list(args.fits), isoflop_minimum=args.isoflop_minimum,
+    )
+    import json
+
+    print(summarize(json.loads(out.read_text())))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """`harness plot PATH`: write the figures. Raises InputError."""
+    files = plot_path(args.path, out_dir=args.out_dir,
+                      column_map=parse_column_map(args.columns), group_by=_list(args.group_by))
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`harness reproduce PATH`: 0 when the refit agrees with fits.json, else 1."""
+    ok, table = reproduce_path(args.path, rtol=args.rtol)
+    print(table)
+    print("reproduce: OK" if ok else "reproduce: DIFFERENT beyond tolerance")
+    return 0 if ok else 1

@@ -1,0 +1,610 @@
+"""Fits of scaling laws: pure functions from arrays to a frozen `FitResult`.
+
+Chinchilla approach 3 is fitted exactly as the Epoch AI replication fits it (Besiroglu et al.
+2024, "Chinchilla Scaling: A replication attempt", following Hoffmann et al. 2022, appendix
+D.2): the Huber loss (delta = 1e-3) *summed* over the residuals
+log L_i - LSE(a - alpha log N_i, b - beta log D_i, e), minimised with L-BFGS from every point of
+the grid alpha, beta in {0, 0.5, .., 2}, e in {-1, -0.5, .., 1}, a, b in {0, 5, .., 25}
+(4500 starts), best kept; E = exp(e), A = exp(a), B = exp(b). All starts run at once in
+`optim.batched_lbfgs` with analytic gradients, stopping as scipy's L-BFGS-B does by default;
+then the best distinct end points are polished with tight tolerances so that the reported
+optimum is precise to double precision, not only to scipy's default tolerance.
+
+The one-variable laws L(x) = E + A x^-alpha and Kaplan et al. (2020)'s L(N, D) use the same
+log-space Huber objective and the same batched optimizer from their own start grids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from harness.analysis import optim
+from harness.errors import InputError
+
+__all__ = [
+    "CHINCHILLA_START_GRID",
+    "KAPLAN_START_GRID",
+    "POWER_LAW_START_GRID",
+    "FitResult",
+    "GridEdgeWarning",
+    "bootstrap_chinchilla",
+    "bootstrap_kaplan",
+    "bootstrap_power_law",
+    "fit_chinchilla",
+    "fit_kaplan",
+    "fit_power_law",
+]
+
+FloatArray = NDArray[np.float64]
+
+# Besiroglu et al. 2024 (Epoch AI), the grid of Hoffmann et al. 2022 appendix D.2 refined:
+# 5 * 5 * 5 * 6 * 6 = 4500 starts.
+CHINCHILLA_START_GRID: Mapping[str, tuple[float, ...]] = {
+    "alpha": (0.0, 0.5, 1.0, 1.5, 2.0),
+    "beta": (0.0, 0.5, 1.0, 1.5, 2.0),
+    "e": (-1.0, -0.5, 0.0, 0.5, 1.0),
+    "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+}
+# The same axes for one term, e widened to -1..3 (E up to 20 nats: small models' losses lie
+# far above Chinchilla's E = 1.69): 5 * 9 * 6 = 270 starts.
+POWER_LAW_START_GRID: Mapping[str, tuple[float, ...]] = {
+    "alpha": (0.0, 0.5, 1.0, 1.5, 2.0),
+    "e": (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+    "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+}
+# Kaplan et al. 2020 in log space: log N_c, log D_c, u = alpha_N / alpha_D, alpha_D; published
+# values (log 8.8e13 = 32.1, log 5.4e13 = 31.6, u = 0.8, alpha_D = 0.095) lie inside.
+KAPLAN_START_GRID: Mapping[str, tuple[float, ...]] = {
+    "log_N_c": (10.0, 20.0, 30.0, 40.0),
+    "log_D_c": (10.0, 20.0, 30.0, 40.0),
+    "u": (0.5, 1.0, 2.0),
+    "alpha_D": (0.05, 0.1, 0.3, 0.6),
+}
+
+# Tight tolerances of the polishing run (the batched stage uses scipy L-BFGS-B's defaults).
+_POLISH_GTOL = 1e-11
+_POLISH_MAX_ITER = 5000
+_N_POLISH = 8  # distinct best end points polished
+_N_WARM = 4  # distinct optima used as warm starts of each bootstrap resample
+_BOOT_GTOL = 1e-7  # bootstrap rule: max |g| <= 1e-7 or an absolute decrease of f <= 1e-13
+_BOOT_FTOL = 1e-13
+_BOOT_MAX_ITER = 500
+
+
+class GridEdgeWarning(UserWarning):
+    """The best fit lies on the edge of (or outside) the grid of starting points.
+
+    Besiroglu et al. 2024 check for this: an optimum at the edge suggests the grid does not
+    cover the region where the optimum lies, and a wider grid may find a better one.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitResult:
+    """One fitted law."""
+
+    law: str
+    """'chinchilla', 'power_law' or 'kaplan'."""
+    params: dict[str, float]
+    """Fitted parameters by name (E, A, B, alpha, beta; E, A, alpha; N_c, D_c, alpha_N, alpha_D)."""
+    objective: float
+    """Final value of the summed Huber objective."""
+    converged: bool
+    """The polished optimum met the stopping rule (max |gradient| <= 1e-5, as L-BFGS-B)."""
+    message: str
+    """The optimizer's stopping reason for the reported optimum."""
+    n_starts: int
+    """Number of starting points."""
+    n_points: int
+    """Number of data points."""
+    grad_max: float
+    """max |gradient| of the objective at the optimum."""
+    on_grid_edge: bool
+    """True when a fitted raw parameter is not strictly inside the range of the start grid."""
+    edge_params: tuple[str, ...] = ()
+    """The raw parameters on or beyond the edge of the grid."""
+    raw: dict[str, float] = field(default_factory=dict)
+    """Parameters in the optimizer's coordinates (a = log A, e = log E, ...)."""
+    candidates: tuple[tuple[float, ...], ...] = ()
+    """Distinct local optima found (optimizer coordinates, best first): bootstrap warm starts."""
+
+
+def _as_positive(name: str, v: ArrayLike) -> FloatArray:
+    arr = np.asarray(v, dtype=float).ravel()
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
+    if bad.size:
+        shown = ", ".join(f"{float(arr[i])!r} (index {i})" for i in bad[:5])
+        more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+        raise InputError(f"{name}: bad value(s) {shown}{more}; accepted: finite numbers > 0")
+    return arr
+
+
+def _check_same_length(**arrays: FloatArray) -> int:
+    lengths = {k: v.size for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise InputError(f"arrays differ in length: {lengths}; accepted: equal lengths")
+    return next(iter(lengths.values()))
+
+
+def _grid(spec: Mapping[str, Sequence[float]], order: Sequence[str]) -> FloatArray:
+    missing = [k for k in order if k not in spec]
+    if missing:
+        raise InputError(f"start_grid lacks {missing}; accepted keys: {list(order)}")
+    axes = [np.asarray(spec[k], dtype=float) for k in order]
+    for k, ax in zip(order, axes):
+        if ax.size == 0 or not np.all(np.isfinite(ax)):
+            raise InputError(f"start_grid[{k!r}] = {list(ax)}; accepted: finite numbers")
+    return np.array(list(itertools.product(*axes)), dtype=float)
+
+
+def _distinct(x: FloatArray, f: FloatArray, limit: int) -> FloatArray:
+    """Up to `limit` rows of x with the lowest f, no two within 1e-6 of each other."""
+    kept: list[FloatArray] = []
+    for i in np.argsort(f, kind="stable"):
+        if not np.isfinite(f[i]):
+            break
+        if all(np.max(np.abs(x[i] - y)) > 1e-6 * max(1.0, np.max(np.abs(y))) for y in kept):
+            kept.append(x[i])
+            if len(kept) == limit:
+                break
+    return np.array(kept) if kept else x[:1]
+
+
+@dataclass(frozen=True)
+class _Raw:
+    x: FloatArray
+    f: float
+    status: int
+    grad_max: float
+    candidates: FloatArray
+
+
+def _minimize(fun: optim.Objective, starts: FloatArray) -> _Raw:
+    """Batched L-BFGS from all starts, then polish the best distinct end points."""
+    res = optim.batched_lbfgs(fun, starts)
+    cand = _distinct(res.x, res.f, _N_POLISH)
+    pol = optim.batched_lbfgs(fun, cand, gtol=_POLISH_GTOL, ftol=0.0, max_iter=_POLISH_MAX_ITER)
+    i = int(np.argmin(np.where(np.isfinite(pol.f), pol.f, np.inf)))
+    cands = _distinct(np.vstack([pol.x, res.x]), np.concatenate([pol.f, res.f]), _N_POLISH)
+    return _Raw(
+        x=pol.x[i], f=float(pol.f[i]), status=int(pol.status[i]),
+        grad_max=float(pol.grad_max[i]), candidates=cands,
+    )
+
+
+def _converged(raw: _Raw) -> tuple[bool, str]:
+    # The polishing run stops at the precision limit (a line search without decrease) long
+    # after it meets L-BFGS-B's default rule; that rule (max |g| <= 1e-5) decides convergence.
+    ok = raw.status in (optim.CONV_GRAD, optim.CONV_F) or raw.grad_max <= 1e-5
+    msg = optim.MESSAGES[raw.status]
+    if raw.status == optim.LS_FAIL and ok:
+        msg = f"converged: max |gradient| = {raw.grad_max:.2e} <= 1e-5 (then precision limit)"
+    return bool(ok), msg
+
+
+def _edge(
+    raw_x: FloatArray, spec: Mapping[str, Sequence[float]], order: Sequence[str], law: str
+) -> tuple[str, ...]:
+    edge = []
+    for k, v in zip(order, raw_x):
+        lo, hi = float(min(spec[k])), float(max(spec[k]))
+        if not (lo < v < hi):
+            edge.append(k)
+    if edge:
+        desc = ", ".join(
+            f"{k}={v:.4g} (grid {min(spec[k]):g}..{max(spec[k]):g})"
+            for k, v in zip(order, raw_x) if k in edge
+        )
+        warnings.warn(
+            f"{law} fit: best fit on the edge of the start grid: {desc}; widen start_grid",
+            GridEdgeWarning, stacklevel=3,
+        )
+    return tuple(edge)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chinchilla approach 3
+
+
+_CHIN_ORDER = ("a", "b", "alpha", "beta", "e")  # optimizer layout, see optim.lse_huber_objective
+
+
+def _chin_params(x: FloatArray) -> dict[str, float]:
+    a, b, alpha, beta, e = (float(v) for v in x)
+    return {"E": float(np.exp(e)), "A": float(np.exp(a)), "B": float(np.exp(b)),
+            "alpha": alpha, "beta": beta}
+
+
+def _check_joint(N: FloatArray, D: FloatArray, n_par: int, law: str) -> None:
+    if N.size < n_par:
+        raise InputError(
+            f"{law} fit: {N.size} points, fewer than its {n_par} parameters; "
+            f"accepted: at least {n_par} runs"
+        )
+    for name, v in (("n_params", N), ("n_tokens", D)):
+        if np.unique(v).size < 2:
+            raise InputError(
+                f"{law} fit: a single {name} value {v[0]:.6g} in all {v.size} rows; a joint "
+                f"L(N, D) fit needs at least 2 distinct values of n_params and of n_tokens"
+            )
+
+
+def fit_chinchilla(
+    n_params: ArrayLike,
+    n_tokens: ArrayLike,
+    loss: ArrayLike,
+    *,
+    delta: float = 1e-3,
+    start_grid: Mapping[str, Sequence[float]] = CHINCHILLA_START_GRID,
+) -> FitResult:
+    """Fit L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, approach 3).
+
+    The method of Besiroglu et al. 2024: summed Huber loss on log-space residuals of the
+    log-sum-exp form, L-BFGS from every start of the grid, best kept (module docstring).
+
+    Parameters
+    ----------
+    n_params, n_tokens, loss : array_like
+        N, D and final loss per run (positive, finite, equal lengths).
+    delta : float
+        Huber threshold.
+    start_grid : mapping
+        Axes of the start grid, keys a, b, alpha, beta, e (product taken).
+
+    Returns
+    -------
+    FitResult
+        params E, A, B, alpha, beta.
+
+    Raises
+    ------
+    InputError
+        Non-positive or non-finite values, unequal lengths, fewer than 5 points, or a single
+        distinct N or D.
+
+    Warns
+    -----
+    GridEdgeWarning
+        When the best fit lies on the edge of the start grid.
+    """
+    N = _as_positive("n_params", n_params)
+    D = _as_positive("n_tokens", n_tokens)
+    L = _as_positive("loss", loss)
+    _check_same_length(n_params=N, n_tokens=D, loss=L)
+    _check_joint(N, D, 5, "chinchilla")
+    starts = _grid(start_grid, _CHIN_ORDER)
+    fun = optim.lse_huber_objective(np.column_stack([np.log(N), np.log(D)]), np.log(L), None, delta)
+    raw = _minimize(fun, starts)
+    conv, msg = _converged(raw)
+    edge = _edge(raw.x, start_grid, _CHIN_ORDER, "chinchilla")
+    return FitResult(
+        law="chinchilla", params=_chin_params(raw.x), objective=raw.f, converged=conv,
+        message=msg, n_starts=starts.shape[0], n_points=N.size, grad_max=raw.grad_max,
+        on_grid_edge=bool(edge), edge_params=edge,
+        raw=dict(zip(_CHIN_ORDER, map(float, raw.x))),
+        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
+    )
+
+
+def _resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> FloatArray:
+    """(n_resamples, n) counts of each point in a resample of n points with replacement."""
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    W = np.zeros((n_resamples, n))
+    np.add.at(W, (np.repeat(np.arange(n_resamples), n), idx.ravel()), 1.0)
+    return W
+
+
+def _bootstrap(
+    make_fun: Callable[[FloatArray | None], optim.Objective],
+    fit: FitResult,
+    n: int,
+    n_resamples: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, NDArray[np.bool_]]:
+    """Refit on resampled runs; returns (n_resamples, p) optimizer coordinates and converged."""
+    # Warm starts instead of the full grid (cost: a few starts per resample, not 4500): each
+    # resample starts from the full-data optimum and the other distinct local optima the full
+    # grid found. A resample is the same data with other weights, so its optimum lies near one
+    # of these; this is what keeps a 1000-resample bootstrap to about the cost of one full fit.
+    starts = np.asarray(fit.candidates[:_N_WARM], dtype=float)
+    ns = starts.shape[0]
+    W = _resample_weights(n, n_resamples, rng)
+    Wr = np.repeat(W, ns, axis=0)  # row r uses resample r // ns
+    x0 = np.tile(starts, (n_resamples, 1))
+    # A much smaller ftol than scipy's default: started at (or near) an optimum, the first
+    # steps reduce f by little, and scipy's rule would stop every resample at its warm start.
+    res = optim.batched_lbfgs(
+        make_fun(Wr), x0, gtol=_BOOT_GTOL, ftol=_BOOT_FTOL, max_iter=_BOOT_MAX_ITER)
+    f = np.where(np.isfinite(res.f), res.f, np.inf).reshape(n_resamples, ns)
+    best = np.argmin(f, axis=1)
+    rows = np.arange(n_resamples) * ns + best
+    conv = res.converged[rows] | (res.grad_max[rows] <= 1e-5)
+    return res.x[rows], conv
+
+
+def bootstrap_chinchilla(
+    n_params: ArrayLike,
+    n_tokens: ArrayLike,
+    loss: ArrayLike,
+    fit: FitResult,
+    *,
+    n_resamples: int = 1000,
+    rng: np.random.Generator,
+    delta: float = 1e-3,
+) -> tuple[list[dict[str, float]], int]:
+    """Bootstrap over runs of a Chinchilla fit, warm-started from the full fit's optima.
+
+    Parameters
+    ----------
+    n_params, n_tokens, loss : array_like
+        The data `fit` was fitted on.
+    fit : FitResult
+        Result of `fit_chinchilla` on that data.
+    n_resamples : int
+        Number of resamples (with replacement, over runs).
+    rng : numpy.random.Generator
+        Source of the resampling.
+    delta : float
+        Huber threshold.
+
+    Returns
+    -------
+    list of dict, int
+        Parameters per resample; number of resamples whose fit did not converge (kept).
+
+    Raises
+    ------
+    InputError
+        If n_resamples < 1 or the data are bad (as `fit_chinchilla`).
+    """
+    if n_resamples < 1:
+        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    N = _as_positive("n_params", n_params)
+    D = _as_positive("n_tokens", n_tokens)
+    L = _as_positive("loss", loss)
+    logx = np.column_stack([np.log(N), np.log(D)])
+    xs, conv = _bootstrap(
+        lambda W: optim.lse_huber_objective(logx, np.log(L), W, delta), fit, N.size,
+        n_resamples, rng,
+    )
+    return [_chin_params(x) for x in xs], int(np.sum(~conv))
+
+
+# ---------------------------------------------------------------------------------------------
+# One-variable power law with offset
+
+
+_PL_ORDER = ("a", "alpha", "e")
+
+
+def _pl_params(x: FloatArray) -> dict[str, float]:
+    a, alpha, e = (float(v) for v in x)
+    return {"E": float(np.exp(e)), "A": float(np.exp(a)), "alpha": alpha}
+
+
+def fit_power_law(
+    x: ArrayLike,
+    loss: ArrayLike,
+    *,
+    delta: float = 1e-3,
+    start_grid: Mapping[str, Sequence[float]] = POWER_LAW_START_GRID,
+    name: str = "power_law",
+) -> FitResult:
+    """Fit L(x) = E + A x^-alpha in log space (the one-term form of Hoffmann et al. 2022, eq. 2).
+
+    Parameters
+    ----------
+    x, loss : array_like
+        Regressor (N, D or C) and loss, positive and finite.
+    delta : float
+        Huber threshold.
+    start_grid : mapping
+        Axes a, alpha, e of the start grid.
+    name : str
+        Name used in messages.
+
+    Returns
+    -------
+    FitResult
+        params E, A, alpha.
+
+    Raises
+    ------
+    InputError
+        Bad values, fewer than 3 points or fewer than 3 distinct x.
+
+    Warns
+    -----
+    GridEdgeWarning
+        When the best fit lies on the edge of the start grid.
+    """
+    X = _as_positive(f"{name}: x", x)
+    L = _as_positive(f"{name}: loss", loss)
+    _check_same_length(x=X, loss=L)
+    if np.unique(X).size < 3:
+        raise InputError(
+            f"{name} fit: {np.unique(X).size} distinct x values, fewer than its 3 parameters; "
+            "accepted: at least 3 distinct values"
+        )
+    starts = _grid(start_grid, _PL_ORDER)
+    fun = optim.lse_huber_objective(np.log(X)[:, None], np.log(L), None, delta)
+    raw = _minimize(fun, starts)
+    conv, msg = _converged(raw)
+    edge = _edge(raw.x, start_grid, _PL_ORDER, name)
+    return FitResult(
+        law="power_law", params=_pl_params(raw.x), objective=raw.f, converged=conv,
+        message=msg, n_starts=starts.shape[0], n_points=X.size, grad_max=raw.grad_max,
+        on_grid_edge=bool(edge), edge_params=edge, raw=dict(zip(_PL_ORDER, map(float, raw.x))),
+        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
+    )
+
+
+def bootstrap_power_law(
+    x: ArrayLike,
+    loss: ArrayLike,
+    fit: FitResult,
+    *,
+    n_resamples: int = 1000,
+    rng: np.random.Generator,
+    delta: float = 1e-3,
+) -> tuple[list[dict[str, float]], int]:
+    """Bootstrap over points of a power-law fit (warm starts as `bootstrap_chinchilla`).
+
+    Raises
+    ------
+    InputError
+        If n_resamples < 1 or the data are bad.
+    """
+    if n_resamples < 1:
+        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    X = _as_positive("x", x)
+    L = _as_positive("loss", loss)
+    xs, conv = _bootstrap(
+        lambda W: optim.lse_huber_objective(np.log(X)[:, None], np.log(L), W, delta), fit,
+        X.size, n_resamples, rng,
+    )
+    return [_pl_params(v) for v in xs], int(np.sum(~conv))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kaplan et al. 2020, L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D
+
+
+_KAP_ORDER = ("log_N_c", "log_D_c", "u", "alpha_D")
+
+
+def _kaplan_objective(
+    logN: FloatArray, logD: FloatArray, logy: FloatArray, weights: FloatArray | None,
+    delta: float,
+) -> optim.Objective:
+    """Summed Huber on log L - alpha_D LSE(u (log N_c - log N), log D_c - log D), u = a_N/a_D.
+
+    Kaplan et al. 2020, eq. 1.5 in log space; rows are [log N_c, log D_c, u, alpha_D].
+    """
+
+    def fun(X: FloatArray, rows: NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        lnc, ldc, u, ad = (X[:, i, None] for i in range(4))
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            dn = lnc - logN[None]  # (j, n)
+            z1 = u * dn
+            z2 = ldc - logD[None]
+            mx = np.maximum(z1, z2)
+            e1 = np.exp(np.maximum(z1 - mx, -160.0))
+            e2 = np.exp(np.maximum(z2 - mx, -160.0))
+            s = e1 + e2
+            lse = mx + np.log(s)
+            r = logy[None] - ad * lse
+            psi = np.clip(r, -delta, delta)
+            if weights is not None:
+                w = weights[rows]
+                f = np.einsum("jn,jn->j", w * psi, r - 0.5 * psi)
+                psi = psi * w
+            else:
+                f = np.einsum("jn,jn->j", psi, r - 0.5 * psi)
+            p1 = e1 / s
+            p2 = e2 / s
+            G = np.empty((X.shape[0], 4))
+            G[:, 0] = -(psi * ad * p1 * u).sum(axis=1)  # dpred/dlog N_c = alpha_D p1 u
+            G[:, 1] = -(psi * ad * p2).sum(axis=1)  # dpred/dlog D_c = alpha_D p2
+            G[:, 2] = -(psi * ad * p1 * dn).sum(axis=1)  # dpred/du = alpha_D p1 (log N_c - log N)
+            G[:, 3] = -(psi * lse).sum(axis=1)  # dpred/dalpha_D = LSE
+        return f, G
+
+    return fun
+
+
+def _kap_params(x: FloatArray) -> dict[str, float]:
+    lnc, ldc, u, ad = (float(v) for v in x)
+    return {"N_c": float(np.exp(lnc)), "D_c": float(np.exp(ldc)), "alpha_N": u * ad,
+            "alpha_D": ad}
+
+
+def fit_kaplan(
+    n_params: ArrayLike,
+    n_tokens: ArrayLike,
+    loss: ArrayLike,
+    *,
+    delta: float = 1e-3,
+    start_grid: Mapping[str, Sequence[float]] = KAPLAN_START_GRID,
+) -> FitResult:
+    """Fit Kaplan et al. 2020's L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (eq. 1.5).
+
+    Summed Huber loss on log-space residuals (as for approach 3), L-BFGS from every start of
+    `start_grid` (log N_c, log D_c, u = alpha_N/alpha_D, alpha_D), best kept.
+
+    Parameters
+    ----------
+    n_params, n_tokens, loss : array_like
+        N, D and loss per run.
+    delta : float
+        Huber threshold.
+    start_grid : mapping
+        Axes log_N_c, log_D_c, u, alpha_D.
+
+    Returns
+    -------
+    FitResult
+        params N_c, D_c, alpha_N, alpha_D.
+
+    Raises
+    ------
+    InputError
+        Bad values, fewer than 4 points, or a single distinct N or D.
+
+    Warns
+    -----
+    GridEdgeWarning
+        When the best fit lies on the edge of the start grid.
+    """
+    N = _as_positive("n_params", n_params)
+    D = _as_positive("n_tokens", n_tokens)
+    L = _as_positive("loss", loss)
+    _check_same_length(n_params=N, n_tokens=D, loss=L)
+    _check_joint(N, D, 4, "kaplan")
+    starts = _grid(start_grid, _KAP_ORDER)
+    fun = _kaplan_objective(np.log(N), np.log(D), np.log(L), None, delta)
+    raw = _minimize(fun, starts)
+    conv, msg = _converged(raw)
+    edge = _edge(raw.x, start_grid, _KAP_ORDER, "kaplan")
+    return FitResult(
+        law="kaplan", params=_kap_params(raw.x), objective=raw.f, converged=conv, message=msg,
+        n_starts=starts.shape[0], n_points=N.size, grad_max=raw.grad_max,
+        on_grid_edge=bool(edge), edge_params=edge, raw=dict(zip(_KAP_ORDER, map(float, raw.x))),
+        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
+    )
+
+
+def bootstrap_kaplan(
+    n_params: ArrayLike,
+    n_tokens: ArrayLike,
+    loss: ArrayLike,
+    fit: FitResult,
+    *,
+    n_resamples: int = 1000,
+    rng: np.random.Generator,
+    delta: float = 1e-3,
+) -> tuple[list[dict[str, float]], int]:
+    """Bootstrap over runs of a Kaplan fit (warm starts as `bootstrap_chinchilla`).
+
+    Raises
+    ------
+    InputError
+        If n_resamples < 1 or the data are bad.
+    """
+    if n_resamples < 1:
+        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    N = _as_positive("n_params", n_params)
+    D = _as_positive("n_tokens", n_tokens)
+    L = _as_positive("loss", loss)
+    xs, conv = _bootstrap(
+        lambda W: _kaplan_objective(np.log(N), np.log(D), np.log(L), W, delta), fit, N.size,
+        n_resamples, rng,
+    )
+    return [_kap_params(x) for x in xs], int(np.sum(~conv))

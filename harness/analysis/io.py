@@ -1,0 +1,186 @@
+"""Loading runs.csv (schema v1 of DESIGN.md, or any CSV with N, D and loss columns).
+
+Every problem with the input raises `InputError` with one line naming the file, the column, the
+bad value(s), the line numbers in the file (the header is line 1) and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import InputError
+
+__all__ = ["REQUIRED", "load_runs", "parse_column_map", "resolve_csv"]
+
+REQUIRED: tuple[str, ...] = ("n_params", "n_tokens", "loss")
+"""Columns every fit needs: non-embedding parameters N, training tokens D, final loss."""
+
+_MAX_SHOWN = 5
+
+
+def resolve_csv(path: str | os.PathLike[str]) -> Path:
+    """The CSV a PATH argument names: the file itself, or runs.csv inside a directory.
+
+    Raises
+    ------
+    InputError
+        If the file does not exist.
+    """
+    p = Path(path)
+    if p.is_dir():
+        csv = p / "runs.csv"
+        if not csv.is_file():
+            raise InputError(
+                f"{p}: no runs.csv in this directory; accepted: a CSV file or a directory "
+                "holding runs.csv"
+            )
+        return csv
+    if not p.is_file():
+        raise InputError(
+            f"{p}: no such file; accepted: a CSV file or a directory holding runs.csv"
+        )
+    return p
+
+
+def parse_column_map(spec: str | None) -> dict[str, str]:
+    """Parse ``n_params=MYCOL,n_tokens=TOK`` into {canonical: user column}.
+
+    Raises
+    ------
+    InputError
+        On a malformed item or an unknown canonical name.
+    """
+    if not spec:
+        return {}
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        key, val = key.strip(), val.strip()
+        if not sep or not key or not val:
+            raise InputError(
+                f"--columns: bad item {item!r}; accepted: NAME=COLUMN[,NAME=COLUMN...] with "
+                f"NAME one of {', '.join(REQUIRED)}, flops_budget, status"
+            )
+        out[key] = val
+    return out
+
+
+def _lines(lines: Sequence[int]) -> str:
+    """'line 4' / 'lines 4, 7 and 3 more' (line numbers in the file; the header is line 1)."""
+    idx = list(lines)
+    shown = ", ".join(str(int(i)) for i in idx[:_MAX_SHOWN])
+    more = f" and {len(idx) - _MAX_SHOWN} more" if len(idx) > _MAX_SHOWN else ""
+    return f"line{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def _values(vals: Sequence[object]) -> str:
+    shown = ", ".join(
+        repr(v) if isinstance(v, str) else repr(float(v)) if isinstance(v, (int, float, np.number))
+        else repr(v) for v in vals[:_MAX_SHOWN])
+    return shown + (f" and {len(vals) - _MAX_SHOWN} more" if len(vals) > _MAX_SHOWN else "")
+
+
+def load_runs(
+    path: str | os.PathLike[str],
+    column_map: Mapping[str, str] | None = None,
+    *,
+    min_points: int = 2,
+) -> pd.DataFrame:
+    """Read runs.csv into a DataFrame with the columns n_params, n_tokens, loss (and the rest).
+
+    Rows whose ``status`` column (if any) is not "done" are dropped; their count is in
+    ``df.attrs["n_excluded"]``. ``df.attrs["path"]`` is the CSV read, and the column
+    ``line`` holds each row's line number in the file (header = line 1).
+
+    Parameters
+    ----------
+    path : path-like
+        A CSV file, or a directory holding runs.csv.
+    column_map : mapping, optional
+        {canonical name: the CSV's own column}, e.g. ``{"n_params": "N_params"}``.
+    min_points : int
+        Fewest usable rows accepted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The usable rows, N, D and loss as float64, in file order.
+
+    Raises
+    ------
+    InputError
+        Missing file, unparsable CSV, missing columns, NaN/inf or non-numeric values,
+        non-positive N, D or loss, or fewer than `min_points` usable rows.
+    """
+    csv = resolve_csv(path)
+    try:
+        df = pd.read_csv(csv, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{csv}: the file is empty; accepted: a CSV with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first = " ".join(str(exc).split())
+        raise InputError(f"{csv}: cannot parse as CSV ({first}); accepted: a CSV file") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if column_map:
+        missing = [v for v in column_map.values() if v not in df.columns]
+        if missing:
+            raise InputError(
+                f"{csv}: --columns names column(s) {_values(missing)} that the file lacks; "
+                f"accepted: one of {', '.join(df.columns)}"
+            )
+        rename = {user: canon for canon, user in column_map.items() if user != canon}
+        df = df.drop(columns=[c for c in rename.values() if c in df.columns])
+        df = df.rename(columns=rename)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{csv}: missing column(s) {', '.join(missing)}; found {', '.join(df.columns)}; "
+            "accepted: n_params, n_tokens and loss columns, or map yours with "
+            "--columns n_params=COL,n_tokens=COL,loss=COL"
+        )
+    df = df.reset_index(drop=True)
+    df["line"] = np.arange(len(df)) + 2
+    n_excluded = 0
+    if "status" in df.columns:
+        keep = df["status"].astype(str).str.strip() == "done"
+        n_excluded = int((~keep).sum())
+        df = df[keep].reset_index(drop=True)
+    for col in REQUIRED:
+        raw = df[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = np.flatnonzero(num.isna() & raw.notna())
+        if bad.size:
+            raise InputError(
+                f"{csv}: column {col!r} has non-numeric value(s) {_values(list(raw.iloc[bad]))} "
+                f"at {_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0"
+            )
+        vals = num.to_numpy(dtype=float)
+        bad = np.flatnonzero(~np.isfinite(vals))
+        if bad.size:
+            raise InputError(
+                f"{csv}: column {col!r} has NaN/inf value(s) {_values(list(vals[bad]))} at "
+                f"{_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0 "
+                "(mark failed runs with status other than 'done')"
+            )
+        bad = np.flatnonzero(vals <= 0)
+        if bad.size:
+            raise InputError(
+                f"{csv}: column {col!r} has non-positive value(s) {_values(list(vals[bad]))} "
+                f"at {_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0"
+            )
+        df[col] = vals
+    if len(df) < min_points:
+        raise InputError(
+            f"{csv}: {len(df)} usable row(s) ({n_excluded} excluded by status); accepted: at "
+            f"least {min_points} runs with status 'done'"
+        )
+    df.attrs["n_excluded"] = n_excluded
+    df.attrs["path"] = str(csv)
+    return df

@@ -1,0 +1,270 @@
+"""Standard scaling-law figures. Each plot function draws on a given Axes and returns its Figure;
+nothing here calls plt.show or touches pyplot's global state (figures are built from
+matplotlib.figure.Figure with the Agg canvas). Saved files are deterministic: SVG with a fixed
+hash salt and no date, PNG without the software/version metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede any pyplot import elsewhere in this process
+
+import matplotlib as mpl  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from harness.analysis.laws import chinchilla_loss  # noqa: E402
+from harness.atomic import atomic_write  # noqa: E402
+from harness.errors import InputError  # noqa: E402
+
+__all__ = [
+    "new_axes",
+    "plot_isoflop",
+    "plot_loss_vs_d",
+    "plot_loss_vs_n",
+    "plot_optimal",
+    "plot_residuals",
+    "save_figure",
+    "write_standard_figures",
+]
+
+_SALT = "scaling-harness"
+
+
+def new_axes(figsize: tuple[float, float] = (6.0, 4.2)) -> Axes:
+    """A fresh Axes on its own Figure (not registered with pyplot)."""
+    fig = Figure(figsize=figsize, dpi=100)
+    return fig.add_subplot()
+
+
+def _fig(ax: Axes) -> Figure:
+    fig = ax.get_figure()
+    assert isinstance(fig, Figure)
+    return fig
+
+
+def _colors(k: int) -> list[Any]:
+    cmap = mpl.colormaps["viridis"]
+    return [cmap(v) for v in np.linspace(0.0, 0.9, max(k, 1))]
+
+
+def _chin_params(fits: Mapping[str, Any] | None) -> dict[str, float] | None:
+    if not fits:
+        return None
+    p = fits.get("chinchilla", {}).get("params")
+    return dict(p) if p else None
+
+
+def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None) -> Figure:
+    """Loss against N, one colour per D, with the fitted Chinchilla law L(N, D) per D.
+
+    Parameters
+    ----------
+    ax : Axes
+    df : pandas.DataFrame
+        Runs (n_params, n_tokens, loss).
+    params : mapping, optional
+        Chinchilla parameters E, A, B, alpha, beta.
+
+    Returns
+    -------
+    Figure
+    """
+    ds = np.unique(df["n_tokens"])
+    many = ds.size > 12
+    for c, d in zip(_colors(ds.size), ds):
+        g = df[df["n_tokens"] == d].sort_values("n_params")
+        ax.plot(g["n_params"], g["loss"], "o", color=c, ms=4,
+                label=None if many else f"D={d:.3g}")
+        if params is not None and not many:
+            n = np.geomspace(g["n_params"].min() / 1.5, g["n_params"].max() * 1.5, 100)
+            ax.plot(n, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("loss vs N" + (" (lines: fitted L(N, D))" if params else ""))
+    if not many:
+        ax.legend(fontsize=7)
+    return _fig(ax)
+
+
+def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None) -> Figure:
+    """Loss against D, one colour per N, with the fitted Chinchilla law per N.
+
+    Returns
+    -------
+    Figure
+    """
+    ns = np.unique(df["n_params"])
+    many = ns.size > 12
+    for c, n in zip(_colors(ns.size), ns):
+        g = df[df["n_params"] == n].sort_values("n_tokens")
+        ax.plot(g["n_tokens"], g["loss"], "o", color=c, ms=4,
+                label=None if many else f"N={n:.3g}")
+        if params is not None and not many:
+            d = np.geomspace(g["n_tokens"].min() / 1.5, g["n_tokens"].max() * 1.5, 100)
+            ax.plot(d, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training tokens D")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("loss vs D" + (" (lines: fitted L(N, D))" if params else ""))
+    if not many:
+        ax.legend(fontsize=7)
+    return _fig(ax)
+
+
+def plot_isoflop(ax: Axes, df: pd.DataFrame, budget: np.ndarray,
+                 isoflop: Mapping[str, Any] | None = None) -> Figure:
+    """IsoFLOP profiles: loss against N per budget, with the minima found (approach 2).
+
+    Returns
+    -------
+    Figure
+    """
+    cs = np.unique(budget)
+    for c, col in zip(cs, _colors(cs.size)):
+        g = df[budget == c].sort_values("n_params")
+        ax.plot(g["n_params"], g["loss"], "o-", color=col, ms=3, lw=0.8, label=f"C={c:.2g}")
+    if isoflop:
+        ax.plot(isoflop["n_opt"], isoflop["loss_opt"], "r*", ms=8, label="minima")
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("isoFLOP profiles")
+    ax.legend(fontsize=6, ncol=2)
+    return _fig(ax)
+
+
+def plot_optimal(ax: Axes, isoflop: Mapping[str, Any]) -> Figure:
+    """N_opt(C) and D_opt(C) from approach 2 with the fitted power laws and the a, b intervals.
+
+    Returns
+    -------
+    Figure
+    """
+    C = np.asarray(isoflop["budgets"], dtype=float)
+    cc = np.geomspace(C.min(), C.max(), 50)
+    for key, exp, k, color in (("n_opt", "a", "log_k_n", "C0"), ("d_opt", "b", "log_k_d", "C1")):
+        ax.plot(C, isoflop[key], "o", color=color, label=f"{key} ({exp}={isoflop[exp]:.3f})")
+        if isoflop.get(k) is not None:
+            ax.plot(cc, np.exp(isoflop[k]) * cc ** isoflop[exp], "-", color=color, lw=1)
+            ci = isoflop.get("ci95", {}).get(exp)
+            if ci and None not in ci:
+                # Band: the exponent's 95% interval, pivoting at the geometric mean budget.
+                c0 = np.exp(np.mean(np.log(C)))
+                y0 = np.exp(isoflop[k]) * c0 ** isoflop[exp]
+                lo, hi = (y0 * (cc / c0) ** e for e in ci)
+                ax.fill_between(cc, np.minimum(lo, hi), np.maximum(lo, hi), color=color,
+                                alpha=0.2, lw=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_ylabel("compute-optimal N, D")
+    ax.set_title("N_opt(C), D_opt(C) (approach 2)")
+    ax.legend(fontsize=7)
+    return _fig(ax)
+
+
+def plot_residuals(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> Figure:
+    """Observed against predicted loss, coloured by relative residual.
+
+    Returns
+    -------
+    Figure
+    """
+    pred = chinchilla_loss(df["n_params"], df["n_tokens"], **params)
+    obs = df["loss"].to_numpy()
+    rel = (obs - pred) / pred
+    sc = ax.scatter(pred, obs, c=rel, cmap="coolwarm", s=14)
+    lo, hi = min(pred.min(), obs.min()), max(pred.max(), obs.max())
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    _fig(ax).colorbar(sc, ax=ax, label="(observed - predicted) / predicted")
+    ax.set_xlabel("predicted loss (Chinchilla fit)")
+    ax.set_ylabel("observed loss")
+    ax.set_title(f"observed vs predicted (max |rel. residual| {np.max(np.abs(rel)):.3g})")
+    return _fig(ax)
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
+    """Write stem.png and stem.svg atomically and byte-deterministically.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    stem = Path(stem)
+    out = []
+    with mpl.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
+        for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+            p = stem.with_suffix("." + fmt)
+            atomic_write(p, lambda f, fmt=fmt, meta=meta: fig.savefig(
+                f, format=fmt, metadata=meta, bbox_inches="tight"))
+            out.append(p)
+    return out
+
+
+def write_standard_figures(
+    df: pd.DataFrame, fits: Mapping[str, Any] | None, out_dir: str | os.PathLike[str],
+    *, suffix: str = "",
+) -> list[Path]:
+    """The figures the data allow: loss vs N and vs D, residuals, isoFLOP profiles and optima.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Runs.
+    fits : mapping, optional
+        The "fits" object of fits.json; when None the Chinchilla law is fitted here (no
+        bootstrap) when the data allow.
+    out_dir : path-like
+        Directory for the files.
+    suffix : str
+        Appended to each file stem (per group).
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    from harness.analysis import fit as fitmod
+    from harness.analysis import isoflop as iso
+    from harness.analysis.report import _budget_column
+
+    out_dir = Path(out_dir)
+    params = _chin_params(fits)
+    if params is None and fits is None:
+        try:
+            params = fitmod.fit_chinchilla(df["n_params"], df["n_tokens"], df["loss"]).params
+        except InputError:
+            params = None
+    written: list[Path] = []
+    written += save_figure(plot_loss_vs_n(new_axes(), df, params), out_dir / f"loss_vs_n{suffix}")
+    written += save_figure(plot_loss_vs_d(new_axes(), df, params), out_dir / f"loss_vs_d{suffix}")
+    if params is not None:
+        written += save_figure(plot_residuals(new_axes(), df, params),
+                               out_dir / f"residuals{suffix}")
+    budget = _budget_column(df)
+    if budget is not None:
+        block = (fits or {}).get("isoflop")
+        if block is None or "skipped" in block:
+            try:
+                r = iso.fit_isoflop(df["n_params"], df["loss"], budget)
+                block = {"budgets": r.budgets, "n_opt": r.n_opt, "d_opt": r.d_opt,
+                         "loss_opt": r.loss_opt, "a": r.a, "b": r.b, "log_k_n": r.log_k_n,
+                         "log_k_d": r.log_k_d}
+            except InputError:
+                block = None
+        written += save_figure(plot_isoflop(new_axes(), df, budget, block),
+                               out_dir / f"isoflop{suffix}")
+        if block is not None:
+            written += save_figure(plot_optimal(new_axes(), block), out_dir / f"optimal{suffix}")
+    return written

@@ -1,0 +1,712 @@
+"""From runs.csv to fits.json (schema 1 of DESIGN.md), a summary table, figures, and reproduce.
+
+fits.json holds, beside "fits", the "settings" it was made with (seed, bootstrap size, column
+map, groups, fits), so that `reproduce_path` can refit from the CSV alone. Numbers are plain
+JSON floats rounded to 10 significant digits; keys are sorted; the input path is stored as a
+file name only. The same CSV and settings therefore give a byte-identical file wherever the
+directory lies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import fit as fitmod
+from harness.analysis import isoflop as iso
+from harness.analysis.io import load_runs, resolve_csv
+from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
+from harness.atomic import atomic_write_json
+from harness.errors import InputError
+
+__all__ = [
+    "ALL_FITS",
+    "COMPUTE_BUDGETS",
+    "fit_frame",
+    "fit_path",
+    "plot_path",
+    "reproduce_path",
+    "summarize",
+]
+
+ALL_FITS: tuple[str, ...] = (
+    "chinchilla", "compute_optimal", "kaplan", "power_law_n", "power_law_d", "power_law_c",
+    "approach1", "isoflop", "heldout",
+)
+"""Every fit fits.json can hold. By default each is made where the data allow; chinchilla is
+required (a CSV that cannot support the joint fit is bad input unless `fits` leaves it out)."""
+
+COMPUTE_BUDGETS: tuple[float, ...] = (1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24)
+"""Budgets (FLOPs) at which compute_optimal reports N_opt, D_opt and tokens per parameter."""
+
+SCHEMA = 1
+_SIG = 10  # significant digits kept in fits.json
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{_SIG}g}")
+
+
+def _clean(obj: Any) -> Any:
+    """Plain JSON: floats rounded, numpy scalars converted, tuples to lists, keys as str."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _num(float(obj))
+    return obj
+
+
+def _ci(values: Iterable[float]) -> list[float]:
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return [float("nan"), float("nan")]
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def _rng(seed: int, label: str) -> np.random.Generator:
+    # One stream per fit and group, so that adding a fit does not move the others' numbers.
+    return np.random.default_rng([seed, zlib.crc32(label.encode())])
+
+
+def _budget_column(df: pd.DataFrame) -> np.ndarray | None:
+    """The per-run compute budget if the runs form isoFLOP profiles, else None.
+
+    Taken from a ``flops_budget`` column, else C = 6ND rounded to 3 significant digits when at
+    least 2 budgets hold runs of 3 or more distinct N.
+    """
+    if "flops_budget" in df.columns:
+        b = pd.to_numeric(df["flops_budget"], errors="coerce").to_numpy(dtype=float)
+        if np.all(np.isfinite(b) & (b > 0)):
+            return b
+    b = iso.budgets_of(flops(df["n_params"], df["n_tokens"]))
+    n_prof = sum(np.unique(df["n_params"].to_numpy()[b == c]).size >= 3 for c in np.unique(b))
+    return b if n_prof >= 2 else None
+
+
+def _slice(df: pd.DataFrame, fixed: str, var: str) -> tuple[pd.DataFrame, str]:
+    """Rows for a one-variable law in `var`: at the `fixed` value with the most distinct `var`
+    values (ties: the largest), else the frontier (lowest loss at each `var` value)."""
+    best = None
+    for v, g in df.groupby(fixed):
+        k = g[var].nunique()
+        if k >= 4 and (best is None or (k, v) >= (best[0], best[1])):
+            best = (k, v, g)
+    if best is not None:
+        return best[2], f"{fixed}={best[1]:.6g}"
+    front = df.loc[df.groupby(var)["loss"].idxmin()]
+    return front, "frontier: lowest loss at each " + var
+
+
+def _envelope(C: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Indices of the compute envelope: runs with lower loss than every cheaper run."""
+    order = np.argsort(C, kind="stable")
+    keep, best = [], np.inf
+    for i in order:
+        if L[i] < best:
+            keep.append(i)
+            best = L[i]
+    return np.array(keep, dtype=int)
+
+
+def _fit_block(
+    res: fitmod.FitResult, boots: list[dict[str, float]], n_failed: int, n_boot: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "params": dict(res.params),
+        "ci95": {k: _ci(b[k] for b in boots) for k in res.params} if boots else {},
+        "objective": res.objective,
+        "converged": res.converged,
+        "message": res.message,
+        "n_starts": res.n_starts,
+        "n_points": res.n_points,
+        "on_grid_edge": res.on_grid_edge,
+        "edge_params": list(res.edge_params),
+        "n_bootstrap": n_boot,
+        "n_bootstrap_failed": n_failed,
+    }
+    return out
+
+
+def fit_frame(
+    df: pd.DataFrame,
+    *,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    fits: Sequence[str] | None = None,
+    label: str = "",
+    isoflop_minimum: str = "parabola",
+    heldout_quantile: float = 0.75,
+) -> dict[str, Any]:
+    """Every requested fit of one set of runs, as the "fits" object of fits.json.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows from `load_runs` (n_params, n_tokens, loss; flops_budget optional).
+    seed : int
+        Bootstrap seed.
+    n_bootstrap : int
+        Resamples per bootstrap (0 for none).
+    fits : sequence of str, optional
+        Names from ALL_FITS; None for every fit the data allow (chinchilla required).
+    label : str
+        Group label, mixed into the per-fit random streams.
+    isoflop_minimum : {"parabola", "akima"}
+        Minimum finder of approach 2.
+    heldout_quantile : float
+        Runs with C at or below this quantile of C train the held-out check.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    InputError
+        Unknown fit names, or data that cannot support a requested fit.
+    """
+    if fits is not None:
+        unknown = [f for f in fits if f not in ALL_FITS]
+        if unknown:
+            raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}")
+    want = set(ALL_FITS if fits is None else fits)
+    explicit = fits is not None
+    if n_bootstrap < 0:
+        raise InputError(f"--bootstrap {n_bootstrap}; accepted: an integer >= 0")
+    N = df["n_params"].to_numpy(dtype=float)
+    D = df["n_tokens"].to_numpy(dtype=float)
+    L = df["loss"].to_numpy(dtype=float)
+    C = flops(N, D)
+    out: dict[str, Any] = {}
+
+    def optional(name: str, fn: Any) -> None:
+        # A fit the user did not ask for by name is made only where the data allow it.
+        if name not in want:
+            return
+        try:
+            out[name] = fn()
+        except InputError as exc:
+            if explicit:
+                raise
+            out[name] = {"skipped": str(exc)}
+
+    chin: fitmod.FitResult | None = None
+    chin_boot: list[dict[str, float]] = []
+    if "chinchilla" in want:
+        chin = fitmod.fit_chinchilla(N, D, L)
+        nf = 0
+        if n_bootstrap:
+            chin_boot, nf = fitmod.bootstrap_chinchilla(
+                N, D, L, chin, n_resamples=n_bootstrap, rng=_rng(seed, label + "chinchilla"))
+        out["chinchilla"] = _fit_block(chin, chin_boot, nf, n_bootstrap)
+
+    if "compute_optimal" in want:
+        if chin is None:
+            if explicit:
+                raise InputError("--fits compute_optimal needs chinchilla too")
+        else:
+            p = chin.params
+            co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
+            cos = [compute_optimal(b["A"], b["B"], b["alpha"], b["beta"]) for b in chin_boot
+                   if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")]
+            keys = [f"{c:.0e}" for c in COMPUTE_BUDGETS]
+            out["compute_optimal"] = {
+                "a": co.a, "b": co.b, "G": co.G,
+                "n_opt": {k: float(co.n_opt(c)) for k, c in zip(keys, COMPUTE_BUDGETS)},
+                "d_opt": {k: float(co.d_opt(c)) for k, c in zip(keys, COMPUTE_BUDGETS)},
+                "tokens_per_param": {
+                    k: float(co.tokens_per_param(c)) for k, c in zip(keys, COMPUTE_BUDGETS)},
+                "ci95": {
+                    "a": _ci(c.a for c in cos), "b": _ci(c.b for c in cos),
+                    "tokens_per_param": {
+                        k: _ci(float(c.tokens_per_param(cc)) for c in cos)
+                        for k, cc in zip(keys, COMPUTE_BUDGETS)} if cos else {},
+                } if cos else {},
+                "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4",
+            }
+
+    def kaplan() -> dict[str, Any]:
+        r = fitmod.fit_kaplan(N, D, L)
+        bs, nf = ([], 0)
+        if n_bootstrap:
+            bs, nf = fitmod.bootstrap_kaplan(
+                N, D, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "kaplan"))
+        return _fit_block(r, bs, nf, n_bootstrap)
+
+    def power_law(name: str, x: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
+        r = fitmod.fit_power_law(x, y, name=name)
+        bs, nf = ([], 0)
+        if n_bootstrap:
+            bs, nf = fitmod.bootstrap_power_law(
+                x, y, r, n_resamples=n_bootstrap, rng=_rng(seed, label + name))
+        block = _fit_block(r, bs, nf, n_bootstrap)
+        block["data"] = where
+        return block
+
+    def pl_n() -> dict[str, Any]:
+        sub, where = _slice(df, "n_tokens", "n_params")
+        return power_law("power_law_n", sub["n_params"].to_numpy(), sub["loss"].to_numpy(), where)
+
+    def pl_d() -> dict[str, Any]:
+        sub, where = _slice(df, "n_params", "n_tokens")
+        return power_law("power_law_d", sub["n_tokens"].to_numpy(), sub["loss"].to_numpy(), where)
+
+    budget = _budget_column(df)
+
+    def pl_c() -> dict[str, Any]:
+        if budget is not None:
+            idx = np.array([np.flatnonzero(budget == c)[np.argmin(L[budget == c])]
+                            for c in np.unique(budget)])
+            x, where = budget[idx], "lowest loss per compute budget"
+        else:
+            idx = _envelope(C, L)
+            x, where = C[idx], "compute envelope (runs better than every cheaper run)"
+        return power_law("power_law_c", x, L[idx], where)
+
+    def approach1() -> dict[str, Any]:
+        if budget is None:
+            raise InputError("approach 1: the runs form no compute budgets (no flops_budget "
+                             "column and no 2 budgets with 3 or more model sizes)")
+        r = iso.fit_approach1(N, D, L, budget)
+        return {"budgets": list(r.budgets), "n_opt": list(r.n_opt), "d_opt": list(r.d_opt),
+                "loss_opt": list(r.loss_opt), "a": r.a, "b": r.b}
+
+    def isoflop() -> dict[str, Any]:
+        if budget is None:
+            raise InputError("isoFLOP (approach 2): the runs form no compute budgets (no "
+                             "flops_budget column and no 2 budgets with 3 or more model sizes)")
+        r = iso.fit_isoflop(N, L, budget, minimum=isoflop_minimum)  # type: ignore[arg-type]
+        block: dict[str, Any] = {
+            "budgets": list(r.budgets), "n_opt": list(r.n_opt), "d_opt": list(r.d_opt),
+            "loss_opt": list(r.loss_opt), "a": r.a, "b": r.b, "log_k_n": r.log_k_n,
+            "log_k_d": r.log_k_d, "skipped_budgets": list(r.skipped), "minimum": r.minimum,
+            "ci95": {}, "n_bootstrap": n_bootstrap, "n_bootstrap_failed": 0,
+        }
+        if n_bootstrap:
+            a, b, nf = iso.bootstrap_isoflop(
+                N, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "isoflop"))
+            block["ci95"] = {"a": _ci(a), "b": _ci(b)}
+            block["n_bootstrap_failed"] = nf
+        return block
+
+    def heldout() -> dict[str, Any]:
+        # Choshen et al. 2024: fit on the cheaper runs, predict the rest, report the absolute
+        # relative error |L_pred - L| / L of the predictions.
+        thr = float(np.quantile(C, heldout_quantile))
+        tr, te = C <= thr, C > thr
+        if te.sum() < 1:
+            raise InputError("held-out check: no run above the compute threshold")
+        r = fitmod.fit_chinchilla(N[tr], D[tr], L[tr])
+        p = r.params
+        pred = chinchilla_loss(N[te], D[te], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+        are = np.abs(pred - L[te]) / L[te]
+        return {"law": "chinchilla", "flops_threshold": thr, "quantile": heldout_quantile,
+                "n_train": int(tr.sum()), "n_test": int(te.sum()), "are_mean": float(are.mean()),
+                "are_max": float(are.max()), "are_median": float(np.median(are)),
+                "params": dict(p)}
+
+    optional("kaplan", kaplan)
+    optional("power_law_n", pl_n)
+    optional("power_law_d", pl_d)
+    optional("power_law_c", pl_c)
+    optional("approach1", approach1)
+    optional("isoflop", isoflop)
+    optional("heldout", heldout)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tuple[Any, ...]]:
+    missing = [c for c in group_by if c not in df.columns]
+    if missing:
+        raise InputError(f"{csv}: --group-by column(s) {missing} not in the file; accepted: "
+                         f"{', '.join(c for c in df.columns if c != 'line')}")
+    return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
+
+
+def fits_dict(
+    path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    column_map: Mapping[str, str] | None = None,
+    group_by: Sequence[str] | None = None,
+    fits: Sequence[str] | None = None,
+    isoflop_minimum: str = "parabola",
+) -> dict[str, Any]:
+    """The fits.json object for a CSV (see `fit_path`), not yet written.
+
+    Raises
+    ------
+    InputError
+        Bad input (see `load_runs` and `fit_frame`).
+    """
+    csv = resolve_csv(path)
+    df = load_runs(csv, column_map)
+    group_by = list(group_by or [])
+    settings = {
+        "seed": seed, "n_bootstrap": n_bootstrap, "column_map": dict(column_map or {}),
+        "group_by": group_by, "fits": None if fits is None else list(fits),
+        "isoflop_minimum": isoflop_minimum,
+    }
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "input": {"path": csv.name, "sha256": _sha256(csv), "n_points": len(df),
+                  "n_excluded": int(df.attrs.get("n_excluded", 0))},
+        "settings": settings,
+    }
+    kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
+    if not group_by:
+        doc["fits"] = fit_frame(df, **kw)  # type: ignore[arg-type]
+    else:
+        groups = []
+        for key in _group_keys(df, group_by, csv):
+            sel = (df[group_by].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
+            sub = df[sel].reset_index(drop=True)
+            label = "|".join(key)
+            try:
+                body = fit_frame(sub, label=label, **kw)  # type: ignore[arg-type]
+            except InputError as exc:
+                raise InputError(f"{csv}: group {dict(zip(group_by, key))}: {exc}") from None
+            groups.append({"key": dict(zip(group_by, key)), "n_points": len(sub), "fits": body})
+        doc["groups"] = groups
+    return _clean(doc)
+
+
+def fit_path(
+    path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    column_map: Mapping[str, str] | None = None,
+    group_by: Sequence[str] | None = None,
+    fits: Sequence[str] | None = None,
+    isoflop_minimum: str = "parabola",
+) -> Path:
+    """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`).
+
+    Parameters
+    ----------
+    path : path-like
+        runs.csv, another CSV, or a directory holding runs.csv.
+    out : path-like, optional
+        Where to write; default ``<csv dir>/fits.json``.
+    seed : int
+        Bootstrap seed.
+    n_bootstrap : int
+        Resamples per bootstrap (>= 0).
+    column_map : mapping, optional
+        {canonical column: the CSV's column}.
+    group_by : sequence of str, optional
+        Fit each group of these columns separately (fits.json then has "groups").
+    fits : sequence of str, optional
+        Names from ALL_FITS; default all the data allow.
+    isoflop_minimum : {"parabola", "akima"}
+        Minimum finder of approach 2.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    InputError
+        Bad input.
+    """
+    csv = resolve_csv(path)
+    doc = fits_dict(csv, seed=seed, n_bootstrap=n_bootstrap, column_map=column_map,
+                    group_by=group_by, fits=fits, isoflop_minimum=isoflop_minimum)
+    target = Path(out) if out is not None else csv.parent / "fits.json"
+    return atomic_write_json(target, doc)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
+    lines = []
+    for name in ALL_FITS:
+        if name not in fits:
+            continue
+        f = fits[name]
+        if "skipped" in f:
+            lines.append(f"{indent}{name:<16} skipped: {f['skipped']}")
+            continue
+        if "params" in f and name != "heldout":
+            ci = f.get("ci95", {})
+            parts = []
+            for k, v in f["params"].items():
+                c = ci.get(k)
+                parts.append(f"{k}={_fmt(v)}" + (f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else ""))
+            flag = "" if f.get("converged", True) else "  NOT CONVERGED"
+            flag += "  ON GRID EDGE: " + ",".join(f["edge_params"]) if f.get("on_grid_edge") else ""
+            lines.append(f"{indent}{name:<16} " + "  ".join(parts) + flag)
+        elif name in ("isoflop", "approach1"):
+            ci = f.get("ci95", {})
+            a = f"a={_fmt(f['a'])}" + (f" [{_fmt(ci['a'][0])}, {_fmt(ci['a'][1])}]"
+                                         if "a" in ci else "")
+            lines.append(f"{indent}{name:<16} N_opt ∝ C^a: {a}  D_opt ∝ C^b: b={_fmt(f['b'])}  "
+                         f"({len(f['budgets'])} budgets)")
+        elif name == "compute_optimal":
+            tpp = f["tokens_per_param"]
+            lines.append(f"{indent}{name:<16} a={_fmt(f['a'])} b={_fmt(f['b'])}  tokens/param: "
+                         + ", ".join(f"{k}: {_fmt(v)}" for k, v in tpp.items()))
+        elif name == "heldout":
+            lines.append(f"{indent}{name:<16} ARE mean={_fmt(f['are_mean'])} "
+                         f"max={_fmt(f['are_max'])} ({f['n_train']} train, {f['n_test']} test)")
+    return lines
+
+
+def summarize(fits: Mapping[str, Any]) -> str:
+    """A short human-readable table of a fits.json object (or of its "fits" part).
+
+    Parameters
+    ----------
+    fits : mapping
+        The whole fits.json object, or its "fits" mapping.
+
+    Returns
+    -------
+    str
+    """
+    lines = []
+    if "input" in fits:
+        inp = fits["input"]
+        lines.append(f"{inp['path']}: {inp['n_points']} runs used, {inp['n_excluded']} excluded "
+                     "(status not 'done')")
+    if "groups" in fits:
+        for g in fits["groups"]:
+            lines.append(", ".join(f"{k}={v}" for k, v in g["key"].items())
+                         + f" ({g['n_points']} runs)")
+            lines += _summarize_fits(g["fits"], "  ")
+    else:
+        lines += _summarize_fits(fits.get("fits", fits))
+    return "\n".join(lines)
+
+
+def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
+    """(fits.json path, its content, the CSV it was made from) for a reproduce PATH."""
+    p = Path(path)
+    if p.is_dir():
+        fj = p / "fits.json"
+    elif p.name == "fits.json":
+        fj = p
+    else:
+        fj = p.parent / "fits.json"
+    if not fj.is_file():
+        raise InputError(f"{fj}: no stored fits.json to compare with; accepted: a directory or "
+                         "CSV with fits.json beside it (run `harness fit` first)")
+    try:
+        doc = json.loads(fj.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{fj}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise InputError(f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
+                         f"accepted: schema {SCHEMA}")
+    csv = fj.parent / doc.get("input", {}).get("path", "runs.csv")
+    if p.is_file() and p.name != "fits.json":
+        csv = p
+    return fj, doc, resolve_csv(csv)
+
+
+def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list) and obj and isinstance(obj[0], Mapping) and "key" in obj[0]:
+        for g in obj:
+            out.update(_leaves(g, f"{prefix}[{'|'.join(map(str, g['key'].values()))}]"))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(_leaves(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *, rtol: float = 1e-4,
+            atol: float = 1e-9) -> list[tuple[str, Any, Any]]:
+    """Leaves of two fits.json objects that differ beyond |x - y| <= atol + rtol |y|."""
+    a, b = _leaves(stored), _leaves(new)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, "<missing>"), b.get(k, "<missing>")
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not (
+                isinstance(x, bool) or isinstance(y, bool)):
+            if not abs(x - y) <= atol + rtol * abs(y):
+                diffs.append((k, x, y))
+        elif x != y:
+            diffs.append((k, x, y))
+    return diffs
+
+
+def reproduce_path(
+    path: str | os.PathLike[str], *, rtol: float = 1e-4
+) -> tuple[bool, str]:
+    """Refit and replot from the CSV alone (in a temp dir) and compare with the stored fits.json.
+
+    The stored files are never overwritten. A ``published.json`` beside fits.json (keys: group
+    labels "v1|v2|..." or "all"; values {"a": number}) adds the published exponents to the table.
+
+    Parameters
+    ----------
+    path : path-like
+        The results directory, its CSV, or its fits.json.
+    rtol : float
+        Relative tolerance of the comparison.
+
+    Returns
+    -------
+    (bool, str)
+        Whether all stored numbers agree, and a printable table.
+
+    Raises
+    ------
+    InputError
+        No stored fits.json, or bad input.
+    """
+    fj, stored, csv = _stored(path)
+    s = stored.get("settings", {})
+    new = fits_dict(
+        csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
+        column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
+        fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
+    )
+    with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
+        tmpcsv = Path(tmp) / csv.name
+        tmpcsv.write_bytes(csv.read_bytes())
+        atomic_write_json(Path(tmp) / "fits.json", new)
+        figs = plot_path(tmpcsv, out_dir=Path(tmp) / "figures",
+                         column_map=s.get("column_map") or None, group_by=s.get("group_by"))
+        same_figs = sum(
+            (fj.parent / "figures" / f.name).is_file()
+            and (fj.parent / "figures" / f.name).read_bytes() == f.read_bytes() for f in figs)
+    diffs = compare(stored, new, rtol=rtol)
+    lines = [f"reproduce {csv}: compared {len(_leaves(stored))} stored values with a refit "
+             f"(rtol {rtol:g}); {len(diffs)} differ"]
+    if diffs:
+        w = max(len(k) for k, _, _ in diffs)
+        lines.append(f"{'value':<{w}}  {'stored':>14}  {'refit':>14}")
+        for k, x, y in diffs[:60]:
+            lines.append(f"{k:<{w}}  {_fmt(x):>14}  {_fmt(y):>14}")
+        if len(diffs) > 60:
+            lines.append(f"... and {len(diffs) - 60} more")
+    lines.append(f"figures: {len(figs)} replotted, {same_figs} byte-identical to stored ones")
+    pub_file = fj.parent / "published.json"
+    if pub_file.is_file():
+        lines += _published_table(json.loads(pub_file.read_text()), new)
+    return not diffs, "\n".join(lines)
+
+
+def _published_table(pub: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Rows: group, published a, refitted a (isoflop, approach1), difference."""
+    fits_by = {"all": new.get("fits", {})}
+    for g in new.get("groups", []):
+        fits_by["|".join(map(str, g["key"].values()))] = g["fits"]
+    rows = [f"{'configuration':<44} {'published a':>11} {'isoflop a':>10} {'diff':>7} "
+            f"{'approach1 a':>11}"]
+    for key, val in sorted(pub.get("exponents", {}).items()):
+        f = fits_by.get(key, {})
+        a2 = f.get("isoflop", {}).get("a")
+        a1 = f.get("approach1", {}).get("a")
+        d = "-" if a2 is None else f"{a2 - val['a']:+.3f}"
+        rows.append(f"{key:<44} {val['a']:>11.3f} {_fmt(a2):>10} {d:>7} {_fmt(a1):>11}")
+    return ["published exponents (N_opt ∝ C^a): " + pub.get("source", "")] + rows
+
+
+def plot_path(
+    path: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    column_map: Mapping[str, str] | None = None,
+    group_by: Sequence[str] | None = None,
+) -> list[Path]:
+    """Write the standard figures (PNG and SVG) for the runs in PATH.
+
+    Uses fits.json beside the CSV when present (its fitted laws are drawn); otherwise fits
+    the Chinchilla law without bootstrap. Files go to ``<csv dir>/figures`` or `out_dir`.
+
+    Parameters
+    ----------
+    path : path-like
+        runs.csv, another CSV, or a directory holding runs.csv.
+    out_dir : path-like, optional
+        Where to write.
+    column_map : mapping, optional
+        {canonical column: the CSV's column}.
+    group_by : sequence of str, optional
+        One set of figures per group.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files written, sorted.
+
+    Raises
+    ------
+    InputError
+        Bad input.
+    """
+    from harness.analysis import plots
+
+    csv = resolve_csv(path)
+    df = load_runs(csv, column_map)
+    stored: dict[str, Any] = {}
+    fj = csv.parent / "fits.json"
+    if fj.is_file():
+        try:
+            stored = json.loads(fj.read_text())
+        except json.JSONDecodeError:
+            stored = {}
+        if not group_by:
+            group_by = stored.get("settings", {}).get("group_by") or None
+    target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
+    written: list[Path] = []
+    if group_by:
+        by_key = {"|".join(map(str, g["key"].values())): g["fits"]
+                  for g in stored.get("groups", [])}
+        for key in _group_keys(df, group_by, csv):
+            sel = (df[list(group_by)].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
+            sub = df[sel].reset_index(drop=True)
+            label = "|".join(key)
+            written += plots.write_standard_figures(
+                sub, by_key.get(label), target, suffix="_" + "_".join(key))
+    else:
+        written += plots.write_standard_figures(df, stored.get("fits"), target)
+    return sorted(written)
