@@ -34,6 +34,7 @@ __all__ = [
     "GridConfig",
     "ModelConfig",
     "ShapeConfig",
+    "SizeResources",
     "TrainConfig",
     "load_experiment",
     "parse_overrides",
@@ -200,22 +201,69 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SizeResources:
+    """SLURM resources for the runs of at least ``min_n_params`` (a ``[[cluster.by_size]]``
+    table); a field left out keeps the value of ``[cluster]``."""
+
+    min_n_params: int
+    """Applies to runs with at least this many non-embedding parameters (Kaplan's N); of several
+    matching tables the one with the largest min_n_params wins."""
+    partition: str | None = None
+    qos: str | None = None
+    time_min: int | None = None
+    gpus_per_run: int | None = None
+    cpus_per_run: int | None = None
+    mem_gb: float | None = None
+    constraint: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.min_n_params >= 0, "min_n_params", self.min_n_params, "must be >= 0")
+        _check(self.time_min is None or self.time_min >= 1, "time_min", self.time_min,
+               "must be >= 1")
+        _check(self.gpus_per_run is None or self.gpus_per_run >= 0, "gpus_per_run",
+               self.gpus_per_run, "must be >= 0")
+        _check(self.cpus_per_run is None or self.cpus_per_run >= 1, "cpus_per_run",
+               self.cpus_per_run, "must be >= 1")
+        _check(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """SLURM resources for `harness submit` (submitit). Ignored by local runs."""
 
     partition: str = ""
+    """sbatch --partition; '' = the cluster's default partition."""
     account: str = ""
+    """sbatch --account; required where the site enforces accounting."""
     qos: str = ""
+    """sbatch --qos."""
     time_min: int = 60
-    """Wall-clock limit per run, minutes."""
+    """Wall-clock limit per run, minutes. A run that needs longer is checkpointed and requeued
+    (up to max_timeouts times), so this may be shorter than the run."""
     gpus_per_run: int = 1
+    """sbatch --gpus-per-node; 0 asks for no GPU."""
     cpus_per_run: int = 8
+    """sbatch --cpus-per-task; also the run's torch threads when execution.threads is 0."""
     mem_gb: float = 32.0
+    """sbatch --mem, GB per run."""
     constraint: str = ""
+    """sbatch --constraint (node features, e.g. 'a100')."""
     max_parallel: int = 64
-    """At most this many array tasks running at once (sbatch --array=...%N)."""
+    """At most this many array tasks running at once (sbatch --array=...%N), over all the
+    arrays of one `harness submit`."""
     setup: tuple[str, ...] = ()
     """Shell lines run before each job (module load, environment activation)."""
+    extra: tuple[str, ...] = ()
+    """Other sbatch options as 'key=value' (e.g. 'reservation=myres', 'signal=USR2@300');
+    'key' alone for a flag."""
+    python: str = ""
+    """Command that starts Python on the compute nodes, after `setup`; '' = the interpreter
+    running `harness submit` (its path must exist on the nodes)."""
+    max_timeouts: int = 3
+    """Requeues after hitting time_min before a run counts as failed (submitit's
+    max_num_timeout); preemptions do not count."""
+    by_size: tuple[SizeResources, ...] = ()
+    """Per model size overrides, e.g. [{min_n_params = 1e8, gpus_per_run = 4, time_min = 720}]."""
 
     def __post_init__(self) -> None:
         _check(self.time_min >= 1, "time_min", self.time_min, "must be >= 1")
@@ -223,6 +271,14 @@ class ClusterConfig:
         _check(self.cpus_per_run >= 1, "cpus_per_run", self.cpus_per_run, "must be >= 1")
         _check(self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
         _check(self.max_parallel >= 1, "max_parallel", self.max_parallel, "must be >= 1")
+        _check(self.max_timeouts >= 0, "max_timeouts", self.max_timeouts, "must be >= 0")
+        for item in self.extra:
+            key = item.split("=", 1)[0].strip()
+            _check(bool(key) and " " not in key and not key.startswith("-"), "extra", item,
+                   "each item is 'key=value' or 'key', an sbatch option without the leading --")
+        sizes = [s.min_n_params for s in self.by_size]
+        _check(len(sizes) == len(set(sizes)), "by_size", sizes,
+               "each min_n_params may appear once")
 
 
 @dataclass(frozen=True, kw_only=True)

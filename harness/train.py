@@ -17,6 +17,7 @@ import math
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -218,12 +219,16 @@ def train(
     execution: ExecutionConfig | None = None,
     corpus: Corpus | None = None,
     stop_after_steps: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    should_checkpoint: Callable[[], bool] | None = None,
 ) -> RunResult | None:
     """Train the run described by ``spec`` in ``run_dir`` and write its result.json.
 
     Resumes from the newest readable checkpoint in ``run_dir/ckpt``. ``stop_after_steps`` ends
     the process's work after that many steps with a checkpoint and returns None (used to
-    simulate preemption in tests).
+    simulate preemption in tests). ``should_stop`` and ``should_checkpoint`` are polled at each
+    step boundary (the launcher's signal handlers set them): the first saves a checkpoint and
+    returns None, the second (True once per request) saves a checkpoint and goes on.
 
     Raises
     ------
@@ -379,12 +384,16 @@ def train(
             loss_sum, loss_count = 0.0, 0
         if status == "diverged":
             break
+        stop_now = (stop_after_steps is not None and steps_this_process >= stop_after_steps) or (
+            should_stop is not None and should_stop()
+        )
         if step < total_steps and (
             (ckpt_every and step % ckpt_every == 0)
-            or (stop_after_steps is not None and steps_this_process >= stop_after_steps)
+            or stop_now
+            or (should_checkpoint is not None and should_checkpoint())
         ):
             save_checkpoint(run_dir, checkpoint_state(), spec.train.checkpoint_keep)
-            if stop_after_steps is not None and steps_this_process >= stop_after_steps:
+            if stop_now:
                 if bar is not None:
                     bar.close()
                 return None
