@@ -73,10 +73,8 @@ def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _analyse(csv_path: Path) -> None:
     """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here."""
-    try:  # TEMP-DEV
-        from harness.analysis.report import fit_path, plot_path, summarize
-    except ImportError:
-        return
+    from harness.analysis.report import fit_path, plot_path, summarize
+
     try:
         fits = fit_path(csv_path)
     except InputError as e:
@@ -99,26 +97,75 @@ def cmd_collect(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
+    from harness.config import load_experiment
+    from harness.launch import submit
+
+    exp = load_experiment(args.experiment, overrides)
+    if args.dry_run:
+        from harness.grid import expand
+        from harness.launch import resources_for, sbatch_script
+        from harness.model import count_params
+
+        sizes: dict[object, list[int]] = {}
+        for spec in expand(exp):
+            n = count_params(spec.model).non_embedding
+            sizes.setdefault(resources_for(exp.cluster, n), []).append(n)
+        for ns in sizes.values():
+            print(f"# --- {len(ns)} run(s), N {_fmt_si(min(ns))}..{_fmt_si(max(ns))} ---")
+            print(sbatch_script(exp.cluster, n_params=ns[0], n_tasks=len(ns),
+                                folder=exp.results_path.resolve() / "slurm" / "%j",
+                                name=f"harness-{exp.name}"))
+        return 0
+    submitted, before = submit(exp, cluster=args.cluster, only_failed=args.only_failed)
+    root = exp.results_path.resolve()
+    counts: dict[str, int] = {}
+    for st in before:
+        counts[st.state] = counts.get(st.state, 0) + 1
+    print(f"{exp.name}: {len(before)} runs: "
+          + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {root}")
+    if not submitted:
+        print("nothing to submit" + (" (no failed runs)" if args.only_failed else ""))
+        return 0
+    arrays = sorted({s.job_id.split("_")[0] for s in submitted}, key=lambda j: (len(j), j))
+    print(f"submitted {len(submitted)} run(s) as job(s) {', '.join(arrays)} "
+          f"(at most {exp.cluster.max_parallel} running at once)")
+    for s in submitted:
+        print(f"  {s.run_id}  job {s.job_id}  log {s.stderr}")
+    print(f"recorded in {root / 'jobs.json'}; watch with `harness status {root}`")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
-    from harness.results import ExperimentLayout, read_result, run_state
+    from harness.launch import run_statuses
+    from harness.results import ExperimentLayout
 
     layout = ExperimentLayout(Path(args.results_dir))
-    if not layout.runs_dir.is_dir():
+    if not layout.runs_dir.is_dir() and not layout.jobs_json.exists():
         raise InputError(f"{args.results_dir}: no runs/ folder here; expected a results directory")
-    rows = []
-    for run_dir in sorted(p for p in layout.runs_dir.iterdir() if p.is_dir()):
-        state = run_state(run_dir)
-        result = read_result(run_dir) or {}
-        detail = ""
-        if state == "failed":
-            detail = f"{result.get('error', '')}  log: {run_dir / 'train.log'}"
-        elif state in ("done", "diverged"):
-            detail = f"loss {result.get('val_loss')}" if state == "done" else result.get("reason", "")
-        rows.append((run_dir.name, state, detail))
-    for run_id, state, detail in rows:
-        print(f"{run_id}  {state:<9} {detail}")
-    states = [r[1] for r in rows]
-    print(", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "no runs")
+    order = {"failed": 0, "running": 1, "queued": 2, "unsubmitted": 3, "diverged": 4, "done": 5}
+    rows = sorted(run_statuses(layout), key=lambda r: (order[r.state], r.n_params or 0,
+                                                       r.n_tokens or 0, r.run_id))
+    print(f"{'run_id':<12}  {'state':<11} {'N':>7} {'D':>7}  {'job':<10} detail")
+    for r in rows:
+        n = _fmt_si(r.n_params) if r.n_params else "-"
+        d = _fmt_si(r.n_tokens) if r.n_tokens else "-"
+        if r.state == "failed":
+            detail = f"{r.error}  log: {r.log}"
+        elif r.state == "done":
+            detail = f"loss {r.val_loss:.4f}" if r.val_loss is not None else ""
+        elif r.state == "diverged":
+            detail = r.error
+        elif r.state in ("running", "queued"):
+            detail = f"{r.slurm_state}  log: {r.log}" if r.log else r.slurm_state
+        else:
+            detail = "never submitted"
+        print(f"{r.run_id:<12}  {r.state:<11} {n:>7} {d:>7}  {r.job_id or '-':<10} {detail}")
+    states = [r.state for r in rows]
+    print(", ".join(f"{states.count(s)} {s}" for s in order if s in states) or "no runs")
+    if "failed" in states:
+        print("`harness submit EXP.toml` (or --only-failed) resubmits the failed runs; "
+              "they resume from their checkpoints")
     return 0
 
 
@@ -131,7 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="table of runs: done, diverged, failed, started")
+    p = sub.add_parser("submit", help="submit the runs not done, queued or running as a SLURM job "
+                       "array and return at once")
+    p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
+    p.add_argument("--cluster", choices=["slurm", "local", "debug"], default="slurm",
+                   help="slurm (default); local/debug: submitit's executors on this machine")
+    p.add_argument("--only-failed", action="store_true",
+                   help="resubmit only failed runs, not runs never submitted")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the sbatch script(s) and submit nothing")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="table of runs: done, running, queued, failed (with log), "
+                       "never submitted")
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_status)
 
@@ -139,11 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_collect)
 
-    try:  # TEMP-DEV
-        from harness.analysis.cli import register
-        register(sub)
-    except ImportError:  # TEMP-DEV
-        pass
+    from harness.analysis.cli import register
+
+    register(sub)
     return parser
 
 
@@ -151,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if args.func in (cmd_run,):
+        if args.func in (cmd_run, cmd_submit):
             overrides = _split_overrides(extra)
             return args.func(args, overrides)
         if extra:

@@ -1,0 +1,89 @@
+"""runs.csv schema v1, collect, and the run-directory records."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.atomic import atomic_write_json
+from harness.errors import InputError
+from harness.grid import RunSpec
+from harness.model import ModelShape
+from harness.config import DataConfig, TrainConfig
+from harness.results import RUNS_CSV_COLUMNS, collect, run_state, write_spec
+
+DESIGN_COLUMNS = (
+    "n_params n_tokens loss run_id experiment status arch n_layer n_embd n_head n_params_total "
+    "n_unique_tokens epochs flops flops_total val_bpb train_loss tokenizer vocab_size seq_len "
+    "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha"
+).split()
+
+
+def _spec(n_tokens: int = 4096, seed: int = 0) -> RunSpec:
+    shape = ModelShape(arch="llama", n_layer=2, n_embd=32, n_head=2, vocab_size=256, seq_len=32,
+                       ffn_dim=96)
+    return RunSpec(experiment="t", model=shape, data=DataConfig(seq_len=32), train=TrainConfig(),
+                   n_tokens=n_tokens, seed=seed)
+
+
+def test_schema_v1_columns() -> None:
+    assert RUNS_CSV_COLUMNS == DESIGN_COLUMNS
+
+
+def test_collect_rows_and_states(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done, failed, unfinished = _spec(4096), _spec(8192), _spec(4096, seed=1)
+    for spec in (done, failed, unfinished):
+        write_spec(runs / spec.run_id, spec)
+    atomic_write_json(runs / done.run_id / "result.json", {
+        "status": "done", "val_loss": 2.5, "val_bpb": 3.6, "train_loss": 2.4, "peak_lr": 3e-3,
+        "n_unique_tokens": 4096, "epochs": 1.0, "wall_s": 1.5, "tokens_per_s": 2730.7,
+        "device": "cpu", "harness_version": "0.1.0", "git_sha": "abc"})
+    atomic_write_json(runs / failed.run_id / "result.json", {"status": "failed", "error": "boom"})
+    assert run_state(runs / done.run_id) == "done"
+    assert run_state(runs / failed.run_id) == "failed"
+    assert run_state(runs / unfinished.run_id) == "started"
+    assert run_state(runs / "nothing") == "pending"
+
+    path, counts = collect(tmp_path)
+    assert counts == {"done": 1, "diverged": 0, "failed": 1, "unfinished": 1}
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == DESIGN_COLUMNS
+    assert [r["status"] for r in rows] == ["done", "failed"]  # sorted by N, then D
+    row = rows[0]
+    # Hand count for L2 d32 ffn96 llama: per layer 4*32*32 + 3*32*96 + 2*32 = 13,376; +32 final norm.
+    assert int(row["n_params"]) == 2 * 13_376 + 32
+    assert int(row["n_params_total"]) == 2 * 13_376 + 32 + 256 * 32
+    assert int(row["flops"]) == 6 * 26_784 * 4096
+    assert float(row["loss"]) == 2.5 and row["batch_tokens"] == str(32 * 32)
+    assert rows[1]["loss"] == ""  # failed runs stay as rows, without a loss
+
+
+def test_spec_mismatch_is_refused(tmp_path: Path) -> None:
+    a = _spec()
+    write_spec(tmp_path / "x", a)
+    write_spec(tmp_path / "x", a)  # same settings: fine
+    with pytest.raises(InputError, match=r"spec\.json: holds settings that differ"):
+        write_spec(tmp_path / "x", _spec(n_tokens=8192))
+
+
+def test_collect_bad_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no runs/ folder here"):
+        collect(tmp_path)
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    write_spec(tmp_path / "runs" / "r1", _spec())
+    (tmp_path / "runs" / "r1" / "result.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"r1/result\.json: unreadable JSON"):
+        collect(tmp_path)
+
+
+def test_atomic_json_is_deterministic(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "a.json", {"b": 1, "a": [1.5, 2]})
+    atomic_write_json(tmp_path / "b.json", {"a": [1.5, 2], "b": 1})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": [1.5, 2], "b": 1}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
