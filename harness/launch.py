@@ -4,26 +4,70 @@ This is the only module that imports submitit. Local runs go one after another t
 spawned worker process that imports torch once, so a grid pays start-up once, while an
 exception in one run is caught and recorded and a crash of the worker (a segfault, the OOM
 killer) fails only the run it was on: the pool is rebuilt and the grid goes on.
+
+SLURM (``harness submit``): the runs that are neither finished nor queued nor running go out as
+submitit job arrays (one per distinct set of resources), at most ``cluster.max_parallel`` tasks
+running at once, and ``submit`` returns at once. ``RESULTS/NAME/jobs.json`` records, per run,
+every submission: job id, array index, log paths, time. A run's state combines its run
+directory (result.json) with SLURM's view of its newest job (squeue, then sacct), so a job that
+died without a result (crash, scancel, out of memory, node failure) reads as failed, with the
+last error line of its log. Every job is a `TrainJob` (`submitit.helpers.Checkpointable`): on
+the preemption/time-limit signal it checkpoints at the next step boundary and has submitit
+requeue it; on SIGTERM (``scancel``, ``scontrol requeue``) it checkpoints and goes on until
+killed. However it restarts, `harness.train.train` resumes from the newest checkpoint in the
+run directory, not from the pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
+import re
+import shutil
+import subprocess
+import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import submitit
 
 from harness import __version__
-from harness.config import ExecutionConfig, ExperimentConfig, to_dict
+from harness.atomic import atomic_write_json
+from harness.config import ClusterConfig, ExecutionConfig, ExperimentConfig, to_dict
+from harness.errors import InputError
 from harness.grid import RunSpec, spec_from_dict
-from harness.results import FINISHED, ExperimentLayout, run_state, write_result, write_spec
+from harness.results import (
+    FINISHED,
+    ExperimentLayout,
+    read_json,
+    read_result,
+    run_state,
+    write_result,
+    write_spec,
+)
 
-__all__ = ["LocalOutcome", "pending_runs", "run_local"]
+__all__ = [
+    "LocalOutcome",
+    "Resources",
+    "RunStatus",
+    "Submission",
+    "TrainJob",
+    "pending_runs",
+    "read_jobs",
+    "resources_for",
+    "run_local",
+    "run_statuses",
+    "sbatch_script",
+    "submit",
+]
 
 
 @dataclass(frozen=True)
@@ -52,12 +96,12 @@ def _worker_init(threads: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def _failed(run_dir: Path, spec: RunSpec, error: str) -> dict[str, Any]:
+def _failed(run_dir: Path, spec: RunSpec, error: str, log: str = "") -> dict[str, Any]:
     result = {
         "run_id": spec.run_id,
         "status": "failed",
         "error": error,
-        "log": str(run_dir / "train.log"),
+        "log": log or str(run_dir / "train.log"),
         "harness_version": __version__,
     }
     write_result(run_dir, result)
@@ -133,3 +177,569 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
         if bar is not None:
             bar.close()
     return outcomes
+
+
+# --- SLURM (and submitit's local/debug executors) ------------------------------------------------
+
+Cluster = Literal["slurm", "local", "debug"]
+RunStatusState = Literal["done", "diverged", "running", "queued", "failed", "unsubmitted"]
+JOBS_SCHEMA = 1
+# SLURM job states (squeue/sacct names) in which a job runs or still waits to run.
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
+QUEUED_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
+                           "SUSPENDED", "STOPPED", "SPECIAL_EXIT", "RESV_DEL_HOLD"})
+ACTIVE_STATES = RUNNING_STATES | QUEUED_STATES
+# A job whose state SLURM does not know yet (sacct lags a new job by seconds) counts as queued
+# for this long after its submission, so that a quick second submit never duplicates it.
+ACCOUNTING_GRACE_S = 120.0
+NO_SBATCH = "sbatch not found; is this a SLURM login node? use `harness run` to train locally"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks SLURM for: `ClusterConfig` with its `by_size` override applied."""
+
+    partition: str
+    account: str
+    qos: str
+    time_min: int
+    gpus_per_run: int
+    cpus_per_run: int
+    mem_gb: float
+    constraint: str
+    setup: tuple[str, ...]
+    extra: tuple[str, ...]
+    python: str
+    max_timeouts: int
+
+
+def resources_for(cluster: ClusterConfig, n_params: int) -> Resources:
+    """Resources of a run with ``n_params`` non-embedding parameters.
+
+    The ``[[cluster.by_size]]`` table with the largest ``min_n_params <= n_params`` overrides the
+    fields it sets; runs below every table get ``[cluster]`` as it is.
+    """
+    base = {f: getattr(cluster, f) for f in Resources.__dataclass_fields__}
+    fitting = [s for s in cluster.by_size if s.min_n_params <= n_params]
+    if fitting:
+        best = max(fitting, key=lambda s: s.min_n_params)
+        for f in Resources.__dataclass_fields__:
+            value = getattr(best, f, None)
+            if value is not None:
+                base[f] = value
+    return Resources(**base)
+
+
+def _extra_parameters(extra: tuple[str, ...]) -> dict[str, Any]:
+    """'key=value' -> {key: value}; a bare 'key' is a flag (#SBATCH --key)."""
+    out: dict[str, Any] = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        out[key.strip()] = value.strip() if sep else True
+    return out
+
+
+def _executor_parameters(res: Resources, name: str, parallelism: int) -> dict[str, Any]:
+    """AutoExecutor parameters: generic ones (units in the names) plus ``slurm_`` extras."""
+    params: dict[str, Any] = {
+        "name": name,
+        "timeout_min": res.time_min,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "cpus_per_task": res.cpus_per_run,
+        "mem_gb": res.mem_gb,
+        "slurm_array_parallelism": parallelism,
+    }
+    if res.gpus_per_run:
+        params["gpus_per_node"] = res.gpus_per_run
+    for field_name, key in (("partition", "slurm_partition"), ("account", "slurm_account"),
+                            ("qos", "slurm_qos"), ("constraint", "slurm_constraint")):
+        if getattr(res, field_name):
+            params[key] = getattr(res, field_name)
+    if res.setup:
+        params["slurm_setup"] = list(res.setup)
+    if res.extra:
+        params["slurm_additional_parameters"] = _extra_parameters(res.extra)
+    return params
+
+
+def _make_executor(cluster: Cluster, folder: Path, res: Resources, name: str,
+                   parallelism: int) -> submitit.AutoExecutor:
+    kwargs: dict[str, Any] = {}
+    if cluster == "slurm":
+        kwargs["slurm_max_num_timeout"] = res.max_timeouts
+        if res.python:
+            kwargs["slurm_python"] = res.python
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **kwargs)
+    params = _executor_parameters(res, name, parallelism)
+    if cluster != "slurm":  # this machine: no partition, GPUs or sbatch options
+        params = {"name": name, "timeout_min": res.time_min}
+    executor.update_parameters(**params)
+    return executor
+
+
+def sbatch_script(cluster: ClusterConfig, *, n_params: int, n_tasks: int, folder: Path,
+                  name: str = "harness") -> str:
+    """The sbatch script `submit` writes for an array of ``n_tasks`` runs of ``n_params``.
+
+    Built by submitit's own SLURM executor from the same parameters as a real submission, so
+    it needs no SLURM installation (golden tests, ``harness submit --dry-run``).
+    """
+    from submitit.slurm.slurm import SlurmExecutor
+
+    class _PreviewExecutor(SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:  # the real one requires `srun` on this machine
+            return 1
+
+    res = resources_for(cluster, n_params)
+    executor = _PreviewExecutor(folder, max_num_timeout=res.max_timeouts,
+                                python=res.python or None)
+    params = _executor_parameters(res, name, _split_parallel(cluster.max_parallel, [n_tasks])[0])
+    # AutoExecutor's translation: generic names through the executor's equivalences, then the
+    # slurm_-prefixed ones without their prefix.
+    generic = submitit.AutoExecutor._typed_parameters()
+    converted = executor._convert_parameters({k: v for k, v in params.items() if k in generic})
+    converted.update({k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")})
+    executor.update_parameters(**converted)
+    if n_tasks > 1:
+        executor.parameters["map_count"] = n_tasks
+    return executor._make_submission_file_text(executor._submitit_command_str, "preview")
+
+
+def _split_parallel(max_parallel: int, sizes: list[int]) -> list[int]:
+    """Share ``max_parallel`` running tasks among arrays of these sizes (each gets >= 1).
+
+    Proportional to size, largest remainders first, never more than an array's size, so the
+    arrays of one submission together run at most ``max(max_parallel, len(sizes))`` tasks.
+    """
+    total = sum(sizes)
+    if total <= max_parallel:
+        return list(sizes)
+    shares = [max(1, min(n, max_parallel * n // total)) for n in sizes]
+    order = sorted(range(len(sizes)), key=lambda i: -(max_parallel * sizes[i] % total))
+    while sum(shares) < max_parallel:
+        grown = False
+        for i in order:
+            if sum(shares) < max_parallel and shares[i] < sizes[i]:
+                shares[i] += 1
+                grown = True
+        if not grown:
+            break
+    return shares
+
+
+# --- jobs.json --------------------------------------------------------------------------------
+
+
+def read_jobs(layout: ExperimentLayout) -> dict[str, Any]:
+    """``RESULTS/NAME/jobs.json``: {"schema", "experiment", "grid": [run_id...],
+    "runs": {run_id: [submission, ...]}} (newest submission last); empty when absent."""
+    if not layout.jobs_json.exists():
+        return {"schema": JOBS_SCHEMA, "experiment": layout.root.name, "grid": [], "runs": {}}
+    data = read_json(layout.jobs_json)
+    if data.get("schema") != JOBS_SCHEMA or not isinstance(data.get("runs"), dict):
+        raise InputError(f"{layout.jobs_json}: schema = {data.get('schema')!r}; accepted: "
+                         f"{JOBS_SCHEMA} with a 'runs' table")
+    data.setdefault("grid", [])
+    return data
+
+
+@contextlib.contextmanager
+def _jobs_lock(layout: ExperimentLayout) -> Iterator[None]:
+    """One `harness submit` at a time per experiment (two shells never submit a run twice)."""
+    import fcntl
+
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.root / ".jobs.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- state of runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One row of `harness status`."""
+
+    run_id: str
+    state: RunStatusState
+    job_id: str = ""
+    slurm_state: str = ""
+    log: str = ""
+    """stderr of the newest job (the run's train.log for runs that never went to SLURM)."""
+    error: str = ""
+    """Failed runs: the last error line of the run (result.json or its log)."""
+    val_loss: float | None = None
+    n_params: int | None = None
+    n_tokens: int | None = None
+    submissions: int = 0
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """SLURM state of each job id ("123" or "123_4"): squeue for jobs in the queue, sacct for
+    the rest. "ENDED": out of the queue but not yet in accounting; "UNKNOWN": neither answers."""
+    from submitit.slurm.slurm import read_job_id
+
+    if not job_ids:
+        return {}
+    base_ids = sorted({j.split("_")[0] for j in job_ids})
+    in_queue: dict[str, str] | None = None
+    proc = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(base_ids)])
+    if proc is not None and (proc.returncode == 0 or "Invalid job id" in proc.stderr):
+        in_queue = {}
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            job_id, _, state = line.strip().partition("|")
+            in_queue[job_id] = state.split()[0] if state else "UNKNOWN"
+    accounted: dict[str, str] = {}
+    proc = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(base_ids)])
+    if proc is not None and proc.returncode == 0:
+        for line in proc.stdout.splitlines():
+            raw_id, _, state = line.strip().partition("|")
+            if not raw_id or not state:
+                continue
+            try:
+                parts = read_job_id(raw_id)
+            except Exception:  # noqa: BLE001 - an id format we do not know: skip the line
+                continue
+            for p in parts:
+                ids = [f"{p[0]}_{i}" for i in range(int(p[1]), int(p[2]) + 1)] if len(p) == 3 \
+                    else ["_".join(p[:2])]
+                for i in ids:
+                    accounted[i] = state.split()[0]
+    states = {}
+    for j in job_ids:
+        if in_queue is not None and j in in_queue:
+            states[j] = in_queue[j]
+        elif j in accounted and (in_queue is None or accounted[j] not in ACTIVE_STATES):
+            states[j] = accounted[j]
+        else:
+            states[j] = "ENDED" if in_queue is not None and j in accounted else "UNKNOWN"
+    return states
+
+
+def _local_state(job_id: str) -> str:
+    """submitit's local executor: the job id is the PID of its controller process."""
+    try:
+        os.kill(int(job_id), 0)
+    except (ValueError, OSError):
+        return "ENDED"
+    return "RUNNING"
+
+
+_ERROR_LINE = re.compile(
+    r"^([\w.]*(Error|Exception|Interrupt|Exit)\b|.*\b(error|CANCELLED|Killed)\b)"
+)
+
+
+def last_error_line(log: Path) -> str:
+    """The most telling line at the end of a job's stderr: the last exception or SLURM error."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln and not re.match(r"^submitit (INFO|DEBUG|WARNING)", ln)]
+    meaningful = [ln for ln in lines if not ln.startswith("srun: ")]
+    for ln in reversed(meaningful):
+        if _ERROR_LINE.match(ln):
+            return ln[:300]
+    return (meaningful or lines or [""])[-1][:300]
+
+
+def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -> list[RunStatus]:
+    """State of every run of the experiment: the grid of the last submit, every run directory
+    and every submitted run; from result.json, jobs.json and SLURM (squeue, sacct)."""
+    jobs = read_jobs(layout) if jobs is None else jobs
+    run_ids = list(dict.fromkeys([
+        *jobs.get("grid", []),
+        *(sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir())
+          if layout.runs_dir.is_dir() else []),
+        *jobs["runs"],
+    ]))
+    newest = {r: subs[-1] for r, subs in jobs["runs"].items() if subs}
+    slurm_ids = [e["job_id"] for r, e in newest.items() if e.get("cluster", "slurm") == "slurm"
+                 and _finished_result(layout.run_dir(r)) is None]
+    states = _slurm_states(slurm_ids) if slurm_ids else {}
+    out = []
+    now = time.time()
+    for run_id in run_ids:
+        run_dir = layout.run_dir(run_id)
+        n_params = n_tokens = None
+        if (run_dir / "spec.json").exists():
+            try:
+                from harness.model import ModelShape, count_params
+
+                spec = read_json(run_dir / "spec.json")
+                n_params = count_params(ModelShape(**spec["model"])).non_embedding
+                n_tokens = int(spec["n_tokens"])
+            except (InputError, KeyError, TypeError, ValueError):
+                pass
+        try:
+            result = read_result(run_dir) or {}
+        except InputError as e:
+            result = {"status": "failed", "error": str(e)}
+        entry = newest.get(run_id)
+        common = {"run_id": run_id, "n_params": n_params, "n_tokens": n_tokens,
+                  "submissions": len(jobs["runs"].get(run_id, []))}
+        if entry:
+            common.update(job_id=entry["job_id"], log=entry.get("stderr", ""))
+        status = result.get("status")
+        if status in FINISHED:
+            out.append(RunStatus(state=status, val_loss=result.get("val_loss"),
+                                 error=result.get("reason", ""), **common))
+            continue
+        js = ""
+        if entry:
+            cluster = entry.get("cluster", "slurm")
+            js = (states.get(entry["job_id"], "UNKNOWN") if cluster == "slurm"
+                  else _local_state(entry["job_id"]) if cluster == "local" else "ENDED")
+            common["slurm_state"] = js
+            young = now - float(entry.get("submitted_unix", 0)) < ACCOUNTING_GRACE_S
+            if js in RUNNING_STATES:
+                out.append(RunStatus(state="running", **common))
+                continue
+            if js in QUEUED_STATES or (js == "UNKNOWN" and young):
+                out.append(RunStatus(state="queued", **common))
+                continue
+        if status == "failed":
+            error = result.get("error", "")
+            log = common.get("log") or result.get("log", "")
+            out.append(RunStatus(state="failed", error=error,
+                                 **{**common, "log": log}))
+            continue
+        if entry:
+            error = last_error_line(Path(entry["stderr"])) if entry.get("stderr") else ""
+            if not error:
+                error = f"job {entry['job_id']} ended ({js}) without a result"
+            out.append(RunStatus(state="failed", error=error, **common))
+            continue
+        out.append(RunStatus(state="unsubmitted", log=str(run_dir / "train.log")
+                             if (run_dir / "train.log").exists() else "", **common))
+    return out
+
+
+def _finished_result(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        result = read_result(run_dir)
+    except InputError:
+        return None
+    return result if result is not None and result.get("status") in FINISHED else None
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One run as a submitit job: train it in its run directory, resuming from its checkpoint.
+
+    Signals (delivered to the Python process by srun):
+
+    - the preemption/time-limit signal (USR2, ``sbatch --signal=USR2@90``): a flag that
+      `train` polls at each step boundary, where it saves a checkpoint and returns None; then
+      submitit's own handler runs: it counts timeouts, pickles `checkpoint()` (this object and
+      its arguments, nothing else) and requeues the job (``scontrol requeue``).
+    - SIGTERM (``scancel``, ``scontrol requeue``, preemption with a grace time): checkpoint at
+      the next step boundary and go on until SLURM kills the job.
+
+    The resumed job, like a fresh submission or an external requeue from the original pickle,
+    finds the checkpoint in the run directory: no finished step is trained twice.
+    """
+
+    def __call__(self, spec_dict: dict[str, Any], run_dir: str,
+                 execution: dict[str, Any]) -> dict[str, Any]:
+        import signal
+        import threading
+
+        from harness.config import _build
+
+        spec = spec_from_dict(spec_dict)
+        exe = _build(ExecutionConfig, execution, "execution", "launcher")
+        if exe.threads == 0 and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+            exe = dataclasses.replace(exe, threads=int(os.environ["SLURM_CPUS_PER_TASK"]))
+        if exe.threads > 0:  # before torch starts its OpenMP pool
+            os.environ["OMP_NUM_THREADS"] = str(exe.threads)
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        log = logging.getLogger("harness.launch")
+        handler = logging.FileHandler(path / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            stderr = str(submitit.JobEnvironment().paths.stderr)
+        except Exception:  # noqa: BLE001 - not inside a submitit job (a direct call)
+            stderr = str(path / "train.log")
+
+        flags = {"stop": False, "checkpoint": False}
+        usr_sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+
+        def on_usr(signum: int, frame: Any) -> None:
+            flags["stop"] = True
+            log.warning("run %s: got %s; checkpointing at the next step to be requeued",
+                        spec.run_id, signal.Signals(signum).name)
+
+        def on_term(signum: int, frame: Any) -> None:
+            flags["checkpoint"] = True
+            log.warning("run %s: got SIGTERM; checkpointing at the next step", spec.run_id)
+
+        def checkpoint_requested() -> bool:
+            asked, flags["checkpoint"] = flags["checkpoint"], False
+            return asked
+
+        in_main = threading.current_thread() is threading.main_thread()
+        requeue_handler = signal.getsignal(usr_sig) if in_main else None
+        term_handler = signal.getsignal(signal.SIGTERM) if in_main else None
+        if in_main:
+            signal.signal(usr_sig, on_usr)
+            signal.signal(signal.SIGTERM, on_term)
+        try:
+            log.info("run %s: job %s starting", spec.run_id, os.environ.get("SLURM_JOB_ID", "-"))
+            done = _finished_result(path)
+            if done is not None:  # a duplicate or late requeue of a finished run
+                log.info("run %s is already %s; nothing to do", spec.run_id, done["status"])
+                return {"status": done["status"], "val_loss": done.get("val_loss")}
+            if (path / "result.json").exists():  # an earlier failure: keep it aside
+                os.replace(path / "result.json", path / "result.failed.json")
+            from harness.train import train
+
+            result = train(spec, path, execution=exe, should_stop=lambda: flags["stop"],
+                           should_checkpoint=checkpoint_requested)
+            if result is None:
+                log.warning("run %s: checkpoint saved at a step boundary; requeueing",
+                            spec.run_id)
+            else:
+                log.info("run %s ended: %s", spec.run_id, result.status)
+        except Exception as e:
+            log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
+            _failed(path, spec, f"{type(e).__name__}: {e}".splitlines()[0], log=stderr)
+            raise
+        finally:
+            if in_main:
+                signal.signal(usr_sig, requeue_handler)
+                signal.signal(signal.SIGTERM, term_handler)
+            root.removeHandler(handler)
+            handler.close()
+        if result is None:
+            # Stopped on the signal with a checkpoint at a step boundary: submitit requeues.
+            if callable(requeue_handler):
+                try:
+                    requeue_handler(usr_sig, None)  # requeues and exits (SystemExit)
+                except submitit.core.utils.UncompletedJobError as e:
+                    _failed(path, spec, f"{e} `harness submit` resumes it from its checkpoint",
+                            log=stderr)
+                    raise
+            raise RuntimeError(f"run {spec.run_id} stopped on a signal with a checkpoint but "
+                               "was not requeued; `harness submit` resumes it")
+        return {"status": result.status, "val_loss": result.val_loss, "wall_s": result.wall_s}
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    run_id: str
+    job_id: str
+    stdout: str
+    stderr: str
+
+
+def submit(exp: ExperimentConfig, *, cluster: Cluster = "slurm",
+           only_failed: bool = False) -> tuple[list[Submission], list[RunStatus]]:
+    """Submit the runs of ``exp`` that are neither finished nor queued nor running.
+
+    Failed runs (a result.json that says so, or a job that ended without a result) go again
+    and resume from their checkpoints; ``only_failed`` leaves never-submitted runs alone.
+    Returns the submissions and every run's state before submitting. Does not wait for jobs.
+
+    Raises
+    ------
+    InputError
+        ``cluster`` is slurm and there is no ``sbatch``; bad settings; an unreadable corpus.
+    """
+    from harness.data import prepare_corpus
+    from harness.grid import expand
+    from harness.model import count_params
+
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise InputError(NO_SBATCH)
+    specs = expand(exp)
+    layout = ExperimentLayout(exp.results_path.resolve())
+    submitted: list[Submission] = []
+    with _jobs_lock(layout):
+        jobs = read_jobs(layout)
+        jobs["experiment"] = exp.name
+        jobs["grid"] = [s.run_id for s in specs]
+        before = run_statuses(layout, jobs)
+        state = {st.run_id: st.state for st in before}
+        wanted = ("failed",) if only_failed else ("failed", "unsubmitted")
+        todo = [s for s in specs if state.get(s.run_id, "unsubmitted") in wanted]
+        if not todo:
+            atomic_write_json(layout.jobs_json, jobs)
+            return submitted, before
+        prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, here, not in every job
+        groups: dict[Resources, list[RunSpec]] = {}
+        for spec in todo:
+            res = resources_for(exp.cluster, count_params(spec.model).non_embedding)
+            groups.setdefault(res, []).append(spec)
+            run_dir = layout.run_dir(spec.run_id)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_spec(run_dir, spec)
+        execution = to_dict(dataclasses.replace(exp.execution, progress=False))
+        shares = _split_parallel(exp.cluster.max_parallel, [len(g) for g in groups.values()])
+        for (res, group), parallelism in zip(groups.items(), shares, strict=True):
+            executor = _make_executor(cluster, layout.root / "slurm" / "%j", res,
+                                      f"harness-{exp.name}", parallelism)
+            try:
+                with executor.batch():
+                    submitted_jobs = [
+                        executor.submit(TrainJob(), s.to_dict(), str(layout.run_dir(s.run_id)),
+                                        execution)
+                        for s in group
+                    ]
+            except submitit.core.utils.FailedJobError as e:
+                # sbatch refused (bad partition, account, limits): its message is the answer
+                raise InputError(f"sbatch refused the submission: {_sbatch_reason(e)}") from None
+            stamp = time.time()
+            for spec, job in zip(group, submitted_jobs, strict=True):
+                base, _, index = job.job_id.partition("_")
+                entry = {
+                    "job_id": job.job_id,
+                    "array_job_id": base,
+                    "array_index": int(index) if index.isdigit() else None,
+                    "cluster": cluster,
+                    "stdout": str(job.paths.stdout),
+                    "stderr": str(job.paths.stderr),
+                    "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp)),
+                    "submitted_unix": stamp,
+                    "resources": dataclasses.asdict(res),
+                }
+                jobs["runs"].setdefault(spec.run_id, []).append(entry)
+                submitted.append(Submission(spec.run_id, job.job_id, entry["stdout"],
+                                            entry["stderr"]))
+            atomic_write_json(layout.jobs_json, jobs)  # after each array: never lose a job id
+            if cluster == "debug":  # submitit's debug executor runs jobs when asked for results
+                for job in submitted_jobs:
+                    with contextlib.suppress(Exception):
+                        job.result()
+    return submitted, before
+
+
+def _sbatch_reason(error: Exception) -> str:
+    text = str(error)
+    lines = [ln.strip() for ln in text.splitlines() if "sbatch: error" in ln or "error:" in ln]
+    return (lines[-1] if lines else " ".join(text.split()))[:300]
