@@ -113,9 +113,10 @@ def batched_lbfgs(
     # Histories in a ring shared by all rows: slot (n_iter % m) gets this iteration's pair; a row
     # without a usable pair this iteration (no step, or no positive curvature) gets rho = 0 in
     # that slot, which the two-loop recursion skips.
-    S = np.zeros((k, m, p))
-    Y = np.zeros((k, m, p))
-    rho = np.zeros((k, m))  # 1 / (y . s); 0 marks an empty slot
+    S = np.zeros((m, k, p))  # slot-major, so that S[i] is a contiguous (rows, p) block
+    Y = np.zeros((m, k, p))
+    rho = np.zeros((m, k))  # 1 / (y . s); 0 marks an empty slot
+    n_pairs = np.zeros(k, dtype=np.int64)  # usable pairs in the ring per row
     gamma = np.ones(k)  # initial Hessian scaling s.y / y.y of the newest pair
     it = np.zeros(k, dtype=np.int64)
     st = np.full(k, RUNNING, dtype=np.int64)
@@ -135,8 +136,9 @@ def batched_lbfgs(
         if n_alive == 0:
             break
         if n_alive < 0.75 * rows.size:
-            rows, x, f, g, S, Y = rows[alive], x[alive], f[alive], g[alive], S[alive], Y[alive]
-            rho, gamma, it, st = rho[alive], gamma[alive], it[alive], st[alive]
+            rows, x, f, g = rows[alive], x[alive], f[alive], g[alive]
+            S, Y, rho = S[:, alive], Y[:, alive], rho[:, alive]
+            gamma, it, st, n_pairs = gamma[alive], it[alive], st[alive], n_pairs[alive]
             alive = np.ones(rows.size, dtype=bool)
         if n_it == max_iter:  # rows still running: write them out as MAX_ITER
             out_x[rows[alive]], out_f[rows[alive]], out_iter[rows[alive]] = (
@@ -148,27 +150,28 @@ def batched_lbfgs(
         order = [(n_it - 1 - i) % m for i in range(min(n_it, m))]  # newest slot first
         # Two-loop recursion (Nocedal & Wright 2006, alg. 7.4), vectorised over rows.
         q = g.copy()
-        alphas = np.empty((j, m))
+        alphas = np.empty((m, j, 1))
         for i in order:
-            alphas[:, i] = rho[:, i] * np.einsum("ij,ij->i", S[:, i], q)
-            q -= alphas[:, i, None] * Y[:, i]
+            alphas[i, :, 0] = rho[i] * np.einsum("ij,ij->i", S[i], q)
+            q -= alphas[i] * Y[i]
         r = gamma[:, None] * q
         for i in reversed(order):
-            b = rho[:, i] * np.einsum("ij,ij->i", Y[:, i], r)
-            r += S[:, i] * (alphas[:, i] - b)[:, None]
+            b = rho[i] * np.einsum("ij,ij->i", Y[i], r)
+            r += S[i] * (alphas[i, :, 0] - b)[:, None]
         d = -r
         slope = np.einsum("ij,ij->i", g, d)
         # Not a descent direction (cannot happen with positive-curvature pairs, but rounding):
         # restart the row from steepest descent with an empty history.
         reset = ~(slope < 0)
         if np.any(reset):
-            rho[reset] = 0.0
+            rho[:, reset] = 0.0
+            n_pairs[reset] = 0
             gamma[reset] = 1.0
             d[reset] = -g[reset]
             slope[reset] = -np.einsum("ij,ij->i", g[reset], g[reset])
         # First step of a fresh history: length at most 1 (as L-BFGS-B does).
         t = np.ones(j)
-        empty = ~np.any(rho != 0.0, axis=1)
+        empty = n_pairs == 0
         if np.any(empty):
             dn = np.linalg.norm(d[empty], axis=1)
             t[empty] = np.minimum(1.0, 1.0 / np.maximum(dn, 1e-300))
@@ -180,8 +183,12 @@ def batched_lbfgs(
         g_new = g.copy()
         pend = np.flatnonzero(alive)
         for _ls in range(max_ls):
-            xt = x[pend] + t[pend, None] * d[pend]
-            ft, gt = fun(xt, rows[pend])
+            if pend.size == j:  # all rows: no gathers
+                xt = x + t[:, None] * d
+                ft, gt = fun(xt, rows)
+            else:
+                xt = x[pend] + t[pend, None] * d[pend]
+                ft, gt = fun(xt, rows[pend])
             ok = np.isfinite(ft) & (ft <= f[pend] + 1e-4 * t[pend] * slope[pend])
             ok &= np.all(np.isfinite(gt), axis=1)
             acc = pend[ok]
@@ -211,11 +218,11 @@ def batched_lbfgs(
         # Keep a pair only with positive curvature (Nocedal & Wright 2006, eq. 6.7).
         good = done & (sy > 1e-10 * np.maximum(yy, 1e-300))
         slot = n_it % m
-        S[:, slot] = s
-        Y[:, slot] = y
-        with np.errstate(divide="ignore"):
-            rho[:, slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
-            gamma = np.where(good, sy / np.where(good, yy, 1.0), gamma)
+        n_pairs += good.astype(np.int64) - (rho[slot] != 0.0)  # the slot's old pair leaves
+        S[slot] = s
+        Y[slot] = y
+        rho[slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
+        gamma = np.where(good, sy / np.where(good, yy, 1.0), gamma)
         gmax = np.max(np.abs(g), axis=1)
         rel = (f_old - f) / np.maximum(np.maximum(np.abs(f_old), np.abs(f)), 1.0)
         new_st = np.where(gmax <= gtol, CONV_GRAD, np.where(rel <= ftol, CONV_F, RUNNING))

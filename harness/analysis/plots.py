@@ -41,7 +41,8 @@ _SALT = "scaling-harness"
 
 def new_axes(figsize: tuple[float, float] = (6.0, 4.2)) -> Axes:
     """A fresh Axes on its own Figure (not registered with pyplot)."""
-    fig = Figure(figsize=figsize, dpi=100)
+    # Constrained layout is computed while drawing: no extra draw pass as bbox_inches="tight".
+    fig = Figure(figsize=figsize, dpi=100, layout="constrained")
     return fig.add_subplot()
 
 
@@ -208,7 +209,7 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
         for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
             p = stem.with_suffix("." + fmt)
             atomic_write(p, lambda f, fmt=fmt, meta=meta: fig.savefig(
-                f, format=fmt, metadata=meta, bbox_inches="tight"))
+                f, format=fmt, metadata=meta))
             out.append(p)
     return out
 

@@ -551,7 +551,8 @@ def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list) and obj and isinstance(obj[0], Mapping) and "key" in obj[0]:
         for g in obj:
-            out.update(_leaves(g, f"{prefix}[{'|'.join(map(str, g['key'].values()))}]"))
+            label = ",".join(f"{k}={v}" for k, v in sorted(g["key"].items()))
+            out.update(_leaves(g, f"{prefix}[{label}]"))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             out.update(_leaves(v, f"{prefix}[{i}]"))
@@ -627,7 +628,9 @@ def reproduce_path(
             lines.append(f"{k:<{w}}  {_fmt(x):>14}  {_fmt(y):>14}")
         if len(diffs) > 60:
             lines.append(f"... and {len(diffs) - 60} more")
-    lines.append(f"figures: {len(figs)} replotted, {same_figs} byte-identical to stored ones")
+    n_stored = sum((fj.parent / "figures" / f.name).is_file() for f in figs)
+    lines.append(f"figures: {len(figs)} replotted; {n_stored} stored, {same_figs} of them "
+                 "byte-identical (informational: bytes depend on the matplotlib version)")
     pub_file = fj.parent / "published.json"
     if pub_file.is_file():
         lines += _published_table(json.loads(pub_file.read_text()), new)
@@ -637,8 +640,9 @@ def reproduce_path(
 def _published_table(pub: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Rows: group, published a, refitted a (isoflop, approach1), difference."""
     fits_by = {"all": new.get("fits", {})}
+    order = new.get("settings", {}).get("group_by") or []
     for g in new.get("groups", []):
-        fits_by["|".join(map(str, g["key"].values()))] = g["fits"]
+        fits_by["|".join(str(g["key"][c]) for c in order)] = g["fits"]
     rows = [f"{'configuration':<44} {'published a':>11} {'isoflop a':>10} {'diff':>7} "
             f"{'approach1 a':>11}"]
     for key, val in sorted(pub.get("exponents", {}).items()):
@@ -699,7 +703,7 @@ def plot_path(
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
     written: list[Path] = []
     if group_by:
-        by_key = {"|".join(map(str, g["key"].values())): g["fits"]
+        by_key = {"|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
                   for g in stored.get("groups", [])}
         for key in _group_keys(df, group_by, csv):
             sel = (df[list(group_by)].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
