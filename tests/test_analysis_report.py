@@ -82,13 +82,14 @@ def test_cli_fit_plot_reproduce(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     stored = (d / "fits.json").read_bytes()
     assert run("reproduce", str(d)) == 0
-    assert "reproduce: OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reproduce: OK" in out and "0 differ" in out and "byte-identical" in out
     assert (d / "fits.json").read_bytes() == stored  # never overwritten
 
     doc = json.loads(stored)
     doc["fits"]["chinchilla"]["params"]["alpha"] *= 1.01
     (d / "fits.json").write_text(json.dumps(doc))
-    assert run("reproduce", str(d)) == 1
+    assert run("reproduce", str(d), "--no-replot") == 1
     out = capsys.readouterr().out
     assert "fits.chinchilla.params.alpha" in out and "DIFFERENT" in out
 
@@ -126,5 +127,5 @@ def test_group_by_and_isoflop(tmp_path: Path) -> None:
         assert g["fits"]["isoflop"]["a"] == pytest.approx(beta / (alpha + beta), abs=0.02)
     files = plot_path(tmp_path)
     assert {"isoflop_x.svg", "optimal_y.png"} <= {f.name for f in files}
-    ok, table = reproduce_path(tmp_path)
+    ok, table = reproduce_path(tmp_path, replot=False)
     assert ok, table

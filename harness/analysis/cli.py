@@ -55,6 +55,7 @@ def register(subparsers: Any) -> None:
         "reproduce", help="refit and replot from the CSV alone; compare with fits.json")
     p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--no-replot", action="store_true", help="compare the fits only")
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -85,7 +86,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """`harness reproduce PATH`: 0 when the refit agrees with fits.json, else 1."""
-    ok, table = reproduce_path(args.path, rtol=args.rtol)
+    ok, table = reproduce_path(args.path, rtol=args.rtol, replot=not args.no_replot)
     print(table)
     print("reproduce: OK" if ok else "reproduce: DIFFERENT beyond tolerance")
     return 0 if ok else 1

@@ -578,7 +578,7 @@ def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *, rtol: float = 
 
 
 def reproduce_path(
-    path: str | os.PathLike[str], *, rtol: float = 1e-4
+    path: str | os.PathLike[str], *, rtol: float = 1e-4, replot: bool = True
 ) -> tuple[bool, str]:
     """Refit and replot from the CSV alone (in a temp dir) and compare with the stored fits.json.
 
@@ -591,6 +591,8 @@ def reproduce_path(
         The results directory, its CSV, or its fits.json.
     rtol : float
         Relative tolerance of the comparison.
+    replot : bool
+        Also redraw the figures (in the temp dir) and count those byte-identical to stored ones.
 
     Returns
     -------
@@ -614,7 +616,8 @@ def reproduce_path(
         tmpcsv.write_bytes(csv.read_bytes())
         atomic_write_json(Path(tmp) / "fits.json", new)
         figs = plot_path(tmpcsv, out_dir=Path(tmp) / "figures",
-                         column_map=s.get("column_map") or None, group_by=s.get("group_by"))
+                         column_map=s.get("column_map") or None,
+                         group_by=s.get("group_by")) if replot else []
         same_figs = sum(
             (fj.parent / "figures" / f.name).is_file()
             and (fj.parent / "figures" / f.name).read_bytes() == f.read_bytes() for f in figs)
@@ -629,8 +632,9 @@ def reproduce_path(
         if len(diffs) > 60:
             lines.append(f"... and {len(diffs) - 60} more")
     n_stored = sum((fj.parent / "figures" / f.name).is_file() for f in figs)
-    lines.append(f"figures: {len(figs)} replotted; {n_stored} stored, {same_figs} of them "
-                 "byte-identical (informational: bytes depend on the matplotlib version)")
+    if replot:
+        lines.append(f"figures: {len(figs)} replotted; {n_stored} stored, {same_figs} of them "
+                     "byte-identical (informational: bytes depend on the matplotlib version)")
     pub_file = fj.parent / "published.json"
     if pub_file.is_file():
         lines += _published_table(json.loads(pub_file.read_text()), new)
