@@ -20,8 +20,13 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp
 
-from harness.analysis.fit import CHINCHILLA_START_GRID, _CHIN_ORDER, _grid
-from harness.analysis.fit import bootstrap_chinchilla, fit_chinchilla
+from harness.analysis.fit import (
+    _CHIN_ORDER,
+    CHINCHILLA_START_GRID,
+    _grid,
+    bootstrap_chinchilla,
+    fit_chinchilla,
+)
 from harness.analysis.laws import chinchilla_loss
 
 

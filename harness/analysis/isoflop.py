@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.interpolate import Akima1DInterpolator
 from numpy.typing import ArrayLike, NDArray
+from scipy.interpolate import Akima1DInterpolator
 
 from harness.errors import InputError
 
 __all__ = [
-    "IsoflopResult", "bootstrap_isoflop", "budgets_of", "fit_approach1", "fit_isoflop", "loglog_slope",
+    "IsoflopResult", "bootstrap_isoflop", "budgets_of", "fit_approach1", "fit_isoflop",
+    "loglog_slope",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -227,8 +228,9 @@ def bootstrap_isoflop(
     """Bootstrap of approach 2: resample the points of each budget's window, refit the minimum.
 
     The window of each budget stays the one chosen on the full data (the whole profile for
-    Akima); points inside it are resampled with replacement (stratified by budget). Returns (a, b) per usable resample and
-    the number of unusable resamples (a parabola opening downwards, or a degenerate window).
+    Akima); points inside it are resampled with replacement (stratified by budget). A budget
+    without a minimum in a resample drops out of that resample's line. Returns (a, b) per
+    usable resample and the number of unusable resamples (fewer than 2 budgets left).
 
     Raises
     ------

@@ -129,7 +129,8 @@ def batched_lbfgs(
         stop = alive & (st != RUNNING)
         if np.any(stop):
             r_ = rows[stop]
-            out_x[r_], out_f[r_], out_status[r_], out_iter[r_] = x[stop], f[stop], st[stop], it[stop]
+            out_x[r_], out_f[r_] = x[stop], f[stop]
+            out_status[r_], out_iter[r_] = st[stop], it[stop]
             out_g[r_] = np.max(np.abs(g[stop]), axis=1)
             alive &= ~stop
         n_alive = int(alive.sum())
