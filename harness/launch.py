@@ -192,6 +192,9 @@ ACTIVE_STATES = RUNNING_STATES | QUEUED_STATES
 # A job whose state SLURM does not know yet (sacct lags a new job by seconds) counts as queued
 # for this long after its submission, so that a quick second submit never duplicates it.
 ACCOUNTING_GRACE_S = 120.0
+# After SIGTERM and a checkpoint, wait this long to be killed (SLURM's KillWait, 30 s by default)
+# before taking the signal for a stray one and training on.
+TERM_WAIT_S = 180.0
 NO_SBATCH = "sbatch not found; is this a SLURM login node? use `harness run` to train locally"
 
 
@@ -531,6 +534,12 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
     return out
 
 
+def _newest_checkpoint_step(run_dir: Path) -> int | None:
+    steps = [int(m.group(1)) for p in (run_dir / "ckpt").glob("step_*.pt")
+             if (m := re.search(r"step_(\d+)\.pt$", p.name))]
+    return max(steps) if steps else None
+
+
 def _finished_result(run_dir: Path) -> dict[str, Any] | None:
     try:
         result = read_result(run_dir)
@@ -552,7 +561,7 @@ class TrainJob(submitit.helpers.Checkpointable):
       submitit's own handler runs: it counts timeouts, pickles `checkpoint()` (this object and
       its arguments, nothing else) and requeues the job (``scontrol requeue``).
     - SIGTERM (``scancel``, ``scontrol requeue``, preemption with a grace time): checkpoint at
-      the next step boundary and go on until SLURM kills the job.
+      the next step boundary and wait for SLURM's kill, training no step that would be lost.
 
     The resumed job, like a fresh submission or an external requeue from the original pickle,
     finds the checkpoint in the run directory: no finished step is trained twice.
@@ -584,21 +593,17 @@ class TrainJob(submitit.helpers.Checkpointable):
         except Exception:  # noqa: BLE001 - not inside a submitit job (a direct call)
             stderr = str(path / "train.log")
 
-        flags = {"stop": False, "checkpoint": False}
+        flags = {"requeue": False, "term": False}
         usr_sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
 
         def on_usr(signum: int, frame: Any) -> None:
-            flags["stop"] = True
+            flags["requeue"] = True
             log.warning("run %s: got %s; checkpointing at the next step to be requeued",
                         spec.run_id, signal.Signals(signum).name)
 
         def on_term(signum: int, frame: Any) -> None:
-            flags["checkpoint"] = True
+            flags["term"] = True
             log.warning("run %s: got SIGTERM; checkpointing at the next step", spec.run_id)
-
-        def checkpoint_requested() -> bool:
-            asked, flags["checkpoint"] = flags["checkpoint"], False
-            return asked
 
         in_main = threading.current_thread() is threading.main_thread()
         requeue_handler = signal.getsignal(usr_sig) if in_main else None
@@ -616,13 +621,27 @@ class TrainJob(submitit.helpers.Checkpointable):
                 os.replace(path / "result.json", path / "result.failed.json")
             from harness.train import train
 
-            result = train(spec, path, execution=exe, should_stop=lambda: flags["stop"],
-                           should_checkpoint=checkpoint_requested)
-            if result is None:
-                log.warning("run %s: checkpoint saved at a step boundary; requeueing",
-                            spec.run_id)
-            else:
-                log.info("run %s ended: %s", spec.run_id, result.status)
+            while True:
+                result = train(spec, path, execution=exe,
+                               should_stop=lambda: flags["requeue"] or flags["term"])
+                if result is not None:
+                    log.info("run %s ended: %s", spec.run_id, result.status)
+                    break
+                log.warning("run %s: checkpoint saved at step %s", spec.run_id,
+                            _newest_checkpoint_step(path))
+                if not flags["requeue"]:
+                    # SIGTERM (scancel, scontrol requeue, preemption): SLURM kills the job
+                    # within KillWait. Wait for that rather than train steps that would be
+                    # lost; a requeue signal may still come; a stray SIGTERM lets it go on.
+                    deadline = time.monotonic() + TERM_WAIT_S
+                    while time.monotonic() < deadline and not flags["requeue"]:
+                        time.sleep(0.1)
+                    flags["term"] = False
+                if flags["requeue"]:
+                    log.warning("run %s: requeueing", spec.run_id)
+                    break
+                log.warning("run %s: not killed %.0f s after SIGTERM; going on", spec.run_id,
+                            TERM_WAIT_S)
         except Exception as e:
             log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
             _failed(path, spec, f"{type(e).__name__}: {e}".splitlines()[0], log=stderr)
@@ -634,10 +653,11 @@ class TrainJob(submitit.helpers.Checkpointable):
             root.removeHandler(handler)
             handler.close()
         if result is None:
-            # Stopped on the signal with a checkpoint at a step boundary: submitit requeues.
+            # Stopped on the signal with a checkpoint at a step boundary: submitit's handler
+            # counts timeouts, pickles checkpoint() and requeues (then exits).
             if callable(requeue_handler):
                 try:
-                    requeue_handler(usr_sig, None)  # requeues and exits (SystemExit)
+                    requeue_handler(usr_sig, None)
                 except submitit.core.utils.UncompletedJobError as e:
                     _failed(path, spec, f"{e} `harness submit` resumes it from its checkpoint",
                             log=stderr)

@@ -220,15 +220,13 @@ def train(
     corpus: Corpus | None = None,
     stop_after_steps: int | None = None,
     should_stop: Callable[[], bool] | None = None,
-    should_checkpoint: Callable[[], bool] | None = None,
 ) -> RunResult | None:
     """Train the run described by ``spec`` in ``run_dir`` and write its result.json.
 
     Resumes from the newest readable checkpoint in ``run_dir/ckpt``. ``stop_after_steps`` ends
     the process's work after that many steps with a checkpoint and returns None (used to
-    simulate preemption in tests). ``should_stop`` and ``should_checkpoint`` are polled at each
-    step boundary (the launcher's signal handlers set them): the first saves a checkpoint and
-    returns None, the second (True once per request) saves a checkpoint and goes on.
+    simulate preemption in tests). ``should_stop`` is polled at each step boundary (the SLURM
+    launcher's signal handlers set it): when it says True, save a checkpoint and return None.
 
     Raises
     ------
@@ -390,7 +388,6 @@ def train(
         if step < total_steps and (
             (ckpt_every and step % ckpt_every == 0)
             or stop_now
-            or (should_checkpoint is not None and should_checkpoint())
         ):
             save_checkpoint(run_dir, checkpoint_state(), spec.train.checkpoint_keep)
             if stop_now:

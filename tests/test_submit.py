@@ -352,6 +352,33 @@ def test_train_job_checkpoints_on_usr2_hands_over_to_submitit_and_resumes_exactl
     assert f"resuming {spec.run_id} at step {stopped_at} of {spec.n_steps}" in log
 
 
+def test_a_stray_sigterm_checkpoints_waits_and_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.train import train
+
+    monkeypatch.setattr(launch, "TERM_WAIT_S", 0.3)  # SLURM would have killed it by then
+    exp, _ = tiny_experiment(tmp_path, overrides=["--grid.n_tokens=[8192]"])
+    (spec,) = expand(exp)
+    ref = train(spec, tmp_path / "ref" / "runs" / spec.run_id, execution=exp.execution)
+    run_dir = tmp_path / "results" / "tiny" / "runs" / spec.run_id
+
+    def term_when_training() -> None:
+        metrics = run_dir / "metrics.csv"
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old_term = signal.getsignal(signal.SIGTERM)
+    thread = threading.Thread(target=term_when_training)
+    thread.start()
+    out = TrainJob()(spec.to_dict(), str(run_dir), {"threads": 1, "progress": False})
+    thread.join()
+    assert signal.getsignal(signal.SIGTERM) is old_term
+    assert ref is not None and out["val_loss"] == ref.val_loss
+    log = (run_dir / "train.log").read_text()
+    assert "got SIGTERM" in log and "not killed" in log and "resuming" in log
+
+
 def test_train_job_records_a_failure_and_a_rerun_succeeds(tmp_path: Path) -> None:
     exp, _ = tiny_experiment(tmp_path, overrides=["--train.checkpoint_every_steps=2"])
     spec = expand(exp)[0]

@@ -1,0 +1,255 @@
+"""`harness submit` / `harness status` / `harness collect` against the real local SLURM cluster.
+
+Start it with ``slurm/install.sh && slurm/start.sh`` (CI does, and always stops it); the skip
+rule is tests/test_slurm_cluster.py's: without a cluster these tests skip, unless
+HARNESS_SLURM=1 makes that a failure. Jobs run the installed harness package (``pip install
+-e .``), so nothing here is pickled by value. Every wait has a deadline; jobs still in the
+queue when a test ends are cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_experiment
+from harness.grid import expand
+from harness.launch import RunStatus, read_jobs, run_statuses
+from harness.results import ExperimentLayout
+
+pytestmark = pytest.mark.slurm
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_slurm_cluster import _cluster_problem  # noqa: E402
+
+DEADLINE_S = 150  # a job starts in ~2 s, imports torch in ~5-15 s; a requeue takes ~11 s
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    problem = _cluster_problem()
+    if problem is None:
+        return
+    message = f"local SLURM cluster not reachable: {problem}"
+    if os.environ.get("HARNESS_SLURM", "") not in ("", "0"):
+        pytest.fail(f"HARNESS_SLURM is set but the {message}", pytrace=False)
+    pytest.skip(f"{message} (set HARNESS_SLURM=1 to make this a failure)")
+
+
+@pytest.fixture
+def experiment(cluster, tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Path]]]:
+    """Write a tiny experiment TOML; yields a factory (overrides...) -> (toml, results root)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
+    roots: list[Path] = []
+
+    def make(name: str, n_tokens: list[int], extra: str = "") -> tuple[Path, Path]:
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f"""
+[data]
+corpus = "{corpus}"
+seq_len = 32
+val_block_bytes = 1024
+eval_tokens = 1024
+[train]
+batch_size = 8
+lr = 1e-2
+evals_per_run = 2
+checkpoint_every_steps = 0
+[grid]
+shapes = [{{n_layer = 1, n_embd = 32}}]
+n_tokens = {n_tokens}
+[execution]
+threads = 1
+progress = false
+results_dir = "{tmp_path / 'results'}"
+[cluster]
+partition = "debug"
+time_min = 5
+gpus_per_run = 0
+cpus_per_run = 1
+mem_gb = 0.25
+{extra}
+""")
+        roots.append(tmp_path / "results" / name)
+        return toml, tmp_path / "results" / name
+
+    yield make
+    for root in roots:  # never leave jobs behind
+        if (root / "jobs.json").exists():
+            ids = {e["array_job_id"] for subs in json.loads((root / "jobs.json").read_text())
+                   ["runs"].values() for e in subs}
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
+def harness(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return proc
+
+
+def wait_for(root: Path, done: Callable[[dict[str, RunStatus]], bool], what: str,
+             timeout_s: float = DEADLINE_S) -> dict[str, RunStatus]:
+    deadline = time.monotonic() + timeout_s
+    layout = ExperimentLayout(root)
+    while True:
+        states = {s.run_id: s for s in run_statuses(layout)}
+        if done(states):
+            return states
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not after {timeout_s:.0f} s; states: "
+                        f"{[(s.run_id, s.state, s.slurm_state, s.error) for s in states.values()]}")
+        time.sleep(0.5)
+
+
+def all_in(*wanted: str) -> Callable[[dict[str, RunStatus]], bool]:
+    return lambda states: bool(states) and all(s.state in wanted for s in states.values())
+
+
+def metrics_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return []
+    return [int(line.split(",")[0]) for line in path.read_text().splitlines()[1:] if line]
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_grid_is_submitted_as_one_capped_array_and_completes(experiment) -> None:
+    toml, root = experiment("grid", [1024, 2048, 8192], "max_parallel = 2")
+    t0 = time.monotonic()
+    first = harness("submit", str(toml))
+    assert first.returncode == 0, first.stderr
+    assert "3 unsubmitted" in first.stdout and "submitted 3 run(s)" in first.stdout
+    jobs = read_jobs(ExperimentLayout(root))["runs"]
+    entries = [subs[-1] for subs in jobs.values()]
+    assert len({e["array_job_id"] for e in entries}) == 1  # one array
+    assert sorted(e["array_index"] for e in entries) == [0, 1, 2]
+    for e in entries:  # the command printed each job id and log path
+        assert f"job {e['job_id']}  log {e['stderr']}" in first.stdout
+    array_id = entries[0]["array_job_id"]
+    script = root / "slurm" / array_id / f"{array_id}_submission.sh"
+    assert "#SBATCH --array=0-2%2" in script.read_text()  # at most 2 at once
+
+    again = harness("submit", str(toml))  # while the first is queued or running
+    assert again.returncode == 0, again.stderr
+    assert "nothing to submit" in again.stdout
+    assert read_jobs(ExperimentLayout(root))["runs"] == jobs  # no duplicate job
+    assert time.monotonic() - t0 < 60  # submit returns at once, it does not wait for jobs
+
+    # collect while the long run trains: only finished runs land in runs.csv
+    states = wait_for(root, lambda s: any(x.state == "done" for x in s.values())
+                      and any(x.state in ("running", "queued") for x in s.values()),
+                      "some runs done while another still runs")
+    collected = harness("collect", str(root))
+    assert collected.returncode == 0, collected.stderr
+    rows = (root / "runs.csv").read_text().splitlines()[1:]
+    assert 1 <= len(rows) < 3 and all(",done," in r for r in rows)
+    status = harness("status", str(root))
+    assert "running" in status.stdout or "queued" in status.stdout
+
+    states = wait_for(root, all_in("done"), "all runs done")
+    assert len(states) == 3
+    status = harness("status", str(root))
+    assert status.returncode == 0 and "3 done" in status.stdout
+    assert harness("collect", str(root)).returncode == 0
+    assert len((root / "runs.csv").read_text().splitlines()) == 4
+
+
+def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experiment) -> None:
+    from submitit.slurm.slurm import SlurmJob
+
+    from harness.train import train
+
+    toml, root = experiment("preempt", [256000])
+    (spec,) = expand(load_experiment(toml))
+    assert harness("submit", str(toml)).returncode == 0
+    (entry,) = [subs[-1] for subs in read_jobs(ExperimentLayout(root))["runs"].values()]
+    run_dir = root / "runs" / spec.run_id
+
+    def progressed(past: int) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (steps := metrics_steps(run_dir)) or steps[-1] <= past:
+            assert not (run_dir / "result.json").exists(), "the run ended before the interrupt"
+            assert time.monotonic() < deadline, f"the run never got past step {past}"
+            time.sleep(0.1)
+
+    def resumed(times: int) -> int:
+        deadline = time.monotonic() + DEADLINE_S
+        while len(found := _log_steps(run_dir, "resuming")) < times:
+            assert time.monotonic() < deadline, f"the job did not resume {times} time(s)"
+            time.sleep(0.2)
+        return found[-1]
+
+    progressed(20)
+    SlurmJob(folder=root / "slurm" / "%j", job_id=entry["job_id"])._interrupt()  # preemption
+    first = resumed(1)
+    log = (run_dir / "train.log").read_text()
+    assert "got SIGUSR2" in log and "requeueing" in log
+    # an external requeue (SIGTERM, then a kill) restarts the job from its original pickle
+    progressed(first + 20)
+    subprocess.run(["scontrol", "requeue", entry["job_id"]], check=True, timeout=30)
+    second = resumed(2)
+
+    states = wait_for(root, all_in("done", "failed"), "the preempted run finished")
+    assert states[spec.run_id].state == "done", states[spec.run_id]
+    # each restart resumed exactly where the signal stopped it: no step trained twice
+    assert _log_steps(run_dir, "checkpoint saved at step") == [first, second]
+    assert 0 < first < second < spec.n_steps
+    steps = metrics_steps(run_dir)
+    assert steps == sorted(set(steps)) and steps[-1] == spec.n_steps
+    # requeued by SLURM, never resubmitted
+    assert len(read_jobs(ExperimentLayout(root))["runs"][spec.run_id]) == 1
+
+    # the same loss, bit for bit, as the run trained here without interruption
+    ref = train(spec, root.parent.parent / "ref" / "runs" / spec.run_id,
+                execution=load_experiment(toml).execution)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert ref is not None and result["val_loss"] == ref.val_loss
+
+
+def _log_steps(run_dir: Path, marker: str) -> list[int]:
+    """Steps in train.log lines containing ``marker`` ('resuming ... at step N of M', ...)."""
+    log = run_dir / "train.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [int(line.split(" at step ")[1].split()[0]) for line in lines if marker in line]
+
+
+def test_crashed_run_shows_as_failed_with_its_log_and_succeeds_when_resubmitted(experiment) -> None:
+    toml, root = experiment("crash", [2048], "")
+    (spec,) = expand(load_experiment(toml, ["--train.checkpoint_every_steps=2"]))
+    run_dir = root / "runs" / spec.run_id
+    run_dir.mkdir(parents=True)
+    # A real crash inside the job: its first checkpoint cannot be written (a file stands where
+    # the checkpoint folder belongs), as on a broken or full file system.
+    (run_dir / "ckpt").write_text("not a folder")
+    args = ["--train.checkpoint_every_steps=2"]
+    assert harness("submit", str(toml), *args).returncode == 0
+
+    states = wait_for(root, all_in("failed", "done"), "the crash")
+    failed = states[spec.run_id]
+    assert failed.state == "failed" and failed.slurm_state in ("FAILED", "ENDED"), failed
+    assert "ckpt" in failed.error
+    assert Path(failed.log).is_file() and "Traceback" in Path(failed.log).read_text()
+    status = harness("status", str(root))
+    assert status.returncode == 0
+    assert f"log: {failed.log}" in status.stdout and "1 failed" in status.stdout
+
+    (run_dir / "ckpt").unlink()  # the cause fixed, submit again: only the failed run goes out
+    again = harness("submit", str(toml), *args, "--only-failed")
+    assert again.returncode == 0 and "submitted 1 run(s)" in again.stdout, again.stdout
+    states = wait_for(root, all_in("done"), "the resubmitted run")
+    assert states[spec.run_id].submissions == 2
+    assert "1 done" in harness("status", str(root)).stdout
