@@ -133,6 +133,14 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_CKPT.search(p.name).group(1)), reverse=True)  # type: ignore[union-attr]
 
 
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of checkpoint writes that a killed process never renamed."""
+    ckpt_dir = run_dir / "ckpt"
+    if ckpt_dir.is_dir():
+        for tmp in ckpt_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     path = run_dir / "ckpt" / f"step_{state['step']:09d}.pt"
     atomic_write(path, lambda f: torch.save(state, f))
@@ -190,7 +198,11 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= last_step]
+        # A process killed mid-append leaves a torn last line: keep only whole rows.
+        rows = [
+            r for r in csv.DictReader(f)
+            if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= last_step
+        ]
     lines = [",".join(METRICS_COLUMNS)] + [",".join(r[c] for c in METRICS_COLUMNS) for r in rows]
     atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
@@ -286,6 +298,7 @@ def train(
 
     step, wall_before = 0, 0.0
     metrics_path = run_dir / "metrics.csv"
+    _remove_stale_temp_files(run_dir)
     state = load_latest_checkpoint(run_dir)
     if state is not None:
         model.load_state_dict(state["model"])

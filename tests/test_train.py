@@ -91,6 +91,10 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     for _ in range(3):  # stopped three times, like three preemptions
         assert train(spec, run_dir, execution=exp.execution, stop_after_steps=5) is None
     assert (run_dir / "ckpt").is_dir()
+    # What a SIGKILL can leave behind: a torn metrics row and an unrenamed checkpoint temp file.
+    with (run_dir / "metrics.csv").open("a") as f:
+        f.write("16,512,2.")
+    (run_dir / "ckpt" / ".step_000000016.pt.x1.tmp").write_bytes(b"partial")
     resumed = train(spec, run_dir, execution=exp.execution)
     assert resumed is not None
     assert resumed.val_loss == ref.val_loss  # bit for bit on CPU
