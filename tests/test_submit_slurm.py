@@ -110,7 +110,7 @@ def wait_for(root: Path, done: Callable[[dict[str, RunStatus]], bool], what: str
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not after {timeout_s:.0f} s; states: "
                         f"{[(s.run_id, s.state, s.slurm_state, s.error) for s in states.values()]}")
-        time.sleep(0.5)
+        time.sleep(1.0)
 
 
 def all_in(*wanted: str) -> Callable[[dict[str, RunStatus]], bool]:
@@ -127,10 +127,19 @@ def metrics_steps(run_dir: Path) -> list[int]:
 # --- tests --------------------------------------------------------------------------------------
 
 
-def test_grid_is_submitted_as_one_capped_array_and_completes(experiment) -> None:
-    toml, root = experiment("grid", [1024, 2048, 8192], "max_parallel = 2")
+def test_grid_runs_as_one_capped_array_a_crash_shows_as_failed_and_resubmits(experiment) -> None:
+    toml, root = experiment("grid", [1024, 2048, 4096], "max_parallel = 2")
+    args = ["--train.checkpoint_every_steps=2"]
+    specs = expand(load_experiment(toml, args))
+    crashing = specs[1]
+    crash_dir = root / "runs" / crashing.run_id
+    crash_dir.mkdir(parents=True)
+    # A real crash inside one job: its first checkpoint cannot be written (a file stands where
+    # the checkpoint folder belongs), as on a broken file system.
+    (crash_dir / "ckpt").write_text("not a folder")
+
     t0 = time.monotonic()
-    first = harness("submit", str(toml))
+    first = harness("submit", str(toml), *args)
     assert first.returncode == 0, first.stderr
     assert "3 unsubmitted" in first.stdout and "submitted 3 run(s)" in first.stdout
     jobs = read_jobs(ExperimentLayout(root))["runs"]
@@ -143,29 +152,44 @@ def test_grid_is_submitted_as_one_capped_array_and_completes(experiment) -> None
     script = root / "slurm" / array_id / f"{array_id}_submission.sh"
     assert "#SBATCH --array=0-2%2" in script.read_text()  # at most 2 at once
 
-    again = harness("submit", str(toml))  # while the first is queued or running
+    again = harness("submit", str(toml), *args)  # while the first is queued or running
     assert again.returncode == 0, again.stderr
     assert "nothing to submit" in again.stdout
     assert read_jobs(ExperimentLayout(root))["runs"] == jobs  # no duplicate job
     assert time.monotonic() - t0 < 60  # submit returns at once, it does not wait for jobs
 
-    # collect while the long run trains: only finished runs land in runs.csv
-    states = wait_for(root, lambda s: any(x.state == "done" for x in s.values())
-                      and any(x.state in ("running", "queued") for x in s.values()),
-                      "some runs done while another still runs")
+    # collect while a run still trains: only runs with a result land in runs.csv
+    def has_result(run_id: str) -> bool:
+        return (root / "runs" / run_id / "result.json").exists()
+
+    wait_for(root, lambda s: any(has_result(r) for r in s)
+             and any(not has_result(r) and x.state in ("running", "queued") for r, x in s.items()),
+             "some runs ended while another still runs")
     collected = harness("collect", str(root))
     assert collected.returncode == 0, collected.stderr
-    rows = (root / "runs.csv").read_text().splitlines()[1:]
-    assert 1 <= len(rows) < 3 and all(",done," in r for r in rows)
-    status = harness("status", str(root))
-    assert "running" in status.stdout or "queued" in status.stdout
+    rows = [r.split(",")[3] for r in (root / "runs.csv").read_text().splitlines()[1:]]
+    assert 1 <= len(rows) < 3 and all(has_result(r) for r in rows)
 
-    states = wait_for(root, all_in("done"), "all runs done")
-    assert len(states) == 3
+    states = wait_for(root, all_in("done", "failed"), "every run ended")
+    failed = states[crashing.run_id]
+    assert [states[s.run_id].state for s in specs] == ["done", "failed", "done"]
+    assert failed.slurm_state in ("FAILED", "ENDED"), failed
+    assert "ckpt" in failed.error
+    assert Path(failed.log).is_file() and "Traceback" in Path(failed.log).read_text()
     status = harness("status", str(root))
-    assert status.returncode == 0 and "3 done" in status.stdout
+    assert status.returncode == 0, status.stderr
+    assert f"log: {failed.log}" in status.stdout and "1 failed, 2 done" in status.stdout
+
+    (crash_dir / "ckpt").unlink()  # the cause fixed, submit again: only the failed run goes out
+    again = harness("submit", str(toml), *args)
+    assert again.returncode == 0 and "submitted 1 run(s)" in again.stdout, again.stdout
+    assert f"{crashing.run_id}  job" in again.stdout
+    states = wait_for(root, all_in("done"), "the resubmitted run")
+    assert states[crashing.run_id].submissions == 2
+    assert "3 done" in harness("status", str(root)).stdout
     assert harness("collect", str(root)).returncode == 0
-    assert len((root / "runs.csv").read_text().splitlines()) == 4
+    rows = (root / "runs.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and all(",done," in r for r in rows)
 
 
 def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experiment) -> None:
@@ -173,7 +197,7 @@ def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experime
 
     from harness.train import train
 
-    toml, root = experiment("preempt", [256000])
+    toml, root = experiment("preempt", [102400])
     (spec,) = expand(load_experiment(toml))
     assert harness("submit", str(toml)).returncode == 0
     (entry,) = [subs[-1] for subs in read_jobs(ExperimentLayout(root))["runs"].values()]
@@ -225,31 +249,3 @@ def _log_steps(run_dir: Path, marker: str) -> list[int]:
     log = run_dir / "train.log"
     lines = log.read_text().splitlines() if log.exists() else []
     return [int(line.split(" at step ")[1].split()[0]) for line in lines if marker in line]
-
-
-def test_crashed_run_shows_as_failed_with_its_log_and_succeeds_when_resubmitted(experiment) -> None:
-    toml, root = experiment("crash", [2048], "")
-    (spec,) = expand(load_experiment(toml, ["--train.checkpoint_every_steps=2"]))
-    run_dir = root / "runs" / spec.run_id
-    run_dir.mkdir(parents=True)
-    # A real crash inside the job: its first checkpoint cannot be written (a file stands where
-    # the checkpoint folder belongs), as on a broken or full file system.
-    (run_dir / "ckpt").write_text("not a folder")
-    args = ["--train.checkpoint_every_steps=2"]
-    assert harness("submit", str(toml), *args).returncode == 0
-
-    states = wait_for(root, all_in("failed", "done"), "the crash")
-    failed = states[spec.run_id]
-    assert failed.state == "failed" and failed.slurm_state in ("FAILED", "ENDED"), failed
-    assert "ckpt" in failed.error
-    assert Path(failed.log).is_file() and "Traceback" in Path(failed.log).read_text()
-    status = harness("status", str(root))
-    assert status.returncode == 0
-    assert f"log: {failed.log}" in status.stdout and "1 failed" in status.stdout
-
-    (run_dir / "ckpt").unlink()  # the cause fixed, submit again: only the failed run goes out
-    again = harness("submit", str(toml), *args, "--only-failed")
-    assert again.returncode == 0 and "submitted 1 run(s)" in again.stdout, again.stdout
-    states = wait_for(root, all_in("done"), "the resubmitted run")
-    assert states[spec.run_id].submissions == 2
-    assert "1 done" in harness("status", str(root)).stdout
