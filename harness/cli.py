@@ -143,7 +143,8 @@ def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
     layout = ExperimentLayout(Path(args.results_dir))
     if not layout.runs_dir.is_dir() and not layout.jobs_json.exists():
         raise InputError(f"{args.results_dir}: no runs/ folder here; expected a results directory")
-    order = {"failed": 0, "running": 1, "queued": 2, "unsubmitted": 3, "diverged": 4, "done": 5}
+    order = {"failed": 0, "unknown": 1, "running": 2, "queued": 3, "unsubmitted": 4,
+             "diverged": 5, "done": 6}
     rows = sorted(run_statuses(layout), key=lambda r: (order[r.state], r.n_params or 0,
                                                        r.n_tokens or 0, r.run_id))
     print(f"{'run_id':<12}  {'state':<11} {'N':>7} {'D':>7}  {'job':<10} detail")
@@ -154,7 +155,7 @@ def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
             detail = f"{r.error}  log: {r.log}"
         elif r.state == "done":
             detail = f"loss {r.val_loss:.4f}" if r.val_loss is not None else ""
-        elif r.state == "diverged":
+        elif r.state in ("diverged", "unknown"):
             detail = r.error
         elif r.state in ("running", "queued"):
             detail = f"{r.slurm_state}  log: {r.log}" if r.log else r.slurm_state

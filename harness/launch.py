@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import multiprocessing
 import os
@@ -182,7 +183,8 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
 # --- SLURM (and submitit's local/debug executors) ------------------------------------------------
 
 Cluster = Literal["slurm", "local", "debug"]
-RunStatusState = Literal["done", "diverged", "running", "queued", "failed", "unsubmitted"]
+RunStatusState = Literal["done", "diverged", "running", "queued", "failed", "unsubmitted",
+                         "unknown"]
 JOBS_SCHEMA = 1
 # SLURM job states (squeue/sacct names) in which a job runs or still waits to run.
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
@@ -392,7 +394,8 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
 
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:
     """SLURM state of each job id ("123" or "123_4"): squeue for jobs in the queue, sacct for
-    the rest. "ENDED": out of the queue but not yet in accounting; "UNKNOWN": neither answers."""
+    the rest. "ENDED": out of the queue but not yet in accounting; "UNKNOWN": in neither;
+    "NO_ANSWER": neither command answered."""
     from submitit.slurm.slurm import read_job_id
 
     if not job_ids:
@@ -407,6 +410,8 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
             in_queue[job_id] = state.split()[0] if state else "UNKNOWN"
     accounted: dict[str, str] = {}
     proc = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(base_ids)])
+    if in_queue is None and (proc is None or proc.returncode != 0):
+        return dict.fromkeys(job_ids, "NO_ANSWER")  # not a SLURM machine, or SLURM is down
     if proc is not None and proc.returncode == 0:
         for line in proc.stdout.splitlines():
             raw_id, _, state = line.strip().partition("|")
@@ -511,6 +516,10 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
                   else _local_state(entry["job_id"]) if cluster == "local" else "ENDED")
             common["slurm_state"] = js
             young = now - float(entry.get("submitted_unix", 0)) < ACCOUNTING_GRACE_S
+            if js == "NO_ANSWER":  # never guess: a wrong "failed" would submit a duplicate
+                out.append(RunStatus(state="unknown", error="squeue and sacct did not answer",
+                                     **common))
+                continue
             if js in RUNNING_STATES:
                 out.append(RunStatus(state="running", **common))
                 continue
@@ -725,7 +734,8 @@ def submit(exp: ExperimentConfig, *, cluster: Cluster = "slurm",
             executor = _make_executor(cluster, layout.root / "slurm" / "%j", res,
                                       f"harness-{exp.name}", parallelism)
             try:
-                with executor.batch():
+                # submitit prints sbatch's stderr before raising: the one-line error says it
+                with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                     submitted_jobs = [
                         executor.submit(TrainJob(), s.to_dict(), str(layout.run_dir(s.run_id)),
                                         execution)
@@ -761,5 +771,5 @@ def submit(exp: ExperimentConfig, *, cluster: Cluster = "slurm",
 
 def _sbatch_reason(error: Exception) -> str:
     text = str(error)
-    lines = [ln.strip() for ln in text.splitlines() if "sbatch: error" in ln or "error:" in ln]
-    return (lines[-1] if lines else " ".join(text.split()))[:300]
+    lines = [ln.split("error:", 1)[1].strip() for ln in text.splitlines() if "error:" in ln]
+    return ("; ".join(lines) if lines else " ".join(text.split()))[:400]

@@ -185,6 +185,20 @@ def test_slurm_states_from_squeue_and_sacct(monkeypatch: pytest.MonkeyPatch) -> 
     }
 
 
+def test_without_squeue_and_sacct_a_submitted_run_is_unknown_not_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp, _ = tiny_experiment(tmp_path, overrides=["--grid.n_tokens=[1024]"])
+    (spec,) = expand(exp)
+    layout = ExperimentLayout(exp.results_path.resolve())
+    layout.root.mkdir(parents=True)
+    (layout.root / "jobs.json").write_text(json.dumps({"schema": 1, "runs": {
+        spec.run_id: [_fake_entry("3_0", tmp_path / "x.err", age_s=3600)]}}))
+    monkeypatch.setattr(launch, "_run", lambda cmd: None)  # a laptop: no squeue, no sacct
+    (st,) = run_statuses(layout)
+    assert st.state == "unknown" and "did not answer" in st.error
+    assert submit(exp, cluster="debug")[0] == []  # never resubmitted on a guess
+
+
 def test_last_error_line_of_a_job_log(tmp_path: Path) -> None:
     log = tmp_path / "x_0_log.err"
     log.write_text(
