@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
         n = _fmt_si(r.n_params) if r.n_params else "-"
         d = _fmt_si(r.n_tokens) if r.n_tokens else "-"
         if r.state == "failed":
-            detail = f"{r.error}  log: {r.log}"
+            detail = f"{r.error}  log: {r.log}" if r.log else r.error
         elif r.state == "done":
             detail = f"loss {r.val_loss:.4f}" if r.val_loss is not None else ""
         elif r.state in ("diverged", "unknown"):

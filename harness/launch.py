@@ -533,10 +533,14 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
                                  **{**common, "log": log}))
             continue
         if entry:
-            error = last_error_line(Path(entry["stderr"])) if entry.get("stderr") else ""
+            log = Path(entry.get("stderr") or "")
+            started = bool(entry.get("stderr")) and log.exists()
+            error = last_error_line(log) if started else ""
             if not error:
-                error = f"job {entry['job_id']} ended ({js}) without a result"
-            out.append(RunStatus(state="failed", error=error, **common))
+                error = (f"job {entry['job_id']} ended ({js}) "
+                         + ("without a result" if started else "before it started"))
+            out.append(RunStatus(state="failed", error=error,
+                                 **{**common, "log": str(log) if started else ""}))
             continue
         out.append(RunStatus(state="unsubmitted", log=str(run_dir / "train.log")
                              if (run_dir / "train.log").exists() else "", **common))

@@ -273,7 +273,7 @@ def test_a_job_unknown_to_slurm_counts_as_queued_only_shortly(
     states = {s.run_id: s for s in run_statuses(layout)}
     assert states[specs[0].run_id].state == "queued"  # accounting lags a new job
     assert states[specs[1].run_id].state == "failed"
-    assert "ended (UNKNOWN) without a result" in states[specs[1].run_id].error
+    assert "ended (UNKNOWN) before it started" in states[specs[1].run_id].error
 
 
 def test_submit_without_sbatch_is_one_clear_line(tmp_path: Path) -> None:
