@@ -71,17 +71,34 @@ def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _up_to_date(csv_path: Path) -> bool:
+    """fits.json was made from exactly this runs.csv and the figures exist."""
+    import hashlib
+    import json
+
+    fits, figures = csv_path.parent / "fits.json", csv_path.parent / "figures"
+    try:
+        stored = json.loads(fits.read_text())["input"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    current = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    return stored == current and figures.is_dir() and any(figures.iterdir())
+
+
 def _analyse(csv_path: Path) -> None:
     """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here."""
+    import json
+
     from harness.analysis.report import fit_path, plot_path, summarize
 
+    if _up_to_date(csv_path):
+        print(f"{csv_path.parent / 'fits.json'} and figures are up to date with {csv_path.name}")
+        return
     try:
         fits = fit_path(csv_path)
     except InputError as e:
         print(f"fit skipped: {e}")
         return
-    import json
-
     print(summarize(json.loads(fits.read_text())))
     print(f"wrote {fits}")
     figures = plot_path(csv_path)
