@@ -751,20 +751,20 @@ def submit(exp: ExperimentConfig, *, cluster: Cluster = "slurm",
             stamp = time.time()
             for spec, job in zip(group, submitted_jobs, strict=True):
                 base, _, index = job.job_id.partition("_")
-                entry = {
+                stdout, stderr = str(job.paths.stdout), str(job.paths.stderr)
+                entry: dict[str, Any] = {
                     "job_id": job.job_id,
                     "array_job_id": base,
                     "array_index": int(index) if index.isdigit() else None,
                     "cluster": cluster,
-                    "stdout": str(job.paths.stdout),
-                    "stderr": str(job.paths.stderr),
+                    "stdout": stdout,
+                    "stderr": stderr,
                     "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp)),
                     "submitted_unix": stamp,
                     "resources": dataclasses.asdict(res),
                 }
                 jobs["runs"].setdefault(spec.run_id, []).append(entry)
-                submitted.append(Submission(spec.run_id, job.job_id, entry["stdout"],
-                                            entry["stderr"]))
+                submitted.append(Submission(spec.run_id, job.job_id, stdout, stderr))
             atomic_write_json(layout.jobs_json, jobs)  # after each array: never lose a job id
             if cluster == "debug":  # submitit's debug executor runs jobs when asked for results
                 for job in submitted_jobs:
