@@ -145,8 +145,9 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
         print("nothing to submit" + (" (no failed runs)" if args.only_failed else ""))
         return 0
     arrays = sorted({s.job_id.split("_")[0] for s in submitted}, key=lambda j: (len(j), j))
-    print(f"submitted {len(submitted)} run(s) as job(s) {', '.join(arrays)} "
-          f"(at most {exp.cluster.max_parallel} running at once)")
+    cap = f" (at most {exp.cluster.max_parallel} running at once)"
+    cap = cap if args.cluster == "slurm" else ""
+    print(f"submitted {len(submitted)} run(s) as job(s) {', '.join(arrays)}{cap}")
     for s in submitted:
         print(f"  {s.run_id}  job {s.job_id}  log {s.stderr}")
     print(f"recorded in {root / 'jobs.json'}; watch with `harness status {root}`")
