@@ -195,9 +195,36 @@ class ExecutionConfig:
     """Progress bars for the grid and the current run."""
     results_dir: str = "results"
     """Results go to RESULTS_DIR/EXPERIMENT_NAME/."""
+    checkpoint_every_s: float = 0.0
+    """Also save a resumable checkpoint when this many seconds of wall time have passed since the
+    last one (0: by steps only, train.checkpoint_every_steps). Cadence never changes a result, so
+    it is an execution setting, not part of the run's identity."""
+    diverge_factor: float = 2.0
+    """A run diverged when its mean training loss over `diverge_patience` consecutive log
+    intervals exceeds diverge_factor * max(its first-step loss, ln(vocab_size)); ln(vocab_size)
+    is the loss of a uniform guess, so such a model is confidently worse than knowing nothing.
+    0 disables the rule (a non-finite loss always ends a run as diverged)."""
+    diverge_patience: int = 2
+    """Consecutive log intervals (about 1% of the run each, at least one step) over the
+    threshold before a run counts as diverged; one spike that recovers is not a divergence."""
+    diverge_retries: int = 0
+    """After a divergence, run the same grid point again with its learning rate times
+    diverge_lr_factor, up to this many times (each retry is a new run with its own run_id)."""
+    diverge_lr_factor: float = 0.5
+    """Learning-rate multiplier of each divergence retry."""
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
+        _check(bool(self.results_dir), "results_dir", self.results_dir, "a directory path")
+        _check(self.checkpoint_every_s >= 0, "checkpoint_every_s", self.checkpoint_every_s,
+               "must be >= 0 (0 = by steps only)")
+        _check(self.diverge_factor == 0 or self.diverge_factor > 1, "diverge_factor",
+               self.diverge_factor, "must be > 1, or 0 to disable the blow-up rule")
+        _check(self.diverge_patience >= 1, "diverge_patience", self.diverge_patience,
+               "must be >= 1")
+        _check(self.diverge_retries >= 0, "diverge_retries", self.diverge_retries, "must be >= 0")
+        _check(0 < self.diverge_lr_factor < 1, "diverge_lr_factor", self.diverge_lr_factor,
+               "must be in (0, 1)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,11 @@
 The loop is AdamW with linear warmup and a cosine decay that ends exactly at this run's last
 step (Hoffmann et al. 2022: a schedule longer than the run overestimates its loss), global
 gradient clipping, validation on the experiment's fixed held-out tokens a few times per run and
-at the end. A non-finite loss ends the run as ``diverged`` rather than raising.
+at the end. A non-finite loss, or a training loss that blows up past
+``execution.diverge_factor * max(first-step loss, ln(vocab_size))`` for
+``execution.diverge_patience`` log intervals in a row, ends the run as ``diverged`` (with the step
+and the reason) rather than raising. A full disk while writing a checkpoint fails the run with a
+one-line message and leaves the previous checkpoint as it was.
 
 Everything the run does is a function of its spec and its position, so a checkpoint holds the
 model, the optimizer, the step and the RNG states, and resuming continues the same computation.
@@ -12,6 +16,7 @@ model, the optimizer, the step and the RNG states, and resuming continues the sa
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import math
 import re
@@ -141,9 +146,35 @@ def _remove_stale_temp_files(run_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+class DiskFullError(OSError):
+    """No space left on the device while writing a run's files; the run fails, nothing is torn."""
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
+    """Write a checkpoint atomically, then drop all but the newest ``keep``.
+
+    Raises
+    ------
+    DiskFullError
+        The device is full; the partial temp file is removed and older checkpoints are intact.
+    """
     path = run_dir / "ckpt" / f"step_{state['step']:09d}.pt"
-    atomic_write(path, lambda f: torch.save(state, f))
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                e.errno, f"no space left on device while writing checkpoint {path} "
+                "(the previous checkpoint is intact; free space and run again to resume)"
+            ) from e
+        raise
+    except RuntimeError as e:  # torch.save wraps some write errors in its own
+        if "No space left on device" in str(e) or "ENOSPC" in str(e):
+            raise DiskFullError(
+                errno.ENOSPC, f"no space left on device while writing checkpoint {path} "
+                "(the previous checkpoint is intact; free space and run again to resume)"
+            ) from e
+        raise
     for old in _checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
@@ -297,6 +328,8 @@ def train(
     warmup = warmup_steps(spec)
 
     step, wall_before = 0, 0.0
+    initial_loss: float | None = None
+    loss_sum, loss_count, over_count = 0.0, 0, 0
     metrics_path = run_dir / "metrics.csv"
     _remove_stale_temp_files(run_dir)
     state = load_latest_checkpoint(run_dir)
@@ -307,6 +340,11 @@ def train(
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"])
         step, wall_before = int(state["step"]), float(state["wall_s"])
+        # The divergence rule's and the logged average's state, so a resume changes nothing.
+        initial_loss = state.get("initial_loss")
+        loss_sum = float(state.get("loss_sum", 0.0))
+        loss_count = int(state.get("loss_count", 0))
+        over_count = int(state.get("over_count", 0))
         log.info("resuming %s at step %d of %d", spec.run_id, step, total_steps)
     _truncate_metrics(metrics_path, step)
 
@@ -315,10 +353,12 @@ def train(
     log_every = max(1, total_steps // 100)
     val_loss = val_bpb = None
     last_train_loss: float | None = None
-    loss_sum, loss_count = 0.0, 0
     status: Literal["done", "diverged"] = "done"
     reason = ""
     t_loop = time.perf_counter()
+    t_last_ckpt = t_loop
+    ckpt_every_s = execution.checkpoint_every_s
+    uniform_loss = math.log(spec.model.vocab_size)
     steps_this_process = 0
 
     bar = None
@@ -345,6 +385,10 @@ def train(
             "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
             "wall_s": wall_before + time.perf_counter() - t_loop,
             "run_id": spec.run_id,
+            "initial_loss": initial_loss,
+            "loss_sum": loss_sum,
+            "loss_count": loss_count,
+            "over_count": over_count,
         }
 
     model.train()
@@ -365,6 +409,8 @@ def train(
         if not math.isfinite(loss_value):
             status, reason = "diverged", f"non-finite training loss {loss_value} at step {step}"
             break
+        if initial_loss is None:
+            initial_loss = loss_value
         loss.backward()
         if spec.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
@@ -393,6 +439,17 @@ def train(
                 "wall_s": round(wall_before + time.perf_counter() - t_loop, 3),
             })
             loss_sum, loss_count = 0.0, 0
+            if execution.diverge_factor > 0 and status == "done":
+                threshold = execution.diverge_factor * max(initial_loss or 0.0, uniform_loss)
+                over_count = over_count + 1 if last_train_loss > threshold else 0
+                if over_count >= execution.diverge_patience:
+                    status = "diverged"
+                    reason = (
+                        f"training loss blew up: {last_train_loss:.4g} > {threshold:.4g} "
+                        f"(diverge_factor {execution.diverge_factor:g} x max(first-step loss "
+                        f"{initial_loss:.4g}, ln(vocab) {uniform_loss:.4g})) for "
+                        f"{over_count} log interval(s), at step {step}"
+                    )
         if status == "diverged":
             break
         stop_now = (stop_after_steps is not None and steps_this_process >= stop_after_steps) or (
@@ -400,9 +457,11 @@ def train(
         )
         if step < total_steps and (
             (ckpt_every and step % ckpt_every == 0)
+            or (ckpt_every_s and time.perf_counter() - t_last_ckpt >= ckpt_every_s)
             or stop_now
         ):
             save_checkpoint(run_dir, checkpoint_state(), spec.train.checkpoint_keep)
+            t_last_ckpt = time.perf_counter()
             if stop_now:
                 if bar is not None:
                     bar.close()

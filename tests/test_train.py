@@ -127,3 +127,62 @@ def test_divergence_is_a_status_not_a_crash(tmp_path: Path) -> None:
     assert "non-finite" in result.reason
     stored = json.loads((tmp_path / "r" / "runs" / spec.run_id / "result.json").read_text())
     assert stored["status"] == "diverged" and stored["val_loss"] is None
+
+
+def test_checkpoint_cadence_by_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.train as train_mod
+
+    saved: list[int] = []
+    real_save = train_mod.save_checkpoint
+
+    def recording_save(run_dir: Path, state: dict, keep: int) -> Path:
+        saved.append(state["step"])
+        return real_save(run_dir, state, keep)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", recording_save)
+    base = _experiment(tmp_path)
+    (spec,) = expand(base)
+    for every_s, expected in [(0.0, []), (1e9, []), (1e-9, list(range(1, 16)))]:
+        exp = _experiment(tmp_path, overrides=[f"--execution.checkpoint_every_s={every_s}"])
+        (same,) = expand(exp)
+        assert same.run_id == spec.run_id  # cadence is not part of the run's identity
+        saved.clear()
+        result = train(spec, tmp_path / f"r{every_s}" / "runs" / spec.run_id, execution=exp.execution)
+        assert result is not None and result.status == "done"
+        assert saved == expected, every_s
+
+    # With a clock that advances 1 s per reading, checkpoints come at least 3 s apart, not per step.
+    clock = iter(range(10**6))
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: float(next(clock)))
+    exp = _experiment(tmp_path, overrides=["--execution.checkpoint_every_s=3"])
+    saved.clear()
+    train(spec, tmp_path / "clock" / "runs" / spec.run_id, execution=exp.execution)
+    assert 2 <= len(saved) < 15 and saved == sorted(set(saved))
+
+
+def test_loss_blow_up_is_diverged_with_step_and_reason(tmp_path: Path) -> None:
+    # A large but finite lr: the loss climbs far above ln(256) = 5.55 without becoming NaN.
+    exp = _experiment(tmp_path, overrides=["--train.lr=10.0", "--train.warmup_fraction=0.0"])
+    (spec,) = expand(exp)
+    run_dir = tmp_path / "r" / "runs" / spec.run_id
+    result = train(spec, run_dir, execution=exp.execution)
+    assert result is not None and result.status == "diverged"
+    assert "training loss blew up" in result.reason and f"at step {result.steps}" in result.reason
+    assert 2 <= result.steps < spec.n_steps  # stopped early, after `diverge_patience` intervals
+    assert "ln(vocab) 5.545" in result.reason
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert stored["status"] == "diverged" and stored["reason"] == result.reason
+
+    # The rule off: the same run trains to the end (a finite, bad loss).
+    off = _experiment(tmp_path, overrides=["--train.lr=10.0", "--train.warmup_fraction=0.0",
+                                           "--execution.diverge_factor=0"])
+    result = train(spec, tmp_path / "off" / "runs" / spec.run_id, execution=off.execution)
+    assert result is not None and result.steps == spec.n_steps
+
+
+def test_healthy_run_is_not_flagged(tmp_path: Path) -> None:
+    exp = _experiment(tmp_path, overrides=["--execution.diverge_patience=1",
+                                           "--execution.diverge_factor=1.1"])
+    (spec,) = expand(exp)
+    result = train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
+    assert result is not None and result.status == "done" and result.reason == ""
