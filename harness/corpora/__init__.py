@@ -1,0 +1,1 @@
+"""Bundled corpora (compressed text, public domain)."""
