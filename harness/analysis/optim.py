@@ -27,13 +27,14 @@ FloatArray = NDArray[np.float64]
 Objective = Callable[[FloatArray, NDArray[np.intp]], tuple[FloatArray, FloatArray]]
 
 # Status codes per row.
-RUNNING, CONV_GRAD, CONV_F, MAX_ITER, LS_FAIL = 0, 1, 2, 3, 4
+RUNNING, CONV_GRAD, CONV_F, MAX_ITER, LS_FAIL, DROPPED = 0, 1, 2, 3, 4, 5
 MESSAGES = {
     RUNNING: "running",
     CONV_GRAD: "converged: max |gradient| <= gtol",
     CONV_F: "converged: relative reduction of f <= ftol",
     MAX_ITER: "stopped: maximum number of iterations reached",
     LS_FAIL: "stopped: line search found no decrease (precision limit or non-smooth point)",
+    DROPPED: "stopped early: objective far above the best of the batch",
 }
 
 
@@ -66,6 +67,10 @@ def batched_lbfgs(
     gtol: float = 1e-5,
     ftol: float = 2.220446049250313e-09,
     max_ls: int = 30,
+    drop_after: int | None = None,
+    drop_every: int = 5,
+    drop_factor: float = 10.0,
+    drop_margin: float = 0.0,
 ) -> BatchResult:
     """Minimise k independent problems at once with L-BFGS (Nocedal & Wright 2006, alg. 7.4-7.5).
 
@@ -84,6 +89,13 @@ def batched_lbfgs(
         Stopping rule (scipy L-BFGS-B's defaults: pgtol=1e-5, factr=1e7 -> ftol=2.2e-9).
     max_ls : int
         Backtracking steps before a row stops with LS_FAIL.
+    drop_after, drop_every, drop_factor, drop_margin
+        Early dropping (off when drop_after is None): at iteration drop_after and every
+        drop_every iterations after it, a running row whose objective is above
+        drop_factor * best + drop_margin (best: the lowest objective of any row so far) stops
+        with status DROPPED. Every row still starts and takes drop_after iterations; the rows
+        dropped are those that have stayed far above the best, where a multi-start fit spends
+        most of its iterations on optima it will not keep.
 
     Returns
     -------
@@ -104,63 +116,80 @@ def batched_lbfgs(
     out_status = np.full(k, RUNNING, dtype=np.int64)
     out_iter = np.zeros(k, dtype=np.int64)
 
-    # State of the rows still in the arrays. Stopped rows are written out at once and marked
-    # dead (no more evaluations); the arrays are compacted only when a quarter of them is dead,
-    # so that the histories are not copied at every iteration.
+    def evaluate(xt: FloatArray, r: NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        ft, gt = fun(np.ascontiguousarray(xt.T), r)
+        return ft, np.ascontiguousarray(gt.T)
+
+    def dot(u: FloatArray, v: FloatArray) -> FloatArray:
+        return np.einsum("ij,ij->j", u, v)
+
+    # State of the rows still in the arrays, parameter-major: x[:, i] is row i's point, so that
+    # every vector operation runs over the rows (long, contiguous) and not over the p = 3..5
+    # parameters (a row-wise dot product over p is ~5x slower). Stopped rows are written out at
+    # once and marked dead (no more evaluations); the arrays are compacted only when a quarter
+    # of them is dead, so that the histories are not copied at every iteration.
     rows = np.arange(k)
-    x = x0.copy()
-    f, g = fun(x, rows)
+    x = np.ascontiguousarray(x0.T)
+    f, g = evaluate(x, rows)
     # Histories in a ring shared by all rows: slot (n_iter % m) gets this iteration's pair; a row
     # without a usable pair this iteration (no step, or no positive curvature) gets rho = 0 in
     # that slot, which the two-loop recursion skips.
-    S = np.zeros((m, k, p))  # slot-major, so that S[i] is a contiguous (rows, p) block
-    Y = np.zeros((m, k, p))
+    S = np.zeros((m, p, k))
+    Y = np.zeros((m, p, k))
     rho = np.zeros((m, k))  # 1 / (y . s); 0 marks an empty slot
     n_pairs = np.zeros(k, dtype=np.int64)  # usable pairs in the ring per row
     gamma = np.ones(k)  # initial Hessian scaling s.y / y.y of the newest pair
     it = np.zeros(k, dtype=np.int64)
     st = np.full(k, RUNNING, dtype=np.int64)
-    finite = np.isfinite(f) & np.all(np.isfinite(g), axis=1)
+    finite = np.isfinite(f) & np.all(np.isfinite(g), axis=0)
     st[~finite] = LS_FAIL
-    st[finite & (np.max(np.abs(g), axis=1) <= gtol)] = CONV_GRAD
+    st[finite & (np.max(np.abs(g), axis=0) <= gtol)] = CONV_GRAD
     alive = np.ones(k, dtype=bool)
+    best = np.inf  # lowest objective of any row so far
 
     for n_it in range(max_iter + 1):
+        if drop_after is not None and n_it >= drop_after and (n_it - drop_after) % drop_every == 0:
+            fa = f[alive]
+            best = min(best, float(np.min(fa, where=np.isfinite(fa), initial=np.inf)),
+                       float(np.min(out_f, where=np.isfinite(out_f), initial=np.inf)))
+            st[alive & (st == RUNNING) & (f > drop_factor * best + drop_margin)] = DROPPED
         stop = alive & (st != RUNNING)
         if np.any(stop):
             r_ = rows[stop]
-            out_x[r_], out_f[r_] = x[stop], f[stop]
+            out_x[r_], out_f[r_] = x[:, stop].T, f[stop]
             out_status[r_], out_iter[r_] = st[stop], it[stop]
-            out_g[r_] = np.max(np.abs(g[stop]), axis=1)
+            out_g[r_] = np.max(np.abs(g[:, stop]), axis=0)
             alive &= ~stop
         n_alive = int(alive.sum())
         if n_alive == 0:
             break
         if n_alive < 0.75 * rows.size:
-            rows, x, f, g = rows[alive], x[alive], f[alive], g[alive]
-            S, Y, rho = S[:, alive], Y[:, alive], rho[:, alive]
+            rows, x, f, g = rows[alive], x[:, alive], f[alive], g[:, alive]
+            S, Y, rho = S[:, :, alive], Y[:, :, alive], rho[:, alive]
             gamma, it, st, n_pairs = gamma[alive], it[alive], st[alive], n_pairs[alive]
             alive = np.ones(rows.size, dtype=bool)
         if n_it == max_iter:  # rows still running: write them out as MAX_ITER
-            out_x[rows[alive]], out_f[rows[alive]], out_iter[rows[alive]] = (
-                x[alive], f[alive], it[alive])
-            out_status[rows[alive]] = MAX_ITER
-            out_g[rows[alive]] = np.max(np.abs(g[alive]), axis=1)
+            r_ = rows[alive]
+            out_x[r_], out_f[r_], out_iter[r_] = x[:, alive].T, f[alive], it[alive]
+            out_status[r_] = MAX_ITER
+            out_g[r_] = np.max(np.abs(g[:, alive]), axis=0)
             break
         j = rows.size
         order = [(n_it - 1 - i) % m for i in range(min(n_it, m))]  # newest slot first
         # Two-loop recursion (Nocedal & Wright 2006, alg. 7.4), vectorised over rows.
         q = g.copy()
-        alphas = np.empty((m, j, 1))
+        tmp = np.empty((p, j))
+        alphas = np.empty((m, j))
         for i in order:
-            alphas[i, :, 0] = rho[i] * np.einsum("ij,ij->i", S[i], q)
-            q -= alphas[i] * Y[i]
-        r = gamma[:, None] * q
+            np.multiply(rho[i], dot(S[i], q), out=alphas[i])
+            q -= np.multiply(Y[i], alphas[i], out=tmp)
+        r = np.multiply(q, gamma, out=q)
         for i in reversed(order):
-            b = rho[i] * np.einsum("ij,ij->i", Y[i], r)
-            r += S[i] * (alphas[i, :, 0] - b)[:, None]
-        d = -r
-        slope = np.einsum("ij,ij->i", g, d)
+            b = np.multiply(rho[i], dot(Y[i], r))
+            np.subtract(alphas[i], b, out=b)
+            r += np.multiply(S[i], b, out=tmp)
+        d = np.negative(r, out=r)
+        slope = dot(g, d)
         # Not a descent direction (cannot happen with positive-curvature pairs, but rounding):
         # restart the row from steepest descent with an empty history.
         reset = ~(slope < 0)
@@ -168,13 +197,13 @@ def batched_lbfgs(
             rho[:, reset] = 0.0
             n_pairs[reset] = 0
             gamma[reset] = 1.0
-            d[reset] = -g[reset]
-            slope[reset] = -np.einsum("ij,ij->i", g[reset], g[reset])
+            d[:, reset] = -g[:, reset]
+            slope[reset] = -dot(g[:, reset], g[:, reset])
         # First step of a fresh history: length at most 1 (as L-BFGS-B does).
         t = np.ones(j)
         empty = n_pairs == 0
         if np.any(empty):
-            dn = np.linalg.norm(d[empty], axis=1)
+            dn = np.sqrt(dot(d[:, empty], d[:, empty]))
             t[empty] = np.minimum(1.0, 1.0 / np.maximum(dn, 1e-300))
 
         # Batched backtracking line search, Armijo condition with c1 = 1e-4; a rejected step
@@ -185,18 +214,23 @@ def batched_lbfgs(
         pend = np.flatnonzero(alive)
         for _ls in range(max_ls):
             if pend.size == j:  # all rows: no gathers
-                xt = x + t[:, None] * d
-                ft, gt = fun(xt, rows)
+                xt = x + t * d
+                ft, gt = evaluate(xt, rows)
+                ok = np.isfinite(ft) & (ft <= f + 1e-4 * t * slope)
             else:
-                xt = x[pend] + t[pend, None] * d[pend]
-                ft, gt = fun(xt, rows[pend])
-            ok = np.isfinite(ft) & (ft <= f[pend] + 1e-4 * t[pend] * slope[pend])
-            ok &= np.all(np.isfinite(gt), axis=1)
-            acc = pend[ok]
-            x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok]
+                xt = x[:, pend] + t[pend] * d[:, pend]
+                ft, gt = evaluate(xt, rows[pend])
+                ok = np.isfinite(ft) & (ft <= f[pend] + 1e-4 * t[pend] * slope[pend])
+            ok &= np.all(np.isfinite(gt), axis=0)
             if np.all(ok):
+                if pend.size == j:
+                    x_new, f_new, g_new = xt, ft, gt
+                else:
+                    x_new[:, pend], f_new[pend], g_new[:, pend] = xt, ft, gt
                 pend = pend[:0]
                 break
+            acc = pend[ok]
+            x_new[:, acc], f_new[acc], g_new[:, acc] = xt[:, ok], ft[ok], gt[:, ok]
             rej = ~ok
             pr = pend[rej]
             tt = t[pr]
@@ -211,8 +245,8 @@ def batched_lbfgs(
         it[done] += 1
         s = x_new - x  # zero where no step
         y = g_new - g
-        sy = np.einsum("ij,ij->i", s, y)
-        yy = np.einsum("ij,ij->i", y, y)
+        sy = dot(s, y)
+        yy = dot(y, y)
         f_old = f
         f = np.where(done, f_new, f)
         x, g = x_new, g_new
@@ -224,7 +258,7 @@ def batched_lbfgs(
         Y[slot] = y
         rho[slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
         gamma = np.where(good, sy / np.where(good, yy, 1.0), gamma)
-        gmax = np.max(np.abs(g), axis=1)
+        gmax = np.max(np.abs(g), axis=0)
         rel = (f_old - f) / np.maximum(np.maximum(np.abs(f_old), np.abs(f)), 1.0)
         new_st = np.where(gmax <= gtol, CONV_GRAD, np.where(rel <= ftol, CONV_F, RUNNING))
         st = np.where(done, new_st, st)
@@ -237,7 +271,7 @@ def lse_huber_objective(
     weights: FloatArray | None,
     delta: float,
     *,
-    chunk_elements: int = 32768,
+    chunk_elements: int = 65536,
 ) -> Objective:
     """Huber loss summed over log-space residuals of a log-sum-exp law.
 
@@ -247,14 +281,16 @@ def lse_huber_objective(
     Besiroglu et al. 2024; for K = 1 a power law with offset. Parameter layout per row:
     [a_1..a_K, alpha_1..alpha_K, e]. Objective: sum_i w_i Huber_delta(log L_i - LSE_i).
 
-    Rows are evaluated in chunks of about `chunk_elements` / n rows so that the work arrays stay
-    in cache.
+    Rows are evaluated in chunks of about `chunk_elements` / (K n) rows, so that each numpy
+    call works on a large block while the work arrays stay small. The exps and the log (three
+    per point and row for K = 2) are most of the cost; everything else is a few passes.
     The log-sum-exp is shifted by one constant per row, the largest value any term takes over
-    the data (analytic: each term is linear in log x), so that no exp overflows; a chunk with a
-    row where some point has all its terms more than 100 nats below that shift falls back to a
-    per-point shift. Shifted exponents are clamped at -160: at every point some term is at
-    least exp(-100), so the clamp changes sums by a relative exp(-60) (far below double
-    precision) and keeps denormal numbers, which are ~100x slower, out of the products.
+    the data (analytic: each term is linear in log x), so that no exp overflows; a row where
+    some point has all its terms more than 100 nats below that shift is evaluated with a
+    per-point shift instead. Shifted exponents below -600 are clamped at -160: at every point
+    some term is at least exp(-100), so the clamp changes sums by a relative exp(-60) (far
+    below double precision) and keeps denormal numbers, which are ~100x slower, out of the
+    products.
 
     Parameters
     ----------
@@ -279,67 +315,103 @@ def lse_huber_objective(
     n, K = logx.shape
     xt = np.ascontiguousarray(logx.T)  # (K, n)
     xlo, xhi = xt.min(axis=1), xt.max(axis=1)
-    chunk = max(16, chunk_elements // max(n, 1))
+    chunk = max(16, chunk_elements // max(K * n, 1))
 
-    def block(X: FloatArray, w: FloatArray | None) -> tuple[FloatArray, FloatArray]:
-        j = X.shape[0]
-        a, al, e = X[:, :K], X[:, K : 2 * K], X[:, 2 * K]
-        # Largest and smallest value of each term a_k - alpha_k log x_k over the data.
+    def shift(X: FloatArray) -> tuple[FloatArray, FloatArray]:
+        # Largest and smallest value of each term a_k - alpha_k log x_k over the data, (j, K).
+        a, al = X[:, :K], X[:, K : 2 * K]
         zhi = a - np.minimum(al * xlo, al * xhi)
         zlo = a - np.maximum(al * xlo, al * xhi)
-        c = np.maximum(zhi.max(axis=1), e)  # (j,) shift
-        stable = np.all(np.maximum(zlo.max(axis=1), e) - c > -100.0)
-        G = np.empty((j, 2 * K + 1))
-        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            if stable:
-                Ez = np.empty((K, j, n))
-                for kk in range(K):
-                    np.multiply(al[:, kk, None], xt[kk], out=Ez[kk])
-                    np.subtract((a[:, kk] - c)[:, None], Ez[kk], out=Ez[kk])
-                    np.maximum(Ez[kk], -160.0, out=Ez[kk])  # see the docstring: no denormals
-                    np.exp(Ez[kk], out=Ez[kk])
-                E0 = np.exp(e - c)[:, None]  # (j, 1)
-                s = Ez.sum(axis=0)
-                s += E0
-                r = np.log(s)
-                r += c[:, None]
-            else:  # per-point shift
-                Z = a.T[:, :, None] - al.T[:, :, None] * xt[:, None, :]  # (K, j, n)
-                mx = np.maximum(Z.max(axis=0), e[:, None])  # (j, n)
-                Ez = np.exp(np.maximum(Z - mx[None], -160.0))
-                E0 = np.exp(np.maximum(e[:, None] - mx, -160.0))  # (j, n)
-                s = Ez.sum(axis=0) + E0
-                r = np.log(s) + mx
-            np.subtract(logy, r, out=r)  # residuals log L - LSE, (j, n)
-            psi = np.clip(r, -delta, delta)  # Huber'(r)
-            if w is not None:
-                psi *= w
-            # sum w Huber(r) = sum w psi (r - psi/2) with psi = clip(r): r^2/2 inside, delta
-            # (|r| - delta/2) outside.
+        return zhi, zlo
+
+    def huber(r: FloatArray, w: FloatArray | None) -> tuple[FloatArray, FloatArray]:
+        # sum w Huber(r) = sum w psi (r - psi/2) with psi = clip(r): r^2/2 inside, delta
+        # (|r| - delta/2) outside. Returns (f, w psi), w psi = dF/dr.
+        psi = np.clip(r, -delta, delta)
+        if w is None:
             f = np.einsum("jn,jn->j", psi, r)
-            if w is None:
-                f -= 0.5 * np.einsum("jn,jn->j", psi, psi)
-            else:
-                f -= 0.5 * np.einsum("jn,jn->j", psi, psi / np.where(w == 0, 1.0, w))
-            psi /= s  # now dF/dr / s: the softmax weight of term k at a point is Ez_k / s
-            for kk in range(K):
-                U = Ez[kk] * psi  # (j, n)
-                G[:, kk] = -U.sum(axis=1)  # dr/da_k = -p_k
-                G[:, K + kk] = U @ xt[kk]  # dr/dalpha_k = p_k log x_k
-            if stable:
-                G[:, 2 * K] = -E0[:, 0] * psi.sum(axis=1)  # dr/de = -p_0
-            else:
-                G[:, 2 * K] = -(E0 * psi).sum(axis=1)
+            f -= 0.5 * np.einsum("jn,jn->j", psi, psi)
+            return f, psi
+        wpsi = np.multiply(psi, w)
+        f = np.einsum("jn,jn->j", wpsi, r)
+        f -= 0.5 * np.einsum("jn,jn->j", wpsi, psi)
+        return f, wpsi
+
+    def fast(
+        X: FloatArray, c: FloatArray, zlo: FloatArray, w: FloatArray | None
+    ) -> tuple[FloatArray, FloatArray]:
+        """Rows whose terms stay within 100 nats of the shift c at every point."""
+        j = X.shape[0]
+        G = np.empty((j, 2 * K + 1))
+        Ez = np.empty((K, j, n))
+        for kk in range(K):
+            np.multiply(X[:, K + kk, None], xt[kk], out=Ez[kk])
+            np.subtract((X[:, kk] - c)[:, None], Ez[kk], out=Ez[kk])
+        # Shifted exponents are <= 0; below -600 (exp < 1e-260) they are clamped at -160 (see
+        # the docstring: no denormals), a pass over the data only needed when one can be.
+        if np.min(zlo - c[:, None]) < -600.0:
+            np.maximum(Ez, -160.0, out=Ez)
+        np.exp(Ez, out=Ez)
+        E0 = np.exp(X[:, 2 * K] - c)  # (j,)
+        s = np.add(Ez[0], E0[:, None])
+        for kk in range(1, K):
+            s += Ez[kk]
+        r = np.log(s)
+        r += c[:, None]
+        np.subtract(logy, r, out=r)  # residuals log L - LSE, (j, n)
+        f, dr = huber(r, w)
+        dr /= s  # dF/dr / s: the softmax weight of term k at a point is Ez_k / s
+        for kk in range(K):
+            U = np.multiply(Ez[kk], dr, out=Ez[kk])  # (j, n)
+            G[:, kk] = -U.sum(axis=1)  # dr/da_k = -p_k
+            G[:, K + kk] = U @ xt[kk]  # dr/dalpha_k = p_k log x_k
+        G[:, 2 * K] = -E0 * dr.sum(axis=1)  # dr/de = -p_0
+        return f, G
+
+    def per_point(X: FloatArray, w: FloatArray | None) -> tuple[FloatArray, FloatArray]:
+        """Any rows: the log-sum-exp shifted per point."""
+        a, al, e = X[:, :K], X[:, K : 2 * K], X[:, 2 * K]
+        G = np.empty((X.shape[0], 2 * K + 1))
+        Z = a.T[:, :, None] - al.T[:, :, None] * xt[:, None, :]  # (K, j, n)
+        mx = np.maximum(Z.max(axis=0), e[:, None])  # (j, n)
+        Ez = np.exp(np.maximum(Z - mx[None], -160.0))
+        E0 = np.exp(np.maximum(e[:, None] - mx, -160.0))  # (j, n)
+        s = Ez.sum(axis=0) + E0
+        r = logy - (np.log(s) + mx)
+        f, dr = huber(r, w)
+        dr /= s
+        for kk in range(K):
+            U = Ez[kk] * dr  # (j, n)
+            G[:, kk] = -U.sum(axis=1)
+            G[:, K + kk] = U @ xt[kk]
+        G[:, 2 * K] = -(E0 * dr).sum(axis=1)
         return f, G
 
     def fun(X: FloatArray, rows: NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
         j = X.shape[0]
         f = np.empty(j)
         G = np.empty((j, 2 * K + 1))
-        for lo in range(0, j, chunk):
-            hi = min(lo + chunk, j)
-            w = None if weights is None else weights[rows[lo:hi]]
-            f[lo:hi], G[lo:hi] = block(X[lo:hi], w)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+            zhi, zlo = shift(X)
+            e = X[:, 2 * K]
+            c = np.maximum(zhi.max(axis=1), e)  # (j,) shift
+            ok = np.maximum(zlo.max(axis=1), e) - c > -100.0
+            if not np.all(ok):
+                bad = np.flatnonzero(~ok)
+                w = None if weights is None else weights[rows[bad]]
+                f[bad], G[bad] = per_point(X[bad], w)
+                sel = np.flatnonzero(ok)
+                X, c, zlo, rows = X[sel], c[sel], zlo[sel], rows[sel]
+            else:
+                sel = None
+            for lo in range(0, X.shape[0], chunk):
+                hi = min(lo + chunk, X.shape[0])
+                w = None if weights is None else weights[rows[lo:hi]]
+                fb, Gb = fast(X[lo:hi], c[lo:hi], zlo[lo:hi], w)
+                if sel is None:
+                    f[lo:hi], G[lo:hi] = fb, Gb
+                else:
+                    f[sel[lo:hi]], G[sel[lo:hi]] = fb, Gb
         return f, G
 
     return fun
