@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
     print(
         f"{exp.name}: {len(specs)} runs, N {_fmt_si(ns[0])}..{_fmt_si(ns[-1])} ({len(ns)} sizes), "
         f"D {_fmt_si(ds[0])}..{_fmt_si(ds[-1])} ({len(ds)} budgets); "
-        f"{len(specs) - len(todo)} already done, {len(todo)} to train -> {layout.root}"
+        f"{sum(s not in todo for s in specs)} already done, {len(todo)} to train -> {layout.root}"
     )
     failed = 0
     if todo:

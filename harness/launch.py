@@ -48,6 +48,7 @@ from harness.grid import RunSpec, spec_from_dict
 from harness.results import (
     FINISHED,
     ExperimentLayout,
+    check_spec,
     read_json,
     read_result,
     run_state,
@@ -81,8 +82,74 @@ class LocalOutcome:
 
 
 def pending_runs(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec]:
-    """The runs without a finished result (failed and interrupted runs are tried again)."""
-    return [s for s in specs if run_state(layout.run_dir(s.run_id)) not in FINISHED]
+    """The runs without a finished result (failed and interrupted runs are tried again), then
+    divergence retries that an interrupted `harness run` left unfinished.
+
+    Raises
+    ------
+    InputError
+        A run directory holds another run's spec.json (checked before anything trains).
+    """
+    for s in specs:
+        check_spec(layout.run_dir(s.run_id), s)
+    todo = [s for s in specs if run_state(layout.run_dir(s.run_id)) not in FINISHED]
+    return todo + _unfinished_retries(specs, layout)
+
+
+RETRY_JSON = "retry.json"
+
+
+def retry_spec(spec: RunSpec, lr_factor: float) -> RunSpec:
+    """The same grid point with its learning rate times ``lr_factor`` (a new run_id)."""
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train,
+                                                               lr=spec.train.lr * lr_factor))
+
+
+def _retry_depth(run_dir: Path) -> int:
+    """0 for a grid run; k for the k-th divergence retry (run_dir/retry.json)."""
+    path = run_dir / RETRY_JSON
+    if not path.exists():
+        return 0
+    depth = read_json(path).get("retry", 0)
+    return depth if isinstance(depth, int) else 0
+
+
+def _unfinished_retries(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec]:
+    """Follow each diverged run's ``retried_as`` chain to a retry that has not finished."""
+    out = []
+    for spec in specs:
+        run_id, seen = spec.run_id, set()
+        while run_id not in seen:
+            seen.add(run_id)
+            result = read_result(layout.run_dir(run_id))
+            if not result or result.get("status") != "diverged" or not result.get("retried_as"):
+                break
+            run_id = str(result["retried_as"])
+            retry_dir = layout.run_dir(run_id)
+            if (retry_dir / "spec.json").exists() and run_state(retry_dir) not in FINISHED:
+                out.append(spec_from_dict(read_json(retry_dir / "spec.json")))
+                break
+    return out
+
+
+def _start_retry(spec: RunSpec, layout: ExperimentLayout, execution: ExecutionConfig,
+                 ) -> RunSpec | None:
+    """After ``spec`` diverged: set up its lower-lr retry, record ``retried_as``, return it."""
+    run_dir = layout.run_dir(spec.run_id)
+    depth = _retry_depth(run_dir)
+    if depth >= execution.diverge_retries:
+        return None
+    retry = retry_spec(spec, execution.diverge_lr_factor)
+    retry_dir = layout.run_dir(retry.run_id)
+    retry_dir.mkdir(parents=True, exist_ok=True)
+    write_spec(retry_dir, retry)
+    if not (retry_dir / RETRY_JSON).exists():  # the same lr may already be a grid point
+        atomic_write_json(retry_dir / RETRY_JSON, {"retry_of": spec.run_id, "retry": depth + 1,
+                                                   "lr": retry.train.lr})
+    result = read_result(run_dir) or {}
+    result["retried_as"] = retry.run_id
+    write_result(run_dir, result)
+    return None if run_state(retry_dir) in FINISHED else retry
 
 
 def _flops(spec: RunSpec) -> float:
@@ -140,8 +207,21 @@ def _run_one(spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any])
 
 
 def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLayout) -> list[LocalOutcome]:
-    """Train ``specs`` one after another in a worker process; return one outcome per run."""
+    """Train ``specs`` one after another in a worker process; return one outcome per run.
+
+    A run that diverges is followed by its retry at a lower learning rate (a run of its own,
+    ``execution.diverge_retries`` times at most); the diverged run's result.json names it in
+    ``retried_as``.
+
+    Raises
+    ------
+    InputError
+        A run directory holds another run's spec.json; raised before anything trains.
+    """
     execution = exp.execution
+    for spec in specs:
+        check_spec(layout.run_dir(spec.run_id), spec)
+    specs = list(specs)  # grows by the retries of diverged runs
     ctx = multiprocessing.get_context("spawn")
     outcomes: list[LocalOutcome] = []
     total_flops = sum(_flops(s) for s in specs)
@@ -155,7 +235,9 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
     pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
                                initargs=(execution.threads,))
     try:
-        for i, spec in enumerate(specs):
+        i = 0
+        while i < len(specs):
+            spec = specs[i]
             run_dir = layout.run_dir(spec.run_id)
             run_dir.mkdir(parents=True, exist_ok=True)
             write_spec(run_dir, spec)
@@ -170,9 +252,15 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
                                            initargs=(execution.threads,))
             outcomes.append(LocalOutcome(spec.run_id, out["status"], out["val_loss"],
                                          out["wall_s"], out.get("error", "")))
+            retry = _start_retry(spec, layout, execution) if out["status"] == "diverged" else None
+            if retry is not None:
+                specs.insert(i + 1, retry)
+                if bar is not None:
+                    bar.total += _flops(retry)
+            i += 1
             if bar is not None:
                 bar.update(_flops(spec))
-                bar.set_description(f"grid {exp.name} {i + 1}/{len(specs)} runs")
+                bar.set_description(f"grid {exp.name} {i}/{len(specs)} runs")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:

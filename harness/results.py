@@ -35,6 +35,7 @@ __all__ = [
     "RUNS_CSV_COLUMNS",
     "ExperimentLayout",
     "RunState",
+    "check_spec",
     "collect",
     "read_result",
     "run_state",
@@ -89,21 +90,36 @@ class ExperimentLayout:
         return self.root / "jobs.json"
 
 
+def check_spec(run_dir: Path, spec: RunSpec) -> bool:
+    """True when ``run_dir`` holds this run's spec.json, False when it holds none.
+
+    Raises
+    ------
+    InputError
+        spec.json is unreadable or records different settings (a directory is never reused for
+        another run: its checkpoints and results would be someone else's).
+    """
+    path = run_dir / "spec.json"
+    if not path.exists():
+        return False
+    old = read_json(path)
+    new = spec.to_dict()
+    if {k: v for k, v in old.items() if k != "experiment"} != {
+        k: v for k, v in new.items() if k != "experiment"
+    }:
+        differ = sorted(k for k in set(old) | set(new)
+                        if k != "experiment" and old.get(k) != new.get(k))
+        raise InputError(
+            f"{path}: holds settings that differ from run {spec.run_id}'s "
+            f"(in {', '.join(differ)}); move the directory away to rerun it"
+        )
+    return True
+
+
 def write_spec(run_dir: Path, spec: RunSpec) -> None:
     """Record the resolved spec; refuse a directory that holds a different run's spec."""
-    path = run_dir / "spec.json"
-    new = spec.to_dict()
-    if path.exists():
-        old = read_json(path)
-        if {k: v for k, v in old.items() if k != "experiment"} != {
-            k: v for k, v in new.items() if k != "experiment"
-        }:
-            raise InputError(
-                f"{path}: holds settings that differ from run {spec.run_id}'s; "
-                "move the directory away to rerun it"
-            )
-        return
-    atomic_write_json(path, new)
+    if not check_spec(run_dir, spec):
+        atomic_write_json(run_dir / "spec.json", spec.to_dict())
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -1,0 +1,256 @@
+"""Never lose a run: divergence retries, a full disk, out of memory, concurrent collectors and
+run directories that belong to another run.
+
+Grids here go through the real `harness run`, with the launcher's worker forked instead of
+spawned (monkeypatched), so a test pays no interpreter start and can inject faults into the
+worker.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import harness.launch as launch
+import harness.train as train_mod
+from harness.cli import main
+from harness.config import load_experiment
+from harness.grid import expand
+from harness.results import RUNS_CSV_COLUMNS, collect, write_result
+from harness.train import DiskFullError, train
+
+torch.set_num_threads(1)
+
+EXP = """
+[data]
+corpus = "{corpus}"
+seq_len = 32
+val_block_bytes = 1024
+eval_tokens = 1024
+[train]
+batch_size = 8
+lr = {lr}
+warmup_fraction = 0.0
+checkpoint_every_steps = 4
+evals_per_run = 2
+[grid]
+shapes = {shapes}
+n_tokens = [4096]
+[execution]
+threads = 1
+progress = false
+results_dir = "{results}"
+{execution}
+"""
+
+
+def _toml(tmp_path: Path, *, lr: float = 1e-2, shapes: str = "[{n_layer = 1, n_embd = 32}]",
+          execution: str = "") -> Path:
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        rng = np.random.default_rng(0)
+        words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
+        corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
+    path = tmp_path / "robust.toml"
+    path.write_text(EXP.format(corpus=corpus, lr=lr, shapes=shapes, results=tmp_path / "results",
+                               execution=execution))
+    return path
+
+
+@pytest.fixture
+def forked_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher's worker process forked from this one (inherits monkeypatches, no import)."""
+    from harness.model import ModelShape
+
+    # Import transformers' model code here once, so each forked worker has it already.
+    train_mod.build_model(ModelShape(arch="llama", n_layer=1, n_embd=16, n_head=1,
+                                     vocab_size=256, seq_len=8, ffn_dim=32, tie_embeddings=True))
+    real = multiprocessing.get_context
+    monkeypatch.setattr(launch.multiprocessing, "get_context", lambda method=None: real("fork"))
+
+
+def _rows(root: Path) -> list[dict[str, str]]:
+    with (root / "runs.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+# --- divergence retries -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("forked_worker")
+def test_diverged_run_is_retried_at_a_lower_lr(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    toml = _toml(tmp_path, lr=10.0,
+                 execution="diverge_retries = 2\ndiverge_lr_factor = 0.001")
+    assert main(["run", str(toml)]) == 0  # a divergence retried to completion is not a failure
+    root = tmp_path / "results" / "robust"
+    rows = {r["run_id"]: r for r in _rows(root)}
+    assert sorted(r["status"] for r in rows.values()) == ["diverged", "done"]  # both kept
+    (orig,) = expand(load_experiment(toml))
+    first = json.loads((root / "runs" / orig.run_id / "result.json").read_text())
+    assert first["status"] == "diverged" and "blew up" in first["reason"]
+    retry_id = first["retried_as"]
+    assert rows[retry_id]["status"] == "done" and rows[orig.run_id]["status"] == "diverged"
+    assert float(rows[retry_id]["lr"]) == pytest.approx(10.0 * 0.001)
+    retry = json.loads((root / "runs" / retry_id / "retry.json").read_text())
+    assert retry == {"retry_of": orig.run_id, "retry": 1, "lr": pytest.approx(0.01)}
+
+    # An interrupted retry (no result.json yet) is finished by the next `harness run`.
+    (root / "runs" / retry_id / "result.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(toml)]) == 0
+    assert "1 already done, 1 to train" in capsys.readouterr().out
+    assert {r["run_id"]: r["status"] for r in _rows(root)} == {orig.run_id: "diverged",
+                                                                 retry_id: "done"}
+
+
+@pytest.mark.usefixtures("forked_worker")
+def test_retries_stop_at_diverge_retries(tmp_path: Path) -> None:
+    toml = _toml(tmp_path, lr=100.0, execution="diverge_retries = 1\ndiverge_lr_factor = 0.5")
+    assert main(["run", str(toml)]) == 0  # diverged is a result, not a failure
+    rows = _rows(tmp_path / "results" / "robust")
+    assert [r["status"] for r in rows] == ["diverged", "diverged"]  # the run and one retry
+    assert sorted(float(r["lr"]) for r in rows) == [50.0, 100.0]
+
+
+# --- full disk and out of memory ----------------------------------------------------------------
+
+
+def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = load_experiment(_toml(tmp_path))
+    (spec,) = expand(exp)
+    assert spec.n_steps == 16
+    ref = train(spec, tmp_path / "ref" / "runs" / spec.run_id, execution=exp.execution)
+    assert ref is not None
+
+    real_save, calls = torch.save, []
+
+    def full_disk_on_second_save(obj: object, f: object, *a: object, **k: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the checkpoint at step 8; the one at step 4 is written
+            f.write(b"half a checkpoint")  # type: ignore[attr-defined]
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *a, **k)
+
+    run_dir = tmp_path / "runs" / spec.run_id
+    monkeypatch.setattr(torch, "save", full_disk_on_second_save)
+    with pytest.raises(DiskFullError, match="no space left on device while writing checkpoint "
+                                            r".*step_000000008\.pt"):
+        train(spec, run_dir, execution=exp.execution)
+    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_000000004.pt"]
+
+    # Through the launcher's worker body: the run fails with that one line, nothing raises.
+    calls.clear()
+    import shutil
+
+    shutil.rmtree(run_dir)
+    out = launch._run_one(spec.to_dict(), str(run_dir), {"threads": 1, "progress": False})
+    assert out["status"] == "failed" and "no space left on device while writing checkpoint" \
+        in out["error"]
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert stored["status"] == "failed" and "no space left" in stored["error"]
+    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_000000004.pt"]
+
+    monkeypatch.setattr(torch, "save", real_save)  # space is freed
+    resumed = train(spec, run_dir, execution=exp.execution)
+    assert resumed is not None and resumed.status == "done"
+    assert resumed.val_loss == ref.val_loss and resumed.train_loss == ref.train_loss
+
+
+@pytest.mark.usefixtures("forked_worker")
+def test_out_of_memory_fails_only_that_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    real_build = train_mod.build_model
+
+    def build(shape):  # type: ignore[no-untyped-def]
+        if shape.n_embd == 48:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        if shape.n_embd == 64:
+            raise MemoryError("host out of memory")
+        return real_build(shape)
+
+    monkeypatch.setattr(train_mod, "build_model", build)
+    toml = _toml(tmp_path, shapes="[{n_layer = 1, n_embd = 32}, {n_layer = 1, n_embd = 48}, "
+                                  "{n_layer = 1, n_embd = 64}]")
+    assert main(["run", str(toml)]) == 1  # a run failed
+    out = capsys.readouterr().out
+    assert "OutOfMemoryError: CUDA out of memory" in out
+    assert "MemoryError: host out of memory" in out
+    rows = _rows(tmp_path / "results" / "robust")
+    assert sorted((int(r["n_embd"]), r["status"]) for r in rows) == [
+        (32, "done"), (48, "failed"), (64, "failed")]
+    assert float(next(r for r in rows if r["status"] == "done")["loss"]) < 5.0
+
+
+# --- run directories and runs.csv ---------------------------------------------------------------
+
+
+def test_run_dir_holding_another_spec_is_never_reused(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    toml = _toml(tmp_path, shapes="[{n_layer = 1, n_embd = 32}, {n_layer = 1, n_embd = 48}]")
+    specs = expand(load_experiment(toml))
+    root = tmp_path / "results" / "robust"
+    run_dir = root / "runs" / specs[1].run_id
+    run_dir.mkdir(parents=True)
+    other = specs[1].to_dict()
+    other["seed"] = 7  # e.g. a directory copied from elsewhere, or a hand-edited spec.json
+    (run_dir / "spec.json").write_text(json.dumps(other))
+    before = (run_dir / "spec.json").read_bytes()
+    assert main(["run", str(toml)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "differ from run" in err[0]
+    assert "(in seed)" in err[0] and "move the directory away" in err[0]
+    assert (run_dir / "spec.json").read_bytes() == before
+    assert not list(root.glob("runs/*/result.json"))  # refused before anything trained
+    assert not (root / "runs" / specs[0].run_id).exists()
+
+
+def _fake_runs(tmp_path: Path, n: int) -> Path:
+    exp = load_experiment(_toml(tmp_path, shapes="[" + ", ".join(
+        f"{{n_layer = {1 + i % 3}, n_embd = {32 + 16 * i}}}" for i in range(n)) + "]"))
+    root = exp.results_path
+    for i, spec in enumerate(expand(exp)):
+        run_dir = root / "runs" / spec.run_id
+        run_dir.mkdir(parents=True)
+        launch.write_spec(run_dir, spec)
+        write_result(run_dir, {"run_id": spec.run_id, "status": "done", "val_loss": 3.0 - 0.1 * i,
+                               "val_bpb": 4.0, "train_loss": 3.1, "peak_lr": 0.01, "wall_s": 1.0,
+                               "n_unique_tokens": 4096, "epochs": 1.0, "tokens_per_s": 10.0,
+                               "device": "cpu"})
+    return root
+
+
+def _collect_many(root: Path, n: int) -> None:
+    for _ in range(n):
+        collect(root)
+
+
+def test_concurrent_collectors_never_tear_runs_csv(tmp_path: Path) -> None:
+    root = _fake_runs(tmp_path, 6)
+    collect(root)
+    expected = (root / "runs.csv").read_bytes()
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_collect_many, args=(root, 150)) for _ in range(2)]
+    for p in writers:
+        p.start()
+    reads = 0
+    while any(p.is_alive() for p in writers) or reads < 50:
+        data = (root / "runs.csv").read_bytes()  # a whole file every time: old or new
+        assert data == expected
+        rows = list(csv.DictReader(io.StringIO(data.decode())))
+        assert len(rows) == 6 and list(rows[0]) == RUNS_CSV_COLUMNS
+        reads += 1
+    for p in writers:
+        p.join()
+        assert p.exitcode == 0
+    assert reads >= 50
+    assert not list(root.glob(".runs.csv.*"))  # no temp files left behind
