@@ -197,7 +197,7 @@ def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experime
 
     from harness.train import train
 
-    toml, root = experiment("preempt", [102400])
+    toml, root = experiment("preempt", [204800])
     (spec,) = expand(load_experiment(toml))
     assert harness("submit", str(toml)).returncode == 0
     (entry,) = [subs[-1] for subs in read_jobs(ExperimentLayout(root))["runs"].values()]
@@ -219,6 +219,9 @@ def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experime
 
     progressed(20)
     SlurmJob(folder=root / "slurm" / "%j", job_id=entry["job_id"])._interrupt()  # preemption
+    # the uninterrupted reference, trained here while SLURM holds the requeued job (~10 s)
+    ref = train(spec, root.parent.parent / "ref" / "runs" / spec.run_id,
+                execution=load_experiment(toml).execution)
     first = resumed(1)
     log = (run_dir / "train.log").read_text()
     assert "got SIGUSR2" in log and "requeueing" in log
@@ -238,8 +241,6 @@ def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experime
     assert len(read_jobs(ExperimentLayout(root))["runs"][spec.run_id]) == 1
 
     # the same loss, bit for bit, as the run trained here without interruption
-    ref = train(spec, root.parent.parent / "ref" / "runs" / spec.run_id,
-                execution=load_experiment(toml).execution)
     result = json.loads((run_dir / "result.json").read_text())
     assert ref is not None and result["val_loss"] == ref.val_loss
 
