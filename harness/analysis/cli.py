@@ -2,12 +2,19 @@
 
 `register(subparsers)` adds them to the top-level parser (harness/cli.py); each sets
 ``func=handler`` where ``handler(args) -> int`` is the exit code. Bad input raises InputError,
-which the top-level command prints as one line and exits 2 on.
+which the top-level command prints as one line and exits 2 on. Warnings raised while a handler
+works (GridEdgeWarning, numpy's RuntimeWarnings) are recorded in that handler only and printed
+as one line each, ``warning: <message>``, on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from harness.analysis.io import parse_column_map
@@ -15,6 +22,27 @@ from harness.analysis.report import ALL_FITS, fit_path, plot_path, reproduce_pat
 from harness.errors import InputError
 
 __all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register"]
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Record the warnings raised inside the block; print each once as `warning: <message>`.
+
+    The filter change is local to the block (catch_warnings restores the previous filters), so
+    that no warning is lost to Python's once-per-location registry and none is printed in its
+    two-line file:line form.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                line = " ".join(str(w.message).split())
+                if line not in seen:
+                    seen.add(line)
+                    print(f"warning: {line}", file=sys.stderr)
 
 
 def _list(spec: str | None) -> list[str] | None:
@@ -63,13 +91,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """`harness fit PATH`: write fits.json and print a summary. Raises InputError."""
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap {args.bootstrap}; accepted: an integer >= 0")
-    out = fit_path(
-        args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
-        column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
-        fits=_list(args.fits), isoflop_minimum=args.isoflop_minimum,
-    )
-    import json
-
+    with _warnings_as_lines():
+        out = fit_path(
+            args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
+            column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
+            fits=_list(args.fits), isoflop_minimum=args.isoflop_minimum,
+        )
     print(summarize(json.loads(out.read_text())))
     print(f"wrote {out}")
     return 0
@@ -77,8 +104,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """`harness plot PATH`: write the figures. Raises InputError."""
-    files = plot_path(args.path, out_dir=args.out_dir,
-                      column_map=parse_column_map(args.columns), group_by=_list(args.group_by))
+    with _warnings_as_lines():
+        files = plot_path(args.path, out_dir=args.out_dir,
+                          column_map=parse_column_map(args.columns),
+                          group_by=_list(args.group_by))
     for f in files:
         print(f"wrote {f}")
     return 0
@@ -86,7 +115,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """`harness reproduce PATH`: 0 when the refit agrees with fits.json, else 1."""
-    ok, table = reproduce_path(args.path, rtol=args.rtol, replot=not args.no_replot)
+    with _warnings_as_lines():
+        ok, table = reproduce_path(args.path, rtol=args.rtol, replot=not args.no_replot)
     print(table)
     print("reproduce: OK" if ok else "reproduce: DIFFERENT beyond tolerance")
     return 0 if ok else 1
