@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,9 @@ import pandas as pd
 import pytest
 
 from harness.analysis.cli import register
+from harness.analysis.io import load_learning_curves
 from harness.analysis.laws import chinchilla_loss
+from harness.analysis.plots import new_axes, plot_learning_curves
 from harness.analysis.report import fit_path, plot_path, reproduce_path, summarize
 from harness.errors import InputError
 
@@ -27,20 +33,65 @@ def _runs(dirpath: Path, *, seed: int = 0) -> Path:
     status[2] = "failed"
     L[2] = np.nan
     dirpath.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"n_params": N, "n_tokens": D, "loss": L, "status": status}).to_csv(
-        dirpath / "runs.csv", index=False)
+    pd.DataFrame({"run_id": [f"r{i:02d}" for i in range(N.size)], "n_params": N, "n_tokens": D,
+                  "loss": L, "status": status}).to_csv(dirpath / "runs.csv", index=False)
     return dirpath
 
 
-def test_fit_path_is_byte_identical_and_relocatable(tmp_path: Path) -> None:
-    a = _runs(tmp_path / "a")
-    out_a = fit_path(a, n_bootstrap=30, fits=FAST, seed=3)
-    first = out_a.read_bytes()
-    assert fit_path(a, n_bootstrap=30, fits=FAST, seed=3).read_bytes() == first
+def _metrics(run_dir: Path, n_tokens: float, final: float, *, every: int = 4) -> pd.DataFrame:
+    """A metrics.csv as train() writes it: val_loss only at every `every`-th step."""
+    steps = np.arange(1, 13)
+    tokens = n_tokens * steps / steps[-1]
+    train = final * (1 + 2.0 / steps)
+    val = np.where(steps % every == 0, final * (1 + 1.5 / steps), np.nan)
+    m = pd.DataFrame({"step": steps, "tokens": tokens, "train_loss": train, "val_loss": val,
+                      "lr": 1e-3, "wall_s": 0.1 * steps})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    m.to_csv(run_dir / "metrics.csv", index=False, na_rep="")
+    return m
+
+
+def _cli() -> Callable[..., int]:
+    parser = argparse.ArgumentParser(prog="harness")
+    register(parser.add_subparsers(required=True))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.func(args))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def cli_fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`harness fit` once on generated runs with a runs/ tree: (directory, fit's stdout).
+
+    Shared by the tests below, which never change it (they copy it to change it).
+    """
+    d = _runs(tmp_path_factory.mktemp("cli") / "exp")
+    df = pd.read_csv(d / "runs.csv")
+    for _, row in df.iterrows():
+        if row["n_tokens"] == df["n_tokens"].max():  # one run per model size has curves
+            _metrics(d / "runs" / row["run_id"], row["n_tokens"], 3.0 + 1e6 / row["n_params"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert _cli()("fit", str(d), "--bootstrap", "20", "--fits", ",".join(FAST)) == 0
+    return d, out.getvalue()
+
+
+def test_fit_path_is_byte_identical_and_relocatable(
+    tmp_path: Path, cli_fitted: tuple[Path, str]
+) -> None:
+    # The same CSV and settings as `harness fit` in cli_fitted give the same bytes from the
+    # API, in place (a second run) and from another directory (by its CSV path); another seed
+    # gives other bytes.
+    d, _ = cli_fitted
+    first = (d / "fits.json").read_bytes()
+    assert fit_path(d, n_bootstrap=20, fits=FAST, seed=0).read_bytes() == first
     b = tmp_path / "elsewhere" / "b"
-    shutil.copytree(a, b)
+    shutil.copytree(d, b)
     (b / "fits.json").unlink()
-    assert fit_path(b / "runs.csv", n_bootstrap=30, fits=FAST, seed=3).read_bytes() == first
+    assert fit_path(b / "runs.csv", n_bootstrap=20, fits=FAST, seed=0).read_bytes() == first
     doc = json.loads(first)
     assert doc["schema"] == 1
     assert doc["input"]["path"] == "runs.csv"
@@ -54,48 +105,111 @@ def test_fit_path_is_byte_identical_and_relocatable(tmp_path: Path) -> None:
     p = ch["params"]
     assert co["a"] == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]), rel=1e-9)
     assert "power_law_n" in doc["fits"] and "kaplan" not in doc["fits"]
-    assert fit_path(a, n_bootstrap=30, fits=FAST, seed=4).read_bytes() != first
+    assert fit_path(b, n_bootstrap=20, fits=FAST, seed=4).read_bytes() != first
     text = summarize(doc)
     assert "19 runs used, 1 excluded" in text and "chinchilla" in text
 
 
-def test_cli_fit_plot_reproduce(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = _runs(tmp_path / "exp")
-    parser = argparse.ArgumentParser(prog="harness")
-    register(parser.add_subparsers(required=True))
+def test_cli_fit_prints_summary(cli_fitted: tuple[Path, str]) -> None:
+    d, out = cli_fitted
+    assert "19 runs used, 1 excluded" in out and "chinchilla" in out
+    assert f"wrote {d / 'fits.json'}" in out
 
-    def run(*argv: str) -> int:
-        args = parser.parse_args(list(argv))
-        return int(args.func(args))
 
-    assert run("fit", str(d), "--bootstrap", "20", "--fits", ",".join(FAST)) == 0
-    assert "wrote" in capsys.readouterr().out
+def test_cli_plot_and_reproduce(cli_fitted: tuple[Path, str],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    d, _ = cli_fitted
+    run = _cli()
+    stored = (d / "fits.json").read_bytes()
     assert run("plot", str(d)) == 0
     figs = sorted(p.name for p in (d / "figures").iterdir())
-    assert {"loss_vs_n.png", "loss_vs_n.svg", "loss_vs_d.svg", "residuals.png"} <= set(figs)
+    assert {"loss_vs_n.png", "loss_vs_n.svg", "loss_vs_d.svg", "residuals.png",
+            "learning_curves.png", "learning_curves.svg"} <= set(figs)
     svg = (d / "figures" / "loss_vs_n.svg").read_bytes()
-    png = (d / "figures" / "loss_vs_n.png").read_bytes()
-    assert run("plot", str(d)) == 0
-    assert (d / "figures" / "loss_vs_n.svg").read_bytes() == svg
-    assert (d / "figures" / "loss_vs_n.png").read_bytes() == png
     assert b"<dc:date>" not in svg
+    assert capsys.readouterr().out.count("wrote ") == len(figs)
 
-    stored = (d / "fits.json").read_bytes()
+    # reproduce refits and replots from the CSV alone, in a temporary directory: every figure
+    # drawn again (all but the learning curves, which need runs/) has the stored bytes, so
+    # plotting is deterministic, PNG and SVG.
     assert run("reproduce", str(d)) == 0
     out = capsys.readouterr().out
-    assert "reproduce: OK" in out and "0 differ" in out and "byte-identical" in out
+    n = len(figs) - 2
+    assert "reproduce: OK" in out and "0 differ" in out
+    assert f"figures: {n} replotted; {n} stored, {n} of them byte-identical" in out
     assert (d / "fits.json").read_bytes() == stored  # never overwritten
 
-    doc = json.loads(stored)
+
+def test_cli_reproduce_detects_a_change(tmp_path: Path, cli_fitted: tuple[Path, str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "exp"
+    shutil.copytree(cli_fitted[0], d)
+    doc = json.loads((d / "fits.json").read_text())
     doc["fits"]["chinchilla"]["params"]["alpha"] *= 1.01
     (d / "fits.json").write_text(json.dumps(doc))
-    assert run("reproduce", str(d), "--no-replot") == 1
+    assert _cli()("reproduce", str(d), "--no-replot") == 1
     out = capsys.readouterr().out
     assert "fits.chinchilla.params.alpha" in out and "DIFFERENT" in out
 
     (d / "runs.csv").write_text("n_params,n_tokens\n1,2\n")
     with pytest.raises(InputError, match="missing column"):
-        run("fit", str(d))
+        _cli()("fit", str(d))
+
+
+def test_cli_prints_warnings_as_one_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # E = 33 (e = 3.5) lies beyond the start grid's e in -1..1: a GridEdgeWarning.
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 1e9, 4), np.geomspace(1e9, 1e11, 4)))
+    L = chinchilla_loss(N, D, 33.0, 406.4, 410.7, 0.34, 0.28)
+    pd.DataFrame({"n_params": N, "n_tokens": D, "loss": L}).to_csv(tmp_path / "runs.csv",
+                                                                    index=False)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping the handler would raise here
+        assert _cli()("fit", str(tmp_path), "--bootstrap", "0", "--fits", "chinchilla") == 0
+    assert warnings.filters == filters  # the handler changed no filter for good
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("warning: chinchilla fit: best fit on the edge of the start grid: "
+                               "e=3.49")
+    assert "widen start_grid" in lines[0]
+    assert "GridEdgeWarning" not in err and "warnings.warn" not in err
+
+
+def test_plot_learning_curves(tmp_path: Path) -> None:
+    sizes = {"small": 1e6, "big": 4e6, "big2": 4e6}
+    metrics = {r: _metrics(tmp_path / r, 1e8 * (i + 1), 3.0 - 0.2 * i)
+               for i, r in enumerate(sizes)}
+    (tmp_path / "not_in_csv").mkdir()
+    curves = load_learning_curves(tmp_path, {**sizes, "no_metrics": 2e6})
+    assert sorted(set(curves["run_id"])) == ["big", "big2", "small"]
+    ax = new_axes()
+    plot_learning_curves(ax, curves)
+    val = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    train = [ln for ln in ax.get_lines() if ln.get_marker() != "o"]
+    assert len(val) == len(train) == 3
+    by_run = {}
+    for ln in val:
+        x = np.asarray(ln.get_xdata())
+        run = next(r for r, m in metrics.items() if np.array_equal(
+            x, m["tokens"][m["val_loss"].notna()]))
+        m = metrics[run]
+        np.testing.assert_array_equal(ln.get_ydata(), m["val_loss"].dropna())
+        by_run[run] = ln.get_color()
+    # One colour per model size: the two runs of N = 4e6 share one, N = 1e6 has another.
+    assert by_run["big"] == by_run["big2"] != by_run["small"]
+    assert all(ln.get_alpha() is not None and ln.get_alpha() < 1 for ln in train)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["N=1e+06", "N=4e+06"]
+    assert ax.get_xscale() == "log"
+
+
+def test_learning_curves_bad_metrics_file(tmp_path: Path) -> None:
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "metrics.csv").write_text("step,tokens,train_loss\n1,10,3.0\n")
+    with pytest.raises(InputError, match=r"r1/metrics.csv: missing column\(s\) val_loss"):
+        load_learning_curves(tmp_path, {"r1": 1e6})
 
 
 def test_single_d_is_bad_input_for_the_joint_fit(tmp_path: Path) -> None:
@@ -121,11 +235,12 @@ def test_group_by_and_isoflop(tmp_path: Path) -> None:
                    fits=["isoflop", "approach1"])
     doc = json.loads(out.read_text())
     assert [g["key"] for g in doc["groups"]] == [{"cfg": "x"}, {"cfg": "y"}]
-    for g, (alpha, beta) in zip(doc["groups"], [(0.34, 0.28), (0.30, 0.28)]):
+    for g, (alpha, beta) in zip(doc["groups"], [(0.34, 0.28), (0.30, 0.28)], strict=True):
         # Noise-free Chinchilla data: the isoFLOP minima follow N_opt ∝ C^(beta/(alpha+beta))
         # (Hoffmann et al. 2022 eq. 4); a parabola in log N is close, not exact.
         assert g["fits"]["isoflop"]["a"] == pytest.approx(beta / (alpha + beta), abs=0.02)
     files = plot_path(tmp_path)
     assert {"isoflop_x.svg", "optimal_y.png"} <= {f.name for f in files}
+    assert not any("learning_curves" in f.name for f in files)  # no runs/ here: none drawn
     ok, table = reproduce_path(tmp_path, replot=False)
     assert ok, table

@@ -151,7 +151,7 @@ def _grid(spec: Mapping[str, Sequence[float]], order: Sequence[str]) -> FloatArr
     if missing:
         raise InputError(f"start_grid lacks {missing}; accepted keys: {list(order)}")
     axes = [np.asarray(spec[k], dtype=float) for k in order]
-    for k, ax in zip(order, axes):
+    for k, ax in zip(order, axes, strict=True):
         if ax.size == 0 or not np.all(np.isfinite(ax)):
             raise InputError(f"start_grid[{k!r}] = {list(ax)}; accepted: finite numbers")
     return np.array(list(itertools.product(*axes)), dtype=float)
@@ -214,14 +214,14 @@ def _edge(
     raw_x: FloatArray, spec: Mapping[str, Sequence[float]], order: Sequence[str], law: str
 ) -> tuple[str, ...]:
     edge = []
-    for k, v in zip(order, raw_x):
+    for k, v in zip(order, raw_x, strict=True):
         lo, hi = float(min(spec[k])), float(max(spec[k]))
         if not (lo < v < hi):
             edge.append(k)
     if edge:
         desc = ", ".join(
             f"{k}={v:.4g} (grid {min(spec[k]):g}..{max(spec[k]):g})"
-            for k, v in zip(order, raw_x) if k in edge
+            for k, v in zip(order, raw_x, strict=True) if k in edge
         )
         warnings.warn(
             f"{law} fit: best fit on the edge of the start grid: {desc}; widen start_grid",
@@ -308,7 +308,7 @@ def fit_chinchilla(
         law="chinchilla", params=_chin_params(raw.x), objective=raw.f, converged=conv,
         message=msg, n_starts=starts.shape[0], n_points=N.size, grad_max=raw.grad_max,
         on_grid_edge=bool(edge), edge_params=edge,
-        raw=dict(zip(_CHIN_ORDER, map(float, raw.x))),
+        raw=dict(zip(_CHIN_ORDER, map(float, raw.x), strict=True)),
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
     )
 
@@ -461,7 +461,8 @@ def fit_power_law(
     return FitResult(
         law="power_law", params=_pl_params(raw.x), objective=raw.f, converged=conv,
         message=msg, n_starts=starts.shape[0], n_points=X.size, grad_max=raw.grad_max,
-        on_grid_edge=bool(edge), edge_params=edge, raw=dict(zip(_PL_ORDER, map(float, raw.x))),
+        on_grid_edge=bool(edge), edge_params=edge,
+        raw=dict(zip(_PL_ORDER, map(float, raw.x), strict=True)),
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
     )
 
@@ -596,7 +597,8 @@ def fit_kaplan(
     return FitResult(
         law="kaplan", params=_kap_params(raw.x), objective=raw.f, converged=conv, message=msg,
         n_starts=starts.shape[0], n_points=N.size, grad_max=raw.grad_max,
-        on_grid_edge=bool(edge), edge_params=edge, raw=dict(zip(_KAP_ORDER, map(float, raw.x))),
+        on_grid_edge=bool(edge), edge_params=edge,
+        raw=dict(zip(_KAP_ORDER, map(float, raw.x), strict=True)),
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
     )
 

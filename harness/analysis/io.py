@@ -15,10 +15,16 @@ import pandas as pd
 
 from harness.errors import InputError
 
-__all__ = ["REQUIRED", "load_runs", "parse_column_map", "resolve_csv"]
+__all__ = [
+    "METRICS_COLUMNS", "REQUIRED", "load_learning_curves", "load_runs", "parse_column_map",
+    "resolve_csv",
+]
 
 REQUIRED: tuple[str, ...] = ("n_params", "n_tokens", "loss")
 """Columns every fit needs: non-embedding parameters N, training tokens D, final loss."""
+
+METRICS_COLUMNS: tuple[str, ...] = ("step", "tokens", "train_loss", "val_loss", "lr", "wall_s")
+"""Columns of runs/<run_id>/metrics.csv (val_loss empty except at evaluation steps)."""
 
 _MAX_SHOWN = 5
 
@@ -184,3 +190,58 @@ def load_runs(
     df.attrs["n_excluded"] = n_excluded
     df.attrs["path"] = str(csv)
     return df
+
+
+def load_learning_curves(
+    runs_dir: str | os.PathLike[str], sizes: Mapping[str, float]
+) -> pd.DataFrame:
+    """The learning curves of the runs in `sizes`, read from runs_dir/<run_id>/metrics.csv.
+
+    Parameters
+    ----------
+    runs_dir : path-like
+        The runs/ directory of a results directory.
+    sizes : mapping
+        {run_id: n_params}; runs without a metrics.csv are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long format, one row per logged step: run_id, n_params, tokens, train_loss, val_loss
+        (NaN between evaluations), sorted by n_params, run_id and tokens. Empty (with these
+        columns) when no run has a metrics.csv.
+
+    Raises
+    ------
+    InputError
+        A metrics.csv that cannot be parsed or lacks the tokens, train_loss or val_loss column.
+    """
+    cols = ["run_id", "n_params", "tokens", "train_loss", "val_loss"]
+    frames = []
+    for run_id, n in sizes.items():
+        path = Path(runs_dir) / str(run_id) / "metrics.csv"
+        if not path.is_file():
+            continue
+        try:
+            m = pd.read_csv(path, skipinitialspace=True)
+        except pd.errors.EmptyDataError:
+            continue  # created, nothing logged yet
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            first = " ".join(str(exc).split())
+            raise InputError(f"{path}: cannot parse as CSV ({first}); accepted: a CSV with "
+                             f"columns {', '.join(METRICS_COLUMNS)}") from None
+        m.columns = [str(c).strip() for c in m.columns]
+        missing = [c for c in ("tokens", "train_loss", "val_loss") if c not in m.columns]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; found "
+                             f"{', '.join(m.columns)}; accepted: {', '.join(METRICS_COLUMNS)}")
+        m = m[["tokens", "train_loss", "val_loss"]].apply(pd.to_numeric, errors="coerce")
+        m = m[np.isfinite(m["tokens"]) & (m["tokens"] > 0)]  # e.g. a line still being written
+        m.insert(0, "n_params", float(n))
+        m.insert(0, "run_id", str(run_id))
+        frames.append(m)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "run_id" else float)
+                             for c in cols})
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["n_params", "run_id", "tokens"], kind="stable").reset_index(drop=True)

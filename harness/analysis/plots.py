@@ -28,6 +28,7 @@ from harness.errors import InputError  # noqa: E402
 __all__ = [
     "new_axes",
     "plot_isoflop",
+    "plot_learning_curves",
     "plot_loss_vs_d",
     "plot_loss_vs_n",
     "plot_optimal",
@@ -81,7 +82,7 @@ def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
     """
     ds = np.unique(df["n_tokens"])
     many = ds.size > 12
-    for c, d in zip(_colors(ds.size), ds):
+    for c, d in zip(_colors(ds.size), ds, strict=True):
         g = df[df["n_tokens"] == d].sort_values("n_params")
         ax.plot(g["n_params"], g["loss"], "o", color=c, ms=4,
                 label=None if many else f"D={d:.3g}")
@@ -107,7 +108,7 @@ def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
     """
     ns = np.unique(df["n_params"])
     many = ns.size > 12
-    for c, n in zip(_colors(ns.size), ns):
+    for c, n in zip(_colors(ns.size), ns, strict=True):
         g = df[df["n_params"] == n].sort_values("n_tokens")
         ax.plot(g["n_tokens"], g["loss"], "o", color=c, ms=4,
                 label=None if many else f"N={n:.3g}")
@@ -133,7 +134,7 @@ def plot_isoflop(ax: Axes, df: pd.DataFrame, budget: np.ndarray,
     Figure
     """
     cs = np.unique(budget)
-    for c, col in zip(cs, _colors(cs.size)):
+    for c, col in zip(cs, _colors(cs.size), strict=True):
         g = df[budget == c].sort_values("n_params")
         ax.plot(g["n_params"], g["loss"], "o-", color=col, ms=3, lw=0.8, label=f"C={c:.2g}")
     if isoflop:
@@ -196,8 +197,48 @@ def plot_residuals(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> F
     return _fig(ax)
 
 
+def plot_learning_curves(ax: Axes, curves: pd.DataFrame) -> Figure:
+    """Validation loss (and, lighter, training loss) against tokens, one colour per model size.
+
+    Parameters
+    ----------
+    ax : Axes
+    curves : pandas.DataFrame
+        Long format as `io.load_learning_curves` returns: run_id, n_params, tokens,
+        train_loss, val_loss (NaN except at evaluation steps).
+
+    Returns
+    -------
+    Figure
+    """
+    sizes = np.unique(curves["n_params"])
+    for color, n in zip(_colors(sizes.size), sizes, strict=True):
+        label: str | None = f"N={n:.3g}"
+        for _, run in curves[curves["n_params"] == n].groupby("run_id", sort=True):
+            tr = run[np.isfinite(run["train_loss"])]
+            if len(tr):
+                ax.plot(tr["tokens"], tr["train_loss"], "-", color=color, lw=0.6, alpha=0.3)
+            va = run[np.isfinite(run["val_loss"])]
+            if len(va):
+                ax.plot(va["tokens"], va["val_loss"], "o-", color=color, ms=2.5, lw=1.0,
+                        label=label)
+                label = None  # one legend entry per size
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("learning curves (points: validation; light: training)")
+    if sizes.size and sizes.size <= 12:
+        ax.legend(fontsize=7)
+    return _fig(ax)
+
+
 def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
     """Write stem.png and stem.svg atomically and byte-deterministically.
+
+    The constrained layout is computed once, while the PNG is drawn, and kept for the SVG
+    (the layout engine is off during the second save and restored after): laying out the
+    tick labels is about half the cost of a draw.
 
     Returns
     -------
@@ -205,20 +246,27 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
     """
     stem = Path(stem)
     out = []
-    with mpl.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
-        for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
-            p = stem.with_suffix("." + fmt)
-            atomic_write(p, lambda f, fmt=fmt, meta=meta: fig.savefig(
-                f, format=fmt, metadata=meta))
-            out.append(p)
+    engine = fig.get_layout_engine()
+    try:
+        with mpl.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
+            for fmt, meta in (("png", {"Software": None}),
+                              ("svg", {"Date": None, "Creator": None})):
+                p = stem.with_suffix("." + fmt)
+                atomic_write(p, lambda f, fmt=fmt, meta=meta: fig.savefig(
+                    f, format=fmt, metadata=meta))
+                out.append(p)
+                fig.set_layout_engine("none")
+    finally:
+        fig.set_layout_engine(engine)
     return out
 
 
 def write_standard_figures(
     df: pd.DataFrame, fits: Mapping[str, Any] | None, out_dir: str | os.PathLike[str],
-    *, suffix: str = "",
+    *, suffix: str = "", runs_dir: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """The figures the data allow: loss vs N and vs D, residuals, isoFLOP profiles and optima.
+    """The figures the data allow: loss vs N and vs D, residuals, isoFLOP profiles and optima,
+    and the learning curves when `runs_dir` holds metrics.csv files of these runs.
 
     Parameters
     ----------
@@ -231,6 +279,9 @@ def write_standard_figures(
         Directory for the files.
     suffix : str
         Appended to each file stem (per group).
+    runs_dir : path-like, optional
+        The runs/ directory beside the CSV: learning curves of the runs in `df` (matched by
+        its run_id column) from their metrics.csv; none when absent.
 
     Returns
     -------
@@ -268,4 +319,12 @@ def write_standard_figures(
                                out_dir / f"isoflop{suffix}")
         if block is not None:
             written += save_figure(plot_optimal(new_axes(), block), out_dir / f"optimal{suffix}")
+    if runs_dir is not None and Path(runs_dir).is_dir() and "run_id" in df.columns:
+        from harness.analysis.io import load_learning_curves
+
+        sizes = dict(zip(df["run_id"].astype(str), df["n_params"], strict=True))
+        curves = load_learning_curves(runs_dir, sizes)
+        if len(curves):
+            written += save_figure(plot_learning_curves(new_axes(), curves),
+                                   out_dir / f"learning_curves{suffix}")
     return written

@@ -231,17 +231,17 @@ def fit_frame(
             cos = [compute_optimal(b["A"], b["B"], b["alpha"], b["beta"]) for b in chin_boot
                    if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")]
             keys = [f"{c:.0e}" for c in COMPUTE_BUDGETS]
+            budgets = list(zip(keys, COMPUTE_BUDGETS, strict=True))
             out["compute_optimal"] = {
                 "a": co.a, "b": co.b, "G": co.G,
-                "n_opt": {k: float(co.n_opt(c)) for k, c in zip(keys, COMPUTE_BUDGETS)},
-                "d_opt": {k: float(co.d_opt(c)) for k, c in zip(keys, COMPUTE_BUDGETS)},
-                "tokens_per_param": {
-                    k: float(co.tokens_per_param(c)) for k, c in zip(keys, COMPUTE_BUDGETS)},
+                "n_opt": {k: float(co.n_opt(c)) for k, c in budgets},
+                "d_opt": {k: float(co.d_opt(c)) for k, c in budgets},
+                "tokens_per_param": {k: float(co.tokens_per_param(c)) for k, c in budgets},
                 "ci95": {
                     "a": _ci(c.a for c in cos), "b": _ci(c.b for c in cos),
                     "tokens_per_param": {
                         k: _ci(float(c.tokens_per_param(cc)) for c in cos)
-                        for k, cc in zip(keys, COMPUTE_BUDGETS)} if cos else {},
+                        for k, cc in budgets} if cos else {},
                 } if cos else {},
                 "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4",
             }
@@ -392,11 +392,12 @@ def fits_dict(
             sel = (df[group_by].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
             sub = df[sel].reset_index(drop=True)
             label = "|".join(key)
+            key_map = dict(zip(group_by, key, strict=True))
             try:
                 body = fit_frame(sub, label=label, **kw)  # type: ignore[arg-type]
             except InputError as exc:
-                raise InputError(f"{csv}: group {dict(zip(group_by, key))}: {exc}") from None
-            groups.append({"key": dict(zip(group_by, key)), "n_points": len(sub), "fits": body})
+                raise InputError(f"{csv}: group {key_map}: {exc}") from None
+            groups.append({"key": key_map, "n_points": len(sub), "fits": body})
         doc["groups"] = groups
     return _clean(doc)
 
@@ -669,6 +670,8 @@ def plot_path(
 
     Uses fits.json beside the CSV when present (its fitted laws are drawn); otherwise fits
     the Chinchilla law without bootstrap. Files go to ``<csv dir>/figures`` or `out_dir`.
+    When a ``runs/`` directory lies beside the CSV and the CSV has a run_id column,
+    learning_curves.png/.svg is drawn from the runs' metrics.csv files as well.
 
     Parameters
     ----------
@@ -705,6 +708,7 @@ def plot_path(
         if not group_by:
             group_by = stored.get("settings", {}).get("group_by") or None
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
+    runs_dir = csv.parent / "runs"
     written: list[Path] = []
     if group_by:
         by_key = {"|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
@@ -714,7 +718,8 @@ def plot_path(
             sub = df[sel].reset_index(drop=True)
             label = "|".join(key)
             written += plots.write_standard_figures(
-                sub, by_key.get(label), target, suffix="_" + "_".join(key))
+                sub, by_key.get(label), target, suffix="_" + "_".join(key), runs_dir=runs_dir)
     else:
-        written += plots.write_standard_figures(df, stored.get("fits"), target)
+        written += plots.write_standard_figures(df, stored.get("fits"), target,
+                                                runs_dir=runs_dir)
     return sorted(written)
