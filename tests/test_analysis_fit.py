@@ -158,3 +158,26 @@ def test_fit_rejects_bad_input() -> None:
         fit_chinchilla(N[:4], np.array([1e9, 2e9, 1e9, 2e9]), np.full(4, 3.0))
     with pytest.raises(InputError, match=r"loss: bad value\(s\) -1.0 \(index 2\)"):
         fit_chinchilla(N, np.geomspace(1e9, 1e10, 6), [3.0, 3.0, -1.0, 3.0, 3.0, 3.0])
+
+
+def test_early_dropping_keeps_the_best_and_drops_only_far_above_it() -> None:
+    # Two basins in x0: minima near x0 = -1.04 (f ~ -0.31, the best) and x0 = +0.96
+    # (f ~ +0.29), a slowly converging valley in x1 (scale 1e-3) for every start.
+    def fun(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x0, x1 = X[:, 0], X[:, 1]
+        f = (x0**2 - 1) ** 2 + 0.3 * x0 + 1e-3 * (x1 - 2.0) ** 2 + 1.0
+        g = np.column_stack([4 * x0 * (x0**2 - 1) + 0.3, 2e-3 * (x1 - 2.0)])
+        return f, g
+
+    starts = np.column_stack([np.linspace(-2, 2, 41), np.linspace(-50, 50, 41)])
+    full = optim.batched_lbfgs(fun, starts, gtol=1e-9, ftol=0.0)
+    drop = optim.batched_lbfgs(fun, starts, gtol=1e-9, ftol=0.0, drop_after=3, drop_every=2,
+                               drop_factor=1.2)
+    dropped = drop.status == optim.DROPPED
+    assert dropped.any() and not dropped.all()
+    assert drop.f.min() == pytest.approx(full.f.min(), rel=1e-12)
+    assert np.all(drop.f[dropped] > 1.2 * full.f.min())  # dropped rows were far above the best
+    assert np.all(drop.n_iter[dropped] >= 3)  # every start ran drop_after iterations first
+    assert drop.n_iter.sum() < full.n_iter.sum()
+    assert not drop.converged[dropped].any()
+    assert optim.MESSAGES[optim.DROPPED].startswith("stopped early")

@@ -6,9 +6,11 @@ D.2): the Huber loss (delta = 1e-3) *summed* over the residuals
 log L_i - LSE(a - alpha log N_i, b - beta log D_i, e), minimised with L-BFGS from every point of
 the grid alpha, beta in {0, 0.5, .., 2}, e in {-1, -0.5, .., 1}, a, b in {0, 5, .., 25}
 (4500 starts), best kept; E = exp(e), A = exp(a), B = exp(b). All starts run at once in
-`optim.batched_lbfgs` with analytic gradients, stopping as scipy's L-BFGS-B does by default;
-then the best distinct end points are polished with tight tolerances so that the reported
-optimum is precise to double precision, not only to scipy's default tolerance.
+`optim.batched_lbfgs` with analytic gradients, stopping as scipy's L-BFGS-B does by default
+(except that starts whose objective stays far above the best are dropped after a few
+iterations, see `_minimize`); then the best distinct end points are polished with tight
+tolerances so that the reported optimum is precise to double precision, not only to scipy's
+default tolerance.
 
 The one-variable laws L(x) = E + A x^-alpha and Kaplan et al. (2020)'s L(N, D) use the same
 log-space Huber objective and the same batched optimizer from their own start grids.

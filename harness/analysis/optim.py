@@ -9,7 +9,11 @@ active set as soon as they meet the stopping rule. The same code runs a bootstra
 carries its own weights over the data points (resampling counts).
 
 Stopping rule per row, as scipy's L-BFGS-B: max |g| <= gtol, or the relative reduction of f,
-(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol.
+(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol; optionally (drop_after), rows far above
+the best row are dropped early.
+
+Internally the state is parameter-major, (p, k): the vector operations of the two-loop
+recursion and the line search then run along the rows, not along the 3-5 parameters.
 """
 
 from __future__ import annotations
