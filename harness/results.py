@@ -28,7 +28,7 @@ from typing import Any, Literal
 from harness import __version__
 from harness.atomic import atomic_write_json, atomic_write_text
 from harness.errors import InputError
-from harness.grid import RunSpec
+from harness.grid import RunSpec, spec_from_dict
 from harness.model import ModelShape, count_params, flops_per_token
 
 __all__ = [
@@ -136,19 +136,72 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "result.json", result)
 
 
+_RESULT_NUMBERS = ("val_loss", "val_bpb", "train_loss", "peak_lr", "wall_s", "tokens_per_s",
+                   "epochs", "n_unique_tokens", "n_tokens", "steps")
+_RESULT_STRINGS = ("run_id", "reason", "error", "log", "device", "precision",
+                   "harness_version", "git_sha", "retried_as")
+
+
 def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """A run's result.json, checked field by field; None when the run has not ended.
+
+    Raises
+    ------
+    InputError
+        Unreadable JSON, a status other than done|diverged|failed, or a field of the wrong type.
+    """
     path = run_dir / "result.json"
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    result = read_json(path)
+    status = result.get("status")
+    if status not in ("done", "diverged", "failed"):
+        raise InputError(f"{path}: status = {status!r}; accepted: done, diverged, failed")
+    for key in _RESULT_NUMBERS:
+        value = result.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputError(f"{path}: {key} = {value!r}; accepted: a number or null")
+    for key in _RESULT_STRINGS:
+        value = result.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{path}: {key} = {value!r}; accepted: a string")
+    return result
+
+
+def read_spec(run_dir: Path) -> dict[str, Any]:
+    """A run's spec.json, checked by rebuilding the RunSpec from it (as plain data).
+
+    Raises
+    ------
+    InputError
+        Unreadable JSON, a missing key, or a setting of the wrong type or out of range.
+    """
+    path = run_dir / "spec.json"
+    data = read_json(path)
+    expected = "expected a spec.json written by harness"
+    kinds = {"run_id": str, "experiment": str, "n_tokens": int, "seed": int, "model": dict,
+             "data": dict, "train": dict}
+    for key, kind in kinds.items():
+        if key not in data:
+            raise InputError(f"{path}: missing key '{key}'; {expected}")
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            name = {str: "a string", int: "an integer", dict: "an object"}[kind]
+            raise InputError(f"{path}: {key} = {str(value)[:80]!r} is not {name}; {expected}")
+    try:
+        spec_from_dict(data)
+    except InputError as e:
+        raise InputError(f"{path}: {str(e).removeprefix('spec.json: ')}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"{path}: model = {str(data['model'])[:120]}: {e}; {expected}") from None
+    return data
 
 
 def run_state(run_dir: Path) -> RunState:
     """done | diverged | failed (result.json says so), started (spec only), pending (nothing)."""
     result = read_result(run_dir)
     if result is not None:
-        status = result.get("status")
-        if status in ("done", "diverged", "failed"):
-            return status  # type: ignore[return-value]
-        raise InputError(f"{run_dir / 'result.json'}: status = {status!r}; accepted: done, diverged, failed")
+        return result["status"]  # type: ignore[no-any-return]
     return "started" if (run_dir / "spec.json").exists() else "pending"
 
 
@@ -218,7 +271,7 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
         if result is None or not (run_dir / "spec.json").exists():
             counts["unfinished"] += 1
             continue
-        row = run_row(read_json(run_dir / "spec.json"), result)
+        row = run_row(read_spec(run_dir), result)
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         rows.append(row)
     rows.sort(key=lambda r: (r["n_params"], r["n_tokens"], r["seed"], r["run_id"]))

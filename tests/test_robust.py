@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import multiprocessing
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import harness.launch as launch
 import harness.train as train_mod
 from harness.cli import main
 from harness.config import load_experiment
+from harness.errors import InputError
 from harness.grid import expand
 from harness.results import RUNS_CSV_COLUMNS, collect, write_result
 from harness.train import DiskFullError, train
@@ -254,3 +256,23 @@ def test_concurrent_collectors_never_tear_runs_csv(tmp_path: Path) -> None:
         assert p.exitcode == 0
     assert reads >= 50
     assert not list(root.glob(".runs.csv.*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize(("name", "edit", "message"), [
+    ("spec.json", {"n_tokens": "many"}, "spec.json: n_tokens = 'many' is not an integer"),
+    ("spec.json", {"model": "llama"}, "spec.json: model = 'llama' is not an object"),
+    ("spec.json", {"model": {"arch": "llama"}}, "spec.json: model = {'arch': 'llama'}"),
+    ("spec.json", {"train": {"lr": "x"}}, "spec.json: train.lr = 'x' is not a number"),
+    ("result.json", {"status": "exploded"}, "status = 'exploded'; accepted: done, diverged"),
+    ("result.json", {"val_loss": "low"}, "result.json: val_loss = 'low'; accepted: a number"),
+])
+def test_corrupt_run_record_is_one_clear_line(tmp_path: Path, name: str, edit: dict,
+                                              message: str) -> None:
+    root = _fake_runs(tmp_path, 2)
+    run_dir = sorted((root / "runs").iterdir())[0]
+    data = json.loads((run_dir / name).read_text())
+    data.update(edit)
+    (run_dir / name).write_text(json.dumps(data))
+    with pytest.raises(InputError, match="^" + re.escape(str(run_dir / name))) as e:
+        collect(root)
+    assert message in str(e.value) and "\n" not in str(e.value)
