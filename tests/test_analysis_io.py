@@ -79,3 +79,9 @@ def test_column_map_names_missing_column(tmp_path: Path) -> None:
         load_runs(tmp_path, {"n_params": "NP"})
     with pytest.raises(InputError, match="--columns: bad item 'n_params'"):
         parse_column_map("n_params")
+
+
+def test_run_id_stays_text(tmp_path: Path) -> None:
+    # run_id names runs/<run_id>/: "0123" and "1e5" must not be read as numbers.
+    _write(tmp_path, "run_id,n_params,n_tokens,loss\n0123,1e6,1e8,3.5\n1e5,2e6,1e8,3.4\n")
+    assert list(load_runs(tmp_path)["run_id"]) == ["0123", "1e5"]

@@ -158,21 +158,21 @@ def test_cli_reproduce_detects_a_change(tmp_path: Path, cli_fitted: tuple[Path, 
 
 def test_cli_prints_warnings_as_one_line(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    # E = 33 (e = 3.5) lies beyond the start grid's e in -1..1: a GridEdgeWarning.
-    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 1e9, 4), np.geomspace(1e9, 1e11, 4)))
-    L = chinchilla_loss(N, D, 33.0, 406.4, 410.7, 0.34, 0.28)
-    pd.DataFrame({"n_params": N, "n_tokens": D, "loss": L}).to_csv(tmp_path / "runs.csv",
-                                                                    index=False)
+    # L(N) at one D with E = 33 (e = 3.5), beyond the power law's start grid (e in -1..3): a
+    # GridEdgeWarning from the power_law_n fit.
+    N = np.geomspace(1e7, 1e9, 6)
+    pd.DataFrame({"n_params": N, "n_tokens": 1e9, "loss": 33.0 + 406.4 * N**-0.34}).to_csv(
+        tmp_path / "runs.csv", index=False)
     filters = list(warnings.filters)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning escaping the handler would raise here
-        assert _cli()("fit", str(tmp_path), "--bootstrap", "0", "--fits", "chinchilla") == 0
+        assert _cli()("fit", str(tmp_path), "--bootstrap", "0", "--fits", "power_law_n") == 0
     assert warnings.filters == filters  # the handler changed no filter for good
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("warning: chinchilla fit: best fit on the edge of the start grid: "
-                               "e=3.49")
+    assert lines[0].startswith("warning: power_law_n fit: best fit on the edge of the start "
+                               "grid: e=3.49")
     assert "widen start_grid" in lines[0]
     assert "GridEdgeWarning" not in err and "warnings.warn" not in err
 

@@ -127,7 +127,9 @@ def load_runs(
     """
     csv = resolve_csv(path)
     try:
-        df = pd.read_csv(csv, skipinitialspace=True)
+        # run_id as text: ids such as "0123" or "1e5" must not turn into numbers (they name
+        # the runs/<run_id>/ directories).
+        df = pd.read_csv(csv, skipinitialspace=True, dtype={"run_id": str})
     except pd.errors.EmptyDataError:
         raise InputError(f"{csv}: the file is empty; accepted: a CSV with a header row") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
