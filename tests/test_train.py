@@ -147,7 +147,8 @@ def test_checkpoint_cadence_by_wall_time(tmp_path: Path, monkeypatch: pytest.Mon
         (same,) = expand(exp)
         assert same.run_id == spec.run_id  # cadence is not part of the run's identity
         saved.clear()
-        result = train(spec, tmp_path / f"r{every_s}" / "runs" / spec.run_id, execution=exp.execution)
+        run_dir = tmp_path / f"r{every_s}" / "runs" / spec.run_id
+        result = train(spec, run_dir, execution=exp.execution)
         assert result is not None and result.status == "done"
         assert saved == expected, every_s
 
