@@ -237,16 +237,24 @@ def test_fuzz_runs_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
             assert _snapshot(root) == before, f"csv case {i}: {argv} changed a stored result"
 
 
-@pytest.mark.xfail(reason="found by this fuzz: harness/analysis/report.py _stored() reads "
-                   "fits.json with read_text() and catches only JSONDecodeError, so a non-UTF-8 "
-                   "byte raises UnicodeDecodeError (a traceback); reported to analysis",
-                   raises=UnicodeDecodeError, strict=False)
-def test_reproduce_non_utf8_fits_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"schema": 1, "fits": {"\xff": 1}}', "not UTF-8 text"),  # found by this fuzz
+        (b'{"schema": 1, "input": "runs.csv", "fits": {}}', "input.path = None"),
+        (b'{"schema": 1, "input": {"path": 3}, "fits": {}}', "input.path = 3"),
+    ],
+)
+def test_reproduce_corrupt_fits_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
     (tmp_path / "runs.csv").write_text(_valid_runs_csv())
-    (tmp_path / "fits.json").write_bytes(b'{"schema": 1, "fits": {"\xff": 1}}')
+    (tmp_path / "fits.json").write_bytes(content)
     argv = ["reproduce", str(tmp_path), "--no-replot"]
     code = main(argv)
-    _check(argv, code, capsys.readouterr().err, "non-UTF-8 fits.json")
+    err = capsys.readouterr().err
+    _check(argv, code, err, "corrupt fits.json")
+    assert code == 2 and message in err
 
 
 # --- run directories: collect, status -----------------------------------------------------------

@@ -533,13 +533,19 @@ def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
         raise InputError(f"{fj}: no stored fits.json to compare with; accepted: a directory or "
                          "CSV with fits.json beside it (run `harness fit` first)")
     try:
-        doc = json.loads(fj.read_text())
+        doc = json.loads(fj.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{fj}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{fj}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise InputError(f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
                          f"accepted: schema {SCHEMA}")
-    csv = fj.parent / doc.get("input", {}).get("path", "runs.csv")
+    source = doc.get("input")
+    name = source.get("path", "runs.csv") if isinstance(source, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{fj}: input.path = {name!r}; accepted: the CSV's file name")
+    csv = fj.parent / name
     if p.is_file() and p.name != "fits.json":
         csv = p
     return fj, doc, resolve_csv(csv)
