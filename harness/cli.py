@@ -28,7 +28,9 @@ class _Parser(argparse.ArgumentParser):
 def _split_overrides(extra: list[str]) -> list[str]:
     bad = [a for a in extra if not (a.startswith("--") and "=" in a)]
     if bad:
-        raise InputError(f"unrecognised argument {bad[0]!r}; overrides look like --section.field=value")
+        raise InputError(
+            f"unrecognised argument {bad[0]!r}; overrides look like --section.field=value"
+        )
     return extra
 
 
@@ -63,7 +65,8 @@ def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
         failed = sum(o.status == "failed" for o in outcomes)
         for o in outcomes:
             if o.status == "failed":
-                print(f"run {o.run_id} failed: {o.error} (log: {layout.run_dir(o.run_id) / 'train.log'})")
+                log_path = layout.run_dir(o.run_id) / "train.log"
+                print(f"run {o.run_id} failed: {o.error} (log: {log_path})")
     csv_path, counts = collect(layout.root)
     print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     _analyse(csv_path)
@@ -89,19 +92,22 @@ def _analyse(csv_path: Path) -> None:
     """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here."""
     import json
 
+    from harness.analysis.cli import warnings_as_lines
     from harness.analysis.report import fit_path, plot_path, summarize
 
     if _up_to_date(csv_path):
         print(f"{csv_path.parent / 'fits.json'} and figures are up to date with {csv_path.name}")
         return
     try:
-        fits = fit_path(csv_path)
+        with warnings_as_lines():
+            fits = fit_path(csv_path)
     except InputError as e:
         print(f"fit skipped: {e}")
         return
     print(summarize(json.loads(fits.read_text())))
     print(f"wrote {fits}")
-    figures = plot_path(csv_path)
+    with warnings_as_lines():
+        figures = plot_path(csv_path)
     if figures:
         print(f"wrote {len(figures)} figures to {figures[0].parent}")
 
@@ -130,17 +136,26 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
             sizes.setdefault(resources_for(exp.cluster, n), []).append(n)
         for ns in sizes.values():
             print(f"# --- {len(ns)} run(s), N {_fmt_si(min(ns))}..{_fmt_si(max(ns))} ---")
-            print(sbatch_script(exp.cluster, n_params=ns[0], n_tasks=len(ns),
-                                folder=exp.results_path.resolve() / "slurm" / "%j",
-                                name=f"harness-{exp.name}"))
+            print(
+                sbatch_script(
+                    exp.cluster,
+                    n_params=ns[0],
+                    n_tasks=len(ns),
+                    folder=exp.results_path.resolve() / "slurm" / "%j",
+                    name=f"harness-{exp.name}",
+                )
+            )
         return 0
     submitted, before = submit(exp, cluster=args.cluster, only_failed=args.only_failed)
     root = exp.results_path.resolve()
     counts: dict[str, int] = {}
     for st in before:
         counts[st.state] = counts.get(st.state, 0) + 1
-    print(f"{exp.name}: {len(before)} runs: "
-          + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {root}")
+    print(
+        f"{exp.name}: {len(before)} runs: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f" -> {root}"
+    )
     if not submitted:
         print("nothing to submit" + (" (no failed runs)" if args.only_failed else ""))
         return 0
@@ -161,10 +176,19 @@ def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
     layout = ExperimentLayout(Path(args.results_dir))
     if not layout.runs_dir.is_dir() and not layout.jobs_json.exists():
         raise InputError(f"{args.results_dir}: no runs/ folder here; expected a results directory")
-    order = {"failed": 0, "unknown": 1, "running": 2, "queued": 3, "unsubmitted": 4,
-             "diverged": 5, "done": 6}
-    rows = sorted(run_statuses(layout), key=lambda r: (order[r.state], r.n_params or 0,
-                                                       r.n_tokens or 0, r.run_id))
+    order = {
+        "failed": 0,
+        "unknown": 1,
+        "running": 2,
+        "queued": 3,
+        "unsubmitted": 4,
+        "diverged": 5,
+        "done": 6,
+    }
+    rows = sorted(
+        run_statuses(layout),
+        key=lambda r: (order[r.state], r.n_params or 0, r.n_tokens or 0, r.run_id),
+    )
     print(f"{'run_id':<12}  {'state':<11} {'N':>7} {'D':>7}  {'job':<10} detail")
     for r in rows:
         n = _fmt_si(r.n_params) if r.n_params else "-"
@@ -183,8 +207,10 @@ def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
     states = [r.state for r in rows]
     print(", ".join(f"{states.count(s)} {s}" for s in order if s in states) or "no runs")
     if "failed" in states:
-        print("`harness submit EXP.toml` (or --only-failed) resubmits the failed runs; "
-              "they resume from their checkpoints")
+        print(
+            "`harness submit EXP.toml` (or --only-failed) resubmits the failed runs; "
+            "they resume from their checkpoints"
+        )
     return 0
 
 
@@ -197,19 +223,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("submit", help="submit the runs not done, queued or running as a SLURM job "
-                       "array and return at once")
+    p = sub.add_parser(
+        "submit",
+        help="submit the runs not done, queued or running as a SLURM job array and return at once",
+    )
     p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
-    p.add_argument("--cluster", choices=["slurm", "local", "debug"], default="slurm",
-                   help="slurm (default); local/debug: submitit's executors on this machine")
-    p.add_argument("--only-failed", action="store_true",
-                   help="resubmit only failed runs, not runs never submitted")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the sbatch script(s) and submit nothing")
+    p.add_argument(
+        "--cluster",
+        choices=["slurm", "local", "debug"],
+        default="slurm",
+        help="slurm (default); local/debug: submitit's executors on this machine",
+    )
+    p.add_argument(
+        "--only-failed",
+        action="store_true",
+        help="resubmit only failed runs, not runs never submitted",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch script(s) and submit nothing"
+    )
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="table of runs: done, running, queued, failed (with log), "
-                       "never submitted")
+    p = sub.add_parser(
+        "status", help="table of runs: done, running, queued, failed (with log), never submitted"
+    )
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_status)
 
@@ -239,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished runs are kept and the next `harness run` resumes", file=sys.stderr)
+        print(
+            "interrupted; finished runs are kept and the next `harness run` resumes",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -107,9 +107,15 @@ class DataConfig:
         _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
         _check(self.bpe_vocab_size >= 260, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 260")
         _check(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
-        _check(0 < self.val_fraction < 0.5, "val_fraction", self.val_fraction, "must be in (0, 0.5)")
-        _check(self.val_block_bytes >= 256, "val_block_bytes", self.val_block_bytes, "must be >= 256")
-        _check(self.eval_tokens >= self.seq_len, "eval_tokens", self.eval_tokens, "must be >= seq_len")
+        _check(
+            0 < self.val_fraction < 0.5, "val_fraction", self.val_fraction, "must be in (0, 0.5)"
+        )
+        _check(
+            self.val_block_bytes >= 256, "val_block_bytes", self.val_block_bytes, "must be >= 256"
+        )
+        _check(
+            self.eval_tokens >= self.seq_len, "eval_tokens", self.eval_tokens, "must be >= seq_len"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,16 +154,24 @@ class TrainConfig:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         _check(self.lr > 0, "lr", self.lr, "must be > 0")
         _check(self.lr_ref_width >= 1, "lr_ref_width", self.lr_ref_width, "must be >= 1")
-        _check(0 <= self.warmup_fraction < 1, "warmup_fraction", self.warmup_fraction,
-               "must be in [0, 1)")
+        _check(
+            0 <= self.warmup_fraction < 1,
+            "warmup_fraction",
+            self.warmup_fraction,
+            "must be in [0, 1)",
+        )
         _check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         _check(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1)")
         _check(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1)")
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be >= 0")
         _check(self.evals_per_run >= 1, "evals_per_run", self.evals_per_run, "must be >= 1")
-        _check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps",
-               self.checkpoint_every_steps, "must be >= 0")
+        _check(
+            self.checkpoint_every_steps >= 0,
+            "checkpoint_every_steps",
+            self.checkpoint_every_steps,
+            "must be >= 0",
+        )
         _check(self.checkpoint_keep >= 1, "checkpoint_keep", self.checkpoint_keep, "must be >= 1")
 
 
@@ -216,15 +230,28 @@ class ExecutionConfig:
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
         _check(bool(self.results_dir), "results_dir", self.results_dir, "a directory path")
-        _check(self.checkpoint_every_s >= 0, "checkpoint_every_s", self.checkpoint_every_s,
-               "must be >= 0 (0 = by steps only)")
-        _check(self.diverge_factor == 0 or self.diverge_factor > 1, "diverge_factor",
-               self.diverge_factor, "must be > 1, or 0 to disable the blow-up rule")
-        _check(self.diverge_patience >= 1, "diverge_patience", self.diverge_patience,
-               "must be >= 1")
+        _check(
+            self.checkpoint_every_s >= 0,
+            "checkpoint_every_s",
+            self.checkpoint_every_s,
+            "must be >= 0 (0 = by steps only)",
+        )
+        _check(
+            self.diverge_factor == 0 or self.diverge_factor > 1,
+            "diverge_factor",
+            self.diverge_factor,
+            "must be > 1, or 0 to disable the blow-up rule",
+        )
+        _check(
+            self.diverge_patience >= 1, "diverge_patience", self.diverge_patience, "must be >= 1"
+        )
         _check(self.diverge_retries >= 0, "diverge_retries", self.diverge_retries, "must be >= 0")
-        _check(0 < self.diverge_lr_factor < 1, "diverge_lr_factor", self.diverge_lr_factor,
-               "must be in (0, 1)")
+        _check(
+            0 < self.diverge_lr_factor < 1,
+            "diverge_lr_factor",
+            self.diverge_lr_factor,
+            "must be in (0, 1)",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,12 +272,21 @@ class SizeResources:
 
     def __post_init__(self) -> None:
         _check(self.min_n_params >= 0, "min_n_params", self.min_n_params, "must be >= 0")
-        _check(self.time_min is None or self.time_min >= 1, "time_min", self.time_min,
-               "must be >= 1")
-        _check(self.gpus_per_run is None or self.gpus_per_run >= 0, "gpus_per_run",
-               self.gpus_per_run, "must be >= 0")
-        _check(self.cpus_per_run is None or self.cpus_per_run >= 1, "cpus_per_run",
-               self.cpus_per_run, "must be >= 1")
+        _check(
+            self.time_min is None or self.time_min >= 1, "time_min", self.time_min, "must be >= 1"
+        )
+        _check(
+            self.gpus_per_run is None or self.gpus_per_run >= 0,
+            "gpus_per_run",
+            self.gpus_per_run,
+            "must be >= 0",
+        )
+        _check(
+            self.cpus_per_run is None or self.cpus_per_run >= 1,
+            "cpus_per_run",
+            self.cpus_per_run,
+            "must be >= 1",
+        )
         _check(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
 
 
@@ -301,11 +337,14 @@ class ClusterConfig:
         _check(self.max_timeouts >= 0, "max_timeouts", self.max_timeouts, "must be >= 0")
         for item in self.extra:
             key = item.split("=", 1)[0].strip()
-            _check(bool(key) and " " not in key and not key.startswith("-"), "extra", item,
-                   "each item is 'key=value' or 'key', an sbatch option without the leading --")
+            _check(
+                bool(key) and " " not in key and not key.startswith("-"),
+                "extra",
+                item,
+                "each item is 'key=value' or 'key', an sbatch option without the leading --",
+            )
         sizes = [s.min_n_params for s in self.by_size]
-        _check(len(sizes) == len(set(sizes)), "by_size", sizes,
-               "each min_n_params may appear once")
+        _check(len(sizes) == len(set(sizes)), "by_size", sizes, "each min_n_params may appear once")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,10 +364,18 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
         _check(ok, "name", self.name, "letters, digits, '-', '_' and '.' only")
-        _check(bool(self.grid.n_params or self.grid.shapes), "grid.n_params", self.grid.n_params,
-               "give at least one model size (grid.n_params or grid.shapes)")
-        _check(bool(self.grid.n_tokens), "grid.n_tokens", self.grid.n_tokens,
-               "give at least one token budget")
+        _check(
+            bool(self.grid.n_params or self.grid.shapes),
+            "grid.n_params",
+            self.grid.n_params,
+            "give at least one model size (grid.n_params or grid.shapes)",
+        )
+        _check(
+            bool(self.grid.n_tokens),
+            "grid.n_tokens",
+            self.grid.n_tokens,
+            "give at least one token budget",
+        )
         _check(bool(self.grid.seeds), "grid.seeds", self.grid.seeds, "give at least one seed")
 
     @property
@@ -418,7 +465,9 @@ def _build(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         ]
-        raise InputError(f"{source}: missing key(s) {', '.join(prefix + m for m in missing)}") from e
+        raise InputError(
+            f"{source}: missing key(s) {', '.join(prefix + m for m in missing)}"
+        ) from e
     except ValueError as e:
         raise InputError(f"{source}: {prefix}{e}") from e
 
@@ -502,7 +551,9 @@ def to_dict(obj: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("--"):
-        print("usage: python -m harness.config EXP.toml [--section.field=value ...]", file=sys.stderr)
+        print(
+            "usage: python -m harness.config EXP.toml [--section.field=value ...]", file=sys.stderr
+        )
         return 2
     try:
         exp = load_experiment(argv[0], argv[1:])

@@ -76,7 +76,9 @@ def read_corpus_bytes(corpus: str) -> bytes:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise InputError(f"data.corpus: {f} is not UTF-8 text ({e.reason} at byte {e.start})")
+            raise InputError(
+                f"data.corpus: {f} is not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from None
         parts.append(raw.rstrip(b"\n") + b"\n\n")
     data = b"".join(parts)
     if not data.strip():

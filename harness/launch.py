@@ -101,8 +101,9 @@ RETRY_JSON = "retry.json"
 
 def retry_spec(spec: RunSpec, lr_factor: float) -> RunSpec:
     """The same grid point with its learning rate times ``lr_factor`` (a new run_id)."""
-    return dataclasses.replace(spec, train=dataclasses.replace(spec.train,
-                                                               lr=spec.train.lr * lr_factor))
+    return dataclasses.replace(
+        spec, train=dataclasses.replace(spec.train, lr=spec.train.lr * lr_factor)
+    )
 
 
 def _retry_depth(run_dir: Path) -> int:
@@ -132,8 +133,11 @@ def _unfinished_retries(specs: list[RunSpec], layout: ExperimentLayout) -> list[
     return out
 
 
-def _start_retry(spec: RunSpec, layout: ExperimentLayout, execution: ExecutionConfig,
-                 ) -> RunSpec | None:
+def _start_retry(
+    spec: RunSpec,
+    layout: ExperimentLayout,
+    execution: ExecutionConfig,
+) -> RunSpec | None:
     """After ``spec`` diverged: set up its lower-lr retry, record ``retried_as``, return it."""
     run_dir = layout.run_dir(spec.run_id)
     depth = _retry_depth(run_dir)
@@ -144,8 +148,10 @@ def _start_retry(spec: RunSpec, layout: ExperimentLayout, execution: ExecutionCo
     retry_dir.mkdir(parents=True, exist_ok=True)
     write_spec(retry_dir, retry)
     if not (retry_dir / RETRY_JSON).exists():  # the same lr may already be a grid point
-        atomic_write_json(retry_dir / RETRY_JSON, {"retry_of": spec.run_id, "retry": depth + 1,
-                                                   "lr": retry.train.lr})
+        atomic_write_json(
+            retry_dir / RETRY_JSON,
+            {"retry_of": spec.run_id, "retry": depth + 1, "lr": retry.train.lr},
+        )
     result = read_result(run_dir) or {}
     result["retried_as"] = retry.run_id
     write_result(run_dir, result)
@@ -196,8 +202,9 @@ def _run_one(spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any])
         logging.getLogger("harness.launch").info("run %s ended: %s", spec.run_id, result.status)
         return {"status": result.status, "val_loss": result.val_loss, "wall_s": result.wall_s}
     except Exception as e:  # noqa: BLE001 - one failing run must not stop the grid
-        logging.getLogger("harness.launch").error("run %s failed:\n%s", spec.run_id,
-                                                  traceback.format_exc())
+        logging.getLogger("harness.launch").error(
+            "run %s failed:\n%s", spec.run_id, traceback.format_exc()
+        )
         last = f"{type(e).__name__}: {e}".splitlines()[0]
         _failed(path, spec, last)
         return {"status": "failed", "val_loss": None, "wall_s": 0.0, "error": last}
@@ -206,7 +213,9 @@ def _run_one(spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any])
         handler.close()
 
 
-def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLayout) -> list[LocalOutcome]:
+def run_local(
+    exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLayout
+) -> list[LocalOutcome]:
     """Train ``specs`` one after another in a worker process; return one outcome per run.
 
     A run that diverges is followed by its retry at a lower learning rate (a run of its own,
@@ -229,11 +238,18 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
     if execution.progress and specs:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_flops, unit="FLOP", unit_scale=True, position=0,
-                   desc=f"grid {exp.name} 0/{len(specs)} runs", dynamic_ncols=True)
+        bar = tqdm(
+            total=total_flops,
+            unit="FLOP",
+            unit_scale=True,
+            position=0,
+            desc=f"grid {exp.name} 0/{len(specs)} runs",
+            dynamic_ncols=True,
+        )
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
-                               initargs=(execution.threads,))
+    pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=ctx, initializer=_worker_init, initargs=(execution.threads,)
+    )
     try:
         i = 0
         while i < len(specs):
@@ -242,16 +258,25 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
             run_dir.mkdir(parents=True, exist_ok=True)
             write_spec(run_dir, spec)
             try:
-                out = pool.submit(_run_one, spec.to_dict(), str(run_dir), to_dict(execution)).result()
+                out = pool.submit(
+                    _run_one, spec.to_dict(), str(run_dir), to_dict(execution)
+                ).result()
             except BrokenProcessPool:
                 # The worker died without a Python exception (killed, segfault, out of memory).
                 error = "the worker process died (killed, crashed or out of memory)"
                 _failed(run_dir, spec, error)
                 out = {"status": "failed", "val_loss": None, "wall_s": 0.0, "error": error}
-                pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
-                                           initargs=(execution.threads,))
-            outcomes.append(LocalOutcome(spec.run_id, out["status"], out["val_loss"],
-                                         out["wall_s"], out.get("error", "")))
+                pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=ctx,
+                    initializer=_worker_init,
+                    initargs=(execution.threads,),
+                )
+            outcomes.append(
+                LocalOutcome(
+                    spec.run_id, out["status"], out["val_loss"], out["wall_s"], out.get("error", "")
+                )
+            )
             retry = _start_retry(spec, layout, execution) if out["status"] == "diverged" else None
             if retry is not None:
                 specs.insert(i + 1, retry)
@@ -271,13 +296,25 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
 # --- SLURM (and submitit's local/debug executors) ------------------------------------------------
 
 Cluster = Literal["slurm", "local", "debug"]
-RunStatusState = Literal["done", "diverged", "running", "queued", "failed", "unsubmitted",
-                         "unknown"]
+RunStatusState = Literal[
+    "done", "diverged", "running", "queued", "failed", "unsubmitted", "unknown"
+]
 JOBS_SCHEMA = 1
 # SLURM job states (squeue/sacct names) in which a job runs or still waits to run.
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
-QUEUED_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
-                           "SUSPENDED", "STOPPED", "SPECIAL_EXIT", "RESV_DEL_HOLD"})
+QUEUED_STATES = frozenset(
+    {
+        "PENDING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SPECIAL_EXIT",
+        "RESV_DEL_HOLD",
+    }
+)
 ACTIVE_STATES = RUNNING_STATES | QUEUED_STATES
 # A job whose state SLURM does not know yet (sacct lags a new job by seconds) counts as queued
 # for this long after its submission, so that a quick second submit never duplicates it.
@@ -345,8 +382,12 @@ def _executor_parameters(res: Resources, name: str, parallelism: int) -> dict[st
     }
     if res.gpus_per_run:
         params["gpus_per_node"] = res.gpus_per_run
-    for field_name, key in (("partition", "slurm_partition"), ("account", "slurm_account"),
-                            ("qos", "slurm_qos"), ("constraint", "slurm_constraint")):
+    for field_name, key in (
+        ("partition", "slurm_partition"),
+        ("account", "slurm_account"),
+        ("qos", "slurm_qos"),
+        ("constraint", "slurm_constraint"),
+    ):
         if getattr(res, field_name):
             params[key] = getattr(res, field_name)
     if res.setup:
@@ -356,8 +397,9 @@ def _executor_parameters(res: Resources, name: str, parallelism: int) -> dict[st
     return params
 
 
-def _make_executor(cluster: Cluster, folder: Path, res: Resources, name: str,
-                   parallelism: int) -> submitit.AutoExecutor:
+def _make_executor(
+    cluster: Cluster, folder: Path, res: Resources, name: str, parallelism: int
+) -> submitit.AutoExecutor:
     kwargs: dict[str, Any] = {}
     if cluster == "slurm":
         kwargs["slurm_max_num_timeout"] = res.max_timeouts
@@ -371,8 +413,9 @@ def _make_executor(cluster: Cluster, folder: Path, res: Resources, name: str,
     return executor
 
 
-def sbatch_script(cluster: ClusterConfig, *, n_params: int, n_tasks: int, folder: Path,
-                  name: str = "harness") -> str:
+def sbatch_script(
+    cluster: ClusterConfig, *, n_params: int, n_tasks: int, folder: Path, name: str = "harness"
+) -> str:
     """The sbatch script `submit` writes for an array of ``n_tasks`` runs of ``n_params``.
 
     Built by submitit's own SLURM executor from the same parameters as a real submission, so
@@ -386,14 +429,13 @@ def sbatch_script(cluster: ClusterConfig, *, n_params: int, n_tasks: int, folder
             return 1
 
     res = resources_for(cluster, n_params)
-    executor = _PreviewExecutor(folder, max_num_timeout=res.max_timeouts,
-                                python=res.python or None)
+    executor = _PreviewExecutor(folder, max_num_timeout=res.max_timeouts, python=res.python or None)
     params = _executor_parameters(res, name, _split_parallel(cluster.max_parallel, [n_tasks])[0])
     # AutoExecutor's translation: generic names through the executor's equivalences, then the
     # slurm_-prefixed ones without their prefix.
     generic = submitit.AutoExecutor._typed_parameters()
     converted = executor._convert_parameters({k: v for k, v in params.items() if k in generic})
-    converted.update({k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")})
+    converted.update({k[len("slurm_") :]: v for k, v in params.items() if k.startswith("slurm_")})
     executor.update_parameters(**converted)
     if n_tasks > 1:
         executor.parameters["map_count"] = n_tasks
@@ -432,8 +474,10 @@ def read_jobs(layout: ExperimentLayout) -> dict[str, Any]:
         return {"schema": JOBS_SCHEMA, "experiment": layout.root.name, "grid": [], "runs": {}}
     data = read_json(layout.jobs_json)
     if data.get("schema") != JOBS_SCHEMA or not isinstance(data.get("runs"), dict):
-        raise InputError(f"{layout.jobs_json}: schema = {data.get('schema')!r}; accepted: "
-                         f"{JOBS_SCHEMA} with a 'runs' table")
+        raise InputError(
+            f"{layout.jobs_json}: schema = {data.get('schema')!r}; accepted: "
+            f"{JOBS_SCHEMA} with a 'runs' table"
+        )
     data.setdefault("grid", [])
     return data
 
@@ -510,8 +554,11 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
             except Exception:  # noqa: BLE001 - an id format we do not know: skip the line
                 continue
             for p in parts:
-                ids = [f"{p[0]}_{i}" for i in range(int(p[1]), int(p[2]) + 1)] if len(p) == 3 \
+                ids = (
+                    [f"{p[0]}_{i}" for i in range(int(p[1]), int(p[2]) + 1)]
+                    if len(p) == 3
                     else ["_".join(p[:2])]
+                )
                 for i in ids:
                     accounted[i] = state.split()[0]
     states = {}
@@ -559,15 +606,25 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
     """State of every run of the experiment: the grid of the last submit, every run directory
     and every submitted run; from result.json, jobs.json and SLURM (squeue, sacct)."""
     jobs = read_jobs(layout) if jobs is None else jobs
-    run_ids = list(dict.fromkeys([
-        *jobs.get("grid", []),
-        *(sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir())
-          if layout.runs_dir.is_dir() else []),
-        *jobs["runs"],
-    ]))
+    run_ids = list(
+        dict.fromkeys(
+            [
+                *jobs.get("grid", []),
+                *(
+                    sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir())
+                    if layout.runs_dir.is_dir()
+                    else []
+                ),
+                *jobs["runs"],
+            ]
+        )
+    )
     newest = {r: subs[-1] for r, subs in jobs["runs"].items() if subs}
-    slurm_ids = [e["job_id"] for r, e in newest.items() if e.get("cluster", "slurm") == "slurm"
-                 and _finished_result(layout.run_dir(r)) is None]
+    slurm_ids = [
+        e["job_id"]
+        for r, e in newest.items()
+        if e.get("cluster", "slurm") == "slurm" and _finished_result(layout.run_dir(r)) is None
+    ]
     states = _slurm_states(slurm_ids) if slurm_ids else {}
     out = []
     now = time.time()
@@ -588,25 +645,41 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
         except InputError as e:
             result = {"status": "failed", "error": str(e)}
         entry = newest.get(run_id)
-        common = {"run_id": run_id, "n_params": n_params, "n_tokens": n_tokens,
-                  "submissions": len(jobs["runs"].get(run_id, []))}
+        common = {
+            "run_id": run_id,
+            "n_params": n_params,
+            "n_tokens": n_tokens,
+            "submissions": len(jobs["runs"].get(run_id, [])),
+        }
         if entry:
             common.update(job_id=entry["job_id"], log=entry.get("stderr", ""))
         status = result.get("status")
         if status in FINISHED:
-            out.append(RunStatus(state=status, val_loss=result.get("val_loss"),
-                                 error=result.get("reason", ""), **common))
+            out.append(
+                RunStatus(
+                    state=status,
+                    val_loss=result.get("val_loss"),
+                    error=result.get("reason", ""),
+                    **common,
+                )
+            )
             continue
         js = ""
         if entry:
             cluster = entry.get("cluster", "slurm")
-            js = (states.get(entry["job_id"], "UNKNOWN") if cluster == "slurm"
-                  else _local_state(entry["job_id"]) if cluster == "local" else "ENDED")
+            js = (
+                states.get(entry["job_id"], "UNKNOWN")
+                if cluster == "slurm"
+                else _local_state(entry["job_id"])
+                if cluster == "local"
+                else "ENDED"
+            )
             common["slurm_state"] = js
             young = now - float(entry.get("submitted_unix", 0)) < ACCOUNTING_GRACE_S
             if js == "NO_ANSWER":  # never guess: a wrong "failed" would submit a duplicate
-                out.append(RunStatus(state="unknown", error="squeue and sacct did not answer",
-                                     **common))
+                out.append(
+                    RunStatus(state="unknown", error="squeue and sacct did not answer", **common)
+                )
                 continue
             if js in RUNNING_STATES:
                 out.append(RunStatus(state="running", **common))
@@ -617,27 +690,38 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
         if status == "failed":
             error = result.get("error", "")
             log = common.get("log") or result.get("log", "")
-            out.append(RunStatus(state="failed", error=error,
-                                 **{**common, "log": log}))
+            out.append(RunStatus(state="failed", error=error, **{**common, "log": log}))
             continue
         if entry:
             log = Path(entry.get("stderr") or "")
             started = bool(entry.get("stderr")) and log.exists()
             error = last_error_line(log) if started else ""
             if not error:
-                error = (f"job {entry['job_id']} ended ({js}) "
-                         + ("without a result" if started else "before it started"))
-            out.append(RunStatus(state="failed", error=error,
-                                 **{**common, "log": str(log) if started else ""}))
+                error = f"job {entry['job_id']} ended ({js}) " + (
+                    "without a result" if started else "before it started"
+                )
+            out.append(
+                RunStatus(
+                    state="failed", error=error, **{**common, "log": str(log) if started else ""}
+                )
+            )
             continue
-        out.append(RunStatus(state="unsubmitted", log=str(run_dir / "train.log")
-                             if (run_dir / "train.log").exists() else "", **common))
+        out.append(
+            RunStatus(
+                state="unsubmitted",
+                log=str(run_dir / "train.log") if (run_dir / "train.log").exists() else "",
+                **common,
+            )
+        )
     return out
 
 
 def _newest_checkpoint_step(run_dir: Path) -> int | None:
-    steps = [int(m.group(1)) for p in (run_dir / "ckpt").glob("step_*.pt")
-             if (m := re.search(r"step_(\d+)\.pt$", p.name))]
+    steps = [
+        int(m.group(1))
+        for p in (run_dir / "ckpt").glob("step_*.pt")
+        if (m := re.search(r"step_(\d+)\.pt$", p.name))
+    ]
     return max(steps) if steps else None
 
 
@@ -668,8 +752,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     finds the checkpoint in the run directory: no finished step is trained twice.
     """
 
-    def __call__(self, spec_dict: dict[str, Any], run_dir: str,
-                 execution: dict[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self, spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any]
+    ) -> dict[str, Any]:
         import signal
         import threading
 
@@ -699,8 +784,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         def on_usr(signum: int, frame: Any) -> None:
             flags["requeue"] = True
-            log.warning("run %s: got %s; checkpointing at the next step to be requeued",
-                        spec.run_id, signal.Signals(signum).name)
+            log.warning(
+                "run %s: got %s; checkpointing at the next step to be requeued",
+                spec.run_id,
+                signal.Signals(signum).name,
+            )
 
         def on_term(signum: int, frame: Any) -> None:
             flags["term"] = True
@@ -723,13 +811,17 @@ class TrainJob(submitit.helpers.Checkpointable):
             from harness.train import train
 
             while True:
-                result = train(spec, path, execution=exe,
-                               should_stop=lambda: flags["requeue"] or flags["term"])
+                result = train(
+                    spec, path, execution=exe, should_stop=lambda: flags["requeue"] or flags["term"]
+                )
                 if result is not None:
                     log.info("run %s ended: %s", spec.run_id, result.status)
                     break
-                log.warning("run %s: checkpoint saved at step %s", spec.run_id,
-                            _newest_checkpoint_step(path))
+                log.warning(
+                    "run %s: checkpoint saved at step %s",
+                    spec.run_id,
+                    _newest_checkpoint_step(path),
+                )
                 if not flags["requeue"]:
                     # SIGTERM (scancel, scontrol requeue, preemption): SLURM kills the job
                     # within KillWait. Wait for that rather than train steps that would be
@@ -741,8 +833,9 @@ class TrainJob(submitit.helpers.Checkpointable):
                 if flags["requeue"]:
                     log.warning("run %s: requeueing", spec.run_id)
                     break
-                log.warning("run %s: not killed %.0f s after SIGTERM; going on", spec.run_id,
-                            TERM_WAIT_S)
+                log.warning(
+                    "run %s: not killed %.0f s after SIGTERM; going on", spec.run_id, TERM_WAIT_S
+                )
         except Exception as e:
             log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
             _failed(path, spec, f"{type(e).__name__}: {e}".splitlines()[0], log=stderr)
@@ -760,11 +853,17 @@ class TrainJob(submitit.helpers.Checkpointable):
                 try:
                     requeue_handler(usr_sig, None)
                 except submitit.core.utils.UncompletedJobError as e:
-                    _failed(path, spec, f"{e} `harness submit` resumes it from its checkpoint",
-                            log=stderr)
+                    _failed(
+                        path,
+                        spec,
+                        f"{e} `harness submit` resumes it from its checkpoint",
+                        log=stderr,
+                    )
                     raise
-            raise RuntimeError(f"run {spec.run_id} stopped on a signal with a checkpoint but "
-                               "was not requeued; `harness submit` resumes it")
+            raise RuntimeError(
+                f"run {spec.run_id} stopped on a signal with a checkpoint but "
+                "was not requeued; `harness submit` resumes it"
+            )
         return {"status": result.status, "val_loss": result.val_loss, "wall_s": result.wall_s}
 
 
@@ -779,8 +878,9 @@ class Submission:
     stderr: str
 
 
-def submit(exp: ExperimentConfig, *, cluster: Cluster = "slurm",
-           only_failed: bool = False) -> tuple[list[Submission], list[RunStatus]]:
+def submit(
+    exp: ExperimentConfig, *, cluster: Cluster = "slurm", only_failed: bool = False
+) -> tuple[list[Submission], list[RunStatus]]:
     """Submit the runs of ``exp`` that are neither finished nor queued nor running.
 
     Failed runs (a result.json that says so, or a job that ended without a result) go again
@@ -823,14 +923,16 @@ def submit(exp: ExperimentConfig, *, cluster: Cluster = "slurm",
         execution = to_dict(dataclasses.replace(exp.execution, progress=False))
         shares = _split_parallel(exp.cluster.max_parallel, [len(g) for g in groups.values()])
         for (res, group), parallelism in zip(groups.items(), shares, strict=True):
-            executor = _make_executor(cluster, layout.root / "slurm" / "%j", res,
-                                      f"harness-{exp.name}", parallelism)
+            executor = _make_executor(
+                cluster, layout.root / "slurm" / "%j", res, f"harness-{exp.name}", parallelism
+            )
             try:
                 # submitit prints sbatch's stderr before raising: the one-line error says it
                 with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                     submitted_jobs = [
-                        executor.submit(TrainJob(), s.to_dict(), str(layout.run_dir(s.run_id)),
-                                        execution)
+                        executor.submit(
+                            TrainJob(), s.to_dict(), str(layout.run_dir(s.run_id)), execution
+                        )
                         for s in group
                     ]
             except submitit.core.utils.FailedJobError as e:

@@ -107,8 +107,9 @@ def check_spec(run_dir: Path, spec: RunSpec) -> bool:
     if {k: v for k, v in old.items() if k != "experiment"} != {
         k: v for k, v in new.items() if k != "experiment"
     }:
-        differ = sorted(k for k in set(old) | set(new)
-                        if k != "experiment" and old.get(k) != new.get(k))
+        differ = sorted(
+            k for k in set(old) | set(new) if k != "experiment" and old.get(k) != new.get(k)
+        )
         raise InputError(
             f"{path}: holds settings that differ from run {spec.run_id}'s "
             f"(in {', '.join(differ)}); move the directory away to rerun it"
@@ -136,10 +137,29 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "result.json", result)
 
 
-_RESULT_NUMBERS = ("val_loss", "val_bpb", "train_loss", "peak_lr", "wall_s", "tokens_per_s",
-                   "epochs", "n_unique_tokens", "n_tokens", "steps")
-_RESULT_STRINGS = ("run_id", "reason", "error", "log", "device", "precision",
-                   "harness_version", "git_sha", "retried_as")
+_RESULT_NUMBERS = (
+    "val_loss",
+    "val_bpb",
+    "train_loss",
+    "peak_lr",
+    "wall_s",
+    "tokens_per_s",
+    "epochs",
+    "n_unique_tokens",
+    "n_tokens",
+    "steps",
+)
+_RESULT_STRINGS = (
+    "run_id",
+    "reason",
+    "error",
+    "log",
+    "device",
+    "precision",
+    "harness_version",
+    "git_sha",
+    "retried_as",
+)
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -179,8 +199,15 @@ def read_spec(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "spec.json"
     data = read_json(path)
     expected = "expected a spec.json written by harness"
-    kinds = {"run_id": str, "experiment": str, "n_tokens": int, "seed": int, "model": dict,
-             "data": dict, "train": dict}
+    kinds = {
+        "run_id": str,
+        "experiment": str,
+        "n_tokens": int,
+        "seed": int,
+        "model": dict,
+        "data": dict,
+        "train": dict,
+    }
     for key, kind in kinds.items():
         if key not in data:
             raise InputError(f"{path}: missing key '{key}'; {expected}")
@@ -264,7 +291,9 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
     """
     layout = ExperimentLayout(Path(root))
     if not layout.runs_dir.is_dir():
-        raise InputError(f"{root}: no runs/ folder here; expected a results directory of `harness run`")
+        raise InputError(
+            f"{root}: no runs/ folder here; expected a results directory of `harness run`"
+        )
     rows, counts = [], {"done": 0, "diverged": 0, "failed": 0, "unfinished": 0}
     for run_dir in sorted(p for p in layout.runs_dir.iterdir() if p.is_dir()):
         result = read_result(run_dir)

@@ -164,15 +164,17 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(
-                e.errno, f"no space left on device while writing checkpoint {path} "
-                "(the previous checkpoint is intact; free space and run again to resume)"
+                e.errno,
+                f"no space left on device while writing checkpoint {path} "
+                "(the previous checkpoint is intact; free space and run again to resume)",
             ) from e
         raise
     except RuntimeError as e:  # torch.save wraps some write errors in its own
         if "No space left on device" in str(e) or "ENOSPC" in str(e):
             raise DiskFullError(
-                errno.ENOSPC, f"no space left on device while writing checkpoint {path} "
-                "(the previous checkpoint is intact; free space and run again to resume)"
+                errno.ENOSPC,
+                f"no space left on device while writing checkpoint {path} "
+                "(the previous checkpoint is intact; free space and run again to resume)",
             ) from e
         raise
     for old in _checkpoints(run_dir)[keep:]:
@@ -211,7 +213,9 @@ def evaluate(
     for i in range(0, windows.shape[0], batch_size):
         w = windows[i : i + batch_size]
         x, y = w[:, :-1], w[:, 1:]
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        with torch.autocast(
+            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+        ):
             logits = model(input_ids=x).logits
         nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
         total_nats += float(nats)
@@ -231,7 +235,8 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     with path.open(newline="") as f:
         # A process killed mid-append leaves a torn last line: keep only whole rows.
         rows = [
-            r for r in csv.DictReader(f)
+            r
+            for r in csv.DictReader(f)
             if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= last_step
         ]
     lines = [",".join(METRICS_COLUMNS)] + [",".join(r[c] for c in METRICS_COLUMNS) for r in rows]
@@ -243,8 +248,17 @@ def _append_metrics(path: Path, row: dict[str, Any]) -> None:
     with path.open("a") as f:
         if new:
             f.write(",".join(METRICS_COLUMNS) + "\n")
-        f.write(",".join("" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float)
-                         else str(row[c]) for c in METRICS_COLUMNS) + "\n")
+        f.write(
+            ",".join(
+                ""
+                if row.get(c) is None
+                else repr(row[c])
+                if isinstance(row[c], float)
+                else str(row[c])
+                for c in METRICS_COLUMNS
+            )
+            + "\n"
+        )
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -295,13 +309,16 @@ def train(
     total_steps = spec.n_steps
     order = SequenceOrder(corpus.n_train_tokens, seq_len, spec.seed)
     if order.n_windows < 1:
-        raise RuntimeError(f"the training split has {corpus.n_train_tokens} tokens, under one sequence")
+        raise RuntimeError(
+            f"the training split has {corpus.n_train_tokens} tokens, under one sequence"
+        )
     train_tokens = corpus.train_tokens()
     val_tokens = corpus.val_tokens()
     n_eval = spec.data.eval_tokens // seq_len
     if (val_tokens.size - 1) // seq_len < n_eval:
         raise RuntimeError(
-            f"data.eval_tokens = {spec.data.eval_tokens} exceeds the {val_tokens.size} held-out tokens"
+            f"data.eval_tokens = {spec.data.eval_tokens} exceeds the {val_tokens.size} "
+            "held-out tokens"
         )
     eval_windows = torch.from_numpy(
         gather_windows(val_tokens, np.arange(n_eval, dtype=np.int64) * seq_len, seq_len)
@@ -398,11 +415,18 @@ def train(
         windows = gather_windows(train_tokens, order.window_starts(first_seq, n_seq), seq_len)
         batch = torch.from_numpy(windows).to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]
-        lr = lr_at_step(step, total_steps=total_steps, warmup=warmup, peak=peak,
-                        min_ratio=spec.train.min_lr_ratio)
+        lr = lr_at_step(
+            step,
+            total_steps=total_steps,
+            warmup=warmup,
+            peak=peak,
+            min_ratio=spec.train.min_lr_ratio,
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        with torch.autocast(
+            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+        ):
             logits = model(input_ids=x).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss_value = float(loss.detach())
@@ -430,14 +454,17 @@ def train(
                 status, reason = "diverged", f"non-finite validation loss at step {step}"
         if evaluated or step % log_every == 0 or step == total_steps:
             last_train_loss = loss_sum / loss_count
-            _append_metrics(metrics_path, {
-                "step": step,
-                "tokens": min(step * batch_size, n_seq_total) * seq_len,
-                "train_loss": last_train_loss,
-                "val_loss": val_loss if evaluated else None,
-                "lr": lr,
-                "wall_s": round(wall_before + time.perf_counter() - t_loop, 3),
-            })
+            _append_metrics(
+                metrics_path,
+                {
+                    "step": step,
+                    "tokens": min(step * batch_size, n_seq_total) * seq_len,
+                    "train_loss": last_train_loss,
+                    "val_loss": val_loss if evaluated else None,
+                    "lr": lr,
+                    "wall_s": round(wall_before + time.perf_counter() - t_loop, 3),
+                },
+            )
             loss_sum, loss_count = 0.0, 0
             if execution.diverge_factor > 0 and status == "done":
                 threshold = execution.diverge_factor * max(initial_loss or 0.0, uniform_loss)
@@ -485,7 +512,8 @@ def train(
         peak_lr=peak,
         wall_s=round(wall_train, 3),
         tokens_per_s=round(tokens_done / wall_train, 1) if wall_train > 0 else 0.0,
-        device=str(device) + (f":{torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        device=str(device)
+        + (f":{torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         precision="bf16" if autocast is not None else "fp32",
         reason=reason,
         harness_version=__version__,

@@ -31,8 +31,13 @@ results_dir = "{results}"
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -53,7 +58,9 @@ def test_two_point_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert rows[0]["val_bpb"] and abs(float(rows[0]["val_bpb"]) - losses[0] / 0.693147) < 1e-3
     for r in rows:
         run_dir = root / "runs" / r["run_id"]
-        assert {"spec.json", "result.json", "metrics.csv", "train.log"} <= {p.name for p in run_dir.iterdir()}
+        assert {"spec.json", "result.json", "metrics.csv", "train.log"} <= {
+            p.name for p in run_dir.iterdir()
+        }
 
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/result.json")}
     assert main(["run", str(exp)]) == 0  # again: nothing trains
@@ -69,15 +76,27 @@ def test_two_point_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     ("toml", "args", "message"),
     [
         ("[grid\n", [], "invalid TOML"),
-        ("[grid]\nn_params = [1000]\nn_tokens = [1e5]\nfoo = 1\n", [],
-         "unknown key 'grid.foo'; valid keys: n_params, shapes, n_tokens, seeds"),
+        (
+            "[grid]\nn_params = [1000]\nn_tokens = [1e5]\nfoo = 1\n",
+            [],
+            "unknown key 'grid.foo'; valid keys: n_params, shapes, n_tokens, seeds",
+        ),
         ("[grid]\nn_params = [-1000]\nn_tokens = [1e5]\n", [], "grid.n_params = -1000"),
-        ("[grid]\nn_params = [1000]\nn_tokens = [1e5]\n", ["--train.lr=abc"],
-         "train.lr = 'abc' is not a number"),
-        ("[grid]\nn_params = [1000]\nn_tokens = [1e5]\n", ["extra"], "unrecognised argument 'extra'"),
+        (
+            "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
+            ["--train.lr=abc"],
+            "train.lr = 'abc' is not a number",
+        ),
+        (
+            "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
+            ["extra"],
+            "unrecognised argument 'extra'",
+        ),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path: Path, toml: str, args: list[str], message: str) -> None:
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, toml: str, args: list[str], message: str
+) -> None:
     exp = tmp_path / "bad.toml"
     exp.write_text(toml)
     proc = harness("run", str(exp), *args, cwd=tmp_path)

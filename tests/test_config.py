@@ -44,8 +44,14 @@ def test_defaults_and_float_tokens_become_ints(tmp_path: Path) -> None:
 def test_overrides_take_precedence(tmp_path: Path) -> None:
     exp = load_experiment(
         write(tmp_path, MINIMAL),
-        ["--train.lr=1e-2", "--grid.seeds=[1,2]", "--data.corpus=my text.txt", "--name=other",
-         "--model.arch=gpt2", "--execution.progress=false"],
+        [
+            "--train.lr=1e-2",
+            "--grid.seeds=[1,2]",
+            "--data.corpus=my text.txt",
+            "--name=other",
+            "--model.arch=gpt2",
+            "--execution.progress=false",
+        ],
     )
     assert exp.train.lr == 0.01
     assert exp.grid.seeds == (1, 2)
@@ -63,17 +69,39 @@ def test_parse_overrides_nested() -> None:
     ("text", "overrides", "match"),
     [
         ("[grid\nn_params = [1]", [], r"exp\.toml: invalid TOML"),
-        (MINIMAL + "\n[train]\nlr_rate = 0.1\n", [],
-         r"exp\.toml: unknown key 'train\.lr_rate'; valid keys: batch_size, lr, "),
+        (
+            MINIMAL + "\n[train]\nlr_rate = 0.1\n",
+            [],
+            r"exp\.toml: unknown key 'train\.lr_rate'; valid keys: batch_size, lr, ",
+        ),
         ("bogus = 1\n" + MINIMAL, [], r"unknown key 'bogus'; valid keys: name, description, model"),
         (MINIMAL + "\n[train]\nlr = 'fast'\n", [], r"train\.lr = 'fast' is not a number"),
-        (MINIMAL + "\n[train]\nbatch_size = 2.5\n", [], r"train\.batch_size = 2\.5 is not an integer"),
-        (MINIMAL + "\n[model]\narch = 'rnn'\n", [], r"model\.arch = 'rnn' is not one of 'llama', 'gpt2'"),
-        ("[grid]\nn_params = [-5]\nn_tokens = [1e5]\n", [],
-         r"grid\.n_params = -5: every target parameter count must be > 0"),
-        ("[grid]\nn_params = [1000]\nn_tokens = [0]\n", [], r"grid\.n_tokens = 0: every token budget must be > 0"),
+        (
+            MINIMAL + "\n[train]\nbatch_size = 2.5\n",
+            [],
+            r"train\.batch_size = 2\.5 is not an integer",
+        ),
+        (
+            MINIMAL + "\n[model]\narch = 'rnn'\n",
+            [],
+            r"model\.arch = 'rnn' is not one of 'llama', 'gpt2'",
+        ),
+        (
+            "[grid]\nn_params = [-5]\nn_tokens = [1e5]\n",
+            [],
+            r"grid\.n_params = -5: every target parameter count must be > 0",
+        ),
+        (
+            "[grid]\nn_params = [1000]\nn_tokens = [0]\n",
+            [],
+            r"grid\.n_tokens = 0: every token budget must be > 0",
+        ),
         ("[grid]\nn_tokens = [1e5]\n", [], r"give at least one model size"),
-        (MINIMAL, ["--train.lr=-1"], r"\(with overrides --train\.lr=-1\): train\.lr = -1\.0: must be > 0"),
+        (
+            MINIMAL,
+            ["--train.lr=-1"],
+            r"\(with overrides --train\.lr=-1\): train\.lr = -1\.0: must be > 0",
+        ),
         (MINIMAL, ["--train.nope=1"], r"unknown key 'train\.nope'"),
         (MINIMAL, ["train.lr=1"], r"expected --section\.field=value"),
         (MINIMAL, ["--train.lr=nan"], r"train\.lr = nan is not a number"),

@@ -56,8 +56,13 @@ def test_bpe_tokenizer(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     words = ["thee", "thou", "art", "king", "lord", "hath", "doth", "love", "night", "day"]
     corpus.write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(4000)))
-    cfg = DataConfig(corpus=str(corpus), tokenizer="bpe", bpe_vocab_size=300,
-                     val_block_bytes=1024, eval_tokens=256)
+    cfg = DataConfig(
+        corpus=str(corpus),
+        tokenizer="bpe",
+        bpe_vocab_size=300,
+        val_block_bytes=1024,
+        eval_tokens=256,
+    )
     c = prepare_corpus(cfg, tmp_path / "cache")
     assert c.vocab_size == 300
     train = c.train_tokens()
@@ -70,8 +75,11 @@ def test_bpe_tokenizer(tmp_path: Path) -> None:
 
 
 def test_bad_corpus(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"data\.corpus = '.*nope': no such file or folder; "
-                                         r"accepted: a path or one of shakespeare"):
+    with pytest.raises(
+        InputError,
+        match=r"data\.corpus = '.*nope': no such file or folder; "
+        r"accepted: a path or one of shakespeare",
+    ):
         read_corpus_bytes(str(tmp_path / "nope"))
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00abc")
     with pytest.raises(InputError, match=r"bin\.txt is not UTF-8 text"):
@@ -91,7 +99,9 @@ def test_sequence_order_epochs_and_determinism() -> None:
     assert first.tolist() != second.tolist()  # a new order each epoch
     # Any slice of the stream equals the same positions read in one go (resume needs this).
     whole = order.window_starts(0, 25)
-    assert np.array_equal(np.concatenate([order.window_starts(0, 7), order.window_starts(7, 18)]), whole)
+    assert np.array_equal(
+        np.concatenate([order.window_starts(0, 7), order.window_starts(7, 18)]), whole
+    )
     assert np.array_equal(SequenceOrder(81, 8, 3).window_starts(0, 25), whole)
     assert not np.array_equal(SequenceOrder(81, 8, 4).window_starts(0, 25), whole)
 

@@ -27,7 +27,14 @@ def test_cartesian_product_in_order(tmp_path: Path) -> None:
     assert len(specs) == 2 * 3 * 2
     ns = [count_params(s.model).non_embedding for s in specs]
     assert ns == sorted(ns)
-    assert [s.n_tokens for s in specs[:6]] == [99_968, 99_968, 300_032, 300_032, 1_000_064, 1_000_064]
+    assert [s.n_tokens for s in specs[:6]] == [
+        99_968,
+        99_968,
+        300_032,
+        300_032,
+        1_000_064,
+        1_000_064,
+    ]
     assert [s.seed for s in specs[:4]] == [0, 1, 0, 1]
     assert len({s.run_id for s in specs}) == 12
 
@@ -41,8 +48,12 @@ def test_token_budget_is_whole_sequences() -> None:
 
 def test_run_id_is_stable_and_ignores_execution(tmp_path: Path) -> None:
     a = expand(load(tmp_path))
-    b = expand(load(tmp_path, overrides=["--execution.threads=2", "--name=renamed",
-                                         "--cluster.partition=gpu"]))
+    b = expand(
+        load(
+            tmp_path,
+            overrides=["--execution.threads=2", "--name=renamed", "--cluster.partition=gpu"],
+        )
+    )
     assert [s.run_id for s in a] == [s.run_id for s in b]
     # A pinned value: changing the hashing silently would orphan every stored run.
     assert a[0].run_id == expand(load(tmp_path))[0].run_id
@@ -51,8 +62,13 @@ def test_run_id_is_stable_and_ignores_execution(tmp_path: Path) -> None:
 
 def test_run_id_changes_with_any_run_setting(tmp_path: Path) -> None:
     base = {s.run_id for s in expand(load(tmp_path))}
-    for override in ["--train.lr=1e-2", "--data.seq_len=64", "--model.arch=gpt2",
-                     "--data.tokenizer=bpe", "--train.batch_size=8"]:
+    for override in [
+        "--train.lr=1e-2",
+        "--data.seq_len=64",
+        "--model.arch=gpt2",
+        "--data.tokenizer=bpe",
+        "--train.batch_size=8",
+    ]:
         changed = {s.run_id for s in expand(load(tmp_path, overrides=[override]))}
         assert not (base & changed), override
 
@@ -70,7 +86,9 @@ n_tokens = [1e5]
 """
     specs = expand(load(tmp_path, text))
     assert [(s.model.n_layer, s.model.n_embd, s.model.n_head) for s in specs] == [
-        (2, 64, 4), (3, 96, 3)]
+        (2, 64, 4),
+        (3, 96, 3),
+    ]
 
 
 def test_spec_round_trip(tmp_path: Path) -> None:

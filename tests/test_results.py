@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness.atomic import atomic_write_json
+from harness.config import DataConfig, TrainConfig
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.model import ModelShape
-from harness.config import DataConfig, TrainConfig
 from harness.results import RUNS_CSV_COLUMNS, collect, run_state, write_spec
 
 DESIGN_COLUMNS = (
@@ -23,10 +23,17 @@ DESIGN_COLUMNS = (
 
 
 def _spec(n_tokens: int = 4096, seed: int = 0) -> RunSpec:
-    shape = ModelShape(arch="llama", n_layer=2, n_embd=32, n_head=2, vocab_size=256, seq_len=32,
-                       ffn_dim=96)
-    return RunSpec(experiment="t", model=shape, data=DataConfig(seq_len=32), train=TrainConfig(),
-                   n_tokens=n_tokens, seed=seed)
+    shape = ModelShape(
+        arch="llama", n_layer=2, n_embd=32, n_head=2, vocab_size=256, seq_len=32, ffn_dim=96
+    )
+    return RunSpec(
+        experiment="t",
+        model=shape,
+        data=DataConfig(seq_len=32),
+        train=TrainConfig(),
+        n_tokens=n_tokens,
+        seed=seed,
+    )
 
 
 def test_schema_v1_columns() -> None:
@@ -38,10 +45,23 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
     done, failed, unfinished = _spec(4096), _spec(8192), _spec(4096, seed=1)
     for spec in (done, failed, unfinished):
         write_spec(runs / spec.run_id, spec)
-    atomic_write_json(runs / done.run_id / "result.json", {
-        "status": "done", "val_loss": 2.5, "val_bpb": 3.6, "train_loss": 2.4, "peak_lr": 3e-3,
-        "n_unique_tokens": 4096, "epochs": 1.0, "wall_s": 1.5, "tokens_per_s": 2730.7,
-        "device": "cpu", "harness_version": "0.1.0", "git_sha": "abc"})
+    atomic_write_json(
+        runs / done.run_id / "result.json",
+        {
+            "status": "done",
+            "val_loss": 2.5,
+            "val_bpb": 3.6,
+            "train_loss": 2.4,
+            "peak_lr": 3e-3,
+            "n_unique_tokens": 4096,
+            "epochs": 1.0,
+            "wall_s": 1.5,
+            "tokens_per_s": 2730.7,
+            "device": "cpu",
+            "harness_version": "0.1.0",
+            "git_sha": "abc",
+        },
+    )
     atomic_write_json(runs / failed.run_id / "result.json", {"status": "failed", "error": "boom"})
     assert run_state(runs / done.run_id) == "done"
     assert run_state(runs / failed.run_id) == "failed"
@@ -55,7 +75,8 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
     assert list(rows[0]) == DESIGN_COLUMNS
     assert [r["status"] for r in rows] == ["done", "failed"]  # sorted by N, then D
     row = rows[0]
-    # Hand count for L2 d32 ffn96 llama: per layer 4*32*32 + 3*32*96 + 2*32 = 13,376; +32 final norm.
+    # Hand count for L2 d32 ffn96 llama: per layer 4*32*32 + 3*32*96 + 2*32 = 13,376;
+    # plus 32 for the final norm.
     assert int(row["n_params"]) == 2 * 13_376 + 32
     assert int(row["n_params_total"]) == 2 * 13_376 + 32 + 256 * 32
     assert int(row["flops"]) == 6 * 26_784 * 4096

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ExecutionConfig, load_experiment
+from harness.config import load_experiment
 from harness.grid import expand
 from harness.train import lr_at_step, peak_lr, train
 
@@ -67,14 +67,16 @@ n_tokens = [4096]
 [execution]
 threads = 1
 progress = false
-results_dir = "{tmp_path / 'results'}"
+results_dir = "{tmp_path / "results"}"
 {extra}
 """)
     return load_experiment(exp_toml, overrides)
 
 
 def test_peak_lr_scales_with_width(tmp_path: Path) -> None:
-    exp = _experiment(tmp_path, overrides=["--train.lr_width_exponent=1.0", "--train.lr_ref_width=64"])
+    exp = _experiment(
+        tmp_path, overrides=["--train.lr_width_exponent=1.0", "--train.lr_ref_width=64"]
+    )
     (spec,) = expand(exp)
     assert spec.model.n_embd == 32
     assert peak_lr(spec) == pytest.approx(1e-2 * 64 / 32)
@@ -119,8 +121,10 @@ def test_corrupt_checkpoint_is_skipped(tmp_path: Path) -> None:
 
 
 def test_divergence_is_a_status_not_a_crash(tmp_path: Path) -> None:
-    exp = _experiment(tmp_path, overrides=["--train.lr=1e12", "--train.grad_clip=0.0",
-                                           "--train.warmup_fraction=0.0"])
+    exp = _experiment(
+        tmp_path,
+        overrides=["--train.lr=1e12", "--train.grad_clip=0.0", "--train.warmup_fraction=0.0"],
+    )
     (spec,) = expand(exp)
     result = train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
     assert result is not None and result.status == "diverged"
@@ -175,15 +179,22 @@ def test_loss_blow_up_is_diverged_with_step_and_reason(tmp_path: Path) -> None:
     assert stored["status"] == "diverged" and stored["reason"] == result.reason
 
     # The rule off: the same run trains to the end (a finite, bad loss).
-    off = _experiment(tmp_path, overrides=["--train.lr=10.0", "--train.warmup_fraction=0.0",
-                                           "--execution.diverge_factor=0"])
+    off = _experiment(
+        tmp_path,
+        overrides=[
+            "--train.lr=10.0",
+            "--train.warmup_fraction=0.0",
+            "--execution.diverge_factor=0",
+        ],
+    )
     result = train(spec, tmp_path / "off" / "runs" / spec.run_id, execution=off.execution)
     assert result is not None and result.steps == spec.n_steps
 
 
 def test_healthy_run_is_not_flagged(tmp_path: Path) -> None:
-    exp = _experiment(tmp_path, overrides=["--execution.diverge_patience=1",
-                                           "--execution.diverge_factor=1.1"])
+    exp = _experiment(
+        tmp_path, overrides=["--execution.diverge_patience=1", "--execution.diverge_factor=1.1"]
+    )
     (spec,) = expand(exp)
     result = train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
     assert result is not None and result.status == "done" and result.reason == ""

@@ -21,11 +21,11 @@ from harness.analysis.io import parse_column_map
 from harness.analysis.report import ALL_FITS, fit_path, plot_path, reproduce_path, summarize
 from harness.errors import InputError
 
-__all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register"]
+__all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register", "warnings_as_lines"]
 
 
 @contextlib.contextmanager
-def _warnings_as_lines() -> Iterator[None]:
+def warnings_as_lines() -> Iterator[None]:
     """Record the warnings raised inside the block; print each once as `warning: <message>`.
 
     The filter change is local to the block (catch_warnings restores the previous filters), so
@@ -91,7 +91,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """`harness fit PATH`: write fits.json and print a summary. Raises InputError."""
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap {args.bootstrap}; accepted: an integer >= 0")
-    with _warnings_as_lines():
+    with warnings_as_lines():
         out = fit_path(
             args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
             column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
@@ -104,7 +104,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """`harness plot PATH`: write the figures. Raises InputError."""
-    with _warnings_as_lines():
+    with warnings_as_lines():
         files = plot_path(args.path, out_dir=args.out_dir,
                           column_map=parse_column_map(args.columns),
                           group_by=_list(args.group_by))
@@ -115,7 +115,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """`harness reproduce PATH`: 0 when the refit agrees with fits.json, else 1."""
-    with _warnings_as_lines():
+    with warnings_as_lines():
         ok, table = reproduce_path(args.path, rtol=args.rtol, replot=not args.no_replot)
     print(table)
     print("reproduce: OK" if ok else "reproduce: DIFFERENT beyond tolerance")
