@@ -16,9 +16,9 @@ import multiprocessing
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _tiny import word_corpus
 
 import harness.launch as launch
 import harness.train as train_mod
@@ -56,11 +56,7 @@ results_dir = "{results}"
 
 def _toml(tmp_path: Path, *, lr: float = 1e-2, shapes: str = "[{n_layer = 1, n_embd = 32}]",
           execution: str = "") -> Path:
-    corpus = tmp_path / "corpus.txt"
-    if not corpus.exists():
-        rng = np.random.default_rng(0)
-        words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
-        corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
+    corpus = word_corpus(tmp_path)
     path = tmp_path / "robust.toml"
     path.write_text(EXP.format(corpus=corpus, lr=lr, shapes=shapes, results=tmp_path / "results",
                                execution=execution))

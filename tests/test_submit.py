@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _tiny import tiny_toml
 
 from harness import launch
 from harness.cli import main
@@ -38,41 +39,16 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def tiny_experiment(tmp_path: Path, extra: str = "", overrides: list[str] | None = None):
-    """A 1-layer d32 grid on a small local corpus: a run of 1024 tokens trains in ~1 s."""
-    corpus = tmp_path / "corpus.txt"
-    if not corpus.exists():
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
-        corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
-    toml = tmp_path / "tiny.toml"
-    toml.write_text(f"""
-[data]
-corpus = "{corpus}"
-seq_len = 32
-val_block_bytes = 1024
-eval_tokens = 1024
-[train]
-batch_size = 8
-lr = 1e-2
-evals_per_run = 2
-checkpoint_every_steps = 0
-[grid]
-shapes = [{{n_layer = 1, n_embd = 32}}]
-n_tokens = [1024, 2048]
-[execution]
-threads = 1
-progress = false
-results_dir = "{tmp_path / 'results'}"
+    """The tiny grid (a run of 1024 tokens trains in ~1 s) with test-cluster resources."""
+    cluster = """
 [cluster]
 partition = "debug"
 mem_gb = 0.25
 cpus_per_run = 1
 gpus_per_run = 0
 time_min = 5
-{extra}
-""")
+"""
+    toml = tiny_toml(tmp_path, extra=cluster + extra)
     return load_experiment(toml, overrides), toml
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _tiny import tiny_toml
 
 from harness.config import load_experiment
 from harness.grid import expand
@@ -46,42 +47,18 @@ def cluster() -> None:
 @pytest.fixture
 def experiment(cluster, tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Path]]]:
     """Write a tiny experiment TOML; yields a factory (overrides...) -> (toml, results root)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
     roots: list[Path] = []
-
-    def make(name: str, n_tokens: list[int], extra: str = "") -> tuple[Path, Path]:
-        toml = tmp_path / f"{name}.toml"
-        toml.write_text(f"""
-[data]
-corpus = "{corpus}"
-seq_len = 32
-val_block_bytes = 1024
-eval_tokens = 1024
-[train]
-batch_size = 8
-lr = 1e-2
-evals_per_run = 2
-checkpoint_every_steps = 0
-[grid]
-shapes = [{{n_layer = 1, n_embd = 32}}]
-n_tokens = {n_tokens}
-[execution]
-threads = 1
-progress = false
-results_dir = "{tmp_path / 'results'}"
+    cluster = """
 [cluster]
 partition = "debug"
 time_min = 5
 gpus_per_run = 0
 cpus_per_run = 1
 mem_gb = 0.25
-{extra}
-""")
+"""
+
+    def make(name: str, n_tokens: list[int], extra: str = "") -> tuple[Path, Path]:
+        toml = tiny_toml(tmp_path, name=name, n_tokens=str(n_tokens), extra=cluster + extra)
         roots.append(tmp_path / "results" / name)
         return toml, tmp_path / "results" / name
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny import tiny_toml
 
 from harness.config import load_experiment
 from harness.grid import expand
@@ -42,35 +43,7 @@ def test_schedule_follows_the_runs_own_length() -> None:
 
 
 def _experiment(tmp_path: Path, extra: str = "", overrides: list[str] | None = None):
-    corpus = tmp_path / "corpus.txt"
-    if not corpus.exists():
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
-        corpus.write_text("\n".join(" ".join(rng.choice(words, 10)) for _ in range(3000)))
-    exp_toml = tmp_path / "t.toml"
-    exp_toml.write_text(f"""
-[data]
-corpus = "{corpus}"
-seq_len = 32
-val_block_bytes = 1024
-eval_tokens = 1024
-[train]
-batch_size = 8
-lr = 1e-2
-checkpoint_every_steps = 0
-evals_per_run = 2
-[grid]
-shapes = [{{n_layer = 1, n_embd = 32}}]
-n_tokens = [4096]
-[execution]
-threads = 1
-progress = false
-results_dir = "{tmp_path / "results"}"
-{extra}
-""")
-    return load_experiment(exp_toml, overrides)
+    return load_experiment(tiny_toml(tmp_path, n_tokens="[4096]", extra=extra), overrides)
 
 
 def test_peak_lr_scales_with_width(tmp_path: Path) -> None:
