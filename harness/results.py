@@ -29,6 +29,7 @@ from harness import __version__
 from harness.atomic import atomic_write_json, atomic_write_text
 from harness.errors import InputError
 from harness.grid import RunSpec, spec_from_dict
+from harness.hardware import mfu
 from harness.model import ModelShape, count_params, flops_per_token
 
 __all__ = [
@@ -46,13 +47,16 @@ __all__ = [
 RunState = Literal["done", "diverged", "failed", "started", "pending"]
 FINISHED: tuple[RunState, ...] = ("done", "diverged")
 
-# Schema v1 (DESIGN.md). The first three are all analysis needs.
+# Schema v1 (DESIGN.md). The first three are all analysis needs. peak_flops, mfu and mfu_total
+# (model FLOP utilisation, see harness.hardware) came later and stay last; they are empty for a
+# result.json that does not record peak_flops.
 RUNS_CSV_COLUMNS = [
     "n_params", "n_tokens", "loss",
     "run_id", "experiment", "status", "arch", "n_layer", "n_embd", "n_head",
     "n_params_total", "n_unique_tokens", "epochs", "flops", "flops_total", "val_bpb",
     "train_loss", "tokenizer", "vocab_size", "seq_len", "batch_tokens", "lr", "schedule", "seed",
     "wall_s", "tokens_per_s", "device", "harness_version", "git_sha",
+    "peak_flops", "mfu", "mfu_total",
 ]  # fmt: skip
 
 
@@ -148,6 +152,9 @@ _RESULT_NUMBERS = (
     "n_unique_tokens",
     "n_tokens",
     "steps",
+    "peak_flops",
+    "mfu",
+    "mfu_total",
 )
 _RESULT_STRINGS = (
     "run_id",
@@ -246,6 +253,7 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     counts = count_params(shape)
     flops = flops_per_token(shape)
     d = int(spec["n_tokens"])
+    peak, tokens_per_s = result.get("peak_flops"), result.get("tokens_per_s")
     return {
         "n_params": counts.non_embedding,
         "n_tokens": d,
@@ -276,6 +284,11 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "device": result.get("device"),
         "harness_version": result.get("harness_version", __version__),
         "git_sha": result.get("git_sha", ""),
+        # Recomputed from the recorded peak and tokens/s (as train.py does), so the columns
+        # follow from the row's own fields.
+        "peak_flops": peak,
+        "mfu": mfu(flops.six_n, tokens_per_s, peak) if tokens_per_s is not None else None,
+        "mfu_total": mfu(flops.total, tokens_per_s, peak) if tokens_per_s is not None else None,
     }
 
 

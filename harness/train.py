@@ -36,7 +36,8 @@ from harness.atomic import atomic_write
 from harness.config import ExecutionConfig
 from harness.data import Corpus, SequenceOrder, gather_windows, prepare_corpus
 from harness.grid import RunSpec
-from harness.model import build_model, count_params
+from harness.hardware import measure_cpu_matmul_flops, mfu, peak_flops
+from harness.model import build_model, count_params, flops_per_token
 from harness.results import ExperimentLayout, write_result, write_spec
 
 __all__ = ["RunResult", "lr_at_step", "peak_lr", "resolve_device", "train"]
@@ -67,6 +68,13 @@ class RunResult:
     reason: str
     harness_version: str
     git_sha: str
+    peak_flops: float | None
+    """Peak FLOP/s of the device at the run's precision: the datasheet's on a known GPU (None on
+    an unknown one), the measured matmul rate with the run's threads and dtype on a CPU."""
+    mfu: float | None
+    """6 N tokens_per_s / peak_flops (N non-embedding parameters)."""
+    mfu_total: float | None
+    """flops_per_token(shape).total tokens_per_s / peak_flops (every matmul, Chinchilla app. F)."""
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -499,6 +507,15 @@ def train(
     wall_train = wall_before + time.perf_counter() - t_loop
     tokens_done = min(step * batch_size, n_seq_total) * seq_len
     n_unique = min(spec.n_tokens, order.n_unique_tokens)
+    tokens_per_s = round(tokens_done / wall_train, 1) if wall_train > 0 else 0.0
+    precision = "bf16" if autocast is not None else "fp32"
+    # Measured after the timed loop, with its own generator: it changes no result but these.
+    device_peak = (
+        peak_flops(torch.cuda.get_device_name(device), precision)
+        if device.type == "cuda"
+        else measure_cpu_matmul_flops(torch.get_num_threads(), autocast or torch.float32)
+    )
+    device_peak = float(f"{device_peak:.4g}") if device_peak is not None else None
     result = RunResult(
         run_id=spec.run_id,
         status=status,
@@ -511,13 +528,16 @@ def train(
         epochs=spec.n_tokens / n_unique,
         peak_lr=peak,
         wall_s=round(wall_train, 3),
-        tokens_per_s=round(tokens_done / wall_train, 1) if wall_train > 0 else 0.0,
+        tokens_per_s=tokens_per_s,
         device=str(device)
         + (f":{torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
-        precision="bf16" if autocast is not None else "fp32",
+        precision=precision,
         reason=reason,
         harness_version=__version__,
         git_sha=git_sha(),
+        peak_flops=device_peak,
+        mfu=mfu(6.0 * count_params(spec.model).non_embedding, tokens_per_s, device_peak),
+        mfu_total=mfu(flops_per_token(spec.model).total, tokens_per_s, device_peak),
     )
     write_result(run_dir, asdict(result))
     # A finished run needs no resume state; drop it to keep the store small.

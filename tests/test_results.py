@@ -18,7 +18,8 @@ from harness.results import RUNS_CSV_COLUMNS, collect, run_state, write_spec
 DESIGN_COLUMNS = (
     "n_params n_tokens loss run_id experiment status arch n_layer n_embd n_head n_params_total "
     "n_unique_tokens epochs flops flops_total val_bpb train_loss tokenizer vocab_size seq_len "
-    "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha"
+    "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha "
+    "peak_flops mfu mfu_total"
 ).split()
 
 
@@ -60,6 +61,7 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
             "device": "cpu",
             "harness_version": "0.1.0",
             "git_sha": "abc",
+            "peak_flops": 1e11,
         },
     )
     atomic_write_json(runs / failed.run_id / "result.json", {"status": "failed", "error": "boom"})
@@ -82,6 +84,18 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
     assert int(row["flops"]) == 6 * 26_784 * 4096
     assert float(row["loss"]) == 2.5 and row["batch_tokens"] == str(32 * 32)
     assert rows[1]["loss"] == ""  # failed runs stay as rows, without a loss
+    # MFU: 6 N = 6 * 26,784 = 160,704 FLOPs per token, at 2,730.7 tokens/s against 1e11 FLOP/s.
+    assert float(row["peak_flops"]) == 1e11
+    assert float(row["mfu"]) == pytest.approx(160_704 * 2730.7 / 1e11, rel=1e-12)
+    assert float(row["mfu"]) == pytest.approx(0.004388344128, rel=1e-12)
+    # flops_per_token total (Chinchilla app. F), d32 f96 V256 n_ctx 32 h2 L2: embeddings
+    # 2*256*32 = 16,384; per layer attention 6*32^2 + 2*32*32 + 3*2*32 + 2*32*32 + 2*32^2 =
+    # 12,480 and SwiGLU 3*2*32*96 = 18,432; logits 16,384; forward 16,384 + 2*30,912 + 16,384
+    # = 94,592; training 3x = 283,776.
+    assert float(row["mfu_total"]) == pytest.approx(283_776 * 2730.7 / 1e11, rel=1e-12)
+    assert float(row["mfu_total"]) == pytest.approx(0.007749071232, rel=1e-12)
+    # A result.json without a peak (a failed run, or one written before these columns).
+    assert rows[1]["peak_flops"] == rows[1]["mfu"] == rows[1]["mfu_total"] == ""
 
 
 def test_spec_mismatch_is_refused(tmp_path: Path) -> None:
