@@ -1,0 +1,255 @@
+"""Benchmark: the harness's CPU training speed against its peak and against transformers' Trainer.
+
+In one process, with --threads torch threads (default 1; FACTS: never 2 threads on a busy
+2-core machine), it measures
+
+(a) the peak fp32 (and, where the CPU has it, bf16) matmul rate: harness.hardware's measurement,
+    1024^3 matmuls, best batch;
+(b) the harness's training tokens/s on the quickstart's largest model (llama L4 d96 h6, byte
+    vocab, seq_len 128, batch 8, fp32), by harness.train.train on a short run of the bundled
+    Shakespeare corpus in a temp results dir; the steady rate comes from metrics.csv's wall_s
+    after the warm-up steps, result.json's tokens_per_s (whole run, what runs.csv shows) too;
+(c) the same model (same seed, same init) trained by transformers.Trainer on the same train.npy
+    windows in the same order (AdamW, cosine schedule with warm-up, clipping 1.0, weight decay
+    0.1, no eval, no save, no workers), timed per step by a callback after the same warm-up;
+(d) bf16 autocast vs fp32 harness tokens/s at width 128 (llama L2 d128 h8), when torch reports
+    CPU bf16 support.
+
+and prints a table and the ratios against the goals (6N-MFU >= 60% of the measured fp32 peak,
+harness/Trainer >= 1.3x, bf16/fp32 >= 1.3x), met or not.
+
+Tokens per step are counted as batch x seq_len for both loops: the harness feeds seq_len inputs
+and scores seq_len targets; the Trainer is given the same seq_len inputs as input_ids and labels
+(it shifts internally, scoring seq_len - 1), so both do the same forward and backward work.
+
+    OMP_NUM_THREADS=1 python bench/bench_train.py              # ~1-2 min
+    OMP_NUM_THREADS=1 python bench/bench_train.py --quick      # under a minute
+
+(c) needs accelerate (`pip install accelerate`; transformers' Trainer requires it), which the
+harness itself does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from harness.config import DataConfig, ExecutionConfig, TrainConfig
+from harness.data import SequenceOrder, gather_windows, prepare_corpus
+from harness.grid import RunSpec
+from harness.hardware import measure_cpu_matmul_flops
+from harness.model import ModelShape, build_model, count_params, default_ffn_dim
+from harness.train import peak_lr, train, warmup_steps
+
+SEQ_LEN, BATCH = 128, 8
+
+
+def shape(n_layer: int, n_embd: int) -> ModelShape:
+    return ModelShape(
+        arch="llama",
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_embd // 16,
+        vocab_size=256,
+        seq_len=SEQ_LEN,
+        ffn_dim=default_ffn_dim("llama", n_embd),
+    )
+
+
+def run_spec(model: ModelShape, n_tokens: int, precision: str) -> RunSpec:
+    return RunSpec(
+        experiment="bench",
+        model=model,
+        # One small held-out batch: the last step's evaluation stays out of the timing's way.
+        data=DataConfig(corpus="shakespeare", seq_len=SEQ_LEN, eval_tokens=BATCH * SEQ_LEN),
+        train=TrainConfig(
+            batch_size=BATCH,
+            lr=4e-3,
+            lr_ref_width=64,
+            lr_width_exponent=1.0,
+            evals_per_run=1,
+            precision=precision,  # type: ignore[arg-type]
+            checkpoint_every_steps=0,
+        ),
+        n_tokens=n_tokens,
+        seed=0,
+    )
+
+
+def steady_rate(run_dir: Path, skip_steps: int) -> float:
+    """Tokens/s between the first metrics row at or after ``skip_steps`` and the last row."""
+    with (run_dir / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f)]
+    first = next(r for r in rows if int(r["step"]) >= skip_steps)
+    last = rows[-1]
+    tokens = int(last["tokens"]) - int(first["tokens"])
+    return tokens / (float(last["wall_s"]) - float(first["wall_s"]))
+
+
+def bench_harness(root: Path, model: ModelShape, n_tokens: int, precision: str, threads: int,
+                  skip: int) -> dict:  # fmt: skip
+    spec = run_spec(model, n_tokens, precision)
+    run_dir = root / "bench" / "runs" / f"{spec.run_id}"
+    execution = ExecutionConfig(threads=threads, progress=False, results_dir=str(root))
+    result = train(spec, run_dir, execution=execution)
+    assert result is not None and result.status == "done", result
+    return {
+        "spec": spec,
+        "steady": steady_rate(run_dir, skip),
+        "whole": result.tokens_per_s,
+        "mfu": result.mfu,
+        "loss": result.train_loss,
+        "steps": result.steps,
+    }
+
+
+def bench_trainer(root: Path, spec: RunSpec, threads: int, skip: int) -> dict:
+    import transformers
+    from torch.utils.data import Dataset
+
+    corpus = prepare_corpus(spec.data, root / "bench" / "cache")
+    tokens = corpus.train_tokens()
+    order = SequenceOrder(corpus.n_train_tokens, SEQ_LEN, spec.seed)
+    n_seq = spec.n_tokens // SEQ_LEN
+    windows = gather_windows(tokens, order.window_starts(0, n_seq), SEQ_LEN)
+
+    class Windows(Dataset):
+        def __len__(self) -> int:
+            return n_seq
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            x = torch.from_numpy(windows[i, :-1])
+            return {"input_ids": x, "labels": x}
+
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model)
+    step_times: list[float] = []
+
+    class Clock(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            step_times.append(time.perf_counter())
+
+    args = transformers.TrainingArguments(
+        output_dir=str(root / "trainer"),
+        per_device_train_batch_size=BATCH,
+        learning_rate=peak_lr(spec),
+        lr_scheduler_type="cosine",
+        warmup_steps=warmup_steps(spec),
+        weight_decay=spec.train.weight_decay,
+        adam_beta1=spec.train.beta1,
+        adam_beta2=spec.train.beta2,
+        max_grad_norm=spec.train.grad_clip,
+        max_steps=spec.n_steps,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=spec.seed,
+    )
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=Windows(), callbacks=[Clock()]
+    )
+    torch.set_num_threads(threads)  # Trainer may touch it; keep the run's thread count
+    t0 = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t0
+    measured = len(step_times) - 1 - skip
+    steady = measured * BATCH * SEQ_LEN / (step_times[-1] - step_times[skip])
+    return {
+        "steady": steady,
+        "whole": spec.n_steps * BATCH * SEQ_LEN / wall,
+        "loss": out.training_loss,
+        "steps": len(step_times),
+    }
+
+
+def cpu_bf16_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="shorter runs: under a minute")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    n_main = 60 * BATCH * SEQ_LEN if args.quick else 200 * BATCH * SEQ_LEN
+    n_bf16 = 30 * BATCH * SEQ_LEN if args.quick else 100 * BATCH * SEQ_LEN
+    skip = 5 if args.quick else 10
+    seconds = 0.3 if args.quick else 1.0
+    bf16_ok = cpu_bf16_supported()
+
+    print(f"torch {torch.__version__}, {args.threads} thread(s), cpu capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 {'yes' if bf16_ok else 'no'}, "
+          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    peak32 = measure_cpu_matmul_flops(args.threads, torch.float32, seconds)
+    peak16 = measure_cpu_matmul_flops(args.threads, torch.bfloat16, seconds) if bf16_ok else None
+
+    main_shape = shape(4, 96)
+    n = count_params(main_shape).non_embedding
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        h = bench_harness(root, main_shape, n_main, "fp32", args.threads, skip)
+        t = bench_trainer(root, h["spec"], args.threads, skip)
+        b32 = b16 = None
+        if bf16_ok:
+            small = shape(2, 128)
+            b32 = bench_harness(root, small, n_bf16, "fp32", args.threads, skip)
+            b16 = bench_harness(root, small, n_bf16, "bf16", args.threads, skip)
+
+    mfu = 6 * n * h["steady"] / peak32
+    print()
+    print(f"(a) peak matmul 1024^3, fp32: {peak32 / 1e9:8.1f} GFLOP/s", end="")
+    print(f"; bf16: {peak16 / 1e9:.1f} GFLOP/s" if peak16 else "; bf16: n/a")
+    print(f"model llama L4 d96 h6 ffn {main_shape.ffn_dim}: N = {n:,} non-embedding, "
+          f"batch {BATCH} x {SEQ_LEN}, {h['steps']} steps, "
+          f"tokens/s after {skip} warm-up steps")  # fmt: skip
+    print(f"{'':34}{'tokens/s':>10}{'whole run':>11}{'6N-MFU':>8}")
+    rows = [
+        ("(b) harness.train, fp32", h, 6 * n * h["steady"] / peak32),
+        ("(c) transformers Trainer, fp32", t, 6 * n * t["steady"] / peak32),
+    ]
+    if b32 and b16:
+        n_small = count_params(b32["spec"].model).non_embedding
+        rows += [
+            ("(d) harness L2 d128, fp32", b32, 6 * n_small * b32["steady"] / peak32),
+            ("(d) harness L2 d128, bf16 autocast", b16, 6 * n_small * b16["steady"] / peak16),
+        ]
+    for name, r, m in rows:
+        print(f"{name:34}{r['steady']:>10,.0f}{r['whole']:>11,.0f}{m:>8.1%}")
+    print()
+
+    def verdict(value: float, goal: float) -> str:
+        return "met" if value >= goal else "NOT met"
+
+    ratio_t = h["steady"] / t["steady"]
+    print(f"harness 6N-MFU vs measured fp32 peak: {mfu:.1%}  (goal >= 60%: {verdict(mfu, 0.6)})")
+    print(f"harness / Trainer tokens/s:           {ratio_t:.2f}x (goal >= 1.3x: "
+          f"{verdict(ratio_t, 1.3)})")  # fmt: skip
+    if b32 and b16:
+        ratio_b = b16["steady"] / b32["steady"]
+        print(f"bf16 / fp32 tokens/s at d128:         {ratio_b:.2f}x (goal >= 1.3x: "
+              f"{verdict(ratio_b, 1.3)})")  # fmt: skip
+    else:
+        print("bf16 / fp32: skipped, torch reports no CPU bf16 support")
+    print(f"train loss (sanity only, not comparable): harness last log interval {h['loss']:.3f}, "
+          f"Trainer whole-run mean {t['loss']:.3f}")  # fmt: skip
+    print(f"result.json mfu of (b), whole run against the cached peak: {h['mfu']:.1%}")
+    print(json.dumps({"load_after": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
