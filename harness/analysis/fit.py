@@ -239,6 +239,28 @@ def _edge(
 _CHIN_ORDER = ("a", "b", "alpha", "beta", "e")  # optimizer layout, see optim.lse_huber_objective
 
 
+def _fit_result(
+    law: str,
+    name: str,
+    raw: _Raw,
+    order: Sequence[str],
+    start_grid: Mapping[str, Sequence[float]],
+    params: dict[str, float],
+    n_starts: int,
+    n_points: int,
+) -> FitResult:
+    """The FitResult of a multi-start minimisation: convergence, grid-edge check, raw optimum."""
+    conv, msg = _converged(raw)
+    edge = _edge(raw.x, start_grid, order, name)
+    return FitResult(
+        law=law, params=params, objective=raw.f, converged=conv, message=msg,
+        n_starts=n_starts, n_points=n_points, grad_max=raw.grad_max,
+        on_grid_edge=bool(edge), edge_params=edge,
+        raw=dict(zip(order, map(float, raw.x), strict=True)),
+        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
+    )
+
+
 def _chin_params(x: FloatArray) -> dict[str, float]:
     a, b, alpha, beta, e = (float(v) for v in x)
     return {"E": _exp(e), "A": _exp(a), "B": _exp(b), "alpha": alpha, "beta": beta}
@@ -304,15 +326,8 @@ def fit_chinchilla(
     starts = _grid(start_grid, _CHIN_ORDER)
     fun = optim.lse_huber_objective(np.column_stack([np.log(N), np.log(D)]), np.log(L), None, delta)
     raw = _minimize(fun, starts)
-    conv, msg = _converged(raw)
-    edge = _edge(raw.x, start_grid, _CHIN_ORDER, "chinchilla")
-    return FitResult(
-        law="chinchilla", params=_chin_params(raw.x), objective=raw.f, converged=conv,
-        message=msg, n_starts=starts.shape[0], n_points=N.size, grad_max=raw.grad_max,
-        on_grid_edge=bool(edge), edge_params=edge,
-        raw=dict(zip(_CHIN_ORDER, map(float, raw.x), strict=True)),
-        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
-    )
+    return _fit_result("chinchilla", "chinchilla", raw, _CHIN_ORDER, start_grid,
+                       _chin_params(raw.x), starts.shape[0], N.size)
 
 
 def _resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> FloatArray:
@@ -458,15 +473,8 @@ def fit_power_law(
     starts = _grid(start_grid, _PL_ORDER)
     fun = optim.lse_huber_objective(np.log(X)[:, None], np.log(L), None, delta)
     raw = _minimize(fun, starts)
-    conv, msg = _converged(raw)
-    edge = _edge(raw.x, start_grid, _PL_ORDER, name)
-    return FitResult(
-        law="power_law", params=_pl_params(raw.x), objective=raw.f, converged=conv,
-        message=msg, n_starts=starts.shape[0], n_points=X.size, grad_max=raw.grad_max,
-        on_grid_edge=bool(edge), edge_params=edge,
-        raw=dict(zip(_PL_ORDER, map(float, raw.x), strict=True)),
-        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
-    )
+    return _fit_result("power_law", name, raw, _PL_ORDER, start_grid, _pl_params(raw.x),
+                       starts.shape[0], X.size)
 
 
 def bootstrap_power_law(
@@ -594,15 +602,8 @@ def fit_kaplan(
     starts = _grid(start_grid, _KAP_ORDER)
     fun = _kaplan_objective(np.log(N), np.log(D), np.log(L), None, delta)
     raw = _minimize(fun, starts)
-    conv, msg = _converged(raw)
-    edge = _edge(raw.x, start_grid, _KAP_ORDER, "kaplan")
-    return FitResult(
-        law="kaplan", params=_kap_params(raw.x), objective=raw.f, converged=conv, message=msg,
-        n_starts=starts.shape[0], n_points=N.size, grad_max=raw.grad_max,
-        on_grid_edge=bool(edge), edge_params=edge,
-        raw=dict(zip(_KAP_ORDER, map(float, raw.x), strict=True)),
-        candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
-    )
+    return _fit_result("kaplan", "kaplan", raw, _KAP_ORDER, start_grid, _kap_params(raw.x),
+                       starts.shape[0], N.size)
 
 
 def bootstrap_kaplan(
