@@ -38,7 +38,7 @@ def _fmt_si(x: float) -> str:
     return f"{x:.2g}" if x < 1e3 else f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
 
 
-def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.data import prepare_corpus
     from harness.grid import expand
@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
     from harness.results import ExperimentLayout, collect
 
     t0 = time.perf_counter()
-    exp = load_experiment(args.experiment, overrides)
+    exp = load_experiment(args.experiment, args.overrides)
     specs = expand(exp)
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
@@ -74,28 +74,14 @@ def cmd_run(args: argparse.Namespace, overrides: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _up_to_date(csv_path: Path) -> bool:
-    """fits.json was made from exactly this runs.csv and the figures exist."""
-    import hashlib
-    import json
-
-    fits, figures = csv_path.parent / "fits.json", csv_path.parent / "figures"
-    try:
-        stored = json.loads(fits.read_text())["input"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    current = hashlib.sha256(csv_path.read_bytes()).hexdigest()
-    return stored == current and figures.is_dir() and any(figures.iterdir())
-
-
 def _analyse(csv_path: Path) -> None:
     """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here."""
     import json
 
     from harness.analysis.cli import warnings_as_lines
-    from harness.analysis.report import fit_path, plot_path, summarize
+    from harness.analysis.report import fit_path, fits_up_to_date, plot_path, summarize
 
-    if _up_to_date(csv_path):
+    if fits_up_to_date(csv_path):
         print(f"{csv_path.parent / 'fits.json'} and figures are up to date with {csv_path.name}")
         return
     try:
@@ -112,7 +98,7 @@ def _analyse(csv_path: Path) -> None:
         print(f"wrote {len(figures)} figures to {figures[0].parent}")
 
 
-def cmd_collect(args: argparse.Namespace, overrides: list[str]) -> int:
+def cmd_collect(args: argparse.Namespace) -> int:
     from harness.results import collect
 
     csv_path, counts = collect(Path(args.results_dir))
@@ -120,11 +106,11 @@ def cmd_collect(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
+def cmd_submit(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.launch import submit
 
-    exp = load_experiment(args.experiment, overrides)
+    exp = load_experiment(args.experiment, args.overrides)
     if args.dry_run:
         from harness.grid import expand
         from harness.launch import resources_for, sbatch_script
@@ -169,7 +155,7 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace, overrides: list[str]) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from harness.launch import run_statuses
     from harness.results import ExperimentLayout
 
@@ -221,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train the grid on this machine, then collect, fit and plot")
     p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, takes_overrides=True)
 
     p = sub.add_parser(
         "submit",
@@ -242,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the sbatch script(s) and submit nothing"
     )
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=cmd_submit, takes_overrides=True)
 
     p = sub.add_parser(
         "status", help="table of runs: done, running, queued, failed (with log), never submitted"
@@ -264,13 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        if args.func in (cmd_run, cmd_submit):
-            overrides = _split_overrides(extra)
-            return args.func(args, overrides)
-        if extra:
+        # Every handler takes the parsed args; run and submit also get the overrides.
+        if getattr(args, "takes_overrides", False):
+            args.overrides = _split_overrides(extra)
+        elif extra:
             parser.error(f"unrecognised arguments: {' '.join(extra)}")
-        if args.func in (cmd_collect, cmd_status):
-            return args.func(args, [])
         return int(args.func(args))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

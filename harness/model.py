@@ -49,6 +49,17 @@ _ROPE_THETA = 10_000.0
 _INIT_STD = 0.02
 
 
+def _check_positive_number(name: str, value: object, what: str) -> None:
+    """A finite number > 0 (not a bool), or InputError naming it and saying what it is."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InputError(f"{name}={value!r} is invalid: it must be a positive number{what}.")
+
+
 def _check_positive_int(name: str, value: object) -> None:
     # bool is an int subclass; True as a layer count is a bug upstream, not a 1.
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -308,26 +319,10 @@ def shape_for_params(
         If an argument is out of range, or the target is below the smallest model
         (one layer of width head_dim).
     """
-    if (
-        isinstance(target_n_params, bool)
-        or not isinstance(target_n_params, (int, float))
-        or not math.isfinite(target_n_params)
-        or target_n_params <= 0
-    ):
-        raise InputError(
-            f"target_n_params={target_n_params!r} is invalid: it must be a positive number of "
-            f"non-embedding parameters."
-        )
-    if (
-        isinstance(aspect_ratio, bool)
-        or not isinstance(aspect_ratio, (int, float))
-        or not math.isfinite(aspect_ratio)
-        or aspect_ratio <= 0
-    ):
-        raise InputError(
-            f"aspect_ratio={aspect_ratio!r} is invalid: it must be a positive number "
-            f"(n_embd / n_layer; Kaplan 2020 used 10..200)."
-        )
+    _check_positive_number("target_n_params", target_n_params, " of non-embedding parameters")
+    _check_positive_number(
+        "aspect_ratio", aspect_ratio, " (n_embd / n_layer; Kaplan 2020 used 10..200)"
+    )
     _check_positive_int("head_dim", head_dim)
     if arch == "llama" and head_dim % 2 != 0:
         raise InputError(

@@ -65,6 +65,31 @@ def _chin_params(fits: Mapping[str, Any] | None) -> dict[str, float] | None:
     return dict(p) if p else None
 
 
+def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xlabel: str,
+                 params: Mapping[str, float] | None) -> Figure:
+    """Loss against column ``x``, one colour per value of column ``by``, with the fitted
+    Chinchilla law along each slice (``x`` and ``by`` are n_params and n_tokens in some order)."""
+    values = np.unique(df[by])
+    many = values.size > 12
+    for c, v in zip(_colors(values.size), values, strict=True):
+        g = df[df[by] == v].sort_values(x)
+        ax.plot(g[x], g["loss"], "o", color=c, ms=4,
+                label=None if many else f"{by_label}={v:.3g}")
+        if params is not None and not many:
+            grid = np.geomspace(g[x].min() / 1.5, g[x].max() * 1.5, 100)
+            n, d = (grid, v) if x == "n_params" else (v, grid)
+            ax.plot(grid, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"loss vs {'N' if x == 'n_params' else 'D'}"
+                 + (" (lines: fitted L(N, D))" if params else ""))
+    if not many:
+        ax.legend(fontsize=7)
+    return _fig(ax)
+
+
 def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None) -> Figure:
     """Loss against N, one colour per D, with the fitted Chinchilla law L(N, D) per D.
 
@@ -80,23 +105,7 @@ def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
     -------
     Figure
     """
-    ds = np.unique(df["n_tokens"])
-    many = ds.size > 12
-    for c, d in zip(_colors(ds.size), ds, strict=True):
-        g = df[df["n_tokens"] == d].sort_values("n_params")
-        ax.plot(g["n_params"], g["loss"], "o", color=c, ms=4,
-                label=None if many else f"D={d:.3g}")
-        if params is not None and not many:
-            n = np.geomspace(g["n_params"].min() / 1.5, g["n_params"].max() * 1.5, 100)
-            ax.plot(n, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("loss vs N" + (" (lines: fitted L(N, D))" if params else ""))
-    if not many:
-        ax.legend(fontsize=7)
-    return _fig(ax)
+    return _loss_slices(ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params)
 
 
 def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None) -> Figure:
@@ -106,23 +115,7 @@ def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
     -------
     Figure
     """
-    ns = np.unique(df["n_params"])
-    many = ns.size > 12
-    for c, n in zip(_colors(ns.size), ns, strict=True):
-        g = df[df["n_params"] == n].sort_values("n_tokens")
-        ax.plot(g["n_tokens"], g["loss"], "o", color=c, ms=4,
-                label=None if many else f"N={n:.3g}")
-        if params is not None and not many:
-            d = np.geomspace(g["n_tokens"].min() / 1.5, g["n_tokens"].max() * 1.5, 100)
-            ax.plot(d, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training tokens D")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("loss vs D" + (" (lines: fitted L(N, D))" if params else ""))
-    if not many:
-        ax.legend(fontsize=7)
-    return _fig(ax)
+    return _loss_slices(ax, df, "n_tokens", "n_params", "N", "training tokens D", params)
 
 
 def plot_isoflop(ax: Axes, df: pd.DataFrame, budget: np.ndarray,

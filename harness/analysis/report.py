@@ -34,6 +34,7 @@ __all__ = [
     "COMPUTE_BUDGETS",
     "fit_frame",
     "fit_path",
+    "fits_up_to_date",
     "plot_path",
     "reproduce_path",
     "summarize",
@@ -342,6 +343,20 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
+    """fits.json beside ``csv`` was made from exactly these bytes, and figures/ is not empty.
+
+    `harness run` uses this to skip refitting and replotting when no run was added.
+    """
+    csv = Path(csv)
+    fits, figures = csv.parent / "fits.json", csv.parent / "figures"
+    try:
+        stored = json.loads(fits.read_text(encoding="utf-8"))["input"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return stored == _sha256(csv) and figures.is_dir() and any(figures.iterdir())
 
 
 def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tuple[Any, ...]]:
