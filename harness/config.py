@@ -29,17 +29,29 @@ else:  # pragma: no cover
 __all__ = [
     "ClusterConfig",
     "DataConfig",
+    "DownstreamConfig",
     "ExecutionConfig",
     "ExperimentConfig",
     "GridConfig",
     "ModelConfig",
+    "PointConfig",
     "ShapeConfig",
     "SizeResources",
     "TrainConfig",
+    "identity_dict",
     "load_experiment",
     "parse_overrides",
     "to_dict",
 ]
+
+
+def _added(default: Any) -> Any:
+    """A run-identity field added after the first release of the schema.
+
+    It is left out of a run's identity (`identity_dict`) while it holds its default, so every
+    run_id computed before the field existed stays valid and old runs are still found done.
+    """
+    return field(default=default, metadata={"identity": "if_set"})
 
 
 def _check(ok: bool, name: str, value: Any, accepted: str) -> None:
@@ -69,8 +81,10 @@ class ShapeConfig:
 class ModelConfig:
     """Architecture family and the rule that turns a target N into a shape."""
 
-    arch: Literal["llama", "gpt2"] = "llama"
-    """Decoder family, built from a transformers config (no download)."""
+    arch: Literal["llama", "gpt2", "bert"] = "llama"
+    """Family, built from a transformers config (no download): 'llama' and 'gpt2' are causal
+    decoders (next-token loss); 'bert' is a bidirectional encoder trained with the masked-token
+    loss (Devlin et al. 2019)."""
     aspect_ratio: float = 16.0
     """n_embd / n_layer for shapes chosen from a target parameter count (Kaplan 2020 sec. 3.1)."""
     head_dim: int = 16
@@ -102,6 +116,10 @@ class DataConfig:
     """The held-out share is made of blocks of this many bytes spread over the whole corpus."""
     eval_tokens: int = 65536
     """Held-out tokens scored at each evaluation (the same tokens for every run)."""
+    unique_tokens: int = _added(0)
+    """Train on only the first this many tokens of the training split, repeated for as many
+    epochs as the token budget needs (data-constrained scaling, Muennighoff et al. 2023);
+    0 = the whole training split."""
 
     def __post_init__(self) -> None:
         _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
@@ -115,6 +133,12 @@ class DataConfig:
         )
         _check(
             self.eval_tokens >= self.seq_len, "eval_tokens", self.eval_tokens, "must be >= seq_len"
+        )
+        _check(
+            self.unique_tokens == 0 or self.unique_tokens >= self.seq_len + 1,
+            "unique_tokens",
+            self.unique_tokens,
+            "must be 0 (the whole training split) or at least seq_len + 1",
         )
 
 
@@ -149,6 +173,21 @@ class TrainConfig:
     """Save a resumable checkpoint every this many steps (0: only at the end)."""
     checkpoint_keep: int = 2
     """Newest checkpoints kept per run."""
+    schedule: Literal["cosine", "wsd", "constant"] = _added("cosine")
+    """Learning-rate schedule after warmup. 'cosine' decays to lr * min_lr_ratio at the run's own
+    last step; 'wsd' (warmup-stable-decay, Hagele et al. 2024) holds the peak and decays over
+    the last decay_fraction of the run, so runs of one size share their stable phase;
+    'constant' holds the peak."""
+    decay_fraction: float = _added(0.2)
+    """WSD: share of the run's steps spent in the final decay (cooldown)."""
+    decay_shape: Literal["linear", "1-sqrt"] = _added("1-sqrt")
+    """WSD: cooldown from the peak to lr * min_lr_ratio, linear or 1 - sqrt (Hagele et al. 2024
+    found 1 - sqrt better)."""
+    warmup_tokens: int = _added(0)
+    """Linear warmup over this many tokens, the same for every D (what lets WSD runs of one size
+    share their stable phase); 0 = warmup_fraction of the run's own steps."""
+    mask_fraction: float = _added(0.15)
+    """Masked LM (model.arch = 'bert'): share of tokens chosen for prediction (BERT's 15%)."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
@@ -173,11 +212,46 @@ class TrainConfig:
             "must be >= 0",
         )
         _check(self.checkpoint_keep >= 1, "checkpoint_keep", self.checkpoint_keep, "must be >= 1")
+        _check(
+            0 < self.decay_fraction <= 1,
+            "decay_fraction",
+            self.decay_fraction,
+            "must be in (0, 1]",
+        )
+        _check(self.warmup_tokens >= 0, "warmup_tokens", self.warmup_tokens, "must be >= 0")
+        _check(0 < self.mask_fraction < 1, "mask_fraction", self.mask_fraction, "must be in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointConfig:
+    """One explicit grid point: a model size (target N or a shape) and a token budget."""
+
+    n_tokens: int
+    """Training tokens D."""
+    n_params: int = 0
+    """Target non-embedding parameter count; 0 when the shape is given instead."""
+    n_layer: int = 0
+    n_embd: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_tokens > 0, "n_tokens", self.n_tokens, "must be > 0")
+        _check(self.n_params >= 0, "n_params", self.n_params, "must be >= 0")
+        has_shape = self.n_layer > 0 and self.n_embd > 0
+        _check(
+            (self.n_params > 0) != has_shape,
+            "n_params",
+            self.n_params,
+            "give either n_params or both n_layer and n_embd",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
 class GridConfig:
-    """The runs: (model sizes) x (token budgets) x (seeds)."""
+    """The runs. Model sizes (n_params, shapes) are crossed with the token budgets that one of
+    the modes gives: n_tokens (cartesian N x D), flops (isoFLOP: D = C / 6N per budget),
+    tokens_per_param (ladder: D = k N) or unique_tokens x epochs (repeated data, D = U x epochs);
+    points lists (N, D) pairs outright. lrs and batch_sizes sweep the optimiser at every point.
+    Every run is repeated per seed."""
 
     n_params: tuple[int, ...] = ()
     """Target non-embedding parameter counts (Kaplan's N); shapes follow model.aspect_ratio."""
@@ -185,14 +259,46 @@ class GridConfig:
     """Explicit shapes, e.g. [{n_layer = 2, n_embd = 64}], in addition to n_params."""
     n_tokens: tuple[int, ...] = ()
     """Training token budgets D (rounded to whole sequences of data.seq_len)."""
+    flops: tuple[float, ...] = ()
+    """IsoFLOP budgets C: every model size trains on D = C / (6 N) tokens of each budget."""
+    tokens_per_param: tuple[float, ...] = ()
+    """Tokens-per-parameter ladder: every model size trains on D = k N for each k."""
+    unique_tokens: tuple[int, ...] = ()
+    """Repeated data: unique-token budgets U (data.unique_tokens), crossed with epochs."""
+    epochs: tuple[float, ...] = ()
+    """Repeated data: passes over the U unique tokens; D = U x epochs."""
+    points: tuple[PointConfig, ...] = ()
+    """Explicit (size, D) pairs, e.g. [{n_params = 1e5, n_tokens = 2e6}]."""
+    lrs: tuple[float, ...] = ()
+    """Learning-rate sweep: every grid point once per peak learning rate (train.lr)."""
+    batch_sizes: tuple[int, ...] = ()
+    """Batch-size sweep: every grid point once per batch size (train.batch_size)."""
     seeds: tuple[int, ...] = (0,)
-    """One run per seed for every (N, D)."""
+    """One run per seed for every grid point."""
 
     def __post_init__(self) -> None:
         for n in self.n_params:
             _check(n > 0, "n_params", n, "every target parameter count must be > 0")
         for d in self.n_tokens:
             _check(d > 0, "n_tokens", d, "every token budget must be > 0")
+        for c in self.flops:
+            _check(c > 0, "flops", c, "every FLOP budget must be > 0")
+        for k in self.tokens_per_param:
+            _check(k > 0, "tokens_per_param", k, "every tokens-per-parameter ratio must be > 0")
+        for u in self.unique_tokens:
+            _check(u > 0, "unique_tokens", u, "every unique-token budget must be > 0")
+        for e in self.epochs:
+            _check(e > 0, "epochs", e, "every epoch count must be > 0")
+        _check(
+            bool(self.unique_tokens) == bool(self.epochs),
+            "unique_tokens",
+            self.unique_tokens,
+            "give unique_tokens and epochs together",
+        )
+        for lr in self.lrs:
+            _check(lr > 0, "lrs", lr, "every learning rate must be > 0")
+        for b in self.batch_sizes:
+            _check(b >= 1, "batch_sizes", b, "every batch size must be >= 1")
         for s in self.seeds:
             _check(s >= 0, "seeds", s, "every seed must be >= 0")
 
@@ -226,6 +332,12 @@ class ExecutionConfig:
     diverge_lr_factor, up to this many times (each retry is a new run with its own run_id)."""
     diverge_lr_factor: float = 0.5
     """Learning-rate multiplier of each divergence retry."""
+    share_wsd_trunks: bool = True
+    """WSD runs that differ only in D share their stable phase: the longest trains it once and
+    hands each shorter run its checkpoint where that run's decay begins (Hagele et al. 2024).
+    The shorter runs' results are the same as if trained alone; only FLOPs are saved."""
+    compile: bool = False
+    """torch.compile the model (faster on GPUs for long runs; compile time is paid per run)."""
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
@@ -348,6 +460,44 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DownstreamConfig:
+    """Fine-tuning every pretrained grid model on a labelled classification task."""
+
+    task: str = ""
+    """'' = no downstream stage; 'shakespeare-plays' (bundled: which play a passage comes
+    from) or a path to a CSV file with columns text and label."""
+    methods: tuple[Literal["full", "lora"], ...] = ("full", "lora")
+    """Fine-tune all weights ('full') and/or low-rank adapters ('lora', peft)."""
+    n_labels: tuple[int, ...] = ()
+    """Labelled-data-size grid: training examples per fine-tuning run; () = all of them."""
+    seeds: tuple[int, ...] = (0,)
+    """Fine-tuning seeds (example subset and classifier initialisation)."""
+    lr: float = 1e-3
+    """Peak learning rate of full fine-tuning."""
+    lora_lr: float = 3e-3
+    """Peak learning rate of LoRA fine-tuning."""
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    batch_size: int = 32
+    max_epochs: int = 20
+    """Upper bound on passes over the labelled training examples."""
+    patience: int = 3
+    """Early stopping: evaluations without a better validation loss before stopping."""
+
+    def __post_init__(self) -> None:
+        for n in self.n_labels:
+            _check(n >= 1, "n_labels", n, "every labelled-set size must be >= 1")
+        _check(bool(self.methods), "methods", self.methods, "give 'full', 'lora' or both")
+        _check(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check(self.lora_lr > 0, "lora_lr", self.lora_lr, "must be > 0")
+        _check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "must be >= 1")
+        _check(self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "must be > 0")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.max_epochs >= 1, "max_epochs", self.max_epochs, "must be >= 1")
+        _check(self.patience >= 1, "patience", self.patience, "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     """One experiment: a grid of runs and the settings they share."""
 
@@ -360,21 +510,40 @@ class ExperimentConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
 
     def __post_init__(self) -> None:
         ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
         _check(ok, "name", self.name, "letters, digits, '-', '_' and '.' only")
+        g = self.grid
+        modes = [
+            name
+            for name, on in [
+                ("n_tokens", g.n_tokens),
+                ("flops", g.flops),
+                ("tokens_per_param", g.tokens_per_param),
+                ("unique_tokens", g.unique_tokens),
+            ]
+            if on
+        ]
         _check(
-            bool(self.grid.n_params or self.grid.shapes),
-            "grid.n_params",
-            self.grid.n_params,
-            "give at least one model size (grid.n_params or grid.shapes)",
+            bool(modes or g.points),
+            "grid.n_tokens",
+            g.n_tokens,
+            "give token budgets: grid.n_tokens, flops, tokens_per_param, unique_tokens with "
+            "epochs, or points",
         )
         _check(
-            bool(self.grid.n_tokens),
-            "grid.n_tokens",
-            self.grid.n_tokens,
-            "give at least one token budget",
+            len(modes) <= 1,
+            "grid",
+            modes,
+            "use one of n_tokens, flops, tokens_per_param or unique_tokens/epochs per experiment",
+        )
+        _check(
+            bool(g.n_params or g.shapes) or not modes,
+            "grid.n_params",
+            g.n_params,
+            "give at least one model size (grid.n_params or grid.shapes)",
         )
         _check(bool(self.grid.seeds), "grid.seeds", self.grid.seeds, "give at least one seed")
 
@@ -545,6 +714,22 @@ def to_dict(obj: Any) -> Any:
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list | tuple):
         return [to_dict(v) for v in obj]
+    return obj
+
+
+def identity_dict(obj: Any) -> Any:
+    """`to_dict` for a run's identity: fields added after the first schema (`_added`) are left
+    out while they hold their defaults, so adding a setting never renames existing runs."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("identity") == "if_set" and value == f.default:
+                continue
+            out[f.name] = identity_dict(value)
+        return out
+    if isinstance(obj, list | tuple):
+        return [identity_dict(v) for v in obj]
     return obj
 
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import DataConfig, ExperimentConfig, TrainConfig, to_dict
+from harness.config import DataConfig, ExperimentConfig, TrainConfig, identity_dict
 from harness.data import vocab_size_for
 from harness.errors import InputError
 from harness.model import ModelShape, default_ffn_dim, shape_for_params
@@ -37,9 +37,9 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """The settings that define the run (the experiment's name is not one of them)."""
         return {
-            "model": to_dict(self.model),
-            "data": to_dict(self.data),
-            "train": to_dict(self.train),
+            "model": identity_dict(self.model),
+            "data": identity_dict(self.data),
+            "train": identity_dict(self.train),
             "n_tokens": self.n_tokens,
             "seed": self.seed,
         }

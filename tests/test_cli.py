@@ -79,7 +79,7 @@ def test_two_point_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         (
             "[grid]\nn_params = [1000]\nn_tokens = [1e5]\nfoo = 1\n",
             [],
-            "unknown key 'grid.foo'; valid keys: n_params, shapes, n_tokens, seeds",
+            "unknown key 'grid.foo'; valid keys: n_params, shapes, n_tokens, flops",
         ),
         ("[grid]\nn_params = [-1000]\nn_tokens = [1e5]\n", [], "grid.n_params = -1000"),
         (
