@@ -11,10 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from harness import __version__
 from harness.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the handlers import what they need when called
+    from harness.config import ExperimentConfig
+    from harness.results import ExperimentLayout
 
 __all__ = ["main"]
 
@@ -41,14 +45,20 @@ def _fmt_si(x: float) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.data import prepare_corpus
-    from harness.grid import expand
+    from harness.grid import expand_grid
     from harness.launch import pending_runs, run_local
     from harness.model import count_params
     from harness.results import ExperimentLayout, collect
 
     t0 = time.perf_counter()
     exp = load_experiment(args.experiment, args.overrides)
-    specs = expand(exp)
+    grid = expand_grid(exp)
+    specs = list(grid.specs)
+    for d in grid.dropped:  # derived D (isoFLOP, ladder) below one batch: not run
+        print(
+            f"dropped: N {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = {d.value:g}: "
+            f"{d.reason}"
+        )
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
     ns = sorted({count_params(s.model).non_embedding for s in specs})
@@ -67,9 +77,53 @@ def cmd_run(args: argparse.Namespace) -> int:
             if o.status == "failed":
                 log_path = layout.run_dir(o.run_id) / "train.log"
                 print(f"run {o.run_id} failed: {o.error} (log: {log_path})")
+    if exp.downstream.task:  # fine-tune every done run ([downstream]; harness.finetune)
+        failed += _downstream(exp, layout)
     csv_path, counts = collect(layout.root)
     print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     _analyse(csv_path)
+    print(f"finished in {time.perf_counter() - t0:.1f} s")
+    return 1 if failed else 0
+
+
+def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:
+    """Run the downstream stage, print one line per fine-tune, write downstream.csv; return
+    the number of failed fine-tunes."""
+    from harness.finetune import collect_downstream, run_downstream
+
+    failed = 0
+    for o in run_downstream(exp, layout):
+        if o.state == "failed":
+            failed += 1
+            print(f"fine-tune {o.run_id}/{o.name} failed: {o.error}")
+        elif o.state == "done" and o.record is not None:
+            r = o.record
+            print(
+                f"fine-tune {o.run_id} {r['method']:<4} n={r['n_labels']:<4} s{r['seed']}: "
+                f"test accuracy {r['accuracy']:.3f} (chance {r['chance_accuracy']:.3f}), "
+                f"test loss {r['test_loss']:.3f}, {r['epochs']} epochs, "
+                f"{r['trainable_params']:,} trainable, {r['wall_s']:.1f} s"
+            )
+    path, n_rows = collect_downstream(layout.root)
+    print(f"collected {path}: {n_rows} fine-tunes" + (f", {failed} failed" if failed else ""))
+    return failed
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.results import ExperimentLayout, collect
+
+    t0 = time.perf_counter()
+    exp = load_experiment(args.experiment, args.overrides)
+    layout = ExperimentLayout(exp.results_path)
+    if not layout.runs_dir.is_dir():
+        raise InputError(
+            f"{layout.root}: no runs/ folder; train the grid first with `harness run "
+            f"{args.experiment}`"
+        )
+    failed = _downstream(exp, layout)
+    csv_path, counts = collect(layout.root)  # runs.csv gains the headline accuracies
+    print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     print(f"finished in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
 
@@ -98,11 +152,23 @@ def _analyse(csv_path: Path) -> None:
         print(f"wrote {len(figures)} figures to {figures[0].parent}")
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from harness.plan import plan
+
+    print(plan(args.experiment, args.overrides, measure=not args.no_timing))
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from harness.results import collect
 
     csv_path, counts = collect(Path(args.results_dir))
     print(f"wrote {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    if any(Path(args.results_dir).glob("runs/*/downstream/*.json")):
+        from harness.finetune import collect_downstream
+
+        path, n_rows = collect_downstream(Path(args.results_dir))
+        print(f"wrote {path}: {n_rows} fine-tunes")
     return 0
 
 
@@ -208,6 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train the grid on this machine, then collect, fit and plot")
     p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
     p.set_defaults(func=cmd_run, takes_overrides=True)
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune the grid's done runs on the [downstream] task; skips finished fine-tunes",
+    )
+    p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
+    p.set_defaults(func=cmd_finetune, takes_overrides=True)
+
+    p = sub.add_parser(
+        "plan", help="table of the grid's runs with N, D, FLOPs and estimated times; trains nothing"
+    )
+    p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
+    p.add_argument(
+        "--no-timing", action="store_true", help="skip the timed steps (no time estimates)"
+    )
+    p.set_defaults(func=cmd_plan, takes_overrides=True)
 
     p = sub.add_parser(
         "submit",

@@ -81,10 +81,11 @@ class ShapeConfig:
 class ModelConfig:
     """Architecture family and the rule that turns a target N into a shape."""
 
-    arch: Literal["llama", "gpt2", "bert"] = "llama"
+    arch: Literal["llama", "gpt2", "bert", "modernbert"] = "llama"
     """Family, built from a transformers config (no download): 'llama' and 'gpt2' are causal
-    decoders (next-token loss); 'bert' is a bidirectional encoder trained with the masked-token
-    loss (Devlin et al. 2019)."""
+    decoders (next-token loss); 'bert' (post-LN, learned positions; Devlin et al. 2019) and
+    'modernbert' (pre-LN, RoPE, GeGLU; Warner et al. 2024) are bidirectional encoders trained
+    with the masked-token loss."""
     aspect_ratio: float = 16.0
     """n_embd / n_layer for shapes chosen from a target parameter count (Kaplan 2020 sec. 3.1)."""
     head_dim: int = 16
@@ -119,7 +120,7 @@ class DataConfig:
     unique_tokens: int = _added(0)
     """Train on only the first this many tokens of the training split, repeated for as many
     epochs as the token budget needs (data-constrained scaling, Muennighoff et al. 2023);
-    0 = the whole training split."""
+    a multiple of seq_len; 0 = the whole training split."""
 
     def __post_init__(self) -> None:
         _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
@@ -134,11 +135,14 @@ class DataConfig:
         _check(
             self.eval_tokens >= self.seq_len, "eval_tokens", self.eval_tokens, "must be >= seq_len"
         )
+        # Whole sequences, so that a run sees exactly U unique tokens per epoch (harness.data).
         _check(
-            self.unique_tokens == 0 or self.unique_tokens >= self.seq_len + 1,
+            self.unique_tokens == 0
+            or (self.unique_tokens > 0 and self.unique_tokens % self.seq_len == 0),
             "unique_tokens",
             self.unique_tokens,
-            "must be 0 (the whole training split) or at least seq_len + 1",
+            f"must be 0 (the whole training split) or a positive multiple of seq_len = "
+            f"{self.seq_len} (whole sequences)",
         )
 
 
@@ -158,7 +162,8 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     """Linear warmup over this share of the run's own steps (at least one step)."""
     min_lr_ratio: float = 0.1
-    """Cosine decay ends at lr * min_lr_ratio exactly at the run's own last step (Chinchilla)."""
+    """The decay (cosine, or the WSD cooldown) ends at lr * min_lr_ratio exactly at the run's own
+    last step (Chinchilla)."""
     weight_decay: float = 0.1
     """AdamW decoupled weight decay on matrices (not on norms, biases or embeddings)."""
     beta1: float = 0.9
@@ -185,7 +190,7 @@ class TrainConfig:
     found 1 - sqrt better)."""
     warmup_tokens: int = _added(0)
     """Linear warmup over this many tokens, the same for every D (what lets WSD runs of one size
-    share their stable phase); 0 = warmup_fraction of the run's own steps."""
+    share their stable phase); 0 = warmup_fraction of the run's own steps (refused with 'wsd')."""
     mask_fraction: float = _added(0.15)
     """Masked LM (model.arch = 'bert'): share of tokens chosen for prediction (BERT's 15%)."""
 
@@ -219,6 +224,16 @@ class TrainConfig:
             "must be in (0, 1]",
         )
         _check(self.warmup_tokens >= 0, "warmup_tokens", self.warmup_tokens, "must be >= 0")
+        # A warmup that scaled with each run's D would make WSD runs of one size differ from step
+        # 0, so none could share a stable phase (harness.wsd); Hagele et al. 2024 fix it in steps.
+        _check(
+            self.schedule != "wsd" or self.warmup_tokens > 0,
+            "warmup_tokens",
+            self.warmup_tokens,
+            "schedule 'wsd' needs a warmup of the same length for every D, so that runs of one "
+            "size share their stable phase: set train.warmup_tokens > 0 (e.g. 5% of the "
+            "smallest D)",
+        )
         _check(0 < self.mask_fraction < 1, "mask_fraction", self.mask_fraction, "must be in (0, 1)")
 
 
@@ -468,25 +483,32 @@ class DownstreamConfig:
     from) or a path to a CSV file with columns text and label."""
     methods: tuple[Literal["full", "lora"], ...] = ("full", "lora")
     """Fine-tune all weights ('full') and/or low-rank adapters ('lora', peft)."""
-    n_labels: tuple[int, ...] = ()
-    """Labelled-data-size grid: training examples per fine-tuning run; () = all of them."""
+    n_labels: tuple[int, ...] = (0,)
+    """Labelled-data-size grid: training examples per fine-tuning run, a class-balanced seeded
+    subsample (nested: a smaller set is part of every larger one); 0 = all of them."""
     seeds: tuple[int, ...] = (0,)
-    """Fine-tuning seeds (example subset and classifier initialisation)."""
+    """Fine-tuning seeds (example subset, head and adapter initialisation, batch order)."""
     lr: float = 1e-3
-    """Peak learning rate of full fine-tuning."""
+    """Learning rate (constant, AdamW) of full fine-tuning."""
     lora_lr: float = 3e-3
-    """Peak learning rate of LoRA fine-tuning."""
+    """Learning rate (constant, AdamW) of LoRA fine-tuning (adapters and head)."""
     lora_rank: int = 8
     lora_alpha: float = 16.0
     batch_size: int = 32
     max_epochs: int = 20
     """Upper bound on passes over the labelled training examples."""
     patience: int = 3
-    """Early stopping: evaluations without a better validation loss before stopping."""
+    """Early stopping: epochs without a better validation loss before stopping."""
+    pooling: Literal["auto", "last", "mean"] = "auto"
+    """Passage representation fed to the classifier head: the mean of the final hidden states
+    over the passage's tokens ('mean') or the last token's ('last', the only position of a
+    causal model that has seen the whole passage); 'auto' = 'mean' (measured far better for
+    the small byte-level models of the quickstart, see harness.finetune)."""
 
     def __post_init__(self) -> None:
+        _check(bool(self.n_labels), "n_labels", self.n_labels, "give sizes, 0 = all labels")
         for n in self.n_labels:
-            _check(n >= 1, "n_labels", n, "every labelled-set size must be >= 1")
+            _check(n >= 0, "n_labels", n, "every labelled-set size must be >= 1, or 0 = all")
         _check(bool(self.methods), "methods", self.methods, "give 'full', 'lora' or both")
         _check(self.lr > 0, "lr", self.lr, "must be > 0")
         _check(self.lora_lr > 0, "lora_lr", self.lora_lr, "must be > 0")

@@ -22,6 +22,13 @@ import numpy as np
 from harness.atomic import atomic_write, atomic_write_json
 from harness.config import DataConfig
 from harness.errors import InputError
+from harness.synthetic import (
+    SEGMENT_TOKENS,
+    MarkovSource,
+    is_synthetic,
+    source_for,
+    write_reference,
+)
 
 __all__ = [
     "Corpus",
@@ -31,6 +38,8 @@ __all__ = [
     "prepare_corpus",
     "read_corpus_bytes",
     "split_train_val",
+    "training_order",
+    "usable_train_tokens",
     "vocab_size_for",
 ]
 
@@ -38,9 +47,12 @@ BUNDLED = {"shakespeare": "shakespeare.txt.xz"}
 _CACHE_VERSION = 1
 
 
-def vocab_size_for(cfg: DataConfig) -> int:
-    """The model's vocabulary: 256 byte values, or the BPE's configured size."""
-    return 256 if cfg.tokenizer == "byte" else cfg.bpe_vocab_size
+def vocab_size_for(cfg: DataConfig, arch: str = "llama") -> int:
+    """The model's vocabulary: 256 byte values, or the BPE's configured size; for a masked LM
+    (arch 'bert' or 'modernbert') one more, the [MASK] token, whose id is the last
+    (`harness.objectives`)."""
+    base = 256 if cfg.tokenizer == "byte" else cfg.bpe_vocab_size
+    return base + 1 if arch in ("bert", "modernbert") else base
 
 
 def bundled_corpora() -> list[str]:
@@ -53,8 +65,11 @@ def read_corpus_bytes(corpus: str) -> bytes:
     Raises
     ------
     InputError
-        The path does not exist, holds no files, or a file is not UTF-8 text.
+        The path does not exist, holds no files, or a file is not UTF-8 text; or a bad
+        ``synthetic:...`` spec (`harness.synthetic`).
     """
+    if is_synthetic(corpus):
+        return source_for(corpus).generate()
     if corpus in BUNDLED:
         ref = resources.files("harness.corpora").joinpath(BUNDLED[corpus])
         return lzma.decompress(ref.read_bytes())
@@ -68,7 +83,7 @@ def read_corpus_bytes(corpus: str) -> bytes:
     else:
         raise InputError(
             f"data.corpus = {corpus!r}: no such file or folder; accepted: a path or one of "
-            f"{', '.join(bundled_corpora())}"
+            f"{', '.join(bundled_corpora())}, or synthetic:KEY=VALUE,... (harness.synthetic)"
         )
     parts = []
     for f in files:
@@ -177,11 +192,13 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
     The key hashes the corpus bytes and every setting that changes the tokens, so a changed
     file or setting makes a new cache entry instead of reusing a stale one.
     """
-    text = read_corpus_bytes(cfg.corpus)
-    corpus_sha = hashlib.sha256(text).hexdigest()
+    source = source_for(cfg.corpus) if is_synthetic(cfg.corpus) else None
+    text = b"" if source else read_corpus_bytes(cfg.corpus)
+    # A synthetic corpus is keyed by its spec, so a cached one is found without generating it.
+    corpus_id = source.cache_id() if source else hashlib.sha256(text).hexdigest()
     settings = {
         "v": _CACHE_VERSION,
-        "corpus_sha256": corpus_sha,
+        "corpus_sha256": corpus_id,
         "tokenizer": cfg.tokenizer,
         "bpe_vocab_size": cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else None,
         "val_fraction": cfg.val_fraction,
@@ -192,8 +209,16 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
     info_path = directory / "info.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
-        return Corpus(directory=directory, **info)
+        info.pop("synthetic", None)
+        corpus = Corpus(directory=directory, **info)
+        usable_train_tokens(cfg, corpus.n_train_tokens)  # data.unique_tokens fits the split
+        if source:
+            _write_synthetic_reference(source, cfg, Path(cache_root), corpus)
+        return corpus
 
+    if source:
+        text = source.generate()
+    corpus_sha = hashlib.sha256(text).hexdigest()
     train_bytes, val_bytes = split_train_val(text, cfg)
     if cfg.tokenizer == "byte":
         vocab_size = 256
@@ -218,8 +243,78 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
         "n_val_tokens": int(val.size),
         "corpus_sha256": corpus_sha,
     }
-    atomic_write_json(info_path, info)  # written last: its presence means the entry is whole
-    return Corpus(directory=directory, **info)
+    synthetic = {"synthetic": source.summary()} if source else {}
+    atomic_write_json(info_path, info | synthetic)  # written last: the entry is whole
+    corpus = Corpus(directory=directory, **info)
+    usable_train_tokens(cfg, corpus.n_train_tokens)  # data.unique_tokens fits the split
+    if source:
+        _write_synthetic_reference(source, cfg, Path(cache_root), corpus)
+    return corpus
+
+
+def _write_synthetic_reference(
+    source: MarkovSource, cfg: DataConfig, cache_root: Path, corpus: Corpus
+) -> None:
+    """The source's exact numbers where the analysis finds them: results/NAME/corpus.json,
+    with the floor of the very tokens every evaluation scores (byte tokens are the symbols;
+    validation blocks that are whole segments keep the segments' independence exact)."""
+    floor = None
+    if cfg.tokenizer == "byte" and cfg.val_block_bytes % SEGMENT_TOKENS == 0:
+        val = np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes()
+        if (len(val) - 1) // cfg.seq_len >= cfg.eval_tokens // cfg.seq_len:
+            floor = source.eval_floor(val, cfg.seq_len, cfg.eval_tokens)
+    write_reference(
+        cache_root.parent / "corpus.json",
+        source,
+        cfg.tokenizer,
+        cfg.seq_len,
+        eval_floor=floor,
+        eval_tokens=cfg.eval_tokens if floor is not None else None,
+    )
+
+
+def usable_train_tokens(cfg: DataConfig, n_train_tokens: int) -> int:
+    """How many leading tokens of the training split a run may read.
+
+    All of them when ``cfg.unique_tokens`` is 0. For ``cfg.unique_tokens = U`` (repeated data,
+    Muennighoff et al. 2023) the first U + 1: U counts predicted tokens, as D does, and a window
+    of seq_len targets reads seq_len + 1 tokens, so U / seq_len windows need U + 1 tokens. A run
+    then sees exactly U unique tokens per epoch and D / U epochs (`SequenceOrder`). The
+    validation split does not depend on U: every run of an experiment scores the same tokens.
+
+    Raises
+    ------
+    InputError
+        U is not a whole number of sequences, or exceeds the training split.
+    """
+    u, seq_len = cfg.unique_tokens, cfg.seq_len
+    if u == 0:
+        return n_train_tokens
+    most = (n_train_tokens - 1) // seq_len * seq_len  # whole windows the split holds
+    if u % seq_len:
+        raise InputError(
+            f"data.unique_tokens = {u}: not a whole number of sequences of data.seq_len = "
+            f"{seq_len}; accepted: a multiple of {seq_len}, e.g. {max(1, u // seq_len) * seq_len}"
+        )
+    if u > most:
+        raise InputError(
+            f"data.unique_tokens = {u} exceeds the training split of data.corpus = "
+            f"{cfg.corpus!r} ({n_train_tokens} tokens, {most} in whole sequences of "
+            f"{seq_len}); accepted: 0 (the whole split) or a multiple of {seq_len} up to {most}"
+        )
+    return u + 1
+
+
+def training_order(cfg: DataConfig, n_train_tokens: int, seed: int) -> SequenceOrder:
+    """The order a run reads its training windows in: over the whole training split, or over
+    its first ``cfg.unique_tokens`` tokens, epoch after epoch (`usable_train_tokens`).
+
+    Raises
+    ------
+    InputError
+        As `usable_train_tokens`.
+    """
+    return SequenceOrder(usable_train_tokens(cfg, n_train_tokens), cfg.seq_len, seed)
 
 
 @dataclass(frozen=True)

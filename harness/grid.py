@@ -4,11 +4,26 @@ A run's identity is everything that changes what it computes: model shape, data 
 settings, optimisation settings, token budget and seed. ``run_id`` is a short hash of exactly
 that, so running an experiment again finds the runs already done, and changing any of those
 settings makes new runs instead of silently reusing old ones. Where a run executes (device,
-threads, cluster) is not part of it.
+threads, cluster) is not part of it, and neither is the isoFLOP budget a run was derived from
+(`RunSpec.flops_budget`, a tag for analysis).
+
+Grid modes (`harness.config.GridConfig`), each crossed with every model size:
+
+- ``n_tokens``: the cartesian N x D grid (Kaplan et al. 2020).
+- ``flops``: isoFLOP profiles (Hoffmann et al. 2022, approach 2): D = C / (6 N) with N the
+  exact non-embedding count of the chosen shape, so 6 N D = C up to the rounding of D to whole
+  sequences. Pairs whose D is below one batch of the run are dropped (`GridExpansion.dropped`).
+- ``tokens_per_param``: a ladder D = k N (k = 20 is Chinchilla's compute-optimal ratio).
+- ``unique_tokens`` x ``epochs``: repeated data (Muennighoff et al. 2023): the run trains on the
+  first U tokens (``data.unique_tokens = U``) for D = U x epochs tokens.
+- ``points``: explicit (size, D) pairs, alone or beside one of the modes.
+
+``lrs`` and ``batch_sizes`` sweep the optimiser at every point; ``seeds`` repeat every run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -17,9 +32,17 @@ from typing import Any
 from harness.config import DataConfig, ExperimentConfig, TrainConfig, identity_dict
 from harness.data import vocab_size_for
 from harness.errors import InputError
-from harness.model import ModelShape, default_ffn_dim, shape_for_params
+from harness.model import ModelShape, count_params, default_ffn_dim, shape_for_params
 
-__all__ = ["RunSpec", "expand", "resolve_n_tokens", "spec_from_dict"]
+__all__ = [
+    "DroppedPoint",
+    "GridExpansion",
+    "RunSpec",
+    "expand",
+    "expand_grid",
+    "resolve_n_tokens",
+    "spec_from_dict",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +56,10 @@ class RunSpec:
     n_tokens: int
     """Training tokens D, a whole number of sequences."""
     seed: int
+    flops_budget: float | None = None
+    """The isoFLOP budget C (FLOPs) this run's D was derived from (grid.flops); None outside an
+    isoFLOP grid. A tag for analysis (runs.csv's flops_budget groups the profiles), not part of
+    the run's identity: it changes nothing the run computes."""
 
     def identity(self) -> dict[str, Any]:
         """The settings that define the run (the experiment's name is not one of them)."""
@@ -60,7 +87,10 @@ class RunSpec:
         return -(-n_seq // self.train.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "run_id": self.run_id, **self.identity()}
+        out = {"experiment": self.experiment, "run_id": self.run_id, **self.identity()}
+        if self.flops_budget is not None:  # absent otherwise: older spec.json files stay equal
+            out["flops_budget"] = self.flops_budget
+        return out
 
 
 def spec_from_dict(d: dict[str, Any]) -> RunSpec:
@@ -69,6 +99,11 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
 
     data = _build(DataConfig, d["data"], "data", "spec.json")
     train = _build(TrainConfig, d["train"], "train", "spec.json")
+    budget = d.get("flops_budget")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0
+    ):
+        raise InputError(f"spec.json: flops_budget = {budget!r}; accepted: a number > 0 or absent")
     return RunSpec(
         experiment=d["experiment"],
         model=ModelShape(**d["model"]),
@@ -76,65 +111,224 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         train=train,
         n_tokens=int(d["n_tokens"]),
         seed=int(d["seed"]),
+        flops_budget=None if budget is None else float(budget),
     )
 
 
-def resolve_n_tokens(n_tokens: int, seq_len: int) -> int:
+def resolve_n_tokens(n_tokens: float, seq_len: int) -> int:
     """Round a token budget to whole sequences (at least one), so D is exactly what trains."""
     return max(1, int(n_tokens / seq_len + 0.5)) * seq_len  # half up, not Python's half-even
 
 
+@dataclass(frozen=True, kw_only=True)
+class DroppedPoint:
+    """A (size, budget) pair of a derived-D mode that gives no sensible run."""
+
+    n_params: int
+    """Non-embedding parameters N of the shape."""
+    n_layer: int
+    n_embd: int
+    n_tokens: int
+    """The D it would have trained on."""
+    batch_tokens: int
+    """Tokens of one optimizer step of that run."""
+    mode: str
+    """'flops' or 'tokens_per_param'."""
+    value: float
+    """The budget C or the ratio k that gave this D."""
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"D = {self.n_tokens:,} tokens is below one batch ({self.batch_tokens:,} tokens): "
+            "fewer than one optimizer step"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridExpansion:
+    """The runs of an experiment and the derived points left out."""
+
+    specs: tuple[RunSpec, ...]
+    dropped: tuple[DroppedPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Point:
+    shape: ModelShape
+    n_params: int
+    n_tokens: int
+    data: DataConfig
+    flops_budget: float | None
+    mode: str
+    value: float
+
+
+def _target_shape(exp: ExperimentConfig, target: int, vocab_size: int, where: str) -> ModelShape:
+    m = exp.model
+    try:
+        return shape_for_params(
+            target,
+            arch=m.arch,  # type: ignore[arg-type]
+            aspect_ratio=m.aspect_ratio,
+            head_dim=m.head_dim,
+            vocab_size=vocab_size,
+            seq_len=exp.data.seq_len,
+            tie_embeddings=m.tie_embeddings,
+        )
+    except ValueError as e:  # InputError is a ValueError
+        raise InputError(f"{where} = {target}: {e}") from None
+
+
+def _explicit_shape(
+    exp: ExperimentConfig, n_layer: int, n_embd: int, n_head: int, vocab_size: int, where: str
+) -> ModelShape:
+    m = exp.model
+    try:
+        return ModelShape(
+            arch=m.arch,  # type: ignore[arg-type]
+            n_layer=n_layer,
+            n_embd=n_embd,
+            n_head=n_head or max(1, n_embd // m.head_dim),
+            vocab_size=vocab_size,
+            seq_len=exp.data.seq_len,
+            ffn_dim=default_ffn_dim(m.arch, n_embd),  # type: ignore[arg-type]
+            tie_embeddings=m.tie_embeddings,
+        )
+    except ValueError as e:
+        raise InputError(f"{where} ({n_layer} x {n_embd}): {e}") from None
+
+
 def _shapes(exp: ExperimentConfig, vocab_size: int) -> list[ModelShape]:
-    m, seq_len = exp.model, exp.data.seq_len
-    shapes = []
-    for target in exp.grid.n_params:
-        try:
-            shapes.append(
-                shape_for_params(
-                    target,
-                    arch=m.arch,
-                    aspect_ratio=m.aspect_ratio,
-                    head_dim=m.head_dim,
-                    vocab_size=vocab_size,
-                    seq_len=seq_len,
-                    tie_embeddings=m.tie_embeddings,
-                )
-            )
-        except ValueError as e:
-            raise InputError(f"grid.n_params = {target}: {e}") from None
-    for s in exp.grid.shapes:
-        n_head = s.n_head or max(1, s.n_embd // m.head_dim)
-        try:
-            shapes.append(
-                ModelShape(
-                    arch=m.arch,
-                    n_layer=s.n_layer,
-                    n_embd=s.n_embd,
-                    n_head=n_head,
-                    vocab_size=vocab_size,
-                    seq_len=seq_len,
-                    ffn_dim=default_ffn_dim(m.arch, s.n_embd),
-                    tie_embeddings=m.tie_embeddings,
-                )
-            )
-        except ValueError as e:
-            raise InputError(f"grid.shapes ({s.n_layer} x {s.n_embd}): {e}") from None
+    shapes = [_target_shape(exp, t, vocab_size, "grid.n_params") for t in exp.grid.n_params]
+    shapes += [
+        _explicit_shape(exp, s.n_layer, s.n_embd, s.n_head, vocab_size, "grid.shapes")
+        for s in exp.grid.shapes
+    ]
     return shapes
 
 
-def expand(exp: ExperimentConfig) -> list[RunSpec]:
-    """All runs of the grid, in order: model size, then D, then seed; duplicates dropped."""
+def _points(exp: ExperimentConfig, vocab_size: int) -> list[_Point]:
+    """Every (shape, D, data) of the grid before the optimiser sweeps and seeds, mode order."""
+    g, seq_len = exp.grid, exp.data.seq_len
+    out: list[_Point] = []
+    for shape in _shapes(exp, vocab_size):
+        n = count_params(shape).non_embedding
+
+        def add(
+            d: float,
+            mode: str,
+            value: float,
+            *,
+            data: DataConfig = exp.data,
+            budget: float | None = None,
+            shape: ModelShape = shape,
+            n: int = n,
+        ) -> None:
+            out.append(_Point(shape, n, resolve_n_tokens(d, seq_len), data, budget, mode, value))
+
+        for d in g.n_tokens:
+            add(d, "n_tokens", d)
+        for c in g.flops:
+            # Chinchilla's C = 6 N D with the exact N of this shape (Hoffmann et al. 2022).
+            add(c / (6.0 * n), "flops", c, budget=c)
+        for k in g.tokens_per_param:
+            add(k * n, "tokens_per_param", k)
+        for u in g.unique_tokens:
+            try:
+                data = dataclasses.replace(exp.data, unique_tokens=u)
+            except ValueError as e:
+                raise InputError(f"grid.unique_tokens = {u}: {e}") from None
+            for e in g.epochs:
+                add(u * e, "unique_tokens", u, data=data)
+    for i, p in enumerate(g.points):
+        where = f"grid.points[{i}]"
+        if p.n_params:
+            shape = _target_shape(exp, p.n_params, vocab_size, f"{where}.n_params")
+        else:
+            shape = _explicit_shape(exp, p.n_layer, p.n_embd, 0, vocab_size, where)
+        n = count_params(shape).non_embedding
+        out.append(
+            _Point(
+                shape,
+                n,
+                resolve_n_tokens(p.n_tokens, seq_len),
+                exp.data,
+                None,
+                "points",
+                p.n_tokens,
+            )
+        )
+    return out
+
+
+def expand_grid(exp: ExperimentConfig) -> GridExpansion:
+    """All runs of the grid, and the derived (size, budget) pairs left out.
+
+    Order: model size N, then D (then unique tokens U), then the learning rate and batch size
+    of the sweeps in the order given, then seed; stable, so sizes of equal N and points of
+    equal (N, D) keep the order of the TOML. A run that appears twice (same run_id) is kept
+    once, with the isoFLOP budget of its first appearance.
+
+    Raises
+    ------
+    InputError
+        A size that gives no valid shape, a unique-token budget that DataConfig refuses, or a
+        derived-D grid in which every point is dropped.
+    """
+    points = sorted(
+        _points(exp, vocab_size_for(exp.data, exp.model.arch)),
+        key=lambda p: (p.n_params, p.n_tokens, p.data.unique_tokens),
+    )
+    g = exp.grid
+    trains = [
+        exp.train
+        if (lr, bs) == (exp.train.lr, exp.train.batch_size)
+        else dataclasses.replace(exp.train, lr=lr, batch_size=bs)
+        for lr in (g.lrs or (exp.train.lr,))
+        for bs in (g.batch_sizes or (exp.train.batch_size,))
+    ]
     specs: dict[str, RunSpec] = {}
-    for shape in _shapes(exp, vocab_size_for(exp.data)):
-        for d in exp.grid.n_tokens:
-            for seed in exp.grid.seeds:
+    dropped: list[DroppedPoint] = []
+    for p in points:
+        for train in trains:
+            batch_tokens = train.batch_size * exp.data.seq_len
+            if p.mode in ("flops", "tokens_per_param") and p.n_tokens < batch_tokens:
+                # D is derived, not chosen: a size far from the budget gets a D below a single
+                # optimizer step, which says nothing about the scaling law.
+                dropped.append(
+                    DroppedPoint(
+                        n_params=p.n_params,
+                        n_layer=p.shape.n_layer,
+                        n_embd=p.shape.n_embd,
+                        n_tokens=p.n_tokens,
+                        batch_tokens=batch_tokens,
+                        mode=p.mode,
+                        value=p.value,
+                    )
+                )
+                continue
+            for seed in g.seeds:
                 spec = RunSpec(
                     experiment=exp.name,
-                    model=shape,
-                    data=exp.data,
-                    train=exp.train,
-                    n_tokens=resolve_n_tokens(d, exp.data.seq_len),
+                    model=p.shape,
+                    data=p.data,
+                    train=train,
+                    n_tokens=p.n_tokens,
                     seed=seed,
+                    flops_budget=p.flops_budget,
                 )
                 specs.setdefault(spec.run_id, spec)
-    return list(specs.values())
+    if not specs:
+        d = dropped[0]
+        raise InputError(
+            f"grid.{d.mode}: every point is dropped (e.g. N = {d.n_params:,}, "
+            f"{d.mode} = {d.value:g}: {d.reason}); accepted: budgets that give every size at "
+            "least one batch of tokens"
+        )
+    return GridExpansion(specs=tuple(specs.values()), dropped=tuple(dict.fromkeys(dropped)))
+
+
+def expand(exp: ExperimentConfig) -> list[RunSpec]:
+    """All runs of the grid (see `expand_grid`), in order: size, D, sweep, seed."""
+    return list(expand_grid(exp).specs)

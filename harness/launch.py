@@ -55,12 +55,14 @@ from harness.results import (
     write_result,
     write_spec,
 )
+from harness.wsd import inherited_tokens, plan_trunks
 
 __all__ = [
     "LocalOutcome",
     "Resources",
     "RunStatus",
     "Submission",
+    "TrainGroupJob",
     "TrainJob",
     "pending_runs",
     "read_jobs",
@@ -182,8 +184,14 @@ def _failed(run_dir: Path, spec: RunSpec, error: str, log: str = "") -> dict[str
     return result
 
 
-def _run_one(spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any]) -> dict[str, Any]:
-    """Worker body: train one run with its log in run_dir/train.log; never raises."""
+def _run_one(
+    spec_dict: dict[str, Any],
+    run_dir: str,
+    execution: dict[str, Any],
+    branch_dicts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Worker body: train one run with its log in run_dir/train.log; never raises.
+    ``branch_dicts``: the WSD branches this run hands checkpoints to (harness.wsd)."""
     from harness.config import _build
     from harness.train import train
 
@@ -197,7 +205,8 @@ def _run_one(spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any])
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        result = train(spec, path, execution=exe)
+        branches = [spec_from_dict(b) for b in branch_dicts or ()]
+        result = train(spec, path, execution=exe, branches=branches)
         assert result is not None
         logging.getLogger("harness.launch").info("run %s ended: %s", spec.run_id, result.status)
         return {"status": result.status, "val_loss": result.val_loss, "wall_s": result.wall_s}
@@ -222,6 +231,10 @@ def run_local(
     ``execution.diverge_retries`` times at most); the diverged run's result.json names it in
     ``retried_as``.
 
+    With ``execution.share_wsd_trunks``, the WSD runs that differ only in D go together, the
+    longest first: it hands each shorter one its checkpoint at that run's decay start, and the
+    shorter ones then train only their cooldowns (`harness.wsd.plan_trunks`).
+
     Raises
     ------
     InputError
@@ -230,10 +243,18 @@ def run_local(
     execution = exp.execution
     for spec in specs:
         check_spec(layout.run_dir(spec.run_id), spec)
+    branches_of: dict[str, list[RunSpec]] = {}
+    if execution.share_wsd_trunks:
+        specs, branches_of = plan_trunks(list(specs))
+    inherits = {b.run_id: inherited_tokens(b) for bs in branches_of.values() for b in bs}
+
+    def cost(s: RunSpec) -> float:  # the FLOPs a run will spend itself
+        return _flops(s) * (1 - inherits.get(s.run_id, 0) / s.n_tokens)
+
     specs = list(specs)  # grows by the retries of diverged runs
     ctx = multiprocessing.get_context("spawn")
     outcomes: list[LocalOutcome] = []
-    total_flops = sum(_flops(s) for s in specs)
+    total_flops = sum(cost(s) for s in specs)
     bar = None
     if execution.progress and specs:
         from tqdm.auto import tqdm
@@ -259,7 +280,11 @@ def run_local(
             write_spec(run_dir, spec)
             try:
                 out = pool.submit(
-                    _run_one, spec.to_dict(), str(run_dir), to_dict(execution)
+                    _run_one,
+                    spec.to_dict(),
+                    str(run_dir),
+                    to_dict(execution),
+                    [b.to_dict() for b in branches_of.get(spec.run_id, ())],
                 ).result()
             except BrokenProcessPool:
                 # The worker died without a Python exception (killed, segfault, out of memory).
@@ -284,7 +309,7 @@ def run_local(
                     bar.total += _flops(retry)
             i += 1
             if bar is not None:
-                bar.update(_flops(spec))
+                bar.update(cost(spec))
                 bar.set_description(f"grid {exp.name} {i}/{len(specs)} runs")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -753,7 +778,11 @@ class TrainJob(submitit.helpers.Checkpointable):
     """
 
     def __call__(
-        self, spec_dict: dict[str, Any], run_dir: str, execution: dict[str, Any]
+        self,
+        spec_dict: dict[str, Any],
+        run_dir: str,
+        execution: dict[str, Any],
+        branch_dicts: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         import signal
         import threading
@@ -810,9 +839,14 @@ class TrainJob(submitit.helpers.Checkpointable):
                 os.replace(path / "result.json", path / "result.failed.json")
             from harness.train import train
 
+            branches = [spec_from_dict(b) for b in branch_dicts or ()]
             while True:
                 result = train(
-                    spec, path, execution=exe, should_stop=lambda: flags["requeue"] or flags["term"]
+                    spec,
+                    path,
+                    execution=exe,
+                    should_stop=lambda: flags["requeue"] or flags["term"],
+                    branches=branches,
                 )
                 if result is not None:
                     log.info("run %s ended: %s", spec.run_id, result.status)
@@ -865,6 +899,45 @@ class TrainJob(submitit.helpers.Checkpointable):
                 "was not requeued; `harness submit` resumes it"
             )
         return {"status": result.status, "val_loss": result.val_loss, "wall_s": result.wall_s}
+
+
+class TrainGroupJob(TrainJob):
+    """A WSD trunk and its branches (`harness.wsd`) as one job, one run after another.
+
+    The trunk goes first and hands each branch its checkpoint at the branch's decay start; then
+    each branch trains its cooldown. In one job no branch ever trains while its trunk may still
+    write into its directory. A requeued job starts over: finished runs are skipped, the others
+    resume from their checkpoints. A run that fails does not stop the rest (a branch whose
+    hand-off never came trains alone, from step 0); the job fails at the end if any run did.
+    """
+
+    def __call__(  # type: ignore[override]
+        self, spec_dicts: list[dict[str, Any]], run_dirs: list[str], execution: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        out, failed = [], []
+        for i, (spec_dict, run_dir) in enumerate(zip(spec_dicts, run_dirs, strict=True)):
+            try:
+                out.append(
+                    super().__call__(
+                        spec_dict, run_dir, execution, spec_dicts[1:] if i == 0 else None
+                    )
+                )
+            except submitit.core.utils.UncompletedJobError:
+                raise  # out of requeues: the job is over
+            except Exception as e:  # noqa: BLE001 - recorded in the run's result.json already
+                failed.append(f"{spec_dict['run_id']}: {type(e).__name__}: {e}".splitlines()[0])
+        if failed:
+            raise RuntimeError(f"{len(failed)} run(s) of this job failed: " + "; ".join(failed))
+        return out
+
+
+def _job_units(specs: list[RunSpec], share_wsd_trunks: bool) -> list[list[RunSpec]]:
+    """The runs of each job: one run, or a WSD trunk followed by its branches."""
+    if not share_wsd_trunks:
+        return [[s] for s in specs]
+    order, branches = plan_trunks(specs)
+    served = {b.run_id for bs in branches.values() for b in bs}
+    return [[s, *branches.get(s.run_id, [])] for s in order if s.run_id not in served]
 
 
 # --- submit --------------------------------------------------------------------------------------
@@ -921,8 +994,12 @@ def submit(
             run_dir.mkdir(parents=True, exist_ok=True)
             write_spec(run_dir, spec)
         execution = to_dict(dataclasses.replace(exp.execution, progress=False))
-        shares = _split_parallel(exp.cluster.max_parallel, [len(g) for g in groups.values()])
-        for (res, group), parallelism in zip(groups.items(), shares, strict=True):
+        # One job per run, or per WSD group (trunk, then its branches) with shared trunks.
+        units = {
+            res: _job_units(group, exp.execution.share_wsd_trunks) for res, group in groups.items()
+        }
+        shares = _split_parallel(exp.cluster.max_parallel, [len(u) for u in units.values()])
+        for (res, group), parallelism in zip(units.items(), shares, strict=True):
             executor = _make_executor(
                 cluster, layout.root / "slurm" / "%j", res, f"harness-{exp.name}", parallelism
             )
@@ -931,15 +1008,24 @@ def submit(
                 with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                     submitted_jobs = [
                         executor.submit(
-                            TrainJob(), s.to_dict(), str(layout.run_dir(s.run_id)), execution
+                            TrainJob(), u[0].to_dict(), str(layout.run_dir(u[0].run_id)), execution
                         )
-                        for s in group
+                        if len(u) == 1
+                        else executor.submit(
+                            TrainGroupJob(),
+                            [s.to_dict() for s in u],
+                            [str(layout.run_dir(s.run_id)) for s in u],
+                            execution,
+                        )
+                        for u in group
                     ]
             except submitit.core.utils.FailedJobError as e:
                 # sbatch refused (bad partition, account, limits): its message is the answer
                 raise InputError(f"sbatch refused the submission: {_sbatch_reason(e)}") from None
             stamp = time.time()
-            for spec, job in zip(group, submitted_jobs, strict=True):
+            for spec, job in (
+                (s, j) for u, j in zip(group, submitted_jobs, strict=True) for s in u
+            ):
                 base, _, index = job.job_id.partition("_")
                 stdout, stderr = str(job.paths.stdout), str(job.paths.stderr)
                 entry: dict[str, Any] = {

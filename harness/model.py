@@ -1,8 +1,9 @@
 """Model shapes, exact parameter counts, FLOP counts, and the transformers model they describe.
 
-A `ModelShape` is everything that fixes the parameter count of a decoder-only transformer LM:
-Llama-style (RMSNorm, RoPE, SwiGLU, no biases; the default) or GPT-2 (LayerNorm, learned
-positions, GELU MLP, biases). From a shape this module
+A `ModelShape` is everything that fixes the parameter count of a transformer LM: a causal
+decoder, Llama-style (RMSNorm, RoPE, SwiGLU, no biases; the default) or GPT-2 (LayerNorm, learned
+positions, GELU MLP, biases), or a BERT masked-LM encoder (Devlin et al. 2019: post-LayerNorm,
+learned positions, GELU MLP, biases, an MLM head). From a shape this module
 
 - counts parameters in closed form (`count_params`), equal to the built model's count exactly;
   `non_embedding` is Kaplan et al. 2020's N, the N of every scaling law in this harness;
@@ -39,7 +40,7 @@ __all__ = [
     "shape_for_params",
 ]
 
-Arch = Literal["llama", "gpt2"]
+Arch = Literal["llama", "gpt2", "bert", "modernbert"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 
 # Small fixed settings of the built models (not part of the shape: they change no count).
@@ -68,13 +69,17 @@ def _check_positive_int(name: str, value: object) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelShape:
-    """The shape of a decoder-only transformer LM; it fixes the parameter count.
+    """The shape of a transformer LM; it fixes the parameter count.
 
     Attributes
     ----------
-    arch : {"llama", "gpt2"}
+    arch : {"llama", "gpt2", "bert", "modernbert"}
         "llama": RMSNorm, RoPE, SwiGLU MLP, no biases. "gpt2": LayerNorm, learned positions,
-        GELU MLP, biases.
+        GELU MLP, biases. "bert": a bidirectional masked-LM encoder (BertForMaskedLM):
+        post-LayerNorm, learned positions, GELU MLP, biases; any head_dim (no rotary).
+        "modernbert": a bidirectional masked-LM encoder (ModernBertForMaskedLM; Warner et al.
+        2024): pre-LayerNorm (no norm biases), RoPE, GeGLU MLP, bias-free but for the output
+        bias.
     n_layer : int
         Transformer blocks.
     n_embd : int
@@ -82,11 +87,12 @@ class ModelShape:
     n_head : int
         Attention heads (as many key/value heads: no grouped-query attention).
     vocab_size : int
-        Token vocabulary size.
+        Token vocabulary size (bert: the tokenizer's plus its [MASK] token, the last id).
     seq_len : int
         Context length n_ctx in tokens.
     ffn_dim : int
-        MLP hidden width d_ff (llama: the SwiGLU intermediate_size; gpt2: usually 4 * n_embd).
+        MLP hidden width d_ff (llama: the SwiGLU intermediate_size; gpt2 and bert: usually
+        4 * n_embd).
         `default_ffn_dim` gives the usual value.
     tie_embeddings : bool
         Share the token embedding with the output projection (lm_head).
@@ -117,11 +123,12 @@ class ModelShape:
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: choose n_head "
                 f"among the divisors of n_embd, or n_embd a multiple of n_head."
             )
-        if self.arch == "llama" and self.head_dim % 2 != 0:
+        if self.arch in ("llama", "modernbert") and self.head_dim % 2 != 0:
             # RoPE rotates pairs of channels within each head.
             raise InputError(
                 f"n_embd / n_head = {self.head_dim} (n_embd={self.n_embd}, n_head={self.n_head}) "
-                f"is odd: llama's rotary embeddings need an even head dimension; change n_head."
+                f"is odd: {self.arch}'s rotary embeddings need an even head dimension; change "
+                f"n_head."
             )
 
     @property
@@ -133,9 +140,10 @@ class ModelShape:
 def default_ffn_dim(arch: Arch, n_embd: int) -> int:
     """The usual MLP hidden width for `arch` at width `n_embd`.
 
-    gpt2: 4 * n_embd (two matrices, 8 d^2 per layer). llama: SwiGLU has three matrices, so
-    Llama (Touvron et al. 2023) uses 2/3 * 4d = 8/3 * d, rounded up (here to a multiple of 16),
-    which keeps ~8 d^2 MLP and ~12 d^2 parameters per layer, as GPT-2.
+    gpt2 and bert: 4 * n_embd (two matrices, 8 d^2 per layer; BERT-base's 3072 at 768).
+    llama: SwiGLU has three matrices, so Llama (Touvron et al. 2023) uses 2/3 * 4d = 8/3 * d,
+    rounded up (here to a multiple of 16), which keeps ~8 d^2 MLP and ~12 d^2 parameters per
+    layer, as GPT-2.
 
     Raises
     ------
@@ -143,9 +151,9 @@ def default_ffn_dim(arch: Arch, n_embd: int) -> int:
         If `arch` is unknown or `n_embd` is not a positive integer.
     """
     _check_positive_int("n_embd", n_embd)
-    if arch == "gpt2":
+    if arch in ("gpt2", "bert"):
         return 4 * n_embd
-    if arch == "llama":
+    if arch in ("llama", "modernbert"):  # modernbert's GeGLU has three matrices too
         # ceil(8/3 d / 16) * 16 == ceil(d / 6) * 16, in exact integer arithmetic.
         return -(-n_embd // 6) * 16
     raise InputError(f"arch={arch!r} is invalid: use one of {', '.join(map(repr, ARCHS))}.")
@@ -158,12 +166,14 @@ class ParamCounts:
     Attributes
     ----------
     non_embedding : int
-        Kaplan et al. 2020's N: everything except the token (and gpt2 position) embeddings and
-        an untied lm_head. Norms and biases are included.
+        Kaplan et al. 2020's N: everything except the embedding tables (token, and gpt2/bert
+        position and bert's one-row token-type table), the output projection when untied, and
+        bert's output bias. Norms and biases are included, as is bert's MLM head transform.
     total : int
         Every parameter of the built model, tied weights counted once.
     embedding : int
-        Token (+ gpt2 position) embeddings, + the lm_head when untied. total - non_embedding.
+        The embedding tables, + the lm_head when untied (+ bert's output bias). total -
+        non_embedding.
     """
 
     non_embedding: int
@@ -182,6 +192,21 @@ def count_params(shape: ModelShape) -> ParamCounts:
     - gpt2, per block: c_attn (3 d^2 + 3 d) + c_proj (d^2 + d) + c_fc (d f + f) + c_proj
       (f d + d) + 2 LayerNorms (4 d); plus ln_f (2 d). Embeddings V d + n_ctx d (+ V d untied
       lm_head, which has no bias).
+    - bert, per block: query, key, value, output (4 d^2 + 4 d) + attention LayerNorm (2 d) +
+      intermediate (d f + f) + output (f d + d) + output LayerNorm (2 d); plus the embedding
+      LayerNorm (2 d) and the MLM head transform, dense + GELU + LayerNorm (d^2 + d + 2 d).
+      Embeddings V d + n_ctx d + d (token type, one row) + the output bias V (+ V d untied).
+    - modernbert, per block: Wqkv + Wo (4 d^2) + Wi (d x 2f) + Wo (f d) + two bias-free
+      LayerNorms (2 d), less block 0's attention norm (d; the embedding norm precedes it);
+      plus the embedding norm (d), the final norm (d) and the head transform, bias-free dense +
+      norm (d^2 + d). Embeddings V d + the output bias V (+ V d untied); no position table.
+
+    What counts as N for bert, consistently with llama/gpt2: every norm and bias inside the
+    network counts (as gpt2's ln_f), and so does the head transform, a d x d layer every token
+    passes through, like a block's matrices. Everything sized by the vocabulary or the context
+    is embedding: the tables (Kaplan excludes position embeddings too), the one-row
+    token-type table (an embedding table; here a learned constant), and the decoder's
+    vocabulary-sized output bias, which belongs to the output projection (unembedding).
 
     GPT-2 small (L=12, d=768, V=50257, n_ctx=1024, tied) gives 85,056,000 and 124,439,808.
 
@@ -194,12 +219,20 @@ def count_params(shape: ModelShape) -> ParamCounts:
         per_layer = 4 * d * d + 3 * d * f + 2 * d
         non_embedding = L * per_layer + d
         embedding = V * d
-    else:
+    elif shape.arch == "gpt2":
         per_layer = (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
         non_embedding = L * per_layer + 2 * d
         embedding = V * d + shape.seq_len * d
+    elif shape.arch == "bert":
+        per_layer = (4 * d * d + 4 * d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+        non_embedding = L * per_layer + 2 * d + (d * d + d + 2 * d)
+        embedding = V * d + shape.seq_len * d + d + V
+    else:  # modernbert: block 0 has no attention norm (the embedding norm precedes it)
+        per_layer = 4 * d * d + 3 * d * f + 2 * d
+        non_embedding = L * per_layer - d + d + d + (d * d + d)
+        embedding = V * d + V
     if not shape.tie_embeddings:
-        embedding += V * d  # lm_head, bias-free in both architectures
+        embedding += V * d  # the output matrix (its bias, bert's only, is counted above)
     return ParamCounts(
         non_embedding=non_embedding, total=non_embedding + embedding, embedding=embedding
     )
@@ -240,10 +273,16 @@ def flops_per_token(shape: ModelShape) -> FlopsPerToken:
     - embeddings: 2 V d
     - per layer, attention: QKV 6 d^2; QK^T logits 2 n d; softmax 3 h n; softmax @ V (their
       "reduction") 2 n d; output projection 2 d^2
-    - per layer, MLP: 2 d f per matrix: 2 matrices (4 d f) for gpt2, 3 (6 d f) for SwiGLU
+    - per layer, MLP: 2 d f per matrix: 2 matrices (4 d f) for gpt2 and bert, 3 (6 d f) for
+      SwiGLU and GeGLU (modernbert)
+    - bert and modernbert only, the MLM head transform: 2 d^2
     - final logits: 2 d V
 
-    Norms, biases, activations and gpt2's position-embedding add are left out, as there.
+    Norms, biases, activations and gpt2's position-embedding add are left out, as there. For
+    bert every count is per input token, masked or not: BertForMaskedLM runs the encoder, the
+    head and the logits at every position (the loss then reads the masked ones), so a masked
+    LM's D is its input tokens and C = 6 N D holds as for the causal models. Its attention is
+    bidirectional, which the formulas (no halving for a causal mask) already assume.
     """
     n_params = count_params(shape).non_embedding
     d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
@@ -255,10 +294,11 @@ def flops_per_token(shape: ModelShape) -> FlopsPerToken:
 
     embeddings = 2 * V * d
     attention = 6 * d * d + 2 * n_ctx * d + 3 * h * n_ctx + 2 * n_ctx * d + 2 * d * d
-    n_mlp_matrices = 3 if shape.arch == "llama" else 2
+    n_mlp_matrices = 3 if shape.arch in ("llama", "modernbert") else 2
     mlp = n_mlp_matrices * 2 * d * f
     logits = 2 * d * V
-    forward = embeddings + L * (attention + mlp) + logits
+    head = 2 * d * d if shape.arch in ("bert", "modernbert") else 0
+    forward = embeddings + L * (attention + mlp) + head + logits
     return FlopsPerToken(six_n=six_n, kaplan=kaplan, total=3.0 * forward)
 
 
@@ -382,10 +422,14 @@ def shape_for_params(
 
 
 def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
-    """Build the randomly initialised `transformers` causal LM of `shape`, with no download.
+    """Build the randomly initialised `transformers` LM of `shape`, with no download.
 
     llama: `LlamaForCausalLM` (RMSNorm, RoPE theta 1e4, SwiGLU, bias-free, n_head key/value
-    heads). gpt2: `GPT2LMHeadModel`. Both: SDPA attention, dropout 0, use_cache False, and
+    heads). gpt2: `GPT2LMHeadModel`. bert: `BertForMaskedLM` (no pooler, one token type,
+    exact GELU, LayerNorm eps 1e-12 as BERT; the [MASK] id is vocab_size - 1, see
+    `harness.objectives`). modernbert: `ModernBertForMaskedLM` (global attention in every
+    block, RoPE theta 1e4, exact-GELU GeGLU, its own init: out-projections scaled by
+    1/sqrt(2 L)). All: SDPA attention, dropout 0. llama and gpt2: use_cache False, and
     bos = eos = vocab_size - 1 (GPT-2's own 50256 at its vocabulary of 50257; GPT2Config's
     default would fall outside a smaller vocabulary). pad_token_id stays None: Llama passes it
     to `nn.Embedding(padding_idx=...)`, which zeroes that row and blocks its gradient, and
@@ -426,7 +470,7 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
             **common,
         )
         model_cls = transformers.LlamaForCausalLM
-    else:
+    elif shape.arch == "gpt2":
         config = transformers.GPT2Config(
             n_embd=shape.n_embd,
             n_layer=shape.n_layer,
@@ -442,5 +486,63 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
             **common,
         )
         model_cls = transformers.GPT2LMHeadModel
+    elif shape.arch == "bert":
+        config = transformers.BertConfig(
+            vocab_size=shape.vocab_size,
+            hidden_size=shape.n_embd,
+            num_hidden_layers=shape.n_layer,
+            num_attention_heads=shape.n_head,
+            intermediate_size=shape.ffn_dim,
+            max_position_embeddings=shape.seq_len,
+            # One token type: training packs plain text, never sentence pairs.
+            type_vocab_size=1,
+            hidden_act="gelu",
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            is_decoder=False,  # bidirectional self-attention
+            tie_word_embeddings=shape.tie_embeddings,
+            # BertConfig's default pad id 0 would zero a real token's embedding row (and block
+            # its gradient); training packs sequences without padding.
+            pad_token_id=None,
+            use_cache=False,
+            initializer_range=_INIT_STD,
+        )
+        model_cls = transformers.BertForMaskedLM
+    elif shape.arch == "modernbert":
+        config = transformers.ModernBertConfig(
+            vocab_size=shape.vocab_size,
+            hidden_size=shape.n_embd,
+            num_hidden_layers=shape.n_layer,
+            num_attention_heads=shape.n_head,
+            intermediate_size=shape.ffn_dim,
+            max_position_embeddings=shape.seq_len,
+            # Global attention in every block: ModernBERT's local (sliding) blocks save compute
+            # at long contexts only; RoPE theta 1e4 as llama here (ModernBERT's 1.6e5 is for
+            # its 8192-token context).
+            layer_types=["full_attention"] * shape.n_layer,
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": _ROPE_THETA}},
+            hidden_activation="gelu",
+            classifier_activation="gelu",
+            norm_eps=_LAYER_NORM_EPS,
+            embedding_dropout=0.0,
+            attention_dropout=0.0,
+            mlp_dropout=0.0,
+            tie_word_embeddings=shape.tie_embeddings,
+            # No padding, no special tokens but [MASK] (see bert above).
+            pad_token_id=None,
+            bos_token_id=None,
+            eos_token_id=None,
+            cls_token_id=None,
+            sep_token_id=None,
+            initializer_range=_INIT_STD,
+        )
+        model_cls = transformers.ModernBertForMaskedLM
     # _from_config builds from a config only (no hub access) and takes the attention kernel.
-    return model_cls._from_config(config, attn_implementation="sdpa")
+    model = model_cls._from_config(config, attn_implementation="sdpa")
+    if shape.arch == "bert" and not shape.tie_embeddings:
+        # transformers 5 drops all of BertForMaskedLM's ties when tie_word_embeddings is False,
+        # also the decoder's bias to `predictions.bias`, which then sits unused beside a second
+        # bias. Untying concerns the matrix only: share the one output bias again.
+        head = model.cls.predictions
+        head.decoder.bias = head.bias
+    return model

@@ -31,6 +31,7 @@ from harness.errors import InputError
 from harness.grid import RunSpec, spec_from_dict
 from harness.hardware import mfu
 from harness.model import ModelShape, count_params, flops_per_token
+from harness.objectives import objective_name
 
 __all__ = [
     "RUNS_CSV_COLUMNS",
@@ -49,7 +50,8 @@ FINISHED: tuple[RunState, ...] = ("done", "diverged")
 
 # Schema v1 (DESIGN.md). The first three are all analysis needs. peak_flops, mfu and mfu_total
 # (model FLOP utilisation, see harness.hardware) came later and stay last; they are empty for a
-# result.json that does not record peak_flops.
+# result.json that does not record peak_flops. flops_budget (the isoFLOP budget C a run's D was
+# derived from, grid.flops) is empty outside isoFLOP grids.
 RUNS_CSV_COLUMNS = [
     "n_params", "n_tokens", "loss",
     "run_id", "experiment", "status", "arch", "n_layer", "n_embd", "n_head",
@@ -57,7 +59,17 @@ RUNS_CSV_COLUMNS = [
     "train_loss", "tokenizer", "vocab_size", "seq_len", "batch_tokens", "lr", "schedule", "seed",
     "wall_s", "tokens_per_s", "device", "harness_version", "git_sha",
     "peak_flops", "mfu", "mfu_total",
+    "flops_budget",
+    "objective",
+    "branched_from", "trained_tokens", "trained_flops",
+    "task_accuracy_full", "task_accuracy_lora",
 ]  # fmt: skip
+# task_accuracy_full, task_accuracy_lora (downstream stage, harness.finetune): test accuracy of
+# the run fine-tuned on all labels of [downstream] task, mean over the fine-tuning seeds; empty
+# without a downstream stage. Every fine-tune's numbers are in downstream.csv.
+# branched_from, trained_tokens, trained_flops (WSD trunk sharing, harness.wsd): the trunk a run
+# started from at its decay start (empty: trained from step 0), and the tokens and 6 N x tokens
+# it trained itself; sum(trained_flops) is what a grid spent, sum(flops) what its D's name.
 
 
 @dataclass(frozen=True)
@@ -108,11 +120,13 @@ def check_spec(run_dir: Path, spec: RunSpec) -> bool:
         return False
     old = read_json(path)
     new = spec.to_dict()
-    if {k: v for k, v in old.items() if k != "experiment"} != {
-        k: v for k, v in new.items() if k != "experiment"
+    # Neither the experiment's name nor the isoFLOP budget tag changes what a run computes.
+    tags = ("experiment", "flops_budget")
+    if {k: v for k, v in old.items() if k not in tags} != {
+        k: v for k, v in new.items() if k not in tags
     }:
         differ = sorted(
-            k for k in set(old) | set(new) if k != "experiment" and old.get(k) != new.get(k)
+            k for k in set(old) | set(new) if k not in tags and old.get(k) != new.get(k)
         )
         raise InputError(
             f"{path}: holds settings that differ from run {spec.run_id}'s "
@@ -155,6 +169,8 @@ _RESULT_NUMBERS = (
     "peak_flops",
     "mfu",
     "mfu_total",
+    "trained_tokens",
+    "trained_flops",
 )
 _RESULT_STRINGS = (
     "run_id",
@@ -166,6 +182,7 @@ _RESULT_STRINGS = (
     "harness_version",
     "git_sha",
     "retried_as",
+    "branched_from",
 )
 
 
@@ -247,6 +264,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _planned_unique(spec: dict[str, Any], d: int) -> int | None:
+    """Unique tokens a run with data.unique_tokens = U sees: min(D, U) (a failed run's
+    result.json does not record it; for U = 0 it depends on the corpus, so None)."""
+    u = int(spec["data"].get("unique_tokens", 0) or 0)
+    return min(d, u) if u > 0 else None
+
+
+def _planned_epochs(spec: dict[str, Any], d: int) -> float | None:
+    u = _planned_unique(spec, d)
+    return d / u if u else None
+
+
+def _trained(result: dict[str, Any], n_params: int, d: int) -> dict[str, Any]:
+    """branched_from, trained_tokens, trained_flops; a result.json from before WSD trunk sharing
+    trained its whole D itself (a failed run's: unknown)."""
+    tokens = result.get("trained_tokens")
+    if tokens is None and result.get("status") in FINISHED:
+        tokens = d
+    return {
+        "branched_from": result.get("branched_from"),
+        "trained_tokens": tokens,
+        "trained_flops": None if tokens is None else 6 * n_params * tokens,
+    }
+
+
 def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """One runs.csv row from a run's spec.json and result.json."""
     shape = ModelShape(**spec["model"])
@@ -266,8 +308,8 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "n_embd": shape.n_embd,
         "n_head": shape.n_head,
         "n_params_total": counts.total,
-        "n_unique_tokens": result.get("n_unique_tokens"),
-        "epochs": result.get("epochs"),
+        "n_unique_tokens": result.get("n_unique_tokens", _planned_unique(spec, d)),
+        "epochs": result.get("epochs", _planned_epochs(spec, d)),
         "flops": 6 * counts.non_embedding * d,
         "flops_total": flops.total * d,
         "val_bpb": result.get("val_bpb"),
@@ -277,7 +319,7 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "seq_len": shape.seq_len,
         "batch_tokens": spec["train"]["batch_size"] * shape.seq_len,
         "lr": result.get("peak_lr"),
-        "schedule": "cosine",
+        "schedule": spec["train"].get("schedule", "cosine"),
         "seed": spec["seed"],
         "wall_s": result.get("wall_s"),
         "tokens_per_s": result.get("tokens_per_s"),
@@ -289,7 +331,23 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "peak_flops": peak,
         "mfu": mfu(flops.six_n, tokens_per_s, peak) if tokens_per_s is not None else None,
         "mfu_total": mfu(flops.total, tokens_per_s, peak) if tokens_per_s is not None else None,
+        "flops_budget": spec.get("flops_budget"),
+        # 'causal' (next-token loss) or 'mlm' (masked-token loss, arch bert): `loss` is that
+        # objective's validation loss, so losses compare only within one objective.
+        "objective": objective_name(shape.arch),
+        **_trained(result, counts.non_embedding, d),
     }
+
+
+def downstream_headline(run_dir: Path) -> dict[str, float | None]:
+    """task_accuracy_<method>: mean test accuracy over seeds of the run's all-labels fine-tunes
+    (run_dir/downstream/*.json of harness.finetune); None where there is none."""
+    acc: dict[str, list[float]] = {"full": [], "lora": []}
+    for path in sorted((run_dir / "downstream").glob("*.json")):
+        record = read_json(path)
+        if record.get("all_labels") is True and record.get("method") in acc:
+            acc[record["method"]].append(float(record["accuracy"]))
+    return {f"task_accuracy_{m}": sum(v) / len(v) if v else None for m, v in acc.items()}
 
 
 def collect(root: Path) -> tuple[Path, dict[str, int]]:
@@ -313,7 +371,7 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
         if result is None or not (run_dir / "spec.json").exists():
             counts["unfinished"] += 1
             continue
-        row = run_row(read_spec(run_dir), result)
+        row = run_row(read_spec(run_dir), result) | downstream_headline(run_dir)
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         rows.append(row)
     rows.sort(key=lambda r: (r["n_params"], r["n_tokens"], r["seed"], r["run_id"]))

@@ -22,7 +22,7 @@ import math
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,11 +34,14 @@ import torch.nn.functional as F
 from harness import __version__
 from harness.atomic import atomic_write
 from harness.config import ExecutionConfig
-from harness.data import Corpus, SequenceOrder, gather_windows, prepare_corpus
+from harness.data import Corpus, gather_windows, prepare_corpus, training_order
+from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.hardware import measure_cpu_matmul_flops, mfu, peak_flops
 from harness.model import build_model, count_params, flops_per_token
-from harness.results import ExperimentLayout, write_result, write_spec
+from harness.objectives import IGNORE_INDEX, eval_objective, training_objective
+from harness.results import FINISHED, ExperimentLayout, read_result, write_result, write_spec
+from harness.wsd import check_branch, decay_start, wsd_decay_steps
 
 __all__ = ["RunResult", "lr_at_step", "peak_lr", "resolve_device", "train"]
 
@@ -75,6 +78,14 @@ class RunResult:
     """6 N tokens_per_s / peak_flops (N non-embedding parameters)."""
     mfu_total: float | None
     """flops_per_token(shape).total tokens_per_s / peak_flops (every matmul, Chinchilla app. F)."""
+    branched_from: str | None = None
+    """WSD trunk sharing (harness.wsd): the run_id of the trunk whose checkpoint this run
+    started from at its decay start; None when it trained from step 0 itself."""
+    trained_tokens: int = 0
+    """Tokens this run trained itself: n_tokens less what it inherited from its trunk. wall_s
+    and tokens_per_s are this part's."""
+    trained_flops: float = 0.0
+    """6 N trained_tokens: the FLOPs actually spent on this run (6 N n_tokens is its D's)."""
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -84,20 +95,72 @@ def peak_lr(spec: RunSpec) -> float:
 
 
 def warmup_steps(spec: RunSpec) -> int:
-    return max(1, math.ceil(spec.train.warmup_fraction * spec.n_steps))
+    """Warmup updates: ceil(train.warmup_tokens / batch tokens), the same for every D (what lets
+    WSD runs of one size share their stable phase); with warmup_tokens = 0, warmup_fraction of
+    the run's own steps. At least one."""
+    t = spec.train
+    if t.warmup_tokens > 0:
+        return max(1, math.ceil(t.warmup_tokens / spec.batch_tokens))
+    return max(1, math.ceil(t.warmup_fraction * spec.n_steps))
 
 
-def lr_at_step(step: int, *, total_steps: int, warmup: int, peak: float, min_ratio: float) -> float:
-    """Learning rate for the update at ``step`` (0-based).
+def lr_at_step(
+    step: int,
+    *,
+    total_steps: int,
+    warmup: int,
+    peak: float,
+    min_ratio: float,
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine",
+    decay_fraction: float = 0.2,
+    decay_shape: Literal["linear", "1-sqrt"] = "1-sqrt",
+) -> float:
+    """Learning rate for the update at ``step`` (0-based) of a run of ``total_steps`` updates.
 
-    Linear warmup to ``peak`` over ``warmup`` steps, then a half cosine from ``peak`` down to
-    ``peak * min_ratio`` reached exactly at the last step, ``total_steps - 1``.
+    Every schedule starts with a linear warmup, peak * (step + 1) / warmup.
+
+    - 'cosine': after the warmup a half cosine from ``peak`` down to ``peak * min_ratio``,
+      reached exactly at the last step, ``total_steps - 1`` (Hoffmann et al. 2022).
+    - 'constant': ``peak`` after the warmup.
+    - 'wsd' (warmup-stable-decay; Hagele et al. 2024, sec. 3, eq. for the (1-sqrt) cooldown):
+      ``peak`` until the last k = round(decay_fraction * total_steps) updates, which cool down
+      with progress p = (step - (total_steps - k) + 1) / k in (0, 1] to
+      peak * (min_ratio + (1 - min_ratio) * (1 - p)) ('linear') or
+      peak * (min_ratio + (1 - min_ratio) * (1 - sqrt(p))) ('1-sqrt'), so the last update uses
+      exactly peak * min_ratio (as the cosine does; the paper's code counts p from 0 and stops
+      one step short of its floor). A run so short that its warmup reaches into its cooldown
+      takes the lower of the two factors at each step.
     """
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    decay_steps = total_steps - 1 - warmup
-    progress = 1.0 if decay_steps <= 0 else min(1.0, (step - warmup) / decay_steps)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    if schedule == "cosine":
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        decay_steps = total_steps - 1 - warmup
+        progress = 1.0 if decay_steps <= 0 else min(1.0, (step - warmup) / decay_steps)
+        return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    ramp = min(1.0, (step + 1) / warmup)
+    if schedule == "constant":
+        return peak * ramp
+    k = wsd_decay_steps(total_steps, decay_fraction)
+    if step < total_steps - k:  # the stable phase
+        return peak * ramp
+    progress = min(1.0, (step - (total_steps - k) + 1) / k)
+    shape = progress if decay_shape == "linear" else math.sqrt(progress)
+    return peak * min(ramp, min_ratio + (1 - min_ratio) * (1 - shape))
+
+
+def spec_lr_at_step(spec: RunSpec, step: int) -> float:
+    """`lr_at_step` with the run's own settings."""
+    t = spec.train
+    return lr_at_step(
+        step,
+        total_steps=spec.n_steps,
+        warmup=warmup_steps(spec),
+        peak=peak_lr(spec),
+        min_ratio=t.min_lr_ratio,
+        schedule=t.schedule,
+        decay_fraction=t.decay_fraction,
+        decay_shape=t.decay_shape,
+    )
 
 
 def resolve_device(execution: ExecutionConfig) -> torch.device:
@@ -209,26 +272,29 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    windows: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
     token_bytes: torch.Tensor,
     batch_size: int,
     autocast: torch.dtype | None,
 ) -> tuple[float, float]:
-    """Mean validation loss (nats per token) and bits per byte over the fixed held-out windows."""
+    """Mean validation loss (nats per scored token) and bits per byte over the fixed held-out
+    windows, as (inputs, targets) of `harness.objectives.eval_objective`. Targets equal to
+    IGNORE_INDEX (a masked LM's unchosen positions) score nothing, and their bytes do not count."""
     model.eval()
     total_nats, total_tokens, total_bytes = 0.0, 0, 0
-    device = windows.device
-    for i in range(0, windows.shape[0], batch_size):
-        w = windows[i : i + batch_size]
-        x, y = w[:, :-1], w[:, 1:]
+    device = inputs.device
+    for i in range(0, inputs.shape[0], batch_size):
+        x, y = inputs[i : i + batch_size], targets[i : i + batch_size]
         with torch.autocast(
             device.type, dtype=autocast or torch.float32, enabled=autocast is not None
         ):
             logits = model(input_ids=x).logits
         nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
         total_nats += float(nats)
-        total_tokens += y.numel()
-        total_bytes += int(token_bytes[y].sum())
+        scored = y != IGNORE_INDEX  # cross_entropy's default ignore_index skips the rest
+        total_tokens += int(scored.sum())
+        total_bytes += int(token_bytes[y[scored]].sum())
     model.train()
     return total_nats / total_tokens, total_nats / (math.log(2) * total_bytes)
 
@@ -236,8 +302,9 @@ def evaluate(
 # --- metrics file -------------------------------------------------------------------------------
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep the rows up to ``last_step`` (a resumed run rewrites what came after its checkpoint)."""
+def _truncate_metrics(path: Path, last_step: int, dest: Path | None = None) -> None:
+    """Keep the rows up to ``last_step`` (a resumed run rewrites what came after its checkpoint);
+    written to ``dest`` instead where given (a WSD branch inherits its trunk's rows)."""
     if not path.exists():
         return
     with path.open(newline="") as f:
@@ -248,7 +315,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
             if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= last_step
         ]
     lines = [",".join(METRICS_COLUMNS)] + [",".join(r[c] for c in METRICS_COLUMNS) for r in rows]
-    atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    atomic_write(dest or path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -269,6 +336,58 @@ def _append_metrics(path: Path, row: dict[str, Any]) -> None:
         )
 
 
+# --- WSD branches (harness.wsd) -------------------------------------------------------------------
+
+
+def _pending_handoffs(
+    trunk: RunSpec, run_dir: Path, branches: Sequence[RunSpec], step: int
+) -> dict[int, list[RunSpec]]:
+    """Branches still to be handed a checkpoint, by the trunk step at which they leave it.
+
+    Left out: a branch whose decay starts at or before ``step`` (this trunk handed it off before
+    the checkpoint it resumed from, or the branch is too short to share anything), and one that
+    is finished or has a checkpoint at least that far (a hand-off of an earlier attempt, or a
+    run of its own that got there); those train on from what they have.
+    """
+    out: dict[int, list[RunSpec]] = {}
+    for branch in branches:
+        check_branch(trunk, branch)
+        at = decay_start(branch)
+        branch_dir = run_dir.parent / branch.run_id
+        if at <= step:
+            continue
+        try:
+            done = (read_result(branch_dir) or {}).get("status") in FINISHED
+        except InputError:
+            done = False  # an unreadable record: the branch trains again anyway
+        newest = _checkpoints(branch_dir)
+        if done or (newest and int(_CKPT.search(newest[0].name).group(1)) >= at):  # type: ignore[union-attr]
+            continue
+        out.setdefault(at, []).append(branch)
+    return out
+
+
+def _hand_off(branch: RunSpec, branch_dir: Path, state: dict[str, Any], metrics: Path) -> None:
+    """Write ``branch``'s resumable checkpoint from its trunk's ``state`` and its metrics.csv:
+    the trunk's rows so far, which are this run's too (the same weights at every step)."""
+    branch_dir.mkdir(parents=True, exist_ok=True)
+    write_spec(branch_dir, branch)
+    _remove_stale_temp_files(branch_dir)
+    if metrics.exists():
+        _truncate_metrics(metrics, state["step"], dest=branch_dir / "metrics.csv")
+    else:  # the trunk logged nothing yet: nothing of an earlier attempt of the branch stays
+        (branch_dir / "metrics.csv").unlink(missing_ok=True)
+    inherited = {
+        "run_id": branch.run_id,
+        "wall_s": 0.0,
+        "inherited_wall_s": state["inherited_wall_s"] + state["wall_s"],
+        "branched_from": state["run_id"],
+        "branch_step": state["step"],
+    }
+    save_checkpoint(branch_dir, {**state, **inherited}, branch.train.checkpoint_keep)
+    log.info("handed %s its checkpoint at step %d", branch.run_id, state["step"])
+
+
 # --- the loop -----------------------------------------------------------------------------------
 
 
@@ -285,8 +404,15 @@ def train(
     corpus: Corpus | None = None,
     stop_after_steps: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    branches: Sequence[RunSpec] = (),
 ) -> RunResult | None:
     """Train the run described by ``spec`` in ``run_dir`` and write its result.json.
+
+    ``branches``: shorter WSD runs that differ from this one only in D (`harness.wsd`). When this
+    run has done `harness.wsd.decay_start(branch)` updates it writes that branch's resumable
+    checkpoint (and its metrics.csv so far) into the branch's run directory, a sibling of
+    ``run_dir``, unless the branch is finished or already has a checkpoint that far; training
+    the branch afterwards resumes from there and does only its cooldown.
 
     Resumes from the newest readable checkpoint in ``run_dir/ckpt``. ``stop_after_steps`` ends
     the process's work after that many steps with a checkpoint and returns None (used to
@@ -315,7 +441,8 @@ def train(
     seq_len, batch_size = spec.data.seq_len, spec.train.batch_size
     n_seq_total = spec.n_tokens // seq_len
     total_steps = spec.n_steps
-    order = SequenceOrder(corpus.n_train_tokens, seq_len, spec.seed)
+    # The whole training split, or its first data.unique_tokens tokens (repeated data).
+    order = training_order(spec.data, corpus.n_train_tokens, spec.seed)
     if order.n_windows < 1:
         raise RuntimeError(
             f"the training split has {corpus.n_train_tokens} tokens, under one sequence"
@@ -328,14 +455,22 @@ def train(
             f"data.eval_tokens = {spec.data.eval_tokens} exceeds the {val_tokens.size} "
             "held-out tokens"
         )
-    eval_windows = torch.from_numpy(
-        gather_windows(val_tokens, np.arange(n_eval, dtype=np.int64) * seq_len, seq_len)
-    ).to(device)
+    # Held-out windows as (inputs, targets): for a masked LM under one fixed mask, the same for
+    # every run and every evaluation (harness.objectives).
+    eval_inputs, eval_targets = eval_objective(spec).batch(
+        gather_windows(val_tokens, np.arange(n_eval, dtype=np.int64) * seq_len, seq_len),
+        0,
+        device,
+    )
+    objective = training_objective(spec)
     token_bytes = torch.from_numpy(corpus.token_n_bytes()).to(device)
 
     torch.manual_seed(spec.seed)
     model = build_model(spec.model).to(device)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
+    # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
+    # (no "_orig_mod." prefix), so a run may resume with compile on or off.
+    forward = torch.compile(model) if execution.compile else model
     peak = peak_lr(spec)
     # Weight decay on matrices only (not norms, biases, or the embedding), as in GPT-3/Llama.
     embed = model.get_input_embeddings().weight
@@ -353,6 +488,9 @@ def train(
     warmup = warmup_steps(spec)
 
     step, wall_before = 0, 0.0
+    # A WSD branch's start (harness.wsd): its trunk's wall time so far (the metrics' wall_s
+    # column goes on from it; result.json's wall_s is the run's own) and the trunk's run_id.
+    inherited_wall, branched_from, branch_step = 0.0, None, 0
     initial_loss: float | None = None
     loss_sum, loss_count, over_count = 0.0, 0, 0
     metrics_path = run_dir / "metrics.csv"
@@ -370,8 +508,18 @@ def train(
         loss_sum = float(state.get("loss_sum", 0.0))
         loss_count = int(state.get("loss_count", 0))
         over_count = int(state.get("over_count", 0))
-        log.info("resuming %s at step %d of %d", spec.run_id, step, total_steps)
+        inherited_wall = float(state.get("inherited_wall_s", 0.0))
+        branched_from = state.get("branched_from")
+        branch_step = int(state.get("branch_step", 0))
+        log.info(
+            "resuming %s at step %d of %d%s",
+            spec.run_id,
+            step,
+            total_steps,
+            f" (branched from {branched_from} at step {branch_step})" if branched_from else "",
+        )
     _truncate_metrics(metrics_path, step)
+    handoffs = _pending_handoffs(spec, run_dir, branches, step)
 
     eval_at = _eval_steps(total_steps, spec.train.evals_per_run)
     ckpt_every = spec.train.checkpoint_every_steps
@@ -414,6 +562,9 @@ def train(
             "loss_sum": loss_sum,
             "loss_count": loss_count,
             "over_count": over_count,
+            "inherited_wall_s": inherited_wall,
+            "branched_from": branched_from,
+            "branch_step": branch_step,
         }
 
     model.train()
@@ -421,21 +572,24 @@ def train(
         first_seq = step * batch_size
         n_seq = min(batch_size, n_seq_total - first_seq)
         windows = gather_windows(train_tokens, order.window_starts(first_seq, n_seq), seq_len)
-        batch = torch.from_numpy(windows).to(device, non_blocking=True)
-        x, y = batch[:, :-1], batch[:, 1:]
+        # Causal: next tokens; masked LM: masked inputs, targets only at the chosen positions.
+        x, y = objective.batch(windows, first_seq, device)
         lr = lr_at_step(
             step,
             total_steps=total_steps,
             warmup=warmup,
             peak=peak,
             min_ratio=spec.train.min_lr_ratio,
+            schedule=spec.train.schedule,
+            decay_fraction=spec.train.decay_fraction,
+            decay_shape=spec.train.decay_shape,
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(
             device.type, dtype=autocast or torch.float32, enabled=autocast is not None
         ):
-            logits = model(input_ids=x).logits
+            logits = forward(input_ids=x).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
@@ -457,7 +611,9 @@ def train(
 
         evaluated = step in eval_at
         if evaluated:
-            val_loss, val_bpb = evaluate(model, eval_windows, token_bytes, batch_size, autocast)
+            val_loss, val_bpb = evaluate(
+                forward, eval_inputs, eval_targets, token_bytes, batch_size, autocast
+            )
             if not math.isfinite(val_loss):
                 status, reason = "diverged", f"non-finite validation loss at step {step}"
         if evaluated or step % log_every == 0 or step == total_steps:
@@ -470,7 +626,7 @@ def train(
                     "train_loss": last_train_loss,
                     "val_loss": val_loss if evaluated else None,
                     "lr": lr,
-                    "wall_s": round(wall_before + time.perf_counter() - t_loop, 3),
+                    "wall_s": round(inherited_wall + wall_before + time.perf_counter() - t_loop, 3),
                 },
             )
             loss_sum, loss_count = 0.0, 0
@@ -487,6 +643,8 @@ def train(
                     )
         if status == "diverged":
             break
+        for branch in handoffs.pop(step, ()):
+            _hand_off(branch, run_dir.parent / branch.run_id, checkpoint_state(), metrics_path)
         stop_now = (stop_after_steps is not None and steps_this_process >= stop_after_steps) or (
             should_stop is not None and should_stop()
         )
@@ -506,8 +664,9 @@ def train(
         bar.close()
     wall_train = wall_before + time.perf_counter() - t_loop
     tokens_done = min(step * batch_size, n_seq_total) * seq_len
+    trained_tokens = tokens_done - branch_step * batch_size * seq_len
     n_unique = min(spec.n_tokens, order.n_unique_tokens)
-    tokens_per_s = round(tokens_done / wall_train, 1) if wall_train > 0 else 0.0
+    tokens_per_s = round(trained_tokens / wall_train, 1) if wall_train > 0 else 0.0
     precision = "bf16" if autocast is not None else "fp32"
     # Measured after the timed loop, with its own generator: it changes no result but these.
     device_peak = (
@@ -538,7 +697,14 @@ def train(
         peak_flops=device_peak,
         mfu=mfu(6.0 * count_params(spec.model).non_embedding, tokens_per_s, device_peak),
         mfu_total=mfu(flops_per_token(spec.model).total, tokens_per_s, device_peak),
+        branched_from=branched_from,
+        trained_tokens=trained_tokens,
+        trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
     )
+    if status == "done":
+        # The final weights (no optimizer state), before result.json: a done run always has
+        # them. harness.finetune starts from them ([downstream]).
+        atomic_write(run_dir / "model.pt", lambda f: torch.save(model.state_dict(), f))
     write_result(run_dir, asdict(result))
     # A finished run needs no resume state; drop it to keep the store small.
     for path in _checkpoints(run_dir):

@@ -117,8 +117,8 @@ def test_default_ffn_dim() -> None:
     assert default_ffn_dim("llama", 768) == 2048  # 8/3*768 = 2048 exactly
     assert default_ffn_dim("llama", 4096) == 10928  # 10922.7 -> next multiple of 16
     assert default_ffn_dim("llama", 1) == 16
-    with pytest.raises(ValueError, match=r"arch='bert' is invalid"):
-        default_ffn_dim("bert", 64)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"arch='t5' is invalid"):
+        default_ffn_dim("t5", 64)  # type: ignore[arg-type]
 
 
 # --- FLOPs ----------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_shape_for_params_errors(kwargs: dict[str, object], match: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"arch": "bert"}, r"arch='bert' is invalid: use one of 'llama', 'gpt2'"),
+        ({"arch": "t5"}, r"arch='t5' is invalid: use one of 'llama', 'gpt2', 'bert'"),
         ({"n_layer": 0}, r"n_layer=0 is invalid: it must be a positive integer"),
         ({"n_embd": -64}, r"n_embd=-64 is invalid: it must be a positive integer"),
         ({"n_head": 2.0}, r"n_head=2.0 is invalid: it must be a positive integer"),

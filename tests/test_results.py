@@ -19,7 +19,7 @@ DESIGN_COLUMNS = (
     "n_params n_tokens loss run_id experiment status arch n_layer n_embd n_head n_params_total "
     "n_unique_tokens epochs flops flops_total val_bpb train_loss tokenizer vocab_size seq_len "
     "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha "
-    "peak_flops mfu mfu_total"
+    "peak_flops mfu mfu_total flops_budget"
 ).split()
 
 

@@ -71,6 +71,9 @@ def register(subparsers: Any) -> None:
                    help=f"fits to make (default: all the data allow): {', '.join(ALL_FITS)}")
     p.add_argument("--isoflop-minimum", choices=("parabola", "akima"), default="parabola",
                    help="approach-2 minimum finder (akima: Porian et al. 2024)")
+    p.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
+                   help="downstream.csv: accuracy whose labels-needed is reported (default: "
+                        "halfway from chance to the best accuracy, per method)")
     p.add_argument("--out", default=None, help="write fits.json here instead")
     p.set_defaults(func=cmd_fit)
 
@@ -96,6 +99,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
             column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
             fits=_list(args.fits), isoflop_minimum=args.isoflop_minimum,
+            target_accuracy=args.target_accuracy,
         )
     print(summarize(json.loads(out.read_text())))
     print(f"wrote {out}")

@@ -33,6 +33,8 @@ __all__ = [
     "plot_loss_vs_n",
     "plot_optimal",
     "plot_residuals",
+    "plot_sweep",
+    "plot_sweep_optima",
     "save_figure",
     "write_standard_figures",
 ]
@@ -65,8 +67,14 @@ def _chin_params(fits: Mapping[str, Any] | None) -> dict[str, float] | None:
     return dict(p) if p else None
 
 
+def _floor_line(ax: Axes, floor: float | None) -> None:
+    # The source's true entropy rate (synthetic corpus): no model can go below it.
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=0.8, label=f"entropy rate H={floor:.3f}")
+
+
 def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xlabel: str,
-                 params: Mapping[str, float] | None) -> Figure:
+                 params: Mapping[str, float] | None, floor: float | None = None) -> Figure:
     """Loss against column ``x``, one colour per value of column ``by``, with the fitted
     Chinchilla law along each slice (``x`` and ``by`` are n_params and n_tokens in some order)."""
     values = np.unique(df[by])
@@ -79,6 +87,7 @@ def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xla
             grid = np.geomspace(g[x].min() / 1.5, g[x].max() * 1.5, 100)
             n, d = (grid, v) if x == "n_params" else (v, grid)
             ax.plot(grid, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
+    _floor_line(ax, floor)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -90,7 +99,8 @@ def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xla
     return _fig(ax)
 
 
-def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None) -> Figure:
+def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None,
+                   floor: float | None = None) -> Figure:
     """Loss against N, one colour per D, with the fitted Chinchilla law L(N, D) per D.
 
     Parameters
@@ -100,22 +110,27 @@ def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
         Runs (n_params, n_tokens, loss).
     params : mapping, optional
         Chinchilla parameters E, A, B, alpha, beta.
+    floor : float, optional
+        The corpus' true entropy rate (nats/token), drawn as a dashed line.
 
     Returns
     -------
     Figure
     """
-    return _loss_slices(ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params)
+    return _loss_slices(ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params,
+                        floor)
 
 
-def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None) -> Figure:
-    """Loss against D, one colour per N, with the fitted Chinchilla law per N.
+def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None,
+                   floor: float | None = None) -> Figure:
+    """Loss against D, one colour per N, with the fitted Chinchilla law per N (and `floor`,
+    the true entropy rate, dashed).
 
     Returns
     -------
     Figure
     """
-    return _loss_slices(ax, df, "n_tokens", "n_params", "N", "training tokens D", params)
+    return _loss_slices(ax, df, "n_tokens", "n_params", "N", "training tokens D", params, floor)
 
 
 def plot_isoflop(ax: Axes, df: pd.DataFrame, budget: np.ndarray,
@@ -190,7 +205,7 @@ def plot_residuals(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> F
     return _fig(ax)
 
 
-def plot_learning_curves(ax: Axes, curves: pd.DataFrame) -> Figure:
+def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = None) -> Figure:
     """Validation loss (and, lighter, training loss) against tokens, one colour per model size.
 
     Parameters
@@ -216,6 +231,7 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame) -> Figure:
                 ax.plot(va["tokens"], va["val_loss"], "o-", color=color, ms=2.5, lw=1.0,
                         label=label)
                 label = None  # one legend entry per size
+    _floor_line(ax, floor)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tokens seen")
@@ -223,6 +239,78 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame) -> Figure:
     ax.set_title("learning curves (points: validation; light: training)")
     if sizes.size and sizes.size <= 12:
         ax.legend(fontsize=7)
+    return _fig(ax)
+
+
+_SWEEP_LABEL = {"lr": "peak learning rate", "batch_tokens": "batch size (tokens)"}
+
+
+def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
+    """Loss against the swept hyperparameter, one colour per (N, D), with each fitted parabola
+    (in log h) and its vertex (a star; hollow when outside the swept range).
+
+    Parameters
+    ----------
+    ax : Axes
+    block : mapping
+        An "lr_sweep" or "batch_sweep" object of fits.json (`sweeps.sweep_block`).
+
+    Returns
+    -------
+    Figure
+    """
+    pts = block["points"]
+    for color, p in zip(_colors(len(pts)), pts, strict=True):
+        h, y = np.asarray(p["values"], dtype=float), np.asarray(p["losses"], dtype=float)
+        ax.plot(h, y, "o", color=color, ms=4, label=f"N={p['n_params']:.3g}, D={p['n_tokens']:.3g}")
+        c0, c1, c2 = (np.nan if v is None else v for v in p["parabola"])
+        if p["window"] and np.isfinite(c2):
+            w = np.asarray(p["window"])
+            xs = np.linspace(np.log(h[w].min()), np.log(h[w].max()), 60)
+            ax.plot(np.exp(xs), c0 + c1 * xs + c2 * xs * xs, "-", color=color, lw=1)
+        if p["opt"] is not None:
+            ax.plot(p["opt"], p["loss_opt"], "*", ms=10, color=color,
+                    mfc=color if p["inside"] else "none")
+    ax.set_xscale("log")
+    # Ticks at the swept values themselves (log minor-tick labels collide over a 16x range).
+    ticks = sorted({v for p in pts for v in p["values"]})
+    ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks], fontsize=7)
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+    ax.set_xlabel(_SWEEP_LABEL.get(block["hparam"], block["hparam"]))
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"{block['hparam']} sweep: parabola in log {block['hparam']}, optimum *")
+    if len(pts) <= 12:
+        ax.legend(fontsize=7)
+    return _fig(ax)
+
+
+def plot_sweep_optima(ax: Axes, block: Mapping[str, Any]) -> Figure:
+    """The optimum per (N, D) against N with the fitted power law h_opt = c N^p.
+
+    Returns
+    -------
+    Figure
+    """
+    pts = [p for p in block["points"] if p["opt"] is not None]
+    for inside, mfc, label in ((True, "C0", "inside the sweep"), (False, "none", "outside")):
+        sel = [p for p in pts if p["inside"] is inside]
+        if sel:
+            ax.plot([p["n_params"] for p in sel], [p["opt"] for p in sel], "o", color="C0",
+                    mfc=mfc, label=label)
+    law = block.get("vs_n", {})
+    if "exponent" in law and pts:
+        n = np.geomspace(min(p["n_params"] for p in pts) / 1.3,
+                         max(p["n_params"] for p in pts) * 1.3, 50)
+        ci = law.get("ci95", {}).get("exponent")
+        ci_s = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""
+        ax.plot(n, law["coef"] * n ** law["exponent"], "-", color="C0", lw=1,
+                label=f"{block['hparam']}_opt = {law['coef']:.3g} N^{law['exponent']:.3f}{ci_s}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel(f"optimal {_SWEEP_LABEL.get(block['hparam'], block['hparam'])}")
+    ax.set_title(f"{block['hparam']}_opt(N)")
+    ax.legend(fontsize=7)
     return _fig(ax)
 
 
@@ -257,9 +345,11 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
 def write_standard_figures(
     df: pd.DataFrame, fits: Mapping[str, Any] | None, out_dir: str | os.PathLike[str],
     *, suffix: str = "", runs_dir: str | os.PathLike[str] | None = None,
+    floor: float | None = None,
 ) -> list[Path]:
     """The figures the data allow: loss vs N and vs D, residuals, isoFLOP profiles and optima,
-    and the learning curves when `runs_dir` holds metrics.csv files of these runs.
+    the learning curves when `runs_dir` holds metrics.csv files of these runs, and for runs
+    that repeat data loss vs epochs and effective data (`dataconstrained_plots`).
 
     Parameters
     ----------
@@ -275,6 +365,8 @@ def write_standard_figures(
     runs_dir : path-like, optional
         The runs/ directory beside the CSV: learning curves of the runs in `df` (matched by
         its run_id column) from their metrics.csv; none when absent.
+    floor : float, optional
+        The corpus' true entropy rate (nats/token; synthetic corpora), dashed on the loss plots.
 
     Returns
     -------
@@ -282,9 +374,14 @@ def write_standard_figures(
     """
     from harness.analysis import fit as fitmod
     from harness.analysis import isoflop as iso
+    from harness.analysis import sweeps
     from harness.analysis.report import _budget_column
 
     out_dir = Path(out_dir)
+    # Runs that sweep lr or batch size: the standard figures show the best setting per (N, D)
+    # (as the fits do); the sweeps get figures of their own below.
+    swept = sweeps.swept_columns(df)
+    full, df = df, sweeps.best_per_point(df, swept)
     params = _chin_params(fits)
     if params is None and fits is None:
         try:
@@ -292,8 +389,10 @@ def write_standard_figures(
         except InputError:
             params = None
     written: list[Path] = []
-    written += save_figure(plot_loss_vs_n(new_axes(), df, params), out_dir / f"loss_vs_n{suffix}")
-    written += save_figure(plot_loss_vs_d(new_axes(), df, params), out_dir / f"loss_vs_d{suffix}")
+    written += save_figure(plot_loss_vs_n(new_axes(), df, params, floor),
+                           out_dir / f"loss_vs_n{suffix}")
+    written += save_figure(plot_loss_vs_d(new_axes(), df, params, floor),
+                           out_dir / f"loss_vs_d{suffix}")
     if params is not None:
         written += save_figure(plot_residuals(new_axes(), df, params),
                                out_dir / f"residuals{suffix}")
@@ -315,9 +414,29 @@ def write_standard_figures(
     if runs_dir is not None and Path(runs_dir).is_dir() and "run_id" in df.columns:
         from harness.analysis.io import load_learning_curves
 
-        sizes = dict(zip(df["run_id"].astype(str), df["n_params"], strict=True))
+        sizes = dict(zip(full["run_id"].astype(str), full["n_params"], strict=True))
         curves = load_learning_curves(runs_dir, sizes)
         if len(curves):
-            written += save_figure(plot_learning_curves(new_axes(), curves),
+            written += save_figure(plot_learning_curves(new_axes(), curves, floor),
                                    out_dir / f"learning_curves{suffix}")
+    for name, col, stem in (("lr_sweep", "lr", "lr"), ("batch_sweep", "batch_tokens", "batch")):
+        if col not in swept:
+            continue
+        sweep = (fits or {}).get(name)
+        if sweep is None or "skipped" in sweep:
+            try:
+                from harness.analysis.report import _clean
+
+                sweep = _clean(sweeps.sweep_block(full, col, n_bootstrap=0,  # type: ignore[arg-type]
+                                                  rng=np.random.default_rng(0)))
+            except InputError:
+                continue
+        written += save_figure(plot_sweep(new_axes(), sweep), out_dir / f"{stem}_sweep{suffix}")
+        written += save_figure(plot_sweep_optima(new_axes(), sweep),
+                               out_dir / f"{stem}_opt{suffix}")
+    # Repeated data (Muennighoff et al. 2023): effective data and loss against epochs.
+    from harness.analysis import dataconstrained_plots
+
+    written += dataconstrained_plots.write_data_constrained_figures(df, fits, out_dir,
+                                                                    suffix=suffix)
     return written

@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis import dataconstrained as dc
+from harness.analysis import downstream as ds
 from harness.analysis import fit as fitmod
 from harness.analysis import isoflop as iso
+from harness.analysis import sweeps
 from harness.analysis.io import load_runs, resolve_csv
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
 from harness.atomic import atomic_write_json
@@ -42,10 +45,13 @@ __all__ = [
 
 ALL_FITS: tuple[str, ...] = (
     "chinchilla", "compute_optimal", "kaplan", "power_law_n", "power_law_d", "power_law_c",
-    "approach1", "isoflop", "heldout",
+    "approach1", "isoflop", "heldout", "lr_sweep", "batch_sweep", "data_constrained",
 )
 """Every fit fits.json can hold. By default each is made where the data allow; chinchilla is
-required (a CSV that cannot support the joint fit is bad input unless `fits` leaves it out)."""
+required (a CSV that cannot support the joint fit is bad input unless `fits` leaves it out, or
+the runs sweep lr or batch size). lr_sweep and batch_sweep appear only for runs that sweep them
+(`sweeps.swept_columns`) or when asked for by name; data_constrained only for runs that repeat
+data (`dataconstrained.has_repeats`) or when asked for by name."""
 
 COMPUTE_BUDGETS: tuple[float, ...] = (1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24)
 """Budgets (FLOPs) at which compute_optimal reports N_opt, D_opt and tokens per parameter."""
@@ -195,6 +201,10 @@ def fit_frame(
     explicit = fits is not None
     if n_bootstrap < 0:
         raise InputError(f"--bootstrap {n_bootstrap}; accepted: an integer >= 0")
+    # Runs that sweep lr or batch size: the laws below see the best setting per (N, D); the
+    # sweeps themselves are fitted at the end (lr_sweep, batch_sweep).
+    swept = sweeps.swept_columns(df)
+    full, df = df, sweeps.best_per_point(df, swept)
     N = df["n_params"].to_numpy(dtype=float)
     D = df["n_tokens"].to_numpy(dtype=float)
     L = df["loss"].to_numpy(dtype=float)
@@ -215,7 +225,13 @@ def fit_frame(
     chin: fitmod.FitResult | None = None
     chin_boot: list[dict[str, float]] = []
     if "chinchilla" in want:
-        chin = fitmod.fit_chinchilla(N, D, L)
+        try:
+            chin = fitmod.fit_chinchilla(N, D, L)
+        except InputError as exc:
+            if explicit or not swept:
+                raise
+            out["chinchilla"] = {"skipped": str(exc)}  # a sweep at too few (N, D) points
+    if chin is not None:
         nf = 0
         if n_bootstrap:
             chin_boot, nf = fitmod.bootstrap_chinchilla(
@@ -226,6 +242,10 @@ def fit_frame(
         if chin is None:
             if explicit:
                 raise InputError("--fits compute_optimal needs chinchilla too")
+        elif not all(np.isfinite(v) and v > 0 for k, v in chin.params.items() if k != "E"):
+            # A fit with loss rising in N or D (alpha or beta <= 0) has no compute optimum.
+            bad = ", ".join(f"{k}={v:.4g}" for k, v in chin.params.items() if k != "E")
+            out["compute_optimal"] = {"skipped": f"chinchilla fit has no compute optimum ({bad})"}
         else:
             p = chin.params
             co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
@@ -334,6 +354,44 @@ def fit_frame(
     optional("approach1", approach1)
     optional("isoflop", isoflop)
     optional("heldout", heldout)
+
+    def data_constrained() -> dict[str, Any]:
+        # Muennighoff et al. 2023: repeated tokens and excess parameters lose value.
+        src = str(df.attrs.get("path", "runs.csv"))
+        U = dc.unique_tokens_of(df, src)
+        if U is None:
+            raise InputError(f"{src}: data-constrained fit: no n_unique_tokens or epochs column; "
+                             "accepted: runs.csv of `harness run`, or a CSV with one of them")
+        r = dc.fit_data_constrained(N, D, U, L)
+        bs, nf = ([], 0)
+        if n_bootstrap:
+            bs, nf = dc.bootstrap_data_constrained(
+                N, D, U, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "data_constrained"))
+        block = _fit_block(r, bs, nf, n_bootstrap)
+        n_rep, n_exc = dc.repeat_counts(N, D, U, r.params)
+        block.update(n_repeated=n_rep, n_excess_params=n_exc,
+                     undetermined=list(dc.undetermined(N, D, U, r.params)),
+                     source="Muennighoff et al. 2023, eq. 5-7")
+        for k in block["undetermined"]:
+            # No run's prediction depends on it: its value is wherever the optimizer left it
+            # (kept, the law's predictions use it), and it has no interval.
+            block["ci95"][k] = [float("nan"), float("nan")]
+        return block
+
+    if "data_constrained" in want:
+        try:
+            repeats = dc.has_repeats(df, str(df.attrs.get("path", "runs.csv")))
+        except InputError as exc:
+            if explicit:
+                raise
+            out["data_constrained"] = {"skipped": str(exc)}
+        else:
+            if repeats or explicit:
+                optional("data_constrained", data_constrained)
+    for name, col in (("lr_sweep", "lr"), ("batch_sweep", "batch_tokens")):
+        if col in swept or (explicit and name in want):
+            optional(name, lambda col=col, name=name: sweeps.sweep_block(
+                full, col, n_bootstrap=n_bootstrap, rng=_rng(seed, label + name)))
     return out
 
 
@@ -356,6 +414,14 @@ def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
         stored = json.loads(fits.read_text(encoding="utf-8"))["input"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    dsc = csv.parent / ds.DOWNSTREAM_CSV
+    if dsc.is_file():  # a fine-tuning result added or changed since the fit
+        try:
+            doc = json.loads(fits.read_text(encoding="utf-8"))
+            if doc["downstream"]["input"]["sha256"] != _sha256(dsc):
+                return False
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
     return stored == _sha256(csv) and figures.is_dir() and any(figures.iterdir())
 
 
@@ -367,6 +433,44 @@ def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tu
     return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
 
 
+REFERENCE_FILE = "corpus.json"
+"""Beside runs.csv for a synthetic corpus (`harness.synthetic`): its exact entropy rate."""
+
+
+def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The true loss floor of the corpus, from corpus.json in ``directory``, or None.
+
+    Only a reference: fits never use it, and `reproduce_path` leaves it out of the comparison
+    (a CSV copied without corpus.json still reproduces). None where the file is absent or has
+    no floor in nats per token (a BPE run's tokens are not the source's symbols).
+
+    Raises
+    ------
+    InputError
+        corpus.json is not valid JSON.
+    """
+    path = Path(directory) / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); accepted: the corpus.json "
+                         "`harness run` writes for a synthetic corpus, or no file") from None
+    floor = doc.get("loss_floor_nats_per_token") if isinstance(doc, dict) else None
+    if not isinstance(floor, (int, float)):
+        return None
+    return {
+        "file": REFERENCE_FILE, "spec": doc.get("spec"),
+        "entropy_rate_nats_per_token": float(floor),
+        "entropy_rate_bits_per_byte": doc.get("entropy_rate_bits_per_byte"),
+        "window_floor_nats_per_token": doc.get("window_floor_nats_per_token"),
+        "seq_len": doc.get("seq_len"),
+        "eval_floor_nats_per_token": doc.get("eval_floor_nats_per_token"),
+        "eval_tokens": doc.get("eval_tokens"),
+    }
+
+
 def fits_dict(
     path: str | os.PathLike[str],
     *,
@@ -376,8 +480,13 @@ def fits_dict(
     group_by: Sequence[str] | None = None,
     fits: Sequence[str] | None = None,
     isoflop_minimum: str = "parabola",
+    target_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """The fits.json object for a CSV (see `fit_path`), not yet written.
+
+    When a downstream.csv (fine-tuning results) lies beside the CSV, the object also holds
+    "downstream" (`downstream.fit_downstream`: accuracy from loss, chained from N and D, labels
+    needed) with that file's own "input" record, and settings.target_accuracy.
 
     Raises
     ------
@@ -414,6 +523,19 @@ def fits_dict(
                 raise InputError(f"{csv}: group {key_map}: {exc}") from None
             groups.append({"key": key_map, "n_points": len(sub), "fits": body})
         doc["groups"] = groups
+    ref = reference_of(csv.parent)
+    if ref is not None:  # synthetic corpus: the true entropy rate, for comparison with E
+        doc["reference"] = ref
+    ds_csv = csv.parent / ds.DOWNSTREAM_CSV
+    if ds_csv.is_file() and ds_csv != csv:
+        # A sibling of "fits", not inside it: grouped fits have no single "fits", and the
+        # fine-tuning results are another file with their own hash. Step 1 refits Chinchilla
+        # on all the pretraining runs of this CSV.
+        settings["target_accuracy"] = target_accuracy
+        dsdf = ds.load_downstream(ds_csv)
+        block = ds.fit_downstream(dsdf, df, seed=seed, n_bootstrap=n_bootstrap,
+                                  target_accuracy=target_accuracy)
+        doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
     return _clean(doc)
 
 
@@ -427,6 +549,7 @@ def fit_path(
     group_by: Sequence[str] | None = None,
     fits: Sequence[str] | None = None,
     isoflop_minimum: str = "parabola",
+    target_accuracy: float | None = None,
 ) -> Path:
     """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`).
 
@@ -448,6 +571,8 @@ def fit_path(
         Names from ALL_FITS; default all the data allow.
     isoflop_minimum : {"parabola", "akima"}
         Minimum finder of approach 2.
+    target_accuracy : float, optional
+        Target of the labels-needed analysis of a downstream.csv beside the CSV.
 
     Returns
     -------
@@ -461,7 +586,8 @@ def fit_path(
     """
     csv = resolve_csv(path)
     doc = fits_dict(csv, seed=seed, n_bootstrap=n_bootstrap, column_map=column_map,
-                    group_by=group_by, fits=fits, isoflop_minimum=isoflop_minimum)
+                    group_by=group_by, fits=fits, isoflop_minimum=isoflop_minimum,
+                    target_accuracy=target_accuracy)
     target = Path(out) if out is not None else csv.parent / "fits.json"
     return atomic_write_json(target, doc)
 
@@ -492,6 +618,10 @@ def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
             flag = "" if f.get("converged", True) else "  NOT CONVERGED"
             flag += "  ON GRID EDGE: " + ",".join(f["edge_params"]) if f.get("on_grid_edge") else ""
             lines.append(f"{indent}{name:<16} " + "  ".join(parts) + flag)
+            if name == "data_constrained":
+                und = ", ".join(f["undetermined"]) or "none"
+                lines.append(f"{indent}{'':<16} {f['n_repeated']} runs repeat data, "
+                             f"{f['n_excess_params']} have N > N_opt(U); undetermined: {und}")
         elif name in ("isoflop", "approach1"):
             ci = f.get("ci95", {})
             a = f"a={_fmt(f['a'])}" + (f" [{_fmt(ci['a'][0])}, {_fmt(ci['a'][1])}]"
@@ -502,6 +632,8 @@ def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
             tpp = f["tokens_per_param"]
             lines.append(f"{indent}{name:<16} a={_fmt(f['a'])} b={_fmt(f['b'])}  tokens/param: "
                          + ", ".join(f"{k}: {_fmt(v)}" for k, v in tpp.items()))
+        elif name in ("lr_sweep", "batch_sweep"):
+            lines.append(f"{indent}{name:<16} " + sweeps.summary_line(f))
         elif name == "heldout":
             lines.append(f"{indent}{name:<16} ARE mean={_fmt(f['are_mean'])} "
                          f"max={_fmt(f['are_max'])} ({f['n_train']} train, {f['n_test']} test)")
@@ -532,7 +664,29 @@ def summarize(fits: Mapping[str, Any]) -> str:
             lines += _summarize_fits(g["fits"], "  ")
     else:
         lines += _summarize_fits(fits.get("fits", fits))
+    if "downstream" in fits:
+        lines += ds.summarize_downstream(fits["downstream"])
+    if "reference" in fits:
+        lines.append(_reference_line(fits["reference"], fits.get("fits", {})))
     return "\n".join(lines)
+
+
+def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
+    h = ref["entropy_rate_nats_per_token"]
+    line = f"true entropy rate H = {h:.4f} nats/token ({ref.get('file')})"
+    if ref.get("window_floor_nats_per_token") is not None:
+        line += f", floor at seq_len {ref.get('seq_len')}: {ref['window_floor_nats_per_token']:.4f}"
+    if ref.get("eval_floor_nats_per_token") is not None:  # the sampled evaluation tokens' floor
+        line += (f", on the {ref.get('eval_tokens')} evaluation tokens: "
+                 f"{ref['eval_floor_nats_per_token']:.4f}")
+    chin = fits.get("chinchilla", {})
+    e = chin.get("params", {}).get("E")
+    if e is not None:
+        ci = chin.get("ci95", {}).get("E")
+        line += f"; chinchilla E - H = {e - h:+.4f}"
+        if ci and None not in ci:
+            line += f" [{ci[0] - h:+.4f}, {ci[1] - h:+.4f}]"
+    return line
 
 
 def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
@@ -632,10 +786,18 @@ def reproduce_path(
         csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
         column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
         fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
+        target_accuracy=s.get("target_accuracy"),
     )
+    if "reference" in stored and "reference" not in new:
+        # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
+        # keeps the stored value, so the figures redraw the same H line.
+        new = {**new, "reference": stored["reference"]}
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         tmpcsv = Path(tmp) / csv.name
         tmpcsv.write_bytes(csv.read_bytes())
+        ds_csv = csv.parent / ds.DOWNSTREAM_CSV
+        if ds_csv.is_file():  # the fine-tuning results are an input of the refit too
+            (Path(tmp) / ds.DOWNSTREAM_CSV).write_bytes(ds_csv.read_bytes())
         atomic_write_json(Path(tmp) / "fits.json", new)
         figs = plot_path(tmpcsv, out_dir=Path(tmp) / "figures",
                          column_map=s.get("column_map") or None,
@@ -643,7 +805,9 @@ def reproduce_path(
         same_figs = sum(
             (fj.parent / "figures" / f.name).is_file()
             and (fj.parent / "figures" / f.name).read_bytes() == f.read_bytes() for f in figs)
-    diffs = compare(stored, new, rtol=rtol)
+    # The synthetic corpus' entropy rate is a reference beside the CSV, not a result of it.
+    diffs = compare({k: v for k, v in stored.items() if k != "reference"},
+                    {k: v for k, v in new.items() if k != "reference"}, rtol=rtol)
     lines = [f"reproduce {csv}: compared {len(_leaves(stored))} stored values with a refit "
              f"(rtol {rtol:g}); {len(diffs)} differ"]
     if diffs:
@@ -692,7 +856,9 @@ def plot_path(
     Uses fits.json beside the CSV when present (its fitted laws are drawn); otherwise fits
     the Chinchilla law without bootstrap. Files go to ``<csv dir>/figures`` or `out_dir`.
     When a ``runs/`` directory lies beside the CSV and the CSV has a run_id column,
-    learning_curves.png/.svg is drawn from the runs' metrics.csv files as well.
+    learning_curves.png/.svg is drawn from the runs' metrics.csv files as well. When a
+    downstream.csv lies beside the CSV, the downstream figures (accuracy against loss,
+    compute and labelled-set size) are drawn too.
 
     Parameters
     ----------
@@ -730,6 +896,9 @@ def plot_path(
             group_by = stored.get("settings", {}).get("group_by") or None
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
     runs_dir = csv.parent / "runs"
+    # Reproduce replots in a temp dir without corpus.json: the refit's "reference" carries it.
+    ref = stored.get("reference") or reference_of(csv.parent) or {}
+    floor = ref.get("entropy_rate_nats_per_token")
     written: list[Path] = []
     if group_by:
         by_key = {"|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
@@ -739,8 +908,17 @@ def plot_path(
             sub = df[sel].reset_index(drop=True)
             label = "|".join(key)
             written += plots.write_standard_figures(
-                sub, by_key.get(label), target, suffix="_" + "_".join(key), runs_dir=runs_dir)
+                sub, by_key.get(label), target, suffix="_" + "_".join(key), runs_dir=runs_dir,
+                floor=floor)
     else:
         written += plots.write_standard_figures(df, stored.get("fits"), target,
-                                                runs_dir=runs_dir)
+                                                runs_dir=runs_dir, floor=floor)
+    if (csv.parent / ds.DOWNSTREAM_CSV).is_file() and csv.name != ds.DOWNSTREAM_CSV:
+        from harness.analysis import downstream_plots
+
+        dsdf = ds.load_downstream(csv.parent / ds.DOWNSTREAM_CSV)
+        block = stored.get("downstream")
+        if block is None:  # not fitted yet: fit without intervals for the figures
+            block = _clean(ds.fit_downstream(dsdf, df, n_bootstrap=0))
+        written += downstream_plots.write_downstream_figures(dsdf, block, target)
     return sorted(written)

@@ -1,0 +1,375 @@
+"""`harness plan EXP.toml`: the grid as a table, with FLOPs and estimated times, before training.
+
+For every run: N (non-embedding), shape, D, tokens per parameter, C = 6 N D (Kaplan et al.
+2020; Hoffmann et al. 2022) and the FLOPs with attention, embeddings and logits
+(`harness.model.flops_per_token`, Chinchilla appendix F), the isoFLOP budget, the swept learning
+rate and batch size, and an estimated wall time. Nothing is written and nothing trains.
+
+Time estimates:
+
+- CPU: measured on the spot. A few optimizer steps (forward, backward, AdamW) of each distinct
+  model shape and batch size run on random tokens, at most ~`CPU_TIMING_BUDGET_S` seconds in
+  all, the smallest and the largest first; each gives tokens/s and a model FLOP utilisation
+  (MFU, FLOPs with attention over the measured fp32 matmul peak,
+  `harness.hardware.measure_cpu_matmul_flops`). A shape not timed within the budget gets the
+  MFU of the timed shape nearest in FLOPs per step.
+- CUDA: the datasheet peak (`harness.hardware.peak_flops`) times an assumed MFU
+  (`ASSUMED_GPU_MFU`), printed with the table; small models reach far less.
+
+A run's time is D / (tokens/s) for training plus its evaluations (evals_per_run passes over
+eval_tokens, forward only: a third of a training step's FLOPs per token).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.config import ExperimentConfig, load_experiment
+from harness.grid import GridExpansion, RunSpec, expand_grid
+from harness.model import ModelShape, count_params, flops_per_token
+
+__all__ = [
+    "ASSUMED_GPU_MFU",
+    "CPU_TIMING_BUDGET_S",
+    "PlanRow",
+    "Throughput",
+    "format_plan",
+    "plan",
+    "plan_rows",
+]
+
+ASSUMED_GPU_MFU = 0.35
+"""Assumed model FLOP utilisation on a GPU (FLOPs with attention over the dense datasheet peak):
+well-tuned large-model training reaches 0.35-0.5 (Chowdhery et al. 2022, PaLM, table 3)."""
+
+CPU_TIMING_BUDGET_S = 15.0
+"""Seconds `harness plan` may spend timing training steps on a CPU."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRow:
+    """One run of the plan."""
+
+    spec: RunSpec
+    n_params: int
+    """Non-embedding parameters N."""
+    flops: float
+    """6 N D."""
+    flops_total: float
+    """Training FLOPs with attention, embeddings and logits (Chinchilla appendix F)."""
+    est_s: float | None
+    """Estimated wall time of the run, seconds (None: no estimate for this device)."""
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.spec.n_tokens / self.n_params
+
+
+@dataclass(frozen=True, kw_only=True)
+class Throughput:
+    """Training tokens/s per (shape, batch size), and how it was obtained."""
+
+    device: str
+    """'cpu' or 'cuda'."""
+    peak_flops: float | None
+    """Measured CPU matmul peak, or the GPU's datasheet peak; None when unknown."""
+    tokens_per_s: dict[tuple[ModelShape, int], float]
+    mfu: dict[tuple[ModelShape, int], float]
+    """Model FLOP utilisation (with attention) per key: measured (CPU) or assumed (GPU)."""
+    measured: frozenset[tuple[ModelShape, int]] = frozenset()
+    """Keys timed for real (CPU); the others use the MFU of the largest timed shape."""
+    timing_s: float = 0.0
+    """Seconds spent timing steps."""
+    note: str = ""
+
+
+def _device(exp: ExperimentConfig) -> str:
+    if exp.execution.device != "auto":
+        return exp.execution.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _precision(exp: ExperimentConfig, device: str) -> str:
+    p = exp.train.precision
+    if p == "auto":
+        if device == "cuda":
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "fp32"
+    return p
+
+
+def time_steps(
+    shape: ModelShape, batch_size: int, *, device: str, precision: str, n_steps: int = 3
+) -> float:
+    """Seconds per training step (forward, backward, AdamW) of `shape` on random tokens, the
+    median of `n_steps` timed steps after two warm-up steps. Trains nothing that is kept."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness.model import build_model
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(shape).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, shape.vocab_size, (batch_size, shape.seq_len + 1), generator=gen)
+    tokens = tokens.to(device)
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def step() -> None:
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(input_ids=x).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(n_steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def measure_throughput(
+    exp: ExperimentConfig,
+    specs: tuple[RunSpec, ...],
+    *,
+    budget_s: float = CPU_TIMING_BUDGET_S,
+    timer: Callable[..., float] = time_steps,
+) -> Throughput:
+    """Tokens/s of every distinct (shape, batch size) of `specs` on the experiment's device."""
+    import torch
+
+    from harness.hardware import measure_cpu_matmul_flops, peak_flops
+
+    device = _device(exp)
+    precision = _precision(exp, device)
+    keys = sorted(
+        {(s.model, s.train.batch_size) for s in specs},
+        key=lambda k: (flops_per_token(k[0]).total * k[1], k[0].n_layer, k[0].n_embd, k[1]),
+    )
+    fpt = {k: flops_per_token(k[0]).total for k in keys}
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        peak = peak_flops(name, precision)
+        if peak is None:
+            return Throughput(
+                device=device,
+                peak_flops=None,
+                tokens_per_s={},
+                mfu={},
+                note=f"{name}: no datasheet peak known; no time estimate",
+            )
+        tps = {k: ASSUMED_GPU_MFU * peak / fpt[k] for k in keys}
+        return Throughput(
+            device=device,
+            peak_flops=peak,
+            tokens_per_s=tps,
+            mfu=dict.fromkeys(keys, ASSUMED_GPU_MFU),
+            note=f"{name}: {precision} datasheet peak {peak / 1e12:.0f} TFLOP/s x assumed MFU "
+            f"{ASSUMED_GPU_MFU:.0%} (FLOPs with attention; small models reach far less)",
+        )
+    threads = exp.execution.threads
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        peak = measure_cpu_matmul_flops(threads, dtype)
+        mfu: dict[tuple[ModelShape, int], float] = {}
+        if timer is time_steps:
+            import transformers  # noqa: F401  (its import, seconds, is not a training step)
+
+        t_start = time.perf_counter()
+        # The smallest and the largest shape first: MFU grows with size, so the two ends
+        # bracket the shapes that the budget leaves untimed.
+        order = keys[:1] + keys[-1:] + keys[1:-1] if len(keys) > 1 else keys
+        for k in order:
+            if mfu and time.perf_counter() - t_start > budget_s:
+                break
+            s_per_step = timer(k[0], k[1], device="cpu", precision=precision)
+            mfu[k] = fpt[k] * k[1] * k[0].seq_len / s_per_step / peak
+        timing_s = time.perf_counter() - t_start
+    finally:
+        torch.set_num_threads(previous)
+    measured = frozenset(mfu)
+
+    def cost(k: tuple[ModelShape, int]) -> float:
+        return math.log(fpt[k] * k[1])
+
+    for k in keys:
+        # An untimed shape takes the MFU of the timed shape nearest in log FLOPs per step.
+        mfu.setdefault(k, mfu[min(measured, key=lambda m: (abs(cost(m) - cost(k)), cost(m)))])
+    tps = {k: mfu[k] * peak / fpt[k] for k in keys}
+    lo, hi = min(mfu[k] for k in measured), max(mfu[k] for k in measured)
+    n_threads = threads or previous
+    note = (
+        f"cpu, {n_threads} thread(s), {precision}: matmul peak measured {peak / 1e9:.1f} GFLOP/s; "
+        f"timed {len(measured)} of {len(keys)} shape(s) in {timing_s:.1f} s, MFU (FLOPs with "
+        f"attention) {lo:.1%}" + (f"..{hi:.1%}" if hi > lo else "")
+    )
+    if len(measured) < len(keys):
+        note += (
+            f"; the {len(keys) - len(measured)} other(s) take the MFU of the timed shape "
+            "nearest in FLOPs per step"
+        )
+    return Throughput(
+        device="cpu",
+        peak_flops=peak,
+        tokens_per_s=tps,
+        mfu=mfu,
+        measured=measured,
+        timing_s=timing_s,
+        note=note,
+    )
+
+
+def plan_rows(grid: GridExpansion, throughput: Throughput | None) -> list[PlanRow]:
+    """One PlanRow per run; est_s None without a throughput for its shape."""
+    rows = []
+    for s in grid.specs:
+        n = count_params(s.model).non_embedding
+        per_token = flops_per_token(s.model).total
+        est = None
+        if throughput is not None:
+            tps = throughput.tokens_per_s.get((s.model, s.train.batch_size))
+            if tps:
+                # Evaluations are forward passes only: a third of a training step per token.
+                eval_tokens = s.train.evals_per_run * s.data.eval_tokens
+                est = (s.n_tokens + eval_tokens / 3.0) / tps
+        rows.append(
+            PlanRow(
+                spec=s,
+                n_params=n,
+                flops=6.0 * n * s.n_tokens,
+                flops_total=per_token * s.n_tokens,
+                est_s=est,
+            )
+        )
+    return rows
+
+
+def _si(x: float) -> str:
+    if x == 0:
+        return "0"
+    e = int(math.floor(math.log10(abs(x)) / 3))
+    if -1 <= e <= 0 and abs(x) >= 1:
+        return f"{x:.3g}"
+    if 1 <= e <= 4:
+        return f"{x / 10 ** (3 * e):.3g}{'kMGT'[e - 1]}"
+    return f"{x:.2e}"
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    if s < 86400 * 2:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def format_plan(
+    exp: ExperimentConfig, grid: GridExpansion, rows: list[PlanRow], throughput: Throughput | None
+) -> str:
+    """The plan as text: a header, one line per run, totals, and the points dropped."""
+    g = exp.grid
+    cols: list[tuple[str, Callable[[PlanRow], str]]] = [
+        ("#", lambda r: ""),
+        ("run_id", lambda r: r.spec.run_id),
+        ("N", lambda r: f"{r.n_params:,}"),
+        ("shape", lambda r: f"{r.spec.model.n_layer}x{r.spec.model.n_embd}/{r.spec.model.n_head}h"),
+        ("D", lambda r: f"{r.spec.n_tokens:,}"),
+        ("D/N", lambda r: f"{r.tokens_per_param:.3g}"),
+    ]
+    if g.unique_tokens:
+        cols.append(("U", lambda r: f"{r.spec.data.unique_tokens:,}"))
+        cols.append(("epochs", lambda r: f"{r.spec.n_tokens / r.spec.data.unique_tokens:.3g}"))
+    cols.append(("6ND", lambda r: f"{r.flops:.3g}"))
+    cols.append(("FLOPs+attn", lambda r: f"{r.flops_total:.3g}"))
+    if g.flops:
+        cols.append(("budget C", lambda r: f"{r.spec.flops_budget:.3g}"))
+    if g.lrs:
+        cols.append(("lr", lambda r: f"{r.spec.train.lr:.3g}"))
+    if g.batch_sizes:
+        cols.append(("batch", lambda r: f"{r.spec.train.batch_size}x{r.spec.data.seq_len}"))
+    if len(g.seeds) > 1:
+        cols.append(("seed", lambda r: str(r.spec.seed)))
+    cols.append(("steps", lambda r: f"{r.spec.n_steps:,}"))
+    cols.append(("est. time", lambda r: _dur(r.est_s)))
+    table = [[name for name, _ in cols]]
+    for i, r in enumerate(rows):
+        table.append([str(i + 1)] + [fn(r) for _, fn in cols[1:]])
+    widths = [max(len(row[j]) for row in table) for j in range(len(cols))]
+    left = {"run_id", "shape"}
+    lines = []
+    n_sizes = len({r.n_params for r in rows})
+    lines.append(
+        f"{exp.name}: {len(rows)} runs, {n_sizes} model size(s), "
+        f"{len({r.spec.n_tokens for r in rows})} distinct D, seeds {list(g.seeds)}; "
+        f"plan only: nothing trains, nothing is written"
+    )
+    if throughput is not None:
+        lines.append(f"throughput: {throughput.note}")
+    for row in table:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if cols[j][0] in left else c.rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    total_6nd = sum(r.flops for r in rows)
+    total = sum(r.flops_total for r in rows)
+    known = [r.est_s for r in rows if r.est_s is not None]
+    est = _dur(sum(known)) if len(known) == len(rows) else "-"
+    lines.append(
+        f"total: 6ND {total_6nd:.3g} FLOPs, with attention {total:.3g} FLOPs; estimated time "
+        f"{est} one run after another on {throughput.device if throughput else 'this device'}"
+    )
+    if g.flops:
+        for c in g.flops:
+            k = sum(r.spec.flops_budget == c for r in rows)
+            lines.append(
+                f"budget C = {c:.3g}: {k} run(s)"
+                + ("; an isoFLOP minimum needs 3 or more sizes" if k < 3 else "")
+            )
+    for d in grid.dropped:
+        lines.append(
+            f"dropped: N = {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = "
+            f"{d.value:g}: {d.reason}"
+        )
+    return "\n".join(lines)
+
+
+def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True) -> str:
+    """Load an experiment, expand it, estimate each run's cost and return the plan as text.
+
+    Raises
+    ------
+    InputError
+        Bad experiment file or overrides, or a grid that expands to nothing.
+    """
+    exp = load_experiment(path, overrides)
+    grid = expand_grid(exp)
+    throughput = measure_throughput(exp, grid.specs) if measure else None
+    return format_plan(exp, grid, plan_rows(grid, throughput), throughput)

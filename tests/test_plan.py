@@ -1,0 +1,120 @@
+"""`harness plan`: the grid as a table with FLOPs and time estimates; trains and writes nothing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import load_experiment
+from harness.grid import expand_grid
+from harness.plan import measure_throughput, plan_rows
+
+# 1x32 and 1x64 llama shapes: N = 13,408 and 50,368 (counted by hand in test_grid_modes.py).
+TOML = """
+[data]
+seq_len = 32
+[train]
+batch_size = 16
+[grid]
+shapes = [{{n_layer = 1, n_embd = 32}}, {{n_layer = 1, n_embd = 64}}]
+{grid}
+[execution]
+threads = 1
+results_dir = "{results}"
+"""
+
+
+def write(tmp_path: Path, grid: str = "flops = [1e8, 1e10]\nlrs = [1e-3, 3e-3]") -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(TOML.format(grid=grid, results=tmp_path / "results"))
+    return path
+
+
+def files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+def test_table_numbers_and_nothing_written(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path)
+    before = files(tmp_path)
+    assert main(["plan", str(path), "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert files(tmp_path) == before  # no results directory, no cache, nothing
+    assert out.splitlines()[0].startswith("p: 6 runs, 2 model size(s)")
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s*\d+\s+[0-9a-f]{12}\s", line)]
+    assert len(rows) == 6
+    # Run 3: the 1x32 model at C = 1e10: D = 124,288 (3,884 sequences of 32), D/N = 9.27,
+    # 6ND = 6 * 13,408 * 124,288 = 9.9987e9. With attention, embeddings and logits
+    # (Chinchilla app. F) per token: 3 * (2*256*32 + [6*32^2 + 2*32*32 + 3*2*32 + 2*32*32 +
+    # 2*32^2] + 3*2*32*96 + 2*32*256) = 3 * 63,680 = 191,040, times D = 2.374e10.
+    assert rows[2][2:10] == ["13,408", "1x32/2h", "124,288", "9.27", "1e+10", "2.37e+10",
+                             "1e+10", "0.001"]  # fmt: skip
+    assert rows[3][9] == "0.003"  # the lr sweep, inside each point
+    assert all(r[-1] == "-" for r in rows)  # no timing asked for
+    assert "dropped: N = 50,368 (1x64), flops = 1e+08: D = 320 tokens is below one batch" in out
+    assert "budget C = 1e+08: 2 run(s); an isoFLOP minimum needs 3 or more sizes" in out
+    assert "total: 6ND" in out
+
+
+def test_time_estimates_from_timed_steps(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, "n_tokens = [3200, 64000]"))
+    grid = expand_grid(exp)
+
+    def timer(shape, batch_size, **_):  # 50 ms per step of 16 x 32 tokens: 10,240 tokens/s
+        return 0.05
+
+    tp = measure_throughput(exp, grid.specs, timer=timer)
+    assert tp.device == "cpu" and len(tp.measured) == 2
+    rows = plan_rows(grid, tp)
+    # D = 3,200 plus 4 evaluations of 65,536 tokens at a third of a step's cost per token.
+    assert rows[0].est_s == pytest.approx((3200 + 4 * 65536 / 3) / 10240, rel=1e-9)
+    assert rows[1].est_s == pytest.approx((64000 + 4 * 65536 / 3) / 10240, rel=1e-9)
+    # With no time left after the first (smallest) shape, the other takes its MFU.
+    tp = measure_throughput(exp, grid.specs, timer=timer, budget_s=0.0)
+    assert len(tp.measured) == 1 and "take the MFU of the timed shape" in tp.note
+    (small,) = tp.measured
+    assert small[0].n_embd == 32
+    big = next(k for k in tp.mfu if k not in tp.measured)
+    assert tp.mfu[big] == tp.mfu[small]
+
+
+def test_real_timing_on_this_cpu(tmp_path: Path, capsys) -> None:
+    assert main(["plan", str(write(tmp_path, "n_tokens = [3200]"))]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"matmul peak measured [\d.]+ GFLOP/s; timed [12] of 2 shape", out)
+    assert re.search(r"estimated time [\d.]+ (s|min)", out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["plan", "nope.toml"], "nope.toml: no such experiment file"),
+        (["plan", "{toml}", "--grid.flops=[1]"], "every point is dropped"),
+        (["plan", "{toml}", "--grid.colour=1"], "unknown key 'grid.colour'"),
+        (["plan", "{toml}", "--grid.n_tokens=[100]"], "use one of n_tokens, flops"),
+        (["plan", "{toml}", "oops"], "unrecognised argument 'oops'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, args, message) -> None:
+    toml = write(tmp_path)
+    argv = [a.format(toml=toml) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_timing_order_brackets_the_sizes(tmp_path: Path) -> None:
+    grid_toml = "n_tokens = [3200]\nbatch_sizes = [4, 8, 16]"
+    exp = load_experiment(write(tmp_path, grid_toml))
+    calls = []
+
+    def timer(shape, batch_size, **_):
+        calls.append((shape.n_embd, batch_size))
+        return 0.01 * batch_size * shape.n_embd
+
+    measure_throughput(exp, expand_grid(exp).specs, timer=timer)
+    # Six (shape, batch) pairs; the cheapest and the most expensive step are timed first.
+    assert calls[:2] == [(32, 4), (64, 16)] and len(calls) == 6
