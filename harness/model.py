@@ -364,9 +364,9 @@ def shape_for_params(
         "aspect_ratio", aspect_ratio, " (n_embd / n_layer; Kaplan 2020 used 10..200)"
     )
     _check_positive_int("head_dim", head_dim)
-    if arch == "llama" and head_dim % 2 != 0:
+    if arch in ("llama", "modernbert") and head_dim % 2 != 0:
         raise InputError(
-            f"head_dim={head_dim} is odd: llama's rotary embeddings need an even head dimension."
+            f"head_dim={head_dim} is odd: {arch}'s rotary embeddings need an even head dimension."
         )
 
     def make(n_layer: int, n_embd: int) -> ModelShape:

@@ -16,6 +16,7 @@ from _tiny import tiny_toml
 from harness.cli import main
 from harness.config import DataConfig, load_experiment
 from harness.data import SequenceOrder, gather_windows, prepare_corpus, vocab_size_for
+from harness.errors import InputError
 from harness.grid import expand
 from harness.model import (
     ModelShape,
@@ -88,6 +89,38 @@ def test_bert_base_counts() -> None:
     assert sum(p.numel() for p in model.parameters()) == counts.total
 
 
+def _modernbert(**kw: object) -> ModelShape:
+    args: dict = dict(
+        arch="modernbert", n_layer=2, n_embd=32, n_head=2, vocab_size=257, seq_len=16, ffn_dim=96
+    )
+    args.update(kw)
+    return ModelShape(**args)
+
+
+def test_modernbert_counts_by_hand_match_the_built_model() -> None:
+    # d=32, f=96, L=2, V=257. Per block: Wqkv + Wo 4*32*32 = 4096; Wi 32*192 = 6144; Wo
+    # 96*32 = 3072; two bias-free LayerNorms 64 -> 13376; block 0 has no attention norm (-32).
+    # N = 2*13376 - 32 + embedding norm 32 + final norm 32 + head (32*32 + 32 = 1056) = 27840.
+    # Embedding: tokens 257*32 = 8224 + output bias 257 = 8481 (RoPE: no position table).
+    counts = count_params(_modernbert())
+    assert (counts.non_embedding, counts.embedding, counts.total) == (27840, 8481, 36321)
+    model = build_model(_modernbert())
+    assert sum(p.numel() for p in model.parameters()) == 36321
+    assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
+    untied = _modernbert(tie_embeddings=False)
+    assert count_params(untied).total == 36321 + 8224
+    assert sum(p.numel() for p in build_model(untied).parameters()) == 36321 + 8224
+    # GeGLU: three matrices, so llama's 8/3 d width keeps ~12 d^2 per block.
+    assert default_ffn_dim("modernbert", 768) == default_ffn_dim("llama", 768) == 2048
+    s = shape_for_params(1e5, arch="modernbert", vocab_size=257, seq_len=128, aspect_ratio=32.0)
+    assert abs(math.log(count_params(s).non_embedding / 1e5)) < math.log(1.4)
+    with pytest.raises(InputError, match="modernbert's rotary embeddings need an even"):
+        _modernbert(n_embd=30, n_head=2)
+    f = flops_per_token(_modernbert())
+    per_layer = (6 * 32 * 32 + 2 * 16 * 32 + 3 * 2 * 16 + 2 * 16 * 32 + 2 * 32 * 32) + 6 * 32 * 96
+    assert f.total == 3 * (2 * 257 * 32 + 2 * per_layer + 2 * 32 * 32 + 2 * 32 * 257)
+
+
 def test_flops_per_token_by_hand() -> None:
     s = _bert()  # d=32, f=128, L=2, V=257, n=16, h=2
     n = 26592
@@ -108,7 +141,13 @@ def test_shapes_and_vocab_for_bert() -> None:
     assert vocab_size_for(DataConfig(), "bert") == 257
     assert vocab_size_for(DataConfig(tokenizer="bpe", bpe_vocab_size=512), "bert") == 513
     assert vocab_size_for(DataConfig()) == 256
-    assert [objective_name(a) for a in ("llama", "gpt2", "bert")] == ["causal", "causal", "mlm"]
+    assert vocab_size_for(DataConfig(), "modernbert") == 257
+    assert [objective_name(a) for a in ("llama", "gpt2", "bert", "modernbert")] == [
+        "causal",
+        "causal",
+        "mlm",
+        "mlm",
+    ]
 
 
 # --- masking ------------------------------------------------------------------------------------
@@ -209,8 +248,10 @@ def test_evaluate_scores_only_masked_positions() -> None:
     assert abs(float(all_positions) - loss) > 1e-3  # scoring every position would differ
 
 
-def test_first_training_step_loss_is_the_masked_loss(tmp_path: Path) -> None:
-    exp = load_experiment(tiny_toml(tmp_path, n_tokens="[4096]", extra=BERT))
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_first_training_step_loss_is_the_masked_loss(tmp_path: Path, arch: str) -> None:
+    extra = f'[model]\narch = "{arch}"\n'
+    exp = load_experiment(tiny_toml(tmp_path, n_tokens="[4096]", extra=extra))
     (spec,) = expand(exp)
     root = tmp_path / "results" / "tiny"
     result = train(spec, root / "runs" / spec.run_id, execution=exp.execution)
@@ -239,10 +280,13 @@ def test_first_training_step_loss_is_the_masked_loss(tmp_path: Path) -> None:
 # --- resume and the command line ----------------------------------------------------------------
 
 
-def test_bert_resume_is_bit_exact(tmp_path: Path) -> None:
-    exp = load_experiment(tiny_toml(tmp_path, n_tokens="[4096]", extra=BERT))
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_masked_lm_resume_is_bit_exact(tmp_path: Path, arch: str) -> None:
+    exp = load_experiment(
+        tiny_toml(tmp_path, n_tokens="[4096]", extra=f'[model]\narch = "{arch}"\n')
+    )
     (spec,) = expand(exp)
-    assert spec.model.arch == "bert" and spec.n_steps == 16
+    assert spec.model.arch == arch and spec.n_steps == 16
     ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
     assert ref is not None and ref.status == "done"
     run_dir = tmp_path / "b" / "runs" / spec.run_id

@@ -19,7 +19,8 @@ DESIGN_COLUMNS = (
     "n_params n_tokens loss run_id experiment status arch n_layer n_embd n_head n_params_total "
     "n_unique_tokens epochs flops flops_total val_bpb train_loss tokenizer vocab_size seq_len "
     "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha "
-    "peak_flops mfu mfu_total flops_budget"
+    "peak_flops mfu mfu_total flops_budget objective branched_from trained_tokens trained_flops "
+    "task_accuracy_full task_accuracy_lora"
 ).split()
 
 

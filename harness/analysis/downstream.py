@@ -1032,6 +1032,7 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  step 1 L(N, D) {s1['law']} on {s1['data']}: "
             + "  ".join(f"{k}={_f(v)}" for k, v in s1["params"].items())
+            + ("  ON GRID EDGE (not identified by these runs)" if s1.get("on_grid_edge") else "")
         )
     for method, m in block.get("methods", {}).items():
         s2 = m["step2"]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from harness.analysis.downstream import (
     accuracy_from_compute,
@@ -153,6 +154,8 @@ def plot_accuracy_vs_compute(
         ax.set_xlabel("pretraining compute C = 6ND (FLOPs)")
         ax.set_ylabel("test accuracy (mean over seeds)")
         skipped = "" if "params" in s2 and "params" in s1 else " (no chained fit)"
+        if s1.get("on_grid_edge"):
+            skipped += "\n(step 1 L(N, D) on the edge of its start grid: curves not identified)"
         ax.set_title(f"{method}: accuracy vs compute{skipped}", fontsize=9)
         ax.legend(fontsize=6)
     return _fig(axes[0])
@@ -201,6 +204,8 @@ def plot_accuracy_vs_labels(axes: list[Axes], ds: pd.DataFrame, block: Mapping[s
         ax.axhline(lab["target"], color="red", ls="--", lw=0.8, label=f"target {lab['target']:.3g}")
         ax.axhline(block["chance"], color="grey", ls=":", lw=1, label="chance")
         ax.set_xscale("log")
+        # A range of 1-2 decades makes matplotlib label minor ticks, which then overlap.
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("labelled training examples n")
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{method}: accuracy vs labels (x: labels needed)", fontsize=9)
