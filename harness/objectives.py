@@ -6,11 +6,11 @@ that are not `IGNORE_INDEX`:
 
 - causal (llama, gpt2): inputs are the first seq_len tokens, targets the next token at each
   position; every position scores.
-- masked (bert; Devlin et al. 2019, sec. 3.1 and appendix A.1): inputs are the same first
-  seq_len tokens. In each window round(mask_fraction * seq_len) positions (at least one) are
-  chosen for prediction, as BERT's own create_pretraining_data does; of those, 80% are replaced
-  by the [MASK] token, 10% by a token drawn uniformly from the real vocabulary, and 10% are left
-  as they are. Only the chosen positions score, against the original token.
+- masked (bert, modernbert; Devlin et al. 2019, sec. 3.1 and appendix A.1): inputs are the
+  same first seq_len tokens. In each window round(mask_fraction * seq_len) positions (at least
+  one) are chosen for prediction, as BERT's own create_pretraining_data does; of those, 80% are
+  replaced by the [MASK] token, 10% by a token drawn uniformly from the real vocabulary, and 10%
+  are left as they are. Only the chosen positions score, against the original token.
 
 The masked LM reads the same windows, in the same order, as a causal run of the same seed, so
 D (input tokens) means the same for both. Its mask is a pure function of (seed, stream
