@@ -546,8 +546,7 @@ def bootstrap_data_constrained(
     InputError
         n_resamples < 1 or bad data.
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    fitmod._check_n_resamples(n_resamples)
     N, D, U, L = _check(n_params, n_tokens, unique_tokens, loss)
     raw_fixed = _fixed_raw(fixed)
     full0 = np.array([fit.raw[k] for k in _ORDER])

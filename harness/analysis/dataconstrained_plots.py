@@ -41,6 +41,12 @@ def _usable(params: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in params.items()}
 
 
+def _effective_epochs(x: np.ndarray, r: float) -> np.ndarray:
+    """D'/U after x = D/U epochs: 1 + R_D* (1 - exp(-(x - 1)/R_D*)) (Muennighoff et al. 2023,
+    eq. 5-6, divided by U)."""
+    return 1.0 + r * -np.expm1(-(x - 1.0) / r)
+
+
 def plot_effective_data(
     ax: Axes,
     df: pd.DataFrame,
@@ -75,7 +81,7 @@ def plot_effective_data(
     ax.plot(x, x, "-", color="0.5", lw=1, label="D' = D (repeats worth as much as new)")
     lo_hi = (ci or {}).get("R_D_star")
     if lo_hi and None not in lo_hi:
-        lo, hi = (1.0 + r * -np.expm1(-(x - 1.0) / r) for r in lo_hi)
+        lo, hi = (_effective_epochs(x, r) for r in lo_hi)
         ax.fill_between(
             x,
             lo,
@@ -87,7 +93,7 @@ def plot_effective_data(
         )
     ax.plot(
         x,
-        1.0 + rd * -np.expm1(-(x - 1.0) / rd),
+        _effective_epochs(x, rd),
         "-",
         color="C0",
         lw=1.5,
@@ -97,7 +103,7 @@ def plot_effective_data(
     pub = dc.MUENNIGHOFF_2023["R_D_star"]
     ax.plot(
         x,
-        1.0 + pub * -np.expm1(-(x - 1.0) / pub),
+        _effective_epochs(x, pub),
         "--",
         color="k",
         lw=0.8,

@@ -33,7 +33,6 @@ Everything here is a pure function of arrays or DataFrames (numpy, scipy, pandas
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import zlib
@@ -48,7 +47,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 
 from harness.analysis import fit as fitmod
-from harness.analysis.io import _lines, _values
+from harness.analysis.fit import _ci
+from harness.analysis.io import _done_rows, _fmt, _lines, _read_csv, _sha256, _values
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops, power_law_with_offset
 from harness.errors import InputError
 
@@ -353,13 +353,6 @@ def fit_sigmoid(
     )
 
 
-def _resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> FloatArray:
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    W = np.zeros((n_resamples, n))
-    np.add.at(W, (np.repeat(np.arange(n_resamples), n), idx.ravel()), 1.0)
-    return W
-
-
 def bootstrap_sigmoid(
     loss: ArrayLike,
     accuracy: ArrayLike,
@@ -382,8 +375,7 @@ def bootstrap_sigmoid(
     InputError
         If n_resamples < 1 or the data are bad.
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    fitmod._check_n_resamples(n_resamples)
     L, y = _check_accuracy(loss, accuracy, chance, "sigmoid bootstrap")
     lo, hi = _sigmoid_bounds(L, chance)
     free = np.array([n in fit.free for n in _SIGMOID_NAMES])
@@ -391,7 +383,7 @@ def bootstrap_sigmoid(
     x0 = np.asarray(fit.x, dtype=float)
     out: list[dict[str, float]] = []
     failed = 0
-    for w in _resample_weights(L.size, n_resamples, rng):
+    for w in fitmod._resample_weights(L.size, n_resamples, rng):
         if np.unique(L[w > 0]).size < need:
             failed += 1
             continue
@@ -591,14 +583,6 @@ def fit_label_power_law(
 # downstream.csv
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read downstream.csv: one row per fine-tuning run.
 
@@ -621,14 +605,7 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(
             f"{csv}: no such file; accepted: a downstream.csv written by the fine-tuning stage"
         )
-    try:
-        df = pd.read_csv(csv, skipinitialspace=True, dtype={"run_id": str, "method": str})
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{csv}: the file is empty; accepted: a CSV with a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        first = " ".join(str(exc).split())
-        raise InputError(f"{csv}: cannot parse as CSV ({first}); accepted: a CSV file") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    df = _read_csv(csv, {"run_id": str, "method": str})
     missing = [c for c in DOWNSTREAM_REQUIRED if c not in df.columns]
     chance_col = next((c for c in CHANCE_COLUMNS if c in df.columns), None)
     if chance_col is None and "n_classes" not in df.columns:
@@ -639,13 +616,7 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{', '.join(df.columns)}; accepted: "
             f"{', '.join(DOWNSTREAM_REQUIRED)} and chance_accuracy"
         )
-    df = df.reset_index(drop=True)
-    df["line"] = np.arange(len(df)) + 2
-    n_excluded = 0
-    if "status" in df.columns:
-        keep = df["status"].astype(str).str.strip() == "done"
-        n_excluded = int((~keep).sum())
-        df = df[keep].reset_index(drop=True)
+    df, n_excluded = _done_rows(df)
 
     def numeric(col: str, ok: Any, accepted: str) -> FloatArray:
         raw = df[col]
@@ -689,15 +660,6 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
 # The whole analysis, as the "downstream" object of fits.json
 
 
-def _ci(values: Sequence[float]) -> list[float]:
-    v = np.asarray(list(values), dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return [math.nan, math.nan]
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
 def _rng(seed: int, label: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(("downstream:" + label).encode())])
 
@@ -711,6 +673,27 @@ def _models(df: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in ("run_id", "n_params", "n_tokens", "loss") if c in df.columns]
     m = df[cols].drop_duplicates(subset=_model_key(df))
     return m.sort_values(["n_params", "n_tokens"], kind="stable").reset_index(drop=True)
+
+
+def _step1_block(
+    law: str,
+    data: str,
+    r: fitmod.FitResult,
+    boots: list[dict[str, float]],
+    nf: int,
+    n_bootstrap: int,
+) -> dict[str, Any]:
+    """The step-1 object of fits.json for fit `r` of `law` and its bootstrap samples."""
+    return {
+        "law": law,
+        "data": data,
+        "params": dict(r.params),
+        "ci95": {k: _ci([b[k] for b in boots]) for k in r.params} if boots else {},
+        "converged": r.converged,
+        "on_grid_edge": r.on_grid_edge,
+        "n_bootstrap": n_bootstrap,
+        "n_bootstrap_failed": nf,
+    }
 
 
 def _step1(
@@ -729,19 +712,10 @@ def _step1(
                 boots, nf = fitmod.bootstrap_chinchilla(
                     N, D, L, r, n_resamples=n_bootstrap, rng=_rng(seed, "step1")
                 )
-            return (
-                {
-                    "law": "chinchilla",
-                    "data": f"pretraining runs ({N.size})",
-                    "params": dict(r.params),
-                    "ci95": {k: _ci([b[k] for b in boots]) for k in r.params} if boots else {},
-                    "converged": r.converged,
-                    "on_grid_edge": r.on_grid_edge,
-                    "n_bootstrap": n_bootstrap,
-                    "n_bootstrap_failed": nf,
-                },
-                boots,
+            block = _step1_block(
+                "chinchilla", f"pretraining runs ({N.size})", r, boots, nf, n_bootstrap
             )
+            return block, boots
         except InputError as exc:
             errors.append(f"chinchilla: {exc}")
     m = _models(ds)
@@ -756,20 +730,9 @@ def _step1(
         boots, nf = fitmod.bootstrap_power_law(
             C, L, r, n_resamples=n_bootstrap, rng=_rng(seed, "step1")
         )
-    return (
-        {
-            "law": "power_law_c",
-            "data": f"fine-tuned models ({C.size})",
-            "params": dict(r.params),
-            "ci95": {k: _ci([b[k] for b in boots]) for k in r.params} if boots else {},
-            "converged": r.converged,
-            "on_grid_edge": r.on_grid_edge,
-            "n_bootstrap": n_bootstrap,
-            "n_bootstrap_failed": nf,
-            "note": "; ".join(errors),
-        },
-        boots,
-    )
+    block = _step1_block("power_law_c", f"fine-tuned models ({C.size})", r, boots, nf, n_bootstrap)
+    block["note"] = "; ".join(errors)
+    return block, boots
 
 
 def _sigmoid_block(
@@ -1003,14 +966,6 @@ def downstream_input(csv: Path, ds: pd.DataFrame) -> dict[str, Any]:
 # Summary
 
 
-def _f(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
 def _needed(e: Mapping[str, Any]) -> str:
     if e["n_labels_needed"] is None:
         return "not reached"
@@ -1023,7 +978,7 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
     lines = [
         f"downstream       {block.get('input', {}).get('path', DOWNSTREAM_CSV)}: "
         f"{block.get('input', {}).get('n_rows', '?')} fine-tuning runs, chance accuracy "
-        f"{_f(block.get('chance'))}"
+        f"{_fmt(block.get('chance'))}"
     ]
     s1 = block.get("step1", {})
     if "skipped" in s1:
@@ -1031,14 +986,15 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
     else:
         lines.append(
             f"  step 1 L(N, D) {s1['law']} on {s1['data']}: "
-            + "  ".join(f"{k}={_f(v)}" for k, v in s1["params"].items())
+            + "  ".join(f"{k}={_fmt(v)}" for k, v in s1["params"].items())
             + ("  ON GRID EDGE (not identified by these runs)" if s1.get("on_grid_edge") else "")
         )
     for method, m in block.get("methods", {}).items():
         s2 = m["step2"]
         if "skipped" in s2:
             lines.append(
-                f"  {method:<5} step 2 (n_labels={_f(s2.get('n_labels'))}) skipped: {s2['skipped']}"
+                f"  {method:<5} step 2 (n_labels={_fmt(s2.get('n_labels'))}) skipped: "
+                f"{s2['skipped']}"
             )
         else:
             ci = s2.get("ci95", {})
@@ -1046,25 +1002,25 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
             for k in ("a", "b", "k", "L0"):
                 c = ci.get(k)
                 parts.append(
-                    f"{k}={_f(s2['params'][k])}" + (f" [{_f(c[0])}, {_f(c[1])}]" if c else "")
+                    f"{k}={_fmt(s2['params'][k])}" + (f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else "")
                 )
             flag = f"  ON BOUNDS: {', '.join(s2['at_bounds'])}" if s2.get("at_bounds") else ""
             if s2.get("free_params") == ["k", "L0"]:
                 flag += "  (floor=chance, ceiling=1 fixed: fewer than 4 distinct losses)"
             lines.append(
-                f"  {method:<5} step 2 Acc(L) (n_labels={_f(s2['n_labels'])}, "
-                f"{s2['n_points']} runs): " + "  ".join(parts) + f"  rmse={_f(s2['rmse'])}{flag}"
+                f"  {method:<5} step 2 Acc(L) (n_labels={_fmt(s2['n_labels'])}, "
+                f"{s2['n_points']} runs): " + "  ".join(parts) + f"  rmse={_fmt(s2['rmse'])}{flag}"
             )
         ch = m.get("chained", {})
         if "skipped" not in ch:
             lines.append(
-                f"  {method:<5} chained Acc(N, D): rmse={_f(ch['rmse'])} "
-                f"max |error|={_f(ch['max_abs_error'])} over {len(ch['points'])} models"
+                f"  {method:<5} chained Acc(N, D): rmse={_fmt(ch['rmse'])} "
+                f"max |error|={_fmt(ch['max_abs_error'])} over {len(ch['points'])} models"
             )
         lab = m.get("labels", {})
         if lab:
             need = ", ".join(
                 f"N={e['n_params']:.3g},D={e['n_tokens']:.3g}: {_needed(e)}" for e in lab["models"]
             )
-            lines.append(f"  {method:<5} labels to reach accuracy {_f(lab['target'])}: {need}")
+            lines.append(f"  {method:<5} labels to reach accuracy {_fmt(lab['target'])}: {need}")
     return lines

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -330,12 +330,29 @@ def fit_chinchilla(
                        _chin_params(raw.x), starts.shape[0], N.size)
 
 
+def _check_n_resamples(n_resamples: int) -> None:
+    """InputError unless n_resamples >= 1 (the check of every bootstrap in the analysis)."""
+    if n_resamples < 1:
+        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+
+
 def _resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> FloatArray:
     """(n_resamples, n) counts of each point in a resample of n points with replacement."""
     idx = rng.integers(0, n, size=(n_resamples, n))
     W = np.zeros((n_resamples, n))
     np.add.at(W, (np.repeat(np.arange(n_resamples), n), idx.ravel()), 1.0)
     return W
+
+
+def _ci(values: Iterable[float]) -> list[float]:
+    """Percentile 95% interval [2.5%, 97.5%] of bootstrap values, non-finite ones left out;
+    [nan, nan] when none is finite."""
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return [float("nan"), float("nan")]
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return [float(lo), float(hi)]
 
 
 def _bootstrap(
@@ -401,8 +418,7 @@ def bootstrap_chinchilla(
     InputError
         If n_resamples < 1 or the data are bad (as `fit_chinchilla`).
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    _check_n_resamples(n_resamples)
     N = _as_positive("n_params", n_params)
     D = _as_positive("n_tokens", n_tokens)
     L = _as_positive("loss", loss)
@@ -493,8 +509,7 @@ def bootstrap_power_law(
     InputError
         If n_resamples < 1 or the data are bad.
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    _check_n_resamples(n_resamples)
     X = _as_positive("x", x)
     L = _as_positive("loss", loss)
     xs, conv = _bootstrap(
@@ -623,8 +638,7 @@ def bootstrap_kaplan(
     InputError
         If n_resamples < 1 or the data are bad.
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    _check_n_resamples(n_resamples)
     N = _as_positive("n_params", n_params)
     D = _as_positive("n_tokens", n_tokens)
     L = _as_positive("loss", loss)

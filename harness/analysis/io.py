@@ -6,9 +6,11 @@ bad value(s), the line numbers in the file (the header is line 1) and what is ac
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -93,6 +95,57 @@ def _values(vals: Sequence[object]) -> str:
     return shown + (f" and {len(vals) - _MAX_SHOWN} more" if len(vals) > _MAX_SHOWN else "")
 
 
+def _fmt(x: Any) -> str:
+    """A value in a printed summary: '-' for None, floats to 4 significant digits."""
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (the "input" records of fits.json)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_csv(csv: Path, dtype: Mapping[str, type]) -> pd.DataFrame:
+    """Read a results CSV, the columns in `dtype` as those types, header names stripped.
+
+    Raises
+    ------
+    InputError
+        An empty or unparsable file.
+    """
+    try:
+        df = pd.read_csv(csv, skipinitialspace=True, dtype=dict(dtype))
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{csv}: the file is empty; accepted: a CSV with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first = " ".join(str(exc).split())
+        raise InputError(f"{csv}: cannot parse as CSV ({first}); accepted: a CSV file") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _done_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The rows whose ``status`` column (if any) is "done", and how many others were dropped.
+
+    Adds the column ``line``: each row's line in the file (header = line 1), numbered before
+    the drop so that error messages point into the file.
+    """
+    df = df.reset_index(drop=True)
+    df["line"] = np.arange(len(df)) + 2
+    if "status" not in df.columns:
+        return df, 0
+    keep = df["status"].astype(str).str.strip() == "done"
+    return df[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def load_runs(
     path: str | os.PathLike[str],
     column_map: Mapping[str, str] | None = None,
@@ -126,16 +179,9 @@ def load_runs(
         non-positive N, D or loss, or fewer than `min_points` usable rows.
     """
     csv = resolve_csv(path)
-    try:
-        # run_id as text: ids such as "0123" or "1e5" must not turn into numbers (they name
-        # the runs/<run_id>/ directories).
-        df = pd.read_csv(csv, skipinitialspace=True, dtype={"run_id": str})
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{csv}: the file is empty; accepted: a CSV with a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        first = " ".join(str(exc).split())
-        raise InputError(f"{csv}: cannot parse as CSV ({first}); accepted: a CSV file") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    # run_id as text: ids such as "0123" or "1e5" must not turn into numbers (they name
+    # the runs/<run_id>/ directories).
+    df = _read_csv(csv, {"run_id": str})
     if column_map:
         missing = [v for v in column_map.values() if v not in df.columns]
         if missing:
@@ -153,13 +199,7 @@ def load_runs(
             "accepted: n_params, n_tokens and loss columns, or map yours with "
             "--columns n_params=COL,n_tokens=COL,loss=COL"
         )
-    df = df.reset_index(drop=True)
-    df["line"] = np.arange(len(df)) + 2
-    n_excluded = 0
-    if "status" in df.columns:
-        keep = df["status"].astype(str).str.strip() == "done"
-        n_excluded = int((~keep).sum())
-        df = df[keep].reset_index(drop=True)
+    df, n_excluded = _done_rows(df)
     for col in REQUIRED:
         raw = df[col]
         num = pd.to_numeric(raw, errors="coerce")

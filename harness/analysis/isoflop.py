@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import Akima1DInterpolator
 
+from harness.analysis.fit import _check_n_resamples, _resample_weights
 from harness.errors import InputError
 
 __all__ = [
@@ -237,8 +238,7 @@ def bootstrap_isoflop(
     InputError
         If n_resamples < 1.
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    _check_n_resamples(n_resamples)
     N = np.asarray(n_params, dtype=float)
     L = np.asarray(loss, dtype=float)
     lc = np.log(np.asarray(res.budgets))
@@ -253,10 +253,7 @@ def bootstrap_isoflop(
                 logn[r, j] = np.nan if found is None else found[0]
             continue
         x, y = np.log(N[w_idx]), L[w_idx]
-        m = w_idx.size
-        counts = np.zeros((n_resamples, m))
-        pick = rng.integers(0, m, size=(n_resamples, m))
-        np.add.at(counts, (np.repeat(np.arange(n_resamples), m), pick.ravel()), 1.0)
+        counts = _resample_weights(w_idx.size, n_resamples, rng)
         # Weighted normal equations for all resamples at once: (n_resamples, 3, 3).
         V = np.vander(x, 3, increasing=True)  # (m, 3)
         M = np.einsum("rm,mi,mj->rij", counts, V, V)

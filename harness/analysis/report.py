@@ -9,13 +9,12 @@ directory lies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from harness.analysis import downstream as ds
 from harness.analysis import fit as fitmod
 from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
-from harness.analysis.io import load_runs, resolve_csv
+from harness.analysis.fit import _ci
+from harness.analysis.io import _fmt, _sha256, load_runs, resolve_csv
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
@@ -80,15 +80,6 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         return _num(float(obj))
     return obj
-
-
-def _ci(values: Iterable[float]) -> list[float]:
-    v = np.asarray(list(values), dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return [float("nan"), float("nan")]
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def _rng(seed: int, label: str) -> np.random.Generator:
@@ -395,14 +386,6 @@ def fit_frame(
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
     """fits.json beside ``csv`` was made from exactly these bytes, and figures/ is not empty.
 
@@ -590,14 +573,6 @@ def fit_path(
                     target_accuracy=target_accuracy)
     target = Path(out) if out is not None else csv.parent / "fits.json"
     return atomic_write_json(target, doc)
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
 
 
 def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from harness.analysis.fit import _check_n_resamples, _ci, _resample_weights
 from harness.analysis.isoflop import loglog_slope
 from harness.errors import InputError
 
@@ -351,14 +352,10 @@ def bootstrap_sweep(
     InputError
         If n_resamples < 1.
     """
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    _check_n_resamples(n_resamples)
     good = [o for o in res.optima if o.inside]
     k = len(good)
-    group_counts = np.zeros((n_resamples, k))
-    if k:
-        pick = rng.integers(0, k, size=(n_resamples, k))
-        np.add.at(group_counts, (np.repeat(np.arange(n_resamples), k), pick.ravel()), 1.0)
+    group_counts = _resample_weights(k, n_resamples, rng)  # k = 0: (n_resamples, 0), no draw
     logh = np.full((n_resamples, k), np.nan)
     for j, o in enumerate(good):
         w = np.asarray(o.window)
@@ -367,10 +364,7 @@ def bootstrap_sweep(
             continue
         x = np.log(np.asarray(o.values)[w])
         y = np.asarray(o.losses)[w]
-        m = w.size
-        pick = rng.integers(0, m, size=(n_resamples, m))
-        counts = np.zeros((n_resamples, m))
-        np.add.at(counts, (np.repeat(np.arange(n_resamples), m), pick.ravel()), 1.0)
+        counts = _resample_weights(w.size, n_resamples, rng)
         V = np.vander(x - x.mean(), 3, increasing=True)  # centred: well-conditioned
         M = np.einsum("rm,mi,mj->rij", counts, V, V)
         v = np.einsum("rm,mi,m->ri", counts, V, y)
@@ -386,14 +380,6 @@ def bootstrap_sweep(
     if res.vs_c is not None:
         out["vs_c"] = _slopes(np.array([o.flops for o in good]), logh, group_counts)
     return out
-
-
-def _ci(v: FloatArray) -> list[float]:
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return [float("nan"), float("nan")]
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def sweep_block(
