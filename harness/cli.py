@@ -263,7 +263,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "`harness submit EXP.toml` (or --only-failed) resubmits the failed runs; "
             "they resume from their checkpoints"
         )
-    return 0
+    # Exit codes (DESIGN.md): 1 when the work failed, so scripts and CI can wait on it.
+    return 1 if "failed" in states else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

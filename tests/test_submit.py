@@ -221,6 +221,7 @@ def test_submit_skips_queued_and_running_runs_and_resubmits_failed(
     assert [before[s.run_id].state for s in specs] == ["running", "queued", "failed", "unsubmitted"]
     assert before[specs[2].run_id].error == "MemoryError: boom"
     assert before[specs[2].run_id].log == str(err)
+    assert main(["status", str(layout.root)]) == 1  # a failed run: the work failed
 
     submitted, _ = submit(exp, cluster="debug", only_failed=True)
     assert [s.run_id for s in submitted] == [specs[2].run_id]

@@ -154,7 +154,7 @@ def test_grid_runs_as_one_capped_array_a_crash_shows_as_failed_and_resubmits(exp
     assert "ckpt" in failed.error
     assert Path(failed.log).is_file() and "Traceback" in Path(failed.log).read_text()
     status = harness("status", str(root))
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # a failed run is failed work
     assert f"log: {failed.log}" in status.stdout and "1 failed, 2 done" in status.stdout
 
     (crash_dir / "ckpt").unlink()  # the cause fixed, submit again: only the failed run goes out
