@@ -7,9 +7,10 @@ usage, with one line naming the file, field, value and what is accepted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -52,13 +53,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     exp = load_experiment(args.experiment, args.overrides)
-    grid = expand_grid(exp)
+    with _naming(args.experiment):  # a size the model rule cannot meet
+        grid = expand_grid(exp)
     specs = list(grid.specs)
     for d in grid.dropped:  # derived D (isoFLOP, ladder) below one batch: not run
         print(
             f"dropped: N {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = {d.value:g}: "
             f"{d.reason}"
         )
+    if exp.downstream.task:  # a bad task or n_labels ends here, not after the pretraining
+        from harness.tasks import downstream_task
+
+        with _naming(args.experiment):
+            downstream_task(exp.downstream, exp.data)
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
     ns = sorted({count_params(s.model).non_embedding for s in specs})
@@ -70,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     failed = 0
     if todo:
-        prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, before any run starts
+        with _naming(args.experiment):  # a bad corpus spec is the experiment file's
+            prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, before any run starts
         outcomes = run_local(exp, todo, layout)
         failed = sum(o.status == "failed" for o in outcomes)
         for o in outcomes:
@@ -84,6 +92,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     _analyse(csv_path)
     print(f"finished in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _naming(source: str) -> Iterator[None]:
+    """Prefix an InputError's line with the experiment file it comes from."""
+    try:
+        yield
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
 
 
 def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:

@@ -56,7 +56,7 @@ from harness.errors import InputError
 from harness.grid import RunSpec, expand, spec_from_dict
 from harness.model import build_model
 from harness.results import ExperimentLayout, read_json, read_result, read_spec, run_row
-from harness.tasks import Split, Task, load_task, subsample
+from harness.tasks import Split, Task, downstream_task, subsample
 
 __all__ = [
     "DOWNSTREAM_CSV_COLUMNS",
@@ -439,16 +439,6 @@ def _done_runs(exp: ExperimentConfig, layout: ExperimentLayout) -> tuple[list[Pa
     return done, not_done
 
 
-def _check_sizes(cfg: DownstreamConfig, task: Task) -> None:
-    n_train, k = len(task.train), task.n_classes
-    for n in cfg.n_labels:
-        if n and not k <= n <= n_train:
-            raise InputError(
-                f"downstream.n_labels = {n}: task {task.name!r} has {n_train} training examples "
-                f"in {k} classes; accepted: 0 (all) or {k}..{n_train}"
-            )
-
-
 def run_downstream(
     exp: ExperimentConfig,
     layout: ExperimentLayout,
@@ -478,8 +468,7 @@ def run_downstream(
     from harness.train import resolve_device
 
     device = resolve_device(exp.execution)
-    task = load_task(cfg.task, exp.data)
-    _check_sizes(cfg, task)
+    task = downstream_task(cfg, exp.data)
     run_dirs, not_done = _done_runs(exp, layout)
     if not_done:
         echo(f"downstream: {not_done} run(s) of the grid are not done; they are left out")

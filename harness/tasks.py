@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import DataConfig
+from harness.config import DataConfig, DownstreamConfig
 from harness.data import read_corpus_bytes
 from harness.errors import InputError
 
@@ -46,6 +46,7 @@ __all__ = [
     "Task",
     "csv_task",
     "held_out_ranges",
+    "downstream_task",
     "load_task",
     "shakespeare_plays",
     "subsample",
@@ -329,6 +330,26 @@ def load_task(task: str, data: DataConfig) -> Task:
     if not path.is_file():
         raise InputError(f"downstream.task = {task!r}: no such task or file; accepted: {_ACCEPTED}")
     return csv_task(path)
+
+
+def downstream_task(cfg: DownstreamConfig, data: DataConfig) -> Task:
+    """``[downstream]``'s task, checked against its labelled-set sizes. `harness run` calls it
+    before pretraining, so a bad task or n_labels is refused before anything trains.
+
+    Raises
+    ------
+    InputError
+        A bad task (`load_task`), or an n_labels the task cannot give.
+    """
+    task = load_task(cfg.task, data)
+    n_train, k = len(task.train), task.n_classes
+    for n in cfg.n_labels:
+        if n and not k <= n <= n_train:
+            raise InputError(
+                f"downstream.n_labels = {n}: task {task.name!r} has {n_train} training examples "
+                f"in {k} classes; accepted: 0 (all) or {k}..{n_train}"
+            )
+    return task
 
 
 def subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

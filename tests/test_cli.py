@@ -87,6 +87,22 @@ def test_two_point_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
             ["--train.lr=abc"],
             "train.lr = 'abc' is not a number",
         ),
+        # Refused before anything trains (the stage and the corpus come after pretraining).
+        (
+            "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+            ["--downstream.task=nope.csv"],
+            "bad.toml: downstream.task = 'nope.csv': no such task or file",
+        ),
+        (
+            "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+            ["--downstream.task=shakespeare-plays", "--downstream.n_labels=[3]"],
+            "bad.toml: downstream.n_labels = 3: task 'shakespeare-plays' has 640",
+        ),
+        (
+            "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+            ["--data.corpus=synthetic:order=99"],
+            "bad.toml: data.corpus: synthetic order = 99",
+        ),
         (
             "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
             ["extra"],
