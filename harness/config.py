@@ -730,29 +730,31 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     return _build(ExperimentConfig, data, "", source)
 
 
-def to_dict(obj: Any) -> Any:
-    """A settings dataclass as plain JSON data (tuples become lists)."""
+def to_dict(obj: Any, *, identity: bool = False) -> Any:
+    """A settings dataclass as plain JSON data (tuples become lists).
+
+    ``identity=True`` gives a run's identity: fields added after the first schema (`_added`)
+    are left out while they hold their defaults, so adding a setting never renames existing
+    runs.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name), identity=identity)
+            for f in dataclasses.fields(obj)
+            if not (
+                identity
+                and f.metadata.get("identity") == "if_set"
+                and getattr(obj, f.name) == f.default
+            )
+        }
     if isinstance(obj, list | tuple):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, identity=identity) for v in obj]
     return obj
 
 
 def identity_dict(obj: Any) -> Any:
-    """`to_dict` for a run's identity: fields added after the first schema (`_added`) are left
-    out while they hold their defaults, so adding a setting never renames existing runs."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.metadata.get("identity") == "if_set" and value == f.default:
-                continue
-            out[f.name] = identity_dict(value)
-        return out
-    if isinstance(obj, list | tuple):
-        return [identity_dict(v) for v in obj]
-    return obj
+    """`to_dict(obj, identity=True)`: the settings that name a run (RunSpec.run_id)."""
+    return to_dict(obj, identity=True)
 
 
 def main(argv: list[str] | None = None) -> int:
