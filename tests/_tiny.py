@@ -6,6 +6,8 @@ Import it from a test module as ``from _tiny import ...`` (pytest puts tests/ on
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,18 @@ results_dir = "{directory / "results"}"
 {extra}
 """)
     return toml
+
+
+def analysis_cli() -> Callable[..., int]:
+    """The analysis commands (fit, plot, reproduce) in this process: ``run("fit", dir)``
+    returns the exit code."""
+    from harness.analysis.cli import register
+
+    parser = argparse.ArgumentParser(prog="harness")
+    register(parser.add_subparsers(required=True))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.func(args))
+
+    return run

@@ -3,7 +3,6 @@ wiring into fit / plot / reproduce, on generated downstream.csv files."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -15,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import analysis_cli
 
 from harness.analysis import downstream as ds
-from harness.analysis.cli import register
 from harness.analysis.fit import GridEdgeWarning
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.report import fits_up_to_date, plot_path, reproduce_path
@@ -330,17 +329,6 @@ def _cell(text: str, row: int, col: str, value: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cli() -> Callable[..., int]:
-    parser = argparse.ArgumentParser(prog="harness")
-    register(parser.add_subparsers(required=True))
-
-    def run(*argv: str) -> int:
-        args = parser.parse_args(list(argv))
-        return int(args.func(args))
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """`harness fit` once on a generated experiment with downstream.csv: (dir, stdout)."""
@@ -348,7 +336,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert (
-            _cli()(
+            analysis_cli()(
                 "fit",
                 str(d),
                 "--bootstrap",
@@ -413,7 +401,7 @@ def test_changed_downstream_csv_is_not_up_to_date(fitted: tuple[Path, str], tmp_
 def test_cli_rejects_target_out_of_range(fitted: tuple[Path, str], tmp_path: Path) -> None:
     d, _ = fitted
     with pytest.raises(InputError, match=r"--target-accuracy 2.0; accepted: a number in \(0, 1\]"):
-        _cli()(
+        analysis_cli()(
             "fit",
             str(d),
             "--bootstrap",

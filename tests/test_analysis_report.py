@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import shutil
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import analysis_cli
 
-from harness.analysis.cli import register
 from harness.analysis.io import load_learning_curves
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.plots import new_axes, plot_learning_curves
@@ -51,17 +49,6 @@ def _metrics(run_dir: Path, n_tokens: float, final: float, *, every: int = 4) ->
     return m
 
 
-def _cli() -> Callable[..., int]:
-    parser = argparse.ArgumentParser(prog="harness")
-    register(parser.add_subparsers(required=True))
-
-    def run(*argv: str) -> int:
-        args = parser.parse_args(list(argv))
-        return int(args.func(args))
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def cli_fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """`harness fit` once on generated runs with a runs/ tree: (directory, fit's stdout).
@@ -75,7 +62,7 @@ def cli_fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             _metrics(d / "runs" / row["run_id"], row["n_tokens"], 3.0 + 1e6 / row["n_params"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert _cli()("fit", str(d), "--bootstrap", "20", "--fits", ",".join(FAST)) == 0
+        assert analysis_cli()("fit", str(d), "--bootstrap", "20", "--fits", ",".join(FAST)) == 0
     return d, out.getvalue()
 
 
@@ -119,7 +106,7 @@ def test_cli_fit_prints_summary(cli_fitted: tuple[Path, str]) -> None:
 def test_cli_plot_and_reproduce(cli_fitted: tuple[Path, str],
                                 capsys: pytest.CaptureFixture[str]) -> None:
     d, _ = cli_fitted
-    run = _cli()
+    run = analysis_cli()
     stored = (d / "fits.json").read_bytes()
     assert run("plot", str(d)) == 0
     figs = sorted(p.name for p in (d / "figures").iterdir())
@@ -147,13 +134,13 @@ def test_cli_reproduce_detects_a_change(tmp_path: Path, cli_fitted: tuple[Path, 
     doc = json.loads((d / "fits.json").read_text())
     doc["fits"]["chinchilla"]["params"]["alpha"] *= 1.01
     (d / "fits.json").write_text(json.dumps(doc))
-    assert _cli()("reproduce", str(d), "--no-replot") == 1
+    assert analysis_cli()("reproduce", str(d), "--no-replot") == 1
     out = capsys.readouterr().out
     assert "fits.chinchilla.params.alpha" in out and "DIFFERENT" in out
 
     (d / "runs.csv").write_text("n_params,n_tokens\n1,2\n")
     with pytest.raises(InputError, match="missing column"):
-        _cli()("fit", str(d))
+        analysis_cli()("fit", str(d))
 
 
 def test_cli_prints_warnings_as_one_line(tmp_path: Path,
@@ -166,7 +153,8 @@ def test_cli_prints_warnings_as_one_line(tmp_path: Path,
     filters = list(warnings.filters)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning escaping the handler would raise here
-        assert _cli()("fit", str(tmp_path), "--bootstrap", "0", "--fits", "power_law_n") == 0
+        fit = analysis_cli()
+        assert fit("fit", str(tmp_path), "--bootstrap", "0", "--fits", "power_law_n") == 0
     assert warnings.filters == filters  # the handler changed no filter for good
     err = capsys.readouterr().err
     lines = err.splitlines()
