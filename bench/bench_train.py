@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -173,6 +174,44 @@ def bench_trainer(root: Path, spec: RunSpec, threads: int, skip: int) -> dict:
     }
 
 
+def gemm_seconds_per_step(model: ModelShape, threads: int, repeats: int) -> tuple[float, float]:
+    """The best time of one training step's GEMMs alone, and their FLOPs.
+
+    Every nn.Linear of the model (the lm head included) does three matmuls per step on the
+    batch's BATCH x SEQ_LEN tokens: the forward x W^T, and in the backward dY W and dY^T x.
+    Timed at those exact shapes with random data, with nothing else in between: no attention,
+    norms, activations, optimizer or autograd. 6 N tokens over this time is an upper bound on
+    the 6N-MFU any loop could reach with these kernels on these shapes.
+    """
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    n_tok = BATCH * SEQ_LEN
+    shapes = [
+        (m.in_features, m.out_features)
+        for m in build_model(model).modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    operands = [
+        (torch.randn(n_tok, i, generator=gen), torch.randn(o, i, generator=gen),
+         torch.randn(n_tok, o, generator=gen))
+        for i, o in shapes
+    ]  # fmt: skip
+
+    def step() -> None:
+        for x, w, dy in operands:
+            torch.mm(x, w.t())
+            torch.mm(dy, w)
+            torch.mm(dy.t(), x)
+
+    step()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t0)
+    return best, float(sum(6 * n_tok * i * o for i, o in shapes))
+
+
 def cpu_bf16_supported() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -210,6 +249,8 @@ def main() -> None:
             b32 = bench_harness(root, small, n_bf16, "fp32", args.threads, skip)
             b16 = bench_harness(root, small, n_bf16, "bf16", args.threads, skip)
 
+    gemm_s, gemm_flops = gemm_seconds_per_step(main_shape, args.threads, 10 if args.quick else 30)
+    step_s = BATCH * SEQ_LEN / h["steady"]
     mfu = 6 * n * h["steady"] / peak32
     print()
     print(f"(a) peak matmul 1024^3, fp32: {peak32 / 1e9:8.1f} GFLOP/s", end="")
@@ -237,6 +278,10 @@ def main() -> None:
 
     ratio_t = h["steady"] / t["steady"]
     print(f"harness 6N-MFU vs measured fp32 peak: {mfu:.1%}  (goal >= 60%: {verdict(mfu, 0.6)})")
+    print(f"(e) the step's GEMMs alone at its shapes: {gemm_s * 1e3:.1f} ms of the harness's "
+          f"{step_s * 1e3:.1f} ms step ({gemm_s / step_s:.0%}); they run at "
+          f"{gemm_flops / gemm_s / peak32:.0%} of the 1024^3 peak, so no loop with these kernels "
+          f"exceeds 6N-MFU {6 * n * BATCH * SEQ_LEN / gemm_s / peak32:.0%} here")  # fmt: skip
     print(f"harness / Trainer tokens/s:           {ratio_t:.2f}x (goal >= 1.3x: "
           f"{verdict(ratio_t, 1.3)})")  # fmt: skip
     if b32 and b16:

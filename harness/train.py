@@ -23,7 +23,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +86,15 @@ class RunResult:
     and tokens_per_s are this part's."""
     trained_flops: float = 0.0
     """6 N trained_tokens: the FLOPs actually spent on this run (6 N n_tokens is its D's)."""
+    started_unix: float = 0.0
+    """When this process entered train() for the run (Unix seconds): with setup_s, wall_s and
+    finish_s, where a grid's time goes between runs (bench/bench_overhead.py)."""
+    setup_s: float = 0.0
+    """Seconds from entering train() to the first step in this process: opening the corpus, the
+    held-out batch, building the model, loading a checkpoint."""
+    finish_s: float = 0.0
+    """Seconds after the last step until result.json: the peak-FLOP/s measurement (once per
+    process on a CPU) and saving model.pt."""
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -424,6 +433,7 @@ def train(
     InputError
         ``run_dir`` holds a different run's spec.json.
     """
+    t_enter, started_unix = time.perf_counter(), time.time()
     execution = execution or ExecutionConfig()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -528,7 +538,13 @@ def train(
     last_train_loss: float | None = None
     status: Literal["done", "diverged"] = "done"
     reason = ""
+    # The training loss is summed on the device and read back only at log rows, evaluations and
+    # checkpoints: a read each step would make the host wait for the device every step (on a GPU,
+    # the next step's kernels could not be queued while this one runs). float64 makes the sum
+    # the same number a Python float sum of the per-step losses gives.
+    loss_acc = torch.tensor(loss_sum, dtype=torch.float64, device=device)
     t_loop = time.perf_counter()
+    setup_s = t_loop - t_enter
     t_last_ckpt = t_loop
     ckpt_every_s = execution.checkpoint_every_s
     uniform_loss = math.log(spec.model.vocab_size)
@@ -559,7 +575,7 @@ def train(
             "wall_s": wall_before + time.perf_counter() - t_loop,
             "run_id": spec.run_id,
             "initial_loss": initial_loss,
-            "loss_sum": loss_sum,
+            "loss_sum": float(loss_acc),
             "loss_count": loss_count,
             "over_count": over_count,
             "inherited_wall_s": inherited_wall,
@@ -591,12 +607,9 @@ def train(
         ):
             logits = forward(input_ids=x).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            status, reason = "diverged", f"non-finite training loss {loss_value} at step {step}"
-            break
-        if initial_loss is None:
-            initial_loss = loss_value
+        if initial_loss is None:  # a run's first step: the divergence rule's reference
+            initial_loss = float(loss.detach())
+        loss_acc += loss.detach()
         loss.backward()
         if spec.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
@@ -604,7 +617,6 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         steps_this_process += 1
-        loss_sum += loss_value
         loss_count += 1
         if bar is not None:
             bar.update(n_seq * seq_len)
@@ -617,7 +629,12 @@ def train(
             if not math.isfinite(val_loss):
                 status, reason = "diverged", f"non-finite validation loss at step {step}"
         if evaluated or step % log_every == 0 or step == total_steps:
-            last_train_loss = loss_sum / loss_count
+            last_train_loss = float(loss_acc) / loss_count
+            if not math.isfinite(last_train_loss):
+                first = step - loss_count + 1
+                status = "diverged"
+                reason = f"non-finite training loss {last_train_loss} in steps {first}..{step}"
+                break
             _append_metrics(
                 metrics_path,
                 {
@@ -629,7 +646,8 @@ def train(
                     "wall_s": round(inherited_wall + wall_before + time.perf_counter() - t_loop, 3),
                 },
             )
-            loss_sum, loss_count = 0.0, 0
+            loss_acc.zero_()
+            loss_count = 0
             if execution.diverge_factor > 0 and status == "done":
                 threshold = execution.diverge_factor * max(initial_loss or 0.0, uniform_loss)
                 over_count = over_count + 1 if last_train_loss > threshold else 0
@@ -700,11 +718,15 @@ def train(
         branched_from=branched_from,
         trained_tokens=trained_tokens,
         trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
+        started_unix=round(started_unix, 3),
+        setup_s=round(setup_s, 3),
     )
     if status == "done":
         # The final weights (no optimizer state), before result.json: a done run always has
         # them. harness.finetune starts from them ([downstream]).
         atomic_write(run_dir / "model.pt", lambda f: torch.save(model.state_dict(), f))
+    t_end = t_loop + wall_train - wall_before
+    result = replace(result, finish_s=round(time.perf_counter() - t_end, 3))
     write_result(run_dir, asdict(result))
     # A finished run needs no resume state; drop it to keep the store small.
     for path in _checkpoints(run_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,41 @@ def test_healthy_run_is_not_flagged(tmp_path: Path) -> None:
     (spec,) = expand(exp)
     result = train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
     assert result is not None and result.status == "done" and result.reason == ""
+
+
+def test_logged_loss_is_the_exact_mean_of_the_step_losses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop sums the step losses on the device and reads them back only at log rows; the
+    # logged mean must be the very number a per-step float sum gives.
+    import harness.train as train_mod
+
+    step_losses: list[float] = []
+    real_ce = train_mod.F.cross_entropy
+
+    def recording_ce(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loss = real_ce(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps, not evaluations
+            step_losses.append(float(loss.detach()))
+        return loss
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", recording_ce)
+    exp = load_experiment(tiny_toml(tmp_path, n_tokens="[76800]"))  # 300 steps: 3 per log row
+    (spec,) = expand(exp)
+    t0 = time.time()
+    result = train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
+    assert result is not None and result.steps == 300 and len(step_losses) == 300
+    rows = (tmp_path / "r" / "runs" / spec.run_id / "metrics.csv").read_text().splitlines()[1:]
+    logged = {int(r.split(",")[0]): float(r.split(",")[2]) for r in rows}
+    assert sorted(logged)[:3] == [3, 6, 9]
+    previous = 0
+    for step, value in sorted(logged.items()):
+        window = step_losses[previous:step]
+        assert value == sum(window) / len(window)
+        previous = step
+    # Where the run's wall time went (bench/bench_overhead.py reads these).
+    stored = json.loads((tmp_path / "r" / "runs" / spec.run_id / "result.json").read_text())
+    assert t0 <= stored["started_unix"] <= t0 + 5
+    assert stored["setup_s"] > 0 and stored["finish_s"] >= 0
+    end = stored["started_unix"] + stored["setup_s"] + stored["wall_s"] + stored["finish_s"]
+    assert end <= time.time()
