@@ -10,7 +10,7 @@ records (harness.train.RunResult: started_unix, setup_s, wall_s, finish_s):
 - per run: set-up in the worker (open the tokenized corpus, build the model, load a checkpoint),
   the gap between one run's result.json and the next run's start (the launcher's bookkeeping),
   and finish (the CPU peak measurement, once per worker, and saving model.pt);
-- training: the runs' own wall_s (their step loops, evaluations included);
+- training: the runs' own wall_s (their step loops, and the held-out evaluations, eval_s);
 - the tail: collecting runs.csv, the fits and the figures.
 
 It also checks that the corpus was tokenized once, before the first run (the cache's files are
@@ -82,6 +82,8 @@ def main() -> None:
     )
     print(f"after the last run (collect, fits, figures): {tail:.1f} s")
     print(f"run wall_s: shortest {min(walls):.1f} s, mean {train / len(walls):.1f} s")
+    evals = sum(r["eval_s"] for r in results)
+    print(f"held-out evaluations within the runs' wall_s: {evals:.1f} s ({evals / train:.0%})")
     print("ratios:")
     print(f"  start-up / training              {first_step / train:.3f}")
     print(f"  between-run overhead / training  {sum(between) / train:.3f}")

@@ -74,6 +74,18 @@ def n_predictions(seq_len: int, mask_fraction: float) -> int:
     return max(1, min(seq_len, int(mask_fraction * seq_len + 0.5)))
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The array as a tensor on ``device``. To a GPU through pinned (page-locked) host memory,
+    so the copy is a DMA queued on the stream and the host goes on to queue the step's kernels
+    (torch's caching host allocator reuses the pinned buffers from step to step)."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @dataclass(frozen=True)
 class CausalLM:
     """Next-token prediction: inputs w[:, :-1], targets w[:, 1:]."""
@@ -83,9 +95,7 @@ class CausalLM:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets), both (count, seq_len), of the windows at stream positions
         first .. first + count - 1 (the positions do not matter here)."""
-        import torch
-
-        b = torch.from_numpy(windows).to(device, non_blocking=True)
+        b = to_device(windows, device)
         return b[:, :-1], b[:, 1:]
 
 
@@ -151,13 +161,8 @@ class MaskedLM:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets), both (count, seq_len), of the (count, seq_len + 1) `windows` at
         stream positions first .. first + count - 1."""
-        import torch
-
         inputs, targets = self.mask(windows[:, :-1], first)
-        return (
-            torch.from_numpy(inputs).to(device, non_blocking=True),
-            torch.from_numpy(targets).to(device, non_blocking=True),
-        )
+        return to_device(inputs, device), to_device(targets, device)
 
 
 def training_objective(spec: RunSpec) -> CausalLM | MaskedLM:

@@ -66,6 +66,8 @@ class RunResult:
     peak_lr: float
     wall_s: float
     tokens_per_s: float
+    """Training throughput: trained_tokens over the step loop's time, wall_s less eval_s (the
+    held-out evaluations, which cost short runs up to half their time, are not training)."""
     device: str
     precision: str
     reason: str
@@ -92,6 +94,8 @@ class RunResult:
     setup_s: float = 0.0
     """Seconds from entering train() to the first step in this process: opening the corpus, the
     held-out batch, building the model, loading a checkpoint."""
+    eval_s: float = 0.0
+    """Seconds of wall_s spent in held-out evaluations."""
     finish_s: float = 0.0
     """Seconds after the last step until result.json: the peak-FLOP/s measurement (once per
     process on a CPU) and saving model.pt."""
@@ -291,8 +295,12 @@ def evaluate(
     windows, as (inputs, targets) of `harness.objectives.eval_objective`. Targets equal to
     IGNORE_INDEX (a masked LM's unchosen positions) score nothing, and their bytes do not count."""
     model.eval()
-    total_nats, total_tokens, total_bytes = 0.0, 0, 0
     device = inputs.device
+    # Summed on the device and read back once (no host sync per batch); float64 gives the same
+    # number as summing the batches' float32 sums as Python floats.
+    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    total_tokens = torch.zeros((), dtype=torch.int64, device=device)
+    total_bytes = torch.zeros((), dtype=torch.int64, device=device)
     for i in range(0, inputs.shape[0], batch_size):
         x, y = inputs[i : i + batch_size], targets[i : i + batch_size]
         with torch.autocast(
@@ -300,12 +308,13 @@ def evaluate(
         ):
             logits = model(input_ids=x).logits
         nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
-        total_nats += float(nats)
+        total_nats += nats
         scored = y != IGNORE_INDEX  # cross_entropy's default ignore_index skips the rest
-        total_tokens += int(scored.sum())
-        total_bytes += int(token_bytes[y[scored]].sum())
+        total_tokens += scored.sum()
+        total_bytes += token_bytes[y[scored]].sum()
     model.train()
-    return total_nats / total_tokens, total_nats / (math.log(2) * total_bytes)
+    nats_sum, n_tokens, n_bytes = float(total_nats), int(total_tokens), int(total_bytes)
+    return nats_sum / n_tokens, nats_sum / (math.log(2) * n_bytes)
 
 
 # --- metrics file -------------------------------------------------------------------------------
@@ -389,6 +398,7 @@ def _hand_off(branch: RunSpec, branch_dir: Path, state: dict[str, Any], metrics:
     inherited = {
         "run_id": branch.run_id,
         "wall_s": 0.0,
+        "eval_s": 0.0,
         "inherited_wall_s": state["inherited_wall_s"] + state["wall_s"],
         "branched_from": state["run_id"],
         "branch_step": state["step"],
@@ -497,7 +507,7 @@ def train(
     )
     warmup = warmup_steps(spec)
 
-    step, wall_before = 0, 0.0
+    step, wall_before, eval_before = 0, 0.0, 0.0
     # A WSD branch's start (harness.wsd): its trunk's wall time so far (the metrics' wall_s
     # column goes on from it; result.json's wall_s is the run's own) and the trunk's run_id.
     inherited_wall, branched_from, branch_step = 0.0, None, 0
@@ -513,6 +523,7 @@ def train(
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"])
         step, wall_before = int(state["step"]), float(state["wall_s"])
+        eval_before = float(state.get("eval_s", 0.0))
         # The divergence rule's and the logged average's state, so a resume changes nothing.
         initial_loss = state.get("initial_loss")
         loss_sum = float(state.get("loss_sum", 0.0))
@@ -545,6 +556,7 @@ def train(
     loss_acc = torch.tensor(loss_sum, dtype=torch.float64, device=device)
     t_loop = time.perf_counter()
     setup_s = t_loop - t_enter
+    eval_s = 0.0  # this process's evaluations
     t_last_ckpt = t_loop
     ckpt_every_s = execution.checkpoint_every_s
     uniform_loss = math.log(spec.model.vocab_size)
@@ -573,6 +585,7 @@ def train(
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
             "wall_s": wall_before + time.perf_counter() - t_loop,
+            "eval_s": eval_before + eval_s,
             "run_id": spec.run_id,
             "initial_loss": initial_loss,
             "loss_sum": float(loss_acc),
@@ -623,9 +636,13 @@ def train(
 
         evaluated = step in eval_at
         if evaluated:
+            if device.type == "cuda":  # the queued training steps are not the evaluation's
+                torch.cuda.synchronize(device)
+            t_eval = time.perf_counter()
             val_loss, val_bpb = evaluate(
                 forward, eval_inputs, eval_targets, token_bytes, batch_size, autocast
             )
+            eval_s += time.perf_counter() - t_eval
             if not math.isfinite(val_loss):
                 status, reason = "diverged", f"non-finite validation loss at step {step}"
         if evaluated or step % log_every == 0 or step == total_steps:
@@ -684,7 +701,9 @@ def train(
     tokens_done = min(step * batch_size, n_seq_total) * seq_len
     trained_tokens = tokens_done - branch_step * batch_size * seq_len
     n_unique = min(spec.n_tokens, order.n_unique_tokens)
-    tokens_per_s = round(trained_tokens / wall_train, 1) if wall_train > 0 else 0.0
+    eval_total = eval_before + eval_s
+    step_loop_s = wall_train - eval_total
+    tokens_per_s = round(trained_tokens / step_loop_s, 1) if step_loop_s > 0 else 0.0
     precision = "bf16" if autocast is not None else "fp32"
     # Measured after the timed loop, with its own generator: it changes no result but these.
     device_peak = (
@@ -720,6 +739,7 @@ def train(
         trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
         started_unix=round(started_unix, 3),
         setup_s=round(setup_s, 3),
+        eval_s=round(eval_total, 3),
     )
     if status == "done":
         # The final weights (no optimizer state), before result.json: a done run always has

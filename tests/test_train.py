@@ -208,5 +208,9 @@ def test_logged_loss_is_the_exact_mean_of_the_step_losses(
     stored = json.loads((tmp_path / "r" / "runs" / spec.run_id / "result.json").read_text())
     assert t0 <= stored["started_unix"] <= t0 + 5
     assert stored["setup_s"] > 0 and stored["finish_s"] >= 0
+    # Throughput is the step loop's: evaluations are timed apart and left out of it.
+    assert 0 < stored["eval_s"] < stored["wall_s"]
+    loop_s = stored["wall_s"] - stored["eval_s"]
+    assert stored["tokens_per_s"] == pytest.approx(stored["trained_tokens"] / loop_s, rel=1e-3)
     end = stored["started_unix"] + stored["setup_s"] + stored["wall_s"] + stored["finish_s"]
     assert end <= time.time()
