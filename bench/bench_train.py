@@ -13,7 +13,11 @@ In one process, with --threads torch threads (default 1; FACTS: never 2 threads 
     windows in the same order (AdamW, cosine schedule with warm-up, clipping 1.0, weight decay
     0.1, no eval, no save, no workers), timed per step by a callback after the same warm-up;
 (d) bf16 autocast vs fp32 harness tokens/s at width 128 (llama L2 d128 h8), when torch reports
-    CPU bf16 support.
+    CPU bf16 support;
+(e) the step's GEMMs alone, timed at their shapes: what share of the step they are, and the
+    6N-MFU bound they set;
+(f) with --compile, (b) again with execution.compile = true (torch.compile, inductor's C++
+    kernels on a CPU): steady tokens/s against the Trainer's, and the compile time.
 
 and prints a table and the ratios against the goals (6N-MFU >= 60% of the measured fp32 peak,
 harness/Trainer >= 1.3x, bf16/fp32 >= 1.3x), met or not.
@@ -24,6 +28,7 @@ and scores seq_len targets; the Trainer is given the same seq_len inputs as inpu
 
     OMP_NUM_THREADS=1 python bench/bench_train.py              # ~1-2 min
     OMP_NUM_THREADS=1 python bench/bench_train.py --quick      # under a minute
+    OMP_NUM_THREADS=1 python bench/bench_train.py --compile    # (f): + torch.compile, ~3 min
 
 (c) needs accelerate (`pip install accelerate`; transformers' Trainer requires it), which the
 harness itself does not.
@@ -95,10 +100,12 @@ def steady_rate(run_dir: Path, skip_steps: int) -> float:
 
 
 def bench_harness(root: Path, model: ModelShape, n_tokens: int, precision: str, threads: int,
-                  skip: int) -> dict:  # fmt: skip
+                  skip: int, compile: bool = False) -> dict:  # fmt: skip
     spec = run_spec(model, n_tokens, precision)
-    run_dir = root / "bench" / "runs" / f"{spec.run_id}"
-    execution = ExecutionConfig(threads=threads, progress=False, results_dir=str(root))
+    run_dir = root / "bench" / "runs" / f"{spec.run_id}{'-compiled' if compile else ''}"
+    execution = ExecutionConfig(
+        threads=threads, progress=False, results_dir=str(root), compile=compile
+    )
     result = train(spec, run_dir, execution=execution)
     assert result is not None and result.status == "done", result
     return {
@@ -223,6 +230,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="shorter runs: under a minute")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also the harness with execution.compile = true (a minute or more of compiling)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     n_main = 60 * BATCH * SEQ_LEN if args.quick else 200 * BATCH * SEQ_LEN
@@ -243,6 +255,9 @@ def main() -> None:
         root = Path(tmp)
         h = bench_harness(root, main_shape, n_main, "fp32", args.threads, skip)
         t = bench_trainer(root, h["spec"], args.threads, skip)
+        c = None
+        if args.compile:  # compiling happens in the first step, inside the skipped warm-up
+            c = bench_harness(root, main_shape, n_main, "fp32", args.threads, skip, compile=True)
         b32 = b16 = None
         if bf16_ok:
             small = shape(2, 128)
@@ -263,6 +278,8 @@ def main() -> None:
         ("(b) harness.train, fp32", h, 6 * n * h["steady"] / peak32),
         ("(c) transformers Trainer, fp32", t, 6 * n * t["steady"] / peak32),
     ]
+    if c:
+        rows.append(("(f) harness, torch.compile, fp32", c, 6 * n * c["steady"] / peak32))
     if b32 and b16:
         n_small = count_params(b32["spec"].model).non_embedding
         rows += [
@@ -284,6 +301,12 @@ def main() -> None:
           f"exceeds 6N-MFU {6 * n * BATCH * SEQ_LEN / gemm_s / peak32:.0%} here")  # fmt: skip
     print(f"harness / Trainer tokens/s:           {ratio_t:.2f}x (goal >= 1.3x: "
           f"{verdict(ratio_t, 1.3)})")  # fmt: skip
+    if c:
+        ratio_c = c["steady"] / t["steady"]
+        compile_s = c["steps"] * BATCH * SEQ_LEN * (1 / c["whole"] - 1 / c["steady"])
+        print(f"compiled harness / Trainer tokens/s:  {ratio_c:.2f}x (goal >= 1.3x: "
+              f"{verdict(ratio_c, 1.3)}); compiled / eager {c['steady'] / h['steady']:.2f}x; "
+              f"compiling cost about {compile_s:.0f} s of the run")  # fmt: skip
     if b32 and b16:
         ratio_b = b16["steady"] / b32["steady"]
         print(f"bf16 / fp32 tokens/s at d128:         {ratio_b:.2f}x (goal >= 1.3x: "
