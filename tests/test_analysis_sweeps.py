@@ -193,3 +193,31 @@ def test_sweep_too_small_for_chinchilla_is_not_an_error() -> None:
     assert fits["lr_sweep"]["vs_n"]["exponent"] == pytest.approx(LR_P, abs=1e-9)
     with pytest.raises(InputError, match="chinchilla"):
         fit_frame(df, n_bootstrap=0, fits=["chinchilla", "lr_sweep"])
+
+
+def test_sweep_figure_labels_batch_sizes_in_whole_tokens() -> None:
+    from harness.analysis.plots import new_axes, plot_sweep
+
+    block = {
+        "hparam": "batch_tokens",
+        "points": [
+            {
+                "n_params": 1e4,
+                "n_tokens": 2e5,
+                "values": [512.0, 1024.0, 2048.0],
+                "losses": [2.6, 2.5, 2.7],
+                "opt": 1000.0,
+                "loss_opt": 2.5,
+                "parabola": [None, None, None],
+                "window": [],
+                "inside": True,
+            }
+        ],
+    }
+    ax = new_axes()
+    plot_sweep(ax, block)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["512", "1024", "2048"]
+    ax = new_axes()
+    lr_points = [{**block["points"][0], "values": [1.5e-3, 3e-3, 1.25e-2]}]
+    plot_sweep(ax, {**block, "hparam": "lr", "points": lr_points})
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.0015", "0.003", "0.0125"]

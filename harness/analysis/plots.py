@@ -274,7 +274,9 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
     ax.set_xscale("log")
     # Ticks at the swept values themselves (log minor-tick labels collide over a 16x range).
     ticks = sorted({v for p in pts for v in p["values"]})
-    ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks], fontsize=7)
+    # Whole numbers (batch sizes in tokens) in full: "2048", not "2.05e+03".
+    ax.set_xticks(ticks, [f"{v:.0f}" if v >= 1 and float(v).is_integer() else f"{v:.3g}"
+                          for v in ticks], fontsize=7)
     ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
     ax.set_xlabel(_SWEEP_LABEL.get(block["hparam"], block["hparam"]))
     ax.set_ylabel("loss (nats/token)")
