@@ -352,3 +352,40 @@ def test_fits_reference_and_reproduce(tmp_path: Path) -> None:
     assert ok, table
     m = re.search(r"(\d+) stored, (\d+) of them byte-identical", table)
     assert m and m.group(1) == m.group(2) != "0", table
+
+
+# --- the shipped synthetic experiments and their committed references ------------------------
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "h_rounded"),
+    [
+        ("synthetic", [1.753, 1.401, 1.168]),
+        ("synthetic_capacity", [1.886, 1.618, 1.375, 1.168]),
+    ],
+)
+def test_shipped_experiment_matches_committed_reference(name: str, h_rounded: list[float]) -> None:
+    # The experiment file parses; its source's h_0..h_k are the ones its comment quotes; the
+    # committed corpus.json and fits.json "reference" are what the source gives today (a change
+    # to the generator or the split would make the committed E - H compare with a stale H).
+    from harness.config import load_experiment
+    from harness.data import split_train_val
+
+    exp = load_experiment(_ROOT / "experiments" / f"{name}.toml")
+    src = source_for(exp.data.corpus)
+    h = src.conditional_entropies()
+    assert [round(x, 3) for x in h] == h_rounded
+    assert src.entropy_rate() == pytest.approx(h[-1], rel=1e-12)
+    doc = json.loads((_ROOT / "results" / name / "corpus.json").read_text())
+    assert doc["spec"] == src.spec.canonical()
+    assert doc["entropy_rate_nats_per_token"] == pytest.approx(src.entropy_rate(), rel=1e-12)
+    np.testing.assert_allclose(doc["conditional_entropies_nats"], h, rtol=1e-12)
+    _, val = split_train_val(src.generate(), exp.data)
+    floor = src.eval_floor(val, exp.data.seq_len, exp.data.eval_tokens)
+    assert doc["eval_floor_nats_per_token"] == pytest.approx(floor, rel=1e-12)
+    ref = json.loads((_ROOT / "results" / name / "fits.json").read_text())["reference"]
+    assert ref["spec"] == src.spec.canonical()
+    assert ref["entropy_rate_nats_per_token"] == pytest.approx(src.entropy_rate(), rel=1e-9)
+    assert ref["eval_floor_nats_per_token"] == pytest.approx(floor, rel=1e-9)
