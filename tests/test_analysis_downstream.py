@@ -361,6 +361,11 @@ def test_cli_fit_writes_downstream_block_and_summary(fitted: tuple[Path, str]) -
     assert "downstream       downstream.csv: 144 fine-tuning runs, chance accuracy 0.25" in stdout
     assert "full  step 2 Acc(L) (n_labels=512, 18 runs): a=" in stdout
     assert "labels to reach accuracy 0.5:" in stdout
+    # Step 1 is the very Chinchilla fit of "fits" (fitted once), intervals included.
+    chin, step1 = doc["fits"]["chinchilla"], block["step1"]
+    assert step1["law"] == "chinchilla" and step1["data"].startswith("pretraining runs (")
+    assert step1["params"] == chin["params"] and step1["ci95"] == chin["ci95"]
+    assert step1["ci95"] and step1["n_bootstrap"] == 20
 
 
 def test_reproduce_and_plots_with_downstream(fitted: tuple[Path, str], tmp_path: Path) -> None:

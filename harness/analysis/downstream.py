@@ -53,6 +53,7 @@ from harness.analysis.laws import chinchilla_loss, compute_optimal, flops, power
 from harness.errors import InputError
 
 __all__ = [
+    "Step1Fit",
     "DOWNSTREAM_CSV",
     "DOWNSTREAM_REQUIRED",
     "LabelPowerLaw",
@@ -696,11 +697,33 @@ def _step1_block(
     }
 
 
+@dataclass(frozen=True)
+class Step1Fit:
+    """A Chinchilla fit already made on the pretraining runs (fits.json "fits.chinchilla", by
+    `report.fit_frame`) and its bootstrap samples: step 1 reuses it rather than fit the same law
+    to the same runs a second time."""
+
+    fit: fitmod.FitResult
+    boots: list[dict[str, float]]
+    n_failed: int
+    n_points: int
+
+
 def _step1(
-    ds: pd.DataFrame, runs: pd.DataFrame | None, seed: int, n_bootstrap: int
+    ds: pd.DataFrame,
+    runs: pd.DataFrame | None,
+    seed: int,
+    n_bootstrap: int,
+    given: Step1Fit | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Step 1 block and its bootstrap samples: Chinchilla on the pretraining runs, else a
-    power law in C on the fine-tuned models."""
+    """Step 1 block and its bootstrap samples: Chinchilla on the pretraining runs (``given``,
+    when the caller has fitted it), else a power law in C on the fine-tuned models."""
+    if given is not None:
+        data = f"pretraining runs ({given.n_points}; the fit of fits.chinchilla)"
+        block = _step1_block(
+            "chinchilla", data, given.fit, given.boots, given.n_failed, n_bootstrap
+        )
+        return block, given.boots
     errors = []
     if runs is not None:
         N, D, L = (runs[c].to_numpy(dtype=float) for c in ("n_params", "n_tokens", "loss"))
@@ -776,6 +799,7 @@ def fit_downstream(
     seed: int = 0,
     n_bootstrap: int = 1000,
     target_accuracy: float | None = None,
+    step1_fit: Step1Fit | None = None,
 ) -> dict[str, Any]:
     """The whole downstream analysis of one downstream.csv, as a JSON-ready dict.
 
@@ -790,6 +814,9 @@ def fit_downstream(
         Bootstrap seed.
     n_bootstrap : int
         Resamples for every interval (0 for none).
+    step1_fit : Step1Fit, optional
+        Step 1's Chinchilla fit of ``runs``, already made (with the same n_bootstrap); None to
+        fit it here.
     target_accuracy : float, optional
         Target of the labels-needed analysis; default halfway from chance to the best
         seed-mean accuracy of any (model, method, n_labels) in the file: one target for all
@@ -813,7 +840,7 @@ def fit_downstream(
     if target_accuracy is not None and not (0 < target_accuracy <= 1):
         raise InputError(f"--target-accuracy {target_accuracy}; accepted: a number in (0, 1]")
     chance = float(ds["chance"].iloc[0])
-    step1, step1_boot = _step1(ds, runs, seed, n_bootstrap)
+    step1, step1_boot = _step1(ds, runs, seed, n_bootstrap, step1_fit)
     out: dict[str, Any] = {"chance": chance, "step1": step1, "methods": {}}
     key = _model_key(ds)
     rule = "given"

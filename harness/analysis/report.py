@@ -155,6 +155,7 @@ def fit_frame(
     label: str = "",
     isoflop_minimum: str = "parabola",
     heldout_quantile: float = 0.75,
+    kept: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every requested fit of one set of runs, as the "fits" object of fits.json.
 
@@ -174,6 +175,9 @@ def fit_frame(
         Minimum finder of approach 2.
     heldout_quantile : float
         Runs with C at or below this quantile of C train the held-out check.
+    kept : dict, optional
+        Receives "chinchilla": the Chinchilla fit with its bootstrap samples
+        (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs.
 
     Returns
     -------
@@ -228,6 +232,8 @@ def fit_frame(
             chin_boot, nf = fitmod.bootstrap_chinchilla(
                 N, D, L, chin, n_resamples=n_bootstrap, rng=_rng(seed, label + "chinchilla"))
         out["chinchilla"] = _fit_block(chin, chin_boot, nf, n_bootstrap)
+        if kept is not None:
+            kept["chinchilla"] = ds.Step1Fit(chin, chin_boot, nf, len(N))
 
     if "compute_optimal" in want:
         if chin is None:
@@ -491,8 +497,9 @@ def fits_dict(
         "settings": settings,
     }
     kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
+    kept: dict[str, Any] = {}
     if not group_by:
-        doc["fits"] = fit_frame(df, **kw)  # type: ignore[arg-type]
+        doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
     else:
         groups = []
         for key in _group_keys(df, group_by, csv):
@@ -512,12 +519,13 @@ def fits_dict(
     ds_csv = csv.parent / ds.DOWNSTREAM_CSV
     if ds_csv.is_file() and ds_csv != csv:
         # A sibling of "fits", not inside it: grouped fits have no single "fits", and the
-        # fine-tuning results are another file with their own hash. Step 1 refits Chinchilla
-        # on all the pretraining runs of this CSV.
+        # fine-tuning results are another file with their own hash. Step 1 is the Chinchilla
+        # fit of "fits" (fitted on all the pretraining runs of this CSV when grouped).
         settings["target_accuracy"] = target_accuracy
         dsdf = ds.load_downstream(ds_csv)
         block = ds.fit_downstream(dsdf, df, seed=seed, n_bootstrap=n_bootstrap,
-                                  target_accuracy=target_accuracy)
+                                  target_accuracy=target_accuracy,
+                                  step1_fit=kept.get("chinchilla"))
         doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
     return _clean(doc)
 
