@@ -21,13 +21,13 @@ time budget allows, and the smallest once in fp32 (TF32 matmuls) for the precisi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import steady_rate
 
 from harness.config import DataConfig, ExecutionConfig, TrainConfig
 from harness.grid import RunSpec
@@ -68,17 +68,6 @@ def measured_matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> 
         torch.cuda.synchronize()
         best = min(best, start.elapsed_time(end) / 1e3)
     return 2 * n**3 / best
-
-
-def steady_rate(run_dir: Path, skip: int) -> float:
-    """Tokens/s from the row at step `skip` to the row before the last (the last row carries
-    the final evaluation's time)."""
-    with (run_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    first = next(r for r in rows if int(r["step"]) >= skip)
-    last = rows[-2]
-    tokens = int(last["tokens"]) - int(first["tokens"])
-    return tokens / (float(last["wall_s"]) - float(first["wall_s"]))
 
 
 def bench_one(root: Path, model: ModelShape, batch: int, steps: int, skip: int, precision: str,

@@ -37,7 +37,6 @@ harness itself does not.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import steady_rate
 
 from harness.config import DataConfig, ExecutionConfig, TrainConfig
 from harness.data import SequenceOrder, gather_windows, prepare_corpus
@@ -87,16 +87,6 @@ def run_spec(model: ModelShape, n_tokens: int, precision: str) -> RunSpec:
         n_tokens=n_tokens,
         seed=0,
     )
-
-
-def steady_rate(run_dir: Path, skip_steps: int) -> float:
-    """Tokens/s between the first metrics row at or after ``skip_steps`` and the last row."""
-    with (run_dir / "metrics.csv").open() as f:
-        rows = [r for r in csv.DictReader(f)]
-    first = next(r for r in rows if int(r["step"]) >= skip_steps)
-    last = rows[-1]
-    tokens = int(last["tokens"]) - int(first["tokens"])
-    return tokens / (float(last["wall_s"]) - float(first["wall_s"]))
 
 
 def bench_harness(root: Path, model: ModelShape, n_tokens: int, precision: str, threads: int,
