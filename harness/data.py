@@ -209,7 +209,9 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
     info_path = directory / "info.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
-        info.pop("synthetic", None)
+        stored = info.pop("synthetic", None)
+        if source is not None and stored and hasattr(source, "remember"):
+            source.remember(stored)  # a teacher's H is measured on generation, kept here
         corpus = Corpus(directory=directory, **info)
         usable_train_tokens(cfg, corpus.n_train_tokens)  # data.unique_tokens fits the split
         if source:
@@ -259,7 +261,9 @@ def _write_synthetic_reference(
     with the floor of the very tokens every evaluation scores (byte tokens are the symbols;
     validation blocks that are whole segments keep the segments' independence exact)."""
     floor = None
-    if cfg.tokenizer == "byte" and cfg.val_block_bytes % SEGMENT_TOKENS == 0:
+    # Segment length: SEGMENT_TOKENS (Markov) or the teacher's (harness.teacher).
+    segment = getattr(getattr(source, "spec", None), "segment", SEGMENT_TOKENS)
+    if cfg.tokenizer == "byte" and cfg.val_block_bytes % segment == 0:
         val = np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes()
         if (len(val) - 1) // cfg.seq_len >= cfg.eval_tokens // cfg.seq_len:
             floor = source.eval_floor(val, cfg.seq_len, cfg.eval_tokens)

@@ -136,14 +136,18 @@ def is_synthetic(corpus: str) -> bool:
     return corpus.startswith(PREFIX) or corpus == PREFIX[:-1]
 
 
-def _number(key: str, text: str, integer: bool) -> int | float:
+def _number(
+    key: str, text: str, integer: bool, syntax: str = SYNTAX, what: str = ""
+) -> int | float:
+    """A spec value as a finite number (an integer where ``integer``); else an InputError
+    naming the key and listing ``syntax``."""
     try:
         x = float(text)
     except ValueError:
         x = math.nan
     if not math.isfinite(x) or (integer and x != int(x)):
         kind = "an integer" if integer else "a number"
-        raise InputError(f"data.corpus: synthetic {key} = {text!r} is not {kind}. {SYNTAX}")
+        raise InputError(f"data.corpus: synthetic {what}{key} = {text!r} is not {kind}. {syntax}")
     return int(x) if integer else x
 
 
@@ -452,18 +456,53 @@ def _to_symbols(text: bytes, vocab: int) -> np.ndarray:
     return sym
 
 
-_SOURCES: dict[MarkovSpec, MarkovSource] = {}
+_SOURCES: dict[Any, Any] = {}
 
 
-def source_for(corpus: str) -> MarkovSource:
-    """The (cached) source of a ``synthetic:...`` corpus string.
+def _teacher_items(corpus: str) -> dict[str, str] | None:
+    """KEY -> VALUE text of a ``synthetic:source=teacher,...`` spec (`harness.teacher`), or
+    None for a Markov spec (no ``source`` key, or ``source=markov``, which is removed)."""
+    body = corpus[len(PREFIX) :] if corpus.startswith(PREFIX) else ""
+    items = [tuple(s.strip() for s in p.partition("=")) for p in body.split(",") if p.strip()]
+    kinds = [val for key, _, val in items if key == "source"]
+    if not kinds or kinds == ["markov"]:
+        return None
+    if kinds != ["teacher"]:
+        raise InputError(
+            f"data.corpus = {corpus!r}: source = {','.join(kinds)!r}; accepted: markov (the "
+            "default) or teacher, given once"
+        )
+    out: dict[str, str] = {}
+    for key, eq, val in items:
+        if key == "source":
+            continue
+        if not eq or key in out:
+            from harness.teacher import TEACHER_SYNTAX
+
+            what = "given twice" if key in out else f"bad item {key!r}"
+            raise InputError(f"data.corpus = {corpus!r}: {what}. {TEACHER_SYNTAX}")
+        out[key] = val
+    return out
+
+
+def source_for(corpus: str) -> Any:
+    """The (cached) source of a ``synthetic:...`` corpus string: a `MarkovSource`, or a
+    `harness.teacher.TeacherSource` for ``synthetic:source=teacher,...``.
 
     Raises
     ------
     InputError
-        A bad spec (see `parse_spec`).
+        A bad spec (see `parse_spec`, `harness.teacher.parse_teacher`).
     """
-    spec = parse_spec(corpus)
+    teacher = _teacher_items(corpus) if is_synthetic(corpus) else None
+    if teacher is not None:
+        from harness.teacher import TeacherSource, parse_teacher
+
+        tspec = parse_teacher(corpus, teacher)
+        if tspec not in _SOURCES:
+            _SOURCES[tspec] = TeacherSource(tspec)
+        return _SOURCES[tspec]
+    spec = parse_spec(corpus.replace("source=markov", "") if is_synthetic(corpus) else corpus)
     if spec not in _SOURCES:
         _SOURCES[spec] = MarkovSource.from_spec(spec)
     return _SOURCES[spec]
