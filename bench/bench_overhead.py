@@ -68,19 +68,21 @@ def main() -> None:
     setups = [r["setup_s"] for r in results[1:]]  # the first run's is in the start-up
     finishes = [r["finish_s"] for r in results]
     between = [g + s + f for g, s, f in zip(gaps, setups, finishes[:-1], strict=True)]
-    tail = t_end - ends[-1]
+    tail = t_end - (ends[-1] - finishes[-1])  # the last run's finish, then collect, fit, plot
     walls = [r["wall_s"] for r in results]
 
     print(
         f"{len(results)} runs, command wall {total:.1f} s, training (sum of wall_s) {train:.1f} s"
     )
     print(f"start-up to the first step:       {first_step:6.1f} s")
+    if not between:
+        sys.exit("one run: nothing between runs to measure; give a grid of two or more")
     print(
         f"between runs (finish+gap+set-up):  mean {sum(between) / len(between):.2f} s, "
         f"max {max(between):.2f} s  (set-up {sum(setups) / len(setups):.2f}, gap "
         f"{sum(gaps) / len(gaps):.3f}, finish mean {sum(finishes) / len(finishes):.2f} s)"
     )
-    print(f"after the last run (collect, fits, figures): {tail:.1f} s")
+    print(f"after the last step (finish, collect, fits, figures): {tail:.1f} s")
     print(f"run wall_s: shortest {min(walls):.1f} s, mean {train / len(walls):.1f} s")
     evals = sum(r["eval_s"] for r in results)
     print(f"held-out evaluations within the runs' wall_s: {evals:.1f} s ({evals / train:.0%})")

@@ -296,7 +296,8 @@ def main() -> None:
         compile_s = c["steps"] * BATCH * SEQ_LEN * (1 / c["whole"] - 1 / c["steady"])
         print(f"compiled harness / Trainer tokens/s:  {ratio_c:.2f}x (goal >= 1.3x: "
               f"{verdict(ratio_c, 1.3)}); compiled / eager {c['steady'] / h['steady']:.2f}x; "
-              f"compiling cost about {compile_s:.0f} s of the run")  # fmt: skip
+              f"compiling cost about {compile_s:.0f} s of the steps (its recompile for evaluation "
+              "mode is in eval_s, not counted)")  # fmt: skip
     if b32 and b16:
         ratio_b = b16["steady"] / b32["steady"]
         print(f"bf16 / fp32 tokens/s at d128:         {ratio_b:.2f}x (goal >= 1.3x: "

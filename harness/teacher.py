@@ -62,7 +62,8 @@ __all__ = ["TEACHER_SYNTAX", "TeacherSource", "TeacherSpec", "parse_teacher"]
 GENERATOR_VERSION = 1
 """Bumped whenever the same spec would give different bytes (it is part of the cache key)."""
 HEAD_DIM = 16
-_CHUNK = 2048  # segments sampled together (bounds the key/value cache's memory)
+_CHUNK = 2048  # segments sampled together, at most
+_CHUNK_BYTES = 2 << 30  # and no more than fit this: key/value cache plus one attention matrix
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,8 +97,8 @@ class TeacherSpec:
              "a multiple of 16, 16..256"),
             ("scale", 0.0 <= self.scale <= 20.0, "a number 0..20"),
             ("zipf", 0.0 <= self.zipf <= 4.0, "a number 0..4"),
-            ("segment", 16 <= self.segment <= 16384 and self.segment & (self.segment - 1) == 0,
-             "a power of two 16..16384"),
+            ("segment", 16 <= self.segment <= 2048 and self.segment & (self.segment - 1) == 0,
+             "a power of two 16..2048"),
             ("seed", self.seed >= 0, "an integer >= 0"),
             ("tokens", self.tokens >= 1000, "an integer >= 1000"),
         )
@@ -199,6 +200,13 @@ class TeacherSource:
 
         return torch.nn.functional.gelu(_layer_norm(x) @ blk["w1"]) @ blk["w2"]
 
+    def _chunk(self) -> int:
+        """Segments processed together: _CHUNK, fewer where their float64 key/value cache and
+        one layer's attention matrix would pass _CHUNK_BYTES (2048 for the shipped spec)."""
+        t, w = self.spec.segment, self.spec.width
+        per_segment = t * w * 16 * self.spec.layers + (w // HEAD_DIM) * t * t * 8
+        return max(1, min(_CHUNK, _CHUNK_BYTES // per_segment))
+
     def log_probs(self, symbols: np.ndarray) -> np.ndarray:
         """ln p_teacher(x_t | x_0..x_{t-1}) over all symbols, for segments given whole.
 
@@ -273,8 +281,9 @@ class TeacherSource:
         u = rng.random((n_seg, s))
         parts, ents, nlls = [], [], []
         with torch.no_grad():
-            for i in range(0, n_seg, _CHUNK):
-                sym, ent, nll = self._sample_chunk(u[i : i + _CHUNK])
+            chunk = self._chunk()
+            for i in range(0, n_seg, chunk):
+                sym, ent, nll = self._sample_chunk(u[i : i + chunk])
                 parts.append(sym)
                 ents.append(ent)
                 nlls.append(nll)
@@ -284,9 +293,13 @@ class TeacherSource:
         seg_nll = nll.mean(axis=1)
         stats = {
             "entropy_rate_nats_per_token": float(seg_h.mean()),
-            "entropy_rate_stderr": float(seg_h.std(ddof=1) / math.sqrt(n_seg)),
+            "entropy_rate_stderr": (
+                float(seg_h.std(ddof=1) / math.sqrt(n_seg)) if n_seg > 1 else None
+            ),
             "sample_nll_nats_per_token": float(seg_nll.mean()),
-            "sample_nll_stderr": float(seg_nll.std(ddof=1) / math.sqrt(n_seg)),
+            "sample_nll_stderr": (
+                float(seg_nll.std(ddof=1) / math.sqrt(n_seg)) if n_seg > 1 else None
+            ),
             "entropy_by_offset_nats": [float(x) for x in ent.mean(axis=0)[:: max(1, s // 16)]],
             "n_segments": n_seg,
         }
@@ -344,7 +357,8 @@ class TeacherSource:
         seg.ravel()[: avail.size] = avail
         with torch.no_grad():
             logp = np.concatenate([
-                self.log_probs(seg[i : i + _CHUNK]) for i in range(0, n_seg, _CHUNK)
+                self.log_probs(seg[i : i + self._chunk()])
+                for i in range(0, n_seg, self._chunk())
             ])
         pos = np.arange(1, last + 1)
         return float(-logp[pos // s, pos % s, sym[pos]].mean())

@@ -311,7 +311,8 @@ def evaluate(
         total_nats += nats
         scored = y != IGNORE_INDEX  # cross_entropy's default ignore_index skips the rest
         total_tokens += scored.sum()
-        total_bytes += token_bytes[y[scored]].sum()
+        # Not token_bytes[y[scored]]: a boolean index sizes its output on the host (a sync).
+        total_bytes += (token_bytes[y.clamp_min(0)] * scored).sum()
     model.train()
     nats_sum, n_tokens, n_bytes = float(total_nats), int(total_tokens), int(total_bytes)
     return nats_sum / n_tokens, nats_sum / (math.log(2) * n_bytes)
@@ -578,6 +579,7 @@ def train(
         )
 
     def checkpoint_state() -> dict[str, Any]:
+        loss_sum_now = float(loss_acc)  # first: on a GPU this waits for the queued steps
         return {
             "step": step,
             "model": model.state_dict(),
@@ -588,7 +590,7 @@ def train(
             "eval_s": eval_before + eval_s,
             "run_id": spec.run_id,
             "initial_loss": initial_loss,
-            "loss_sum": float(loss_acc),
+            "loss_sum": loss_sum_now,
             "loss_count": loss_count,
             "over_count": over_count,
             "inherited_wall_s": inherited_wall,
@@ -646,12 +648,13 @@ def train(
             if not math.isfinite(val_loss):
                 status, reason = "diverged", f"non-finite validation loss at step {step}"
         if evaluated or step % log_every == 0 or step == total_steps:
-            last_train_loss = float(loss_acc) / loss_count
-            if not math.isfinite(last_train_loss):
+            mean_loss = float(loss_acc) / loss_count
+            if not math.isfinite(mean_loss):  # result.json keeps the last finite mean
                 first = step - loss_count + 1
                 status = "diverged"
-                reason = f"non-finite training loss {last_train_loss} in steps {first}..{step}"
+                reason = f"non-finite training loss {mean_loss} in steps {first}..{step}"
                 break
+            last_train_loss = mean_loss
             _append_metrics(
                 metrics_path,
                 {
@@ -737,7 +740,7 @@ def train(
         branched_from=branched_from,
         trained_tokens=trained_tokens,
         trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
-        started_unix=round(started_unix, 3),
+        started_unix=round(started_unix, 6),
         setup_s=round(setup_s, 3),
         eval_s=round(eval_total, 3),
     )
