@@ -43,7 +43,7 @@ once per window, as in H. Otherwise no eval floor is recorded.
 
 Spec syntax (``data.corpus``): ``synthetic:source=teacher,KEY=VALUE,...`` with keys vocab
 (2..95), layers (1..8), width (a multiple of 16, 16..256), scale (0..20), zipf (0..4),
-segment (a power of two, 16..16384), seed, tokens.
+segment (a power of two, 16..2048), seed, tokens.
 """
 
 from __future__ import annotations
