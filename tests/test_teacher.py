@@ -163,7 +163,9 @@ def test_no_eval_floor_when_segment_does_not_divide_seq_len(tmp_path: Path) -> N
     prepare_corpus(cfg, tmp_path / "cache")
     doc = json.loads((tmp_path / "corpus.json").read_text())
     assert "eval_floor_nats_per_token" not in doc
-    assert doc["loss_floor_nats_per_token"] > 0
+    # Windows of 48 cut the 64-symbol segments: H is recorded but is no reachable floor.
+    assert doc["loss_floor_nats_per_token"] is None
+    assert doc["entropy_rate_nats_per_token"] > 0
 
 
 def test_parse_and_canonical() -> None:
@@ -193,21 +195,22 @@ def test_bad_spec(spec: str, match: str) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_shipped_teacher_experiment_matches_committed_reference() -> None:
+@pytest.mark.parametrize("name", ["synthetic_teacher", "synthetic_teacher_width"])
+def test_shipped_teacher_experiment_matches_committed_reference(name: str) -> None:
     # The experiment parses into the teacher its comment describes, and the committed
     # corpus.json and fits.json "reference" are for that spec and agree on H (regenerating the
     # 1.6M symbols takes ~2 minutes, so H itself is checked by the tests above, not here).
     from harness.config import load_experiment
 
     root = Path(__file__).resolve().parents[1]
-    exp = load_experiment(root / "experiments" / "synthetic_teacher.toml")
+    exp = load_experiment(root / "experiments" / f"{name}.toml")
     src = source_for(exp.data.corpus)
     assert isinstance(src, TeacherSource) and src.n_params == 99_328
     assert src.spec.segment == exp.data.seq_len  # every window starts on a segment start
-    doc = json.loads((root / "results" / "synthetic_teacher" / "corpus.json").read_text())
+    doc = json.loads((root / "results" / name / "corpus.json").read_text())
     assert doc["spec"] == src.spec.canonical()
     assert doc["generator_version"] == 1 and doc["eval_tokens"] == exp.data.eval_tokens
-    ref = json.loads((root / "results" / "synthetic_teacher" / "fits.json").read_text())
+    ref = json.loads((root / "results" / name / "fits.json").read_text())
     ref = ref["reference"]
     assert ref["spec"] == src.spec.canonical()
     assert ref["entropy_rate_nats_per_token"] == pytest.approx(
