@@ -43,10 +43,11 @@ import json
 import math
 import os
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -105,12 +106,7 @@ class MarkovSpec:
             ("seed", self.seed >= 0, "an integer >= 0"),
             ("tokens", self.tokens >= 1000, "an integer >= 1000"),
         )
-        for name, ok, accepted in checks:
-            if not ok:
-                raise InputError(
-                    f"data.corpus: synthetic {name} = {getattr(self, name)!r}; "
-                    f"accepted: {accepted}. {SYNTAX}"
-                )
+        require(self, checks, SYNTAX)
         if self.vocab ** (self.order + 1) > _MAX_TABLE:
             raise InputError(
                 f"data.corpus: synthetic vocab^(order+1) = "
@@ -123,12 +119,14 @@ class MarkovSpec:
         return PREFIX + ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
 
 
-_DEFAULTS = MarkovSpec()
 SYNTAX = (
     "Accepted: 'synthetic:' then comma-separated KEY=VALUE with keys "
-    + ", ".join(f"{f.name} (default {getattr(_DEFAULTS, f.name)!r})" for f in fields(MarkovSpec))
+    + ", ".join(f"{f.name} (default {f.default!r})" for f in fields(MarkovSpec))
     + ", e.g. 'synthetic:order=3,vocab=16,zipf=1.5,seed=0,tokens=4e6'"
 )
+
+
+T = TypeVar("T")
 
 
 def is_synthetic(corpus: str) -> bool:
@@ -151,28 +149,73 @@ def _number(
     return int(x) if integer else x
 
 
+def require(
+    spec: Any, checks: Sequence[tuple[str, bool, str]], syntax: str, what: str = ""
+) -> None:
+    """Raise an InputError for the first (field, ok, accepted) of ``checks`` that is not ok,
+    naming the field, its value and what is accepted, and listing ``syntax``."""
+    for name, ok, accepted in checks:
+        if not ok:
+            raise InputError(
+                f"data.corpus: synthetic {what}{name} = {getattr(spec, name)!r}; "
+                f"accepted: {accepted}. {syntax}"
+            )
+
+
+def _items(corpus: str) -> list[tuple[str, str, str, bool]]:
+    """A spec's comma-separated items as (item, key, value, has '='), spaces stripped."""
+    body = corpus[len(PREFIX) :] if corpus.startswith(PREFIX) else ""
+    out = []
+    for item in filter(None, (p.strip() for p in body.split(","))):
+        key, eq, val = (part.strip() for part in item.partition("="))
+        out.append((item, key, val, bool(eq)))
+    return out
+
+
+def source_kind(corpus: str) -> str:
+    """The source a spec names: "markov" (no ``source`` key, or source=markov) or "teacher"
+    (`harness.teacher`)."""
+    kinds = [val for _, key, val, eq in _items(corpus) if key == "source" and eq]
+    if not kinds:
+        return "markov"
+    if len(kinds) == 1 and kinds[0] in ("markov", "teacher"):
+        return kinds[0]
+    raise InputError(
+        f"data.corpus = {corpus!r}: source = {','.join(kinds)!r}; accepted: markov (the "
+        "default) or teacher, given once"
+    )
+
+
+def build_spec(cls: type[T], corpus: str, syntax: str, what: str = "") -> T:
+    """The ``cls`` spec (`MarkovSpec`, `harness.teacher.TeacherSpec`) of a corpus string's
+    KEY=VALUE items, the ``source`` item left out; an InputError names a bad item, an unknown
+    or repeated key, or a value that is not a number, and lists ``syntax``."""
+    kinds = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for item, key, val, eq in _items(corpus):
+        if eq and key == "source":
+            continue
+        if not eq or key not in kinds:
+            unknown = f": unknown key {key!r}" if eq else ""
+            raise InputError(f"data.corpus = {corpus!r}: bad item {item!r}{unknown}. {syntax}")
+        if key in values:
+            raise InputError(f"data.corpus = {corpus!r}: {key} given twice. {syntax}")
+        values[key] = _number(key, val, kinds[key] in ("int", int), syntax, what)
+    return cls(**values)
+
+
 def parse_spec(corpus: str) -> MarkovSpec:
     """The `MarkovSpec` of a ``synthetic:...`` corpus string.
 
     Raises
     ------
     InputError
-        Not a synthetic spec, an unknown key, a repeated key, or a value out of range; the
-        message lists the accepted syntax.
+        Not a Markov synthetic spec, an unknown key, a repeated key, or a value out of range;
+        the message lists the accepted syntax.
     """
-    if not is_synthetic(corpus):
-        raise InputError(f"data.corpus = {corpus!r} is not a synthetic spec. {SYNTAX}")
-    body = corpus[len(PREFIX) :].strip() if corpus.startswith(PREFIX) else ""
-    kinds = {f.name: f.type for f in fields(MarkovSpec)}
-    values: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, val = (s.strip() for s in item.partition("="))
-        if not eq or key not in kinds:
-            raise InputError(f"data.corpus = {corpus!r}: bad item {item!r}. {SYNTAX}")
-        if key in values:
-            raise InputError(f"data.corpus = {corpus!r}: {key} given twice. {SYNTAX}")
-        values[key] = _number(key, val, integer=kinds[key] in ("int", int))
-    return MarkovSpec(**values)
+    if not is_synthetic(corpus) or source_kind(corpus) != "markov":
+        raise InputError(f"data.corpus = {corpus!r} is not a Markov synthetic spec. {SYNTAX}")
+    return build_spec(MarkovSpec, corpus, SYNTAX)
 
 
 def _zipf(vocab: int, s: float) -> np.ndarray:
@@ -462,32 +505,6 @@ def _to_symbols(text: bytes, vocab: int) -> np.ndarray:
 _SOURCES: dict[Any, Any] = {}
 
 
-def _teacher_items(corpus: str) -> dict[str, str] | None:
-    """KEY -> VALUE text of a ``synthetic:source=teacher,...`` spec (`harness.teacher`), or
-    None for a Markov spec (no ``source`` key, or ``source=markov``, which is removed)."""
-    body = corpus[len(PREFIX) :] if corpus.startswith(PREFIX) else ""
-    items = [tuple(s.strip() for s in p.partition("=")) for p in body.split(",") if p.strip()]
-    kinds = [val for key, _, val in items if key == "source"]
-    if not kinds or kinds == ["markov"]:
-        return None
-    if kinds != ["teacher"]:
-        raise InputError(
-            f"data.corpus = {corpus!r}: source = {','.join(kinds)!r}; accepted: markov (the "
-            "default) or teacher, given once"
-        )
-    out: dict[str, str] = {}
-    for key, eq, val in items:
-        if key == "source":
-            continue
-        if not eq or key in out:
-            from harness.teacher import TEACHER_SYNTAX
-
-            what = "given twice" if key in out else f"bad item {key!r}"
-            raise InputError(f"data.corpus = {corpus!r}: {what}. {TEACHER_SYNTAX}")
-        out[key] = val
-    return out
-
-
 def source_for(corpus: str) -> Any:
     """The (cached) source of a ``synthetic:...`` corpus string: a `MarkovSource`, or a
     `harness.teacher.TeacherSource` for ``synthetic:source=teacher,...``.
@@ -495,20 +512,15 @@ def source_for(corpus: str) -> Any:
     Raises
     ------
     InputError
-        A bad spec (see `parse_spec`, `harness.teacher.parse_teacher`).
+        A bad spec (see `build_spec`, `source_kind`).
     """
-    teacher = _teacher_items(corpus) if is_synthetic(corpus) else None
-    if teacher is not None:
-        from harness.teacher import TeacherSource, parse_teacher
+    if is_synthetic(corpus) and source_kind(corpus) == "teacher":
+        from harness.teacher import TEACHER_SYNTAX, TeacherSource, TeacherSpec
 
-        tspec = parse_teacher(corpus, teacher)
+        tspec = build_spec(TeacherSpec, corpus, TEACHER_SYNTAX, what="teacher ")
         if tspec not in _SOURCES:
             _SOURCES[tspec] = TeacherSource(tspec)
         return _SOURCES[tspec]
-    if is_synthetic(corpus) and corpus.startswith(PREFIX):  # drop a "source = markov" item
-        items = corpus[len(PREFIX) :].split(",")
-        kept = [i for i in items if i.partition("=")[0].strip() != "source"]
-        corpus = PREFIX + ",".join(kept)
     spec = parse_spec(corpus)
     if spec not in _SOURCES:
         _SOURCES[spec] = MarkovSource.from_spec(spec)

@@ -54,10 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import InputError
-from harness.synthetic import ALPHABET, PREFIX, _number, _to_bytes, _to_symbols
+from harness.synthetic import ALPHABET, PREFIX, _to_bytes, _to_symbols, require
 
-__all__ = ["TEACHER_SYNTAX", "TeacherSource", "TeacherSpec", "parse_teacher"]
+__all__ = ["TEACHER_SYNTAX", "TeacherSource", "TeacherSpec"]
 
 GENERATOR_VERSION = 1
 """Bumped whenever the same spec would give different bytes (it is part of the cache key)."""
@@ -102,12 +101,7 @@ class TeacherSpec:
             ("seed", self.seed >= 0, "an integer >= 0"),
             ("tokens", self.tokens >= 1000, "an integer >= 1000"),
         )
-        for name, ok, accepted in checks:
-            if not ok:
-                raise InputError(
-                    f"data.corpus: synthetic teacher {name} = {getattr(self, name)!r}; "
-                    f"accepted: {accepted}. {TEACHER_SYNTAX}"
-                )
+        require(self, checks, TEACHER_SYNTAX, what="teacher ")
 
     def canonical(self) -> str:
         """The spec with every key, in a fixed order: equal sources give equal strings."""
@@ -116,24 +110,11 @@ class TeacherSpec:
         )
 
 
-_DEFAULTS = TeacherSpec()
 TEACHER_SYNTAX = (
     "Accepted: 'synthetic:source=teacher,' then comma-separated KEY=VALUE with keys "
-    + ", ".join(f"{f.name} (default {getattr(_DEFAULTS, f.name)!r})" for f in fields(TeacherSpec))
+    + ", ".join(f"{f.name} (default {f.default!r})" for f in fields(TeacherSpec))
     + ", e.g. 'synthetic:source=teacher,vocab=16,layers=2,width=64,scale=4,tokens=2e6'"
 )
-
-
-def parse_teacher(corpus: str, values: dict[str, str]) -> TeacherSpec:
-    """The `TeacherSpec` from the spec's KEY -> VALUE text (``source`` already removed)."""
-    kinds = {f.name: f.type for f in fields(TeacherSpec)}
-    out: dict[str, Any] = {}
-    for key, text in values.items():
-        if key not in kinds:
-            raise InputError(f"data.corpus = {corpus!r}: unknown key {key!r}. {TEACHER_SYNTAX}")
-        integer = kinds[key] in ("int", int)
-        out[key] = _number(key, text, integer, TEACHER_SYNTAX, what="teacher ")
-    return TeacherSpec(**out)
 
 
 def _rotate(x: Any, cos: Any, sin: Any) -> Any:

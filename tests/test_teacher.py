@@ -173,6 +173,7 @@ def test_parse_and_canonical() -> None:
     assert src.spec == TeacherSpec(width=32, tokens=10_000, scale=2.0)
     assert source_for(src.spec.canonical()) is src
     assert source_for("synthetic:source=markov,order=2").spec.order == 2
+    assert source_for("synthetic: source = markov , order=2").spec.order == 2
 
 
 @pytest.mark.parametrize(
