@@ -451,22 +451,36 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
         use_cache=False,
         initializer_range=_INIT_STD,
     )
+    # The shape in the names Llama, BERT and ModernBERT configs share (GPT-2's are its own).
+    sizes: dict[str, Any] = dict(
+        hidden_size=shape.n_embd,
+        intermediate_size=shape.ffn_dim,
+        num_hidden_layers=shape.n_layer,
+        num_attention_heads=shape.n_head,
+        max_position_embeddings=shape.seq_len,
+    )
+    # Encoders: no padding and no special token but [MASK] (BertConfig's default pad id 0
+    # would zero a real token's embedding row and block its gradient); training packs
+    # sequences without padding.
+    encoder: dict[str, Any] = dict(
+        vocab_size=shape.vocab_size,
+        tie_word_embeddings=shape.tie_embeddings,
+        pad_token_id=None,
+        initializer_range=_INIT_STD,
+        **sizes,
+    )
     config: transformers.PretrainedConfig
     model_cls: type[transformers.PreTrainedModel]
     if shape.arch == "llama":
         config = transformers.LlamaConfig(
-            hidden_size=shape.n_embd,
-            intermediate_size=shape.ffn_dim,
-            num_hidden_layers=shape.n_layer,
-            num_attention_heads=shape.n_head,
             num_key_value_heads=shape.n_head,
-            max_position_embeddings=shape.seq_len,
             hidden_act="silu",
             rms_norm_eps=_RMS_NORM_EPS,
             rope_parameters={"rope_type": "default", "rope_theta": _ROPE_THETA},
             attention_bias=False,
             mlp_bias=False,
             attention_dropout=0.0,
+            **sizes,
             **common,
         )
         model_cls = transformers.LlamaForCausalLM
@@ -488,34 +502,18 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
         model_cls = transformers.GPT2LMHeadModel
     elif shape.arch == "bert":
         config = transformers.BertConfig(
-            vocab_size=shape.vocab_size,
-            hidden_size=shape.n_embd,
-            num_hidden_layers=shape.n_layer,
-            num_attention_heads=shape.n_head,
-            intermediate_size=shape.ffn_dim,
-            max_position_embeddings=shape.seq_len,
             # One token type: training packs plain text, never sentence pairs.
             type_vocab_size=1,
             hidden_act="gelu",
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             is_decoder=False,  # bidirectional self-attention
-            tie_word_embeddings=shape.tie_embeddings,
-            # BertConfig's default pad id 0 would zero a real token's embedding row (and block
-            # its gradient); training packs sequences without padding.
-            pad_token_id=None,
             use_cache=False,
-            initializer_range=_INIT_STD,
+            **encoder,
         )
         model_cls = transformers.BertForMaskedLM
     elif shape.arch == "modernbert":
         config = transformers.ModernBertConfig(
-            vocab_size=shape.vocab_size,
-            hidden_size=shape.n_embd,
-            num_hidden_layers=shape.n_layer,
-            num_attention_heads=shape.n_head,
-            intermediate_size=shape.ffn_dim,
-            max_position_embeddings=shape.seq_len,
             # Global attention in every block: ModernBERT's local (sliding) blocks save compute
             # at long contexts only; RoPE theta 1e4 as llama here (ModernBERT's 1.6e5 is for
             # its 8192-token context).
@@ -527,14 +525,11 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
             embedding_dropout=0.0,
             attention_dropout=0.0,
             mlp_dropout=0.0,
-            tie_word_embeddings=shape.tie_embeddings,
-            # No padding, no special tokens but [MASK] (see bert above).
-            pad_token_id=None,
             bos_token_id=None,
             eos_token_id=None,
             cls_token_id=None,
             sep_token_id=None,
-            initializer_range=_INIT_STD,
+            **encoder,
         )
         model_cls = transformers.ModernBertForMaskedLM
     # _from_config builds from a config only (no hub access) and takes the attention kernel.
