@@ -336,11 +336,11 @@ class TeacherSource:
         seg = np.zeros((n_seg, s), dtype=np.int64)
         avail = sym[: n_seg * s]
         seg.ravel()[: avail.size] = avail
+        chunk = self._chunk()
         with torch.no_grad():
-            logp = np.concatenate([
-                self.log_probs(seg[i : i + self._chunk()])
-                for i in range(0, n_seg, self._chunk())
-            ])
+            logp = np.concatenate(
+                [self.log_probs(seg[i : i + chunk]) for i in range(0, n_seg, chunk)]
+            )
         pos = np.arange(1, last + 1)
         return float(-logp[pos // s, pos % s, sym[pos]].mean())
 
