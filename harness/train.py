@@ -23,7 +23,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -708,6 +708,10 @@ def train(
     step_loop_s = wall_train - eval_total
     tokens_per_s = round(trained_tokens / step_loop_s, 1) if step_loop_s > 0 else 0.0
     precision = "bf16" if autocast is not None else "fp32"
+    if status == "done":
+        # The final weights (no optimizer state), before result.json: a done run always has
+        # them. harness.finetune starts from them ([downstream]).
+        atomic_write(run_dir / "model.pt", lambda f: torch.save(model.state_dict(), f))
     # Measured after the timed loop, with its own generator: it changes no result but these.
     device_peak = (
         peak_flops(torch.cuda.get_device_name(device), precision)
@@ -743,13 +747,9 @@ def train(
         started_unix=round(started_unix, 6),
         setup_s=round(setup_s, 3),
         eval_s=round(eval_total, 3),
+        # Since the last step (t_loop + the loop's own time): model.pt, the CPU peak.
+        finish_s=round(time.perf_counter() - (t_loop + wall_train - wall_before), 3),
     )
-    if status == "done":
-        # The final weights (no optimizer state), before result.json: a done run always has
-        # them. harness.finetune starts from them ([downstream]).
-        atomic_write(run_dir / "model.pt", lambda f: torch.save(model.state_dict(), f))
-    t_end = t_loop + wall_train - wall_before
-    result = replace(result, finish_s=round(time.perf_counter() - t_end, 3))
     write_result(run_dir, asdict(result))
     # A finished run needs no resume state; drop it to keep the store small.
     for path in _checkpoints(run_dir):
