@@ -261,7 +261,7 @@ def _write_synthetic_reference(
     with the floor of the very tokens every evaluation scores (byte tokens are the symbols;
     validation blocks that are whole segments keep the segments' independence exact)."""
     floor = None
-    # Segment length: SEGMENT_TOKENS (Markov) or the teacher's (harness.teacher).
+    # Segment length: SEGMENT_TOKENS (Markov), the teacher's or a fact's (harness.teacher, .facts).
     segment = getattr(getattr(source, "spec", None), "segment", SEGMENT_TOKENS)
     if cfg.tokenizer == "byte" and cfg.val_block_bytes % segment == 0:
         val = np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes()

@@ -173,23 +173,24 @@ def _items(corpus: str) -> list[tuple[str, str, str, bool]]:
 
 
 def source_kind(corpus: str) -> str:
-    """The source a spec names: "markov" (no ``source`` key, or source=markov) or "teacher"
-    (`harness.teacher`)."""
+    """The source a spec names: "markov" (no ``source`` key, or source=markov), "teacher"
+    (`harness.teacher`) or "facts" (`harness.facts`)."""
     kinds = [val for _, key, val, eq in _items(corpus) if key == "source" and eq]
     if not kinds:
         return "markov"
-    if len(kinds) == 1 and kinds[0] in ("markov", "teacher"):
+    if len(kinds) == 1 and kinds[0] in ("markov", "teacher", "facts"):
         return kinds[0]
     raise InputError(
         f"data.corpus = {corpus!r}: source = {','.join(kinds)!r}; accepted: markov (the "
-        "default) or teacher, given once"
+        "default), teacher or facts, given once"
     )
 
 
 def build_spec(cls: type[T], corpus: str, syntax: str, what: str = "") -> T:
-    """The ``cls`` spec (`MarkovSpec`, `harness.teacher.TeacherSpec`) of a corpus string's
-    KEY=VALUE items, the ``source`` item left out; an InputError names a bad item, an unknown
-    or repeated key, or a value that is not a number, and lists ``syntax``."""
+    """The ``cls`` spec (`MarkovSpec`, `harness.teacher.TeacherSpec`,
+    `harness.facts.FactsSpec`) of a corpus string's KEY=VALUE items, the ``source`` item left
+    out; an InputError names a bad item, an unknown or repeated key, or a value that is not a
+    number, and lists ``syntax``."""
     kinds = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for item, key, val, eq in _items(corpus):
@@ -468,7 +469,7 @@ def write_reference(
     is recorded with ``eval_tokens``. The file is rewritten only when its content would change.
     """
     path = Path(path)
-    # A teacher's segments must start every window for its H to be reachable (harness.teacher).
+    # A teacher's segments (a fact, harness.facts) must start every window for H to be reachable.
     segment = getattr(getattr(source, "spec", None), "segment", None)
     reachable = tokenizer == "byte" and (segment is None or seq_len % segment == 0)
     doc = source.summary(seq_len) | {
@@ -507,14 +508,23 @@ _SOURCES: dict[Any, Any] = {}
 
 def source_for(corpus: str) -> Any:
     """The (cached) source of a ``synthetic:...`` corpus string: a `MarkovSource`, or a
-    `harness.teacher.TeacherSource` for ``synthetic:source=teacher,...``.
+    `harness.teacher.TeacherSource` for ``synthetic:source=teacher,...``, a
+    `harness.facts.FactsSource` for ``synthetic:source=facts,...``.
 
     Raises
     ------
     InputError
         A bad spec (see `build_spec`, `source_kind`).
     """
-    if is_synthetic(corpus) and source_kind(corpus) == "teacher":
+    kind = source_kind(corpus) if is_synthetic(corpus) else "markov"
+    if kind == "facts":
+        from harness.facts import FACTS_SYNTAX, FactsSource, FactsSpec
+
+        fspec = build_spec(FactsSpec, corpus, FACTS_SYNTAX, what="facts ")
+        if fspec not in _SOURCES:
+            _SOURCES[fspec] = FactsSource(fspec)
+        return _SOURCES[fspec]
+    if kind == "teacher":
         from harness.teacher import TEACHER_SYNTAX, TeacherSource, TeacherSpec
 
         tspec = build_spec(TeacherSpec, corpus, TEACHER_SYNTAX, what="teacher ")
