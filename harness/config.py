@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from harness import synthetic
 from harness.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -124,6 +125,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
+        if synthetic.is_synthetic(self.corpus):
+            try:  # the spec only: a bad one stops `harness plan` too, not just `harness run`
+                synthetic.spec_for(self.corpus)
+            except InputError as e:  # _build names the file and adds "data."
+                raise ValueError(str(e).removeprefix("data.")) from None
         _check(self.bpe_vocab_size >= 260, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 260")
         _check(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
         _check(

@@ -63,6 +63,7 @@ __all__ = [
     "is_synthetic",
     "parse_spec",
     "source_for",
+    "spec_for",
     "write_reference",
 ]
 
@@ -506,10 +507,11 @@ def _to_symbols(text: bytes, vocab: int) -> np.ndarray:
 _SOURCES: dict[Any, Any] = {}
 
 
-def source_for(corpus: str) -> Any:
-    """The (cached) source of a ``synthetic:...`` corpus string: a `MarkovSource`, or a
-    `harness.teacher.TeacherSource` for ``synthetic:source=teacher,...``, a
-    `harness.facts.FactsSource` for ``synthetic:source=facts,...``.
+def spec_for(corpus: str) -> Any:
+    """The spec of a ``synthetic:...`` corpus string, its source not built (cheap: what
+    config validation and `harness plan` use): a `MarkovSpec`, a
+    `harness.teacher.TeacherSpec` for ``source=teacher`` or a `harness.facts.FactsSpec` for
+    ``source=facts``.
 
     Raises
     ------
@@ -518,20 +520,32 @@ def source_for(corpus: str) -> Any:
     """
     kind = source_kind(corpus) if is_synthetic(corpus) else "markov"
     if kind == "facts":
-        from harness.facts import FACTS_SYNTAX, FactsSource, FactsSpec
+        from harness.facts import FACTS_SYNTAX, FactsSpec
 
-        fspec = build_spec(FactsSpec, corpus, FACTS_SYNTAX, what="facts ")
-        if fspec not in _SOURCES:
-            _SOURCES[fspec] = FactsSource(fspec)
-        return _SOURCES[fspec]
+        return build_spec(FactsSpec, corpus, FACTS_SYNTAX, what="facts ")
     if kind == "teacher":
-        from harness.teacher import TEACHER_SYNTAX, TeacherSource, TeacherSpec
+        from harness.teacher import TEACHER_SYNTAX, TeacherSpec
 
-        tspec = build_spec(TeacherSpec, corpus, TEACHER_SYNTAX, what="teacher ")
-        if tspec not in _SOURCES:
-            _SOURCES[tspec] = TeacherSource(tspec)
-        return _SOURCES[tspec]
-    spec = parse_spec(corpus)
+        return build_spec(TeacherSpec, corpus, TEACHER_SYNTAX, what="teacher ")
+    return parse_spec(corpus)
+
+
+def source_for(corpus: str) -> Any:
+    """The (cached) source of a ``synthetic:...`` corpus string (`spec_for`): a
+    `MarkovSource`, a `harness.teacher.TeacherSource` or a `harness.facts.FactsSource`.
+
+    Raises
+    ------
+    InputError
+        A bad spec (see `build_spec`, `source_kind`).
+    """
+    spec = spec_for(corpus)
     if spec not in _SOURCES:
-        _SOURCES[spec] = MarkovSource.from_spec(spec)
+        if isinstance(spec, MarkovSpec):
+            _SOURCES[spec] = MarkovSource.from_spec(spec)
+        else:
+            from harness.facts import FactsSource, FactsSpec
+            from harness.teacher import TeacherSource
+
+            _SOURCES[spec] = (FactsSource if isinstance(spec, FactsSpec) else TeacherSource)(spec)
     return _SOURCES[spec]

@@ -96,6 +96,13 @@ def test_real_timing_on_this_cpu(tmp_path: Path, capsys) -> None:
         (["plan", "{toml}", "--grid.colour=1"], "unknown key 'grid.colour'"),
         (["plan", "{toml}", "--grid.n_tokens=[100]"], "use one of n_tokens, flops"),
         (["plan", "{toml}", "oops"], "unrecognised argument 'oops'"),
+        # A synthetic spec is checked before the table, not first at `harness run`.
+        (
+            ["plan", "{toml}", "--data.corpus=synthetic:source=facts,entities=5000"],
+            "p.toml (with overrides --data.corpus=synthetic:source=facts,entities=5000): "
+            "data.corpus: synthetic facts entities = 5000; accepted: an integer 2..vocab^key",
+        ),
+        (["plan", "{toml}", "--data.corpus=synthetic:order=0"], "data.corpus: synthetic order = 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, args, message) -> None:
