@@ -232,3 +232,51 @@ def test_group_by_and_isoflop(tmp_path: Path) -> None:
     assert not any("learning_curves" in f.name for f in files)  # no runs/ here: none drawn
     ok, table = reproduce_path(tmp_path, replot=False)
     assert ok, table
+
+
+def test_fit_where_selects_rows_and_reproduces(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # --where fits only the selected runs (4 sizes x 3 budgets, one of them failed): the same
+    # fit as on a CSV holding just those rows,
+    # recorded in fits.json so that reproduce refits the same rows (0 differ).
+    d = _runs(tmp_path / "exp")
+    run = analysis_cli()
+    assert run("fit", str(d), "--bootstrap", "20", "--fits", "chinchilla",
+               "--where", "n_params >= 3e6 and n_tokens < 5e9") == 0
+    out = capsys.readouterr().out
+    assert "11 runs used, 1 excluded (status not 'done'), 8 not selected by --where" in out
+    doc = json.loads((d / "fits.json").read_text())
+    assert doc["settings"]["where"] == "n_params >= 3e6 and n_tokens < 5e9"
+    assert doc["input"] == {**doc["input"], "n_points": 11, "n_not_selected": 8}
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    df = pd.read_csv(d / "runs.csv")
+    df[(df.n_params >= 3e6) & (df.n_tokens < 5e9)].to_csv(sub / "runs.csv", index=False)
+    alone = json.loads(fit_path(sub, n_bootstrap=20, fits=["chinchilla"]).read_text())
+    assert doc["fits"]["chinchilla"] == alone["fits"]["chinchilla"]
+    assert run("reproduce", str(d), "--no-replot") == 0
+    assert "0 differ" in capsys.readouterr().out
+    # Without --where, fits.json has no such keys (files written before it are unchanged).
+    plain = json.loads(fit_path(sub, n_bootstrap=0, fits=["chinchilla"]).read_text())
+    assert "where" not in plain["settings"] and "n_not_selected" not in plain["input"]
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("n_tokens <", "invalid syntax"),
+        ("n_tokens > 1e99", "selects none of 19 runs"),
+        ("n_tokens * 2", "not a true/false value per row"),
+        ("width > 3", "name 'width' is not defined"),
+    ],
+)
+def test_fit_where_bad_expression_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, message: str
+) -> None:
+    from harness.cli import main
+
+    d = _runs(tmp_path / "exp")
+    assert main(["fit", str(d), "--where", where]) == 2
+    err = capsys.readouterr().err
+    assert f"--where {where!r}" in err and message in err and err.count("\n") == 1
+    assert not (d / "fits.json").exists()

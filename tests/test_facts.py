@@ -156,3 +156,23 @@ def test_bad_spec(spec: str, match: str) -> None:
     with pytest.raises(InputError, match=match) as err:
         source_for(spec)
     assert "\n" not in str(err.value)
+
+
+def test_shipped_facts_experiment_reference_is_what_its_source_gives(tmp_path: Path) -> None:
+    # Cheap to regenerate (2M symbols in about a second), so the committed corpus.json of
+    # experiments/synthetic_facts.toml is rebuilt here from its spec and compared byte for
+    # byte, and fits.json's "reference" carries the same H.
+    from harness.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    exp = load_experiment(root / "experiments" / "synthetic_facts.toml")
+    src = source_for(exp.data.corpus)
+    assert isinstance(src, FactsSource) and exp.data.seq_len % src.spec.segment == 0
+    prepare_corpus(exp.data, tmp_path / "cache")
+    committed = root / "results" / "synthetic_facts"
+    assert (tmp_path / "corpus.json").read_text() == (committed / "corpus.json").read_text()
+    doc = json.loads((tmp_path / "corpus.json").read_text())
+    assert doc["entropy_rate_nats_per_token"] == pytest.approx(3.0460453461330816 / 8, abs=1e-15)
+    ref = json.loads((committed / "fits.json").read_text())["reference"]
+    for key in ("entropy_rate_nats_per_token", "eval_floor_nats_per_token"):  # 10 digits there
+        assert ref[key] == pytest.approx(doc[key], abs=1e-10)

@@ -74,6 +74,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
                    help="downstream.csv: accuracy whose labels-needed is reported (default: "
                         "halfway from chance to the best accuracy, per method)")
+    p.add_argument("--where", default=None, metavar="EXPR",
+                   help="fit only the runs this pandas expression over the CSV's columns "
+                        "selects, e.g. 'n_tokens <= 8e5' (recorded in fits.json)")
     p.add_argument("--out", default=None, help="write fits.json here instead")
     p.set_defaults(func=cmd_fit)
 
@@ -99,7 +102,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
             column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
             fits=_list(args.fits), isoflop_minimum=args.isoflop_minimum,
-            target_accuracy=args.target_accuracy,
+            target_accuracy=args.target_accuracy, where=args.where,
         )
     print(summarize(json.loads(out.read_text())))
     print(f"wrote {out}")

@@ -460,6 +460,33 @@ def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     }
 
 
+def select_rows(df: pd.DataFrame, where: str, csv: Path) -> pd.DataFrame:
+    """The rows of ``df`` for which the pandas expression ``where`` holds (`harness fit
+    --where`), e.g. ``"n_tokens <= 8e5"`` to test how a law fitted on the smaller budgets
+    extrapolates, or ``"n_params >= 2e4"`` to leave the smallest models out. The number of
+    rows left out is kept in ``attrs["n_not_selected"]``.
+
+    Raises
+    ------
+    InputError
+        ``where`` is not a boolean expression over the CSV's columns, or selects no row.
+    """
+    accepted = ("accepted: a pandas query over the CSV's columns, e.g. "
+                "'n_tokens <= 8e5 and n_params >= 2e4'")
+    try:
+        mask = df.eval(where, engine="python")
+        if not isinstance(mask, pd.Series) or mask.dtype != bool:
+            raise TypeError("not a true/false value per row")
+    except Exception as exc:  # pandas raises many types for a bad expression  # noqa: BLE001
+        raise InputError(f"{csv}: --where {where!r}: {' '.join(str(exc).split())}; "
+                         f"{accepted}") from None
+    out = df[mask].reset_index(drop=True)
+    if out.empty:
+        raise InputError(f"{csv}: --where {where!r} selects none of {len(df)} runs; {accepted}")
+    out.attrs = {**df.attrs, "n_not_selected": int((~mask).sum())}
+    return out
+
+
 def fits_dict(
     path: str | os.PathLike[str],
     *,
@@ -470,6 +497,7 @@ def fits_dict(
     fits: Sequence[str] | None = None,
     isoflop_minimum: str = "parabola",
     target_accuracy: float | None = None,
+    where: str | None = None,
 ) -> dict[str, Any]:
     """The fits.json object for a CSV (see `fit_path`), not yet written.
 
@@ -484,18 +512,21 @@ def fits_dict(
     """
     csv = resolve_csv(path)
     df = load_runs(csv, column_map)
+    n_excluded = int(df.attrs.get("n_excluded", 0))
+    if where:
+        df = select_rows(df, where, csv)
     group_by = list(group_by or [])
     settings = {
         "seed": seed, "n_bootstrap": n_bootstrap, "column_map": dict(column_map or {}),
         "group_by": group_by, "fits": None if fits is None else list(fits),
         "isoflop_minimum": isoflop_minimum,
     }
-    doc: dict[str, Any] = {
-        "schema": SCHEMA,
-        "input": {"path": csv.name, "sha256": _sha256(csv), "n_points": len(df),
-                  "n_excluded": int(df.attrs.get("n_excluded", 0))},
-        "settings": settings,
-    }
+    input_record = {"path": csv.name, "sha256": _sha256(csv), "n_points": len(df),
+                    "n_excluded": n_excluded}
+    if where:  # absent otherwise, so fits.json files written before --where are unchanged
+        settings["where"] = where
+        input_record["n_not_selected"] = int(df.attrs["n_not_selected"])
+    doc: dict[str, Any] = {"schema": SCHEMA, "input": input_record, "settings": settings}
     kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
     kept: dict[str, Any] = {}
     if not group_by:
@@ -541,6 +572,7 @@ def fit_path(
     fits: Sequence[str] | None = None,
     isoflop_minimum: str = "parabola",
     target_accuracy: float | None = None,
+    where: str | None = None,
 ) -> Path:
     """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`).
 
@@ -564,6 +596,9 @@ def fit_path(
         Minimum finder of approach 2.
     target_accuracy : float, optional
         Target of the labels-needed analysis of a downstream.csv beside the CSV.
+    where : str, optional
+        Fit only the runs this pandas expression selects (`select_rows`); recorded in
+        settings, so `reproduce` refits the same rows.
 
     Returns
     -------
@@ -578,7 +613,7 @@ def fit_path(
     csv = resolve_csv(path)
     doc = fits_dict(csv, seed=seed, n_bootstrap=n_bootstrap, column_map=column_map,
                     group_by=group_by, fits=fits, isoflop_minimum=isoflop_minimum,
-                    target_accuracy=target_accuracy)
+                    target_accuracy=target_accuracy, where=where)
     target = Path(out) if out is not None else csv.parent / "fits.json"
     return atomic_write_json(target, doc)
 
@@ -640,6 +675,9 @@ def summarize(fits: Mapping[str, Any]) -> str:
         inp = fits["input"]
         lines.append(f"{inp['path']}: {inp['n_points']} runs used, {inp['n_excluded']} excluded "
                      "(status not 'done')")
+        where = fits.get("settings", {}).get("where")
+        if where:
+            lines[-1] += f", {inp['n_not_selected']} not selected by --where {where!r}"
     if "groups" in fits:
         for g in fits["groups"]:
             lines.append(", ".join(f"{k}={v}" for k, v in g["key"].items())
@@ -769,7 +807,7 @@ def reproduce_path(
         csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
         column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
         fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
-        target_accuracy=s.get("target_accuracy"),
+        target_accuracy=s.get("target_accuracy"), where=s.get("where"),
     )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
