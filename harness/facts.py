@@ -35,8 +35,8 @@ Symbols are printable ASCII bytes (`harness.synthetic.ALPHABET`): the first ``vo
 and values, the next one as the separator; one symbol is one token under the byte tokenizer.
 
 Spec syntax (``data.corpus``): ``synthetic:source=facts,KEY=VALUE,...`` with keys vocab
-(2..94), key (1..8 symbols), value (1..60 symbols), entities (2..vocab^key, at most 2^22), zipf
-(exponent, 0..4), seed, tokens.
+(2..94), key (1..8 symbols, vocab^key at most 2^24), value (1..60 symbols), entities
+(2..vocab^key, at most 2^20), zipf (exponent, 0..4), seed, tokens.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ __all__ = ["FACTS_SYNTAX", "FactsSource", "FactsSpec"]
 
 GENERATOR_VERSION = 1
 """Bumped whenever the same spec would give different bytes (it is part of the cache key)."""
-_MAX_ENTITIES = 1 << 22
+_MAX_ENTITIES = 1 << 20
+_MAX_CODES = 1 << 24  # vocab^key key codes are permuted in memory (128 MiB of int64)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +82,7 @@ class FactsSpec:
         checks = (
             ("vocab", 2 <= self.vocab <= len(ALPHABET) - 1, f"an integer 2..{len(ALPHABET) - 1}"),
             ("key", 1 <= self.key <= 8, "an integer 1..8"),
+            ("key", codes <= _MAX_CODES, f"at most vocab^key = {_MAX_CODES} codes"),
             ("value", 1 <= self.value <= 60, "an integer 1..60"),
             (
                 "entities",
@@ -127,8 +129,9 @@ class FactsSource:
         v, k, n = spec.vocab, spec.key, spec.entities
         code = rng.permutation(v**k)[:n]  # entity rank -> key code
         digits = v ** np.arange(k - 1, -1, -1)
-        self.keys = (code[:, None] // digits) % v  # (entities, key) symbols, most significant first
-        self.values = rng.integers(0, v, size=(n, spec.value))
+        # (entities, key) symbols, most significant first; (entities, value) symbols.
+        self.keys = ((code[:, None] // digits) % v).astype(np.uint8)
+        self.values = rng.integers(0, v, size=(n, spec.value)).astype(np.uint8)
         p = np.arange(1, n + 1, dtype=np.float64) ** -spec.zipf
         self.p = p / p.sum()
         self._text: bytes | None = None
@@ -190,7 +193,7 @@ class FactsSource:
             n_facts = -(-spec.tokens // spec.segment)
             rng = np.random.default_rng([spec.seed, 1])
             rank = rng.choice(spec.entities, size=n_facts, p=self.p)
-            sep = np.full((n_facts, 1), spec.vocab)
+            sep = np.full((n_facts, 1), spec.vocab, dtype=np.uint8)
             facts = np.concatenate([self.keys[rank], self.values[rank], sep], axis=1)
             self._text = _to_bytes(facts.ravel()[: spec.tokens])
         return self._text

@@ -150,6 +150,7 @@ def test_parse_and_canonical() -> None:
         ("synthetic:source=facts,value=0", r"facts value = 0; accepted"),
         ("synthetic:source=facts,zipf=x", r"facts zipf = 'x' is not a number"),
         ("synthetic:source=facts,key=9", r"facts key = 9; accepted: an integer 1..8"),
+        ("synthetic:source=facts,vocab=94,key=4", r"facts key = 4; accepted: at most vocab\^key"),
     ],
 )
 def test_bad_spec(spec: str, match: str) -> None:
