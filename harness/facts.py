@@ -172,6 +172,8 @@ class FactsSource:
         """-ln p_true of each symbol of whole facts (symbols.size a multiple of fact_len)."""
         facts = symbols.reshape(-1, self.spec.segment).astype(np.int64)
         v, k = self.spec.vocab, self.spec.key
+        if np.any(facts[:, :k] >= v):
+            raise ValueError("text holds a key that names no entity")
         code = facts[:, :k] @ (v ** np.arange(k - 1, -1, -1))
         rank_of_code = np.full(v**k, -1, dtype=np.int64)
         rank_of_code[self.keys @ (v ** np.arange(k - 1, -1, -1))] = np.arange(self.spec.entities)
@@ -203,9 +205,10 @@ class FactsSource:
 
         `harness.train` scores the first eval_tokens // seq_len windows of seq_len + 1 tokens
         of the validation text, starting at multiples of seq_len: targets at positions
-        1..n_windows * seq_len. ``val_text`` must be whole facts (validation blocks of a
-        multiple of fact_len bytes are). None unless fact_len divides seq_len (only then does
-        every window start on a fact start: module docstring).
+        1..n_windows * seq_len. ``val_text`` must start on a fact (validation blocks of a
+        multiple of fact_len bytes do). None unless fact_len divides seq_len (only then does
+        every window start on a fact start: module docstring), and None where the scored
+        targets reach into a fact the text cuts short (``tokens`` not a multiple of fact_len).
         """
         s = self.spec.segment
         if seq_len % s:
@@ -215,8 +218,10 @@ class FactsSource:
         last = n_windows * seq_len  # the last scored position
         if n_windows < 1 or last + 1 > sym.size:
             raise ValueError(f"{eval_tokens} eval tokens need more than {sym.size} symbols")
-        whole = sym[: (last // s + 1) * s]
-        return float(self.symbol_log_loss(whole)[1 : last + 1].mean())
+        whole = (last // s + 1) * s  # the facts the scored targets lie in
+        if whole > sym.size:  # the text's cut last fact reached the validation split
+            return None
+        return float(self.symbol_log_loss(sym[:whole])[1 : last + 1].mean())
 
     def cache_id(self) -> str:
         """Stands in for the corpus hash in cache keys: the spec and the generator version."""

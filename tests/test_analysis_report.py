@@ -264,10 +264,11 @@ def test_fit_where_selects_rows_and_reproduces(tmp_path: Path,
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("n_tokens <", "invalid syntax"),
+        ("n_tokens <", "--where 'n_tokens <': "),
         ("n_tokens > 1e99", "selects none of 19 runs"),
         ("n_tokens * 2", "not a true/false value per row"),
         ("width > 3", "name 'width' is not defined"),
+        ("n_params == 1e6", "fewer than its 5 parameters; accepted: at least 5 runs (the 4 runs"),
     ],
 )
 def test_fit_where_bad_expression_is_one_line_exit_2(

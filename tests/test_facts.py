@@ -81,9 +81,10 @@ def test_generation_is_deterministic_and_seeded() -> None:
     a = FactsSource(FactsSpec(tokens=8000)).generate()
     assert a == FactsSource(FactsSpec(tokens=8000)).generate()
     assert a != FactsSource(FactsSpec(tokens=8000, seed=1)).generate()
-    # More tokens extend the text only when they take the same number of facts: the sample
-    # is drawn for ceil(tokens / fact_len) facts at once.
-    assert len(FactsSource(FactsSpec(tokens=8003)).generate()) == 8003
+    # A longer text starts with the shorter one (the entities are drawn in order), cut to
+    # length mid-fact.
+    longer = FactsSource(FactsSpec(tokens=8003)).generate()
+    assert len(longer) == 8003 and longer.startswith(a)
 
 
 def test_facts_align_with_split_and_windows_and_eval_floor(tmp_path: Path) -> None:
@@ -177,3 +178,14 @@ def test_shipped_facts_experiment_reference_is_what_its_source_gives(tmp_path: P
     ref = json.loads((committed / "fits.json").read_text())["reference"]
     for key in ("entropy_rate_nats_per_token", "eval_floor_nats_per_token"):  # 10 digits there
         assert ref[key] == pytest.approx(doc[key], abs=1e-10)
+
+
+def test_no_eval_floor_where_the_scored_targets_reach_a_cut_fact() -> None:
+    # 1001 symbols: the last fact is cut after 1 of its 8 symbols; a validation text ending
+    # there cannot be scored as whole facts, so no floor (not an error).
+    src = source_for("synthetic:source=facts,vocab=4,key=2,value=5,entities=10,tokens=1001")
+    text = src.generate()
+    assert src.eval_floor(text[-489:], 8, 488) is None
+    assert src.eval_floor(text[504:1000], 8, 488) is not None  # 62 whole facts
+    with pytest.raises(ValueError, match="names no entity"):
+        src.symbol_log_loss(_to_symbols(b"eabcdeab", 5))  # the separator in a key

@@ -75,8 +75,10 @@ def register(subparsers: Any) -> None:
                    help="downstream.csv: accuracy whose labels-needed is reported (default: "
                         "halfway from chance to the best accuracy, per method)")
     p.add_argument("--where", default=None, metavar="EXPR",
-                   help="fit only the runs this pandas expression over the CSV's columns "
-                        "selects, e.g. 'n_tokens <= 8e5' (recorded in fits.json)")
+                   help="fit only the runs this pandas expression selects, over the columns "
+                        "as named after --columns (n_params, n_tokens, loss, ...), e.g. "
+                        "'n_tokens <= 8e5'; recorded in fits.json. downstream.csv and the "
+                        "figures' points are not filtered")
     p.add_argument("--out", default=None, help="write fits.json here instead")
     p.set_defaults(func=cmd_fit)
 

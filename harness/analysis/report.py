@@ -471,8 +471,8 @@ def select_rows(df: pd.DataFrame, where: str, csv: Path) -> pd.DataFrame:
     InputError
         ``where`` is not a boolean expression over the CSV's columns, or selects no row.
     """
-    accepted = ("accepted: a pandas query over the CSV's columns, e.g. "
-                "'n_tokens <= 8e5 and n_params >= 2e4'")
+    accepted = ("accepted: a pandas query over the CSV's columns (as named after --columns), "
+                "e.g. 'n_tokens <= 8e5 and n_params >= 2e4'")
     try:
         mask = df.eval(where, engine="python")
         if not isinstance(mask, pd.Series) or mask.dtype != bool:
@@ -530,7 +530,13 @@ def fits_dict(
     kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
     kept: dict[str, Any] = {}
     if not group_by:
-        doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
+        try:
+            doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
+        except InputError as exc:
+            if not where:
+                raise
+            raise InputError(f"{csv}: {exc} (the {len(df)} runs --where {where!r} "
+                             "selects)") from None
     else:
         groups = []
         for key in _group_keys(df, group_by, csv):
