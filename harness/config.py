@@ -125,11 +125,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
-        if synthetic.is_synthetic(self.corpus):
-            try:  # the spec only: a bad one stops `harness plan` too, not just `harness run`
-                synthetic.spec_for(self.corpus)
-            except InputError as e:  # _build names the file and adds "data."
-                raise ValueError(str(e).removeprefix("data.")) from None
         _check(self.bpe_vocab_size >= 260, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 260")
         _check(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
         _check(
@@ -733,7 +728,13 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if overrides:
         data = _merge(data, parse_overrides(overrides))
         source = f"{path} (with overrides {' '.join(overrides)})"
-    return _build(ExperimentConfig, data, "", source)
+    exp: ExperimentConfig = _build(ExperimentConfig, data, "", source)
+    if synthetic.is_synthetic(exp.data.corpus):
+        try:  # the spec only (cheap): a bad one stops `harness plan` too, not only `harness run`
+            synthetic.spec_for(exp.data.corpus)
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+    return exp
 
 
 def to_dict(obj: Any, *, identity: bool = False) -> Any:

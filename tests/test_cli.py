@@ -101,7 +101,9 @@ def test_two_point_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         (
             "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
             ["--data.corpus=synthetic:order=99"],
-            "bad.toml: data.corpus: synthetic order = 99",
+            # Refused when the experiment loads, so the overrides are named as for any field.
+            "bad.toml (with overrides --data.corpus=synthetic:order=99): data.corpus: "
+            "synthetic order = 99; accepted: an integer 1..6",
         ),
         (
             "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
