@@ -274,6 +274,7 @@ def _write_synthetic_reference(
         cfg.seq_len,
         eval_floor=floor,
         eval_tokens=cfg.eval_tokens if floor is not None else None,
+        val_block_bytes=cfg.val_block_bytes,
     )
 
 

@@ -461,18 +461,24 @@ def write_reference(
     *,
     eval_floor: float | None = None,
     eval_tokens: int | None = None,
+    val_block_bytes: int | None = None,
 ) -> Path:
     """Write the source's exact numbers to ``path`` (results/NAME/corpus.json) atomically.
 
     ``loss_floor_nats_per_token`` is the entropy rate where a token is one symbol (the byte
-    tokenizer), and None otherwise (a BPE token spans several symbols; compare bits per byte).
+    tokenizer), and None otherwise (a BPE token spans several symbols; compare bits per byte),
+    or where a teacher's segments or facts do not start every window (``seq_len`` or
+    ``val_block_bytes`` not a multiple of the segment).
     ``eval_floor`` (`MarkovSource.eval_floor` on the run's own evaluation tokens), when given,
     is recorded with ``eval_tokens``. The file is rewritten only when its content would change.
     """
     path = Path(path)
     # A teacher's segments (a fact, harness.facts) must start every window for H to be reachable.
     segment = getattr(getattr(source, "spec", None), "segment", None)
-    reachable = tokenizer == "byte" and (segment is None or seq_len % segment == 0)
+    aligned = segment is None or (
+        seq_len % segment == 0 and (val_block_bytes or segment) % segment == 0
+    )
+    reachable = tokenizer == "byte" and aligned
     doc = source.summary(seq_len) | {
         "tokenizer": tokenizer,
         "loss_floor_nats_per_token": source.entropy_rate() if reachable else None,

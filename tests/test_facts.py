@@ -120,12 +120,20 @@ def test_facts_align_with_split_and_windows_and_eval_floor(tmp_path: Path) -> No
     assert doc["eval_tokens"] == 640
 
 
-def test_no_eval_floor_when_fact_does_not_divide_seq_len(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("seq_len", "val_block_bytes"), [(60, 1024), (64, 1020)])
+def test_no_floor_when_facts_do_not_start_every_window(
+    tmp_path: Path, seq_len: int, val_block_bytes: int
+) -> None:
+    # Windows of 60, or validation blocks of 1020 bytes, cut the 8-symbol facts: H is recorded
+    # but is no reachable floor, and there is no eval floor.
     spec = "synthetic:source=facts,vocab=6,key=2,value=5,entities=30,tokens=40000"
-    cfg = DataConfig(corpus=spec, seq_len=60, val_block_bytes=1024, eval_tokens=600)
+    cfg = DataConfig(
+        corpus=spec, seq_len=seq_len, val_block_bytes=val_block_bytes, eval_tokens=10 * seq_len
+    )
     prepare_corpus(cfg, tmp_path / "cache")
     doc = json.loads((tmp_path / "corpus.json").read_text())
     assert "eval_floor_nats_per_token" not in doc and doc["loss_floor_nats_per_token"] is None
+    assert doc["entropy_rate_nats_per_token"] == source_for(spec).entropy_rate()
 
 
 def test_parse_and_canonical() -> None:
