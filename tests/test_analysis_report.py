@@ -281,3 +281,25 @@ def test_fit_where_bad_expression_is_one_line_exit_2(
     err = capsys.readouterr().err
     assert f"--where {where!r}" in err and message in err and err.count("\n") == 1
     assert not (d / "fits.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("n_tokens", "labels"),
+    [
+        # Budgets 200k..1.6M (one power of ten in view): minor labels at 2 and 5 x 10^k only,
+        # not matplotlib's 2, 3, 4, 6 x 10^k, which collide.
+        ([2e5, 4e5, 8e5, 1.6e6], ["2\\times10^{5}", "5\\times10^{5}"]),
+        ([5e4, 1.5e5, 5e5, 1.5e6], []),  # wider: the decades alone
+    ],
+)
+def test_loss_vs_d_minor_tick_labels(n_tokens: list[float], labels: list[str]) -> None:
+    from harness.analysis.plots import plot_loss_vs_d
+
+    df = pd.DataFrame({"n_params": 1e5, "n_tokens": n_tokens, "loss": [3.0, 2.8, 2.7, 2.6]})
+    fig = plot_loss_vs_d(new_axes(), df)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [t.get_text() for t in ax.xaxis.get_minorticklabels()
+             if t.get_text() and lo <= t.get_position()[0] <= hi]
+    assert shown == [f"$\\mathdefault{{{s}}}$" for s in labels]

@@ -73,6 +73,23 @@ def _floor_line(ax: Axes, floor: float | None) -> None:
         ax.axhline(floor, color="k", ls="--", lw=0.8, label=f"entropy rate H={floor:.3f}")
 
 
+def _sparse_minor_labels(ax: Axes) -> None:
+    """On a log x axis with fewer than two powers of ten in view, label the minor ticks at
+    2 and 5 x 10^k only: matplotlib's default then labels 2, 3, 4 and 6 x 10^k, which collide
+    on a narrow axis (a grid of budgets 200k..1.6M). Wider axes keep only the decades."""
+
+    def label(x: float, _pos: int | None) -> str:
+        lo, hi = sorted(ax.get_xlim())
+        decades = np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) + 1
+        exp = int(np.floor(np.log10(x) + 1e-9))
+        mant = x / 10.0**exp
+        if decades >= 2 or not any(abs(mant - m) < 1e-6 for m in (2.0, 5.0)):
+            return ""
+        return f"$\\mathdefault{{{round(mant)}\\times10^{{{exp}}}}}$"
+
+    ax.xaxis.set_minor_formatter(mpl.ticker.FuncFormatter(label))
+
+
 def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xlabel: str,
                  params: Mapping[str, float] | None, floor: float | None = None) -> Figure:
     """Loss against column ``x``, one colour per value of column ``by``, with the fitted
@@ -89,6 +106,7 @@ def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xla
             ax.plot(grid, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
     _floor_line(ax, floor)
     ax.set_xscale("log")
+    _sparse_minor_labels(ax)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats/token)")
