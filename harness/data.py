@@ -26,6 +26,7 @@ from harness.synthetic import (
     SEGMENT_TOKENS,
     MarkovSource,
     is_synthetic,
+    segment_of,
     source_for,
     write_reference,
 )
@@ -262,7 +263,7 @@ def _write_synthetic_reference(
     validation blocks that are whole segments keep the segments' independence exact)."""
     floor = None
     # Segment length: SEGMENT_TOKENS (Markov), the teacher's or a fact's (harness.teacher, .facts).
-    segment = getattr(getattr(source, "spec", None), "segment", SEGMENT_TOKENS)
+    segment = segment_of(source) or SEGMENT_TOKENS
     if cfg.tokenizer == "byte" and cfg.val_block_bytes % segment == 0:
         val = np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes()
         if (len(val) - 1) // cfg.seq_len >= cfg.eval_tokens // cfg.seq_len:

@@ -42,12 +42,20 @@ Spec syntax (``data.corpus``): ``synthetic:source=facts,KEY=VALUE,...`` with key
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from harness.synthetic import ALPHABET, PREFIX, _entropy, _to_bytes, _to_symbols, require
+from harness.synthetic import (
+    ALPHABET,
+    _entropy,
+    _to_bytes,
+    _to_symbols,
+    canonical_spec,
+    require,
+    spec_syntax,
+)
 
 __all__ = ["FACTS_SYNTAX", "FactsSource", "FactsSpec"]
 
@@ -102,17 +110,13 @@ class FactsSpec:
 
     def canonical(self) -> str:
         """The spec with every key, in a fixed order: equal sources give equal strings."""
-        return (
-            PREFIX
-            + "source=facts,"
-            + ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
-        )
+        return canonical_spec(self, "facts")
 
 
-FACTS_SYNTAX = (
-    "Accepted: 'synthetic:source=facts,' then comma-separated KEY=VALUE with keys "
-    + ", ".join(f"{f.name} (default {f.default!r})" for f in fields(FactsSpec))
-    + ", e.g. 'synthetic:source=facts,vocab=16,key=3,value=4,entities=4096,zipf=1.5,tokens=2e6'"
+FACTS_SYNTAX = spec_syntax(
+    FactsSpec,
+    "facts",
+    "synthetic:source=facts,vocab=16,key=3,value=4,entities=4096,zipf=1.5,tokens=2e6",
 )
 
 
@@ -127,10 +131,10 @@ class FactsSource:
         self.spec = spec
         rng = np.random.default_rng([spec.seed, 0])  # stream 0: the table; stream 1: the sample
         v, k, n = spec.vocab, spec.key, spec.entities
-        code = rng.permutation(v**k)[:n]  # entity rank -> key code
-        digits = v ** np.arange(k - 1, -1, -1)
+        self._place = v ** np.arange(k - 1, -1, -1)  # a key's symbols -> its code
+        self._code = rng.permutation(v**k)[:n]  # entity rank -> key code
         # (entities, key) symbols, most significant first; (entities, value) symbols.
-        self.keys = ((code[:, None] // digits) % v).astype(np.uint8)
+        self.keys = ((self._code[:, None] // self._place) % v).astype(np.uint8)
         self.values = rng.integers(0, v, size=(n, spec.value)).astype(np.uint8)
         p = np.arange(1, n + 1, dtype=np.float64) ** -spec.zipf
         self.p = p / p.sum()
@@ -174,10 +178,9 @@ class FactsSource:
         v, k = self.spec.vocab, self.spec.key
         if np.any(facts[:, :k] >= v):
             raise ValueError("text holds a key that names no entity")
-        code = facts[:, :k] @ (v ** np.arange(k - 1, -1, -1))
         rank_of_code = np.full(v**k, -1, dtype=np.int64)
-        rank_of_code[self.keys @ (v ** np.arange(k - 1, -1, -1))] = np.arange(self.spec.entities)
-        rank = rank_of_code[code]
+        rank_of_code[self._code] = np.arange(self.spec.entities)
+        rank = rank_of_code[facts[:, :k] @ self._place]
         if np.any(rank < 0):
             raise ValueError("text holds a key that names no entity")
         loss = np.zeros(facts.shape)

@@ -62,8 +62,11 @@ __all__ = [
     "MarkovSpec",
     "is_synthetic",
     "parse_spec",
+    "canonical_spec",
+    "segment_of",
     "source_for",
     "spec_for",
+    "spec_syntax",
     "write_reference",
 ]
 
@@ -117,14 +120,26 @@ class MarkovSpec:
 
     def canonical(self) -> str:
         """The spec with every key, in a fixed order: equal sources give equal strings."""
-        return PREFIX + ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return canonical_spec(self)
 
 
-SYNTAX = (
-    "Accepted: 'synthetic:' then comma-separated KEY=VALUE with keys "
-    + ", ".join(f"{f.name} (default {f.default!r})" for f in fields(MarkovSpec))
-    + ", e.g. 'synthetic:order=3,vocab=16,zipf=1.5,seed=0,tokens=4e6'"
-)
+def canonical_spec(spec: Any, source: str = "") -> str:
+    """``synthetic:[source=SOURCE,]KEY=VALUE,...`` with every field of the spec dataclass in
+    order: the one string (cache key, corpus.json "spec") of each source."""
+    head = f"{PREFIX}source={source}," if source else PREFIX
+    return head + ",".join(f"{f.name}={getattr(spec, f.name)!r}" for f in fields(spec))
+
+
+def spec_syntax(cls: type, source: str, example: str) -> str:
+    """The "Accepted: ..." sentence every bad-spec error of a source ends with: its keys with
+    their defaults, and ``example``."""
+    head = f"{PREFIX}source={source}," if source else PREFIX
+    keys = ", ".join(f"{f.name} (default {f.default!r})" for f in fields(cls))
+    return (f"Accepted: {head!r} then comma-separated KEY=VALUE with keys {keys}, "
+            f"e.g. {example!r}")
+
+
+SYNTAX = spec_syntax(MarkovSpec, "", "synthetic:order=3,vocab=16,zipf=1.5,seed=0,tokens=4e6")
 
 
 T = TypeVar("T")
@@ -474,7 +489,7 @@ def write_reference(
     """
     path = Path(path)
     # A teacher's segments (a fact, harness.facts) must start every window for H to be reachable.
-    segment = getattr(getattr(source, "spec", None), "segment", None)
+    segment = segment_of(source)
     aligned = segment is None or (
         seq_len % segment == 0 and (val_block_bytes or segment) % segment == 0
     )
@@ -492,6 +507,13 @@ def write_reference(
     except OSError:
         pass
     return atomic_write_text(path, text)
+
+
+def segment_of(source: Any) -> int | None:
+    """The unit every window must start on for a source's H to be reachable: a teacher's
+    segment or a fact (`harness.teacher`, `harness.facts`); None for a Markov chain, whose
+    windows may start anywhere."""
+    return getattr(source.spec, "segment", None)
 
 
 _TO_BYTE = np.frombuffer(ALPHABET, dtype=np.uint8)

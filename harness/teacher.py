@@ -49,12 +49,19 @@ segment (a power of two, 16..2048), seed, tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from harness.synthetic import ALPHABET, PREFIX, _to_bytes, _to_symbols, require
+from harness.synthetic import (
+    ALPHABET,
+    _to_bytes,
+    _to_symbols,
+    canonical_spec,
+    require,
+    spec_syntax,
+)
 
 __all__ = ["TEACHER_SYNTAX", "TeacherSource", "TeacherSpec"]
 
@@ -105,15 +112,13 @@ class TeacherSpec:
 
     def canonical(self) -> str:
         """The spec with every key, in a fixed order: equal sources give equal strings."""
-        return PREFIX + "source=teacher," + ",".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-        )
+        return canonical_spec(self, "teacher")
 
 
-TEACHER_SYNTAX = (
-    "Accepted: 'synthetic:source=teacher,' then comma-separated KEY=VALUE with keys "
-    + ", ".join(f"{f.name} (default {f.default!r})" for f in fields(TeacherSpec))
-    + ", e.g. 'synthetic:source=teacher,vocab=16,layers=2,width=64,scale=4,tokens=2e6'"
+TEACHER_SYNTAX = spec_syntax(
+    TeacherSpec,
+    "teacher",
+    "synthetic:source=teacher,vocab=16,layers=2,width=64,scale=4,tokens=2e6",
 )
 
 
