@@ -282,7 +282,10 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-@torch.no_grad()
+# inference_mode, not no_grad: it also skips the version counters and view tracking that only
+# autograd needs, which made the CPU evaluation 1.2x faster at the quickstart's shapes (the same
+# sums, bit for bit). Nothing it creates outlives the call (the model's tensors are not its own).
+@torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
     inputs: torch.Tensor,
