@@ -17,7 +17,12 @@ In one process, with --threads torch threads (default 1; FACTS: never 2 threads 
 (e) the step's GEMMs alone, timed at their shapes: what share of the step they are, and the
     6N-MFU bound they set;
 (f) with --compile, (b) again with execution.compile = true (torch.compile, inductor's C++
-    kernels on a CPU): steady tokens/s against the Trainer's, and the compile time.
+    kernels on a CPU): steady tokens/s against the Trainer's, and the compile time;
+(g) the step's attention alone: the causal attention of every layer, forward and backward, at
+    its shape (batch x heads x seq_len x head width), by each of PyTorch's CPU attention
+    kernels (SDPA's flash kernel, which the model uses; SDPA's math backend; matmul, softmax,
+    matmul); with the GEMMs of (e), the fastest of them bounds the 6N-MFU and the harness /
+    Trainer ratio that any loop built on these kernels could reach.
 
 and prints a table and the ratios against the goals (6N-MFU >= 60% of the measured fp32 peak,
 harness/Trainer >= 1.3x, bf16/fp32 >= 1.3x), met or not.
@@ -42,9 +47,11 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from _common import steady_rate
 
 from harness.config import DataConfig, ExecutionConfig, TrainConfig
@@ -171,6 +178,17 @@ def bench_trainer(root: Path, spec: RunSpec, threads: int, skip: int) -> dict:
     }
 
 
+def best_seconds(step: Callable[[], None], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``step``, after one untimed warm-up call."""
+    step()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def gemm_seconds_per_step(model: ModelShape, threads: int, repeats: int) -> tuple[float, float]:
     """The best time of one training step's GEMMs alone, and their FLOPs.
 
@@ -200,13 +218,50 @@ def gemm_seconds_per_step(model: ModelShape, threads: int, repeats: int) -> tupl
             torch.mm(dy, w)
             torch.mm(dy.t(), x)
 
-    step()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - t0)
-    return best, float(sum(6 * n_tok * i * o for i, o in shapes))
+    return best_seconds(step, repeats), float(sum(6 * n_tok * i * o for i, o in shapes))
+
+
+def attention_seconds_per_step(model: ModelShape, threads: int, repeats: int) -> dict[str, float]:
+    """The best time of one training step's causal attention alone, by each CPU kernel.
+
+    n_layer forward and backward passes of attention over BATCH x n_head x SEQ_LEN x head-width
+    query, key and value tensors (what the model hands its attention function), with nothing
+    else in between; the projections around it are (e)'s GEMMs. Every kernel computes the same
+    function (checked against the first within 1e-5)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.set_num_threads(threads)
+    head_dim = model.n_embd // model.n_head
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, grad_out = (
+        torch.randn(BATCH, model.n_head, SEQ_LEN, head_dim, generator=gen) for _ in range(4)
+    )
+    causal = torch.full((SEQ_LEN, SEQ_LEN), -math.inf).triu(1)
+
+    def flash(q, k, v):  # noqa: ANN001, ANN202
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def math_backend(q, k, v):  # noqa: ANN001, ANN202
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def matmul_softmax(q, k, v):  # noqa: ANN001, ANN202
+        scores = q @ k.transpose(-1, -2) * head_dim**-0.5 + causal
+        return torch.softmax(scores, dim=-1) @ v
+
+    kernels = {"SDPA flash": flash, "SDPA math": math_backend, "matmul-softmax": matmul_softmax}
+    reference = flash(q, k, v)
+    seconds = {}
+    for name, attend in kernels.items():
+        assert torch.allclose(attend(q, k, v), reference, atol=1e-5), name
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+
+        def step(attend=attend, leaves=leaves) -> None:  # noqa: ANN001
+            for _ in range(model.n_layer):
+                attend(*leaves).backward(grad_out)
+
+        seconds[name] = best_seconds(step, repeats)
+    return seconds
 
 
 def cpu_bf16_supported() -> bool:
@@ -255,6 +310,7 @@ def main() -> None:
             b16 = bench_harness(root, small, n_bf16, "bf16", args.threads, skip)
 
     gemm_s, gemm_flops = gemm_seconds_per_step(main_shape, args.threads, 10 if args.quick else 30)
+    attn_s = attention_seconds_per_step(main_shape, args.threads, 10 if args.quick else 30)
     step_s = BATCH * SEQ_LEN / h["steady"]
     mfu = 6 * n * h["steady"] / peak32
     print()
@@ -289,6 +345,14 @@ def main() -> None:
           f"{step_s * 1e3:.1f} ms step ({gemm_s / step_s:.0%}); they run at "
           f"{gemm_flops / gemm_s / peak32:.0%} of the 1024^3 peak, so no loop with these kernels "
           f"exceeds 6N-MFU {6 * n * BATCH * SEQ_LEN / gemm_s / peak32:.0%} here")  # fmt: skip
+    best_attn = min(attn_s, key=attn_s.get)
+    floor_s = gemm_s + attn_s[best_attn]
+    print("(g) the step's attention alone, forward and backward, all layers: "
+          + ", ".join(f"{k} {t * 1e3:.1f} ms" for k, t in attn_s.items()))  # fmt: skip
+    print(f"    GEMMs + {best_attn} = {floor_s * 1e3:.1f} ms of the {step_s * 1e3:.1f} ms step "
+          f"({floor_s / step_s:.0%}), with every norm, activation, rotary, loss and optimizer "
+          f"kernel free: 6N-MFU {6 * n * BATCH * SEQ_LEN / floor_s / peak32:.0%} at most, "
+          f"{BATCH * SEQ_LEN / floor_s / t['steady']:.2f}x the Trainer at most")  # fmt: skip
     print(f"harness / Trainer tokens/s:           {ratio_t:.2f}x (goal >= 1.3x: "
           f"{verdict(ratio_t, 1.3)})")  # fmt: skip
     if c:
