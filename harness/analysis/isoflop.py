@@ -115,7 +115,7 @@ def fit_approach1(
 
 
 def _parabola(x: FloatArray, y: FloatArray, w: FloatArray | None = None) -> FloatArray:
-    """Weighted least-squares (c0, c1, c2) of y = c0 + c1 x + c2 x^2; x centred for stability."""
+    """Weighted least-squares (c0, c1, c2) of y = c0 + c1 x + c2 x^2."""
     V = np.vander(x, 3, increasing=True)
     if w is not None:
         sw = np.sqrt(w)
@@ -125,19 +125,22 @@ def _parabola(x: FloatArray, y: FloatArray, w: FloatArray | None = None) -> Floa
 
 
 def _akima_min(x: FloatArray, y: FloatArray) -> tuple[float, float] | None:
-    """Minimum of an Akima interpolant of y(x) on 4001 points (Porian et al. 2024); None when
-    the lowest point is at either end or fewer than 3 distinct x remain."""
+    """(log N, loss) at the minimum of a profile, found the way Porian et al. 2024's code finds
+    it (formll/resolving-scaling-law-discrepancies, analysis.py, `interpolation`): the lowest
+    loss per distinct N, an Akima interpolant of log loss over log N, evaluated on (k - 1) x 25
+    points spaced evenly in log N across the k sizes. None when that grid's minimum is at either
+    end (no interior minimum) or fewer than 3 distinct N remain. ``x`` is log N."""
     ux, inv = np.unique(x, return_inverse=True)
     if ux.size < 3:
         return None
-    uy = np.bincount(inv, weights=y) / np.bincount(inv)  # mean loss per distinct N
-    i = int(np.argmin(uy))
-    if i == 0 or i == ux.size - 1:
-        return None
-    xs = np.linspace(ux[0], ux[-1], 4001)
-    ys = Akima1DInterpolator(ux, uy)(xs)
+    uy = np.full(ux.size, np.inf)
+    np.minimum.at(uy, inv, y)
+    xs = np.linspace(ux[0], ux[-1], (ux.size - 1) * 25)
+    ys = Akima1DInterpolator(ux, np.log(uy))(xs)
     j = int(np.argmin(ys))
-    return float(xs[j]), float(ys[j])
+    if j == 0 or j == xs.size - 1:
+        return None
+    return float(xs[j]), float(np.exp(ys[j]))
 
 
 def fit_isoflop(
@@ -155,9 +158,13 @@ def fit_isoflop(
     from its minimum is not parabolic in log N). A budget whose lowest loss is at its smallest
     or largest N has no interior minimum and is skipped, as is a parabola opening downwards.
     D_opt = C / (6 N_opt). With ``minimum="akima"`` the minimum of each profile is instead that
-    of an Akima interpolant of loss in log N over the whole profile, evaluated on 4001 points:
-    the minimum finder of Porian et al. 2024 ("basic" fits; their repository
-    formll/resolving-scaling-law-discrepancies), for re-deriving their exponents.
+    of an Akima interpolant of log loss in log N over the whole profile (`_akima_min`): the
+    minimum finder of Porian et al. 2024 (their repository
+    formll/resolving-scaling-law-discrepancies), for re-deriving their exponents; a budget is
+    skipped only when the interpolant's minimum is at an end of the profile. Their code then
+    replaces each minimum by the median over 1000 noise-perturbed copies of the profile (an
+    unseeded loss-dependent noise model); that step is left out, so the minima here are the
+    deterministic ones ("basic" fits on the unperturbed profiles).
 
     Parameters
     ----------
@@ -182,7 +189,9 @@ def fit_isoflop(
     for c, idx in _groups(C):
         idx = idx[np.argsort(N[idx], kind="stable")]
         i = int(np.argmin(L[idx]))
-        if i == 0 or i == idx.size - 1 or idx.size < 3:
+        # The parabola needs the lowest point inside the profile; Akima's own rule (an interior
+        # minimum of the interpolant) is applied in _akima_min, as the authors apply it.
+        if minimum != "akima" and (i == 0 or i == idx.size - 1 or idx.size < 3):
             skipped.append(c)
             continue
         if minimum == "akima":
