@@ -46,8 +46,8 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 
-# Besiroglu et al. 2024 (Epoch AI), the grid of Hoffmann et al. 2022 appendix D.2 refined:
-# 5 * 5 * 5 * 6 * 6 = 4500 starts.
+# The grid of initialisations of Hoffmann et al. 2022 (appendix D.2), which Besiroglu et al. 2024
+# (Epoch AI) keep: 5 * 5 * 5 * 6 * 6 = 4500 starts.
 CHINCHILLA_START_GRID: Mapping[str, tuple[float, ...]] = {
     "alpha": (0.0, 0.5, 1.0, 1.5, 2.0),
     "beta": (0.0, 0.5, 1.0, 1.5, 2.0),
