@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -419,6 +420,12 @@ def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tu
     if missing:
         raise InputError(f"{csv}: --group-by column(s) {missing} not in the file; accepted: "
                          f"{', '.join(c for c in df.columns if c != 'line')}")
+    for c in group_by:
+        blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        if blank.any():
+            lines = ", ".join(str(v) for v in df.loc[blank, "line"].head(5))
+            raise InputError(f"{csv}: --group-by column {c!r} is blank at line(s) {lines}; "
+                             "accepted: a value in every row of the runs fitted")
     return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
 
 
@@ -908,8 +915,6 @@ def plot_path(
     InputError
         Bad input.
     """
-    from harness.analysis import plots
-
     csv = resolve_csv(path)
     df = load_runs(csv, column_map)
     stored: dict[str, Any] = {}
@@ -922,10 +927,37 @@ def plot_path(
         if not group_by:
             group_by = stored.get("settings", {}).get("group_by") or None
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target}: is a file; accepted: a folder for the figures")
     runs_dir = csv.parent / "runs"
     # Reproduce replots in a temp dir without corpus.json: the refit's "reference" carries it.
     ref = stored.get("reference") or reference_of(csv.parent) or {}
     floor = ref.get("entropy_rate_nats_per_token")
+    # Every figure is drawn into a staging folder first and moved into place only when all of
+    # them are drawn: bad input found half-way (a run's metrics.csv, downstream.csv) leaves the
+    # figures folder as it was, not half old and half new.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as e:
+        raise InputError(f"{target}: cannot write here: {e.strerror}; accepted: a folder that "
+                         "exists or can be created") from None
+    try:
+        drawn = _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor)
+        target.mkdir(exist_ok=True)
+        for f in drawn:
+            os.replace(f, target / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sorted(target / f.name for f in drawn)
+
+
+def _draw_figures(df: pd.DataFrame, stored: Mapping[str, Any], csv: Path, target: Path,
+                  group_by: Sequence[str] | None, runs_dir: Path,
+                  floor: float | None) -> list[Path]:
+    """`plot_path`'s figures, written into ``target``; the files written."""
+    from harness.analysis import plots
+
     written: list[Path] = []
     if group_by:
         by_key = {"|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
@@ -948,4 +980,4 @@ def plot_path(
         if block is None:  # not fitted yet: fit without intervals for the figures
             block = _clean(ds.fit_downstream(dsdf, df, n_bootstrap=0))
         written += downstream_plots.write_downstream_figures(dsdf, block, target)
-    return sorted(written)
+    return written
