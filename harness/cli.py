@@ -46,26 +46,23 @@ def _fmt_si(x: float) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.data import prepare_corpus
-    from harness.grid import expand_grid
     from harness.launch import pending_runs, run_local
     from harness.model import count_params
+    from harness.plan import checked_grid
     from harness.results import ExperimentLayout, collect
 
     t0 = time.perf_counter()
     exp = load_experiment(args.experiment, args.overrides)
-    with _naming(args.experiment):  # a size the model rule cannot meet
-        grid = expand_grid(exp)
+    # A size the model rule cannot meet, a missing corpus, a bad [downstream] task or n_labels,
+    # or no GPU for device = "cuda" ends here, before anything trains.
+    grid = checked_grid(exp, args.experiment)
+    _check_device(exp, args.experiment)
     specs = list(grid.specs)
     for d in grid.dropped:  # derived D (isoFLOP, ladder) below one batch: not run
         print(
             f"dropped: N {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = {d.value:g}: "
             f"{d.reason}"
         )
-    if exp.downstream.task:  # a bad task or n_labels ends here, not after the pretraining
-        from harness.tasks import downstream_task
-
-        with _naming(args.experiment):
-            downstream_task(exp.downstream, exp.data)
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
     ns = sorted({count_params(s.model).non_embedding for s in specs})
@@ -92,6 +89,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _analyse(csv_path)
     print(f"finished in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
+
+
+def _check_device(exp: ExperimentConfig, source: str) -> None:
+    """execution.device = "cuda" on a machine without a GPU, refused before anything runs here
+    (`harness submit` does not call this: its jobs run on the cluster's GPU nodes)."""
+    if exp.execution.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"{source}: execution.device = 'cuda' but torch sees no CUDA device here; "
+                "accepted: auto or cpu on this machine, cuda where a GPU is visible"
+            )
 
 
 @contextlib.contextmanager
@@ -132,6 +142,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     exp = load_experiment(args.experiment, args.overrides)
+    _check_device(exp, args.experiment)
     layout = ExperimentLayout(exp.results_path)
     if not layout.runs_dir.is_dir():
         raise InputError(

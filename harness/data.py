@@ -28,6 +28,7 @@ from harness.synthetic import (
     is_synthetic,
     segment_of,
     source_for,
+    spec_for,
     write_reference,
 )
 
@@ -60,6 +61,24 @@ def bundled_corpora() -> list[str]:
     return sorted(BUNDLED)
 
 
+def check_corpus(corpus: str) -> None:
+    """What can be checked of data.corpus without reading it: a bundled name, a synthetic spec
+    (`harness.synthetic`), or an existing file or folder.
+
+    Raises
+    ------
+    InputError
+        None of those.
+    """
+    if is_synthetic(corpus):
+        spec_for(corpus)  # parses only; building the source can take a while
+    elif corpus not in BUNDLED and not Path(corpus).expanduser().exists():
+        raise InputError(
+            f"data.corpus = {corpus!r}: no such file or folder; accepted: a path or one of "
+            f"{', '.join(bundled_corpora())}, or synthetic:KEY=VALUE,... (harness.synthetic)"
+        )
+
+
 def read_corpus_bytes(corpus: str) -> bytes:
     """The raw UTF-8 bytes of a bundled corpus, a text file, or a folder of text files.
 
@@ -74,18 +93,14 @@ def read_corpus_bytes(corpus: str) -> bytes:
     if corpus in BUNDLED:
         ref = resources.files("harness.corpora").joinpath(BUNDLED[corpus])
         return lzma.decompress(ref.read_bytes())
+    check_corpus(corpus)
     path = Path(corpus).expanduser()
     if path.is_file():
         files = [path]
-    elif path.is_dir():
+    else:
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise InputError(f"data.corpus = {corpus!r}: the folder holds no files")
-    else:
-        raise InputError(
-            f"data.corpus = {corpus!r}: no such file or folder; accepted: a path or one of "
-            f"{', '.join(bundled_corpora())}, or synthetic:KEY=VALUE,... (harness.synthetic)"
-        )
     parts = []
     for f in files:
         raw = f.read_bytes()

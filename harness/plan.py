@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.config import ExperimentConfig, load_experiment
+from harness.data import check_corpus
+from harness.errors import InputError
 from harness.grid import GridExpansion, RunSpec, expand_grid
 from harness.model import ModelShape, count_params, flops_per_token
 
@@ -361,6 +363,28 @@ def format_plan(
     return "\n".join(lines)
 
 
+def checked_grid(exp: ExperimentConfig, source: str) -> GridExpansion:
+    """The experiment's grid, after every check that needs no training and no tokenizing: sizes
+    the model rule can meet, a corpus that exists, and `[downstream]`'s task and n_labels. Both
+    `harness plan` and `harness run` call it, so a grid plan accepts, run does not refuse.
+
+    Raises
+    ------
+    InputError
+        The first failed check, its line prefixed with ``source`` (the experiment file).
+    """
+    try:
+        grid = expand_grid(exp)
+        check_corpus(exp.data.corpus)
+        if exp.downstream.task:
+            from harness.tasks import downstream_task
+
+            downstream_task(exp.downstream, exp.data)
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
+    return grid
+
+
 def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True) -> str:
     """Load an experiment, expand it, estimate each run's cost and return the plan as text.
 
@@ -370,6 +394,6 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
         Bad experiment file or overrides, or a grid that expands to nothing.
     """
     exp = load_experiment(path, overrides)
-    grid = expand_grid(exp)
+    grid = checked_grid(exp, path)
     throughput = measure_throughput(exp, grid.specs) if measure else None
     return format_plan(exp, grid, plan_rows(grid, throughput), throughput)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
 
@@ -72,46 +73,57 @@ def test_two_point_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "2 done" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("toml", "args", "message"),
-    [
-        ("[grid\n", [], "invalid TOML"),
-        (
-            "[grid]\nn_params = [1000]\nn_tokens = [1e5]\nfoo = 1\n",
-            [],
-            "unknown key 'grid.foo'; valid keys: n_params, shapes, n_tokens, flops",
-        ),
-        ("[grid]\nn_params = [-1000]\nn_tokens = [1e5]\n", [], "grid.n_params = -1000"),
-        (
-            "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
-            ["--train.lr=abc"],
-            "train.lr = 'abc' is not a number",
-        ),
-        # Refused before anything trains (the stage and the corpus come after pretraining).
-        (
-            "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
-            ["--downstream.task=nope.csv"],
-            "bad.toml: downstream.task = 'nope.csv': no such task or file",
-        ),
-        (
-            "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
-            ["--downstream.task=shakespeare-plays", "--downstream.n_labels=[3]"],
-            "bad.toml: downstream.n_labels = 3: task 'shakespeare-plays' has 640",
-        ),
-        (
-            "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
-            ["--data.corpus=synthetic:order=99"],
-            # Refused when the experiment loads, so the overrides are named as for any field.
-            "bad.toml (with overrides --data.corpus=synthetic:order=99): data.corpus: "
-            "synthetic order = 99; accepted: an integer 1..6",
-        ),
-        (
-            "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
-            ["extra"],
-            "unrecognised argument 'extra'",
-        ),
-    ],
-)
+# Bad input `harness run` refuses before anything trains, and `harness plan` alike.
+BAD_INPUT = [
+    ("[grid\n", [], "invalid TOML"),
+    (
+        "[grid]\nn_params = [1000]\nn_tokens = [1e5]\nfoo = 1\n",
+        [],
+        "unknown key 'grid.foo'; valid keys: n_params, shapes, n_tokens, flops",
+    ),
+    ("[grid]\nn_params = [-1000]\nn_tokens = [1e5]\n", [], "grid.n_params = -1000"),
+    (
+        "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
+        ["--train.lr=abc"],
+        "train.lr = 'abc' is not a number",
+    ),
+    # Refused before anything trains (the stage and the corpus come after pretraining).
+    (
+        "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+        ["--downstream.task=nope.csv"],
+        "bad.toml: downstream.task = 'nope.csv': no such task or file",
+    ),
+    (
+        "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+        ["--downstream.task=shakespeare-plays", "--downstream.n_labels=[3]"],
+        "bad.toml: downstream.n_labels = 3: task 'shakespeare-plays' has 640",
+    ),
+    (
+        "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+        ["--data.corpus=synthetic:order=99"],
+        # Refused when the experiment loads, so the overrides are named as for any field.
+        "bad.toml (with overrides --data.corpus=synthetic:order=99): data.corpus: "
+        "synthetic order = 99; accepted: an integer 1..6",
+    ),
+    (
+        "[grid]\nn_params = [10000]\nn_tokens = [1e5]\n",
+        ["--data.corpus=shakespear"],
+        "bad.toml: data.corpus = 'shakespear': no such file or folder",
+    ),
+    (
+        "[grid]\nn_params = [1]\nn_tokens = [1e5]\n",
+        [],
+        "bad.toml: grid.n_params = 1: target_n_params=1 is below the smallest llama model",
+    ),
+    (
+        "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
+        ["extra"],
+        "unrecognised argument 'extra'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("toml", "args", "message"), BAD_INPUT)
 def test_bad_input_exits_2_with_one_line(
     tmp_path: Path, toml: str, args: list[str], message: str
 ) -> None:
@@ -123,6 +135,28 @@ def test_bad_input_exits_2_with_one_line(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "results").exists()  # nothing written
+
+
+@pytest.mark.parametrize(("toml", "args", "message"), BAD_INPUT)
+def test_plan_refuses_what_run_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, args: list[str], message: str
+) -> None:
+    exp = tmp_path / "bad.toml"
+    exp.write_text(toml)
+    assert main(["plan", "--no-timing", str(exp), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: cuda is accepted")
+def test_run_refuses_cuda_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = tmp_path / "e.toml"
+    exp.write_text(GRID.format(results=tmp_path / "results"))
+    assert main(["run", str(exp), "--execution.device=cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {exp}: execution.device = 'cuda' but torch sees no CUDA device here; "
+                   "accepted: auto or cpu on this machine, cuda where a GPU is visible"]
+    assert not (tmp_path / "results").exists()
 
 
 def test_unknown_command_and_missing_dir(tmp_path: Path) -> None:
