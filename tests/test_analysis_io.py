@@ -56,6 +56,14 @@ def test_column_map(tmp_path: Path) -> None:
          r"1 usable row\(s\) \(1 excluded by status\); accepted: at least 2 runs"),
         ('n_params,n_tokens,loss\n1,2,3\n"4,5,6\n', r"runs.csv: cannot parse as CSV"),
         ("", r"runs.csv: the file is empty"),
+        # A bad setting column would regroup the runs silently (isoFLOP budgets, sweeps).
+        ("n_params,n_tokens,loss,flops_budget\n1e6,1e8,3,1e15\n2e6,5e7,3,\n",
+         r"column 'flops_budget' has bad value\(s\) '' at line 3; accepted: a finite number > 0 "
+         r"in every row with status 'done', or the column blank in all of them"),
+        ("n_params,n_tokens,loss,lr\n1e6,1e8,3,1e-3\n2e6,5e7,3,abc\n1e6,1e8,3,-1\n",
+         r"column 'lr' has bad value\(s\) 'abc', '-1' at lines 3, 4"),
+        ("n_params,n_tokens,loss,batch_tokens\n1e6,1e8,3,0\n2e6,5e7,3,64\n",
+         r"column 'batch_tokens' has bad value\(s\) 0.0 at line 2"),
     ],
 )
 def test_bad_input_one_line(tmp_path: Path, text: str, pattern: str) -> None:
@@ -64,6 +72,25 @@ def test_bad_input_one_line(tmp_path: Path, text: str, pattern: str) -> None:
         load_runs(tmp_path / "runs.csv")
     assert "\n" not in str(info.value)
     assert str(tmp_path / "runs.csv") in str(info.value)
+
+
+def test_setting_columns_blank_in_every_row_are_fine(tmp_path: Path) -> None:
+    _write(tmp_path, "n_params,n_tokens,loss,flops_budget,lr\n1e6,1e8,3,,1e-3\n2e6,5e7,3,,1e-3\n")
+    assert len(load_runs(tmp_path)) == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ("n_params=N,flops_budet=C", r"--columns: unknown name 'flops_budet' in 'flops_budet=C'"),
+        ("n_params=N,n_tokens=N", r"--columns: 'n_tokens=N' maps a name or column a second time"),
+        ("n_params=N,n_params=M", r"--columns: 'n_params=M' maps a name or column a second time"),
+        ("n_params", r"--columns: bad item 'n_params'; accepted: NAME=COLUMN"),
+    ],
+)
+def test_column_map_refuses_bad_specs(spec: str, pattern: str) -> None:
+    with pytest.raises(InputError, match=pattern):
+        parse_column_map(spec)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

@@ -25,6 +25,12 @@ __all__ = [
 REQUIRED: tuple[str, ...] = ("n_params", "n_tokens", "loss")
 """Columns every fit needs: non-embedding parameters N, training tokens D, final loss."""
 
+SETTING_COLUMNS: tuple[str, ...] = (
+    "flops_budget", "lr", "batch_tokens", "n_unique_tokens", "epochs"
+)
+"""Optional columns that group or order runs for some fits (isoFLOP budgets, lr and batch
+sweeps, repeated data): blank in every row, or a finite number > 0 in every row."""
+
 METRICS_COLUMNS: tuple[str, ...] = ("step", "tokens", "train_loss", "val_loss", "lr", "wall_s")
 """Columns of runs/<run_id>/metrics.csv (val_loss empty except at evaluation steps)."""
 
@@ -71,10 +77,16 @@ def parse_column_map(spec: str | None) -> dict[str, str]:
             continue
         key, sep, val = item.partition("=")
         key, val = key.strip(), val.strip()
+        names = (*REQUIRED, *SETTING_COLUMNS, "status")
+        accepted = f"NAME=COLUMN[,NAME=COLUMN...] with NAME one of {', '.join(names)}"
         if not sep or not key or not val:
+            raise InputError(f"--columns: bad item {item!r}; accepted: {accepted}")
+        if key not in names:
+            raise InputError(f"--columns: unknown name {key!r} in {item!r}; accepted: {accepted}")
+        if key in out or val in out.values():
             raise InputError(
-                f"--columns: bad item {item!r}; accepted: NAME=COLUMN[,NAME=COLUMN...] with "
-                f"NAME one of {', '.join(REQUIRED)}, flops_budget, status"
+                f"--columns: {item!r} maps a name or column a second time; accepted: {accepted}, "
+                "each name and each column once"
             )
         out[key] = val
     return out
@@ -224,6 +236,21 @@ def load_runs(
                 f"at {_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0"
             )
         df[col] = vals
+    for col in SETTING_COLUMNS:
+        # One bad budget or lr would silently regroup the runs (a blank budget sent every run
+        # to budgets derived from 6ND): refuse it instead. Checked only, not converted.
+        if col not in df.columns or df[col].isna().all():
+            continue
+        raw = df[col]
+        vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~(np.isfinite(vals) & (vals > 0)))
+        if bad.size:
+            shown = ["" if pd.isna(raw.iloc[i]) else raw.iloc[i] for i in bad]
+            raise InputError(
+                f"{csv}: column {col!r} has bad value(s) {_values(shown)} at "
+                f"{_lines(df['line'].iloc[bad])}; accepted: a finite number > 0 in every row "
+                "with status 'done', or the column blank in all of them"
+            )
     if len(df) < min_points:
         raise InputError(
             f"{csv}: {len(df)} usable row(s) ({n_excluded} excluded by status); accepted: at "
