@@ -536,8 +536,10 @@ class ExperimentConfig:
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
 
     def __post_init__(self) -> None:
+        # Not starting with '.': "." and ".." would put the results in results/ itself or above.
         ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
-        _check(ok, "name", self.name, "letters, digits, '-', '_' and '.' only")
+        _check(ok and not self.name.startswith("."), "name", self.name,
+               "letters, digits, '-', '_' and '.' only, not starting with '.'")
         g = self.grid
         modes = [
             name

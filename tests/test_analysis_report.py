@@ -303,3 +303,39 @@ def test_loss_vs_d_minor_tick_labels(n_tokens: list[float], labels: list[str]) -
     shown = [t.get_text() for t in ax.xaxis.get_minorticklabels()
              if t.get_text() and lo <= t.get_position()[0] <= hi]
     assert shown == [f"$\\mathdefault{{{s}}}$" for s in labels]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seed", "x", "settings.seed = 'x'; accepted: an integer >= 0"),
+        ("n_bootstrap", -5, "settings.n_bootstrap = -5; accepted: an integer >= 0"),
+        ("isoflop_minimum", "spline", "settings.isoflop_minimum = 'spline'; accepted: 'parabola'"),
+        ("fits", ["nope"], "--fits: unknown ['nope']"),
+    ],
+)
+def test_reproduce_names_a_bad_stored_setting(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    # A fits.json edited by hand: the error names the file and the setting, not a flag the user
+    # never typed, and is one line (was a ValueError traceback for the seed).
+    d = _runs(tmp_path / "exp")
+    fit_path(d, n_bootstrap=0, fits=["chinchilla"])
+    doc = json.loads((d / "fits.json").read_text())
+    doc["settings"][key] = value
+    (d / "fits.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError) as info:
+        reproduce_path(d, replot=False)
+    assert message in str(info.value) and str(d / "fits.json") in str(info.value)
+
+
+def test_fit_flags_refuse_a_negative_seed_and_a_bad_rtol(tmp_path: Path) -> None:
+    d = _runs(tmp_path / "exp")
+    run = analysis_cli()
+    with pytest.raises(SystemExit) as info:
+        run("fit", str(d), "--seed", "-1")
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        run("reproduce", str(d), "--rtol", "nan")
+    assert info.value.code == 2
+    assert not (d / "fits.json").exists()

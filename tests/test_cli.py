@@ -116,6 +116,11 @@ BAD_INPUT = [
         "bad.toml: grid.n_params = 1: target_n_params=1 is below the smallest llama model",
     ),
     (
+        'name = ".."\n[grid]\nn_params = [10000]\nn_tokens = [1e5]\n',
+        [],
+        "name = '..': letters, digits, '-', '_' and '.' only, not starting with '.'",
+    ),
+    (
         "[grid]\nn_params = [1000]\nn_tokens = [1e5]\n",
         ["extra"],
         "unrecognised argument 'extra'",

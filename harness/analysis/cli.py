@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import warnings
 from collections.abc import Iterator
@@ -45,6 +46,28 @@ def warnings_as_lines() -> Iterator[None]:
                     print(f"warning: {line}", file=sys.stderr)
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (numpy's seeds and resample counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}; accepted: an integer >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a tolerance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}; accepted: a finite number > 0")
+    return value
+
+
 def _list(spec: str | None) -> list[str] | None:
     if not spec:
         return None
@@ -64,7 +87,8 @@ def register(subparsers: Any) -> None:
     """Add the fit, plot and reproduce subcommands to an argparse subparsers object."""
     p = subparsers.add_parser("fit", help="fit scaling laws; writes fits.json beside the CSV")
     _common(p)
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="bootstrap seed (default 0)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples (default 1000; 0 for none)")
     p.add_argument("--fits", default=None, metavar="NAME[,NAME]",
@@ -90,7 +114,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "reproduce", help="refit and replot from the CSV alone; compare with fits.json")
     p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=_positive_float, default=1e-4,
+                   help="relative tolerance (default 1e-4)")
     p.add_argument("--no-replot", action="store_true", help="compare the fits only")
     p.set_defaults(func=cmd_reproduce)
 

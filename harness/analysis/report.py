@@ -787,6 +787,45 @@ def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *, rtol: float = 
     return diffs
 
 
+def _stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """fits.json's "settings", each of a type `fits_dict` takes.
+
+    Raises
+    ------
+    InputError
+        A setting of the wrong type or range, named with the file.
+    """
+    s = stored.get("settings", {})
+    if not isinstance(s, dict):
+        raise InputError(f"{fj}: settings = {s!r}; accepted: an object (fits.json as written "
+                         "by `harness fit`)")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def is_strs(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    checks = {
+        "seed": (is_int, "an integer >= 0"),
+        "n_bootstrap": (is_int, "an integer >= 0"),
+        "fits": (lambda v: v is None or is_strs(v), "null or a list of fit names"),
+        "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
+        "column_map": (lambda v: v is None or (isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
+            "null or an object of column names"),
+        "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
+        "where": (lambda v: v is None or isinstance(v, str), "null or a pandas expression"),
+        "target_accuracy": (lambda v: v is None or (isinstance(v, int | float)
+                                                    and not isinstance(v, bool)),
+                            "null or a number"),
+    }
+    for key, (ok, accepted) in checks.items():
+        if key in s and not ok(s[key]):
+            raise InputError(f"{fj}: settings.{key} = {s[key]!r}; accepted: {accepted}")
+    return s
+
+
 def reproduce_path(
     path: str | os.PathLike[str], *, rtol: float = 1e-4, replot: bool = True
 ) -> tuple[bool, str]:
@@ -815,13 +854,16 @@ def reproduce_path(
         No stored fits.json, or bad input.
     """
     fj, stored, csv = _stored(path)
-    s = stored.get("settings", {})
-    new = fits_dict(
-        csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
-        column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
-        fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
-        target_accuracy=s.get("target_accuracy"), where=s.get("where"),
-    )
+    s = _stored_settings(fj, stored)
+    try:
+        new = fits_dict(
+            csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
+            column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
+            fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
+            target_accuracy=s.get("target_accuracy"), where=s.get("where"),
+        )
+    except InputError as e:  # a setting read from fits.json, not a flag the user typed
+        raise InputError(f"{e} (from {fj}'s settings)") from None
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
         # keeps the stored value, so the figures redraw the same H line.
