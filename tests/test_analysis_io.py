@@ -56,6 +56,8 @@ def test_column_map(tmp_path: Path) -> None:
          r"1 usable row\(s\) \(1 excluded by status\); accepted: at least 2 runs"),
         ('n_params,n_tokens,loss\n1,2,3\n"4,5,6\n', r"runs.csv: cannot parse as CSV"),
         ("", r"runs.csv: the file is empty"),
+        ("run_id,n_params,n_tokens,loss\na,1e6,1e8,3\nb,2e6,1e8,3\na,1e6,1e8,3\n",
+         r"run_id 'a' appears on lines 2, 4; accepted: each run once"),
         # A bad setting column would regroup the runs silently (isoFLOP budgets, sweeps).
         ("n_params,n_tokens,loss,flops_budget\n1e6,1e8,3,1e15\n2e6,5e7,3,\n",
          r"column 'flops_budget' has bad value\(s\) '' at line 3; accepted: a finite number > 0 "

@@ -236,6 +236,14 @@ def load_runs(
                 f"at {_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0"
             )
         df[col] = vals
+    if "run_id" in df.columns:  # a CSV appended to itself would count each run twice
+        dup = df["run_id"].notna() & df["run_id"].duplicated(keep=False)
+        if dup.any():
+            raise InputError(
+                f"{csv}: run_id {df.loc[dup, 'run_id'].iloc[0]!r} appears on "
+                f"{_lines(df.loc[dup, 'line'])}; accepted: each run once (`harness collect` "
+                "rewrites runs.csv from the run directories)"
+            )
     for col in SETTING_COLUMNS:
         # One bad budget or lr would silently regroup the runs (a blank budget sent every run
         # to budgets derived from 6ND): refuse it instead. Checked only, not converted.

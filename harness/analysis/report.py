@@ -191,8 +191,10 @@ def fit_frame(
     """
     if fits is not None:
         unknown = [f for f in fits if f not in ALL_FITS]
-        if unknown:
-            raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}")
+        if unknown or not fits:
+            raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}"
+                             if unknown else
+                             f"--fits names no fit; accepted: one or more of {', '.join(ALL_FITS)}")
     want = set(ALL_FITS if fits is None else fits)
     explicit = fits is not None
     if n_bootstrap < 0:
@@ -539,11 +541,11 @@ def fits_dict(
     if not group_by:
         try:
             doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
-        except InputError as exc:
-            if not where:
-                raise
-            raise InputError(f"{csv}: {exc} (the {len(df)} runs --where {where!r} "
-                             "selects)") from None
+        except InputError as exc:  # named with the file, as every other input error is
+            msg = str(exc) if str(exc).startswith(str(csv)) else f"{csv}: {exc}"
+            if where:
+                msg += f" (the {len(df)} runs --where {where!r} selects)"
+            raise InputError(msg) from None
     else:
         groups = []
         for key in _group_keys(df, group_by, csv):
