@@ -371,7 +371,15 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
         if result is None or not (run_dir / "spec.json").exists():
             counts["unfinished"] += 1
             continue
-        row = run_row(read_spec(run_dir), result) | downstream_headline(run_dir)
+        try:
+            row = run_row(read_spec(run_dir), result) | downstream_headline(run_dir)
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # a record edited by hand, not a bug
+            raise InputError(
+                f"{run_dir}: a record lacks or mangles a field ({type(e).__name__}: {e}); "
+                "expected the spec.json, result.json and downstream/*.json harness writes"
+            ) from None
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         rows.append(row)
     rows.sort(key=lambda r: (r["n_params"], r["n_tokens"], r["seed"], r["run_id"]))

@@ -117,6 +117,25 @@ def test_collect_bad_directory(tmp_path: Path) -> None:
         collect(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [({"all_labels": True, "method": "lora"}, "KeyError: 'accuracy'"),
+     ({"all_labels": True, "method": "lora", "accuracy": "abc"}, "ValueError")],
+)
+def test_collect_names_a_mangled_fine_tune_record(
+    tmp_path: Path, record: dict, field: str
+) -> None:
+    spec = _spec()
+    run_dir = tmp_path / "runs" / spec.run_id
+    write_spec(run_dir, spec)
+    atomic_write_json(run_dir / "result.json", {"status": "done", "val_loss": 2.5})
+    atomic_write_json(run_dir / "downstream" / "lora_s0.json", record)
+    with pytest.raises(InputError, match=f"{spec.run_id}: a record lacks or mangles a field") as e:
+        collect(tmp_path)
+    assert field in str(e.value)
+    assert not (tmp_path / "runs.csv").exists()
+
+
 def test_atomic_json_is_deterministic(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "a.json", {"b": 1, "a": [1.5, 2]})
     atomic_write_json(tmp_path / "b.json", {"a": [1.5, 2], "b": 1})
