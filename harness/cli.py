@@ -63,6 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"dropped: N {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = {d.value:g}: "
             f"{d.reason}"
         )
+    for note in grid.notes:
+        print(f"note: {note}")
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
     ns = sorted({count_params(s.model).non_embedding for s in specs})

@@ -151,6 +151,9 @@ class GridExpansion:
 
     specs: tuple[RunSpec, ...]
     dropped: tuple[DroppedPoint, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Where the grid trains something other than what was written: sizes that give one shape,
+    token budgets rounded by more than 1% to whole sequences."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,28 @@ def _shapes(exp: ExperimentConfig, vocab_size: int) -> list[ModelShape]:
         for s in exp.grid.shapes
     ]
     return shapes
+
+
+def _notes(exp: ExperimentConfig, vocab_size: int) -> list[str]:
+    """`GridExpansion.notes`: what the grid changes of the sizes and budgets written."""
+    notes, first = [], {}
+    for t in exp.grid.n_params:
+        shape = _target_shape(exp, t, vocab_size, "grid.n_params")
+        if shape in first:
+            notes.append(
+                f"grid.n_params = {t}: the same shape as {first[shape]} ({shape.n_layer} x "
+                f"{shape.n_embd}, N = {count_params(shape).non_embedding:,}); trained once"
+            )
+        else:
+            first[shape] = t
+    for d in exp.grid.n_tokens:
+        r = resolve_n_tokens(d, exp.data.seq_len)
+        if abs(r - d) > 0.01 * d:
+            notes.append(
+                f"grid.n_tokens = {d:g}: trains on {r:,} tokens (whole sequences of "
+                f"data.seq_len = {exp.data.seq_len})"
+            )
+    return notes
 
 
 def _points(exp: ExperimentConfig, vocab_size: int) -> list[_Point]:
@@ -276,8 +301,9 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
         A size that gives no valid shape, a unique-token budget that DataConfig refuses, or a
         derived-D grid in which every point is dropped.
     """
+    vocab_size = vocab_size_for(exp.data, exp.model.arch)
     points = sorted(
-        _points(exp, vocab_size_for(exp.data, exp.model.arch)),
+        _points(exp, vocab_size),
         key=lambda p: (p.n_params, p.n_tokens, p.data.unique_tokens),
     )
     g = exp.grid
@@ -326,7 +352,11 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
             f"{d.mode} = {d.value:g}: {d.reason}); accepted: budgets that give every size at "
             "least one batch of tokens"
         )
-    return GridExpansion(specs=tuple(specs.values()), dropped=tuple(dict.fromkeys(dropped)))
+    return GridExpansion(
+        specs=tuple(specs.values()),
+        dropped=tuple(dict.fromkeys(dropped)),
+        notes=tuple(_notes(exp, vocab_size)),
+    )
 
 
 def expand(exp: ExperimentConfig) -> list[RunSpec]:

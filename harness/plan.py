@@ -360,6 +360,7 @@ def format_plan(
             f"dropped: N = {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = "
             f"{d.value:g}: {d.reason}"
         )
+    lines += [f"note: {note}" for note in grid.notes]
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import load_experiment
-from harness.grid import expand, resolve_n_tokens, spec_from_dict
+from harness.grid import expand, expand_grid, resolve_n_tokens, spec_from_dict
 from harness.model import count_params
 
 EXP = """
@@ -76,6 +76,21 @@ def test_run_id_changes_with_any_run_setting(tmp_path: Path) -> None:
 def test_duplicates_collapse(tmp_path: Path) -> None:
     text = EXP.replace("seeds = [0, 1]", "seeds = [0, 0]")
     assert len(expand(load(tmp_path, text))) == 6
+
+
+def test_notes_say_what_the_grid_changes(tmp_path: Path) -> None:
+    exp = load(tmp_path, overrides=["--grid.n_params=[50_000, 51_000]",
+                                    "--grid.n_tokens=[10, 1e5]"])
+    grid = expand_grid(exp)
+    assert len(grid.specs) == 2 * 2  # one size, two budgets, two seeds
+    n = count_params(grid.specs[0].model).non_embedding
+    shape = grid.specs[0].model
+    assert grid.notes == (
+        f"grid.n_params = 51000: the same shape as 50000 ({shape.n_layer} x {shape.n_embd}, "
+        f"N = {n:,}); trained once",
+        "grid.n_tokens = 10: trains on 128 tokens (whole sequences of data.seq_len = 128)",
+    )
+    assert expand_grid(load(tmp_path)).notes == ()  # 1e5 -> 100,096 is within 1%
 
 
 def test_explicit_shapes(tmp_path: Path) -> None:
