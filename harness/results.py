@@ -368,9 +368,14 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
     rows, counts = [], {"done": 0, "diverged": 0, "failed": 0, "unfinished": 0}
     for run_dir in sorted(p for p in layout.runs_dir.iterdir() if p.is_dir()):
         result = read_result(run_dir)
-        if result is None or not (run_dir / "spec.json").exists():
+        if result is None:
             counts["unfinished"] += 1
             continue
+        if not (run_dir / "spec.json").exists():  # would drop a finished run from runs.csv
+            raise InputError(
+                f"{run_dir}: result.json without spec.json; expected both (harness writes "
+                "spec.json before the run starts)"
+            )
         try:
             row = run_row(read_spec(run_dir), result) | downstream_headline(run_dir)
         except InputError:

@@ -115,6 +115,10 @@ def test_collect_bad_directory(tmp_path: Path) -> None:
     (tmp_path / "runs" / "r1" / "result.json").write_text("{not json")
     with pytest.raises(InputError, match=r"r1/result\.json: unreadable JSON"):
         collect(tmp_path)
+    (tmp_path / "runs" / "r1" / "result.json").write_text('{"status": "done"}')
+    (tmp_path / "runs" / "r1" / "spec.json").unlink()
+    with pytest.raises(InputError, match=r"r1: result\.json without spec\.json"):
+        collect(tmp_path)
 
 
 @pytest.mark.parametrize(
