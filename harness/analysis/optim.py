@@ -254,8 +254,9 @@ def batched_lbfgs(
         f_old = f
         f = np.where(done, f_new, f)
         x, g = x_new, g_new
-        # Keep a pair only with positive curvature (Nocedal & Wright 2006, eq. 6.7).
-        good = done & (sy > 1e-10 * np.maximum(yy, 1e-300))
+        # Keep a pair only with positive curvature (Nocedal & Wright 2006, eq. 6.7), and a
+        # y whose square does not underflow to 0 (gamma = sy / yy would be inf).
+        good = done & (yy > 0) & (sy > 1e-10 * yy)
         slot = n_it % m
         n_pairs += good.astype(np.int64) - (rho[slot] != 0.0)  # the slot's old pair leaves
         S[slot] = s
