@@ -536,6 +536,10 @@ def fits_dict(
         settings["where"] = where
         input_record["n_not_selected"] = int(df.attrs["n_not_selected"])
     doc: dict[str, Any] = {"schema": SCHEMA, "input": input_record, "settings": settings}
+    ds_csv = csv.parent / ds.DOWNSTREAM_CSV
+    # Read (and checked) before the fits: a bad downstream.csv is refused at once, not after
+    # minutes of bootstrap.
+    dsdf = ds.load_downstream(ds_csv) if ds_csv.is_file() and ds_csv != csv else None
     kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
     kept: dict[str, Any] = {}
     if not group_by:
@@ -562,13 +566,11 @@ def fits_dict(
     ref = reference_of(csv.parent)
     if ref is not None:  # synthetic corpus: the true entropy rate, for comparison with E
         doc["reference"] = ref
-    ds_csv = csv.parent / ds.DOWNSTREAM_CSV
-    if ds_csv.is_file() and ds_csv != csv:
+    if dsdf is not None:
         # A sibling of "fits", not inside it: grouped fits have no single "fits", and the
         # fine-tuning results are another file with their own hash. Step 1 is the Chinchilla
         # fit of "fits" (fitted on all the pretraining runs of this CSV when grouped).
         settings["target_accuracy"] = target_accuracy
-        dsdf = ds.load_downstream(ds_csv)
         block = ds.fit_downstream(dsdf, df, seed=seed, n_bootstrap=n_bootstrap,
                                   target_accuracy=target_accuracy,
                                   step1_fit=kept.get("chinchilla"))
