@@ -5,7 +5,6 @@ A reader (or a crash) never sees a half-written file: it sees the old one or the
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import tempfile
@@ -15,24 +14,20 @@ from typing import IO, Any
 
 from harness.errors import InputError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_writable",
+]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(f)`` on a temp file beside ``path``, then rename it onto ``path``."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; accepted: a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # a path the user gave (--out, results_dir): one line, not a traceback
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is not bad input
-            raise
-        why = "a part of its folder path is a file" if isinstance(
-            e, FileExistsError | NotADirectoryError) else e.strerror
-        raise InputError(f"{path}: cannot write here: {why}; accepted: a file path in a folder "
-                         "that exists or can be created") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -59,3 +54,30 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """JSON with sorted keys and a trailing newline, so equal objects give equal bytes."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def check_writable(path: str | os.PathLike[str], *, folder: bool, what: str) -> None:
+    """Refuse, before any work, a path the user named (--out, --out-dir, execution.results_dir)
+    that cannot be written: a folder where a file goes or the reverse, a file among its parent
+    folders, or a parent this process may not write in. Checks only; atomic_write stays a plain
+    primitive whose OSErrors (a full disk, a lost NFS mount) are runtime failures, not input.
+
+    Raises
+    ------
+    InputError
+        One line naming ``what``, the path and what is accepted.
+    """
+    path = Path(path)
+    accepted = "a folder" if folder else "a file path"
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(f"{what} = {path}: is a {'file' if folder else 'folder'}; "
+                         f"accepted: {accepted}")
+    parent = path if path.exists() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} = {path}: {parent} is a file; accepted: {accepted} in a folder "
+                         "that exists or can be created")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{what} = {path}: {parent} is not writable; accepted: {accepted} in a "
+                         "writable folder")

@@ -7,15 +7,14 @@ usage, with one line naming the file, field, value and what is accepted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from harness import __version__
-from harness.errors import InputError
+from harness.errors import InputError, naming
 
 if TYPE_CHECKING:  # annotations only: the handlers import what they need when called
     from harness.config import ExperimentConfig
@@ -44,8 +43,9 @@ def _fmt_si(x: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.atomic import check_writable
     from harness.config import load_experiment
-    from harness.data import prepare_corpus
+    from harness.data import check_corpus, prepare_corpus
     from harness.launch import pending_runs, run_local
     from harness.model import count_params
     from harness.plan import checked_grid
@@ -53,10 +53,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     exp = load_experiment(args.experiment, args.overrides)
-    # A size the model rule cannot meet, a missing corpus, a bad [downstream] task or n_labels,
-    # or no GPU for device = "cuda" ends here, before anything trains.
-    grid = checked_grid(exp, args.experiment)
-    _check_device(exp, args.experiment)
+    # A size the model rule cannot meet or a bad [downstream] task or n_labels ends here,
+    # before anything trains; what only training needs is checked below, when there is some.
+    grid = checked_grid(exp, args.experiment, corpus=False)
     specs = list(grid.specs)
     for d in grid.dropped:  # derived D (isoFLOP, ladder) below one batch: not run
         print(
@@ -67,6 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
+    if todo:  # a finished grid still collects and fits on a machine without its corpus or GPU
+        with naming(args.experiment):
+            check_corpus(exp.data.corpus)
+            _check_device(exp)
+            check_writable(layout.root, folder=True, what="execution.results_dir")
     ns = sorted({count_params(s.model).non_embedding for s in specs})
     ds = sorted({s.n_tokens for s in specs})
     print(
@@ -76,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     failed = 0
     if todo:
-        with _naming(args.experiment):  # a bad corpus spec is the experiment file's
+        with naming(args.experiment):  # a bad corpus spec is the experiment file's
             prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, before any run starts
         outcomes = run_local(exp, todo, layout)
         failed = sum(o.status == "failed" for o in outcomes)
@@ -93,26 +97,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _check_device(exp: ExperimentConfig, source: str) -> None:
-    """execution.device = "cuda" on a machine without a GPU, refused before anything runs here
-    (`harness submit` does not call this: its jobs run on the cluster's GPU nodes)."""
-    if exp.execution.device == "cuda":
-        import torch
+def _check_device(exp: ExperimentConfig) -> None:
+    """execution.device = "cuda" where torch sees no GPU, as bad input (`harness run` and
+    `finetune` train here; `harness submit` does not call this: its jobs run where the cluster
+    puts them).
 
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"{source}: execution.device = 'cuda' but torch sees no CUDA device here; "
-                "accepted: auto or cpu on this machine, cuda where a GPU is visible"
-            )
+    Raises
+    ------
+    InputError
+        No CUDA device for device = "cuda" (train.resolve_device's check).
+    """
+    from harness.train import resolve_device
 
-
-@contextlib.contextmanager
-def _naming(source: str) -> Iterator[None]:
-    """Prefix an InputError's line with the experiment file it comes from."""
     try:
-        yield
-    except InputError as e:
-        raise InputError(f"{source}: {e}") from None
+        resolve_device(exp.execution)
+    except RuntimeError as e:
+        raise InputError(
+            f"{e}; accepted: auto or cpu on this machine, cuda where a GPU is visible"
+        ) from None
 
 
 def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:
@@ -144,7 +146,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     exp = load_experiment(args.experiment, args.overrides)
-    _check_device(exp, args.experiment)
+    with naming(args.experiment):
+        _check_device(exp)
     layout = ExperimentLayout(exp.results_path)
     if not layout.runs_dir.is_dir():
         raise InputError(
@@ -205,15 +208,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.launch import submit
+    from harness.plan import checked_grid
 
     exp = load_experiment(args.experiment, args.overrides)
+    grid = checked_grid(exp, args.experiment)  # what `harness run` refuses, refused here too
+    for note in grid.notes:
+        print(f"note: {note}")
     if args.dry_run:
-        from harness.grid import expand
         from harness.launch import resources_for, sbatch_script
         from harness.model import count_params
 
         sizes: dict[object, list[int]] = {}
-        for spec in expand(exp):
+        for spec in grid.specs:
             n = count_params(spec.model).non_embedding
             sizes.setdefault(resources_for(exp.cluster, n), []).append(n)
         for ns in sizes.values():

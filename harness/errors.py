@@ -7,7 +7,10 @@ prints it and exits 2; nothing else ever prints a traceback for bad input.
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+import contextlib
+from collections.abc import Iterator
+
+__all__ = ["InputError", "naming"]
 
 
 class InputError(ValueError):
@@ -15,3 +18,12 @@ class InputError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+@contextlib.contextmanager
+def naming(source: str) -> Iterator[None]:
+    """Prefix an InputError's line with the file it comes from (an experiment's TOML)."""
+    try:
+        yield
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None

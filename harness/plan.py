@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from harness.config import ExperimentConfig, load_experiment
 from harness.data import check_corpus
-from harness.errors import InputError
+from harness.errors import naming
 from harness.grid import GridExpansion, RunSpec, expand_grid
 from harness.model import ModelShape, count_params, flops_per_token
 
@@ -364,25 +364,25 @@ def format_plan(
     return "\n".join(lines)
 
 
-def checked_grid(exp: ExperimentConfig, source: str) -> GridExpansion:
+def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> GridExpansion:
     """The experiment's grid, after every check that needs no training and no tokenizing: sizes
-    the model rule can meet, a corpus that exists, and `[downstream]`'s task and n_labels. Both
-    `harness plan` and `harness run` call it, so a grid plan accepts, run does not refuse.
+    the model rule can meet, a corpus that exists (unless ``corpus`` is False: `harness run`
+    checks it only when something is left to train), and `[downstream]`'s task and n_labels.
+    `harness plan`, `run` and `submit` call it, so a grid plan accepts, the others do not refuse.
 
     Raises
     ------
     InputError
         The first failed check, its line prefixed with ``source`` (the experiment file).
     """
-    try:
+    with naming(source):
         grid = expand_grid(exp)
-        check_corpus(exp.data.corpus)
+        if corpus:
+            check_corpus(exp.data.corpus)
         if exp.downstream.task:
             from harness.tasks import downstream_task
 
             downstream_task(exp.downstream, exp.data)
-    except InputError as e:
-        raise InputError(f"{source}: {e}") from None
     return grid
 
 

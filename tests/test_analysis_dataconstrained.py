@@ -284,7 +284,7 @@ def test_bad_unique_token_column(tmp_path: Path) -> None:
         with pytest.raises(
             InputError,
             match=r"runs\.csv: column 'n_unique_tokens' has bad value\(s\) "
-            r"'lots' at line 4; accepted: a finite number > 0",
+            r"'lots' at line 4; accepted: blank or a finite number > 0",
         ):
             fit_path(csv, n_bootstrap=0, fits=fits)
     # Asked for by name on a CSV that has no unique-token column at all.

@@ -95,7 +95,7 @@ def test_chinchilla_noisy_bootstrap_covers_truth() -> None:
         r = fit_chinchilla(N, D, L)
         assert r.converged
         boots, n_failed = bootstrap_chinchilla(
-            N, D, L, r, n_resamples=300, rng=np.random.default_rng(seed)
+            N, D, L, r, n_resamples=300, rng=np.random.default_rng([seed, 1])
         )
         assert n_failed == 0
         for k in CHIN:

@@ -311,7 +311,7 @@ def test_loss_vs_d_minor_tick_labels(n_tokens: list[float], labels: list[str]) -
         ("seed", "x", "settings.seed = 'x'; accepted: an integer >= 0"),
         ("n_bootstrap", -5, "settings.n_bootstrap = -5; accepted: an integer >= 0"),
         ("isoflop_minimum", "spline", "settings.isoflop_minimum = 'spline'; accepted: 'parabola'"),
-        ("fits", ["nope"], "--fits: unknown ['nope']"),
+        ("fits", ["nope"], "settings.fits = ['nope']; accepted: null or a list of names from"),
     ],
 )
 def test_reproduce_names_a_bad_stored_setting(
@@ -339,3 +339,41 @@ def test_fit_flags_refuse_a_negative_seed_and_a_bad_rtol(tmp_path: Path) -> None
         run("reproduce", str(d), "--rtol", "nan")
     assert info.value.code == 2
     assert not (d / "fits.json").exists()
+
+
+def test_group_by_a_column_with_blanks_is_one_line(tmp_path: Path) -> None:
+    d = _runs(tmp_path / "exp")
+    df = pd.read_csv(d / "runs.csv")
+    df["cfg"] = ["x"] * 5 + [None] + ["y"] * (len(df) - 6)
+    df.to_csv(d / "runs.csv", index=False)
+    with pytest.raises(InputError, match=r"--group-by column 'cfg' is blank at line 7; "
+                                         r"accepted: a value in every row"):
+        fit_path(d, n_bootstrap=0, group_by=["cfg"])
+    assert not (d / "fits.json").exists()
+
+
+def test_plot_leaves_the_figures_folder_as_it_was_on_bad_input(tmp_path: Path) -> None:
+    # The runs' figures draw first; a bad downstream.csv is found after them. Nothing of this
+    # attempt may land in figures/, and no staging folder may stay behind.
+    d = _runs(tmp_path / "exp")
+    figures = d / "figures"
+    figures.mkdir()
+    (figures / "old.png").write_bytes(b"old")
+    (d / "downstream.csv").write_text("run_id,method,n_labels,seed,accuracy\nr00,lora,0,0,1.5\n")
+    with pytest.raises(InputError, match="downstream.csv"):
+        plot_path(d)
+    assert [p.name for p in figures.iterdir()] == ["old.png"]
+    assert sorted(p.name for p in d.iterdir()) == ["downstream.csv", "figures", "runs.csv"]
+
+
+def test_fit_out_must_be_a_writable_file_path(tmp_path: Path) -> None:
+    d = _runs(tmp_path / "exp")
+    run = analysis_cli()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InputError, match=r"--out = .*: is a folder; accepted: a file path"):
+        run("fit", str(d), "--bootstrap", "0", "--out", str(tmp_path))
+    with pytest.raises(InputError, match=r"afile is a file; accepted: a file path in a folder"):
+        run("fit", str(d), "--bootstrap", "0", "--out", str(tmp_path / "afile" / "f.json"))
+    with pytest.raises(InputError, match=r"--out-dir = .*afile: is a file; accepted: a folder"):
+        run("plot", str(d), "--out-dir", str(tmp_path / "afile"))
+    assert not (d / "fits.json").exists() and not (d / "figures").exists()

@@ -159,9 +159,20 @@ def test_run_refuses_cuda_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFi
     exp.write_text(GRID.format(results=tmp_path / "results"))
     assert main(["run", str(exp), "--execution.device=cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {exp}: execution.device = 'cuda' but torch sees no CUDA device here; "
+    assert err == [f"error: {exp}: execution.device = 'cuda' but no CUDA device is available; "
                    "accepted: auto or cpu on this machine, cuda where a GPU is visible"]
     assert not (tmp_path / "results").exists()
+
+
+def test_run_refuses_an_unwritable_results_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("")
+    exp = tmp_path / "e.toml"
+    exp.write_text(GRID.format(results=tmp_path / "afile" / "results"))
+    assert main(["run", str(exp)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'afile'} is a file; accepted: a folder" in err[0], err
 
 
 def test_unknown_command_and_missing_dir(tmp_path: Path) -> None:

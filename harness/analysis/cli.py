@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.analysis.io import parse_column_map
 from harness.analysis.report import ALL_FITS, fit_path, plot_path, reproduce_path, summarize
-from harness.errors import InputError
+from harness.atomic import check_writable
 
 __all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register", "warnings_as_lines"]
 
@@ -78,7 +78,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="runs.csv, another CSV, or its directory")
     p.add_argument("--columns", default=None, metavar="n_params=COL,...",
                    help="map the CSV's own column names onto n_params, n_tokens, loss "
-                        "(and flops_budget, status)")
+                        "(and flops_budget, lr, batch_tokens, n_unique_tokens, epochs, "
+                        "status)")
     p.add_argument("--group-by", default=None, metavar="COL[,COL]",
                    help="fit and plot each group of these columns separately")
 
@@ -89,7 +90,7 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="bootstrap seed (default 0)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+    p.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="N",
                    help="bootstrap resamples (default 1000; 0 for none)")
     p.add_argument("--fits", default=None, metavar="NAME[,NAME]",
                    help=f"fits to make (default: all the data allow): {', '.join(ALL_FITS)}")
@@ -122,8 +123,8 @@ def register(subparsers: Any) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """`harness fit PATH`: write fits.json and print a summary. Raises InputError."""
-    if args.bootstrap < 0:
-        raise InputError(f"--bootstrap {args.bootstrap}; accepted: an integer >= 0")
+    if args.out is not None:
+        check_writable(args.out, folder=False, what="--out")
     with warnings_as_lines():
         out = fit_path(
             args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
@@ -138,6 +139,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """`harness plot PATH`: write the figures. Raises InputError."""
+    if args.out_dir is not None:
+        check_writable(args.out_dir, folder=True, what="--out-dir")
     with warnings_as_lines():
         files = plot_path(args.path, out_dir=args.out_dir,
                           column_map=parse_column_map(args.columns),

@@ -29,7 +29,9 @@ SETTING_COLUMNS: tuple[str, ...] = (
     "flops_budget", "lr", "batch_tokens", "n_unique_tokens", "epochs"
 )
 """Optional columns that group or order runs for some fits (isoFLOP budgets, lr and batch
-sweeps, repeated data): blank in every row, or a finite number > 0 in every row."""
+sweeps, repeated data): in a done row, blank or a finite number > 0. (Blank is not a value:
+`points` runs beside an isoFLOP grid have no budget, and runs from before a column existed
+have none.)"""
 
 METRICS_COLUMNS: tuple[str, ...] = ("step", "tokens", "train_loss", "val_loss", "lr", "wall_s")
 """Columns of runs/<run_id>/metrics.csv (val_loss empty except at evaluation steps)."""
@@ -247,17 +249,16 @@ def load_runs(
     for col in SETTING_COLUMNS:
         # One bad budget or lr would silently regroup the runs (a blank budget sent every run
         # to budgets derived from 6ND): refuse it instead. Checked only, not converted.
-        if col not in df.columns or df[col].isna().all():
+        if col not in df.columns:
             continue
         raw = df[col]
         vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(~(np.isfinite(vals) & (vals > 0)))
+        bad = np.flatnonzero(raw.notna().to_numpy() & ~(np.isfinite(vals) & (vals > 0)))
         if bad.size:
-            shown = ["" if pd.isna(raw.iloc[i]) else raw.iloc[i] for i in bad]
             raise InputError(
-                f"{csv}: column {col!r} has bad value(s) {_values(shown)} at "
-                f"{_lines(df['line'].iloc[bad])}; accepted: a finite number > 0 in every row "
-                "with status 'done', or the column blank in all of them"
+                f"{csv}: column {col!r} has bad value(s) {_values(list(raw.iloc[bad]))} at "
+                f"{_lines(df['line'].iloc[bad])}; accepted: blank or a finite number > 0 in "
+                "rows with status 'done'"
             )
     if len(df) < min_points:
         raise InputError(

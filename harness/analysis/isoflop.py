@@ -163,8 +163,9 @@ def fit_isoflop(
     formll/resolving-scaling-law-discrepancies), for re-deriving their exponents; a budget is
     skipped only when the interpolant's minimum is at an end of the profile. Their code then
     replaces each minimum by the median over 1000 noise-perturbed copies of the profile (an
-    unseeded loss-dependent noise model); that step is left out, so the minima here are the
-    deterministic ones ("basic" fits on the unperturbed profiles).
+    unseeded loss-dependent noise model) and drops a budget where fewer than half of the copies
+    have an interior minimum; that step is left out, so the minima here are the deterministic
+    ones ("basic" fits on the unperturbed profiles).
 
     Parameters
     ----------

@@ -28,7 +28,7 @@ from harness.analysis import fit as fitmod
 from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
 from harness.analysis.fit import _ci
-from harness.analysis.io import _fmt, _sha256, load_runs, resolve_csv
+from harness.analysis.io import _fmt, _lines, _sha256, load_runs, resolve_csv
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
@@ -425,9 +425,9 @@ def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tu
     for c in group_by:
         blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
         if blank.any():
-            lines = ", ".join(str(v) for v in df.loc[blank, "line"].head(5))
-            raise InputError(f"{csv}: --group-by column {c!r} is blank at line(s) {lines}; "
-                             "accepted: a value in every row of the runs fitted")
+            raise InputError(f"{csv}: --group-by column {c!r} is blank at "
+                             f"{_lines(df.loc[blank, 'line'])}; accepted: a value in every row "
+                             "of the runs fitted")
     return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
 
 
@@ -813,7 +813,8 @@ def _stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
     checks = {
         "seed": (is_int, "an integer >= 0"),
         "n_bootstrap": (is_int, "an integer >= 0"),
-        "fits": (lambda v: v is None or is_strs(v), "null or a list of fit names"),
+        "fits": (lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
+                 f"null or a list of names from {', '.join(ALL_FITS)}"),
         "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
         "column_map": (lambda v: v is None or (isinstance(v, dict) and all(
             isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
@@ -859,15 +860,12 @@ def reproduce_path(
     """
     fj, stored, csv = _stored(path)
     s = _stored_settings(fj, stored)
-    try:
-        new = fits_dict(
-            csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
-            column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
-            fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
-            target_accuracy=s.get("target_accuracy"), where=s.get("where"),
-        )
-    except InputError as e:  # a setting read from fits.json, not a flag the user typed
-        raise InputError(f"{e} (from {fj}'s settings)") from None
+    new = fits_dict(
+        csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
+        column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
+        fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
+        target_accuracy=s.get("target_accuracy"), where=s.get("where"),
+    )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
         # keeps the stored value, so the figures redraw the same H line.
@@ -981,7 +979,7 @@ def plot_path(
     floor = ref.get("entropy_rate_nats_per_token")
     # Every figure is drawn into a staging folder first and moved into place only when all of
     # them are drawn: bad input found half-way (a run's metrics.csv, downstream.csv) leaves the
-    # figures folder as it was, not half old and half new.
+    # figures folder as it was. (Figures a later run no longer draws are not removed.)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -989,13 +987,14 @@ def plot_path(
         raise InputError(f"{target}: cannot write here: {e.strerror}; accepted: a folder that "
                          "exists or can be created") from None
     try:
-        drawn = _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor)
-        target.mkdir(exist_ok=True)
-        for f in drawn:
-            os.replace(f, target / f.name)
+        drawn = [f.relative_to(staging) for f in dict.fromkeys(
+            _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor))]
+        for f in drawn:  # relative paths: a group value with "/" draws into a subfolder
+            (target / f).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / f, target / f)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return sorted(target / f.name for f in drawn)
+    return sorted(target / f for f in drawn)
 
 
 def _draw_figures(df: pd.DataFrame, stored: Mapping[str, Any], csv: Path, target: Path,
