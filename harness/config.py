@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from harness import synthetic
-from harness.errors import InputError
+from harness.errors import InputError, naming
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -732,10 +732,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         source = f"{path} (with overrides {' '.join(overrides)})"
     exp: ExperimentConfig = _build(ExperimentConfig, data, "", source)
     if synthetic.is_synthetic(exp.data.corpus):
-        try:  # the spec only (cheap): a bad one stops `harness plan` too, not only `harness run`
+        # The spec only (cheap): a bad one stops `harness plan` too, not only `harness run`.
+        with naming(source):
             synthetic.spec_for(exp.data.corpus)
-        except InputError as e:
-            raise InputError(f"{source}: {e}") from None
     return exp
 
 

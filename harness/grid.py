@@ -211,11 +211,11 @@ def _shapes(exp: ExperimentConfig, vocab_size: int) -> list[ModelShape]:
     return shapes
 
 
-def _notes(exp: ExperimentConfig, vocab_size: int) -> list[str]:
-    """`GridExpansion.notes`: what the grid changes of the sizes and budgets written."""
+def _notes(exp: ExperimentConfig, shapes: list[ModelShape]) -> list[str]:
+    """`GridExpansion.notes`: what the grid changes of the sizes and budgets written
+    (``shapes`` from `_shapes`, whose first entries are grid.n_params' in order)."""
     notes, first = [], {}
-    for t in exp.grid.n_params:
-        shape = _target_shape(exp, t, vocab_size, "grid.n_params")
+    for t, shape in zip(exp.grid.n_params, shapes, strict=False):
         if shape in first:
             notes.append(
                 f"grid.n_params = {t}: the same shape as {first[shape]} ({shape.n_layer} x "
@@ -233,11 +233,12 @@ def _notes(exp: ExperimentConfig, vocab_size: int) -> list[str]:
     return notes
 
 
-def _points(exp: ExperimentConfig, vocab_size: int) -> list[_Point]:
-    """Every (shape, D, data) of the grid before the optimiser sweeps and seeds, mode order."""
+def _points(exp: ExperimentConfig, vocab_size: int, shapes: list[ModelShape]) -> list[_Point]:
+    """Every (shape, D, data) of the grid before the optimiser sweeps and seeds, mode order
+    (``shapes`` from `_shapes`; `points` shapes are made here)."""
     g, seq_len = exp.grid, exp.data.seq_len
     out: list[_Point] = []
-    for shape in _shapes(exp, vocab_size):
+    for shape in shapes:
         n = count_params(shape).non_embedding
 
         def add(
@@ -302,8 +303,9 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
         derived-D grid in which every point is dropped.
     """
     vocab_size = vocab_size_for(exp.data, exp.model.arch)
+    shapes = _shapes(exp, vocab_size)
     points = sorted(
-        _points(exp, vocab_size),
+        _points(exp, vocab_size, shapes),
         key=lambda p: (p.n_params, p.n_tokens, p.data.unique_tokens),
     )
     g = exp.grid
@@ -355,7 +357,7 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
     return GridExpansion(
         specs=tuple(specs.values()),
         dropped=tuple(dict.fromkeys(dropped)),
-        notes=tuple(_notes(exp, vocab_size)),
+        notes=tuple(_notes(exp, shapes)),
     )
 
 

@@ -30,7 +30,7 @@ from harness.analysis import sweeps
 from harness.analysis.fit import _ci
 from harness.analysis.io import _fmt, _lines, _sha256, load_runs, resolve_csv
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
-from harness.atomic import atomic_write_json
+from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
 
 __all__ = [
@@ -191,10 +191,10 @@ def fit_frame(
     """
     if fits is not None:
         unknown = [f for f in fits if f not in ALL_FITS]
-        if unknown or not fits:
-            raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}"
-                             if unknown else
-                             f"--fits names no fit; accepted: one or more of {', '.join(ALL_FITS)}")
+        if unknown:
+            raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}")
+        if not fits:
+            raise InputError(f"--fits names no fit; accepted: one or more of {', '.join(ALL_FITS)}")
     want = set(ALL_FITS if fits is None else fits)
     explicit = fits is not None
     if n_bootstrap < 0:
@@ -971,8 +971,7 @@ def plot_path(
         if not group_by:
             group_by = stored.get("settings", {}).get("group_by") or None
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
-    if target.exists() and not target.is_dir():
-        raise InputError(f"{target}: is a file; accepted: a folder for the figures")
+    check_writable(target, folder=True, what="figures folder")
     runs_dir = csv.parent / "runs"
     # Reproduce replots in a temp dir without corpus.json: the refit's "reference" carries it.
     ref = stored.get("reference") or reference_of(csv.parent) or {}
@@ -980,12 +979,8 @@ def plot_path(
     # Every figure is drawn into a staging folder first and moved into place only when all of
     # them are drawn: bad input found half-way (a run's metrics.csv, downstream.csv) leaves the
     # figures folder as it was. (Figures a later run no longer draws are not removed.)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as e:
-        raise InputError(f"{target}: cannot write here: {e.strerror}; accepted: a folder that "
-                         "exists or can be created") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         drawn = [f.relative_to(staging) for f in dict.fromkeys(
             _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor))]
