@@ -350,6 +350,12 @@ def downstream_headline(run_dir: Path) -> dict[str, float | None]:
     return {f"task_accuracy_{m}": sum(v) / len(v) if v else None for m, v in acc.items()}
 
 
+def _n_rows(path: Path) -> int:
+    """Data rows of a CSV file (lines after the header that are not blank)."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
 def collect(root: Path) -> tuple[Path, dict[str, int]]:
     """Write ROOT/runs.csv from every finished or failed run directory under ROOT/runs.
 
@@ -387,6 +393,15 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
             ) from None
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         rows.append(row)
+    if not rows and layout.runs_csv.is_file() and _n_rows(layout.runs_csv) > 0:
+        # Committed results keep each run's spec.json but not its result.json: collecting
+        # there would replace the stored runs.csv by an empty one.
+        raise InputError(
+            f"{layout.runs_dir}: no run has finished here ({counts['unfinished']} run "
+            f"directories without result.json), and {layout.runs_csv} holds "
+            f"{_n_rows(layout.runs_csv)} rows that collect would drop; accepted: a results "
+            "directory whose runs have trained (`harness run` trains them)"
+        )
     rows.sort(key=lambda r: (r["n_params"], r["n_tokens"], r["seed"], r["run_id"]))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")

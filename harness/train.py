@@ -270,7 +270,10 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     """The newest checkpoint that loads; a corrupt one is logged and skipped, never used."""
     for path in _checkpoints(run_dir):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint holds tensors, numbers, strings and containers of
+            # them only, and torch's restricted unpickler refuses anything else, so a tampered
+            # file on a shared file system is skipped instead of running its code.
+            state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or "step" not in state:
                 raise ValueError("not a harness checkpoint")
             return state

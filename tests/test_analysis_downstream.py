@@ -19,7 +19,8 @@ from _tiny import analysis_cli
 from harness.analysis import downstream as ds
 from harness.analysis.fit import GridEdgeWarning
 from harness.analysis.laws import chinchilla_loss
-from harness.analysis.report import fits_up_to_date, plot_path, reproduce_path
+from harness.analysis.report import fits_up_to_date, plot_path
+from harness.analysis.reproduce import reproduce_path
 from harness.errors import InputError
 
 CHANCE = 0.25

@@ -17,7 +17,8 @@ from _tiny import analysis_cli
 from harness.analysis.io import load_learning_curves
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.plots import new_axes, plot_learning_curves
-from harness.analysis.report import fit_path, plot_path, reproduce_path, summarize
+from harness.analysis.report import fit_path, plot_path, summarize
+from harness.analysis.reproduce import reproduce_path
 from harness.errors import InputError
 
 FAST = ["chinchilla", "compute_optimal", "power_law_n"]
@@ -266,8 +267,9 @@ def test_fit_where_selects_rows_and_reproduces(tmp_path: Path,
     [
         ("n_tokens <", "--where 'n_tokens <': "),
         ("n_tokens > 1e99", "selects none of 19 runs"),
-        ("n_tokens * 2", "not a true/false value per row"),
-        ("width > 3", "name 'width' is not defined"),
+        ("n_tokens * 2", "binop 'n_tokens * 2' is not allowed"),
+        ("width > 3", "'width' is not a column"),
+        ("n_tokens", "not a true/false value per row"),
         ("n_params == 1e6", "fewer than its 5 parameters; accepted: at least 5 runs (the 4 runs"),
     ],
 )

@@ -322,7 +322,8 @@ results_dir = "{tmp_path / "results"}"
 
 
 def test_fits_reference_and_reproduce(tmp_path: Path) -> None:
-    from harness.analysis.report import fit_path, plot_path, reproduce_path, summarize
+    from harness.analysis.report import fit_path, plot_path, summarize
+    from harness.analysis.reproduce import reproduce_path
 
     rng = np.random.default_rng(0)
     E, A, B, alpha, beta = 1.86, 40.0, 300.0, 0.35, 0.4

@@ -94,6 +94,42 @@ def test_corrupt_checkpoint_is_skipped(tmp_path: Path) -> None:
     assert resumed is not None and ref is not None and resumed.val_loss == ref.val_loss
 
 
+class _Hostile:
+    """Pickles as a call of os.system: what a tampered checkpoint would run on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hostile_checkpoint_is_refused_not_run(tmp_path: Path) -> None:
+    # A checkpoint on a shared file system replaced by one whose unpickling runs a command:
+    # weights_only loading refuses it (skipped as unreadable), and the run resumes from the
+    # older good checkpoint, bit for bit.
+    exp = _experiment(tmp_path)
+    (spec,) = expand(exp)
+    ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
+    run_dir = tmp_path / "b" / "runs" / spec.run_id
+    train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
+    train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
+    newest = sorted((run_dir / "ckpt").iterdir())[-1]
+    marker = tmp_path / "PWNED"
+    good = torch.load(newest, weights_only=True)
+    torch.save({**good, "extra": _Hostile(marker)}, newest)
+    hostile = tmp_path / "hostile.pt"
+    hostile.write_bytes(newest.read_bytes())  # the run removes its checkpoints once done
+    resumed = train(spec, run_dir, execution=exp.execution)
+    assert not marker.exists()  # the payload never ran
+    assert resumed is not None and ref is not None and resumed.val_loss == ref.val_loss
+    # ... while the same file runs its payload when loaded unrestricted (the test can fail)
+    assert torch.load(hostile, weights_only=False)["extra"] == 0  # os.system's exit status
+    assert marker.exists()
+
+
 def test_divergence_is_a_status_not_a_crash(tmp_path: Path) -> None:
     exp = _experiment(
         tmp_path,

@@ -21,7 +21,8 @@ from harness.analysis.laws import (
     power_law_with_offset,
     tokens_per_param,
 )
-from harness.analysis.report import fit_path, plot_path, reproduce_path, summarize
+from harness.analysis.report import fit_path, plot_path, summarize
+from harness.analysis.reproduce import reproduce_path
 
 __all__ = [
     "FitResult",

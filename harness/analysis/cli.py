@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.analysis.io import parse_column_map
-from harness.analysis.report import ALL_FITS, fit_path, plot_path, reproduce_path, summarize
+from harness.analysis.report import ALL_FITS, fit_path, plot_path, summarize
+from harness.analysis.reproduce import reproduce_path
 from harness.atomic import check_writable
+from harness.errors import InputError
 
 __all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register", "warnings_as_lines"]
 
@@ -115,9 +117,17 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "reproduce", help="refit and replot from the CSV alone; compare with fits.json")
     p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
-    p.add_argument("--rtol", type=_positive_float, default=1e-4,
-                   help="relative tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=_positive_float, default=1e-6,
+                   help="relative tolerance of point estimates, added to the optimum's own "
+                        "numerical precision (default 1e-6); interval ends are compared within "
+                        "their bootstrap's Monte Carlo error")
     p.add_argument("--no-replot", action="store_true", help="compare the fits only")
+    p.add_argument("--retrain", action="store_true",
+                   help="also retrain the cheapest runs from their runs/<run_id>/spec.json in a "
+                        "scratch folder and compare their final losses with the CSV, within a "
+                        "tolerance from the measured seed-to-seed spread (needs torch)")
+    p.add_argument("--runs", type=int, default=3, metavar="K",
+                   help="with --retrain: how many runs, cheapest first (default 3)")
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -152,8 +162,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """`harness reproduce PATH`: 0 when the refit agrees with fits.json, else 1."""
+    if args.retrain and args.runs < 1:
+        raise InputError(f"--runs {args.runs}; accepted: an integer >= 1")
     with warnings_as_lines():
         ok, table = reproduce_path(args.path, rtol=args.rtol, replot=not args.no_replot)
     print(table)
+    if args.retrain:
+        from harness.retrain import retrain_check  # imports torch; the analysis alone does not
+
+        trained_ok, trained = retrain_check(args.path, n_runs=args.runs)
+        print(trained)
+        ok = ok and trained_ok
     print("reproduce: OK" if ok else "reproduce: DIFFERENT beyond tolerance")
     return 0 if ok else 1

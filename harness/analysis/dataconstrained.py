@@ -42,7 +42,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from harness.analysis import fit as fitmod
-from harness.analysis import optim
+from harness.analysis import identify, optim
 from harness.analysis.fit import CHINCHILLA_START_GRID, FitResult, GridEdgeWarning
 from harness.errors import InputError
 
@@ -504,6 +504,17 @@ def fit_data_constrained(
         else ()
     )
     conv, msg = fitmod._converged(raw)
+
+    def to_params(xf: NDArray[np.float64]) -> dict[str, float]:
+        y = full0.copy()
+        y[free] = xf
+        return _params(y)
+
+    prec = identify.precision(fun, raw.x, raw.f, to_params)
+    raw_of = {k: (_RAW_OF[k],) for k in PARAMS if _RAW_OF[k] in names}
+    und = fitmod.undetermined_of(params, prec, edge, dict(zip(names, map(float, raw.x),
+                                                               strict=True)), raw_of)
+    und.update({k: "no run's prediction depends on it" for k in PARAMS if _RAW_OF[k] in skip})
     return FitResult(
         law="data_constrained",
         params=params,
@@ -517,6 +528,7 @@ def fit_data_constrained(
         edge_params=tuple(edge),
         raw=dict(zip(_ORDER, map(float, full), strict=True)),
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
+        precision=prec, undetermined={k: und[k] for k in PARAMS if k in und},
     )
 
 

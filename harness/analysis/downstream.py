@@ -47,6 +47,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 
 from harness.analysis import fit as fitmod
+from harness.analysis import identify
 from harness.analysis.fit import _ci
 from harness.analysis.io import _done_rows, _fmt, _lines, _read_csv, _sha256, _values
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops, power_law_with_offset
@@ -685,15 +686,18 @@ def _step1_block(
     n_bootstrap: int,
 ) -> dict[str, Any]:
     """The step-1 object of fits.json for fit `r` of `law` and its bootstrap samples."""
+    ci95 = {k: _ci([b[k] for b in boots]) for k in r.params} if boots else {}
     return {
         "law": law,
         "data": data,
         "params": dict(r.params),
-        "ci95": {k: _ci([b[k] for b in boots]) for k in r.params} if boots else {},
+        "ci95": ci95,
         "converged": r.converged,
         "on_grid_edge": r.on_grid_edge,
         "n_bootstrap": n_bootstrap,
         "n_bootstrap_failed": nf,
+        **identify.law_fields(r.params, r.precision, r.undetermined, boots, ci95, nf,
+                              n_bootstrap),
     }
 
 

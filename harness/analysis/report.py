@@ -25,11 +25,12 @@ import pandas as pd
 from harness.analysis import dataconstrained as dc
 from harness.analysis import downstream as ds
 from harness.analysis import fit as fitmod
+from harness.analysis import identify, sweeps
 from harness.analysis import isoflop as iso
-from harness.analysis import sweeps
 from harness.analysis.fit import _ci
 from harness.analysis.io import _fmt, _lines, _sha256, load_runs, resolve_csv
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
+from harness.analysis.where import select_rows
 from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
 
@@ -40,7 +41,6 @@ __all__ = [
     "fit_path",
     "fits_up_to_date",
     "plot_path",
-    "reproduce_path",
     "summarize",
 ]
 
@@ -144,7 +144,64 @@ def _fit_block(
         "n_bootstrap": n_boot,
         "n_bootstrap_failed": n_failed,
     }
+    out.update(identify.law_fields(res.params, res.precision, res.undetermined, boots,
+                                   out["ci95"], n_failed, n_boot))
     return out
+
+
+def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, float]],
+                           chin_undetermined: Mapping[str, str]) -> dict[str, Any]:
+    """N_opt, D_opt and tokens per parameter at COMPUTE_BUDGETS from a Chinchilla fit, with
+    bootstrap intervals, their Monte Carlo errors, and the numerical precision propagated from
+    the fit's (a quantity is undetermined when a parameter it depends on is)."""
+    keys = [f"{c:.0e}" for c in COMPUTE_BUDGETS]
+    budgets = list(zip(keys, COMPUTE_BUDGETS, strict=True))
+
+    def values(p: Mapping[str, float]) -> dict[str, Any]:
+        co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
+        return {"a": co.a, "b": co.b, "G": co.G,
+                "n_opt": {k: float(co.n_opt(c)) for k, c in budgets},
+                "d_opt": {k: float(co.d_opt(c)) for k, c in budgets},
+                "tokens_per_param": {k: float(co.tokens_per_param(c)) for k, c in budgets}}
+
+    block = values(chin.params)
+    cos = [values(b) for b in boots
+           if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")]
+    ci95: dict[str, Any] = {}
+    se: dict[str, Any] = {}
+    if cos:
+        for k in ("a", "b"):
+            ci95[k] = _ci(c[k] for c in cos)
+            se[k] = identify.interval_se([c[k] for c in cos])
+        ci95["tokens_per_param"] = {b: _ci(c["tokens_per_param"][b] for c in cos) for b in keys}
+        se["tokens_per_param"] = {b: identify.interval_se([c["tokens_per_param"][b] for c in cos])
+                                  for b in keys}
+    # First-order propagation of each parameter's precision (independent worst cases added in
+    # quadrature); a quantity depending on an undetermined parameter is undetermined itself.
+    flat = {k: dict(_leaves(v, k)) if isinstance(v, dict) else {k: v} for k, v in block.items()}
+    prec: dict[str, Any] = {}
+    for name, leaves in flat.items():
+        sq = dict.fromkeys(leaves, 0.0)
+        for p in ("A", "B", "alpha", "beta"):
+            u = chin.precision.get(p, math.inf)
+            moved = values({**chin.params, p: chin.params[p] + u}) if math.isfinite(u) else None
+            for leaf in leaves:
+                if moved is None:
+                    sq[leaf] = math.inf
+                    continue
+                m = moved[name] if leaf == name else moved[name][leaf.split(".", 1)[1]]
+                sq[leaf] += (m - leaves[leaf]) ** 2
+        prec[name] = (math.sqrt(sq[name]) if name in sq else
+                      {leaf.split(".", 1)[1]: math.sqrt(v) for leaf, v in sq.items()})
+    undetermined = {}
+    for k in block:  # a = beta/(alpha+beta) and b need only the exponents; the rest all four
+        deps = ("alpha", "beta") if k in ("a", "b") else ("A", "B", "alpha", "beta")
+        why = [f"chinchilla {p}: {chin_undetermined[p]}" for p in deps if p in chin_undetermined]
+        if why:
+            undetermined[k] = "; ".join(why)
+    return {**block, "ci95": ci95, "ci95_mc_se": se, "precision": prec,
+            "undetermined": undetermined,
+            "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4"}
 
 
 def fit_frame(
@@ -247,25 +304,8 @@ def fit_frame(
             bad = ", ".join(f"{k}={v:.4g}" for k, v in chin.params.items() if k != "E")
             out["compute_optimal"] = {"skipped": f"chinchilla fit has no compute optimum ({bad})"}
         else:
-            p = chin.params
-            co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
-            cos = [compute_optimal(b["A"], b["B"], b["alpha"], b["beta"]) for b in chin_boot
-                   if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")]
-            keys = [f"{c:.0e}" for c in COMPUTE_BUDGETS]
-            budgets = list(zip(keys, COMPUTE_BUDGETS, strict=True))
-            out["compute_optimal"] = {
-                "a": co.a, "b": co.b, "G": co.G,
-                "n_opt": {k: float(co.n_opt(c)) for k, c in budgets},
-                "d_opt": {k: float(co.d_opt(c)) for k, c in budgets},
-                "tokens_per_param": {k: float(co.tokens_per_param(c)) for k, c in budgets},
-                "ci95": {
-                    "a": _ci(c.a for c in cos), "b": _ci(c.b for c in cos),
-                    "tokens_per_param": {
-                        k: _ci(float(c.tokens_per_param(cc)) for c in cos)
-                        for k, cc in budgets} if cos else {},
-                } if cos else {},
-                "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4",
-            }
+            out["compute_optimal"] = _compute_optimal_block(
+                chin, chin_boot, out["chinchilla"]["undetermined"])
 
     def kaplan() -> dict[str, Any]:
         r = fitmod.fit_kaplan(N, D, L)
@@ -328,6 +368,7 @@ def fit_frame(
             a, b, nf = iso.bootstrap_isoflop(
                 N, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "isoflop"))
             block["ci95"] = {"a": _ci(a), "b": _ci(b)}
+            block["ci95_mc_se"] = {"a": identify.interval_se(a), "b": identify.interval_se(b)}
             block["n_bootstrap_failed"] = nf
         return block
 
@@ -345,7 +386,8 @@ def fit_frame(
         return {"law": "chinchilla", "flops_threshold": thr, "quantile": heldout_quantile,
                 "n_train": int(tr.sum()), "n_test": int(te.sum()), "are_mean": float(are.mean()),
                 "are_max": float(are.max()), "are_median": float(np.median(are)),
-                "params": dict(p)}
+                "params": dict(p), "precision": dict(r.precision),
+                "undetermined": dict(r.undetermined)}
 
     optional("kaplan", kaplan)
     optional("power_law_n", pl_n)
@@ -370,9 +412,8 @@ def fit_frame(
         block = _fit_block(r, bs, nf, n_bootstrap)
         n_rep, n_exc = dc.repeat_counts(N, D, U, r.params)
         block.update(n_repeated=n_rep, n_excess_params=n_exc,
-                     undetermined=list(dc.undetermined(N, D, U, r.params)),
                      source="Muennighoff et al. 2023, eq. 5-7")
-        for k in block["undetermined"]:
+        for k in dc.undetermined(N, D, U, r.params):
             # No run's prediction depends on it: its value is wherever the optimizer left it
             # (kept, the law's predictions use it), and it has no interval.
             block["ci95"][k] = [float("nan"), float("nan")]
@@ -467,33 +508,6 @@ def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
         "eval_floor_nats_per_token": doc.get("eval_floor_nats_per_token"),
         "eval_tokens": doc.get("eval_tokens"),
     }
-
-
-def select_rows(df: pd.DataFrame, where: str, csv: Path) -> pd.DataFrame:
-    """The rows of ``df`` for which the pandas expression ``where`` holds (`harness fit
-    --where`), e.g. ``"n_tokens <= 8e5"`` to test how a law fitted on the smaller budgets
-    extrapolates, or ``"n_params >= 2e4"`` to leave the smallest models out. The number of
-    rows left out is kept in ``attrs["n_not_selected"]``.
-
-    Raises
-    ------
-    InputError
-        ``where`` is not a boolean expression over the CSV's columns, or selects no row.
-    """
-    accepted = ("accepted: a pandas query over the CSV's columns (as named after --columns), "
-                "e.g. 'n_tokens <= 8e5 and n_params >= 2e4'")
-    try:
-        mask = df.eval(where, engine="python")
-        if not isinstance(mask, pd.Series) or mask.dtype != bool:
-            raise TypeError("not a true/false value per row")
-    except Exception as exc:  # pandas raises many types for a bad expression  # noqa: BLE001
-        raise InputError(f"{csv}: --where {where!r}: {' '.join(str(exc).split())}; "
-                         f"{accepted}") from None
-    out = df[mask].reset_index(drop=True)
-    if out.empty:
-        raise InputError(f"{csv}: --where {where!r} selects none of {len(df)} runs; {accepted}")
-    out.attrs = {**df.attrs, "n_not_selected": int((~mask).sum())}
-    return out
 
 
 def fits_dict(
@@ -727,37 +741,6 @@ def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
     return line
 
 
-def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
-    """(fits.json path, its content, the CSV it was made from) for a reproduce PATH."""
-    p = Path(path)
-    if p.is_dir():
-        fj = p / "fits.json"
-    elif p.name == "fits.json":
-        fj = p
-    else:
-        fj = p.parent / "fits.json"
-    if not fj.is_file():
-        raise InputError(f"{fj}: no stored fits.json to compare with; accepted: a directory or "
-                         "CSV with fits.json beside it (run `harness fit` first)")
-    try:
-        doc = json.loads(fj.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{fj}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{fj}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise InputError(f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
-                         f"accepted: schema {SCHEMA}")
-    source = doc.get("input")
-    name = source.get("path", "runs.csv") if isinstance(source, dict) else None
-    if not isinstance(name, str) or not name:
-        raise InputError(f"{fj}: input.path = {name!r}; accepted: the CSV's file name")
-    csv = fj.parent / name
-    if p.is_file() and p.name != "fits.json":
-        csv = p
-    return fj, doc, resolve_csv(csv)
-
-
 def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(obj, Mapping):
@@ -773,153 +756,6 @@ def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix] = obj
     return out
-
-
-def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *, rtol: float = 1e-4,
-            atol: float = 1e-9) -> list[tuple[str, Any, Any]]:
-    """Leaves of two fits.json objects that differ beyond |x - y| <= atol + rtol |y|."""
-    a, b = _leaves(stored), _leaves(new)
-    diffs = []
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k, "<missing>"), b.get(k, "<missing>")
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not (
-                isinstance(x, bool) or isinstance(y, bool)):
-            if not abs(x - y) <= atol + rtol * abs(y):
-                diffs.append((k, x, y))
-        elif x != y:
-            diffs.append((k, x, y))
-    return diffs
-
-
-def _stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
-    """fits.json's "settings", each of a type `fits_dict` takes.
-
-    Raises
-    ------
-    InputError
-        A setting of the wrong type or range, named with the file.
-    """
-    s = stored.get("settings", {})
-    if not isinstance(s, dict):
-        raise InputError(f"{fj}: settings = {s!r}; accepted: an object (fits.json as written "
-                         "by `harness fit`)")
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    def is_strs(v: Any) -> bool:
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-    checks = {
-        "seed": (is_int, "an integer >= 0"),
-        "n_bootstrap": (is_int, "an integer >= 0"),
-        "fits": (lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
-                 f"null or a list of names from {', '.join(ALL_FITS)}"),
-        "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
-        "column_map": (lambda v: v is None or (isinstance(v, dict) and all(
-            isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
-            "null or an object of column names"),
-        "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
-        "where": (lambda v: v is None or isinstance(v, str), "null or a pandas expression"),
-        "target_accuracy": (lambda v: v is None or (isinstance(v, int | float)
-                                                    and not isinstance(v, bool)),
-                            "null or a number"),
-    }
-    for key, (ok, accepted) in checks.items():
-        if key in s and not ok(s[key]):
-            raise InputError(f"{fj}: settings.{key} = {s[key]!r}; accepted: {accepted}")
-    return s
-
-
-def reproduce_path(
-    path: str | os.PathLike[str], *, rtol: float = 1e-4, replot: bool = True
-) -> tuple[bool, str]:
-    """Refit and replot from the CSV alone (in a temp dir) and compare with the stored fits.json.
-
-    The stored files are never overwritten. A ``published.json`` beside fits.json (keys: group
-    labels "v1|v2|..." or "all"; values {"a": number}) adds the published exponents to the table.
-
-    Parameters
-    ----------
-    path : path-like
-        The results directory, its CSV, or its fits.json.
-    rtol : float
-        Relative tolerance of the comparison.
-    replot : bool
-        Also redraw the figures (in the temp dir) and count those byte-identical to stored ones.
-
-    Returns
-    -------
-    (bool, str)
-        Whether all stored numbers agree, and a printable table.
-
-    Raises
-    ------
-    InputError
-        No stored fits.json, or bad input.
-    """
-    fj, stored, csv = _stored(path)
-    s = _stored_settings(fj, stored)
-    new = fits_dict(
-        csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
-        column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
-        fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
-        target_accuracy=s.get("target_accuracy"), where=s.get("where"),
-    )
-    if "reference" in stored and "reference" not in new:
-        # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
-        # keeps the stored value, so the figures redraw the same H line.
-        new = {**new, "reference": stored["reference"]}
-    with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
-        tmpcsv = Path(tmp) / csv.name
-        tmpcsv.write_bytes(csv.read_bytes())
-        ds_csv = csv.parent / ds.DOWNSTREAM_CSV
-        if ds_csv.is_file():  # the fine-tuning results are an input of the refit too
-            (Path(tmp) / ds.DOWNSTREAM_CSV).write_bytes(ds_csv.read_bytes())
-        atomic_write_json(Path(tmp) / "fits.json", new)
-        figs = plot_path(tmpcsv, out_dir=Path(tmp) / "figures",
-                         column_map=s.get("column_map") or None,
-                         group_by=s.get("group_by")) if replot else []
-        same_figs = sum(
-            (fj.parent / "figures" / f.name).is_file()
-            and (fj.parent / "figures" / f.name).read_bytes() == f.read_bytes() for f in figs)
-    # The synthetic corpus' entropy rate is a reference beside the CSV, not a result of it.
-    diffs = compare({k: v for k, v in stored.items() if k != "reference"},
-                    {k: v for k, v in new.items() if k != "reference"}, rtol=rtol)
-    lines = [f"reproduce {csv}: compared {len(_leaves(stored))} stored values with a refit "
-             f"(rtol {rtol:g}); {len(diffs)} differ"]
-    if diffs:
-        w = max(len(k) for k, _, _ in diffs)
-        lines.append(f"{'value':<{w}}  {'stored':>14}  {'refit':>14}")
-        for k, x, y in diffs[:60]:
-            lines.append(f"{k:<{w}}  {_fmt(x):>14}  {_fmt(y):>14}")
-        if len(diffs) > 60:
-            lines.append(f"... and {len(diffs) - 60} more")
-    n_stored = sum((fj.parent / "figures" / f.name).is_file() for f in figs)
-    if replot:
-        lines.append(f"figures: {len(figs)} replotted; {n_stored} stored, {same_figs} of them "
-                     "byte-identical (informational: bytes depend on the matplotlib version)")
-    pub_file = fj.parent / "published.json"
-    if pub_file.is_file():
-        lines += _published_table(json.loads(pub_file.read_text()), new)
-    return not diffs, "\n".join(lines)
-
-
-def _published_table(pub: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Rows: group, published a, refitted a (isoflop, approach1), difference."""
-    fits_by = {"all": new.get("fits", {})}
-    order = new.get("settings", {}).get("group_by") or []
-    for g in new.get("groups", []):
-        fits_by["|".join(str(g["key"][c]) for c in order)] = g["fits"]
-    rows = [f"{'configuration':<44} {'published a':>11} {'isoflop a':>10} {'diff':>7} "
-            f"{'approach1 a':>11}"]
-    for key, val in sorted(pub.get("exponents", {}).items()):
-        f = fits_by.get(key, {})
-        a2 = f.get("isoflop", {}).get("a")
-        a1 = f.get("approach1", {}).get("a")
-        d = "-" if a2 is None else f"{a2 - val['a']:+.3f}"
-        rows.append(f"{key:<44} {val['a']:>11.3f} {_fmt(a2):>10} {d:>7} {_fmt(a1):>11}")
-    return ["published exponents (N_opt ∝ C^a): " + pub.get("source", "")] + rows
 
 
 def plot_path(

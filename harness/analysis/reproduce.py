@@ -1,0 +1,543 @@
+"""`harness reproduce`: refit from the stored CSV alone and decide whether the stored fits.json
+holds, on what matters scientifically.
+
+Floating-point results differ in their last bits between CPUs (numpy picks SIMD kernels at run
+time) and library versions, and ill-conditioned fits amplify those bits. So values are not
+compared bit for bit but each by what it is (`compare`):
+
+- Point estimates (a law's parameters and values derived from them): within
+  ``rtol |value|`` plus the numerical precision of the optimum on each side
+  (`identify.precision`: how far the optimum can move while the objective changes by less than
+  a relative 1e-9).
+- Interval ends: within 4 standard errors of the difference of two Monte Carlo estimates of
+  the same percentile, sqrt(se_stored^2 + se_refit^2), each se by order statistics
+  (`identify.percentile_se`); for a block stored without them, se ~ 0.68 (hi - lo) / sqrt(n),
+  the normal approximation of a percentile's error at n resamples.
+- A quantity that either side calls undetermined (start-grid edge, a flat direction, an
+  interval over decades, a law whose bootstrap mostly fails) is not compared by value; both
+  sides must call it undetermined, and the report says so.
+- Solver messages, failure counts, convergence flags, precisions and Monte Carlo errors are
+  shown when they differ but never fail a reproduction.
+- Everything else (the input's sha256, settings, counts, budgets) must be equal; numbers within
+  ``rtol``.
+
+Figures are redrawn from the CSV and the refit; the report counts those byte-identical to the
+stored ones, which needs the same matplotlib version and fonts besides the same numbers. They
+never decide the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import downstream as ds
+from harness.analysis import identify
+from harness.analysis.io import _fmt, resolve_csv
+from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
+from harness.analysis.where import check_where
+from harness.atomic import atomic_write_json
+from harness.errors import InputError
+
+__all__ = ["MC_SIGMAS", "Comparison", "compare", "reproduce_path"]
+
+MC_SIGMAS = 4.0
+"""Interval ends agree within this many standard errors of their Monte Carlo difference."""
+_INFO = frozenset({
+    "message", "n_bootstrap_failed", "converged", "edge_params", "on_grid_edge", "ci95_mc_se",
+    "precision", "undetermined_reason", "grad_max",
+})
+_MISSING = "<missing>"
+
+
+@dataclass
+class Comparison:
+    """The outcome of `compare`: every stored leaf lands in exactly one list or count."""
+
+    differ: list[tuple[str, Any, Any, str]] = field(default_factory=list)
+    """(value, stored, refit, tolerance or reason): these fail the reproduction."""
+    undetermined: list[str] = field(default_factory=list)
+    """Values undetermined on both sides (compared as such)."""
+    informational: list[tuple[str, Any, Any]] = field(default_factory=list)
+    """Values that differ but never fail: solver messages, failure counts, precisions."""
+    n_agree: int = 0
+    """Values that agree within their tolerance."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.differ
+
+    @property
+    def n_compared(self) -> int:
+        return self.n_agree + len(self.differ) + len(self.undetermined) + len(self.informational)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _get(obj: Any, *keys: Any) -> Any:
+    for k in keys:
+        if isinstance(obj, Mapping) and k in obj:
+            obj = obj[k]
+        elif isinstance(obj, list) and isinstance(k, int) and 0 <= k < len(obj):
+            obj = obj[k]
+        else:
+            return None
+    return obj
+
+
+def _num_or(x: Any, default: float) -> float:
+    return float(x) if _is_num(x) and math.isfinite(x) else default
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Both sides of one law's block: what each calls undetermined, precisions, MC errors."""
+
+    s: Mapping[str, Any]
+    r: Mapping[str, Any]
+
+    def undetermined(self) -> set[str]:
+        return set(self.s.get("undetermined") or {}) | set(self.r.get("undetermined") or {})
+
+    def law_undetermined(self) -> bool:
+        return self.s.get("determined") is False or self.r.get("determined") is False
+
+
+def _leaf_paths(obj: Any, keys: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(obj, Mapping):
+        return [p for k, v in obj.items() for p in _leaf_paths(v, (*keys, k))]
+    if isinstance(obj, list) and not (obj and isinstance(obj[0], Mapping)):
+        return [(*keys, i) for i in range(len(obj))]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in _leaf_paths(v, (*keys, i))]
+    return [keys]
+
+
+def _label(path: str, keys: tuple[Any, ...]) -> str:
+    out = path
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
+def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *,
+            rtol: float = 1e-6) -> Comparison:
+    """Compare two fits.json objects by the rules of the module docstring.
+
+    Parameters
+    ----------
+    stored, new : mapping
+        The stored fits.json and the refit (without "reference").
+    rtol : float
+        Relative tolerance of point estimates and other numbers.
+
+    Returns
+    -------
+    Comparison
+    """
+    out = Comparison()
+    n_boot = _get(new, "settings", "n_bootstrap")
+    _walk(stored, new, "", None, out, rtol, _num_or(n_boot, 0.0))
+    return out
+
+
+def _walk(s: Any, r: Any, path: str, block: _Block | None, out: Comparison,
+          rtol: float, n_boot: float) -> None:
+    if isinstance(s, Mapping) and isinstance(r, Mapping):
+        if block is None and ("params" in s or "ci95" in s or "params" in r or "ci95" in r):
+            _walk_block(s, r, path, out, rtol, n_boot)
+            return
+        for k in sorted(set(s) | set(r), key=str):
+            _walk(s.get(k, _MISSING), r.get(k, _MISSING), f"{path}.{k}" if path else str(k),
+                  block, out, rtol, n_boot)
+        return
+    if isinstance(s, list) and isinstance(r, list) and s and isinstance(s[0], Mapping) \
+            and "key" in s[0]:
+        # Groups of a grouped fit, matched by their key, not their position.
+        def by_key(groups: list[Any]) -> dict[str, Any]:
+            return {",".join(f"{k}={v}" for k, v in sorted(g.get("key", {}).items())): g
+                    for g in groups if isinstance(g, Mapping)}
+        a, b = by_key(s), by_key(r)
+        for k in sorted(set(a) | set(b)):
+            _walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}[{k}]", block, out, rtol,
+                  n_boot)
+        return
+    if isinstance(s, list) and isinstance(r, list) and len(s) == len(r):
+        for i, (x, y) in enumerate(zip(s, r, strict=True)):
+            _walk(x, y, f"{path}[{i}]", block, out, rtol, n_boot)
+        return
+    _leaf(s, r, path, rtol * abs(r) if _is_num(r) else 0.0, out)
+
+
+def _leaf(s: Any, r: Any, path: str, tol: float, out: Comparison, why: str = "") -> None:
+    if _is_num(s) and _is_num(r):
+        if abs(s - r) <= tol + 1e-300:
+            out.n_agree += 1
+        else:
+            out.differ.append((path, s, r, why or f"tolerance {tol:.3g}"))
+    elif s == r:
+        out.n_agree += 1
+    else:
+        out.differ.append((path, s, r, why or "must be equal"))
+
+
+def _walk_block(s: Mapping[str, Any], r: Mapping[str, Any], path: str, out: Comparison,
+                rtol: float, n_boot: float) -> None:
+    b = _Block(s, r)
+    und = b.undetermined()
+    law_und = b.law_undetermined()
+    us, ur = sorted(s.get("undetermined") or {}), sorted(r.get("undetermined") or {})
+    if us != ur:
+        flips = sorted(set(us) ^ set(ur))
+        real = [k for k in flips if not _interval_flip(b, k)]
+        if real:
+            out.differ.append((f"{path}.undetermined", us, ur,
+                               "the same quantities must be undetermined on both sides"))
+        else:  # intervals at the decades threshold, within their Monte Carlo error
+            out.informational.append((f"{path}.undetermined", us, ur))
+            us = ur
+    if s.get("determined", True) != r.get("determined", True):
+        if _share_flip(s, r):  # both failure shares within Monte Carlo error of the threshold
+            out.informational.append((f"{path}.determined", s.get("determined"),
+                                      r.get("determined")))
+            law_und = True
+        else:
+            out.differ.append((f"{path}.determined", s.get("determined"), r.get("determined"),
+                               "both sides must call the law determined or not"))
+    for k in sorted(set(s) | set(r), key=str):
+        sv, rv = s.get(k, _MISSING), r.get(k, _MISSING)
+        here = f"{path}.{k}"
+        if k in ("undetermined", "determined"):
+            if k == "undetermined" and us == ur and sv != rv:  # the same keys, other numbers
+                out.informational.append((here, sv, rv))
+            else:
+                out.n_agree += 1
+            continue
+        if k in _INFO:
+            for keys in _leaf_paths(sv if sv is not _MISSING else rv):
+                x, y = _get(sv, *keys), _get(rv, *keys)
+                if x == y or (_is_num(x) and _is_num(y) and math.isclose(x, y, rel_tol=rtol)):
+                    out.n_agree += 1
+                else:
+                    out.informational.append((_label(here, keys), x, y))
+            continue
+        if k == "objective":
+            if und or law_und:
+                if sv != rv:
+                    out.informational.append((here, sv, rv))
+                else:
+                    out.n_agree += 1
+            else:
+                # Plus 1e-18: a law through every point (as many points as parameters) ends
+                # at an objective of round-off size, 1e-27 on one CPU and 2e-27 on another.
+                tol = max(rtol, identify.PRECISION_RTOL_F) * abs(_num_or(rv, 0.0)) + 1e-18
+                _leaf(sv, rv, here, tol, out)
+            continue
+        if k == "ci95":
+            _walk_intervals(sv, rv, here, b, out, rtol, n_boot)
+            continue
+        inner = isinstance(sv, Mapping) and k == "params"
+        names = sorted(set(sv) | set(rv if isinstance(rv, Mapping) else {}), key=str) \
+            if inner else [k]
+        for name in names:
+            x = sv.get(name, _MISSING) if inner else sv
+            y = rv.get(name, _MISSING) if inner and isinstance(rv, Mapping) else (
+                _MISSING if inner else rv)
+            label = f"{here}.{name}" if inner else here
+            if name in und:
+                out.undetermined.append(label)
+                continue
+            if isinstance(x, Mapping) or isinstance(y, Mapping) or isinstance(x, list):
+                if isinstance(x, Mapping) and isinstance(y, Mapping):
+                    for keys in sorted(set(_leaf_paths(x)) | set(_leaf_paths(y)), key=str):
+                        xs, ys = _get(x, *keys), _get(y, *keys)
+                        tol = rtol * abs(_num_or(ys, 0.0)) + _precision(b, name, keys)
+                        _leaf(xs if xs is not None else _MISSING,
+                              ys if ys is not None else _MISSING, _label(label, keys), tol, out)
+                else:
+                    _walk(x, y, label, b, out, rtol, n_boot)
+                continue
+            tol = rtol * abs(_num_or(y, 0.0)) + _precision(b, name, ())
+            _leaf(x, y, label, tol, out)
+
+
+def _share_flip(s: Mapping[str, Any], r: Mapping[str, Any]) -> bool:
+    """Whether both bootstrap failure counts lie within MC_SIGMAS binomial standard errors of
+    the threshold share (`identify.FAILED_SHARE_MAX`): then which side of it they fall on is
+    Monte Carlo noise."""
+    q = identify.FAILED_SHARE_MAX
+    for side in (s, r):
+        n, k = _num_or(side.get("n_bootstrap"), 0.0), _num_or(side.get("n_bootstrap_failed"), -1)
+        if n <= 0 or k < 0 or abs(k - q * n) > MC_SIGMAS * math.sqrt(n * q * (1 - q)):
+            return False
+    return True
+
+
+def _interval_flip(b: _Block, name: str) -> bool:
+    """Whether the side that calls ``name`` determined does so only within the Monte Carlo
+    error of its interval: widened by MC_SIGMAS standard errors, it spans too many decades."""
+    for side in (b.s, b.r):
+        if name in (side.get("undetermined") or {}):
+            continue
+        ci = _get(side.get("ci95"), name)
+        se = _get(side.get("ci95_mc_se"), name)
+        if not (isinstance(ci, list) and len(ci) == 2 and all(_is_num(v) for v in ci)):
+            return False
+        s_lo, s_hi = (_num_or(v, 0.0) for v in (se if isinstance(se, list) else [0, 0]))
+        lo, hi = ci[0] - MC_SIGMAS * s_lo, ci[1] + MC_SIGMAS * s_hi
+        return lo <= 0 < ci[0] or bool(identify.undetermined_by_interval({name: [lo, hi]}))
+    return False
+
+
+def _precision(b: _Block, name: str, keys: tuple[Any, ...]) -> float:
+    """The sum of both sides' stored precision of a quantity (0 where none is stored)."""
+    return sum(_num_or(_get(side.get("precision"), name, *keys), 0.0) for side in (b.s, b.r))
+
+
+def _walk_intervals(sv: Any, rv: Any, path: str, b: _Block, out: Comparison,
+                    rtol: float, n_boot: float) -> None:
+    """Interval ends of one block: within MC_SIGMAS standard errors of their difference."""
+    und = b.undetermined()
+    law_und = b.law_undetermined()
+    if isinstance(sv, list) and isinstance(rv, list):  # one interval, e.g. a point's
+        sv, rv = {"": sv}, {"": rv}
+        path = path.removesuffix(".")
+    if not isinstance(sv, Mapping) or not isinstance(rv, Mapping):
+        _leaf(sv, rv, path, 0.0, out)
+        return
+    n_boot = _num_or(b.r.get("n_bootstrap"), 0.0) or n_boot
+    for name in sorted(set(sv) | set(rv), key=str):
+        x, y = sv.get(name, _MISSING), rv.get(name, _MISSING)
+        label = f"{path}.{name}" if name else path
+        if name in und or law_und:
+            for keys in _leaf_paths(x if x is not _MISSING else y):
+                out.undetermined.append(_label(label, keys))
+            continue
+        for keys in sorted(set(_leaf_paths(x)) | set(_leaf_paths(y)), key=str):
+            xs, ys = _get(x, *keys), _get(y, *keys)
+            here = _label(label, keys)
+            if not (_is_num(xs) and _is_num(ys)):
+                _leaf(xs if xs is not None else _MISSING, ys if ys is not None else _MISSING,
+                      here, 0.0, out)
+                continue
+            ses = [_get(side.get("ci95_mc_se"), name, *keys) for side in (b.s, b.r)]
+            se = [_num_or(v, math.nan) for v in ses]
+            if all(math.isnan(v) for v in se):  # no stored errors: the normal approximation
+                lo_hi = _get(y, *keys[:-1]) if keys else None
+                width = (abs(lo_hi[1] - lo_hi[0]) if isinstance(lo_hi, list) and len(lo_hi) == 2
+                         and all(_is_num(v) for v in lo_hi) else 0.0)
+                se = [0.68 * width / math.sqrt(n_boot)] * 2 if n_boot else [0.0, 0.0]
+                how = "normal approx."
+            else:
+                se = [v if not math.isnan(v) else max(w for w in se if not math.isnan(w))
+                      for v in se]
+                how = "order statistics"
+            tol = MC_SIGMAS * math.hypot(*se) + rtol * abs(ys)
+            _leaf(xs, ys, here, tol, out,
+                  why=f"{MC_SIGMAS:g} MC standard errors = {tol:.3g} ({how})")
+
+
+# ---------------------------------------------------------------------------------------------
+# reproduce PATH
+
+
+def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
+    """(fits.json path, its content, the CSV it was made from) for a reproduce PATH."""
+    p = Path(path)
+    if p.is_dir():
+        fj = p / "fits.json"
+    elif p.name == "fits.json":
+        fj = p
+    else:
+        fj = p.parent / "fits.json"
+    if not fj.is_file():
+        raise InputError(f"{fj}: no stored fits.json to compare with; accepted: a directory or "
+                         "CSV with fits.json beside it (run `harness fit` first)")
+    try:
+        doc = json.loads(fj.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{fj}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{fj}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise InputError(f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
+                         f"accepted: schema {SCHEMA}")
+    source = doc.get("input")
+    name = source.get("path", "runs.csv") if isinstance(source, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise InputError(f"{fj}: input.path = {name!r}; accepted: the CSV's file name")
+    csv = fj.parent / name
+    if p.is_file() and p.name != "fits.json":
+        csv = p
+    return fj, doc, resolve_csv(csv)
+
+
+def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """fits.json's "settings", each of a type `fits_dict` takes; a stored ``where`` must pass
+    `where.check_where` (a fits.json is data from elsewhere, never code).
+
+    Raises
+    ------
+    InputError
+        A setting of the wrong type or range, named with the file.
+    """
+    s = stored.get("settings", {})
+    if not isinstance(s, dict):
+        raise InputError(f"{fj}: settings = {s!r}; accepted: an object (fits.json as written "
+                         "by `harness fit`)")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def is_strs(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    checks = {
+        "seed": (is_int, "an integer >= 0"),
+        "n_bootstrap": (is_int, "an integer >= 0"),
+        "fits": (lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
+                 f"null or a list of names from {', '.join(ALL_FITS)}"),
+        "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
+        "column_map": (lambda v: v is None or (isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
+            "null or an object of column names"),
+        "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
+        "where": (lambda v: v is None or isinstance(v, str), "null or a row selection"),
+        "target_accuracy": (lambda v: v is None or (isinstance(v, int | float)
+                                                    and not isinstance(v, bool)),
+                            "null or a number"),
+    }
+    for key, (ok, accepted) in checks.items():
+        if key in s and not ok(s[key]):
+            raise InputError(f"{fj}: settings.{key} = {s[key]!r}; accepted: {accepted}")
+    if s.get("where"):
+        check_where(s["where"], f"{fj}: settings.where")
+    return s
+
+
+def reproduce_path(
+    path: str | os.PathLike[str], *, rtol: float = 1e-6, replot: bool = True
+) -> tuple[bool, str]:
+    """Refit and replot from the CSV alone (in a temp dir) and compare with the stored fits.json.
+
+    The stored files are never overwritten. A ``published.json`` beside fits.json (keys: group
+    labels "v1|v2|..." or "all"; values {"a": number}) adds the published exponents to the table.
+
+    Parameters
+    ----------
+    path : path-like
+        The results directory, its CSV, or its fits.json.
+    rtol : float
+        Relative tolerance of point estimates (see `compare`).
+    replot : bool
+        Also redraw the figures (in the temp dir) and count those byte-identical to stored ones.
+
+    Returns
+    -------
+    (bool, str)
+        Whether the stored fits hold (`compare`), and a printable report.
+
+    Raises
+    ------
+    InputError
+        No stored fits.json, or bad input.
+    """
+    fj, stored, csv = _stored(path)
+    s = stored_settings(fj, stored)
+    new = fits_dict(
+        csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
+        column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
+        fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
+        target_accuracy=s.get("target_accuracy"), where=s.get("where"),
+    )
+    if "reference" in stored and "reference" not in new:
+        # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
+        # keeps the stored value, so the figures redraw the same H line.
+        new = {**new, "reference": stored["reference"]}
+    figs: list[Path] = []
+    same_figs = n_stored = 0
+    with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
+        tmpcsv = Path(tmp) / csv.name
+        tmpcsv.write_bytes(csv.read_bytes())
+        ds_csv = csv.parent / ds.DOWNSTREAM_CSV
+        if ds_csv.is_file():  # the fine-tuning results are an input of the refit too
+            (Path(tmp) / ds.DOWNSTREAM_CSV).write_bytes(ds_csv.read_bytes())
+        atomic_write_json(Path(tmp) / "fits.json", new)
+        if replot:
+            figs = plot_path(tmpcsv, out_dir=Path(tmp) / "figures",
+                             column_map=s.get("column_map") or None, group_by=s.get("group_by"))
+            stored_figs = [fj.parent / "figures" / f.name for f in figs]
+            n_stored = sum(f.is_file() for f in stored_figs)
+            same_figs = sum(g.is_file() and g.read_bytes() == f.read_bytes()
+                            for f, g in zip(figs, stored_figs, strict=True))
+    # The synthetic corpus' entropy rate is a reference beside the CSV, not a result of it.
+    cmp = compare({k: v for k, v in stored.items() if k != "reference"},
+                  {k: v for k, v in new.items() if k != "reference"}, rtol=rtol)
+    lines = [f"reproduce {csv}: {cmp.n_compared} stored values against a refit from the CSV: "
+             f"{cmp.n_agree} agree, {len(cmp.undetermined)} undetermined on both sides, "
+             f"{len(cmp.informational)} informational differences, {len(cmp.differ)} differ"]
+    if cmp.differ:
+        w = max(len(k) for k, *_ in cmp.differ[:60])
+        lines.append(f"{'value':<{w}}  {'stored':>14}  {'refit':>14}  rule")
+        for k, x, y, why in cmp.differ[:60]:
+            lines.append(f"{k:<{w}}  {_fmt(x):>14}  {_fmt(y):>14}  {why}")
+        if len(cmp.differ) > 60:
+            lines.append(f"... and {len(cmp.differ) - 60} more")
+    if cmp.undetermined:
+        laws = sorted({_law_of(k) for k in cmp.undetermined})
+        lines.append(f"undetermined on both sides (not compared by value): "
+                     f"{len(cmp.undetermined)} values of {', '.join(laws[:8])}"
+                     + (f" and {len(laws) - 8} more" if len(laws) > 8 else ""))
+    if cmp.informational:
+        # Messages, counts and flags in full; precisions, Monte Carlo errors and the numbers
+        # inside reasons are estimates of an estimate's error: counted only.
+        minor = (".precision", ".ci95_mc_se", ".undetermined")
+        shown = [i for i in cmp.informational if not any(m in i[0] for m in minor)]
+        lines.append(f"informational (never fail): {len(shown)} solver messages, failure counts "
+                     f"or flags, {len(cmp.informational) - len(shown)} precisions, Monte Carlo "
+                     "errors or reasons differ")
+        for k, x, y in shown[:20]:
+            lines.append(f"  {k}: {_fmt(x)} -> {_fmt(y)}")
+        if len(shown) > 20:
+            lines.append(f"  ... and {len(shown) - 20} more")
+    if replot:
+        lines.append(f"figures: {len(figs)} redrawn; {n_stored} stored, {same_figs} of them "
+                     "byte-identical (informational: bytes need the same numbers, matplotlib "
+                     "version and fonts)")
+    pub_file = fj.parent / "published.json"
+    if pub_file.is_file():
+        lines += _published_table(json.loads(pub_file.read_text()), new)
+    return cmp.ok, "\n".join(lines)
+
+
+def _law_of(label: str) -> str:
+    """The block a compared value belongs to: 'fits.chinchilla' of 'fits.chinchilla.ci95.A[1]'."""
+    for marker in (".params.", ".ci95.", ".n_opt.", ".d_opt.", ".tokens_per_param."):
+        if marker in label:
+            return label.split(marker)[0]
+    return label.rsplit(".", 1)[0]
+
+
+def _published_table(pub: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Rows: group, published a, refitted a (isoflop, approach1), difference."""
+    fits_by = {"all": new.get("fits", {})}
+    order = new.get("settings", {}).get("group_by") or []
+    for g in new.get("groups", []):
+        fits_by["|".join(str(g["key"][c]) for c in order)] = g["fits"]
+    rows = [f"{'configuration':<44} {'published a':>11} {'isoflop a':>10} {'diff':>7} "
+            f"{'approach1 a':>11}"]
+    for key, val in sorted(pub.get("exponents", {}).items()):
+        f = fits_by.get(key, {})
+        a2 = f.get("isoflop", {}).get("a")
+        a1 = f.get("approach1", {}).get("a")
+        d = "-" if a2 is None else f"{a2 - val['a']:+.3f}"
+        rows.append(f"{key:<44} {val['a']:>11.3f} {_fmt(a2):>10} {d:>7} {_fmt(a1):>11}")
+    return ["published exponents (N_opt ∝ C^a): " + pub.get("source", "")] + rows

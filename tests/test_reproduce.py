@@ -1,0 +1,257 @@
+"""harness reproduce: what it compares and how (harness.analysis.reproduce, .identify, .where),
+in both directions: what must agree does, and a real change fails, naming the value."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import identify
+from harness.analysis.fit import bootstrap_power_law, fit_power_law
+from harness.analysis.laws import chinchilla_loss
+from harness.analysis.report import fit_path, fits_dict
+from harness.analysis.reproduce import MC_SIGMAS, compare, reproduce_path
+from harness.analysis.where import check_where
+from harness.errors import InputError
+
+
+def _runs(d: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e8, 5), np.geomspace(1e8, 1e10, 4)))
+    L = chinchilla_loss(N, D, 1.69, 406.4, 410.7, 0.34, 0.28) * np.exp(rng.normal(0, 0.01, N.size))
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"run_id": [f"r{i:02d}" for i in range(N.size)], "n_params": N, "n_tokens": D,
+                  "loss": L, "status": "done"}).to_csv(d / "runs.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    d = _runs(tmp_path_factory.mktemp("exp"))
+    out = fit_path(d, n_bootstrap=200, fits=["chinchilla", "compute_optimal", "power_law_n"])
+    return d, json.loads(out.read_text())
+
+
+# --- identify ------------------------------------------------------------------------------
+
+
+def test_precision_of_a_quadratic_is_exact() -> None:
+    # f = 1 + lam (x - 1)^2 / 2: f rises by eps = 1e-9 f* at |x - 1| = sqrt(2 eps / lam).
+    lam = 4.0
+
+    def fun(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return 1 + lam * (X[:, 0] - 1) ** 2 / 2, lam * (X - 1)
+
+    prec = identify.precision(fun, [1.0], 1.0, lambda x: {"x": float(x[0]),
+                                                           "y": 3 * float(x[0])})
+    assert prec["x"] == pytest.approx(math.sqrt(2e-9 / lam), rel=1e-6)
+    assert prec["y"] == pytest.approx(3 * math.sqrt(2e-9 / lam), rel=1e-6)
+
+
+def test_precision_along_a_ridge_is_infinite() -> None:
+    # f depends on x0 + x1 only: x0 alone is undetermined, their sum is not.
+    def fun(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = X[:, 0] + X[:, 1] - 2
+        return 1 + s**2, np.column_stack([2 * s, 2 * s])
+
+    prec = identify.precision(fun, [1.0, 1.0], 1.0,
+                              lambda x: {"x0": float(x[0]), "sum": float(x[0] + x[1])})
+    assert prec["x0"] == math.inf
+    # f = 1 + s^2 with s = x0 + x1 - 2: f rises by 1e-9 where |s| = sqrt(1e-9).
+    assert prec["sum"] == pytest.approx(math.sqrt(1e-9), rel=1e-5)
+
+
+def test_percentile_se_matches_the_spread_of_repeated_bootstraps() -> None:
+    # The standard error of the 2.5% percentile of n = 2000 normal values is
+    # sqrt(q (1 - q) / n) / phi(z_q) = 0.0597 (asymptotic); the order-statistics estimate from
+    # one sample and the spread over 300 samples agree with it.
+    rng = np.random.default_rng(1)
+    n, q = 2000, 0.025
+    theory = math.sqrt(q * (1 - q) / n) / (math.exp(-1.959964**2 / 2) / math.sqrt(2 * math.pi))
+    spread = np.std([np.percentile(rng.normal(size=n), 2.5) for _ in range(300)])
+    ests = [identify.percentile_se(rng.normal(size=n), q) for _ in range(50)]
+    assert spread == pytest.approx(theory, rel=0.15)
+    assert np.median(ests) == pytest.approx(theory, rel=0.25)
+
+
+def test_percentile_se_on_ties_reaches_the_neighbouring_values() -> None:
+    v = [1.0] * 40 + [2.0] * 960  # the 2.5% percentile sits inside a tie at 1.0
+    assert identify.percentile_se(v, 0.025) == pytest.approx(0.5)
+
+
+def test_interval_over_decades_is_undetermined() -> None:
+    und = identify.undetermined_by_interval({"A": [1.9, 5.5e4], "B": [10.0, 30.0],
+                                             "E": [float("nan"), 1.0]})
+    assert set(und) == {"A", "E"} and "4.5 decades" in und["A"]
+
+
+def test_a_bootstrap_that_mostly_fails_makes_the_law_undetermined() -> None:
+    # 3 points, 3 parameters: most resamples draw fewer than 3 distinct points (continuum of
+    # exact fits), which always count as failed: the law is reported undetermined, with counts.
+    x, y = np.array([1e6, 1e7, 1e8]), np.array([3.0, 2.6, 2.4])
+    r = fit_power_law(x, y)
+    boots, nf = bootstrap_power_law(x, y, r, n_resamples=200, rng=np.random.default_rng(0))
+    # P(3 distinct of 3 draws) = 6/27: about 78% fail.
+    assert 0.7 * 200 < nf < 0.86 * 200
+    fields = identify.law_fields(r.params, r.precision, r.undetermined, boots,
+                                 {"E": [1.0, 2.0]}, nf, 200)
+    assert fields["determined"] is False
+    assert f"{nf} of 200 resamples" in str(fields["undetermined_reason"])
+
+
+# --- compare, both directions ----------------------------------------------------------------
+
+
+def test_identical_documents_agree(fitted: tuple[Path, dict]) -> None:
+    _, doc = fitted
+    cmp = compare(doc, copy.deepcopy(doc))
+    assert cmp.ok and not cmp.informational and cmp.n_agree > 50
+
+
+def test_a_moved_point_estimate_fails_naming_it(fitted: tuple[Path, dict]) -> None:
+    _, doc = fitted
+    new = copy.deepcopy(doc)
+    new["fits"]["chinchilla"]["params"]["alpha"] *= 1.0001  # far beyond its precision
+    cmp = compare(doc, new)
+    assert [d[0] for d in cmp.differ] == ["fits.chinchilla.params.alpha"]
+    # ... and within its own numerical precision it agrees.
+    ok = copy.deepcopy(doc)
+    ok["fits"]["chinchilla"]["params"]["alpha"] += doc["fits"]["chinchilla"]["precision"]["alpha"]
+    assert compare(doc, ok).ok
+
+
+def test_interval_ends_compare_within_their_monte_carlo_error(fitted: tuple[Path, dict]) -> None:
+    _, doc = fitted
+    c = doc["fits"]["chinchilla"]
+    se_lo = c["ci95_mc_se"]["beta"][0]
+    tol = MC_SIGMAS * math.hypot(se_lo, se_lo)
+    assert tol > 0
+    near, far = copy.deepcopy(doc), copy.deepcopy(doc)
+    near["fits"]["chinchilla"]["ci95"]["beta"][0] += 0.9 * tol
+    far["fits"]["chinchilla"]["ci95"]["beta"][0] += 1.1 * tol + 1e-9
+    assert compare(doc, near).ok
+    cmp = compare(doc, far)
+    assert [d[0] for d in cmp.differ] == ["fits.chinchilla.ci95.beta[0]"]
+    assert "MC standard errors" in cmp.differ[0][3]
+
+
+def test_undetermined_values_are_compared_as_such(fitted: tuple[Path, dict]) -> None:
+    _, doc = fitted
+    a, b = copy.deepcopy(doc), copy.deepcopy(doc)
+    for side, (e, hi) in ((a, (5e-15, 5.49e4)), (b, (2e-14, 1.80e5))):
+        blk = side["fits"]["chinchilla"]
+        blk["undetermined"] = {"E": "on the start grid's edge (e = -31.2)"}
+        blk["params"]["E"], blk["ci95"]["E"] = e, [1e-20, hi]
+    cmp = compare(a, b)
+    assert cmp.ok, cmp.differ
+    assert "fits.chinchilla.params.E" in cmp.undetermined
+    assert "fits.chinchilla.ci95.E[1]" in cmp.undetermined
+    # Undetermined on one side only is a difference (unless that side's interval is at the
+    # decades threshold within its Monte Carlo error: not so for [1.6, 1.8]).
+    del b["fits"]["chinchilla"]["undetermined"]["E"]
+    b["fits"]["chinchilla"]["ci95"]["E"] = [1.6, 1.8]
+    assert [d[0] for d in compare(a, b).differ] == ["fits.chinchilla.undetermined"]
+
+
+def test_messages_and_failure_counts_never_fail(fitted: tuple[Path, dict]) -> None:
+    _, doc = fitted
+    new = copy.deepcopy(doc)
+    new["fits"]["chinchilla"]["message"] = "stopped: maximum number of iterations reached"
+    new["fits"]["chinchilla"]["n_bootstrap_failed"] += 3
+    cmp = compare(doc, new)
+    assert cmp.ok
+    assert {k for k, *_ in cmp.informational} == {"fits.chinchilla.message",
+                                                    "fits.chinchilla.n_bootstrap_failed"}
+
+
+def test_another_fit_fails(fitted: tuple[Path, dict]) -> None:
+    # The same runs fitted with another bootstrap seed: other intervals, the settings differ.
+    d, doc = fitted
+    other = fits_dict(d, seed=1, n_bootstrap=200,
+                      fits=["chinchilla", "compute_optimal", "power_law_n"])
+    cmp = compare(doc, other)
+    assert "settings.seed" in [k for k, *_ in cmp.differ]
+
+
+# --- reproduce PATH ---------------------------------------------------------------------------
+
+
+def test_reproduce_agrees_then_an_edited_csv_row_fails(tmp_path: Path) -> None:
+    d = _runs(tmp_path / "exp")
+    fit_path(d, n_bootstrap=100, fits=["chinchilla", "power_law_n"])
+    ok, table = reproduce_path(d, replot=False)
+    assert ok, table
+    df = pd.read_csv(d / "runs.csv")
+    df.loc[7, "loss"] *= 1.02
+    df.to_csv(d / "runs.csv", index=False)
+    ok, table = reproduce_path(d, replot=False)
+    assert not ok
+    # The Huber loss (delta 1e-3) barely moves the parameters for one point 2% off, but the
+    # input's hash and the objective name the change.
+    assert "input.sha256" in table and "fits.chinchilla.objective" in table
+
+
+def test_reproduce_names_an_edited_stored_value(tmp_path: Path) -> None:
+    d = _runs(tmp_path / "exp")
+    fit_path(d, n_bootstrap=100, fits=["chinchilla"])
+    doc = json.loads((d / "fits.json").read_text())
+    doc["fits"]["chinchilla"]["params"]["beta"] = 0.29
+    (d / "fits.json").write_text(json.dumps(doc))
+    ok, table = reproduce_path(d, replot=False)
+    assert not ok and "fits.chinchilla.params.beta" in table and "0.29" in table
+
+
+# --- where: a small grammar, checked before evaluation ---------------------------------------
+
+
+@pytest.mark.parametrize("expr", [
+    "n_tokens <= 8e5 and n_params >= 2e4",
+    "(n_params > 1e6) & ~(n_tokens == 1e9) | (loss < 3)",
+    "not n_params < 1e6",
+    "arch == 'llama'",
+    "-1 < n_params",
+    "1e6 <= n_params < 1e8",
+])
+def test_where_grammar_accepts(expr: str) -> None:
+    check_where(expr, "--where", ["n_params", "n_tokens", "loss", "arch"])
+
+
+@pytest.mark.parametrize(("expr", "named"), [
+    ("n_params.to_csv('PWNED.csv') or (n_params > 0)", "is not allowed"),
+    ("__import__('os').system('true')", "is not allowed"),
+    ("n_params + 1 > 2", "binop 'n_params + 1' is not allowed"),
+    ("n_params[0] > 1", "subscript"),
+    ("@x > 1", "not an expression"),
+    ("lambda: 1", "is not allowed"),
+    ("n_params in [1, 2]", "operator other than"),
+])
+def test_where_grammar_refuses(expr: str, named: str) -> None:
+    with pytest.raises(InputError, match="accepted: comparisons of columns") as info:
+        check_where(expr, "--where")
+    assert named in str(info.value)
+
+
+def test_hostile_stored_where_is_refused_before_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = _runs(tmp_path / "exp")
+    fit_path(d, n_bootstrap=0, fits=["chinchilla"], where="n_params > 0")
+    doc = json.loads((d / "fits.json").read_text())
+    doc["settings"]["where"] = "n_params.to_csv('PWNED.csv') or (n_params > 0)"
+    (d / "fits.json").write_text(json.dumps(doc))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as info:
+        reproduce_path(d, replot=False)
+    assert "settings.where" in str(info.value) and str(d / "fits.json") in str(info.value)
+    assert not (tmp_path / "PWNED.csv").exists() and not (d / "PWNED.csv").exists()
+    # The same expression through pandas itself writes the file: the check is what stops it.
+    df = pd.read_csv(d / "runs.csv")
+    with pytest.raises(Exception):  # noqa: B017 - pandas fails only after the call ran
+        df.eval(doc["settings"]["where"], engine="python")
+    assert (tmp_path / "PWNED.csv").exists()
