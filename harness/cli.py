@@ -18,6 +18,7 @@ from harness.errors import InputError, naming
 
 if TYPE_CHECKING:  # annotations only: the handlers import what they need when called
     from harness.config import ExperimentConfig
+    from harness.execute.local import Interrupted
     from harness.results import ExperimentLayout
 
 __all__ = ["main"]
@@ -46,7 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.atomic import check_writable
     from harness.config import load_experiment
     from harness.data import check_corpus, prepare_corpus
-    from harness.launch import pending_runs, run_local
+    from harness.execute.local import Interrupted, run_local
+    from harness.execute.locks import experiment_lock, holder_of
+    from harness.launch import pending_runs
     from harness.model import count_params
     from harness.plan import checked_grid
     from harness.results import ExperimentLayout, collect
@@ -78,23 +81,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"D {_fmt_si(ds[0])}..{_fmt_si(ds[-1])} ({len(ds)} budgets); "
         f"{sum(s not in todo for s in specs)} already done, {len(todo)} to train -> {layout.root}"
     )
+    held = {s.run_id: h for s in todo if (h := holder_of(layout.run_dir(s.run_id)))}
+    if held:  # another `harness run`, or a SLURM job, trains these now
+        shown = ", ".join(f"{k} ({v})" for k, v in list(held.items())[:4])
+        more = f" and {len(held) - 4} more" if len(held) > 4 else ""
+        print(f"{len(held)} runs held by another process, left to it: {shown}{more}")
+        todo = [s for s in todo if s.run_id not in held]
     failed = 0
     if todo:
         with naming(args.experiment):  # a bad corpus spec is the experiment file's
             prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, before any run starts
-        outcomes = run_local(exp, todo, layout)
+        try:
+            outcomes = run_local(exp, todo, layout)
+        except Interrupted as stop:
+            return _interrupted(stop, layout, args.experiment, t0)
         failed = sum(o.status == "failed" for o in outcomes)
         for o in outcomes:
             if o.status == "failed":
                 log_path = layout.run_dir(o.run_id) / "train.log"
                 print(f"run {o.run_id} failed: {o.error} (log: {log_path})")
+            elif o.status == "held":
+                print(f"run {o.run_id}: held by another process ({o.error}), left to it")
     if exp.downstream.task:  # fine-tune every done run ([downstream]; harness.finetune)
         failed += _downstream(exp, layout)
-    csv_path, counts = collect(layout.root)
-    print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    _analyse(csv_path)
+    with experiment_lock(layout.root):  # one process at a time writes runs.csv and the fits
+        csv_path, counts = collect(layout.root)
+        print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        _analyse(csv_path)
     print(f"finished in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
+
+
+def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str,
+                 t0: float) -> int:
+    """After SIGTERM/SIGINT/SIGHUP: runs.csv for what finished, one line, 128 + signal."""
+    from harness.execute.locks import experiment_lock
+    from harness.results import collect
+
+    stopped = sum(o.status == "interrupted" for o in stop.outcomes)
+    try:
+        with experiment_lock(layout.root, timeout_s=30.0):
+            csv_path, counts = collect(layout.root)
+        note = f"{csv_path} holds the {counts['done'] + counts['diverged']} finished"
+    except InputError:  # no run has finished: the stored runs.csv stays as it was
+        note = "runs.csv left as it was (no run has finished)"
+    print(f"interrupted by {stop}: {stopped} runs stopped with a checkpoint; {note}; "
+          f"`harness run {experiment}` resumes ({time.perf_counter() - t0:.1f} s)")
+    return 128 + stop.signum
 
 
 def _check_device(exp: ExperimentConfig) -> None:
@@ -269,9 +302,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         "unknown": 1,
         "running": 2,
         "queued": 3,
-        "unsubmitted": 4,
-        "diverged": 5,
-        "done": 6,
+        "interrupted": 4,
+        "unsubmitted": 5,
+        "diverged": 6,
+        "done": 7,
     }
     rows = sorted(
         run_statuses(layout),
@@ -287,18 +321,24 @@ def cmd_status(args: argparse.Namespace) -> int:
             detail = f"loss {r.val_loss:.4f}" if r.val_loss is not None else ""
         elif r.state in ("diverged", "unknown"):
             detail = r.error
+        elif r.state == "running" and r.slurm_state == "locked":
+            detail = f"here: {r.error}  log: {r.log}"
         elif r.state in ("running", "queued"):
             detail = f"{r.slurm_state}  log: {r.log}" if r.log else r.slurm_state
+        elif r.state == "interrupted":
+            detail = f"{r.error}; `harness run` resumes it"
         else:
-            detail = "never submitted"
+            detail = "never started"
         print(f"{r.run_id:<12}  {r.state:<11} {n:>7} {d:>7}  {r.job_id or '-':<10} {detail}")
     states = [r.state for r in rows]
     print(", ".join(f"{states.count(s)} {s}" for s in order if s in states) or "no runs")
-    if "failed" in states:
-        print(
-            "`harness submit EXP.toml` (or --only-failed) resubmits the failed runs; "
-            "they resume from their checkpoints"
-        )
+    failed = [r for r in rows if r.state == "failed"]
+    if any(r.submissions for r in failed):
+        print("`harness submit EXP.toml` (or --only-failed) resubmits the failed SLURM runs; "
+              "they resume from their checkpoints")
+    if any(not r.submissions for r in failed) or "interrupted" in states:
+        print("`harness run EXP.toml` trains the failed and interrupted runs of this machine "
+              "again, each from its newest checkpoint")
     # Exit codes (DESIGN.md): 1 when the work failed, so scripts and CI can wait on it.
     return 1 if "failed" in states else 0
 

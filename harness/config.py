@@ -326,7 +326,15 @@ class ExecutionConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto': CUDA when present, else CPU."""
     threads: int = 0
-    """torch intra-op threads per run; 0 = torch's default (all cores)."""
+    """torch intra-op threads per run; 0 = torch's default (all cores) with one worker, and one
+    thread per worker with several (`workers`)."""
+    workers: int | Literal["auto"] = "auto"
+    """Runs trained at once on this machine (`harness run`). 'auto': one per visible GPU times
+    runs_per_device; on a CPU, as many as the usable cores allow at `threads` each (at least
+    one thread), never more threads than cores."""
+    runs_per_device: int = 1
+    """Runs that share one GPU at once (small runs do not fill one). Each worker sees only its
+    own GPU (CUDA_VISIBLE_DEVICES)."""
     progress: bool = True
     """Progress bars for the grid and the current run."""
     results_dir: str = "results"
@@ -357,6 +365,10 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
+        _check(self.workers == "auto" or self.workers >= 1, "workers", self.workers,
+               "'auto' or an integer >= 1")
+        _check(self.runs_per_device >= 1, "runs_per_device", self.runs_per_device,
+               "an integer >= 1")
         _check(bool(self.results_dir), "results_dir", self.results_dir, "a directory path")
         _check(
             self.checkpoint_every_s >= 0,
@@ -582,6 +594,8 @@ class ExperimentConfig:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
@@ -600,9 +614,15 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
         return InputError(f"{source}: {where} = {value!r} is not {_type_name(tp)}")
 
     origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):  # only `X | None` is used
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(value, args[0], where, source)
+    if origin in (Union, types.UnionType):  # `X | None`, or `int | Literal["auto"]`
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        for arg in (a for a in typing.get_args(tp) if a is not type(None)):
+            try:
+                return _convert(value, arg, where, source)
+            except InputError:
+                continue
+        raise bad()
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad()

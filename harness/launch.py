@@ -1,9 +1,8 @@
 """Execution of runs: on this machine (the default) or on SLURM through submitit.
 
-This is the only module that imports submitit. Local runs go one after another through one
-spawned worker process that imports torch once, so a grid pays start-up once, while an
-exception in one run is caught and recorded and a crash of the worker (a segfault, the OOM
-killer) fails only the run it was on: the pool is rebuilt and the grid goes on.
+This is the only module that imports submitit. Local runs (`harness run`) are
+`harness.execute.local`'s; this module keeps what both share: which runs are pending, the
+divergence retries, the record of a failed run.
 
 SLURM (``harness submit``): the runs that are neither finished nor queued nor running go out as
 submitit job arrays (one per distinct set of resources), at most ``cluster.max_parallel`` tasks
@@ -24,7 +23,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import multiprocessing
 import os
 import re
 import shutil
@@ -32,8 +30,6 @@ import subprocess
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +40,7 @@ from harness import __version__
 from harness.atomic import atomic_write_json
 from harness.config import ClusterConfig, ExecutionConfig, ExperimentConfig, to_dict
 from harness.errors import InputError
+from harness.execute.locks import holder_of
 from harness.grid import RunSpec, spec_from_dict
 from harness.results import (
     FINISHED,
@@ -55,10 +52,9 @@ from harness.results import (
     write_result,
     write_spec,
 )
-from harness.wsd import inherited_tokens, plan_trunks
+from harness.wsd import plan_trunks
 
 __all__ = [
-    "LocalOutcome",
     "Resources",
     "RunStatus",
     "Submission",
@@ -67,20 +63,10 @@ __all__ = [
     "pending_runs",
     "read_jobs",
     "resources_for",
-    "run_local",
     "run_statuses",
     "sbatch_script",
     "submit",
 ]
-
-
-@dataclass(frozen=True)
-class LocalOutcome:
-    run_id: str
-    status: str
-    val_loss: float | None
-    wall_s: float
-    error: str
 
 
 def pending_runs(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec]:
@@ -166,12 +152,6 @@ def _flops(spec: RunSpec) -> float:
     return 6.0 * count_params(spec.model).non_embedding * spec.n_tokens
 
 
-def _worker_init(threads: int) -> None:
-    if threads > 0:
-        # Before torch starts its OpenMP pool; set_num_threads in train() does the rest.
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 def _failed(run_dir: Path, spec: RunSpec, error: str, log: str = "") -> dict[str, Any]:
     result = {
         "run_id": spec.run_id,
@@ -184,145 +164,11 @@ def _failed(run_dir: Path, spec: RunSpec, error: str, log: str = "") -> dict[str
     return result
 
 
-def _run_one(
-    spec_dict: dict[str, Any],
-    run_dir: str,
-    execution: dict[str, Any],
-    branch_dicts: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Worker body: train one run with its log in run_dir/train.log; never raises.
-    ``branch_dicts``: the WSD branches this run hands checkpoints to (harness.wsd)."""
-    from harness.config import _build
-    from harness.train import train
-
-    spec = spec_from_dict(spec_dict)
-    exe = _build(ExecutionConfig, execution, "execution", "launcher")
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        branches = [spec_from_dict(b) for b in branch_dicts or ()]
-        result = train(spec, path, execution=exe, branches=branches)
-        assert result is not None
-        logging.getLogger("harness.launch").info("run %s ended: %s", spec.run_id, result.status)
-        return {"status": result.status, "val_loss": result.val_loss, "wall_s": result.wall_s}
-    except Exception as e:  # noqa: BLE001 - one failing run must not stop the grid
-        logging.getLogger("harness.launch").error(
-            "run %s failed:\n%s", spec.run_id, traceback.format_exc()
-        )
-        last = f"{type(e).__name__}: {e}".splitlines()[0]
-        _failed(path, spec, last)
-        return {"status": "failed", "val_loss": None, "wall_s": 0.0, "error": last}
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def run_local(
-    exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLayout
-) -> list[LocalOutcome]:
-    """Train ``specs`` one after another in a worker process; return one outcome per run.
-
-    A run that diverges is followed by its retry at a lower learning rate (a run of its own,
-    ``execution.diverge_retries`` times at most); the diverged run's result.json names it in
-    ``retried_as``.
-
-    With ``execution.share_wsd_trunks``, the WSD runs that differ only in D go together, the
-    longest first: it hands each shorter one its checkpoint at that run's decay start, and the
-    shorter ones then train only their cooldowns (`harness.wsd.plan_trunks`).
-
-    Raises
-    ------
-    InputError
-        A run directory holds another run's spec.json; raised before anything trains.
-    """
-    execution = exp.execution
-    for spec in specs:
-        check_spec(layout.run_dir(spec.run_id), spec)
-    branches_of: dict[str, list[RunSpec]] = {}
-    if execution.share_wsd_trunks:
-        specs, branches_of = plan_trunks(list(specs))
-    inherits = {b.run_id: inherited_tokens(b) for bs in branches_of.values() for b in bs}
-
-    def cost(s: RunSpec) -> float:  # the FLOPs a run will spend itself
-        return _flops(s) * (1 - inherits.get(s.run_id, 0) / s.n_tokens)
-
-    specs = list(specs)  # grows by the retries of diverged runs
-    ctx = multiprocessing.get_context("spawn")
-    outcomes: list[LocalOutcome] = []
-    total_flops = sum(cost(s) for s in specs)
-    bar = None
-    if execution.progress and specs:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=total_flops,
-            unit="FLOP",
-            unit_scale=True,
-            position=0,
-            desc=f"grid {exp.name} 0/{len(specs)} runs",
-            dynamic_ncols=True,
-        )
-
-    pool = ProcessPoolExecutor(
-        max_workers=1, mp_context=ctx, initializer=_worker_init, initargs=(execution.threads,)
-    )
-    try:
-        i = 0
-        while i < len(specs):
-            spec = specs[i]
-            run_dir = layout.run_dir(spec.run_id)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_spec(run_dir, spec)
-            try:
-                out = pool.submit(
-                    _run_one,
-                    spec.to_dict(),
-                    str(run_dir),
-                    to_dict(execution),
-                    [b.to_dict() for b in branches_of.get(spec.run_id, ())],
-                ).result()
-            except BrokenProcessPool:
-                # The worker died without a Python exception (killed, segfault, out of memory).
-                error = "the worker process died (killed, crashed or out of memory)"
-                _failed(run_dir, spec, error)
-                out = {"status": "failed", "val_loss": None, "wall_s": 0.0, "error": error}
-                pool = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=ctx,
-                    initializer=_worker_init,
-                    initargs=(execution.threads,),
-                )
-            outcomes.append(
-                LocalOutcome(
-                    spec.run_id, out["status"], out["val_loss"], out["wall_s"], out.get("error", "")
-                )
-            )
-            retry = _start_retry(spec, layout, execution) if out["status"] == "diverged" else None
-            if retry is not None:
-                specs.insert(i + 1, retry)
-                if bar is not None:
-                    bar.total += _flops(retry)
-            i += 1
-            if bar is not None:
-                bar.update(cost(spec))
-                bar.set_description(f"grid {exp.name} {i}/{len(specs)} runs")
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
-    return outcomes
-
-
 # --- SLURM (and submitit's local/debug executors) ------------------------------------------------
 
 Cluster = Literal["slurm", "local", "debug"]
 RunStatusState = Literal[
-    "done", "diverged", "running", "queued", "failed", "unsubmitted", "unknown"
+    "done", "diverged", "running", "queued", "failed", "interrupted", "unsubmitted", "unknown"
 ]
 JOBS_SCHEMA = 1
 # SLURM job states (squeue/sacct names) in which a job runs or still waits to run.
@@ -679,6 +525,11 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
         if entry:
             common.update(job_id=entry["job_id"], log=entry.get("stderr", ""))
         status = result.get("status")
+        holder = holder_of(run_dir) if status not in FINISHED else None
+        if holder is not None:  # a `harness run` (or a job) holds its lock: training now
+            out.append(RunStatus(state="running", slurm_state="locked", error=holder,
+                                 **{**common, "log": str(run_dir / "train.log")}))
+            continue
         if status in FINISHED:
             out.append(
                 RunStatus(
@@ -731,10 +582,12 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
                 )
             )
             continue
+        step = _newest_checkpoint_step(run_dir)
         out.append(
             RunStatus(
-                state="unsubmitted",
+                state="interrupted" if step is not None else "unsubmitted",
                 log=str(run_dir / "train.log") if (run_dir / "train.log").exists() else "",
+                error=f"checkpoint at step {step}" if step is not None else "",
                 **common,
             )
         )
@@ -829,8 +682,15 @@ class TrainJob(submitit.helpers.Checkpointable):
         if in_main:
             signal.signal(usr_sig, on_usr)
             signal.signal(signal.SIGTERM, on_term)
+        from harness.execute.locks import Held, RunLock
+
+        lock = RunLock(path)
         try:
             log.info("run %s: job %s starting", spec.run_id, os.environ.get("SLURM_JOB_ID", "-"))
+            try:  # a `harness run` or another job trains it now: never twice at once
+                lock.acquire()
+            except Held as held:
+                raise RuntimeError(f"run {spec.run_id}: {held}; not trained twice") from None
             done = _finished_result(path)
             if done is not None:  # a duplicate or late requeue of a finished run
                 log.info("run %s is already %s; nothing to do", spec.run_id, done["status"])
@@ -875,6 +735,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             _failed(path, spec, f"{type(e).__name__}: {e}".splitlines()[0], log=stderr)
             raise
         finally:
+            lock.release()
             if in_main:
                 signal.signal(usr_sig, requeue_handler)
                 signal.signal(signal.SIGTERM, term_handler)

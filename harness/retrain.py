@@ -10,7 +10,7 @@ seeds each, results/quickstart/README.md): relative standard deviations of the f
 0.31% to 3.6%, pooled (root mean square) `SEED_REL_STD` = 2.17%. Two draws of one run then
 differ by more than ``MC_SIGMAS sqrt(2) SEED_REL_STD`` = 12.3% of the loss with probability
 below 1e-4 under a normal spread: that is `RETRAIN_RTOL`. A change of CPU alone moved the same
-runs by 0.001% to 0.12% (same README): far inside it.
+runs by 0.00006% to 1.8% (same README): far inside it.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def retrain_check(
         specs.append(spec)
     exe = execution or ExecutionConfig()
     exe = dataclasses.replace(exe, progress=False)
-    stored = df.set_index("run_id")
+    stored = df.drop_duplicates("run_id").set_index("run_id")
     lines = [f"retrain {len(specs)} of {len(df)} runs of {csv} from their spec.json "
              f"(tolerance {RETRAIN_RTOL:.2%} of the loss: {MC_SIGMAS:g} sqrt(2) x the measured "
              f"seed-to-seed spread {SEED_REL_STD:.2%})",

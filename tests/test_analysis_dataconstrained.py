@@ -245,7 +245,7 @@ def test_fits_json_holds_the_fit_deterministically_and_figures(tmp_path: Path) -
     block = doc["fits"]["data_constrained"]
     assert set(block["params"]) == set(dc.PARAMS)
     assert block["n_points"] == 30 and block["n_repeated"] == 24 and block["n_bootstrap"] == 50
-    assert block["n_excess_params"] > 0 and block["undetermined"] == []
+    assert block["n_excess_params"] > 0 and block["undetermined"] == {}
     for k in ("R_D_star", "R_N_star"):  # 0.2% noise on 30 runs: the truth inside the interval
         lo, hi = block["ci95"][k]
         assert lo <= P[k] <= hi, (k, lo, hi)

@@ -124,7 +124,7 @@ def test_cli_plot_and_reproduce(cli_fitted: tuple[Path, str],
     out = capsys.readouterr().out
     n = len(figs) - 2
     assert "reproduce: OK" in out and "0 differ" in out
-    assert f"figures: {n} replotted; {n} stored, {n} of them byte-identical" in out
+    assert f"figures: {n} redrawn; {n} stored, {n} of them byte-identical" in out
     assert (d / "fits.json").read_bytes() == stored  # never overwritten
 
 
@@ -269,7 +269,8 @@ def test_fit_where_selects_rows_and_reproduces(tmp_path: Path,
         ("n_tokens > 1e99", "selects none of 19 runs"),
         ("n_tokens * 2", "binop 'n_tokens * 2' is not allowed"),
         ("width > 3", "'width' is not a column"),
-        ("n_tokens", "not a true/false value per row"),
+        ("n_tokens", "a value alone is not a true/false condition"),
+        ("n_tokens == n_tokens + 1", "binop 'n_tokens + 1' is not allowed"),
         ("n_params == 1e6", "fewer than its 5 parameters; accepted: at least 5 runs (the 4 runs"),
     ],
 )

@@ -50,8 +50,21 @@ def test_precision_of_a_quadratic_is_exact() -> None:
 
     prec = identify.precision(fun, [1.0], 1.0, lambda x: {"x": float(x[0]),
                                                            "y": 3 * float(x[0])})
-    assert prec["x"] == pytest.approx(math.sqrt(2e-9 / lam), rel=1e-6)
-    assert prec["y"] == pytest.approx(3 * math.sqrt(2e-9 / lam), rel=1e-6)
+    # Measured on a grid of steps refined to 1/64 of a 1.45x bracket: within 2%, never above.
+    assert prec["x"] == pytest.approx(math.sqrt(2e-9 / lam), rel=0.02)
+    assert prec["x"] <= math.sqrt(2e-9 / lam)
+    assert prec["y"] == pytest.approx(3 * prec["x"], rel=1e-6)
+
+
+def test_precision_of_a_kink_is_its_linear_rise() -> None:
+    # f = 1 + |x - 1| (smoothed far below eps): f rises by 1e-9 at |x - 1| = 1e-9, where a
+    # quadratic model from the Hessian (zero curvature) would call x flat.
+    def fun(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = X[:, 0] - 1
+        return 1 + np.sqrt(d**2 + 1e-40), (d / np.sqrt(d**2 + 1e-40))[:, None]
+
+    prec = identify.precision(fun, [1.0], 1.0, lambda x: {"x": float(x[0])})
+    assert prec["x"] == pytest.approx(1e-9, rel=0.02)
 
 
 def test_precision_along_a_ridge_is_infinite() -> None:
@@ -64,7 +77,7 @@ def test_precision_along_a_ridge_is_infinite() -> None:
                               lambda x: {"x0": float(x[0]), "sum": float(x[0] + x[1])})
     assert prec["x0"] == math.inf
     # f = 1 + s^2 with s = x0 + x1 - 2: f rises by 1e-9 where |s| = sqrt(1e-9).
-    assert prec["sum"] == pytest.approx(math.sqrt(1e-9), rel=1e-5)
+    assert prec["sum"] == pytest.approx(math.sqrt(1e-9), rel=0.02)
 
 
 def test_percentile_se_matches_the_spread_of_repeated_bootstraps() -> None:
@@ -81,8 +94,10 @@ def test_percentile_se_matches_the_spread_of_repeated_bootstraps() -> None:
 
 
 def test_percentile_se_on_ties_reaches_the_neighbouring_values() -> None:
-    v = [1.0] * 40 + [2.0] * 960  # the 2.5% percentile sits inside a tie at 1.0
-    assert identify.percentile_se(v, 0.025) == pytest.approx(0.5)
+    # The 2.5% percentile (rank 25, rank error 4.9) inside a tie at 1.0 that ends at rank 30:
+    # one more resample past the tie moves it to 2.0. A tie ending at rank 900 holds it.
+    assert identify.percentile_se([1.0] * 30 + [2.0] * 970, 0.025) == pytest.approx(0.5)
+    assert identify.percentile_se([1.0] * 900 + [2.0] * 100, 0.025) == 0.0
 
 
 def test_interval_over_decades_is_undetermined() -> None:
@@ -156,7 +171,27 @@ def test_undetermined_values_are_compared_as_such(fitted: tuple[Path, dict]) -> 
     # decades threshold within its Monte Carlo error: not so for [1.6, 1.8]).
     del b["fits"]["chinchilla"]["undetermined"]["E"]
     b["fits"]["chinchilla"]["ci95"]["E"] = [1.6, 1.8]
-    assert [d[0] for d in compare(a, b).differ] == ["fits.chinchilla.undetermined"]
+    assert [d[0] for d in compare(a, b).differ][0] == "fits.chinchilla.undetermined"
+    # ... and marking a value undetermined in the stored file alone does not hide a change.
+    c = copy.deepcopy(doc)
+    c["fits"]["chinchilla"]["undetermined"] = {"alpha": "95% interval [1, 2] spans 3 decades"}
+    c["fits"]["chinchilla"]["params"]["alpha"] = 7.0
+    differ = [d[0] for d in compare(c, doc).differ]
+    assert "fits.chinchilla.undetermined" in differ and "fits.chinchilla.params.alpha" in differ
+
+
+def test_stored_precisions_and_errors_never_widen_a_tolerance(fitted: tuple[Path, dict]) -> None:
+    _, doc = fitted
+    c = copy.deepcopy(doc)
+    blk = c["fits"]["chinchilla"]
+    blk["params"]["beta"] *= 3
+    blk["precision"]["beta"] = 1e9
+    blk["ci95"]["alpha"][0] += 0.05
+    blk["ci95_mc_se"]["alpha"] = [1e9, 1e9]
+    blk["objective"] *= 10
+    differ = {d[0] for d in compare(c, doc).differ}
+    assert {"fits.chinchilla.params.beta", "fits.chinchilla.ci95.alpha[0]",
+            "fits.chinchilla.objective"} <= differ
 
 
 def test_messages_and_failure_counts_never_fail(fitted: tuple[Path, dict]) -> None:
@@ -217,6 +252,7 @@ def test_reproduce_names_an_edited_stored_value(tmp_path: Path) -> None:
     "arch == 'llama'",
     "-1 < n_params",
     "1e6 <= n_params < 1e8",
+    "n_params > 1e6 & n_tokens < 1e9",  # pandas' precedence: & below the comparisons
 ])
 def test_where_grammar_accepts(expr: str) -> None:
     check_where(expr, "--where", ["n_params", "n_tokens", "loss", "arch"])
@@ -227,7 +263,11 @@ def test_where_grammar_accepts(expr: str) -> None:
     ("__import__('os').system('true')", "is not allowed"),
     ("n_params + 1 > 2", "binop 'n_params + 1' is not allowed"),
     ("n_params[0] > 1", "subscript"),
-    ("@x > 1", "not an expression"),
+    ("@x > 1", "the characters '@'"),
+    # pandas' backtick pass reads '\\' as an open quote: refused before any parse.
+    ("n_params == '\\\\' or n_params == '`' == \"`\" or n_params == ' or "
+     "n_params.to_csv(\"pwned.csv\") #'", "are not allowed"),
+    ("n_params > 1 # x\n n_params.to_csv('p')", "are not allowed"),
     ("lambda: 1", "is not allowed"),
     ("n_params in [1, 2]", "operator other than"),
 ])
@@ -255,3 +295,34 @@ def test_hostile_stored_where_is_refused_before_evaluation(
     with pytest.raises(Exception):  # noqa: B017 - pandas fails only after the call ran
         df.eval(doc["settings"]["where"], engine="python")
     assert (tmp_path / "PWNED.csv").exists()
+
+
+# --- reproduce --retrain ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_retrain_checks_the_cheapest_runs_both_ways(tmp_path: Path) -> None:
+    # The committed quickstart's cheapest run retrained from its committed spec.json agrees
+    # within the seed-spread tolerance; the same run with its stored loss edited by +20% fails.
+    import shutil
+
+    import torch
+
+    from harness.retrain import RETRAIN_RTOL, retrain_check
+
+    torch.set_num_threads(1)
+    root = Path(__file__).resolve().parents[1] / "results" / "quickstart"
+    d = tmp_path / "quickstart"
+    shutil.copytree(root, d)
+    ok, table = retrain_check(d, n_runs=1)
+    assert ok, table
+    assert "2b5036d6d321" in table and f"{RETRAIN_RTOL:.2%}" in table
+    df = pd.read_csv(d / "runs.csv")
+    df.loc[df.run_id == "2b5036d6d321", "loss"] *= 1.2
+    df.to_csv(d / "runs.csv", index=False)
+    ok, table = retrain_check(d, n_runs=1)
+    assert not ok and "DIFFERENT" in table
+    shutil.rmtree(d / "runs" / "2b5036d6d321")
+    with pytest.raises(InputError, match="spec.json: missing"):
+        retrain_check(d, n_runs=1)
+

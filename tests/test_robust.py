@@ -20,6 +20,7 @@ import pytest
 import torch
 from _tiny import word_corpus
 
+import harness.execute.local as local
 import harness.launch as launch
 import harness.train as train_mod
 from harness.cli import main
@@ -72,7 +73,7 @@ def forked_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     train_mod.build_model(ModelShape(arch="llama", n_layer=1, n_embd=16, n_head=1,
                                      vocab_size=256, seq_len=8, ffn_dim=32, tie_embeddings=True))
     real = multiprocessing.get_context
-    monkeypatch.setattr(launch.multiprocessing, "get_context", lambda method=None: real("fork"))
+    monkeypatch.setattr(local.multiprocessing, "get_context", lambda method=None: real("fork"))
 
 
 def _rows(root: Path) -> list[dict[str, str]]:
@@ -151,7 +152,8 @@ def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
     import shutil
 
     shutil.rmtree(run_dir)
-    out = launch._run_one(spec.to_dict(), str(run_dir), {"threads": 1, "progress": False})
+    (out,) = local._run_unit([(spec.to_dict(), [])], str(tmp_path),
+                             {"threads": 1, "progress": False})
     assert out["status"] == "failed" and "no space left on device while writing checkpoint" \
         in out["error"]
     stored = json.loads((run_dir / "result.json").read_text())

@@ -511,9 +511,11 @@ def fit_data_constrained(
         return _params(y)
 
     prec = identify.precision(fun, raw.x, raw.f, to_params)
-    raw_of = {k: (_RAW_OF[k],) for k in PARAMS if _RAW_OF[k] in names}
+    raw_of = {k: tuple(r for r in (_RAW_OF[k], {"A": "alpha", "B": "beta"}.get(k, ""))
+                       if r in names) for k in PARAMS if _RAW_OF[k] in names}
     und = fitmod.undetermined_of(params, prec, edge, dict(zip(names, map(float, raw.x),
-                                                               strict=True)), raw_of)
+                                                               strict=True)), raw_of,
+                                  located=raw.status != optim.MAX_ITER)
     und.update({k: "no run's prediction depends on it" for k in PARAMS if _RAW_OF[k] in skip})
     return FitResult(
         law="data_constrained",

@@ -243,7 +243,10 @@ def _edge(
 
 
 _CHIN_ORDER = ("a", "b", "alpha", "beta", "e")  # optimizer layout, see optim.lse_huber_objective
-_CHIN_RAW_OF = {"E": ("e",), "A": ("a",), "B": ("b",), "alpha": ("alpha",), "beta": ("beta",)}
+# A coefficient is undetermined with its exponent: as alpha runs off the grid (to 0 or to
+# large values), A / N^alpha turns into a constant or vanishes, and A trades off against E.
+_CHIN_RAW_OF = {"E": ("e",), "A": ("a", "alpha"), "B": ("b", "beta"), "alpha": ("alpha",),
+                "beta": ("beta",)}
 
 
 def undetermined_of(
@@ -252,8 +255,13 @@ def undetermined_of(
     edge: Sequence[str],
     raw_x: Mapping[str, float],
     raw_of: Mapping[str, Sequence[str]],
+    located: bool = True,
 ) -> dict[str, str]:
     """{parameter: reason} for the parameters a fit leaves undetermined.
+
+    ``located`` False (the polish ran out of iterations, creeping along a ridge, before it
+    reached the precision limit) leaves every parameter undetermined: the point is not the
+    optimum, and another CPU stops elsewhere on the ridge.
 
     On the start grid's edge (Besiroglu et al. 2024's check: the optimum ran off the region the
     grid covers, often towards a limit such as E -> 0), or known only to worse than
@@ -262,6 +270,9 @@ def undetermined_of(
     """
     out: dict[str, str] = {}
     for name, raws in raw_of.items():
+        if not located:
+            out[name] = "the polish stopped at its iteration limit (a ridge; optimum not located)"
+            continue
         hit = [r for r in raws if r in edge]
         if hit:
             out[name] = "on the start grid's edge (" + ", ".join(
@@ -298,7 +309,8 @@ def _fit_result(
         n_starts=n_starts, n_points=n_points, grad_max=raw.grad_max,
         on_grid_edge=bool(edge), edge_params=edge, raw=raw_x,
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
-        precision=prec, undetermined=undetermined_of(params, prec, edge, raw_x, raw_of),
+        precision=prec, undetermined=undetermined_of(params, prec, edge, raw_x, raw_of,
+                                                     located=raw.status != optim.MAX_ITER),
     )
 
 
@@ -489,7 +501,7 @@ def bootstrap_chinchilla(
 
 
 _PL_ORDER = ("a", "alpha", "e")
-_PL_RAW_OF = {"E": ("e",), "A": ("a",), "alpha": ("alpha",)}
+_PL_RAW_OF = {"E": ("e",), "A": ("a", "alpha"), "alpha": ("alpha",)}
 
 
 def _pl_params(x: FloatArray) -> dict[str, float]:
@@ -579,8 +591,8 @@ def bootstrap_power_law(
 
 
 _KAP_ORDER = ("log_N_c", "log_D_c", "u", "alpha_D")
-_KAP_RAW_OF = {"N_c": ("log_N_c",), "D_c": ("log_D_c",), "alpha_N": ("u", "alpha_D"),
-               "alpha_D": ("alpha_D",)}
+_KAP_RAW_OF = {"N_c": ("log_N_c", "u"), "D_c": ("log_D_c", "alpha_D"),
+               "alpha_N": ("u", "alpha_D"), "alpha_D": ("alpha_D",)}
 
 
 def _kaplan_objective(

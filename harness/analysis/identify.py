@@ -5,13 +5,13 @@ These are the quantities `harness reproduce` compares by (see `harness.analysis.
 a value is compared within the precision the fit itself has, and a parameter the data do not
 determine is compared as undetermined, not by value. Pure functions of arrays; no fit here.
 
-Numerical precision (`precision`). Near an optimum x* the objective is f(x* + d) ~ f* +
-d^T H d / 2 (H its Hessian). Moves that raise f by less than eps = 1e-9 f* are below what the
-optimizer resolves (scipy L-BFGS-B's default stopping rule is a relative reduction of f of
-2.2e-9), so two machines whose last bits differ may stop anywhere in that region. A derived
-quantity q(x) with gradient J is then known to +- sqrt(2 eps J H^-1 J^T) (the extent of the
-region along J). A flat or negative direction of H that q depends on makes it infinite: the
-data fix only a combination of parameters there (a ridge), and q is undetermined.
+Numerical precision (`precision`). Moves of the parameters that raise the objective by less
+than eps = 1e-9 f* are below what the optimizer resolves (scipy L-BFGS-B's default stopping
+rule is a relative reduction of f of 2.2e-9), so two machines whose last bits differ may stop
+anywhere in that region. Its extent is measured along the eigenvectors of the Hessian (for a
+quadratic f* + d^T H d / 2 it is sqrt(2 eps / lambda) along each), and a quantity q(x) is known
+to the extent of the region along q's gradient. A direction along which f never rises (a
+ridge: the data fix only a combination of parameters) makes q undetermined.
 
 Monte Carlo error of a percentile (`percentile_se`). The q-th sample percentile of n bootstrap
 values has a rank that is Binomial(n, q) about its true position (David & Nagaraja, "Order
@@ -49,7 +49,6 @@ MAX_DECADES = 2.0
 """A positive parameter whose 95% interval spans more decades than this is undetermined."""
 FAILED_SHARE_MAX = 0.1
 """A law whose bootstrap fails on more than this share of resamples is undetermined."""
-_FLAT = 1e-12  # Hessian eigenvalues below this times the largest count as flat
 
 
 def _hessian(fun: Objective, x: FloatArray) -> FloatArray:
@@ -64,6 +63,45 @@ def _hessian(fun: Objective, x: FloatArray) -> FloatArray:
     return (H + H.T) / 2.0
 
 
+def _extent(fun: Objective, x: FloatArray, f: float, V: FloatArray, eps: float) -> FloatArray:
+    """Along each column of V, the largest step (either sign) before f exceeds f + eps; inf
+    where it never does within _T_MAX (a flat direction). Steps on a geometric grid of ratio
+    _T_RATIO, refined once by the same grid between the last step inside and the first out."""
+    p = x.size
+    scale = max(1.0, float(np.max(np.abs(x))))
+    ts = scale * np.geomspace(1e-13, _T_MAX, 100)
+    out = np.empty(p)
+    dirs = np.concatenate([V.T, -V.T])  # (2p, p)
+    X = x[None, None, :] + ts[None, :, None] * dirs[:, None, :]  # (2p, T, p)
+    fx, _ = fun(X.reshape(-1, p), np.zeros(X.shape[0] * X.shape[1], dtype=np.intp))
+    above = ~(fx.reshape(2 * p, ts.size) <= f + eps)  # nan counts as above
+    reach = np.full(2 * p, math.inf)
+    lo, hi = np.zeros(2 * p), np.zeros(2 * p)
+    for k in range(2 * p):
+        hit = np.flatnonzero(above[k])
+        if hit.size:
+            lo[k], hi[k] = (ts[hit[0] - 1] if hit[0] > 0 else 0.0), ts[hit[0]]
+            reach[k] = lo[k]
+    # Refine each bracket [last step inside, first outside] on 64 evenly spaced steps (1.5%).
+    fin = np.flatnonzero(np.isfinite(reach))
+    if fin.size:
+        u = np.linspace(0.0, 1.0, 65)[1:]
+        T = lo[fin, None] + u[None, :] * (hi - lo)[fin, None]  # (m, 64)
+        X = x[None, None, :] + T[:, :, None] * dirs[fin][:, None, :]
+        fx, _ = fun(X.reshape(-1, p), np.zeros(X.shape[0] * X.shape[1], dtype=np.intp))
+        inside = fx.reshape(fin.size, u.size) <= f + eps
+        for m, k in enumerate(fin):
+            out_at = np.flatnonzero(~inside[m])
+            first_out = out_at[0] if out_at.size else u.size - 1
+            reach[k] = T[m, first_out - 1] if first_out > 0 else lo[k]
+    for k in range(p):
+        out[k] = max(reach[k], reach[k + p])
+    return out
+
+
+_T_MAX = 1e3  # steps beyond 1e3 x max(1, |x|) without a rise of eps: a flat direction
+
+
 def precision(
     fun: Objective,
     x: Sequence[float],
@@ -71,6 +109,13 @@ def precision(
     quantities: Callable[[FloatArray], Mapping[str, float]],
 ) -> dict[str, float]:
     """The numerical precision of each quantity at an optimum (module docstring).
+
+    The region where f stays within eps = 1e-9 f of the optimum is measured, not assumed
+    quadratic: along each eigenvector of the (finite-difference) Hessian the largest step
+    that keeps f within eps is found by evaluating f, so a Huber objective whose optimum sits
+    where residuals cross the threshold (f rising linearly) and a ridge (f never rising) are
+    both measured as they are. A quantity with gradient J then has precision
+    sqrt(sum_k (J . v_k)^2 t_k^2) over the semi-axes t_k along the eigenvectors v_k.
 
     Parameters
     ----------
@@ -88,7 +133,7 @@ def precision(
     -------
     dict
         {name: +- precision in the quantity's own units}; inf where the quantity depends on a
-        flat or negative direction of the objective, or where the Hessian is not finite.
+        flat direction of the objective, or where the Hessian is not finite.
     """
     x = np.asarray(x, dtype=float)
     base = dict(quantities(x))
@@ -96,9 +141,9 @@ def precision(
         H = _hessian(fun, x)
         if not np.all(np.isfinite(H)):
             return {k: math.inf for k in base}
-        w, V = np.linalg.eigh(H)
-        flat = w <= _FLAT * max(float(np.max(np.abs(w))), 1e-300)
+        _, V = np.linalg.eigh(H)
         eps = PRECISION_RTOL_F * max(abs(float(f)), 1e-300)
+        t = _extent(fun, x, float(f), V, eps)
         # Jacobian of the quantities by forward differences, (names, p).
         names = list(base)
         J = np.zeros((len(names), x.size))
@@ -113,13 +158,13 @@ def precision(
             if not np.all(np.isfinite(j)):
                 out[k] = math.inf
                 continue
-            c = V.T @ j  # components of the gradient along H's eigenvectors
+            c = V.T @ j  # components of the gradient along the eigenvectors
             scale = float(np.max(np.abs(c))) if c.size else 0.0
-            if np.any(flat & (np.abs(c) > 1e-6 * max(scale, 1e-300))) and scale > 0:
+            if scale > 0 and np.any(~np.isfinite(t) & (np.abs(c) > 1e-6 * scale)):
                 out[k] = math.inf
             else:
-                good = ~flat
-                out[k] = float(np.sqrt(2.0 * eps * np.sum(c[good] ** 2 / w[good])))
+                fin = np.isfinite(t)
+                out[k] = float(np.sqrt(np.sum((c[fin] * t[fin]) ** 2)))
     return out
 
 
@@ -132,14 +177,19 @@ def percentile_se(values: Iterable[float], q: float) -> float:
     if n < 2:
         return math.nan
     half = math.sqrt(n * q * (1.0 - q))
-    lo_v = v[int(np.clip(math.floor(n * q - half), 0, n - 1))]
-    hi_v = v[int(np.clip(math.ceil(n * q + half), 0, n - 1))]
-    # Resamples of few runs repeat: values come in ties, and a percentile on a tie moves to the
-    # next distinct value when one resample changes. So the band reaches the neighbouring
-    # distinct values on both sides.
-    below, above = v[v < lo_v], v[v > hi_v]
-    lo_v = below[-1] if below.size else lo_v
-    hi_v = above[0] if above.size else hi_v
+    k = n * q
+    lo_v = v[int(np.clip(math.floor(k - half), 0, n - 1))]
+    hi_v = v[int(np.clip(math.ceil(k + half), 0, n - 1))]
+    if lo_v == hi_v:
+        # Resamples of few runs repeat: the band lies inside a tie. The percentile leaves the
+        # tie only if its rank moves past the tie's end, so the band reaches the neighbouring
+        # distinct value on a side whose tie boundary lies within 2 rank errors.
+        first = int(np.searchsorted(v, lo_v, side="left"))
+        last = int(np.searchsorted(v, lo_v, side="right"))  # ranks [first, last) tie
+        if k - first <= 2 * half and first > 0:
+            lo_v = v[first - 1]
+        if last - k <= 2 * half and last < n:
+            hi_v = v[last]
     return float((hi_v - lo_v) / 2.0)
 
 

@@ -183,6 +183,8 @@ def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, 
     for name, leaves in flat.items():
         sq = dict.fromkeys(leaves, 0.0)
         for p in ("A", "B", "alpha", "beta"):
+            if name in ("a", "b") and p in ("A", "B"):
+                continue  # a = beta / (alpha + beta) and b need only the exponents
             u = chin.precision.get(p, math.inf)
             moved = values({**chin.params, p: chin.params[p] + u}) if math.isfinite(u) else None
             for leaf in leaves:

@@ -1,23 +1,28 @@
 """Row selection for `harness fit --where EXPR` (and the same expression stored in fits.json).
 
-pandas' ``DataFrame.eval`` evaluates attribute access and method calls, so an expression taken
-from a file (a stored fits.json is data from elsewhere) could write files or run code before it
-failed. Expressions are therefore checked against a small grammar first, on Python's own parse
-tree, and only then handed to pandas:
+pandas' ``DataFrame.eval`` evaluates attribute access and method calls, and its own
+pre-processing (backticks, comments) can make it see another expression than a checker does; so
+an expression taken from a file (a stored fits.json is data from elsewhere) could write files or
+run code. Expressions are therefore parsed by Python, checked against a small grammar, and
+evaluated here, on the checked tree, over the frame's columns: pandas never evaluates them.
 
     expr    := expr ("and" | "or" | "&" | "|") expr  |  ("not" | "~") expr  |  "(" expr ")"
+               (& | ~ read as and, or, not, below comparisons in precedence, as pandas does)
              | operand (("<" | "<=" | ">" | ">=" | "==" | "!=") operand)+
     operand := column name | number | string | "-" number
 
-Anything else (attributes, calls, subscripts, arithmetic, names that are not columns) is
-refused before evaluation, with one line naming it.
+Anything else (attributes, calls, subscripts, arithmetic, names that are not columns, and the
+characters # ` @ \\ and line breaks) is refused before evaluation, with one line naming it.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -71,6 +76,15 @@ def _operand(node: ast.AST, columns: set[str] | None) -> str | None:
     return _bad(node)
 
 
+def _as_python(where: str) -> str:
+    """pandas reads & | ~ as and / or / not, below the comparisons in precedence
+    ('a > 1 & b < 2' is '(a > 1) and (b < 2)'): spelled so for Python's parser."""
+    words = {"&": "and", "|": "or", "~": "not"}
+    toks = [words.get(t.string, t.string) if t.type == tokenize.OP else t.string
+            for t in tokenize.generate_tokens(io.StringIO(where).readline)]
+    return " ".join(t for t in toks if t.strip())
+
+
 def check_where(where: str, what: str, columns: Iterable[str] | None = None) -> None:
     """Refuse a selection outside the grammar of the module docstring, before any evaluation.
 
@@ -88,13 +102,83 @@ def check_where(where: str, what: str, columns: Iterable[str] | None = None) -> 
     InputError
         One line naming the expression, the construct refused and what is accepted.
     """
+    tree = _parse(where, what, columns)
+    del tree
+
+
+def _parse(where: str, what: str, columns: Iterable[str] | None) -> ast.expr:
+    """The checked tree of ``where`` (see `check_where`)."""
+    bad_chars = sorted({c for c in where if c in "#`@\\" or c in _BREAKS})
+    if bad_chars:
+        raise InputError(f"{what} {where!r}: the characters {''.join(bad_chars)!r} are not "
+                         f"allowed; {ACCEPTED}")
     try:
-        tree = ast.parse(where.strip(), mode="eval")
-    except SyntaxError as exc:
+        tree = ast.parse(_as_python(where.strip()), mode="eval")
+    except (SyntaxError, tokenize.TokenError) as exc:
         raise InputError(f"{what} {where!r}: not an expression ({exc.msg}); {ACCEPTED}") from None
+    if isinstance(tree.body, (ast.Name, ast.Constant)):
+        raise InputError(f"{what} {where!r}: a value alone is not a true/false condition; "
+                         f"{ACCEPTED}")
     problem = _check(tree.body, None if columns is None else set(columns))
     if problem:
         raise InputError(f"{what} {where!r}: {problem}; {ACCEPTED}")
+    return tree.body
+
+
+# Characters str.splitlines breaks on (a line break would hide what follows from a reader).
+_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+_OPS = {ast.Lt: "__lt__", ast.LtE: "__le__", ast.Gt: "__gt__", ast.GtE: "__ge__",
+        ast.Eq: "__eq__", ast.NotEq: "__ne__"}
+
+
+def _evaluate(node: ast.expr, df: pd.DataFrame) -> Any:
+    """Evaluate a checked tree over ``df``: a column is its Series, and/or/not act row-wise."""
+    if isinstance(node, ast.BoolOp):
+        parts = [_as_bool(_evaluate(v, df), df) for v in node.values]
+        out = parts[0]
+        for p in parts[1:]:
+            out = (out & p) if isinstance(node.op, ast.And) else (out | p)
+        return out
+    if isinstance(node, ast.BinOp):  # & and | (only these pass the check)
+        a, b = _as_bool(_evaluate(node.left, df), df), _as_bool(_evaluate(node.right, df), df)
+        return (a & b) if isinstance(node.op, ast.BitAnd) else (a | b)
+    if isinstance(node, ast.UnaryOp):
+        if isinstance(node.op, ast.USub):
+            return -_evaluate(node.operand, df)
+        return ~_as_bool(_evaluate(node.operand, df), df)
+    if isinstance(node, ast.Compare):
+        out = None
+        left = _evaluate(node.left, df)
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = _evaluate(comp, df)
+            part = _as_bool(_compare(left, right, _OPS[type(op)]), df)
+            out = part if out is None else out & part
+            left = right
+        return out
+    if isinstance(node, ast.Name):
+        return df[node.id]
+    if isinstance(node, ast.Constant):
+        return node.value
+    raise AssertionError(f"unchecked node {ast.dump(node)}")  # _check refuses everything else
+
+
+def _compare(left: Any, right: Any, op: str) -> Any:
+    if isinstance(left, pd.Series):
+        return getattr(left, op)(right)
+    if isinstance(right, pd.Series):  # 3 < n: the reflected comparison
+        flip = {"__lt__": "__gt__", "__le__": "__ge__", "__gt__": "__lt__", "__ge__": "__le__"}
+        return getattr(right, flip.get(op, op))(left)
+    return getattr(left, op)(right)
+
+
+def _as_bool(v: Any, df: pd.DataFrame) -> pd.Series:
+    if isinstance(v, pd.Series):
+        if v.dtype != bool:
+            raise TypeError(f"{v.name!r} is not a true/false value per row")
+        return v
+    if isinstance(v, bool):
+        return pd.Series(v, index=df.index)
+    raise TypeError(f"{v!r} is not a true/false value per row")
 
 
 def select_rows(df: pd.DataFrame, where: str, csv: Path) -> pd.DataFrame:
@@ -107,12 +191,10 @@ def select_rows(df: pd.DataFrame, where: str, csv: Path) -> pd.DataFrame:
     InputError
         ``where`` is outside the grammar, is not true/false per row, or selects no row.
     """
-    check_where(where, f"{csv}: --where", [c for c in df.columns if c != "line"])
+    tree = _parse(where, f"{csv}: --where", [c for c in df.columns if c != "line"])
     try:
-        mask = df.eval(where, engine="python")
-        if not isinstance(mask, pd.Series) or mask.dtype != bool:
-            raise TypeError("not a true/false value per row")
-    except Exception as exc:  # pandas raises many types for a bad expression  # noqa: BLE001
+        mask = _as_bool(_evaluate(tree, df), df)
+    except (TypeError, ValueError) as exc:  # e.g. a number compared with a string column
         raise InputError(f"{csv}: --where {where!r}: {' '.join(str(exc).split())}; "
                          f"{ACCEPTED}") from None
     out = df[mask].reset_index(drop=True)

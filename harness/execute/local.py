@@ -1,0 +1,426 @@
+"""`harness run`'s execution: the units of a grid on this machine's workers, in parallel.
+
+A unit of work is one run, or a WSD trunk followed by the branches it hands checkpoints to
+(`harness.wsd.plan_trunks`): a unit trains in one worker, its runs one after another. Units go
+longest first (by the FLOPs they will spend), so a grid does not end on one big run while the
+other workers idle.
+
+Each worker is a spawned process of its own (one single-worker pool per `placement.Slot`):
+it imports torch once, sees only its own GPU (CUDA_VISIBLE_DEVICES) and uses its own threads.
+A worker that dies (SIGKILL, segfault, out of memory) fails the run it was on, alone; its pool
+is rebuilt and the rest of its unit goes back in the queue.
+
+Every run trains under its run directory's lock (`locks.RunLock`): another `harness run` or a
+SLURM job on the same experiment skips a held run and names its holder, so no run is trained
+twice and no metrics.csv is written by two processes.
+
+Signals: SIGTERM, SIGINT and SIGHUP stop every worker at its next step boundary with a
+checkpoint (forwarded to each worker; a terminal's Ctrl-C reaches them directly), and
+`run_local` raises `Interrupted` once all have stopped; the command then writes runs.csv for
+what finished and exits 128 + the signal's number. A second signal kills the workers at once.
+A worker whose parent disappears (the command killed with -9) checkpoints and exits by itself.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import ExecutionConfig, ExperimentConfig, to_dict
+from harness.execute.locks import Held, RunLock
+from harness.execute.placement import Slot, plan_slots
+from harness.grid import RunSpec, spec_from_dict
+from harness.results import (
+    FINISHED,
+    ExperimentLayout,
+    check_spec,
+    read_result,
+    run_state,
+    write_spec,
+)
+from harness.wsd import inherited_tokens, plan_trunks
+
+__all__ = ["Interrupted", "LocalOutcome", "Unit", "plan_units", "run_local"]
+
+log = logging.getLogger("harness.execute")
+
+
+@dataclass(frozen=True)
+class LocalOutcome:
+    run_id: str
+    status: str
+    """done | diverged | failed | interrupted | held (another process trains it)."""
+    val_loss: float | None
+    wall_s: float
+    error: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Runs trained one after another in one worker: a run, or a WSD trunk and its branches."""
+
+    runs: tuple[RunSpec, ...]
+    branches: dict[str, tuple[RunSpec, ...]]
+    """trunk run_id -> the branches it hands checkpoints to (within this unit)."""
+    flops: float
+    """FLOPs the unit will spend itself (a branch only trains its cooldown)."""
+
+
+class Interrupted(Exception):
+    """`harness run` was stopped by a signal; every worker stopped at a step boundary."""
+
+    def __init__(self, signum: int, outcomes: list[LocalOutcome]) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.outcomes = outcomes
+
+
+def _flops(spec: RunSpec) -> float:
+    from harness.model import count_params
+
+    return 6.0 * count_params(spec.model).non_embedding * spec.n_tokens
+
+
+def plan_units(specs: list[RunSpec], execution: ExecutionConfig) -> list[Unit]:
+    """The units of ``specs``, longest first (ties keep the grid's order)."""
+    branches_of: dict[str, list[RunSpec]] = {}
+    order = list(specs)
+    if execution.share_wsd_trunks:
+        order, branches_of = plan_trunks(order)
+    served = {b.run_id: t for t, bs in branches_of.items() for b in bs}
+    inherits = {b.run_id: inherited_tokens(b) for bs in branches_of.values() for b in bs}
+
+    def cost(s: RunSpec) -> float:
+        return _flops(s) * (1 - inherits.get(s.run_id, 0) / s.n_tokens)
+
+    units = []
+    by_id = {s.run_id: s for s in order}
+    for s in order:
+        if s.run_id in served and served[s.run_id] in by_id:
+            continue  # trained in its trunk's unit
+        runs = (s, *[b for b in branches_of.get(s.run_id, ()) if b.run_id in by_id])
+        units.append(Unit(runs, {s.run_id: tuple(runs[1:])} if len(runs) > 1 else {},
+                          sum(cost(r) for r in runs)))
+    return sorted(units, key=lambda u: -u.flops)  # stable: equal costs keep the grid's order
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+_STOP = threading.Event()  # in a worker: stop at the next step boundary
+
+
+def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
+    """Worker set-up, before torch is imported: threads, GPU, signals, parent watch."""
+    if threads > 0:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    if cuda_visible_devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+
+    def on_signal(signum: int, frame: Any) -> None:
+        _STOP.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    parent = os.getppid()
+
+    def watch_parent() -> None:  # the command killed with -9: checkpoint and go
+        while not _STOP.is_set():
+            if os.getppid() != parent:
+                _STOP.set()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
+def _result(status: str, run_id: str, val_loss: float | None = None, wall_s: float = 0.0,
+            error: str = "") -> dict[str, Any]:
+    return {"run_id": run_id, "status": status, "val_loss": val_loss, "wall_s": wall_s,
+            "error": error}
+
+
+def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str,
+              execution: dict[str, Any]) -> list[dict[str, Any]]:
+    """Worker body: train a unit's runs in order, each under its lock; never raises."""
+    from harness.config import _build
+    from harness.launch import _failed
+    from harness.train import train
+
+    exe = _build(ExecutionConfig, execution, "execution", "launcher")
+    layout = ExperimentLayout(Path(root))
+    out: list[dict[str, Any]] = []
+    for spec_dict, branch_dicts in unit:
+        spec = spec_from_dict(spec_dict)
+        if _STOP.is_set():
+            out.append(_result("interrupted", spec.run_id))
+            continue
+        run_dir = layout.run_dir(spec.run_id)
+        try:
+            lock = RunLock(run_dir).acquire()
+        except Held as held:
+            out.append(_result("held", spec.run_id, error=held.holder))
+            continue
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root_log = logging.getLogger()
+        root_log.addHandler(handler)
+        root_log.setLevel(logging.INFO)
+        try:
+            done = read_result(run_dir)
+            if run_state(run_dir) in FINISHED and done is not None:  # finished meanwhile
+                out.append(_result(str(done["status"]), spec.run_id, done.get("val_loss")))
+                continue
+            write_spec(run_dir, spec)
+            branches = [spec_from_dict(b) for b in branch_dicts]
+            result = train(spec, run_dir, execution=exe, branches=branches,
+                           should_stop=_STOP.is_set)
+            if result is None:
+                log.warning("run %s: stopped on a signal with a checkpoint", spec.run_id)
+                out.append(_result("interrupted", spec.run_id))
+                continue
+            log.info("run %s ended: %s", spec.run_id, result.status)
+            out.append(_result(result.status, spec.run_id, result.val_loss, result.wall_s))
+        except Exception as e:  # noqa: BLE001 - one failing run must not stop the grid
+            log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
+            last = f"{type(e).__name__}: {e}".splitlines()[0]
+            _failed(run_dir, spec, last)
+            out.append(_result("failed", spec.run_id, error=last))
+        finally:
+            root_log.removeHandler(handler)
+            handler.close()
+            lock.release()
+    return out
+
+
+# --- the main process ----------------------------------------------------------------------------
+
+
+class _Worker:
+    """One slot's single-worker pool, rebuilt when its process dies."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.pool = self._new()
+        self.unit: Unit | None = None
+        self.future: cf.Future[list[dict[str, Any]]] | None = None
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(self.slot.threads, self.slot.cuda_visible_devices))
+
+    def rebuild(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new()
+
+    def pids(self) -> list[int]:
+        # The pool's process ids (a private attribute of concurrent.futures, stable since 3.8):
+        # the signals a terminal does not deliver (kill PID) are forwarded to them.
+        return [p.pid for p in (getattr(self.pool, "_processes", None) or {}).values()
+                if p.pid is not None and p.is_alive()]
+
+
+@contextmanager
+def _signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """Route SIGTERM, SIGINT, SIGHUP to ``on_signal`` while the grid runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    old = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: on_signal(signum))
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _last_step(run_dir: Path) -> int:
+    """The last step metrics.csv records (0 before the first), read from the file's tail."""
+    path = run_dir / "metrics.csv"
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 512))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return int(lines[-1].split(",")[0]) if lines and lines[-1][:1].isdigit() else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLayout,
+              *, slots: list[Slot] | None = None) -> list[LocalOutcome]:
+    """Train ``specs`` on this machine's workers; return one outcome per run tried.
+
+    A run that diverges is followed by its retry at a lower learning rate (its own run,
+    ``execution.diverge_retries`` times at most; `launch._start_retry`).
+
+    Parameters
+    ----------
+    exp : ExperimentConfig
+    specs : list of RunSpec
+        The runs to train (`launch.pending_runs`).
+    layout : ExperimentLayout
+    slots : list of Slot, optional
+        The workers (default `placement.plan_slots`).
+
+    Raises
+    ------
+    InputError
+        A run directory holds another run's spec.json; raised before anything trains.
+    Interrupted
+        SIGTERM, SIGINT or SIGHUP: every worker stopped at a step boundary with a checkpoint.
+    """
+    from harness.launch import _failed, _start_retry
+
+    execution = exp.execution
+    for spec in specs:
+        check_spec(layout.run_dir(spec.run_id), spec)
+    queue = deque(plan_units(list(specs), execution))
+    slots = slots or plan_slots(execution, n_units=len(queue))
+    # Workers draw no bars of their own; the grid's bar and a line per worker are drawn here.
+    worker_exe = to_dict(dataclasses.replace(execution, progress=False))
+    outcomes: list[LocalOutcome] = []
+    stop: dict[str, int] = {}
+    workers = [_Worker(s) for s in slots]
+
+    def on_signal(signum: int) -> None:
+        first = "signum" not in stop
+        stop.setdefault("signum", signum)
+        for w in workers:
+            for pid in w.pids():
+                try:
+                    os.kill(pid, signal.SIGTERM if first else signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    bars = _Bars(exp, queue, workers) if execution.progress and queue else None
+    try:
+        with _signals(on_signal):
+            while queue or any(w.future for w in workers):
+                for w in workers:
+                    if w.future is None and queue and "signum" not in stop:
+                        w.unit = queue.popleft()
+                        payload = [(s.to_dict(), [b.to_dict() for b in
+                                                  w.unit.branches.get(s.run_id, ())])
+                                   for s in w.unit.runs]
+                        try:
+                            w.future = w.pool.submit(_run_unit, payload, str(layout.root),
+                                                     worker_exe)
+                        except BrokenProcessPool:
+                            w.rebuild()
+                            queue.appendleft(w.unit)
+                if "signum" in stop and not any(w.future for w in workers):
+                    break
+                running = [w.future for w in workers if w.future is not None]
+                cf.wait(running, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                for w in workers:
+                    if w.future is None or not w.future.done():
+                        continue
+                    unit, fut = w.unit, w.future
+                    w.future, w.unit = None, None
+                    assert unit is not None
+                    try:
+                        results = fut.result()
+                    except BrokenProcessPool:
+                        results = _died(unit, layout, _failed)
+                        rest = [s for s in unit.runs if s.run_id not in
+                                {r["run_id"] for r in results}]
+                        if rest and "signum" not in stop:
+                            queue.appendleft(Unit(tuple(rest), {}, 0.0))
+                        w.rebuild()
+                    for r in results:
+                        outcomes.append(LocalOutcome(r["run_id"], r["status"], r["val_loss"],
+                                                     r["wall_s"], r.get("error", "")))
+                        if r["status"] == "diverged" and "signum" not in stop:
+                            spec = next(s for s in unit.runs if s.run_id == r["run_id"])
+                            retry = _start_retry(spec, layout, execution)
+                            if retry is not None:
+                                queue.appendleft(Unit((retry,), {}, _flops(retry)))
+                    if bars is not None:
+                        bars.finished(unit)
+                if bars is not None:
+                    bars.refresh(layout)
+    finally:
+        for w in workers:
+            w.pool.shutdown(wait=True, cancel_futures=True)
+            for pid in w.pids():  # never leave a worker behind
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if bars is not None:
+            bars.close()
+    if "signum" in stop:
+        raise Interrupted(stop["signum"], outcomes)
+    return outcomes
+
+
+def _died(unit: Unit, layout: ExperimentLayout,
+          failed: Callable[..., Any]) -> list[dict[str, Any]]:
+    """The worker died: its run without a result failed; runs before it kept theirs."""
+    error = "the worker process died (killed, crashed or out of memory)"
+    out = []
+    for spec in unit.runs:
+        run_dir = layout.run_dir(spec.run_id)
+        done = read_result(run_dir)
+        if done is not None and run_state(run_dir) in FINISHED:
+            out.append(_result(str(done["status"]), spec.run_id, done.get("val_loss")))
+            continue
+        failed(run_dir, spec, error)
+        out.append(_result("failed", spec.run_id, error=error))
+        break
+    return out
+
+
+class _Bars:
+    """The grid's bar (FLOPs) and a line per worker (its run, step of steps)."""
+
+    def __init__(self, exp: ExperimentConfig, queue: deque[Unit], workers: list[_Worker]) -> None:
+        from tqdm.auto import tqdm
+
+        self.workers = workers
+        self.n_runs = sum(len(u.runs) for u in queue)
+        self.done = 0
+        self.grid = tqdm(total=sum(u.flops for u in queue), unit="FLOP", unit_scale=True,
+                         position=0, desc=f"grid {exp.name} 0/{self.n_runs} runs",
+                         dynamic_ncols=True)
+        self.lines = [tqdm(total=1, position=i + 1, desc=w.slot.label, dynamic_ncols=True,
+                           bar_format="{desc}: {postfix}") for i, w in enumerate(workers)]
+        self.exp_name = exp.name
+
+    def finished(self, unit: Unit) -> None:
+        self.done += len(unit.runs)
+        self.grid.update(unit.flops)
+        self.grid.set_description(f"grid {self.exp_name} {self.done}/{self.n_runs} runs")
+
+    def refresh(self, layout: ExperimentLayout) -> None:
+        for w, line in zip(self.workers, self.lines, strict=True):
+            if w.unit is None:
+                line.set_postfix_str("idle", refresh=True)
+                continue
+            run = next((s for s in w.unit.runs if run_state(layout.run_dir(s.run_id))
+                        not in FINISHED), w.unit.runs[-1])
+            step = _last_step(layout.run_dir(run.run_id))
+            line.set_postfix_str(f"run {run.run_id} step {step}/{run.n_steps}", refresh=True)
+
+    def close(self) -> None:
+        for b in (*self.lines, self.grid):
+            b.close()
