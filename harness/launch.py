@@ -46,6 +46,8 @@ from harness.results import (
     FINISHED,
     ExperimentLayout,
     check_spec,
+    close_run_log,
+    open_run_log,
     read_json,
     read_result,
     run_state,
@@ -651,11 +653,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         log = logging.getLogger("harness.launch")
-        handler = logging.FileHandler(path / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        handler = open_run_log(path)
         try:
             stderr = str(submitit.JobEnvironment().paths.stderr)
         except Exception:  # noqa: BLE001 - not inside a submitit job (a direct call)
@@ -739,8 +737,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             if in_main:
                 signal.signal(usr_sig, requeue_handler)
                 signal.signal(signal.SIGTERM, term_handler)
-            root.removeHandler(handler)
-            handler.close()
+            close_run_log(handler)
         if result is None:
             # Stopped on the signal with a checkpoint at a step boundary: submitit's handler
             # counts timeouts, pickles checkpoint() and requeues (then exits).

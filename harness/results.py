@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from harness.objectives import objective_name
 
 __all__ = [
     "RUNS_CSV_COLUMNS",
+    "close_run_log",
+    "open_run_log",
     "ExperimentLayout",
     "RunState",
     "check_spec",
@@ -410,3 +413,18 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
         writer.writerow({k: _fmt(v) for k, v in row.items()})
     atomic_write_text(layout.runs_csv, buf.getvalue())
     return layout.runs_csv, counts
+
+
+def open_run_log(run_dir: Path) -> logging.Handler:
+    """Send this process's log records to ``run_dir/train.log`` until `close_run_log`."""
+    handler = logging.FileHandler(Path(run_dir) / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def close_run_log(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()

@@ -49,6 +49,8 @@ from harness.results import (
     FINISHED,
     ExperimentLayout,
     check_spec,
+    close_run_log,
+    open_run_log,
     read_result,
     run_state,
     write_spec,
@@ -175,11 +177,7 @@ def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str
         except Held as held:
             out.append(_result("held", spec.run_id, error=held.holder))
             continue
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root_log = logging.getLogger()
-        root_log.addHandler(handler)
-        root_log.setLevel(logging.INFO)
+        handler = open_run_log(run_dir)
         try:
             done = read_result(run_dir)
             if run_state(run_dir) in FINISHED and done is not None:  # finished meanwhile
@@ -201,8 +199,7 @@ def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str
             _failed(run_dir, spec, last)
             out.append(_result("failed", spec.run_id, error=last))
         finally:
-            root_log.removeHandler(handler)
-            handler.close()
+            close_run_log(handler)
             lock.release()
     return out
 

@@ -43,6 +43,15 @@ def _describe(info: dict[str, object]) -> str:
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {when}"
 
 
+def _holder(fd: int) -> str:
+    """The holder recorded in an open lock file, described."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        info = {}
+    return _describe(info if isinstance(info, dict) else {})
+
+
 def holder_of(directory: Path) -> str | None:
     """Who holds ``directory``'s lock ("pid 123 on host since 10:02:03"), or None if free."""
     path = Path(directory) / LOCK_FILE
@@ -55,11 +64,7 @@ def holder_of(directory: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        try:
-            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        except ValueError:
-            info = {}
-        return _describe(info if isinstance(info, dict) else {})
+        return _holder(fd)
     finally:
         os.close(fd)
     return None
@@ -82,12 +87,9 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                info = {}
+            holder = _holder(fd)
             os.close(fd)
-            raise Held(self.path, _describe(info if isinstance(info, dict) else {})) from None
+            raise Held(self.path, holder) from None
         info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
