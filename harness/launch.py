@@ -54,7 +54,6 @@ from harness.results import (
     write_result,
     write_spec,
 )
-from harness.wsd import plan_trunks
 
 __all__ = [
     "Resources",
@@ -790,12 +789,12 @@ class TrainGroupJob(TrainJob):
 
 
 def _job_units(specs: list[RunSpec], share_wsd_trunks: bool) -> list[list[RunSpec]]:
-    """The runs of each job: one run, or a WSD trunk followed by its branches."""
-    if not share_wsd_trunks:
-        return [[s] for s in specs]
-    order, branches = plan_trunks(specs)
-    served = {b.run_id for bs in branches.values() for b in bs}
-    return [[s, *branches.get(s.run_id, [])] for s in order if s.run_id not in served]
+    """The runs of each job: the units of work `harness run` uses (`execute.plan_units`),
+    one run, or a WSD trunk followed by its branches, in the grid's order."""
+    from harness.execute.local import plan_units
+
+    exe = ExecutionConfig(share_wsd_trunks=share_wsd_trunks)
+    return [list(u.runs) for u in plan_units(specs, exe, longest_first=False)]
 
 
 # --- submit --------------------------------------------------------------------------------------

@@ -98,8 +98,10 @@ def _flops(spec: RunSpec) -> float:
     return 6.0 * count_params(spec.model).non_embedding * spec.n_tokens
 
 
-def plan_units(specs: list[RunSpec], execution: ExecutionConfig) -> list[Unit]:
-    """The units of ``specs``, longest first (ties keep the grid's order)."""
+def plan_units(specs: list[RunSpec], execution: ExecutionConfig, *,
+               longest_first: bool = True) -> list[Unit]:
+    """The units of ``specs``, longest first (ties keep the grid's order), or in the grid's
+    order. `harness run` and `harness submit` (one job per unit) share them."""
     branches_of: dict[str, list[RunSpec]] = {}
     order = list(specs)
     if execution.share_wsd_trunks:
@@ -118,6 +120,8 @@ def plan_units(specs: list[RunSpec], execution: ExecutionConfig) -> list[Unit]:
         runs = (s, *[b for b in branches_of.get(s.run_id, ()) if b.run_id in by_id])
         units.append(Unit(runs, {s.run_id: tuple(runs[1:])} if len(runs) > 1 else {},
                           sum(cost(r) for r in runs)))
+    if not longest_first:
+        return units
     return sorted(units, key=lambda u: -u.flops)  # stable: equal costs keep the grid's order
 
 
