@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from harness import __version__
-from harness.errors import InputError, naming
-
-if TYPE_CHECKING:  # annotations only: the handlers import what they need when called
-    from harness.config import ExperimentConfig
-    from harness.execute.local import Interrupted
-    from harness.results import ExperimentLayout
+from harness.errors import InputError
+from harness.pipeline import fmt_si
 
 __all__ = ["main"]
 
@@ -39,183 +34,23 @@ def _split_overrides(extra: list[str]) -> list[str]:
     return extra
 
 
-def _fmt_si(x: float) -> str:
-    return f"{x:.2g}" if x < 1e3 else f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.atomic import check_writable
-    from harness.config import load_experiment
-    from harness.data import check_corpus, prepare_corpus
-    from harness.execute.local import Interrupted, run_local
-    from harness.execute.locks import experiment_lock, holder_of
-    from harness.launch import pending_runs
-    from harness.model import count_params
-    from harness.plan import checked_grid
-    from harness.results import ExperimentLayout, collect
+    from harness import pipeline
 
-    t0 = time.perf_counter()
-    exp = load_experiment(args.experiment, args.overrides)
-    # A size the model rule cannot meet or a bad [downstream] task or n_labels ends here,
-    # before anything trains; what only training needs is checked below, when there is some.
-    grid = checked_grid(exp, args.experiment, corpus=False)
-    specs = list(grid.specs)
-    for d in grid.dropped:  # derived D (isoFLOP, ladder) below one batch: not run
-        print(
-            f"dropped: N {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = {d.value:g}: "
-            f"{d.reason}"
-        )
-    for note in grid.notes:
-        print(f"note: {note}")
-    layout = ExperimentLayout(exp.results_path)
-    todo = pending_runs(specs, layout)
-    if todo:  # a finished grid still collects and fits on a machine without its corpus or GPU
-        with naming(args.experiment):
-            check_corpus(exp.data.corpus)
-            _check_device(exp)
-            check_writable(layout.root, folder=True, what="execution.results_dir")
-    ns = sorted({count_params(s.model).non_embedding for s in specs})
-    ds = sorted({s.n_tokens for s in specs})
-    print(
-        f"{exp.name}: {len(specs)} runs, N {_fmt_si(ns[0])}..{_fmt_si(ns[-1])} ({len(ns)} sizes), "
-        f"D {_fmt_si(ds[0])}..{_fmt_si(ds[-1])} ({len(ds)} budgets); "
-        f"{sum(s not in todo for s in specs)} already done, {len(todo)} to train -> {layout.root}"
-    )
-    held = {s.run_id: h for s in todo if (h := holder_of(layout.run_dir(s.run_id)))}
-    if held:  # another `harness run`, or a SLURM job, trains these now
-        shown = ", ".join(f"{k} ({v})" for k, v in list(held.items())[:4])
-        more = f" and {len(held) - 4} more" if len(held) > 4 else ""
-        print(f"{len(held)} runs held by another process, left to it: {shown}{more}")
-        todo = [s for s in todo if s.run_id not in held]
-    failed = 0
-    if todo:
-        with naming(args.experiment):  # a bad corpus spec is the experiment file's
-            prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, before any run starts
-        try:
-            outcomes = run_local(exp, todo, layout)
-        except Interrupted as stop:
-            return _interrupted(stop, layout, args.experiment, t0)
-        failed = sum(o.status == "failed" for o in outcomes)
-        for o in outcomes:
-            if o.status == "failed":
-                log_path = layout.run_dir(o.run_id) / "train.log"
-                print(f"run {o.run_id} failed: {o.error} (log: {log_path})")
-            elif o.status == "held":
-                print(f"run {o.run_id}: held by another process ({o.error}), left to it")
-    if exp.downstream.task:  # fine-tune every done run ([downstream]; harness.finetune)
-        failed += _downstream(exp, layout)
-    with experiment_lock(layout.root):  # one process at a time writes runs.csv and the fits
-        csv_path, counts = collect(layout.root)
-        print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-        _analyse(csv_path)
-    print(f"finished in {time.perf_counter() - t0:.1f} s")
-    return 1 if failed else 0
-
-
-def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str,
-                 t0: float) -> int:
-    """After SIGTERM/SIGINT/SIGHUP: runs.csv for what finished, one line, 128 + signal."""
-    from harness.execute.locks import experiment_lock
-    from harness.results import collect
-
-    stopped = sum(o.status == "interrupted" for o in stop.outcomes)
-    try:
-        with experiment_lock(layout.root, timeout_s=30.0):
-            csv_path, counts = collect(layout.root)
-        note = f"{csv_path} holds the {counts['done'] + counts['diverged']} finished"
-    except InputError:  # no run has finished: the stored runs.csv stays as it was
-        note = "runs.csv left as it was (no run has finished)"
-    print(f"interrupted by {stop}: {stopped} runs stopped with a checkpoint; {note}; "
-          f"`harness run {experiment}` resumes ({time.perf_counter() - t0:.1f} s)")
-    return 128 + stop.signum
-
-
-def _check_device(exp: ExperimentConfig) -> None:
-    """execution.device = "cuda" where torch sees no GPU, as bad input (`harness run` and
-    `finetune` train here; `harness submit` does not call this: its jobs run where the cluster
-    puts them).
-
-    Raises
-    ------
-    InputError
-        No CUDA device for device = "cuda" (train.resolve_device's check).
-    """
-    from harness.train import resolve_device
-
-    try:
-        resolve_device(exp.execution)
-    except RuntimeError as e:
-        raise InputError(
-            f"{e}; accepted: auto or cpu on this machine, cuda where a GPU is visible"
-        ) from None
-
-
-def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:
-    """Run the downstream stage, print one line per fine-tune, write downstream.csv; return
-    the number of failed fine-tunes."""
-    from harness.finetune import collect_downstream, run_downstream
-
-    failed = 0
-    for o in run_downstream(exp, layout):
-        if o.state == "failed":
-            failed += 1
-            print(f"fine-tune {o.run_id}/{o.name} failed: {o.error}")
-        elif o.state == "done" and o.record is not None:
-            r = o.record
-            print(
-                f"fine-tune {o.run_id} {r['method']:<4} n={r['n_labels']:<4} s{r['seed']}: "
-                f"test accuracy {r['accuracy']:.3f} (chance {r['chance_accuracy']:.3f}), "
-                f"test loss {r['test_loss']:.3f}, {r['epochs']} epochs, "
-                f"{r['trainable_params']:,} trainable, {r['wall_s']:.1f} s"
-            )
-    path, n_rows = collect_downstream(layout.root)
-    print(f"collected {path}: {n_rows} fine-tunes" + (f", {failed} failed" if failed else ""))
-    return failed
+    return pipeline.run(args.experiment, args.overrides)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.results import ExperimentLayout, collect
+    from harness import pipeline
 
-    t0 = time.perf_counter()
-    exp = load_experiment(args.experiment, args.overrides)
-    with naming(args.experiment):
-        _check_device(exp)
-    layout = ExperimentLayout(exp.results_path)
-    if not layout.runs_dir.is_dir():
-        raise InputError(
-            f"{layout.root}: no runs/ folder; train the grid first with `harness run "
-            f"{args.experiment}`"
-        )
-    failed = _downstream(exp, layout)
-    csv_path, counts = collect(layout.root)  # runs.csv gains the headline accuracies
-    print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    print(f"finished in {time.perf_counter() - t0:.1f} s")
-    return 1 if failed else 0
+    return pipeline.finetune(args.experiment, args.overrides)
 
 
-def _analyse(csv_path: Path) -> None:
-    """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here."""
-    import json
+def cmd_submit(args: argparse.Namespace) -> int:
+    from harness import pipeline
 
-    from harness.analysis.cli import warnings_as_lines
-    from harness.analysis.report import fit_path, fits_up_to_date, plot_path, summarize
-
-    if fits_up_to_date(csv_path):
-        print(f"{csv_path.parent / 'fits.json'} and figures are up to date with {csv_path.name}")
-        return
-    try:
-        with warnings_as_lines():
-            fits = fit_path(csv_path)
-    except InputError as e:
-        print(f"fit skipped: {e}")
-        return
-    print(summarize(json.loads(fits.read_text())))
-    print(f"wrote {fits}")
-    with warnings_as_lines():
-        figures = plot_path(csv_path)
-    if figures:
-        print(f"wrote {len(figures)} figures to {figures[0].parent}")
+    return pipeline.submit(args.experiment, args.overrides, cluster=args.cluster,
+                           only_failed=args.only_failed, dry_run=args.dry_run)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -235,58 +70,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         path, n_rows = collect_downstream(Path(args.results_dir))
         print(f"wrote {path}: {n_rows} fine-tunes")
-    return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.launch import submit
-    from harness.plan import checked_grid
-
-    exp = load_experiment(args.experiment, args.overrides)
-    grid = checked_grid(exp, args.experiment)  # what `harness run` refuses, refused here too
-    for note in grid.notes:
-        print(f"note: {note}")
-    if args.dry_run:
-        from harness.launch import resources_for, sbatch_script
-        from harness.model import count_params
-
-        sizes: dict[object, list[int]] = {}
-        for spec in grid.specs:
-            n = count_params(spec.model).non_embedding
-            sizes.setdefault(resources_for(exp.cluster, n), []).append(n)
-        for ns in sizes.values():
-            print(f"# --- {len(ns)} run(s), N {_fmt_si(min(ns))}..{_fmt_si(max(ns))} ---")
-            print(
-                sbatch_script(
-                    exp.cluster,
-                    n_params=ns[0],
-                    n_tasks=len(ns),
-                    folder=exp.results_path.resolve() / "slurm" / "%j",
-                    name=f"harness-{exp.name}",
-                )
-            )
-        return 0
-    submitted, before = submit(exp, cluster=args.cluster, only_failed=args.only_failed)
-    root = exp.results_path.resolve()
-    counts: dict[str, int] = {}
-    for st in before:
-        counts[st.state] = counts.get(st.state, 0) + 1
-    print(
-        f"{exp.name}: {len(before)} runs: "
-        + ", ".join(f"{v} {k}" for k, v in counts.items())
-        + f" -> {root}"
-    )
-    if not submitted:
-        print("nothing to submit" + (" (no failed runs)" if args.only_failed else ""))
-        return 0
-    arrays = sorted({s.job_id.split("_")[0] for s in submitted}, key=lambda j: (len(j), j))
-    cap = f" (at most {exp.cluster.max_parallel} running at once)"
-    cap = cap if args.cluster == "slurm" else ""
-    print(f"submitted {len(submitted)} run(s) as job(s) {', '.join(arrays)}{cap}")
-    for s in submitted:
-        print(f"  {s.run_id}  job {s.job_id}  log {s.stderr}")
-    print(f"recorded in {root / 'jobs.json'}; watch with `harness status {root}`")
     return 0
 
 
@@ -313,8 +96,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     print(f"{'run_id':<12}  {'state':<11} {'N':>7} {'D':>7}  {'job':<10} detail")
     for r in rows:
-        n = _fmt_si(r.n_params) if r.n_params else "-"
-        d = _fmt_si(r.n_tokens) if r.n_tokens else "-"
+        n = fmt_si(r.n_params) if r.n_params else "-"
+        d = fmt_si(r.n_tokens) if r.n_tokens else "-"
         if r.state == "failed":
             detail = f"{r.error}  log: {r.log}" if r.log else r.error
         elif r.state == "done":

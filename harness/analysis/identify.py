@@ -243,6 +243,7 @@ def law_fields(
     if n_bootstrap and n_failed > FAILED_SHARE_MAX * n_bootstrap:
         out["determined"] = False
         out["undetermined_reason"] = (
-            f"the bootstrap's fit did not converge on {n_failed} of {n_bootstrap} resamples "
-            f"(> {FAILED_SHARE_MAX:.0%}): the data do not determine this law")
+            f"the bootstrap's fit failed on {n_failed} of {n_bootstrap} resamples (> "
+            f"{FAILED_SHARE_MAX:.0%}; no convergence, or fewer distinct runs than parameters): "
+            "the data do not determine this law")
     return out

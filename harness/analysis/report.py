@@ -669,6 +669,12 @@ def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
             flag = "" if f.get("converged", True) else "  NOT CONVERGED"
             flag += "  ON GRID EDGE: " + ",".join(f["edge_params"]) if f.get("on_grid_edge") else ""
             lines.append(f"{indent}{name:<16} " + "  ".join(parts) + flag)
+            if f.get("determined") is False:
+                lines.append(f"{indent}{'':<16} NOT DETERMINED by these data: "
+                             f"{f.get('undetermined_reason', '')}")
+            elif f.get("undetermined") and name != "data_constrained":
+                lines.append(f"{indent}{'':<16} undetermined: " + "; ".join(
+                    f"{k} {why}" for k, why in f["undetermined"].items()))
             if name == "data_constrained":
                 und = ", ".join(f["undetermined"]) or "none"
                 lines.append(f"{indent}{'':<16} {f['n_repeated']} runs repeat data, "

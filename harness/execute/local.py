@@ -403,8 +403,9 @@ class _Bars:
         self.grid = tqdm(total=sum(u.flops for u in queue), unit="FLOP", unit_scale=True,
                          position=0, desc=f"grid {exp.name} 0/{self.n_runs} runs",
                          dynamic_ncols=True)
-        self.lines = [tqdm(total=1, position=i + 1, desc=w.slot.label, dynamic_ncols=True,
-                           bar_format="{desc}: {postfix}") for i, w in enumerate(workers)]
+        self.lines = [tqdm(total=1, position=i + 1, desc=f"{w.slot.label}: starting",
+                           dynamic_ncols=True, bar_format="{desc}")
+                      for i, w in enumerate(workers)]
         self.exp_name = exp.name
 
     def finished(self, unit: Unit) -> None:
@@ -415,12 +416,13 @@ class _Bars:
     def refresh(self, layout: ExperimentLayout) -> None:
         for w, line in zip(self.workers, self.lines, strict=True):
             if w.unit is None:
-                line.set_postfix_str("idle", refresh=True)
+                line.set_description_str(f"{w.slot.label}: idle", refresh=True)
                 continue
             run = next((s for s in w.unit.runs if run_state(layout.run_dir(s.run_id))
                         not in FINISHED), w.unit.runs[-1])
             step = _last_step(layout.run_dir(run.run_id))
-            line.set_postfix_str(f"run {run.run_id} step {step}/{run.n_steps}", refresh=True)
+            line.set_description_str(f"{w.slot.label}: run {run.run_id} step {step}/"
+                                     f"{run.n_steps}", refresh=True)
 
     def close(self) -> None:
         for b in (*self.lines, self.grid):

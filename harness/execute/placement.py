@@ -30,7 +30,9 @@ class Slot:
     @property
     def label(self) -> str:
         where = f"GPU {self.cuda_visible_devices}" if self.cuda_visible_devices else "CPU"
-        return f"worker {self.index} ({where}, {self.threads or 'default'} threads)"
+        threads = ("default threads" if not self.threads else
+                   f"{self.threads} thread" + ("s" if self.threads > 1 else ""))
+        return f"worker {self.index} ({where}, {threads})"
 
 
 def usable_cores() -> int:
