@@ -326,3 +326,17 @@ def test_retrain_checks_the_cheapest_runs_both_ways(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="spec.json: missing"):
         retrain_check(d, n_runs=1)
 
+
+def test_a_fits_json_from_before_the_new_fields_says_to_refit(tmp_path: Path) -> None:
+    d = _runs(tmp_path / "exp")
+    fit_path(d, n_bootstrap=50, fits=["chinchilla"])
+    doc = json.loads((d / "fits.json").read_text())
+    for k in ("precision", "ci95_mc_se", "undetermined", "determined"):
+        doc["fits"]["chinchilla"].pop(k, None)
+    (d / "fits.json").write_text(json.dumps(doc))
+    _, table = reproduce_path(d, replot=False)
+    assert "predates the fields" in table and "`harness fit` rewrites it" in table
+    fit_path(d, n_bootstrap=50, fits=["chinchilla"])  # rewritten: no hint
+    ok, table = reproduce_path(d, replot=False)
+    assert ok and "predates" not in table
+

@@ -514,6 +514,10 @@ def reproduce_path(
             lines.append(f"{k:<{w}}  {_fmt(x):>14}  {_fmt(y):>14}  {why}")
         if len(cmp.differ) > 60:
             lines.append(f"... and {len(cmp.differ) - 60} more")
+    if _predates_fields(stored):
+        lines.append(f"{fj} predates the fields reproduce compares by (precision, ci95_mc_se, "
+                     "undetermined), so its values were compared without them: `harness fit` "
+                     "rewrites it with them, from the same CSV and settings")
     if cmp.undetermined:
         laws = sorted({_law_of(k) for k in cmp.undetermined})
         lines.append(f"undetermined on both sides (not compared by value): "
@@ -539,6 +543,17 @@ def reproduce_path(
     if pub_file.is_file():
         lines += _published_table(json.loads(pub_file.read_text()), new)
     return cmp.ok, "\n".join(lines)
+
+
+def _predates_fields(doc: Any) -> bool:
+    """Whether a law block (one with "params" and "objective") lacks "precision"."""
+    if isinstance(doc, Mapping):
+        if "params" in doc and "objective" in doc and "precision" not in doc:
+            return True
+        return any(_predates_fields(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_predates_fields(v) for v in doc)
+    return False
 
 
 def _law_of(label: str) -> str:
