@@ -147,12 +147,6 @@ def _start_retry(
     return None if run_state(retry_dir) in FINISHED else retry
 
 
-def _flops(spec: RunSpec) -> float:
-    from harness.model import count_params
-
-    return 6.0 * count_params(spec.model).non_embedding * spec.n_tokens
-
-
 def _failed(run_dir: Path, spec: RunSpec, error: str, log: str = "") -> dict[str, Any]:
     result = {
         "run_id": spec.run_id,

@@ -6,6 +6,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -81,13 +82,20 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert steps == sorted(set(steps)) and steps[-1] == 16  # no step recorded twice
 
 
-def test_corrupt_checkpoint_is_skipped(tmp_path: Path) -> None:
+def _stopped_twice(tmp_path: Path) -> tuple[Any, Any, Any, Path]:
+    """(experiment, spec, uninterrupted result, run dir with two checkpoints of a run stopped
+    twice after 4 steps)."""
     exp = _experiment(tmp_path)
     (spec,) = expand(exp)
     ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
     run_dir = tmp_path / "b" / "runs" / spec.run_id
     train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
     train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
+    return exp, spec, ref, run_dir
+
+
+def test_corrupt_checkpoint_is_skipped(tmp_path: Path) -> None:
+    exp, spec, ref, run_dir = _stopped_twice(tmp_path)
     newest = sorted((run_dir / "ckpt").iterdir())[-1]
     newest.write_bytes(newest.read_bytes()[:100])  # torn write
     resumed = train(spec, run_dir, execution=exp.execution)
@@ -110,12 +118,7 @@ def test_hostile_checkpoint_is_refused_not_run(tmp_path: Path) -> None:
     # A checkpoint on a shared file system replaced by one whose unpickling runs a command:
     # weights_only loading refuses it (skipped as unreadable), and the run resumes from the
     # older good checkpoint, bit for bit.
-    exp = _experiment(tmp_path)
-    (spec,) = expand(exp)
-    ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
-    run_dir = tmp_path / "b" / "runs" / spec.run_id
-    train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
-    train(spec, run_dir, execution=exp.execution, stop_after_steps=4)
+    exp, spec, ref, run_dir = _stopped_twice(tmp_path)
     newest = sorted((run_dir / "ckpt").iterdir())[-1]
     marker = tmp_path / "PWNED"
     good = torch.load(newest, weights_only=True)

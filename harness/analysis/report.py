@@ -149,6 +149,13 @@ def _fit_block(
     return out
 
 
+def _leafwise(f: Any, *trees: Any) -> Any:
+    """f applied leaf by leaf to nested dicts of one shape (or to plain values)."""
+    if isinstance(trees[0], Mapping):
+        return {k: _leafwise(f, *(t[k] for t in trees)) for k in trees[0]}
+    return f(*trees)
+
+
 def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, float]],
                            chin_undetermined: Mapping[str, str]) -> dict[str, Any]:
     """N_opt, D_opt and tokens per parameter at COMPUTE_BUDGETS from a Chinchilla fit, with
@@ -176,29 +183,26 @@ def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, 
         ci95["tokens_per_param"] = {b: _ci(c["tokens_per_param"][b] for c in cos) for b in keys}
         se["tokens_per_param"] = {b: identify.interval_se([c["tokens_per_param"][b] for c in cos])
                                   for b in keys}
+    # a = beta/(alpha+beta) and b need only the exponents; the rest all four parameters.
+    deps = {k: ("alpha", "beta") if k in ("a", "b") else ("A", "B", "alpha", "beta")
+            for k in block}
     # First-order propagation of each parameter's precision (independent worst cases added in
-    # quadrature); a quantity depending on an undetermined parameter is undetermined itself.
-    flat = {k: dict(_leaves(v, k)) if isinstance(v, dict) else {k: v} for k, v in block.items()}
+    # quadrature); a quantity depending on a parameter of infinite precision gets it too.
+    moved = {p: values({**chin.params, p: chin.params[p] + chin.precision[p]})
+             for p in ("A", "B", "alpha", "beta") if math.isfinite(chin.precision.get(p, math.inf))}
     prec: dict[str, Any] = {}
-    for name, leaves in flat.items():
-        sq = dict.fromkeys(leaves, 0.0)
-        for p in ("A", "B", "alpha", "beta"):
-            if name in ("a", "b") and p in ("A", "B"):
-                continue  # a = beta / (alpha + beta) and b need only the exponents
-            u = chin.precision.get(p, math.inf)
-            moved = values({**chin.params, p: chin.params[p] + u}) if math.isfinite(u) else None
-            for leaf in leaves:
-                if moved is None:
-                    sq[leaf] = math.inf
-                    continue
-                m = moved[name] if leaf == name else moved[name][leaf.split(".", 1)[1]]
-                sq[leaf] += (m - leaves[leaf]) ** 2
-        prec[name] = (math.sqrt(sq[name]) if name in sq else
-                      {leaf.split(".", 1)[1]: math.sqrt(v) for leaf, v in sq.items()})
+    for k, value in block.items():
+        if any(p not in moved for p in deps[k]):
+            prec[k] = _leafwise(lambda v: math.inf, value)
+            continue
+        sq = _leafwise(lambda v: 0.0, value)
+        for p in deps[k]:
+            sq = _leafwise(lambda s_, m, v: s_ + (m - v) ** 2, sq, moved[p][k], value)
+        prec[k] = _leafwise(math.sqrt, sq)
     undetermined = {}
-    for k in block:  # a = beta/(alpha+beta) and b need only the exponents; the rest all four
-        deps = ("alpha", "beta") if k in ("a", "b") else ("A", "B", "alpha", "beta")
-        why = [f"chinchilla {p}: {chin_undetermined[p]}" for p in deps if p in chin_undetermined]
+    for k in block:
+        why = [f"chinchilla {p}: {chin_undetermined[p]}" for p in deps[k]
+               if p in chin_undetermined]
         if why:
             undetermined[k] = "; ".join(why)
     return {**block, "ci95": ci95, "ci95_mc_se": se, "precision": prec,

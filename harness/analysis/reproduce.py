@@ -100,11 +100,11 @@ def _num_or(x: Any, default: float) -> float:
 
 @dataclass(frozen=True)
 class _Block:
-    """Both sides of one law's block. The refit is computed now from the CSV and is trusted;
-    the stored side is data from elsewhere: its precisions and Monte Carlo errors never widen
-    a tolerance, and what it calls undetermined must match the refit."""
+    """What the comparison of one law's block needs beyond its values. The refit (``r``) is
+    computed now from the CSV and is trusted; the stored side is data from elsewhere: its
+    precisions and Monte Carlo errors never widen a tolerance, and what it calls undetermined
+    must match the refit."""
 
-    s: Mapping[str, Any]
     r: Mapping[str, Any]
     skip: frozenset[str]
     """Quantities compared as undetermined (undetermined on both sides, or a flip within
@@ -240,7 +240,7 @@ def _walk_block(s: Mapping[str, Any], r: Mapping[str, Any], path: str, out: Comp
         else:
             out.differ.append((f"{path}.determined", s.get("determined"), r.get("determined"),
                                "both sides must call the law determined or not"))
-    b = _Block(s, r, skip, point_skip, law_und)
+    b = _Block(r, skip, point_skip, law_und)
     for k in sorted(set(s) | set(r), key=str):
         sv, rv = s.get(k, _MISSING), r.get(k, _MISSING)
         here = f"{path}.{k}"

@@ -102,8 +102,7 @@ def check_where(where: str, what: str, columns: Iterable[str] | None = None) -> 
     InputError
         One line naming the expression, the construct refused and what is accepted.
     """
-    tree = _parse(where, what, columns)
-    del tree
+    _parse(where, what, columns)
 
 
 def _parse(where: str, what: str, columns: Iterable[str] | None) -> ast.expr:

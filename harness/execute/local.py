@@ -160,6 +160,14 @@ def _result(status: str, run_id: str, val_loss: float | None = None, wall_s: flo
             "error": error}
 
 
+def _finished(run_dir: Path) -> dict[str, Any] | None:
+    """The outcome of a run that has finished (done or diverged), else None."""
+    if run_state(run_dir) not in FINISHED:
+        return None
+    done = read_result(run_dir) or {}
+    return _result(str(done.get("status")), run_dir.name, done.get("val_loss"))
+
+
 def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str,
               execution: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
@@ -183,9 +191,9 @@ def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str
             continue
         handler = open_run_log(run_dir)
         try:
-            done = read_result(run_dir)
-            if run_state(run_dir) in FINISHED and done is not None:  # finished meanwhile
-                out.append(_result(str(done["status"]), spec.run_id, done.get("val_loss")))
+            done = _finished(run_dir)
+            if done is not None:  # another process finished it meanwhile
+                out.append(done)
                 continue
             write_spec(run_dir, spec)
             branches = [spec_from_dict(b) for b in branch_dicts]
@@ -289,7 +297,7 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
     Interrupted
         SIGTERM, SIGINT or SIGHUP: every worker stopped at a step boundary with a checkpoint.
     """
-    from harness.launch import _failed, _start_retry
+    from harness.launch import _start_retry
 
     execution = exp.execution
     for spec in specs:
@@ -341,7 +349,7 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
                     try:
                         results = fut.result()
                     except BrokenProcessPool:
-                        results = _died(unit, layout, _failed)
+                        results = _died(unit, layout)
                         rest = [s for s in unit.runs if s.run_id not in
                                 {r["run_id"] for r in results}]
                         if rest and "signum" not in stop:
@@ -374,18 +382,19 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
     return outcomes
 
 
-def _died(unit: Unit, layout: ExperimentLayout,
-          failed: Callable[..., Any]) -> list[dict[str, Any]]:
+def _died(unit: Unit, layout: ExperimentLayout) -> list[dict[str, Any]]:
     """The worker died: its run without a result failed; runs before it kept theirs."""
+    from harness.launch import _failed
+
     error = "the worker process died (killed, crashed or out of memory)"
     out = []
     for spec in unit.runs:
         run_dir = layout.run_dir(spec.run_id)
-        done = read_result(run_dir)
-        if done is not None and run_state(run_dir) in FINISHED:
-            out.append(_result(str(done["status"]), spec.run_id, done.get("val_loss")))
+        done = _finished(run_dir)
+        if done is not None:
+            out.append(done)
             continue
-        failed(run_dir, spec, error)
+        _failed(run_dir, spec, error)
         out.append(_result("failed", spec.run_id, error=error))
         break
     return out

@@ -70,9 +70,10 @@ def plan_slots(execution: ExecutionConfig, *, n_units: int, gpus: list[str] | No
     gpus, cores : optional
         The machine (default: `visible_gpus`, `usable_cores`); tests pass fakes.
     """
-    gpus = visible_gpus() if gpus is None and execution.device != "cpu" else (gpus or [])
     if execution.device == "cpu":
         gpus = []
+    elif gpus is None:
+        gpus = visible_gpus()
     cores = usable_cores() if cores is None else cores
     if gpus:
         devices = [g for g in gpus for _ in range(execution.runs_per_device)]
