@@ -74,7 +74,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.launch import run_statuses
+    from harness.execute.status import run_statuses
     from harness.results import ExperimentLayout
 
     layout = ExperimentLayout(Path(args.results_dir))

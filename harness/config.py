@@ -168,7 +168,10 @@ class TrainConfig:
     weight_decay: float = 0.1
     """AdamW decoupled weight decay on matrices (not on norms, biases or embeddings)."""
     beta1: float = 0.9
+    """AdamW decay rate of the first-moment (gradient mean) estimate, its betas[0]; in [0, 1)."""
     beta2: float = 0.95
+    """AdamW decay rate of the second-moment (squared gradient) estimate, its betas[1]; in
+    [0, 1)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables."""
     evals_per_run: int = 4
@@ -247,7 +250,11 @@ class PointConfig:
     n_params: int = 0
     """Target non-embedding parameter count; 0 when the shape is given instead."""
     n_layer: int = 0
+    """Transformer blocks of an explicit shape, given together with n_embd instead of n_params
+    (heads: n_embd // model.head_dim); 0 when n_params is given."""
     n_embd: int = 0
+    """Residual-stream width d_model of an explicit shape, given together with n_layer instead
+    of n_params; 0 when n_params is given."""
 
     def __post_init__(self) -> None:
         _check(self.n_tokens > 0, "n_tokens", self.n_tokens, "must be > 0")
@@ -403,12 +410,22 @@ class SizeResources:
     """Applies to runs with at least this many non-embedding parameters (Kaplan's N); of several
     matching tables the one with the largest min_n_params wins."""
     partition: str | None = None
+    """sbatch --partition for these runs; left out = cluster.partition."""
     qos: str | None = None
+    """sbatch --qos for these runs; left out = cluster.qos."""
     time_min: int | None = None
+    """Wall-clock limit per run for these runs, minutes (>= 1; a packed job asks for the sum, as
+    with cluster.time_min); left out = cluster.time_min."""
     gpus_per_run: int | None = None
+    """sbatch --gpus-per-node for these runs (>= 0; 0 asks for no GPU); left out =
+    cluster.gpus_per_run."""
     cpus_per_run: int | None = None
+    """sbatch --cpus-per-task for these runs (>= 1); left out = cluster.cpus_per_run."""
     mem_gb: float | None = None
+    """sbatch --mem for these runs, GB per run (> 0); left out = cluster.mem_gb."""
     constraint: str | None = None
+    """sbatch --constraint (node features, e.g. 'h100') for these runs; left out =
+    cluster.constraint."""
 
     def __post_init__(self) -> None:
         _check(self.min_n_params >= 0, "min_n_params", self.min_n_params, "must be >= 0")
@@ -441,8 +458,10 @@ class ClusterConfig:
     qos: str = ""
     """sbatch --qos."""
     time_min: int = 60
-    """Wall-clock limit per run, minutes. A run that needs longer is checkpointed and requeued
-    (up to max_timeouts times), so this may be shorter than the run."""
+    """Wall-clock limit per run (per unit of work: a WSD trunk with its branches is one),
+    minutes; a job packing k units (runs_per_job) asks for k x time_min. A run that needs
+    longer is checkpointed and requeued (up to max_timeouts times), so this may be shorter
+    than the run."""
     gpus_per_run: int = 1
     """sbatch --gpus-per-node; 0 asks for no GPU."""
     cpus_per_run: int = 8
@@ -462,6 +481,10 @@ class ClusterConfig:
     python: str = ""
     """Command that starts Python on the compute nodes, after `setup`; '' = the interpreter
     running `harness submit` (its path must exist on the nodes)."""
+    runs_per_job: int = 1
+    """Pack up to this many runs into one SLURM job, trained one after another in its
+    allocation (each under its own lock, resumed from its own checkpoint after a requeue): for
+    clusters that cap the number of jobs, and runs too small to fill a GPU. 1 = a job per run."""
     max_timeouts: int = 3
     """Requeues after hitting time_min before a run counts as failed (submitit's
     max_num_timeout); preemptions do not count."""
@@ -475,6 +498,7 @@ class ClusterConfig:
         _check(self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
         _check(self.max_parallel >= 1, "max_parallel", self.max_parallel, "must be >= 1")
         _check(self.max_timeouts >= 0, "max_timeouts", self.max_timeouts, "must be >= 0")
+        _check(self.runs_per_job >= 1, "runs_per_job", self.runs_per_job, "must be >= 1")
         for item in self.extra:
             key = item.split("=", 1)[0].strip()
             _check(
@@ -506,8 +530,14 @@ class DownstreamConfig:
     lora_lr: float = 3e-3
     """Learning rate (constant, AdamW) of LoRA fine-tuning (adapters and head)."""
     lora_rank: int = 8
+    """Rank r of the LoRA adapters (peft's r: the inner width of each low-rank update B A);
+    >= 1. Used by 'lora' only."""
     lora_alpha: float = 16.0
+    """LoRA scaling (peft's lora_alpha): each adapter's update B A is multiplied by
+    lora_alpha / lora_rank; > 0. Used by 'lora' only."""
     batch_size: int = 32
+    """Labelled examples per optimizer step of fine-tuning (both methods), also the batch size
+    of the validation and test passes; >= 1."""
     max_epochs: int = 20
     """Upper bound on passes over the labelled training examples."""
     patience: int = 3
@@ -539,6 +569,8 @@ class ExperimentConfig:
     name: str
     """Names the results directory; defaults to the TOML file's stem."""
     description: str = ""
+    """Free text saying what the experiment is for, for whoever reads the TOML file; the harness
+    does not use it, and it is not part of any run's identity (run_id)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -40,7 +40,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     from harness.data import check_corpus, prepare_corpus
     from harness.execute.local import Interrupted, run_local
     from harness.execute.locks import experiment_lock, holder_of
-    from harness.launch import pending_runs
+    from harness.execute.retry import pending_runs
     from harness.model import count_params
     from harness.plan import checked_grid
     from harness.results import ExperimentLayout, collect
@@ -214,7 +214,7 @@ def submit(experiment: str, overrides: list[str], *, cluster: str, only_failed: 
            dry_run: bool) -> int:
     """`harness submit`: the pending runs to SLURM as job arrays, at once; the exit code."""
     from harness.config import load_experiment
-    from harness.launch import submit as submit_runs
+    from harness.execute.slurm import submit as submit_runs
     from harness.plan import checked_grid
 
     exp = load_experiment(experiment, overrides)
@@ -222,22 +222,22 @@ def submit(experiment: str, overrides: list[str], *, cluster: str, only_failed: 
     for note in grid.notes:
         print(f"note: {note}")
     if dry_run:
-        from harness.launch import resources_for, sbatch_script
+        from harness.execute.slurm import plan_jobs, sbatch_script
         from harness.model import count_params
 
-        sizes: dict[object, list[int]] = {}
-        for spec in grid.specs:
-            n = count_params(spec.model).non_embedding
-            sizes.setdefault(resources_for(exp.cluster, n), []).append(n)
-        for ns in sizes.values():
-            print(f"# --- {len(ns)} run(s), N {fmt_si(min(ns))}..{fmt_si(max(ns))} ---")
+        for jobs in plan_jobs(list(grid.specs), exp.cluster, exp.execution).values():
+            runs = [s for job in jobs for unit in job for s in unit]
+            ns = [count_params(s.model).non_embedding for s in runs]
+            print(f"# --- {len(runs)} run(s) in {len(jobs)} job(s), "
+                  f"N {fmt_si(min(ns))}..{fmt_si(max(ns))} ---")
             print(
                 sbatch_script(
                     exp.cluster,
                     n_params=ns[0],
-                    n_tasks=len(ns),
+                    n_tasks=len(jobs),
                     folder=exp.results_path.resolve() / "slurm" / "%j",
                     name=f"harness-{exp.name}",
+                    units_per_job=len(jobs[0]),
                 )
             )
         return 0

@@ -21,13 +21,12 @@ import torch
 from _tiny import word_corpus
 
 import harness.execute.local as local
-import harness.launch as launch
 import harness.train as train_mod
 from harness.cli import main
 from harness.config import load_experiment
 from harness.errors import InputError
 from harness.grid import expand
-from harness.results import RUNS_CSV_COLUMNS, collect, write_result
+from harness.results import RUNS_CSV_COLUMNS, collect, write_result, write_spec
 from harness.train import DiskFullError, train
 
 torch.set_num_threads(1)
@@ -118,6 +117,42 @@ def test_retries_stop_at_diverge_retries(tmp_path: Path) -> None:
     rows = _rows(tmp_path / "results" / "robust")
     assert [r["status"] for r in rows] == ["diverged", "diverged"]  # the run and one retry
     assert sorted(float(r["lr"]) for r in rows) == [50.0, 100.0]
+
+
+def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_retry(
+        tmp_path: Path) -> None:
+    from harness.execute.slurm import submit
+    from harness.execute.status import read_jobs, run_statuses
+    from harness.results import ExperimentLayout
+
+    toml = _toml(tmp_path, lr=10.0, execution="diverge_retries = 2\ndiverge_lr_factor = 0.001")
+    exp = load_experiment(toml)
+    (orig,) = expand(exp)
+    submitted, _ = submit(exp, cluster="debug")  # the debug executor runs the job right here
+    assert [s.run_id for s in submitted] == [orig.run_id]
+    layout = ExperimentLayout(exp.results_path.resolve())
+    first = json.loads((layout.run_dir(orig.run_id) / "result.json").read_text())
+    retry_id = first["retried_as"]
+    states = {st.run_id: st for st in run_statuses(layout)}
+    assert {r: st.state for r, st in states.items()} == {orig.run_id: "diverged",
+                                                          retry_id: "done"}
+    # the retry trained in the job of the run it retries, at the shared policy's lr
+    jobs = read_jobs(layout)["runs"]
+    assert jobs[retry_id][-1]["job_id"] == jobs[orig.run_id][-1]["job_id"]
+    assert jobs[retry_id][-1]["retry_of"] == orig.run_id
+    assert json.loads((layout.run_dir(retry_id) / "retry.json").read_text())["lr"] == \
+        pytest.approx(10.0 * 0.001)
+    assert submit(exp, cluster="debug")[0] == []  # nothing left
+
+    # A job that died during the retry: the next submit sends the retry alone, not the grid run.
+    (layout.run_dir(retry_id) / "result.json").unlink()
+    assert run_statuses(layout)[-1].state in ("failed", "interrupted")
+    submitted, _ = submit(exp, cluster="debug")
+    assert [s.run_id for s in submitted] == [retry_id]
+    assert {st.run_id: st.state for st in run_statuses(layout)} == {orig.run_id: "diverged",
+                                                                     retry_id: "done"}
+    assert main(["collect", str(layout.root)]) == 0
+    assert sorted(r["status"] for r in _rows(layout.root)) == ["diverged", "done"]
 
 
 # --- full disk and out of memory ----------------------------------------------------------------
@@ -221,7 +256,7 @@ def _fake_runs(tmp_path: Path, n: int) -> Path:
     for i, spec in enumerate(expand(exp)):
         run_dir = root / "runs" / spec.run_id
         run_dir.mkdir(parents=True)
-        launch.write_spec(run_dir, spec)
+        write_spec(run_dir, spec)
         write_result(run_dir, {"run_id": spec.run_id, "status": "done", "val_loss": 3.0 - 0.1 * i,
                                "val_bpb": 4.0, "train_loss": 3.1, "peak_lr": 0.01, "wall_s": 1.0,
                                "n_unique_tokens": 4096, "epochs": 1.0, "tokens_per_s": 10.0,

@@ -19,20 +19,15 @@ from pathlib import Path
 import pytest
 from _tiny import tiny_toml
 
-from harness import launch
+from harness.execute import job as job_mod
+from harness.execute import status as status_mod
 from harness.cli import main
 from harness.config import ClusterConfig, SizeResources, load_experiment
 from harness.errors import InputError
 from harness.grid import expand
-from harness.launch import (
-    TrainJob,
-    last_error_line,
-    read_jobs,
-    resources_for,
-    run_statuses,
-    sbatch_script,
-    submit,
-)
+from harness.execute.job import TrainJob
+from harness.execute.slurm import resources_for, sbatch_script, split_parallel, submit
+from harness.execute.status import last_error_line, read_jobs, run_statuses
 from harness.results import ExperimentLayout
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -103,7 +98,7 @@ def test_bad_cluster_settings_are_one_line_errors(tmp_path: Path, bad: str, matc
 
 
 def test_max_parallel_is_shared_among_arrays() -> None:
-    split = launch._split_parallel
+    split = split_parallel
     assert split(64, [3, 5]) == [3, 5]  # everything fits
     assert split(8, [20]) == [8]
     shares = split(8, [30, 10, 1])
@@ -150,10 +145,10 @@ def test_slurm_states_from_squeue_and_sacct(monkeypatch: pytest.MonkeyPatch) -> 
         "sacct": ("12_0|COMPLETED\n12_1|FAILED\n12_2|CANCELLED by 0\n12_3|RUNNING\n"
                   "12_[4-5%2]|PENDING\n12_6|RUNNING\n13|OUT_OF_MEMORY\n"),
     }
-    monkeypatch.setattr(launch, "_run", lambda cmd: subprocess.CompletedProcess(
+    monkeypatch.setattr(status_mod, "_run", lambda cmd: subprocess.CompletedProcess(
         cmd, 0, outputs[cmd[0]], ""))
     ids = ["12_0", "12_1", "12_2", "12_3", "12_4", "12_5", "12_6", "13", "14"]
-    assert launch._slurm_states(ids) == {
+    assert status_mod._slurm_states(ids) == {
         "12_0": "COMPLETED", "12_1": "FAILED", "12_2": "CANCELLED", "12_3": "RUNNING",
         "12_4": "PENDING", "12_5": "PENDING",
         "12_6": "ENDED",  # out of the queue, accounting not caught up: not active
@@ -169,7 +164,7 @@ def test_without_squeue_and_sacct_a_submitted_run_is_unknown_not_failed(
     layout.root.mkdir(parents=True)
     (layout.root / "jobs.json").write_text(json.dumps({"schema": 1, "runs": {
         spec.run_id: [_fake_entry("3_0", tmp_path / "x.err", age_s=3600)]}}))
-    monkeypatch.setattr(launch, "_run", lambda cmd: None)  # a laptop: no squeue, no sacct
+    monkeypatch.setattr(status_mod, "_run", lambda cmd: None)  # a laptop: no squeue, no sacct
     (st,) = run_statuses(layout)
     assert st.state == "unknown" and "did not answer" in st.error
     assert submit(exp, cluster="debug")[0] == []  # never resubmitted on a guess
@@ -215,7 +210,7 @@ def test_submit_skips_queued_and_running_runs_and_resubmits_failed(
     }}
     (layout.root / "jobs.json").write_text(json.dumps(jobs))
     fake = {"9_0": "RUNNING", "9_1": "PENDING", "9_2": "FAILED"}
-    monkeypatch.setattr(launch, "_slurm_states", lambda ids: {i: fake[i] for i in ids})
+    monkeypatch.setattr(status_mod, "_slurm_states", lambda ids: {i: fake[i] for i in ids})
 
     before = {s.run_id: s for s in run_statuses(layout)}
     assert [before[s.run_id].state for s in specs] == ["running", "queued", "failed", "unsubmitted"]
@@ -246,7 +241,7 @@ def test_a_job_unknown_to_slurm_counts_as_queued_only_shortly(
         specs[0].run_id: [_fake_entry("3_0", tmp_path / "x.err", age_s=5)],
         specs[1].run_id: [_fake_entry("3_1", tmp_path / "y.err", age_s=3600)],
     }}))
-    monkeypatch.setattr(launch, "_slurm_states", lambda ids: dict.fromkeys(ids, "UNKNOWN"))
+    monkeypatch.setattr(status_mod, "_slurm_states", lambda ids: dict.fromkeys(ids, "UNKNOWN"))
     states = {s.run_id: s for s in run_statuses(layout)}
     assert states[specs[0].run_id].state == "queued"  # accounting lags a new job
     assert states[specs[1].run_id].state == "failed"
@@ -305,7 +300,7 @@ def test_train_job_checkpoints_on_usr2_hands_over_to_submitit_and_resumes_exactl
     (spec,) = expand(exp)
     ref = train(spec, tmp_path / "ref" / "runs" / spec.run_id, execution=exp.execution)
     run_dir = tmp_path / "results" / "tiny" / "runs" / spec.run_id
-    args = (spec.to_dict(), str(run_dir), {"threads": 1, "progress": False})
+    args = ([[spec.to_dict()]], str(run_dir.parents[1]), {"threads": 1, "progress": False})
 
     handed_over = []
 
@@ -338,7 +333,7 @@ def test_train_job_checkpoints_on_usr2_hands_over_to_submitit_and_resumes_exactl
         out = TrainJob()(*args)  # the requeued job
     finally:
         signal.signal(signal.SIGUSR2, old_usr2)
-    assert ref is not None and out["val_loss"] == ref.val_loss
+    assert ref is not None and [o["val_loss"] for o in out] == [ref.val_loss]
     log = (run_dir / "train.log").read_text()
     assert f"resuming {spec.run_id} at step {stopped_at} of {spec.n_steps}" in log
 
@@ -347,7 +342,7 @@ def test_a_stray_sigterm_checkpoints_waits_and_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.train import train
 
-    monkeypatch.setattr(launch, "TERM_WAIT_S", 0.3)  # SLURM would have killed it by then
+    monkeypatch.setattr(job_mod, "TERM_WAIT_S", 0.3)  # SLURM would have killed it by then
     exp, _ = tiny_experiment(tmp_path, overrides=["--grid.n_tokens=[8192]"])
     (spec,) = expand(exp)
     ref = train(spec, tmp_path / "ref" / "runs" / spec.run_id, execution=exp.execution)
@@ -362,7 +357,8 @@ def test_a_stray_sigterm_checkpoints_waits_and_goes_on(
     old_term = signal.getsignal(signal.SIGTERM)
     thread = threading.Thread(target=term_when_training)
     thread.start()
-    out = TrainJob()(spec.to_dict(), str(run_dir), {"threads": 1, "progress": False})
+    (out,) = TrainJob()([[spec.to_dict()]], str(run_dir.parents[1]),
+                        {"threads": 1, "progress": False})
     thread.join()
     assert signal.getsignal(signal.SIGTERM) is old_term
     assert ref is not None and out["val_loss"] == ref.val_loss
@@ -376,12 +372,64 @@ def test_train_job_records_a_failure_and_a_rerun_succeeds(tmp_path: Path) -> Non
     run_dir = tmp_path / "results" / "tiny" / "runs" / spec.run_id
     run_dir.mkdir(parents=True)
     (run_dir / "ckpt").write_text("a file where the checkpoint folder belongs")
-    args = (spec.to_dict(), str(run_dir), {"threads": 1, "progress": False})
+    args = ([[spec.to_dict()]], str(run_dir.parents[1]), {"threads": 1, "progress": False})
     with pytest.raises(OSError):
         TrainJob()(*args)
     failed = json.loads((run_dir / "result.json").read_text())
     assert failed["status"] == "failed" and "ckpt" in failed["error"]
     (run_dir / "ckpt").unlink()
-    assert TrainJob()(*args)["status"] == "done"
+    assert [o["status"] for o in TrainJob()(*args)] == ["done"]
     assert json.loads((run_dir / "result.failed.json").read_text())["status"] == "failed"
-    assert TrainJob()(*args)["status"] == "done"  # a duplicate job of a finished run: no-op
+    assert [o["status"] for o in TrainJob()(*args)] == ["done"]  # a duplicate job of a finished run: no-op
+
+
+# --- several small runs in one job (cluster.runs_per_job) ----------------------------------------
+
+
+def test_plan_jobs_packs_units_up_to_runs_per_job_and_scales_the_time_limit(
+        tmp_path: Path) -> None:
+    from harness.config import ExecutionConfig
+    from harness.execute.slurm import plan_jobs
+
+    exp, _ = tiny_experiment(tmp_path, overrides=["--grid.n_tokens=[1024, 2048, 4096, 8192, 16384]"])
+    specs = expand(exp)
+    cluster = ClusterConfig(time_min=7, runs_per_job=2)
+    planned = plan_jobs(specs, cluster, ExecutionConfig())
+    assert {res.time_min: [[[s.run_id for s in u] for u in job] for job in jobs]
+            for res, jobs in planned.items()} == {
+        14: [[[specs[0].run_id], [specs[1].run_id]], [[specs[2].run_id], [specs[3].run_id]]],
+        7: [[[specs[4].run_id]]],
+    }
+    (one,) = plan_jobs(specs, ClusterConfig(time_min=7), ExecutionConfig()).values()
+    assert [[u[0].run_id for u in job] for job in one] == [[s.run_id] for s in specs]
+    script = sbatch_script(cluster, n_params=1000, n_tasks=2, folder=tmp_path, units_per_job=2)
+    assert "#SBATCH --time=14" in script and "#SBATCH --array=0-1%2" in script
+
+
+def test_runs_packed_into_one_job_train_exactly_as_alone(tmp_path: Path) -> None:
+    from harness.train import train
+
+    exp, toml = tiny_experiment(tmp_path, overrides=["--grid.n_tokens=[1024, 2048, 4096]",
+                                                     "--cluster.runs_per_job=2"])
+    specs = expand(exp)
+    alone = {s.run_id: train(s, tmp_path / "alone" / s.run_id, execution=exp.execution)
+             for s in specs}
+    submitted, _ = submit(exp, cluster="debug")
+    by_job: dict[str, list[str]] = {}
+    for s in submitted:
+        by_job.setdefault(s.job_id, []).append(s.run_id)
+    assert sorted(by_job.values(), key=len) == [[specs[2].run_id],
+                                                [specs[0].run_id, specs[1].run_id]]
+    layout = ExperimentLayout(exp.results_path.resolve())
+    assert {st.run_id: st.state for st in run_statuses(layout)} == {s.run_id: "done" for s in specs}
+    for s in specs:
+        result = json.loads((layout.run_dir(s.run_id) / "result.json").read_text())
+        assert result["val_loss"] == alone[s.run_id].val_loss
+    assert submit(exp, cluster="debug")[0] == []
+
+
+def test_runs_per_job_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, toml = tiny_experiment(tmp_path)
+    assert main(["plan", str(toml), "--cluster.runs_per_job=0"]) == 2
+    err = capsys.readouterr().err
+    assert "runs_per_job" in err and "must be >= 1" in err and len(err.strip().splitlines()) == 1

@@ -22,7 +22,7 @@ from _tiny import tiny_toml
 
 from harness.config import load_experiment
 from harness.grid import expand
-from harness.launch import RunStatus, read_jobs, run_statuses
+from harness.execute.status import RunStatus, read_jobs, run_statuses
 from harness.results import ExperimentLayout
 
 pytestmark = pytest.mark.slurm
@@ -227,3 +227,36 @@ def _log_steps(run_dir: Path, marker: str) -> list[int]:
     log = run_dir / "train.log"
     lines = log.read_text().splitlines() if log.exists() else []
     return [int(line.split(" at step ")[1].split()[0]) for line in lines if marker in line]
+
+
+def test_a_packed_job_is_requeued_and_resumes_only_its_unfinished_run(experiment) -> None:
+    from harness.train import train
+
+    toml, root = experiment("packed", [2048, 4096, 204800], "runs_per_job = 3")
+    specs = expand(load_experiment(toml))
+    long = max(specs, key=lambda s: s.n_tokens)
+    short = [s for s in specs if s is not long]
+    assert harness("submit", str(toml)).returncode == 0
+    jobs = read_jobs(ExperimentLayout(root))["runs"]
+    assert len({subs[-1]["job_id"] for subs in jobs.values()}) == 1  # one job for the three
+    (job_id,) = {subs[-1]["job_id"] for subs in jobs.values()}
+    run_dir = root / "runs" / long.run_id
+    deadline = time.monotonic() + DEADLINE_S
+    while not (steps := metrics_steps(run_dir)) or steps[-1] <= 20:
+        assert time.monotonic() < deadline, "the long run never got past step 20"
+        time.sleep(0.1)
+    finished = {s.run_id: (root / "runs" / s.run_id / "result.json").read_text() for s in short}
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+    ref = train(long, root.parent.parent / "ref" / "runs" / long.run_id,
+                execution=load_experiment(toml).execution)
+    states = wait_for(root, all_in("done", "failed"), "the requeued packed job finished")
+    assert {r: s.state for r, s in states.items()} == {s.run_id: "done" for s in specs}
+    # the runs that had finished were skipped, not trained again; the long one resumed once
+    assert {s.run_id: (root / "runs" / s.run_id / "result.json").read_text()
+            for s in short} == finished
+    assert len(_log_steps(run_dir, "resuming")) == 1
+    steps = metrics_steps(run_dir)
+    assert steps == sorted(set(steps)) and steps[-1] == long.n_steps
+    result = json.loads((run_dir / "result.json").read_text())
+    assert ref is not None and result["val_loss"] == ref.val_loss
+    assert all(len(subs) == 1 for subs in read_jobs(ExperimentLayout(root))["runs"].values())

@@ -23,7 +23,8 @@ from harness.config import load_experiment
 from harness.errors import InputError
 from harness.execute.local import run_local
 from harness.grid import expand
-from harness.launch import run_statuses, submit
+from harness.execute.slurm import submit
+from harness.execute.status import run_statuses
 from harness.results import ExperimentLayout, collect, read_result
 from harness.train import lr_at_step, spec_lr_at_step, train, warmup_steps
 from harness.wsd import decay_start, inherited_tokens, plan_trunks, trunk_key, wsd_decay_steps

@@ -1,12 +1,19 @@
-"""Execution of a grid's runs on this machine: placement on workers, locks, signals.
+"""Execution of a grid's runs: on this machine's workers, or as SLURM jobs through submitit.
 
-`local` (parallel workers, units of work, signals), `placement` (how many workers, threads and
-GPUs), `locks` (a run's lock, an experiment's lock). SLURM submission is `harness.launch`.
+One unit of work (`local.plan_units`: a run, or a WSD trunk with its branches), one retry
+policy (`retry`), one lock per run (`locks`) and one notion of a run's state (`status`), shared
+by both ways of running:
+
+- `local`: `harness run`, units on parallel workers (`placement`: how many, which threads and
+  GPUs), signals;
+- `slurm`: `harness submit`, units packed into jobs and submitted as arrays; `job`: the body of
+  a SLURM job (preemption, requeue, retries).
 """
 
 from harness.execute.local import Interrupted, LocalOutcome, Unit, plan_units, run_local
 from harness.execute.locks import Held, RunLock, experiment_lock, holder_of
 from harness.execute.placement import Slot, plan_slots
+from harness.execute.retry import pending_runs, start_retry
 
 __all__ = [
     "Held",
@@ -17,7 +24,9 @@ __all__ = [
     "Unit",
     "experiment_lock",
     "holder_of",
+    "pending_runs",
     "plan_slots",
     "plan_units",
     "run_local",
+    "start_retry",
 ]

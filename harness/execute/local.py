@@ -44,6 +44,7 @@ from typing import Any
 from harness.config import ExecutionConfig, ExperimentConfig, to_dict
 from harness.execute.locks import Held, RunLock
 from harness.execute.placement import Slot, plan_slots
+from harness.execute.retry import record_failure, start_retry
 from harness.grid import RunSpec, spec_from_dict
 from harness.results import (
     FINISHED,
@@ -172,7 +173,6 @@ def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str
               execution: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
     from harness.config import _build
-    from harness.launch import _failed
     from harness.train import train
 
     exe = _build(ExecutionConfig, execution, "execution", "launcher")
@@ -208,7 +208,7 @@ def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str
         except Exception as e:  # noqa: BLE001 - one failing run must not stop the grid
             log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
             last = f"{type(e).__name__}: {e}".splitlines()[0]
-            _failed(run_dir, spec, last)
+            record_failure(run_dir, spec, last)
             out.append(_result("failed", spec.run_id, error=last))
         finally:
             close_run_log(handler)
@@ -279,13 +279,13 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
     """Train ``specs`` on this machine's workers; return one outcome per run tried.
 
     A run that diverges is followed by its retry at a lower learning rate (its own run,
-    ``execution.diverge_retries`` times at most; `launch._start_retry`).
+    ``execution.diverge_retries`` times at most; `retry.start_retry`).
 
     Parameters
     ----------
     exp : ExperimentConfig
     specs : list of RunSpec
-        The runs to train (`launch.pending_runs`).
+        The runs to train (`retry.pending_runs`).
     layout : ExperimentLayout
     slots : list of Slot, optional
         The workers (default `placement.plan_slots`).
@@ -297,8 +297,6 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
     Interrupted
         SIGTERM, SIGINT or SIGHUP: every worker stopped at a step boundary with a checkpoint.
     """
-    from harness.launch import _start_retry
-
     execution = exp.execution
     for spec in specs:
         check_spec(layout.run_dir(spec.run_id), spec)
@@ -360,7 +358,7 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
                                                      r["wall_s"], r.get("error", "")))
                         if r["status"] == "diverged" and "signum" not in stop:
                             spec = next(s for s in unit.runs if s.run_id == r["run_id"])
-                            retry = _start_retry(spec, layout, execution)
+                            retry = start_retry(spec, layout, execution)
                             if retry is not None:
                                 queue.appendleft(Unit((retry,), {}, _flops(retry)))
                     if bars is not None:
@@ -384,7 +382,6 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
 
 def _died(unit: Unit, layout: ExperimentLayout) -> list[dict[str, Any]]:
     """The worker died: its run without a result failed; runs before it kept theirs."""
-    from harness.launch import _failed
 
     error = "the worker process died (killed, crashed or out of memory)"
     out = []
@@ -394,7 +391,7 @@ def _died(unit: Unit, layout: ExperimentLayout) -> list[dict[str, Any]]:
         if done is not None:
             out.append(done)
             continue
-        _failed(run_dir, spec, error)
+        record_failure(run_dir, spec, error)
         out.append(_result("failed", spec.run_id, error=error))
         break
     return out

@@ -1,0 +1,291 @@
+"""The body of a SLURM job: its units of work one after another, surviving preemption.
+
+A job trains one unit (a run, or a WSD trunk and its branches) or, with ``cluster.runs_per_job``,
+several small units packed into one allocation. Each run trains under its run directory's lock
+(`locks.RunLock`), so a job never trains a run that a `harness run` or another job holds, and
+resumes from the newest checkpoint in the run directory, never from submitit's pickle. A run
+that diverges is followed, in the same job, by its retry at a lower learning rate (the policy
+of `harness.execute.retry`, the same as `harness run`'s).
+
+Signals (delivered to the Python process by srun):
+
+- the preemption/time-limit signal (USR2, ``sbatch --signal=USR2@90``): a flag that
+  `harness.train.train` polls at each step boundary, where it saves a checkpoint and returns
+  None; then submitit's own handler runs: it counts timeouts, pickles `checkpoint()` (this
+  object and its arguments, nothing else) and requeues the job (``scontrol requeue``).
+- SIGTERM (``scancel``, ``scontrol requeue``, preemption with a grace time): checkpoint at the
+  next step boundary and wait for SLURM's kill, training no step that would be lost.
+
+However the job restarts, finished runs are skipped, a diverged run's unfinished retry is picked
+up, and the other runs resume: no finished step is trained twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from harness.atomic import atomic_write_json
+from harness.config import ExecutionConfig
+from harness.execute.locks import Held, RunLock
+from harness.execute.retry import record_failure, start_retry, unfinished_retries
+from harness.execute.status import (
+    finished_result,
+    jobs_lock,
+    newest_checkpoint_step,
+    read_jobs,
+)
+from harness.grid import RunSpec, spec_from_dict
+from harness.results import ExperimentLayout, close_run_log, open_run_log
+
+__all__ = ["TERM_WAIT_S", "TrainJob"]
+
+# After SIGTERM and a checkpoint, wait this long to be killed (SLURM's KillWait, 30 s by default)
+# before taking the signal for a stray one and training on.
+TERM_WAIT_S = 180.0
+
+log = logging.getLogger("harness.execute")
+
+
+class _Requeue(Exception):
+    """The requeue signal came: the run stopped at a step boundary with a checkpoint."""
+
+
+class _HeldElsewhere(RuntimeError):
+    """Another process holds the run's lock: it trains the run, this job leaves it."""
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One SLURM job: ``units`` (lists of run specs; a WSD trunk first, then its branches).
+
+    Returns one ``{"run_id", "status", "val_loss", "wall_s"}`` per run trained or found
+    finished, retries included. A run that fails is recorded in its result.json and does not
+    stop the others (a branch whose hand-off never came trains alone, from step 0); the job
+    then fails at the end, with that run's own error when it is the only one.
+    """
+
+    def __call__(
+        self, units: list[list[dict[str, Any]]], results_root: str, execution: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        from harness.config import _build
+
+        exe = _build(ExecutionConfig, execution, "execution", "launcher")
+        if exe.threads == 0 and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+            exe = dataclasses.replace(exe, threads=int(os.environ["SLURM_CPUS_PER_TASK"]))
+        if exe.threads > 0:  # before torch starts its OpenMP pool
+            os.environ["OMP_NUM_THREADS"] = str(exe.threads)
+        layout = ExperimentLayout(Path(results_root))
+        try:
+            stderr = str(submitit.JobEnvironment().paths.stderr)
+        except Exception:  # noqa: BLE001 - not inside a submitit job (a direct call)
+            stderr = ""
+        flags = {"requeue": False, "term": False}
+        usr_sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+
+        def on_usr(signum: int, frame: Any) -> None:
+            flags["requeue"] = True
+            log.warning(
+                "got %s; checkpointing at the next step to be requeued", signal.Signals(signum).name
+            )
+
+        def on_term(signum: int, frame: Any) -> None:
+            flags["term"] = True
+            log.warning("got SIGTERM; checkpointing at the next step")
+
+        in_main = threading.current_thread() is threading.main_thread()
+        requeue_handler = signal.getsignal(usr_sig) if in_main else None
+        term_handler = signal.getsignal(signal.SIGTERM) if in_main else None
+        if in_main:
+            signal.signal(usr_sig, on_usr)
+            signal.signal(signal.SIGTERM, on_term)
+        out: list[dict[str, Any]] = []
+        failures: list[tuple[str, Exception]] = []
+        stopped: RunSpec | None = None
+        try:
+            for unit in units:
+                specs = [spec_from_dict(d) for d in unit]
+                for i, spec in enumerate(specs):
+                    branches = specs[1:] if i == 0 else []
+                    try:
+                        out.extend(_train_with_retries(spec, branches, layout, exe, flags, stderr))
+                    except _Requeue as stop:
+                        stopped = stop.args[0]
+                        break
+                    except Exception as e:  # noqa: BLE001 - recorded in its result.json
+                        failures.append((spec.run_id, e))
+                if stopped is not None:
+                    break
+        finally:
+            if in_main:
+                signal.signal(usr_sig, requeue_handler)
+                signal.signal(signal.SIGTERM, term_handler)
+        if stopped is not None:
+            # Stopped on the signal with a checkpoint at a step boundary: submitit's handler
+            # counts timeouts, pickles checkpoint() and requeues (then exits).
+            if callable(requeue_handler):
+                try:
+                    requeue_handler(usr_sig, None)
+                except submitit.core.utils.UncompletedJobError as e:
+                    run_dir = layout.run_dir(stopped.run_id)
+                    record_failure(
+                        run_dir,
+                        stopped,
+                        f"{e} `harness submit` resumes it from its checkpoint",
+                        log=stderr,
+                    )
+                    raise
+            raise RuntimeError(
+                f"run {stopped.run_id} stopped on a signal with a checkpoint but "
+                "was not requeued; `harness submit` resumes it"
+            )
+        if len(failures) == 1:
+            raise failures[0][1]
+        if failures:
+            raise RuntimeError(
+                f"{len(failures)} runs of this job failed: "
+                + "; ".join(f"{r}: {type(e).__name__}: {e}".splitlines()[0] for r, e in failures)
+            )
+        return out
+
+
+def _train_with_retries(
+    spec: RunSpec,
+    branches: list[RunSpec],
+    layout: ExperimentLayout,
+    exe: ExecutionConfig,
+    flags: dict[str, bool],
+    stderr: str,
+) -> list[dict[str, Any]]:
+    """Train ``spec``, then, while it diverges, its retries (`retry.start_retry`)."""
+    out = []
+    run: RunSpec | None = spec
+    done = finished_result(layout.run_dir(spec.run_id))
+    if done is not None:  # a duplicate or late requeue: skip it, or go on with its retry
+        out.append(_outcome(spec.run_id, done))
+        run = next(iter(unfinished_retries([spec], layout)), None)
+        branches = []
+    while run is not None:
+        result = _train_run(run, branches, layout, exe, flags, stderr)
+        out.append(result)
+        if result["status"] != "diverged":
+            break
+        retry = start_retry(run, layout, exe)
+        if retry is not None:
+            _record_retry(layout, retry, run.run_id)
+            log.warning(
+                "run %s diverged; retrying it as %s at lr %g",
+                run.run_id,
+                retry.run_id,
+                retry.train.lr,
+            )
+        run, branches = retry, []
+    return out
+
+
+def _train_run(
+    spec: RunSpec,
+    branches: list[RunSpec],
+    layout: ExperimentLayout,
+    exe: ExecutionConfig,
+    flags: dict[str, bool],
+    stderr: str,
+) -> dict[str, Any]:
+    """One run under its lock. Raises `_Requeue` when the requeue signal stopped it."""
+    from harness.train import train
+
+    path = layout.run_dir(spec.run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    handler = open_run_log(path)
+    lock = RunLock(path)
+    try:
+        log.info("run %s: job %s starting", spec.run_id, os.environ.get("SLURM_JOB_ID", "-"))
+        try:  # a `harness run` or another job trains it now: never twice at once
+            lock.acquire()
+        except Held as held:  # not recorded: the holder writes this run's result
+            raise _HeldElsewhere(f"run {spec.run_id}: {held}; not trained twice") from None
+        done = finished_result(path)
+        if done is not None:  # finished by another process meanwhile
+            log.info("run %s is already %s; nothing to do", spec.run_id, done["status"])
+            return _outcome(spec.run_id, done)
+        if (path / "result.json").exists():  # an earlier failure: keep it aside
+            os.replace(path / "result.json", path / "result.failed.json")
+        while True:
+            result = train(
+                spec,
+                path,
+                execution=exe,
+                branches=branches,
+                should_stop=lambda: flags["requeue"] or flags["term"],
+            )
+            if result is not None:
+                log.info("run %s ended: %s", spec.run_id, result.status)
+                return {
+                    "run_id": spec.run_id,
+                    "status": result.status,
+                    "val_loss": result.val_loss,
+                    "wall_s": result.wall_s,
+                }
+            log.warning(
+                "run %s: checkpoint saved at step %s", spec.run_id, newest_checkpoint_step(path)
+            )
+            if not flags["requeue"]:
+                # SIGTERM (scancel, scontrol requeue, preemption): SLURM kills the job within
+                # KillWait. Wait for that rather than train steps that would be lost; a
+                # requeue signal may still come; a stray SIGTERM lets it go on.
+                deadline = time.monotonic() + TERM_WAIT_S
+                while time.monotonic() < deadline and not flags["requeue"]:
+                    time.sleep(0.1)
+                flags["term"] = False
+            if flags["requeue"]:
+                log.warning("run %s: requeueing", spec.run_id)
+                raise _Requeue(spec)
+            log.warning(
+                "run %s: not killed %.0f s after SIGTERM; going on", spec.run_id, TERM_WAIT_S
+            )
+    except (_Requeue, _HeldElsewhere):
+        raise
+    except Exception as e:
+        log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
+        record_failure(
+            path,
+            spec,
+            f"{type(e).__name__}: {e}".splitlines()[0],
+            log=stderr or str(path / "train.log"),
+        )
+        raise
+    finally:
+        lock.release()
+        close_run_log(handler)
+
+
+def _outcome(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "status": result["status"],
+        "val_loss": result.get("val_loss"),
+        "wall_s": result.get("wall_s", 0.0),
+    }
+
+
+def _record_retry(layout: ExperimentLayout, retry: RunSpec, retry_of: str) -> None:
+    """jobs.json: the retry trains in the job of the run it retries (its logs, its state)."""
+    if not layout.jobs_json.exists():
+        return
+    with jobs_lock(layout):
+        jobs = read_jobs(layout)
+        parent = jobs["runs"].get(retry_of)
+        if not parent:
+            return
+        entry = {**parent[-1], "retry_of": retry_of}
+        if entry not in jobs["runs"].get(retry.run_id, []):
+            jobs["runs"].setdefault(retry.run_id, []).append(entry)
+            atomic_write_json(layout.jobs_json, jobs)

@@ -1,0 +1,342 @@
+"""The state of each run of an experiment, for `harness status` and `harness submit`.
+
+A run's state combines its run directory (result.json, a held lock, a checkpoint) with
+``RESULTS/NAME/jobs.json`` (every submission of the run: job id, array index, log paths, time)
+and SLURM's view of its newest job (squeue, then sacct). So a job that died without a result
+(crash, scancel, out of memory, node failure) reads as failed, with the last error line of its
+log, and a run that a `harness run` on this machine trains or left with a checkpoint reads as
+running or interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import InputError
+from harness.execute.locks import holder_of
+from harness.results import FINISHED, ExperimentLayout, read_json, read_result
+
+__all__ = [
+    "JOBS_SCHEMA",
+    "RunStatus",
+    "finished_result",
+    "jobs_lock",
+    "last_error_line",
+    "newest_checkpoint_step",
+    "read_jobs",
+    "run_statuses",
+]
+
+RunStatusState = Literal[
+    "done", "diverged", "running", "queued", "failed", "interrupted", "unsubmitted", "unknown"
+]
+JOBS_SCHEMA = 1
+# SLURM job states (squeue/sacct names) in which a job runs or still waits to run.
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
+QUEUED_STATES = frozenset(
+    {
+        "PENDING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SPECIAL_EXIT",
+        "RESV_DEL_HOLD",
+    }
+)
+ACTIVE_STATES = RUNNING_STATES | QUEUED_STATES
+# A job whose state SLURM does not know yet (sacct lags a new job by seconds) counts as queued
+# for this long after its submission, so that a quick second submit never duplicates it.
+ACCOUNTING_GRACE_S = 120.0
+
+
+# --- jobs.json --------------------------------------------------------------------------------
+
+
+def read_jobs(layout: ExperimentLayout) -> dict[str, Any]:
+    """``RESULTS/NAME/jobs.json``: {"schema", "experiment", "grid": [run_id...],
+    "runs": {run_id: [submission, ...]}} (newest submission last); empty when absent."""
+    if not layout.jobs_json.exists():
+        return {"schema": JOBS_SCHEMA, "experiment": layout.root.name, "grid": [], "runs": {}}
+    data = read_json(layout.jobs_json)
+    if data.get("schema") != JOBS_SCHEMA or not isinstance(data.get("runs"), dict):
+        raise InputError(
+            f"{layout.jobs_json}: schema = {data.get('schema')!r}; accepted: "
+            f"{JOBS_SCHEMA} with a 'runs' table"
+        )
+    data.setdefault("grid", [])
+    return data
+
+
+@contextlib.contextmanager
+def jobs_lock(layout: ExperimentLayout) -> Iterator[None]:
+    """One `harness submit` at a time per experiment (two shells never submit a run twice)."""
+    import fcntl
+
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.root / ".jobs.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- state of runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One row of `harness status`."""
+
+    run_id: str
+    state: RunStatusState
+    job_id: str = ""
+    slurm_state: str = ""
+    log: str = ""
+    """stderr of the newest job (the run's train.log for runs that never went to SLURM)."""
+    error: str = ""
+    """Failed runs: the last error line of the run (result.json or its log)."""
+    val_loss: float | None = None
+    n_params: int | None = None
+    n_tokens: int | None = None
+    submissions: int = 0
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """SLURM state of each job id ("123" or "123_4"): squeue for jobs in the queue, sacct for
+    the rest. "ENDED": out of the queue but not yet in accounting; "UNKNOWN": in neither;
+    "NO_ANSWER": neither command answered."""
+    from submitit.slurm.slurm import read_job_id
+
+    if not job_ids:
+        return {}
+    base_ids = sorted({j.split("_")[0] for j in job_ids})
+    in_queue: dict[str, str] | None = None
+    proc = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(base_ids)])
+    if proc is not None and (proc.returncode == 0 or "Invalid job id" in proc.stderr):
+        in_queue = {}
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            job_id, _, state = line.strip().partition("|")
+            in_queue[job_id] = state.split()[0] if state else "UNKNOWN"
+    accounted: dict[str, str] = {}
+    proc = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(base_ids)])
+    if in_queue is None and (proc is None or proc.returncode != 0):
+        return dict.fromkeys(job_ids, "NO_ANSWER")  # not a SLURM machine, or SLURM is down
+    if proc is not None and proc.returncode == 0:
+        for line in proc.stdout.splitlines():
+            raw_id, _, state = line.strip().partition("|")
+            if not raw_id or not state:
+                continue
+            try:
+                parts = read_job_id(raw_id)
+            except Exception:  # noqa: BLE001 - an id format we do not know: skip the line
+                continue
+            for p in parts:
+                ids = (
+                    [f"{p[0]}_{i}" for i in range(int(p[1]), int(p[2]) + 1)]
+                    if len(p) == 3
+                    else ["_".join(p[:2])]
+                )
+                for i in ids:
+                    accounted[i] = state.split()[0]
+    states = {}
+    for j in job_ids:
+        if in_queue is not None and j in in_queue:
+            states[j] = in_queue[j]
+        elif j in accounted and (in_queue is None or accounted[j] not in ACTIVE_STATES):
+            states[j] = accounted[j]
+        else:
+            states[j] = "ENDED" if in_queue is not None and j in accounted else "UNKNOWN"
+    return states
+
+
+def _local_state(job_id: str) -> str:
+    """submitit's local executor: the job id is the PID of its controller process."""
+    try:
+        os.kill(int(job_id), 0)
+    except (ValueError, OSError):
+        return "ENDED"
+    return "RUNNING"
+
+
+_ERROR_LINE = re.compile(
+    r"^([\w.]*(Error|Exception|Interrupt|Exit)\b|.*\b(error|CANCELLED|Killed)\b)"
+)
+
+
+def last_error_line(log: Path) -> str:
+    """The most telling line at the end of a job's stderr: the last exception or SLURM error."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln and not re.match(r"^submitit (INFO|DEBUG|WARNING)", ln)]
+    meaningful = [ln for ln in lines if not ln.startswith("srun: ")]
+    for ln in reversed(meaningful):
+        if _ERROR_LINE.match(ln):
+            return ln[:300]
+    return (meaningful or lines or [""])[-1][:300]
+
+
+def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -> list[RunStatus]:
+    """State of every run of the experiment: the grid of the last submit, every run directory
+    and every submitted run; from result.json, jobs.json and SLURM (squeue, sacct)."""
+    jobs = read_jobs(layout) if jobs is None else jobs
+    run_ids = list(
+        dict.fromkeys(
+            [
+                *jobs.get("grid", []),
+                *(
+                    sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir())
+                    if layout.runs_dir.is_dir()
+                    else []
+                ),
+                *jobs["runs"],
+            ]
+        )
+    )
+    newest = {r: subs[-1] for r, subs in jobs["runs"].items() if subs}
+    slurm_ids = [
+        e["job_id"]
+        for r, e in newest.items()
+        if e.get("cluster", "slurm") == "slurm" and finished_result(layout.run_dir(r)) is None
+    ]
+    states = _slurm_states(slurm_ids) if slurm_ids else {}
+    out = []
+    now = time.time()
+    for run_id in run_ids:
+        run_dir = layout.run_dir(run_id)
+        n_params = n_tokens = None
+        if (run_dir / "spec.json").exists():
+            try:
+                from harness.model import ModelShape, count_params
+
+                spec = read_json(run_dir / "spec.json")
+                n_params = count_params(ModelShape(**spec["model"])).non_embedding
+                n_tokens = int(spec["n_tokens"])
+            except (InputError, KeyError, TypeError, ValueError):
+                pass
+        try:
+            result = read_result(run_dir) or {}
+        except InputError as e:
+            result = {"status": "failed", "error": str(e)}
+        entry = newest.get(run_id)
+        common = {
+            "run_id": run_id,
+            "n_params": n_params,
+            "n_tokens": n_tokens,
+            "submissions": len(jobs["runs"].get(run_id, [])),
+        }
+        if entry:
+            common.update(job_id=entry["job_id"], log=entry.get("stderr", ""))
+        status = result.get("status")
+        holder = holder_of(run_dir) if status not in FINISHED else None
+        if holder is not None:  # a `harness run` (or a job) holds its lock: training now
+            out.append(
+                RunStatus(
+                    state="running",
+                    slurm_state="locked",
+                    error=holder,
+                    **{**common, "log": str(run_dir / "train.log")},
+                )
+            )
+            continue
+        if status in FINISHED:
+            out.append(
+                RunStatus(
+                    state=status,
+                    val_loss=result.get("val_loss"),
+                    error=result.get("reason", ""),
+                    **common,
+                )
+            )
+            continue
+        js = ""
+        if entry:
+            cluster = entry.get("cluster", "slurm")
+            js = (
+                states.get(entry["job_id"], "UNKNOWN")
+                if cluster == "slurm"
+                else _local_state(entry["job_id"])
+                if cluster == "local"
+                else "ENDED"
+            )
+            common["slurm_state"] = js
+            young = now - float(entry.get("submitted_unix", 0)) < ACCOUNTING_GRACE_S
+            if js == "NO_ANSWER":  # never guess: a wrong "failed" would submit a duplicate
+                out.append(
+                    RunStatus(state="unknown", error="squeue and sacct did not answer", **common)
+                )
+                continue
+            if js in RUNNING_STATES:
+                out.append(RunStatus(state="running", **common))
+                continue
+            if js in QUEUED_STATES or (js == "UNKNOWN" and young):
+                out.append(RunStatus(state="queued", **common))
+                continue
+        if status == "failed":
+            error = result.get("error", "")
+            log = common.get("log") or result.get("log", "")
+            out.append(RunStatus(state="failed", error=error, **{**common, "log": log}))
+            continue
+        if entry:
+            log = Path(entry.get("stderr") or "")
+            started = bool(entry.get("stderr")) and log.exists()
+            error = last_error_line(log) if started else ""
+            if not error:
+                error = f"job {entry['job_id']} ended ({js}) " + (
+                    "without a result" if started else "before it started"
+                )
+            out.append(
+                RunStatus(
+                    state="failed", error=error, **{**common, "log": str(log) if started else ""}
+                )
+            )
+            continue
+        step = newest_checkpoint_step(run_dir)
+        out.append(
+            RunStatus(
+                state="interrupted" if step is not None else "unsubmitted",
+                log=str(run_dir / "train.log") if (run_dir / "train.log").exists() else "",
+                error=f"checkpoint at step {step}" if step is not None else "",
+                **common,
+            )
+        )
+    return out
+
+
+def newest_checkpoint_step(run_dir: Path) -> int | None:
+    steps = [
+        int(m.group(1))
+        for p in (run_dir / "ckpt").glob("step_*.pt")
+        if (m := re.search(r"step_(\d+)\.pt$", p.name))
+    ]
+    return max(steps) if steps else None
+
+
+def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        result = read_result(run_dir)
+    except InputError:
+        return None
+    return result if result is not None and result.get("status") in FINISHED else None
