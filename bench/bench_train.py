@@ -1,7 +1,7 @@
 """Benchmark: the harness's CPU training speed against its peak and against transformers' Trainer.
 
-In one process, with --threads torch threads (default 1; FACTS: never 2 threads on a busy
-2-core machine), it measures
+In one process, with --threads torch threads (default 1: never 2 threads on a busy
+2-core machine, docs/performance.md), it measures
 
 (a) the peak fp32 (and, where the CPU has it, bf16) matmul rate: harness.hardware's measurement,
     1024^3 matmuls, best batch;

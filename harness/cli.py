@@ -122,7 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if any(not r.submissions for r in failed) or "interrupted" in states:
         print("`harness run EXP.toml` trains the failed and interrupted runs of this machine "
               "again, each from its newest checkpoint")
-    # Exit codes (DESIGN.md): 1 when the work failed, so scripts and CI can wait on it.
+    # Exit codes (README, Commands): 1 when the work failed, so scripts and CI can wait on it.
     return 1 if "failed" in states else 0
 
 

@@ -196,7 +196,8 @@ class TrainConfig:
     """Linear warmup over this many tokens, the same for every D (what lets WSD runs of one size
     share their stable phase); 0 = warmup_fraction of the run's own steps (refused with 'wsd')."""
     mask_fraction: float = _added(0.15)
-    """Masked LM (model.arch = 'bert'): share of tokens chosen for prediction (BERT's 15%)."""
+    """Masked LM (model.arch = 'bert' or 'modernbert'): share of tokens chosen for prediction
+    (BERT's 15%)."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")

@@ -11,8 +11,8 @@ results/NAME/
   runs.csv  fits.json  figures/
 ```
 
-runs.csv (schema v1 of DESIGN.md) is derived from spec.json and result.json alone, so it can be
-rebuilt at any time, also while other runs are still training.
+runs.csv (schema v1, docs/results-format.md) is derived from spec.json and result.json alone,
+so it can be rebuilt at any time, also while other runs are still training.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ __all__ = [
 RunState = Literal["done", "diverged", "failed", "started", "pending"]
 FINISHED: tuple[RunState, ...] = ("done", "diverged")
 
-# Schema v1 (DESIGN.md). The first three are all analysis needs. peak_flops, mfu and mfu_total
-# (model FLOP utilisation, see harness.hardware) came later and stay last; they are empty for a
-# result.json that does not record peak_flops. flops_budget (the isoFLOP budget C a run's D was
-# derived from, grid.flops) is empty outside isoFLOP grids.
+# Schema v1 (docs/results-format.md). The first three are all analysis needs. peak_flops, mfu
+# and mfu_total (model FLOP utilisation, see harness.hardware) came later and stay last; they
+# are empty for a result.json that does not record peak_flops. flops_budget (the isoFLOP budget
+# C a run's D was derived from, grid.flops) is empty outside isoFLOP grids.
 RUNS_CSV_COLUMNS = [
     "n_params", "n_tokens", "loss",
     "run_id", "experiment", "status", "arch", "n_layer", "n_embd", "n_head",

@@ -24,7 +24,7 @@ from harness.analysis.laws import (
 )
 from harness.errors import InputError
 
-# Hoffmann et al. 2022, approach 3 (FACTS.md).
+# Hoffmann et al. 2022, the approach-3 fit of their eq. 10.
 CHIN = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
 

@@ -20,7 +20,8 @@ from harness.errors import InputError
 
 def test_bundled_shakespeare_is_the_complete_works() -> None:
     text = read_corpus_bytes("shakespeare")
-    # 42 Gutenberg files, 5,057,198 bytes before our normalised separators (FACTS.md).
+    # 42 Gutenberg files, 5,057,198 bytes before our normalised separators (counted from the
+    # Gutenberg source files).
     assert 5_000_000 < len(text) < 5_100_000
     assert b"To be, or not to be" in text
 

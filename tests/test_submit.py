@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 from _tiny import tiny_toml
 
-from harness.execute import job as job_mod
-from harness.execute import status as status_mod
 from harness.cli import main
 from harness.config import ClusterConfig, SizeResources, load_experiment
 from harness.errors import InputError
-from harness.grid import expand
+from harness.execute import job as job_mod
+from harness.execute import status as status_mod
 from harness.execute.job import TrainJob
 from harness.execute.slurm import resources_for, sbatch_script, split_parallel, submit
 from harness.execute.status import last_error_line, read_jobs, run_statuses
+from harness.grid import expand
 from harness.results import ExperimentLayout
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -380,7 +380,8 @@ def test_train_job_records_a_failure_and_a_rerun_succeeds(tmp_path: Path) -> Non
     (run_dir / "ckpt").unlink()
     assert [o["status"] for o in TrainJob()(*args)] == ["done"]
     assert json.loads((run_dir / "result.failed.json").read_text())["status"] == "failed"
-    assert [o["status"] for o in TrainJob()(*args)] == ["done"]  # a duplicate job of a finished run: no-op
+    # a duplicate job of a finished run: a no-op
+    assert [o["status"] for o in TrainJob()(*args)] == ["done"]
 
 
 # --- several small runs in one job (cluster.runs_per_job) ----------------------------------------
@@ -391,7 +392,8 @@ def test_plan_jobs_packs_units_up_to_runs_per_job_and_scales_the_time_limit(
     from harness.config import ExecutionConfig
     from harness.execute.slurm import plan_jobs
 
-    exp, _ = tiny_experiment(tmp_path, overrides=["--grid.n_tokens=[1024, 2048, 4096, 8192, 16384]"])
+    exp, _ = tiny_experiment(tmp_path,
+                             overrides=["--grid.n_tokens=[1024, 2048, 4096, 8192, 16384]"])
     specs = expand(exp)
     cluster = ClusterConfig(time_min=7, runs_per_job=2)
     planned = plan_jobs(specs, cluster, ExecutionConfig())

@@ -21,8 +21,8 @@ import pytest
 from _tiny import tiny_toml
 
 from harness.config import load_experiment
-from harness.grid import expand
 from harness.execute.status import RunStatus, read_jobs, run_statuses
+from harness.grid import expand
 from harness.results import ExperimentLayout
 
 pytestmark = pytest.mark.slurm

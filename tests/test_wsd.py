@@ -22,9 +22,9 @@ import harness.train
 from harness.config import load_experiment
 from harness.errors import InputError
 from harness.execute.local import run_local
-from harness.grid import expand
 from harness.execute.slurm import submit
 from harness.execute.status import run_statuses
+from harness.grid import expand
 from harness.results import ExperimentLayout, collect, read_result
 from harness.train import lr_at_step, spec_lr_at_step, train, warmup_steps
 from harness.wsd import decay_start, inherited_tokens, plan_trunks, trunk_key, wsd_decay_steps

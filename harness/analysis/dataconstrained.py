@@ -11,7 +11,7 @@ parameters), the paper's eq. 5-7 replace N and D in L = E + A/N^alpha + B/D^beta
 
 D' = D for a single epoch; as epochs grow, D' -> U_D (1 + R_D*): R_D* is the number of
 repetitions after which repeated tokens have lost 1 - 1/e of their value. The published fit on
-C4 (the authors' datablations repository, utils/parametric_fit.ipynb; FACTS.md): log A =
+C4 (the authors' datablations repository, utils/parametric_fit.ipynb): log A =
 6.255414, log B = 7.3049974, log E = 0.6254804, alpha = beta = 0.3526596, R_D* = 15.387756,
 R_N* = 5.309743.
 

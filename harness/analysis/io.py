@@ -1,4 +1,4 @@
-"""Loading runs.csv (schema v1 of DESIGN.md, or any CSV with N, D and loss columns).
+"""Loading runs.csv (schema v1 of docs/results-format.md, or any CSV with N, D and loss columns).
 
 Every problem with the input raises `InputError` with one line naming the file, the column, the
 bad value(s), the line numbers in the file (the header is line 1) and what is accepted.

@@ -1,4 +1,5 @@
-"""From runs.csv to fits.json (schema 1 of DESIGN.md), a summary table, figures, and reproduce.
+"""From runs.csv to fits.json (schema 1, docs/results-format.md), a summary table, figures,
+and reproduce.
 
 fits.json holds, beside "fits", the "settings" it was made with (seed, bootstrap size, column
 map, groups, fits), so that `reproduce_path` can refit from the CSV alone. Numbers are plain

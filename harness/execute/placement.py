@@ -3,8 +3,8 @@
 One worker per visible GPU times `execution.runs_per_device`, each seeing only its own GPU
 (CUDA_VISIBLE_DEVICES); on a CPU, as many workers as the usable cores allow at
 `execution.threads` each (at least one). Threads are never oversubscribed: on a shared 2-core
-machine one busy process next to a 2-thread run slows each step ~20x (OpenMP threads spin-wait;
-see bench/README.md), so workers x threads <= cores.
+machine, one busy process next to a 2-thread run took a step from 33 ms to about 1000 ms
+(OpenMP threads spin-wait; docs/performance.md), so workers x threads <= cores.
 """
 
 from __future__ import annotations
