@@ -27,12 +27,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(experiment: str, results: Path, workers: str, extra: list[str]) -> tuple[float, Path]:
-    cmd = [sys.executable, "-m", "harness.cli", "run", experiment,
-           f"--execution.results_dir={results}", f"--execution.workers={workers}",
-           "--execution.threads=1", "--execution.progress=false", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        experiment,
+        f"--execution.results_dir={results}",
+        f"--execution.workers={workers}",
+        "--execution.threads=1",
+        "--execution.progress=false",
+        *extra,
+    ]
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")

@@ -42,8 +42,9 @@ def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return N, D, L
 
 
-def scipy_loop(N: np.ndarray, D: np.ndarray, L: np.ndarray, starts: np.ndarray,
-               delta: float = 1e-3) -> tuple[float, np.ndarray]:
+def scipy_loop(
+    N: np.ndarray, D: np.ndarray, L: np.ndarray, starts: np.ndarray, delta: float = 1e-3
+) -> tuple[float, np.ndarray]:
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
 
     def objective(p: np.ndarray) -> float:
@@ -63,8 +64,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scipy-every", type=int, default=1,
-                    help="run the scipy loop on every k-th start and extrapolate (default 1: all)")
+    ap.add_argument(
+        "--scipy-every",
+        type=int,
+        default=1,
+        help="run the scipy loop on every k-th start and extrapolate (default 1: all)",
+    )
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3, help="batched fit runs (median time)")
     args = ap.parse_args()
@@ -77,9 +82,11 @@ def main() -> None:
         fit = fit_chinchilla(N, D, L)
         times.append(time.process_time() - t0)
     t_batched = float(np.median(times))
-    print(f"batched: {t_batched:.2f} s CPU (median of {', '.join(f'{t:.2f}' for t in times)}) "
-          f"for {starts.shape[0]} starts on {args.points} points; objective "
-          f"{fit.objective:.10g}; converged {fit.converged}; {fit.params}")
+    print(
+        f"batched: {t_batched:.2f} s CPU (median of {', '.join(f'{t:.2f}' for t in times)}) "
+        f"for {starts.shape[0]} starts on {args.points} points; objective "
+        f"{fit.objective:.10g}; converged {fit.converged}; {fit.params}"
+    )
 
     sub = starts[:: args.scipy_every]
     t0 = time.process_time()
@@ -95,12 +102,15 @@ def main() -> None:
 
     if args.bootstrap:
         t0 = time.process_time()
-        boots, n_failed = bootstrap_chinchilla(N, D, L, fit, n_resamples=args.bootstrap,
-                                               rng=np.random.default_rng(0))
+        boots, n_failed = bootstrap_chinchilla(
+            N, D, L, fit, n_resamples=args.bootstrap, rng=np.random.default_rng(0)
+        )
         t_b = time.process_time() - t0
         lo, hi = np.percentile([b["alpha"] for b in boots], [2.5, 97.5])
-        print(f"bootstrap: {args.bootstrap} resamples in {t_b:.2f} s CPU ({n_failed} not "
-              f"converged); alpha 95% [{lo:.4f}, {hi:.4f}]")
+        print(
+            f"bootstrap: {args.bootstrap} resamples in {t_b:.2f} s CPU ({n_failed} not "
+            f"converged); alpha 95% [{lo:.4f}, {hi:.4f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -45,15 +45,18 @@ def main() -> None:
                 spec = dataclasses.replace(by_id[run_id], seed=seed)
                 res = train(spec, Path(tmp) / str(seed) / spec.run_id, execution=exe)
                 rows.append({"run_id": run_id, "seed": seed, "loss": res.val_loss})
-    df = pd.DataFrame(rows).merge(stored[["run_id", "n_params", "n_tokens", "loss"]]
-                                  .rename(columns={"loss": "stored"}), on="run_id")
+    df = pd.DataFrame(rows).merge(
+        stored[["run_id", "n_params", "n_tokens", "loss"]].rename(columns={"loss": "stored"}),
+        on="run_id",
+    )
     g = df.groupby(["run_id", "n_params", "n_tokens"], sort=False)
     table = pd.DataFrame({"mean": g["loss"].mean(), "std": g["loss"].std(ddof=1)})
     table["rel_std"] = table["std"] / table["mean"]
     seed0 = df[df.seed == 0].set_index("run_id")
     table["seed0_vs_stored"] = [
         (seed0.loc[r, "loss"] - seed0.loc[r, "stored"]) / seed0.loc[r, "stored"]
-        for r, _, _ in table.index]
+        for r, _, _ in table.index
+    ]
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     pooled = math.sqrt(float((table["rel_std"] ** 2).mean()))
     print(f"pooled relative spread (root mean square): {pooled:.4%}")

@@ -70,14 +70,18 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool, what: str) -> 
     path = Path(path)
     accepted = "a folder" if folder else "a file path"
     if path.exists() and path.is_dir() != folder:
-        raise InputError(f"{what} = {path}: is a {'file' if folder else 'folder'}; "
-                         f"accepted: {accepted}")
+        raise InputError(
+            f"{what} = {path}: is a {'file' if folder else 'folder'}; accepted: {accepted}"
+        )
     parent = path if path.exists() else path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise InputError(f"{what} = {path}: {parent} is a file; accepted: {accepted} in a folder "
-                         "that exists or can be created")
+        raise InputError(
+            f"{what} = {path}: {parent} is a file; accepted: {accepted} in a folder "
+            "that exists or can be created"
+        )
     if not os.access(parent, os.W_OK):
-        raise InputError(f"{what} = {path}: {parent} is not writable; accepted: {accepted} in a "
-                         "writable folder")
+        raise InputError(
+            f"{what} = {path}: {parent} is not writable; accepted: {accepted} in a writable folder"
+        )

@@ -49,8 +49,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from harness import pipeline
 
-    return pipeline.submit(args.experiment, args.overrides, cluster=args.cluster,
-                           only_failed=args.only_failed, dry_run=args.dry_run)
+    return pipeline.submit(
+        args.experiment,
+        args.overrides,
+        cluster=args.cluster,
+        only_failed=args.only_failed,
+        dry_run=args.dry_run,
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -117,11 +122,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(", ".join(f"{states.count(s)} {s}" for s in order if s in states) or "no runs")
     failed = [r for r in rows if r.state == "failed"]
     if any(r.submissions for r in failed):
-        print("`harness submit EXP.toml` (or --only-failed) resubmits the failed SLURM runs; "
-              "they resume from their checkpoints")
+        print(
+            "`harness submit EXP.toml` (or --only-failed) resubmits the failed SLURM runs; "
+            "they resume from their checkpoints"
+        )
     if any(not r.submissions for r in failed) or "interrupted" in states:
-        print("`harness run EXP.toml` trains the failed and interrupted runs of this machine "
-              "again, each from its newest checkpoint")
+        print(
+            "`harness run EXP.toml` trains the failed and interrupted runs of this machine "
+            "again, each from its newest checkpoint"
+        )
     # Exit codes (README, Commands): 1 when the work failed, so scripts and CI can wait on it.
     return 1 if "failed" in states else 0
 

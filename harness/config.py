@@ -373,10 +373,15 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
-        _check(self.workers == "auto" or self.workers >= 1, "workers", self.workers,
-               "'auto' or an integer >= 1")
-        _check(self.runs_per_device >= 1, "runs_per_device", self.runs_per_device,
-               "an integer >= 1")
+        _check(
+            self.workers == "auto" or self.workers >= 1,
+            "workers",
+            self.workers,
+            "'auto' or an integer >= 1",
+        )
+        _check(
+            self.runs_per_device >= 1, "runs_per_device", self.runs_per_device, "an integer >= 1"
+        )
         _check(bool(self.results_dir), "results_dir", self.results_dir, "a directory path")
         _check(
             self.checkpoint_every_s >= 0,
@@ -583,8 +588,12 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         # Not starting with '.': "." and ".." would put the results in results/ itself or above.
         ok = bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
-        _check(ok and not self.name.startswith("."), "name", self.name,
-               "letters, digits, '-', '_' and '.' only, not starting with '.'")
+        _check(
+            ok and not self.name.startswith("."),
+            "name",
+            self.name,
+            "letters, digits, '-', '_' and '.' only, not starting with '.'",
+        )
         g = self.grid
         modes = [
             name

@@ -103,8 +103,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str,
-                 t0: float) -> int:
+def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str, t0: float) -> int:
     """After SIGTERM/SIGINT/SIGHUP: runs.csv for what finished, one line, 128 + signal."""
     from harness.execute.locks import experiment_lock
     from harness.results import collect
@@ -116,8 +115,10 @@ def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str,
         note = f"{csv_path} holds the {counts['done'] + counts['diverged']} finished"
     except InputError:  # no run has finished: the stored runs.csv stays as it was
         note = "runs.csv left as it was (no run has finished)"
-    print(f"interrupted by {stop}: {stopped} runs stopped with a checkpoint; {note}; "
-          f"`harness run {experiment}` resumes ({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"interrupted by {stop}: {stopped} runs stopped with a checkpoint; {note}; "
+        f"`harness run {experiment}` resumes ({time.perf_counter() - t0:.1f} s)"
+    )
     return 128 + stop.signum
 
 
@@ -176,8 +177,7 @@ def finetune(experiment: str, overrides: list[str]) -> int:
     layout = ExperimentLayout(exp.results_path)
     if not layout.runs_dir.is_dir():
         raise InputError(
-            f"{layout.root}: no runs/ folder; train the grid first with `harness run "
-            f"{experiment}`"
+            f"{layout.root}: no runs/ folder; train the grid first with `harness run {experiment}`"
         )
     failed = _downstream(exp, layout)
     csv_path, counts = collect(layout.root)  # runs.csv gains the headline accuracies
@@ -210,8 +210,9 @@ def _analyse(csv_path: Path) -> None:
         print(f"wrote {len(figures)} figures to {figures[0].parent}")
 
 
-def submit(experiment: str, overrides: list[str], *, cluster: str, only_failed: bool,
-           dry_run: bool) -> int:
+def submit(
+    experiment: str, overrides: list[str], *, cluster: str, only_failed: bool, dry_run: bool
+) -> int:
     """`harness submit`: the pending runs to SLURM as job arrays, at once; the exit code."""
     from harness.config import load_experiment
     from harness.execute.slurm import submit as submit_runs
@@ -228,8 +229,10 @@ def submit(experiment: str, overrides: list[str], *, cluster: str, only_failed: 
         for jobs in plan_jobs(list(grid.specs), exp.cluster, exp.execution).values():
             runs = [s for job in jobs for unit in job for s in unit]
             ns = [count_params(s.model).non_embedding for s in runs]
-            print(f"# --- {len(runs)} run(s) in {len(jobs)} job(s), "
-                  f"N {fmt_si(min(ns))}..{fmt_si(max(ns))} ---")
+            print(
+                f"# --- {len(runs)} run(s) in {len(jobs)} job(s), "
+                f"N {fmt_si(min(ns))}..{fmt_si(max(ns))} ---"
+            )
             print(
                 sbatch_script(
                     exp.cluster,

@@ -43,8 +43,10 @@ RETRAIN_RTOL = MC_SIGMAS * math.sqrt(2.0) * SEED_REL_STD
 def pick_runs(df: pd.DataFrame, k: int) -> list[str]:
     """The run_ids of the ``k`` cheapest done runs (by 6ND FLOPs, then run_id)."""
     if "run_id" not in df.columns:
-        raise InputError("--retrain: the CSV has no run_id column; accepted: runs.csv of "
-                         "`harness run` (with the runs' spec.json under runs/)")
+        raise InputError(
+            "--retrain: the CSV has no run_id column; accepted: runs.csv of "
+            "`harness run` (with the runs' spec.json under runs/)"
+        )
     done = df[df.get("status", "done").astype(str) == "done"] if "status" in df else df
     cost = done["n_params"].astype(float) * done["n_tokens"].astype(float)
     order = done.assign(_cost=cost).sort_values(["_cost", "run_id"], kind="stable")
@@ -93,20 +95,26 @@ def retrain_check(
     for run_id in ids:
         run_dir = layout.run_dir(run_id)
         if not (run_dir / "spec.json").is_file():
-            raise InputError(f"{run_dir / 'spec.json'}: missing; accepted: the spec.json "
-                             "`harness run` writes for each run (committed results keep it)")
+            raise InputError(
+                f"{run_dir / 'spec.json'}: missing; accepted: the spec.json "
+                "`harness run` writes for each run (committed results keep it)"
+            )
         spec = spec_from_dict(read_spec(run_dir))
         if spec.run_id != run_id:
-            raise InputError(f"{run_dir / 'spec.json'}: its settings give run_id "
-                             f"{spec.run_id}, not {run_id}; accepted: that run's own spec.json")
+            raise InputError(
+                f"{run_dir / 'spec.json'}: its settings give run_id "
+                f"{spec.run_id}, not {run_id}; accepted: that run's own spec.json"
+            )
         specs.append(spec)
     exe = execution or ExecutionConfig()
     exe = dataclasses.replace(exe, progress=False)
     stored = df.drop_duplicates("run_id").set_index("run_id")
-    lines = [f"retrain {len(specs)} of {len(df)} runs of {csv} from their spec.json "
-             f"(tolerance {RETRAIN_RTOL:.2%} of the loss: {MC_SIGMAS:g} sqrt(2) x the measured "
-             f"seed-to-seed spread {SEED_REL_STD:.2%})",
-             f"{'run_id':<14} {'N':>10} {'D':>11} {'stored':>9} {'retrained':>9} {'diff':>9}"]
+    lines = [
+        f"retrain {len(specs)} of {len(df)} runs of {csv} from their spec.json "
+        f"(tolerance {RETRAIN_RTOL:.2%} of the loss: {MC_SIGMAS:g} sqrt(2) x the measured "
+        f"seed-to-seed spread {SEED_REL_STD:.2%})",
+        f"{'run_id':<14} {'N':>10} {'D':>11} {'stored':>9} {'retrained':>9} {'diff':>9}",
+    ]
     ok = True
     with tempfile.TemporaryDirectory(prefix="harness-retrain-") as tmp:
         for spec in specs:
@@ -121,6 +129,8 @@ def retrain_check(
             good = abs(diff) <= RETRAIN_RTOL * abs(want)
             ok &= good
             n, d = int(row["n_params"]), int(row["n_tokens"])
-            lines.append(f"{spec.run_id:<14} {n:>10,} {d:>11,} {want:>9.4f} "
-                         f"{res.val_loss:>9.4f} {diff:>+9.4f}" + ("" if good else "  DIFFERENT"))
+            lines.append(
+                f"{spec.run_id:<14} {n:>10,} {d:>11,} {want:>9.4f} "
+                f"{res.val_loss:>9.4f} {diff:>+9.4f}" + ("" if good else "  DIFFERENT")
+            )
     return ok, "\n".join(lines)

@@ -135,8 +135,7 @@ def spec_syntax(cls: type, source: str, example: str) -> str:
     their defaults, and ``example``."""
     head = f"{PREFIX}source={source}," if source else PREFIX
     keys = ", ".join(f"{f.name} (default {f.default!r})" for f in fields(cls))
-    return (f"Accepted: {head!r} then comma-separated KEY=VALUE with keys {keys}, "
-            f"e.g. {example!r}")
+    return f"Accepted: {head!r} then comma-separated KEY=VALUE with keys {keys}, e.g. {example!r}"
 
 
 SYNTAX = spec_syntax(MarkovSpec, "", "synthetic:order=3,vocab=16,zipf=1.5,seed=0,tokens=4e6")

@@ -99,12 +99,18 @@ class TeacherSpec:
         checks = (
             ("vocab", 2 <= self.vocab <= len(ALPHABET), f"an integer 2..{len(ALPHABET)}"),
             ("layers", 1 <= self.layers <= 8, "an integer 1..8"),
-            ("width", 16 <= self.width <= 256 and self.width % HEAD_DIM == 0,
-             "a multiple of 16, 16..256"),
+            (
+                "width",
+                16 <= self.width <= 256 and self.width % HEAD_DIM == 0,
+                "a multiple of 16, 16..256",
+            ),
             ("scale", 0.0 <= self.scale <= 20.0, "a number 0..20"),
             ("zipf", 0.0 <= self.zipf <= 4.0, "a number 0..4"),
-            ("segment", 16 <= self.segment <= 2048 and self.segment & (self.segment - 1) == 0,
-             "a power of two 16..2048"),
+            (
+                "segment",
+                16 <= self.segment <= 2048 and self.segment & (self.segment - 1) == 0,
+                "a power of two 16..2048",
+            ),
             ("seed", self.seed >= 0, "an integer >= 0"),
             ("tokens", self.tokens >= 1000, "an integer >= 1000"),
         )
@@ -162,9 +168,12 @@ class TeacherSource:
         self.cos, self.sin = torch.from_numpy(np.cos(ang)), torch.from_numpy(np.sin(ang))
         self.blocks = [
             {
-                "q": normal(d, d, std=d**-0.5), "k": normal(d, d, std=d**-0.5),
-                "v": normal(d, d, std=d**-0.5), "o": normal(d, d, std=d**-0.5),
-                "w1": normal(d, 4 * d, std=d**-0.5), "w2": normal(4 * d, d, std=(4 * d) ** -0.5),
+                "q": normal(d, d, std=d**-0.5),
+                "k": normal(d, d, std=d**-0.5),
+                "v": normal(d, d, std=d**-0.5),
+                "o": normal(d, d, std=d**-0.5),
+                "w1": normal(d, 4 * d, std=d**-0.5),
+                "w2": normal(4 * d, d, std=(4 * d) ** -0.5),
             }
             for _ in range(spec.layers)
         ]
@@ -299,12 +308,19 @@ class TeacherSource:
 
     def remember(self, summary: dict[str, Any]) -> None:
         """Take the generation's statistics from a cached `summary` (same spec and version)."""
-        if summary.get("spec") == self.spec.canonical() and summary.get(
-            "generator_version"
-        ) == GENERATOR_VERSION and "entropy_rate_nats_per_token" in summary:
-            keys = ("entropy_rate_nats_per_token", "entropy_rate_stderr",
-                    "sample_nll_nats_per_token", "sample_nll_stderr", "entropy_by_offset_nats",
-                    "n_segments")
+        if (
+            summary.get("spec") == self.spec.canonical()
+            and summary.get("generator_version") == GENERATOR_VERSION
+            and "entropy_rate_nats_per_token" in summary
+        ):
+            keys = (
+                "entropy_rate_nats_per_token",
+                "entropy_rate_stderr",
+                "sample_nll_nats_per_token",
+                "sample_nll_stderr",
+                "entropy_by_offset_nats",
+                "n_segments",
+            )
             self._stats = {k: summary[k] for k in keys}
 
     @property

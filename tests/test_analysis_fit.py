@@ -71,13 +71,18 @@ def test_batched_lbfgs_matches_scipy_on_a_subset_of_starts() -> None:
     N, D = _grid(np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 5))
     L = chinchilla_loss(N, D, **CHIN) * np.exp(rng.normal(0, 0.02, N.size))
     fun = optim.lse_huber_objective(np.column_stack([np.log(N), np.log(D)]), np.log(L), None, 1e-3)
-    starts = np.array([[5.0, 5.0, 0.5, 0.5, 0.5], [10.0, 5.0, 0.5, 0.5, 0.0],
-                       [5.0, 10.0, 0.5, 1.0, 0.5]])
+    starts = np.array(
+        [[5.0, 5.0, 0.5, 0.5, 0.5], [10.0, 5.0, 0.5, 0.5, 0.0], [5.0, 10.0, 0.5, 1.0, 0.5]]
+    )
     res = optim.batched_lbfgs(fun, starts, gtol=1e-10, ftol=0.0)
     for j, x0 in enumerate(starts):
-        sp = minimize(lambda p: fun(p[None], np.array([0]))[0][0], x0, method="L-BFGS-B",
-                      jac=lambda p: fun(p[None], np.array([0]))[1][0],
-                      options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})
+        sp = minimize(
+            lambda p: fun(p[None], np.array([0]))[0][0],
+            x0,
+            method="L-BFGS-B",
+            jac=lambda p: fun(p[None], np.array([0]))[1][0],
+            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000},
+        )
         assert res.f[j] <= sp.fun * (1 + 1e-6) + 1e-12
 
 
@@ -149,7 +154,8 @@ def test_compute_optimal_hand_computed() -> None:
     C = 5.76e23  # Chinchilla's budget
     assert float(co.n_opt(C) * co.d_opt(C)) == pytest.approx(C / 6, rel=1e-12)
     assert float(tokens_per_param(406.4, 410.7, 0.34, 0.28, C)) == pytest.approx(
-        float(co.d_opt(C) / co.n_opt(C)), rel=1e-12)
+        float(co.d_opt(C) / co.n_opt(C)), rel=1e-12
+    )
     # Besiroglu et al. 2024's refit: a = beta / (alpha + beta) = 0.513.
     assert compute_optimal(482.0, 2085.4, 0.3478, 0.3658).a == pytest.approx(0.513, abs=5e-4)
 
@@ -163,8 +169,9 @@ def test_compute_optimal_minimises_the_loss_at_fixed_compute(C: float) -> None:
         n = np.exp(log_n)
         return float(chinchilla_loss(n, C / (6 * n), **CHIN))
 
-    best = minimize_scalar(loss_at, bounds=(0.0, np.log(C)), method="bounded",
-                           options={"xatol": 1e-10})
+    best = minimize_scalar(
+        loss_at, bounds=(0.0, np.log(C)), method="bounded", options={"xatol": 1e-10}
+    )
     co = compute_optimal(CHIN["A"], CHIN["B"], CHIN["alpha"], CHIN["beta"])
     assert float(co.n_opt(C)) == pytest.approx(np.exp(best.x), rel=1e-6)
 
@@ -214,8 +221,9 @@ def test_early_dropping_keeps_the_best_and_drops_only_far_above_it() -> None:
 
     starts = np.column_stack([np.linspace(-2, 2, 41), np.linspace(-50, 50, 41)])
     full = optim.batched_lbfgs(fun, starts, gtol=1e-9, ftol=0.0)
-    drop = optim.batched_lbfgs(fun, starts, gtol=1e-9, ftol=0.0, drop_after=3, drop_every=2,
-                               drop_factor=1.2)
+    drop = optim.batched_lbfgs(
+        fun, starts, gtol=1e-9, ftol=0.0, drop_after=3, drop_every=2, drop_factor=1.2
+    )
     dropped = drop.status == optim.DROPPED
     assert dropped.any() and not dropped.all()
     assert drop.f.min() == pytest.approx(full.f.min(), rel=1e-12)

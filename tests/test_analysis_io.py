@@ -44,28 +44,46 @@ def test_column_map(tmp_path: Path) -> None:
     ("text", "pattern"),
     [
         ("n_params,loss\n1,2\n", r"runs.csv: missing column\(s\) n_tokens; found n_params, loss"),
-        ("n_params,n_tokens,loss\n1e6,1e8,3\n1e6,2e8,nan\n",
-         r"column 'loss' has NaN/inf value\(s\) nan at line 3; accepted: finite numbers > 0"),
-        ("n_params,n_tokens,loss\n1e6,1e8,3\n1e6,inf,3\n",
-         r"column 'n_tokens' has NaN/inf value\(s\) inf at line 3"),
-        ("n_params,n_tokens,loss\n0,1e8,3\n-5,2e8,3\n1e6,1e8,3\n",
-         r"column 'n_params' has non-positive value\(s\) 0.0, -5.0 at lines 2, 3"),
-        ("n_params,n_tokens,loss\n1e6,1e8,abc\n1e6,1e8,3\n",
-         r"column 'loss' has non-numeric value\(s\) 'abc' at line 2"),
-        ("n_params,n_tokens,loss,status\n1e6,1e8,3,done\n1e6,1e8,3,failed\n",
-         r"1 usable row\(s\) \(1 excluded by status\); accepted: at least 2 runs"),
+        (
+            "n_params,n_tokens,loss\n1e6,1e8,3\n1e6,2e8,nan\n",
+            r"column 'loss' has NaN/inf value\(s\) nan at line 3; accepted: finite numbers > 0",
+        ),
+        (
+            "n_params,n_tokens,loss\n1e6,1e8,3\n1e6,inf,3\n",
+            r"column 'n_tokens' has NaN/inf value\(s\) inf at line 3",
+        ),
+        (
+            "n_params,n_tokens,loss\n0,1e8,3\n-5,2e8,3\n1e6,1e8,3\n",
+            r"column 'n_params' has non-positive value\(s\) 0.0, -5.0 at lines 2, 3",
+        ),
+        (
+            "n_params,n_tokens,loss\n1e6,1e8,abc\n1e6,1e8,3\n",
+            r"column 'loss' has non-numeric value\(s\) 'abc' at line 2",
+        ),
+        (
+            "n_params,n_tokens,loss,status\n1e6,1e8,3,done\n1e6,1e8,3,failed\n",
+            r"1 usable row\(s\) \(1 excluded by status\); accepted: at least 2 runs",
+        ),
         ('n_params,n_tokens,loss\n1,2,3\n"4,5,6\n', r"runs.csv: cannot parse as CSV"),
         ("", r"runs.csv: the file is empty"),
-        ("run_id,n_params,n_tokens,loss\na,1e6,1e8,3\nb,2e6,1e8,3\na,1e6,1e8,3\n",
-         r"run_id 'a' appears on lines 2, 4; accepted: each run once"),
+        (
+            "run_id,n_params,n_tokens,loss\na,1e6,1e8,3\nb,2e6,1e8,3\na,1e6,1e8,3\n",
+            r"run_id 'a' appears on lines 2, 4; accepted: each run once",
+        ),
         # A bad setting column would regroup the runs silently (isoFLOP budgets, sweeps).
-        ("n_params,n_tokens,loss,flops_budget\n1e6,1e8,3,1e15\n2e6,5e7,3,inf\n",
-         r"column 'flops_budget' has bad value\(s\) inf at line 3; accepted: blank or a finite "
-         r"number > 0 in rows with status 'done'"),
-        ("n_params,n_tokens,loss,lr\n1e6,1e8,3,1e-3\n2e6,5e7,3,abc\n1e6,1e8,3,-1\n",
-         r"column 'lr' has bad value\(s\) 'abc', '-1' at lines 3, 4"),
-        ("n_params,n_tokens,loss,batch_tokens\n1e6,1e8,3,0\n2e6,5e7,3,64\n",
-         r"column 'batch_tokens' has bad value\(s\) 0.0 at line 2"),
+        (
+            "n_params,n_tokens,loss,flops_budget\n1e6,1e8,3,1e15\n2e6,5e7,3,inf\n",
+            r"column 'flops_budget' has bad value\(s\) inf at line 3; accepted: blank or a finite "
+            r"number > 0 in rows with status 'done'",
+        ),
+        (
+            "n_params,n_tokens,loss,lr\n1e6,1e8,3,1e-3\n2e6,5e7,3,abc\n1e6,1e8,3,-1\n",
+            r"column 'lr' has bad value\(s\) 'abc', '-1' at lines 3, 4",
+        ),
+        (
+            "n_params,n_tokens,loss,batch_tokens\n1e6,1e8,3,0\n2e6,5e7,3,64\n",
+            r"column 'batch_tokens' has bad value\(s\) 0.0 at line 2",
+        ),
     ],
 )
 def test_bad_input_one_line(tmp_path: Path, text: str, pattern: str) -> None:
@@ -78,8 +96,11 @@ def test_bad_input_one_line(tmp_path: Path, text: str, pattern: str) -> None:
 
 def test_setting_columns_may_be_blank(tmp_path: Path) -> None:
     # points runs beside an isoFLOP grid have no budget; a failed run has no lr.
-    _write(tmp_path, "n_params,n_tokens,loss,status,flops_budget,lr\n"
-                     "1e6,1e8,3,done,6e14,1e-3\n2e6,5e7,3,done,,1e-3\n3e6,1e7,,failed,,\n")
+    _write(
+        tmp_path,
+        "n_params,n_tokens,loss,status,flops_budget,lr\n"
+        "1e6,1e8,3,done,6e14,1e-3\n2e6,5e7,3,done,,1e-3\n3e6,1e7,,failed,,\n",
+    )
     assert len(load_runs(tmp_path)) == 2
 
 

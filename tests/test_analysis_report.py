@@ -32,8 +32,15 @@ def _runs(dirpath: Path, *, seed: int = 0) -> Path:
     status[2] = "failed"
     L[2] = np.nan
     dirpath.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"run_id": [f"r{i:02d}" for i in range(N.size)], "n_params": N, "n_tokens": D,
-                  "loss": L, "status": status}).to_csv(dirpath / "runs.csv", index=False)
+    pd.DataFrame(
+        {
+            "run_id": [f"r{i:02d}" for i in range(N.size)],
+            "n_params": N,
+            "n_tokens": D,
+            "loss": L,
+            "status": status,
+        }
+    ).to_csv(dirpath / "runs.csv", index=False)
     return dirpath
 
 
@@ -43,8 +50,16 @@ def _metrics(run_dir: Path, n_tokens: float, final: float, *, every: int = 4) ->
     tokens = n_tokens * steps / steps[-1]
     train = final * (1 + 2.0 / steps)
     val = np.where(steps % every == 0, final * (1 + 1.5 / steps), np.nan)
-    m = pd.DataFrame({"step": steps, "tokens": tokens, "train_loss": train, "val_loss": val,
-                      "lr": 1e-3, "wall_s": 0.1 * steps})
+    m = pd.DataFrame(
+        {
+            "step": steps,
+            "tokens": tokens,
+            "train_loss": train,
+            "val_loss": val,
+            "lr": 1e-3,
+            "wall_s": 0.1 * steps,
+        }
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     m.to_csv(run_dir / "metrics.csv", index=False, na_rep="")
     return m
@@ -104,15 +119,22 @@ def test_cli_fit_prints_summary(cli_fitted: tuple[Path, str]) -> None:
     assert f"wrote {d / 'fits.json'}" in out
 
 
-def test_cli_plot_and_reproduce(cli_fitted: tuple[Path, str],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plot_and_reproduce(
+    cli_fitted: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     d, _ = cli_fitted
     run = analysis_cli()
     stored = (d / "fits.json").read_bytes()
     assert run("plot", str(d)) == 0
     figs = sorted(p.name for p in (d / "figures").iterdir())
-    assert {"loss_vs_n.png", "loss_vs_n.svg", "loss_vs_d.svg", "residuals.png",
-            "learning_curves.png", "learning_curves.svg"} <= set(figs)
+    assert {
+        "loss_vs_n.png",
+        "loss_vs_n.svg",
+        "loss_vs_d.svg",
+        "residuals.png",
+        "learning_curves.png",
+        "learning_curves.svg",
+    } <= set(figs)
     svg = (d / "figures" / "loss_vs_n.svg").read_bytes()
     assert b"<dc:date>" not in svg
     assert capsys.readouterr().out.count("wrote ") == len(figs)
@@ -128,8 +150,9 @@ def test_cli_plot_and_reproduce(cli_fitted: tuple[Path, str],
     assert (d / "fits.json").read_bytes() == stored  # never overwritten
 
 
-def test_cli_reproduce_detects_a_change(tmp_path: Path, cli_fitted: tuple[Path, str],
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reproduce_detects_a_change(
+    tmp_path: Path, cli_fitted: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     d = tmp_path / "exp"
     shutil.copytree(cli_fitted[0], d)
     doc = json.loads((d / "fits.json").read_text())
@@ -144,13 +167,15 @@ def test_cli_reproduce_detects_a_change(tmp_path: Path, cli_fitted: tuple[Path, 
         analysis_cli()("fit", str(d))
 
 
-def test_cli_prints_warnings_as_one_line(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_warnings_as_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # L(N) at one D with E = 33 (e = 3.5), beyond the power law's start grid (e in -1..3): a
     # GridEdgeWarning from the power_law_n fit.
     N = np.geomspace(1e7, 1e9, 6)
     pd.DataFrame({"n_params": N, "n_tokens": 1e9, "loss": 33.0 + 406.4 * N**-0.34}).to_csv(
-        tmp_path / "runs.csv", index=False)
+        tmp_path / "runs.csv", index=False
+    )
     filters = list(warnings.filters)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning escaping the handler would raise here
@@ -160,16 +185,16 @@ def test_cli_prints_warnings_as_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("warning: power_law_n fit: best fit on the edge of the start "
-                               "grid: e=3.49")
+    assert lines[0].startswith(
+        "warning: power_law_n fit: best fit on the edge of the start grid: e=3.49"
+    )
     assert "widen start_grid" in lines[0]
     assert "GridEdgeWarning" not in err and "warnings.warn" not in err
 
 
 def test_plot_learning_curves(tmp_path: Path) -> None:
     sizes = {"small": 1e6, "big": 4e6, "big2": 4e6}
-    metrics = {r: _metrics(tmp_path / r, 1e8 * (i + 1), 3.0 - 0.2 * i)
-               for i, r in enumerate(sizes)}
+    metrics = {r: _metrics(tmp_path / r, 1e8 * (i + 1), 3.0 - 0.2 * i) for i, r in enumerate(sizes)}
     (tmp_path / "not_in_csv").mkdir()
     curves = load_learning_curves(tmp_path, {**sizes, "no_metrics": 2e6})
     assert sorted(set(curves["run_id"])) == ["big", "big2", "small"]
@@ -181,8 +206,9 @@ def test_plot_learning_curves(tmp_path: Path) -> None:
     by_run = {}
     for ln in val:
         x = np.asarray(ln.get_xdata())
-        run = next(r for r, m in metrics.items() if np.array_equal(
-            x, m["tokens"][m["val_loss"].notna()]))
+        run = next(
+            r for r, m in metrics.items() if np.array_equal(x, m["tokens"][m["val_loss"].notna()])
+        )
         m = metrics[run]
         np.testing.assert_array_equal(ln.get_ydata(), m["val_loss"].dropna())
         by_run[run] = ln.get_color()
@@ -202,8 +228,13 @@ def test_learning_curves_bad_metrics_file(tmp_path: Path) -> None:
 
 
 def test_single_d_is_bad_input_for_the_joint_fit(tmp_path: Path) -> None:
-    pd.DataFrame({"n_params": [1e6, 2e6, 4e6, 8e6, 1.6e7], "n_tokens": [1e9] * 5,
-                  "loss": [4.0, 3.8, 3.6, 3.5, 3.4]}).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame(
+        {
+            "n_params": [1e6, 2e6, 4e6, 8e6, 1.6e7],
+            "n_tokens": [1e9] * 5,
+            "loss": [4.0, 3.8, 3.6, 3.5, 3.4],
+        }
+    ).to_csv(tmp_path / "runs.csv", index=False)
     with pytest.raises(InputError, match="a single n_tokens value"):
         fit_path(tmp_path, n_bootstrap=0)
     # Without the joint fit, the one-variable law in N works on the same file.
@@ -217,11 +248,17 @@ def test_group_by_and_isoflop(tmp_path: Path) -> None:
         for C in (1e17, 1e18, 1e19):
             for N in np.geomspace(1e6, 1e9, 9):
                 D = C / (6 * N)
-                rows.append({"cfg": cfg, "flops_budget": C, "n_params": N, "n_tokens": D,
-                             "loss": float(chinchilla_loss(N, D, E, 406.4, 410.7, a_true, 0.28))})
+                rows.append(
+                    {
+                        "cfg": cfg,
+                        "flops_budget": C,
+                        "n_params": N,
+                        "n_tokens": D,
+                        "loss": float(chinchilla_loss(N, D, E, 406.4, 410.7, a_true, 0.28)),
+                    }
+                )
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
-    out = fit_path(tmp_path, n_bootstrap=20, group_by=["cfg"],
-                   fits=["isoflop", "approach1"])
+    out = fit_path(tmp_path, n_bootstrap=20, group_by=["cfg"], fits=["isoflop", "approach1"])
     doc = json.loads(out.read_text())
     assert [g["key"] for g in doc["groups"]] == [{"cfg": "x"}, {"cfg": "y"}]
     for g, (alpha, beta) in zip(doc["groups"], [(0.34, 0.28), (0.30, 0.28)], strict=True):
@@ -235,15 +272,27 @@ def test_group_by_and_isoflop(tmp_path: Path) -> None:
     assert ok, table
 
 
-def test_fit_where_selects_rows_and_reproduces(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_fit_where_selects_rows_and_reproduces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # --where fits only the selected runs (4 sizes x 3 budgets, one of them failed): the same
     # fit as on a CSV holding just those rows,
     # recorded in fits.json so that reproduce refits the same rows (0 differ).
     d = _runs(tmp_path / "exp")
     run = analysis_cli()
-    assert run("fit", str(d), "--bootstrap", "20", "--fits", "chinchilla",
-               "--where", "n_params >= 3e6 and n_tokens < 5e9") == 0
+    assert (
+        run(
+            "fit",
+            str(d),
+            "--bootstrap",
+            "20",
+            "--fits",
+            "chinchilla",
+            "--where",
+            "n_params >= 3e6 and n_tokens < 5e9",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "11 runs used, 1 excluded (status not 'done'), 8 not selected by --where" in out
     doc = json.loads((d / "fits.json").read_text())
@@ -303,8 +352,11 @@ def test_loss_vs_d_minor_tick_labels(n_tokens: list[float], labels: list[str]) -
     ax = fig.axes[0]
     fig.canvas.draw()
     lo, hi = ax.get_xlim()
-    shown = [t.get_text() for t in ax.xaxis.get_minorticklabels()
-             if t.get_text() and lo <= t.get_position()[0] <= hi]
+    shown = [
+        t.get_text()
+        for t in ax.xaxis.get_minorticklabels()
+        if t.get_text() and lo <= t.get_position()[0] <= hi
+    ]
     assert shown == [f"$\\mathdefault{{{s}}}$" for s in labels]
 
 
@@ -349,8 +401,11 @@ def test_group_by_a_column_with_blanks_is_one_line(tmp_path: Path) -> None:
     df = pd.read_csv(d / "runs.csv")
     df["cfg"] = ["x"] * 5 + [None] + ["y"] * (len(df) - 6)
     df.to_csv(d / "runs.csv", index=False)
-    with pytest.raises(InputError, match=r"--group-by column 'cfg' is blank at line 7; "
-                                         r"accepted: a value in every row"):
+    with pytest.raises(
+        InputError,
+        match=r"--group-by column 'cfg' is blank at line 7; "
+        r"accepted: a value in every row",
+    ):
         fit_path(d, n_bootstrap=0, group_by=["cfg"])
     assert not (d / "fits.json").exists()
 

@@ -159,8 +159,10 @@ def test_run_refuses_cuda_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFi
     exp.write_text(GRID.format(results=tmp_path / "results"))
     assert main(["run", str(exp), "--execution.device=cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {exp}: execution.device = 'cuda' but no CUDA device is available; "
-                   "accepted: auto or cpu on this machine, cuda where a GPU is visible"]
+    assert err == [
+        f"error: {exp}: execution.device = 'cuda' but no CUDA device is available; "
+        "accepted: auto or cpu on this machine, cuda where a GPU is visible"
+    ]
     assert not (tmp_path / "results").exists()
 
 

@@ -219,9 +219,14 @@ def test_import_does_not_import_torch() -> None:
 
 # --- the guide and its links ---------------------------------------------------------------------
 
-GUIDES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-          *sorted((ROOT / "results").glob("**/README.md")), ROOT / "bench" / "README.md",
-          ROOT / "slurm" / "README.md", ROOT / "CHANGELOG.md"]
+GUIDES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "results").glob("**/README.md")),
+    ROOT / "bench" / "README.md",
+    ROOT / "slurm" / "README.md",
+    ROOT / "CHANGELOG.md",
+]
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -242,6 +247,9 @@ def test_the_readme_is_a_guide_of_at_most_15_kb() -> None:
 
 def test_every_committed_experiment_has_a_readme() -> None:
     dirs = {p.parent for p in (ROOT / "results").glob("**/runs.csv")}
-    missing = [str(d.relative_to(ROOT)) for d in dirs
-               if not any((a / "README.md").exists() for a in (d, d.parent))]
+    missing = [
+        str(d.relative_to(ROOT))
+        for d in dirs
+        if not any((a / "README.md").exists() for a in (d, d.parent))
+    ]
     assert not missing, f"results directories without a README.md: {missing}"

@@ -41,15 +41,19 @@ def test_never_more_workers_than_units() -> None:
     assert len(plan_slots(ExecutionConfig(), n_units=1, gpus=[], cores=64)) == 1
 
 
-@pytest.mark.parametrize(("threads", "workers", "cores", "want"), [
-    (0, "auto", 2, [(1, None), (1, None)]),  # auto on 2 cores: 2 workers x 1 thread
-    (2, "auto", 2, [(2, None)]),  # 2 threads each: one worker
-    (0, "auto", 1, [(0, None)]),  # one core: torch's default
-    (0, 1, 16, [(0, None)]),  # one worker keeps torch's default
-    (4, "auto", 16, [(4, None)] * 4),
-])
-def test_cpu_workers_from_cores(threads: int, workers: int | str, cores: int,
-                                want: list[tuple[int, None]]) -> None:
+@pytest.mark.parametrize(
+    ("threads", "workers", "cores", "want"),
+    [
+        (0, "auto", 2, [(1, None), (1, None)]),  # auto on 2 cores: 2 workers x 1 thread
+        (2, "auto", 2, [(2, None)]),  # 2 threads each: one worker
+        (0, "auto", 1, [(0, None)]),  # one core: torch's default
+        (0, 1, 16, [(0, None)]),  # one worker keeps torch's default
+        (4, "auto", 16, [(4, None)] * 4),
+    ],
+)
+def test_cpu_workers_from_cores(
+    threads: int, workers: int | str, cores: int, want: list[tuple[int, None]]
+) -> None:
     exe = ExecutionConfig(threads=threads, workers=workers, device="cpu")  # type: ignore[arg-type]
     slots = plan_slots(exe, n_units=10, gpus=["0"], cores=cores)  # device=cpu: GPUs ignored
     assert [(s.threads, s.cuda_visible_devices) for s in slots] == want
@@ -61,9 +65,12 @@ def test_units_longest_first_and_wsd_trunks_with_their_branches(tmp_path: Path) 
     units = plan_units(specs, exp.execution)
     assert [[r.n_tokens for r in u.runs] for u in units] == [[8192], [4096], [2048]]
     # WSD runs that differ only in D: one unit, the trunk (longest) first, its branches after.
-    wsd = [dataclasses.replace(s, train=dataclasses.replace(s.train, schedule="wsd",
-                                                            warmup_tokens=256))
-           for s in specs]
+    wsd = [
+        dataclasses.replace(
+            s, train=dataclasses.replace(s.train, schedule="wsd", warmup_tokens=256)
+        )
+        for s in specs
+    ]
     (unit,) = plan_units(wsd, exp.execution)
     assert [r.n_tokens for r in unit.runs] == [8192, 2048, 4096]
     assert [b.n_tokens for b in unit.branches[unit.runs[0].run_id]] == [2048, 4096]
@@ -73,11 +80,14 @@ def test_units_longest_first_and_wsd_trunks_with_their_branches(tmp_path: Path) 
 
 
 def test_a_held_lock_names_its_holder_and_is_free_when_the_holder_dies(tmp_path: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; from harness.execute.locks import "
-            "RunLock; RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); "
-            "time.sleep(60)")
-    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                         text=True)
+    code = (
+        "import sys, time; from pathlib import Path; from harness.execute.locks import "
+        "RunLock; RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); "
+        "time.sleep(60)"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "held"
         assert holder_of(tmp_path) is not None and f"pid {p.pid}" in str(holder_of(tmp_path))
@@ -96,20 +106,25 @@ def test_a_held_lock_names_its_holder_and_is_free_when_the_holder_dies(tmp_path:
 
 def _grid(tmp_path: Path, n_tokens: str) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return tiny_toml(tmp_path, n_tokens=n_tokens,
-                     execution="workers = 1\ncheckpoint_every_s = 0.5")
+    return tiny_toml(tmp_path, n_tokens=n_tokens, execution="workers = 1\ncheckpoint_every_s = 0.5")
 
 
 def _harness(toml: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(toml), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(toml), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    ).stdout
     return [int(x) for x in out.split()]
 
 
@@ -133,8 +148,11 @@ def test_two_processes_train_each_run_exactly_once(tmp_path: Path) -> None:
     toml = _grid(tmp_path, n_tokens="[65536, 98304, 131072]")
     a = _harness(toml)
     _wait_for_steps(tmp_path / "results" / "tiny")
-    status = subprocess.run([sys.executable, "-m", "harness.cli", "status",
-                             str(tmp_path / "results" / "tiny")], capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "status", str(tmp_path / "results" / "tiny")],
+        capture_output=True,
+        text=True,
+    )
     assert "here: pid" in status.stdout, status.stdout  # the run a's worker holds
     b = _harness(toml)
     out_a, _ = a.communicate(timeout=600)
@@ -176,8 +194,9 @@ def test_a_signal_stops_every_worker_with_a_checkpoint_and_resume_is_exact(
     assert not [k for k in kids if Path(f"/proc/{k}").exists()]
     (run,) = (root / "runs").iterdir()
     assert list((run / "ckpt").glob("step_*.pt"))  # stopped with a checkpoint
-    status = subprocess.run([sys.executable, "-m", "harness.cli", "status", str(root)],
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "status", str(root)], capture_output=True, text=True
+    )
     assert "interrupted" in status.stdout and "checkpoint at step" in status.stdout
     assert "`harness run EXP.toml` trains the failed and interrupted runs" in status.stdout
     again = _harness(toml)
@@ -194,8 +213,9 @@ def test_kill_9_of_a_worker_fails_that_run_alone(tmp_path: Path) -> None:
     p = _harness(toml)
     root = tmp_path / "results" / "tiny"
     _wait_for_steps(root)
-    (worker,) = [k for k in _children(p.pid) if "spawn_main" in
-                 Path(f"/proc/{k}/cmdline").read_text()][:1]
+    (worker,) = [
+        k for k in _children(p.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()
+    ][:1]
     os.kill(worker, signal.SIGKILL)
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 1, out

@@ -74,28 +74,89 @@ def _check(argv: list[str], code: int, err: str, case: str) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
-    return {name: (root / name).read_bytes() if (root / name).exists() else None
-            for name in ("runs.csv", "fits.json")}
+    return {
+        name: (root / name).read_bytes() if (root / name).exists() else None
+        for name in ("runs.csv", "fits.json")
+    }
 
 
 # --- mutations ----------------------------------------------------------------------------------
 
-EXTREME = ["1e300", "-1e300", "-1", "0", "0.0", "-0.0", "1e-300", "nan", "inf", "-inf",
-           "9999999999999999999999", '""', '"\u00e9\u2603\U0001f600"', '"\\u0000"', "true",
-           "[]", "[[]]", "{}", "{a = 1}", "[1, \"x\"]", "[" + ", ".join(["1e9"] * 2000) + "]",
-           '"' + "x" * 5000 + '"', '"../../etc"', '"/dev/null"', "1979-05-27"]
+EXTREME = [
+    "1e300",
+    "-1e300",
+    "-1",
+    "0",
+    "0.0",
+    "-0.0",
+    "1e-300",
+    "nan",
+    "inf",
+    "-inf",
+    "9999999999999999999999",
+    '""',
+    '"\u00e9\u2603\U0001f600"',
+    '"\\u0000"',
+    "true",
+    "[]",
+    "[[]]",
+    "{}",
+    "{a = 1}",
+    '[1, "x"]',
+    "[" + ", ".join(["1e9"] * 2000) + "]",
+    '"' + "x" * 5000 + '"',
+    '"../../etc"',
+    '"/dev/null"',
+    "1979-05-27",
+]
 FIELDS = {
     "model": ["arch", "aspect_ratio", "head_dim", "tie_embeddings"],
-    "data": ["corpus", "tokenizer", "bpe_vocab_size", "seq_len", "val_fraction",
-             "val_block_bytes", "eval_tokens"],
-    "train": ["batch_size", "lr", "lr_ref_width", "lr_width_exponent", "warmup_fraction",
-              "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "evals_per_run",
-              "precision", "checkpoint_every_steps", "checkpoint_keep"],
+    "data": [
+        "corpus",
+        "tokenizer",
+        "bpe_vocab_size",
+        "seq_len",
+        "val_fraction",
+        "val_block_bytes",
+        "eval_tokens",
+    ],
+    "train": [
+        "batch_size",
+        "lr",
+        "lr_ref_width",
+        "lr_width_exponent",
+        "warmup_fraction",
+        "min_lr_ratio",
+        "weight_decay",
+        "beta1",
+        "beta2",
+        "grad_clip",
+        "evals_per_run",
+        "precision",
+        "checkpoint_every_steps",
+        "checkpoint_keep",
+    ],
     "grid": ["n_params", "shapes", "n_tokens", "seeds"],
-    "execution": ["device", "threads", "progress", "checkpoint_every_s", "diverge_factor",
-                  "diverge_patience", "diverge_retries", "diverge_lr_factor"],
-    "cluster": ["partition", "time_min", "gpus_per_run", "mem_gb", "extra", "by_size",
-                "max_parallel", "setup"],
+    "execution": [
+        "device",
+        "threads",
+        "progress",
+        "checkpoint_every_s",
+        "diverge_factor",
+        "diverge_patience",
+        "diverge_retries",
+        "diverge_lr_factor",
+    ],
+    "cluster": [
+        "partition",
+        "time_min",
+        "gpus_per_run",
+        "mem_gb",
+        "extra",
+        "by_size",
+        "max_parallel",
+        "setup",
+    ],
 }
 
 
@@ -109,15 +170,32 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
         if kind == "flip":
             b[i] = rng.randrange(256)
         elif kind == "insert":
-            b[i:i] = bytes(rng.choice([b"[", b"]", b"=", b'"', b"\n", b",", b"{", b"\xff",
-                                       b"0", b"-", b".", b"#", b"e9"]))
+            b[i:i] = bytes(
+                rng.choice(
+                    [
+                        b"[",
+                        b"]",
+                        b"=",
+                        b'"',
+                        b"\n",
+                        b",",
+                        b"{",
+                        b"\xff",
+                        b"0",
+                        b"-",
+                        b".",
+                        b"#",
+                        b"e9",
+                    ]
+                )
+            )
         elif kind == "delete":
-            del b[i:i + rng.randint(1, 10)]
+            del b[i : i + rng.randint(1, 10)]
         elif kind == "truncate":
             del b[i:]
         else:
             j = rng.randrange(len(b))
-            b[i:i] = b[j:j + rng.randint(1, 30)]
+            b[i:i] = b[j : j + rng.randint(1, 30)]
     return bytes(b)
 
 
@@ -165,7 +243,7 @@ def _valid_runs_csv() -> str:
     k = 0
     for n in (1e4, 3e4, 1e5, 3e5):
         for d in (5e4, 1.5e5, 5e5, 1.5e6):
-            loss = 1.7 + 400 / n ** 0.34 + 410 / d ** 0.28
+            loss = 1.7 + 400 / n**0.34 + 410 / d**0.28
             w.writerow([int(n), int(d), round(loss, 6), "done", f"r{k:02d}", 0])
             k += 1
     return buf.getvalue()
@@ -173,16 +251,35 @@ def _valid_runs_csv() -> str:
 
 def _mutate_csv(rng: random.Random, text: str) -> bytes:
     rows = list(csv.reader(io.StringIO(text)))
-    kind = rng.choice(["drop_column", "nan", "text", "empty", "garbage", "bytes", "header_only",
-                       "ragged", "negative", "inf", "duplicate_header", "status", "one_row"])
+    kind = rng.choice(
+        [
+            "drop_column",
+            "nan",
+            "text",
+            "empty",
+            "garbage",
+            "bytes",
+            "header_only",
+            "ragged",
+            "negative",
+            "inf",
+            "duplicate_header",
+            "status",
+            "one_row",
+        ]
+    )
     if kind == "drop_column":
         j = rng.randrange(3)
-        rows = [r[:j] + r[j + 1:] for r in rows]
+        rows = [r[:j] + r[j + 1 :] for r in rows]
     elif kind in ("nan", "text", "negative", "inf"):
         for _ in range(rng.randint(1, 5)):
             r, c = rng.randrange(1, len(rows)), rng.randrange(3)
-            rows[r][c] = {"nan": "nan", "text": rng.choice(["abc", "1,5", "\u00e9", "1e", " "]),
-                          "negative": "-5", "inf": "inf"}[kind]
+            rows[r][c] = {
+                "nan": "nan",
+                "text": rng.choice(["abc", "1,5", "\u00e9", "1e", " "]),
+                "negative": "-5",
+                "inf": "inf",
+            }[kind]
     elif kind == "empty":
         return b""
     elif kind == "garbage":
@@ -272,6 +369,7 @@ def _run_dir_mutations() -> list[tuple[str, Callable[[random.Random, bytes], byt
             else:
                 obj[key] = value
             return json.dumps(obj).encode()
+
         return f
 
     return [
@@ -306,19 +404,39 @@ def _fake_results(root: Path) -> list[Path]:
 
     toml = root.parent / f"{root.name}.toml"
     toml.write_bytes(QUICKSTART)
-    exp = load_experiment(toml, ["--grid.n_params=[10000, 50000]", "--grid.n_tokens=[5e4]",
-                                 f"--execution.results_dir={root.parent}"])
+    exp = load_experiment(
+        toml,
+        [
+            "--grid.n_params=[10000, 50000]",
+            "--grid.n_tokens=[5e4]",
+            f"--execution.results_dir={root.parent}",
+        ],
+    )
     dirs = []
     for i, spec in enumerate(expand(exp)):
         run_dir = exp.results_path / "runs" / spec.run_id
         run_dir.mkdir(parents=True)
         write_spec(run_dir, spec)
-        write_result(run_dir, {"run_id": spec.run_id, "status": "done", "val_loss": 3.0 - i / 10,
-                               "val_bpb": 4.3, "train_loss": 3.1, "peak_lr": 0.004, "wall_s": 1.0,
-                               "n_unique_tokens": 51200, "epochs": 1.0, "tokens_per_s": 100.0,
-                               "device": "cpu"})
-        (run_dir / "metrics.csv").write_text("step,tokens,train_loss,val_loss,lr,wall_s\n"
-                                             "1,1024,5.5,,0.004,0.1\n2,2048,5.0,4.9,0.004,0.2\n")
+        write_result(
+            run_dir,
+            {
+                "run_id": spec.run_id,
+                "status": "done",
+                "val_loss": 3.0 - i / 10,
+                "val_bpb": 4.3,
+                "train_loss": 3.1,
+                "peak_lr": 0.004,
+                "wall_s": 1.0,
+                "n_unique_tokens": 51200,
+                "epochs": 1.0,
+                "tokens_per_s": 100.0,
+                "device": "cpu",
+            },
+        )
+        (run_dir / "metrics.csv").write_text(
+            "step,tokens,train_loss,val_loss,lr,wall_s\n"
+            "1,1024,5.5,,0.004,0.1\n2,2048,5.0,4.9,0.004,0.2\n"
+        )
         dirs.append(run_dir)
     collect(exp.results_path)
     return dirs
@@ -360,8 +478,13 @@ def test_fuzz_subprocess_sample(tmp_path: Path) -> None:
     bad_csv.write_bytes(b"\x00\xff garbage\n")
     cases += [["fit", str(bad_csv)], ["collect", str(tmp_path)]]
     for argv in cases:
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", *argv], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.cli", *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         _check(argv, proc.returncode, proc.stderr, "subprocess")
         assert proc.returncode == 2
     assert not (tmp_path / "r").exists()

@@ -79,8 +79,9 @@ def test_duplicates_collapse(tmp_path: Path) -> None:
 
 
 def test_notes_say_what_the_grid_changes(tmp_path: Path) -> None:
-    exp = load(tmp_path, overrides=["--grid.n_params=[50_000, 51_000]",
-                                    "--grid.n_tokens=[10, 1e5]"])
+    exp = load(
+        tmp_path, overrides=["--grid.n_params=[50_000, 51_000]", "--grid.n_tokens=[10, 1e5]"]
+    )
     grid = expand_grid(exp)
     assert len(grid.specs) == 2 * 2  # one size, two budgets, two seeds
     n = count_params(grid.specs[0].model).non_embedding

@@ -26,8 +26,15 @@ def _runs(d: Path, seed: int = 0) -> Path:
     N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e8, 5), np.geomspace(1e8, 1e10, 4)))
     L = chinchilla_loss(N, D, 1.69, 406.4, 410.7, 0.34, 0.28) * np.exp(rng.normal(0, 0.01, N.size))
     d.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"run_id": [f"r{i:02d}" for i in range(N.size)], "n_params": N, "n_tokens": D,
-                  "loss": L, "status": "done"}).to_csv(d / "runs.csv", index=False)
+    pd.DataFrame(
+        {
+            "run_id": [f"r{i:02d}" for i in range(N.size)],
+            "n_params": N,
+            "n_tokens": D,
+            "loss": L,
+            "status": "done",
+        }
+    ).to_csv(d / "runs.csv", index=False)
     return d
 
 
@@ -48,8 +55,7 @@ def test_precision_of_a_quadratic_is_exact() -> None:
     def fun(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return 1 + lam * (X[:, 0] - 1) ** 2 / 2, lam * (X - 1)
 
-    prec = identify.precision(fun, [1.0], 1.0, lambda x: {"x": float(x[0]),
-                                                           "y": 3 * float(x[0])})
+    prec = identify.precision(fun, [1.0], 1.0, lambda x: {"x": float(x[0]), "y": 3 * float(x[0])})
     # Measured on a grid of steps refined to 1/64 of a 1.45x bracket: within 2%, never above.
     assert prec["x"] == pytest.approx(math.sqrt(2e-9 / lam), rel=0.02)
     assert prec["x"] <= math.sqrt(2e-9 / lam)
@@ -73,8 +79,9 @@ def test_precision_along_a_ridge_is_infinite() -> None:
         s = X[:, 0] + X[:, 1] - 2
         return 1 + s**2, np.column_stack([2 * s, 2 * s])
 
-    prec = identify.precision(fun, [1.0, 1.0], 1.0,
-                              lambda x: {"x0": float(x[0]), "sum": float(x[0] + x[1])})
+    prec = identify.precision(
+        fun, [1.0, 1.0], 1.0, lambda x: {"x0": float(x[0]), "sum": float(x[0] + x[1])}
+    )
     assert prec["x0"] == math.inf
     # f = 1 + s^2 with s = x0 + x1 - 2: f rises by 1e-9 where |s| = sqrt(1e-9).
     assert prec["sum"] == pytest.approx(math.sqrt(1e-9), rel=0.02)
@@ -86,7 +93,7 @@ def test_percentile_se_matches_the_spread_of_repeated_bootstraps() -> None:
     # one sample and the spread over 300 samples agree with it.
     rng = np.random.default_rng(1)
     n, q = 2000, 0.025
-    theory = math.sqrt(q * (1 - q) / n) / (math.exp(-1.959964**2 / 2) / math.sqrt(2 * math.pi))
+    theory = math.sqrt(q * (1 - q) / n) / (math.exp(-(1.959964**2) / 2) / math.sqrt(2 * math.pi))
     spread = np.std([np.percentile(rng.normal(size=n), 2.5) for _ in range(300)])
     ests = [identify.percentile_se(rng.normal(size=n), q) for _ in range(50)]
     assert spread == pytest.approx(theory, rel=0.15)
@@ -101,8 +108,9 @@ def test_percentile_se_on_ties_reaches_the_neighbouring_values() -> None:
 
 
 def test_interval_over_decades_is_undetermined() -> None:
-    und = identify.undetermined_by_interval({"A": [1.9, 5.5e4], "B": [10.0, 30.0],
-                                             "E": [float("nan"), 1.0]})
+    und = identify.undetermined_by_interval(
+        {"A": [1.9, 5.5e4], "B": [10.0, 30.0], "E": [float("nan"), 1.0]}
+    )
     assert set(und) == {"A", "E"} and "4.5 decades" in und["A"]
 
 
@@ -114,8 +122,9 @@ def test_a_bootstrap_that_mostly_fails_makes_the_law_undetermined() -> None:
     boots, nf = bootstrap_power_law(x, y, r, n_resamples=200, rng=np.random.default_rng(0))
     # P(3 distinct of 3 draws) = 6/27: about 78% fail.
     assert 0.7 * 200 < nf < 0.86 * 200
-    fields = identify.law_fields(r.params, r.precision, r.undetermined, boots,
-                                 {"E": [1.0, 2.0]}, nf, 200)
+    fields = identify.law_fields(
+        r.params, r.precision, r.undetermined, boots, {"E": [1.0, 2.0]}, nf, 200
+    )
     assert fields["determined"] is False
     assert f"{nf} of 200 resamples" in str(fields["undetermined_reason"])
 
@@ -190,8 +199,11 @@ def test_stored_precisions_and_errors_never_widen_a_tolerance(fitted: tuple[Path
     blk["ci95_mc_se"]["alpha"] = [1e9, 1e9]
     blk["objective"] *= 10
     differ = {d[0] for d in compare(c, doc).differ}
-    assert {"fits.chinchilla.params.beta", "fits.chinchilla.ci95.alpha[0]",
-            "fits.chinchilla.objective"} <= differ
+    assert {
+        "fits.chinchilla.params.beta",
+        "fits.chinchilla.ci95.alpha[0]",
+        "fits.chinchilla.objective",
+    } <= differ
 
 
 def test_messages_and_failure_counts_never_fail(fitted: tuple[Path, dict]) -> None:
@@ -201,15 +213,18 @@ def test_messages_and_failure_counts_never_fail(fitted: tuple[Path, dict]) -> No
     new["fits"]["chinchilla"]["n_bootstrap_failed"] += 3
     cmp = compare(doc, new)
     assert cmp.ok
-    assert {k for k, *_ in cmp.informational} == {"fits.chinchilla.message",
-                                                    "fits.chinchilla.n_bootstrap_failed"}
+    assert {k for k, *_ in cmp.informational} == {
+        "fits.chinchilla.message",
+        "fits.chinchilla.n_bootstrap_failed",
+    }
 
 
 def test_another_fit_fails(fitted: tuple[Path, dict]) -> None:
     # The same runs fitted with another bootstrap seed: other intervals, the settings differ.
     d, doc = fitted
-    other = fits_dict(d, seed=1, n_bootstrap=200,
-                      fits=["chinchilla", "compute_optimal", "power_law_n"])
+    other = fits_dict(
+        d, seed=1, n_bootstrap=200, fits=["chinchilla", "compute_optimal", "power_law_n"]
+    )
     cmp = compare(doc, other)
     assert "settings.seed" in [k for k, *_ in cmp.differ]
 
@@ -245,32 +260,41 @@ def test_reproduce_names_an_edited_stored_value(tmp_path: Path) -> None:
 # --- where: a small grammar, checked before evaluation ---------------------------------------
 
 
-@pytest.mark.parametrize("expr", [
-    "n_tokens <= 8e5 and n_params >= 2e4",
-    "(n_params > 1e6) & ~(n_tokens == 1e9) | (loss < 3)",
-    "not n_params < 1e6",
-    "arch == 'llama'",
-    "-1 < n_params",
-    "1e6 <= n_params < 1e8",
-    "n_params > 1e6 & n_tokens < 1e9",  # pandas' precedence: & below the comparisons
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "n_tokens <= 8e5 and n_params >= 2e4",
+        "(n_params > 1e6) & ~(n_tokens == 1e9) | (loss < 3)",
+        "not n_params < 1e6",
+        "arch == 'llama'",
+        "-1 < n_params",
+        "1e6 <= n_params < 1e8",
+        "n_params > 1e6 & n_tokens < 1e9",  # pandas' precedence: & below the comparisons
+    ],
+)
 def test_where_grammar_accepts(expr: str) -> None:
     check_where(expr, "--where", ["n_params", "n_tokens", "loss", "arch"])
 
 
-@pytest.mark.parametrize(("expr", "named"), [
-    ("n_params.to_csv('PWNED.csv') or (n_params > 0)", "is not allowed"),
-    ("__import__('os').system('true')", "is not allowed"),
-    ("n_params + 1 > 2", "binop 'n_params + 1' is not allowed"),
-    ("n_params[0] > 1", "subscript"),
-    ("@x > 1", "the characters '@'"),
-    # pandas' backtick pass reads '\\' as an open quote: refused before any parse.
-    ("n_params == '\\\\' or n_params == '`' == \"`\" or n_params == ' or "
-     "n_params.to_csv(\"pwned.csv\") #'", "are not allowed"),
-    ("n_params > 1 # x\n n_params.to_csv('p')", "are not allowed"),
-    ("lambda: 1", "is not allowed"),
-    ("n_params in [1, 2]", "operator other than"),
-])
+@pytest.mark.parametrize(
+    ("expr", "named"),
+    [
+        ("n_params.to_csv('PWNED.csv') or (n_params > 0)", "is not allowed"),
+        ("__import__('os').system('true')", "is not allowed"),
+        ("n_params + 1 > 2", "binop 'n_params + 1' is not allowed"),
+        ("n_params[0] > 1", "subscript"),
+        ("@x > 1", "the characters '@'"),
+        # pandas' backtick pass reads '\\' as an open quote: refused before any parse.
+        (
+            "n_params == '\\\\' or n_params == '`' == \"`\" or n_params == ' or "
+            'n_params.to_csv("pwned.csv") #\'',
+            "are not allowed",
+        ),
+        ("n_params > 1 # x\n n_params.to_csv('p')", "are not allowed"),
+        ("lambda: 1", "is not allowed"),
+        ("n_params in [1, 2]", "operator other than"),
+    ],
+)
 def test_where_grammar_refuses(expr: str, named: str) -> None:
     with pytest.raises(InputError, match="accepted: comparisons of columns") as info:
         check_where(expr, "--where")
@@ -339,4 +363,3 @@ def test_a_fits_json_from_before_the_new_fields_says_to_refit(tmp_path: Path) ->
     fit_path(d, n_bootstrap=50, fits=["chinchilla"])  # rewritten: no hint
     ok, table = reproduce_path(d, replot=False)
     assert ok and "predates" not in table
-

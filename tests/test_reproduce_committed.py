@@ -33,7 +33,12 @@ def _reproduce(path: Path, *, baseline: bool, cwd: Path = ROOT) -> subprocess.Co
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(_simd_above_baseline())
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", "reproduce", str(path), "--no-replot"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_every_committed_results_directory_is_covered() -> None:
@@ -45,8 +50,10 @@ def test_every_committed_results_directory_is_covered() -> None:
 def test_the_baseline_pass_switches_simd_off() -> None:
     found = _simd_above_baseline()
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(found)}
-    code = ("from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__;"
-            "print([f for f in __cpu_dispatch__ if __cpu_features__.get(f)])")
+    code = (
+        "from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__;"
+        "print([f for f in __cpu_dispatch__ if __cpu_features__.get(f)])"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", (found, out.stdout, out.stderr)
 

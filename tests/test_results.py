@@ -123,12 +123,12 @@ def test_collect_bad_directory(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("record", "field"),
-    [({"all_labels": True, "method": "lora"}, "KeyError: 'accuracy'"),
-     ({"all_labels": True, "method": "lora", "accuracy": "abc"}, "ValueError")],
+    [
+        ({"all_labels": True, "method": "lora"}, "KeyError: 'accuracy'"),
+        ({"all_labels": True, "method": "lora", "accuracy": "abc"}, "ValueError"),
+    ],
 )
-def test_collect_names_a_mangled_fine_tune_record(
-    tmp_path: Path, record: dict, field: str
-) -> None:
+def test_collect_names_a_mangled_fine_tune_record(tmp_path: Path, record: dict, field: str) -> None:
     spec = _spec()
     run_dir = tmp_path / "runs" / spec.run_id
     write_spec(run_dir, spec)

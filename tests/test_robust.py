@@ -54,12 +54,20 @@ results_dir = "{results}"
 """
 
 
-def _toml(tmp_path: Path, *, lr: float = 1e-2, shapes: str = "[{n_layer = 1, n_embd = 32}]",
-          execution: str = "") -> Path:
+def _toml(
+    tmp_path: Path,
+    *,
+    lr: float = 1e-2,
+    shapes: str = "[{n_layer = 1, n_embd = 32}]",
+    execution: str = "",
+) -> Path:
     corpus = word_corpus(tmp_path)
     path = tmp_path / "robust.toml"
-    path.write_text(EXP.format(corpus=corpus, lr=lr, shapes=shapes, results=tmp_path / "results",
-                               execution=execution))
+    path.write_text(
+        EXP.format(
+            corpus=corpus, lr=lr, shapes=shapes, results=tmp_path / "results", execution=execution
+        )
+    )
     return path
 
 
@@ -69,8 +77,18 @@ def forked_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.model import ModelShape
 
     # Import transformers' model code here once, so each forked worker has it already.
-    train_mod.build_model(ModelShape(arch="llama", n_layer=1, n_embd=16, n_head=1,
-                                     vocab_size=256, seq_len=8, ffn_dim=32, tie_embeddings=True))
+    train_mod.build_model(
+        ModelShape(
+            arch="llama",
+            n_layer=1,
+            n_embd=16,
+            n_head=1,
+            vocab_size=256,
+            seq_len=8,
+            ffn_dim=32,
+            tie_embeddings=True,
+        )
+    )
     real = multiprocessing.get_context
     monkeypatch.setattr(local.multiprocessing, "get_context", lambda method=None: real("fork"))
 
@@ -84,10 +102,10 @@ def _rows(root: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.usefixtures("forked_worker")
-def test_diverged_run_is_retried_at_a_lower_lr(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    toml = _toml(tmp_path, lr=10.0,
-                 execution="diverge_retries = 2\ndiverge_lr_factor = 0.001")
+def test_diverged_run_is_retried_at_a_lower_lr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = _toml(tmp_path, lr=10.0, execution="diverge_retries = 2\ndiverge_lr_factor = 0.001")
     assert main(["run", str(toml)]) == 0  # a divergence retried to completion is not a failure
     root = tmp_path / "results" / "robust"
     rows = {r["run_id"]: r for r in _rows(root)}
@@ -106,8 +124,10 @@ def test_diverged_run_is_retried_at_a_lower_lr(tmp_path: Path,
     capsys.readouterr()
     assert main(["run", str(toml)]) == 0
     assert "1 already done, 1 to train" in capsys.readouterr().out
-    assert {r["run_id"]: r["status"] for r in _rows(root)} == {orig.run_id: "diverged",
-                                                                 retry_id: "done"}
+    assert {r["run_id"]: r["status"] for r in _rows(root)} == {
+        orig.run_id: "diverged",
+        retry_id: "done",
+    }
 
 
 @pytest.mark.usefixtures("forked_worker")
@@ -120,7 +140,8 @@ def test_retries_stop_at_diverge_retries(tmp_path: Path) -> None:
 
 
 def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_retry(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from harness.execute.slurm import submit
     from harness.execute.status import read_jobs, run_statuses
     from harness.results import ExperimentLayout
@@ -134,14 +155,14 @@ def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_ret
     first = json.loads((layout.run_dir(orig.run_id) / "result.json").read_text())
     retry_id = first["retried_as"]
     states = {st.run_id: st for st in run_statuses(layout)}
-    assert {r: st.state for r, st in states.items()} == {orig.run_id: "diverged",
-                                                          retry_id: "done"}
+    assert {r: st.state for r, st in states.items()} == {orig.run_id: "diverged", retry_id: "done"}
     # the retry trained in the job of the run it retries, at the shared policy's lr
     jobs = read_jobs(layout)["runs"]
     assert jobs[retry_id][-1]["job_id"] == jobs[orig.run_id][-1]["job_id"]
     assert jobs[retry_id][-1]["retry_of"] == orig.run_id
-    assert json.loads((layout.run_dir(retry_id) / "retry.json").read_text())["lr"] == \
-        pytest.approx(10.0 * 0.001)
+    assert json.loads((layout.run_dir(retry_id) / "retry.json").read_text())["lr"] == pytest.approx(
+        10.0 * 0.001
+    )
     assert submit(exp, cluster="debug")[0] == []  # nothing left
 
     # A job that died during the retry: the next submit sends the retry alone, not the grid run.
@@ -149,8 +170,10 @@ def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_ret
     assert run_statuses(layout)[-1].state in ("failed", "interrupted")
     submitted, _ = submit(exp, cluster="debug")
     assert [s.run_id for s in submitted] == [retry_id]
-    assert {st.run_id: st.state for st in run_statuses(layout)} == {orig.run_id: "diverged",
-                                                                     retry_id: "done"}
+    assert {st.run_id: st.state for st in run_statuses(layout)} == {
+        orig.run_id: "diverged",
+        retry_id: "done",
+    }
     assert main(["collect", str(layout.root)]) == 0
     assert sorted(r["status"] for r in _rows(layout.root)) == ["diverged", "done"]
 
@@ -159,7 +182,8 @@ def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_ret
 
 
 def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     exp = load_experiment(_toml(tmp_path))
     (spec,) = expand(exp)
     assert spec.n_steps == 16
@@ -177,8 +201,11 @@ def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
 
     run_dir = tmp_path / "runs" / spec.run_id
     monkeypatch.setattr(torch, "save", full_disk_on_second_save)
-    with pytest.raises(DiskFullError, match="no space left on device while writing checkpoint "
-                                            r".*step_000000008\.pt"):
+    with pytest.raises(
+        DiskFullError,
+        match="no space left on device while writing checkpoint "
+        r".*step_000000008\.pt",
+    ):
         train(spec, run_dir, execution=exp.execution)
     assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_000000004.pt"]
 
@@ -187,10 +214,13 @@ def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
     import shutil
 
     shutil.rmtree(run_dir)
-    (out,) = local._run_unit([(spec.to_dict(), [])], str(tmp_path),
-                             {"threads": 1, "progress": False})
-    assert out["status"] == "failed" and "no space left on device while writing checkpoint" \
-        in out["error"]
+    (out,) = local._run_unit(
+        [(spec.to_dict(), [])], str(tmp_path), {"threads": 1, "progress": False}
+    )
+    assert (
+        out["status"] == "failed"
+        and "no space left on device while writing checkpoint" in out["error"]
+    )
     stored = json.loads((run_dir / "result.json").read_text())
     assert stored["status"] == "failed" and "no space left" in stored["error"]
     assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_000000004.pt"]
@@ -202,8 +232,9 @@ def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
 
 
 @pytest.mark.usefixtures("forked_worker")
-def test_out_of_memory_fails_only_that_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_of_memory_fails_only_that_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real_build = train_mod.build_model
 
     def build(shape):  # type: ignore[no-untyped-def]
@@ -214,23 +245,30 @@ def test_out_of_memory_fails_only_that_run(tmp_path: Path, monkeypatch: pytest.M
         return real_build(shape)
 
     monkeypatch.setattr(train_mod, "build_model", build)
-    toml = _toml(tmp_path, shapes="[{n_layer = 1, n_embd = 32}, {n_layer = 1, n_embd = 48}, "
-                                  "{n_layer = 1, n_embd = 64}]")
+    toml = _toml(
+        tmp_path,
+        shapes="[{n_layer = 1, n_embd = 32}, {n_layer = 1, n_embd = 48}, "
+        "{n_layer = 1, n_embd = 64}]",
+    )
     assert main(["run", str(toml)]) == 1  # a run failed
     out = capsys.readouterr().out
     assert "OutOfMemoryError: CUDA out of memory" in out
     assert "MemoryError: host out of memory" in out
     rows = _rows(tmp_path / "results" / "robust")
     assert sorted((int(r["n_embd"]), r["status"]) for r in rows) == [
-        (32, "done"), (48, "failed"), (64, "failed")]
+        (32, "done"),
+        (48, "failed"),
+        (64, "failed"),
+    ]
     assert float(next(r for r in rows if r["status"] == "done")["loss"]) < 5.0
 
 
 # --- run directories and runs.csv ---------------------------------------------------------------
 
 
-def test_run_dir_holding_another_spec_is_never_reused(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_dir_holding_another_spec_is_never_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     toml = _toml(tmp_path, shapes="[{n_layer = 1, n_embd = 32}, {n_layer = 1, n_embd = 48}]")
     specs = expand(load_experiment(toml))
     root = tmp_path / "results" / "robust"
@@ -250,17 +288,35 @@ def test_run_dir_holding_another_spec_is_never_reused(tmp_path: Path,
 
 
 def _fake_runs(tmp_path: Path, n: int) -> Path:
-    exp = load_experiment(_toml(tmp_path, shapes="[" + ", ".join(
-        f"{{n_layer = {1 + i % 3}, n_embd = {32 + 16 * i}}}" for i in range(n)) + "]"))
+    exp = load_experiment(
+        _toml(
+            tmp_path,
+            shapes="["
+            + ", ".join(f"{{n_layer = {1 + i % 3}, n_embd = {32 + 16 * i}}}" for i in range(n))
+            + "]",
+        )
+    )
     root = exp.results_path
     for i, spec in enumerate(expand(exp)):
         run_dir = root / "runs" / spec.run_id
         run_dir.mkdir(parents=True)
         write_spec(run_dir, spec)
-        write_result(run_dir, {"run_id": spec.run_id, "status": "done", "val_loss": 3.0 - 0.1 * i,
-                               "val_bpb": 4.0, "train_loss": 3.1, "peak_lr": 0.01, "wall_s": 1.0,
-                               "n_unique_tokens": 4096, "epochs": 1.0, "tokens_per_s": 10.0,
-                               "device": "cpu"})
+        write_result(
+            run_dir,
+            {
+                "run_id": spec.run_id,
+                "status": "done",
+                "val_loss": 3.0 - 0.1 * i,
+                "val_bpb": 4.0,
+                "train_loss": 3.1,
+                "peak_lr": 0.01,
+                "wall_s": 1.0,
+                "n_unique_tokens": 4096,
+                "epochs": 1.0,
+                "tokens_per_s": 10.0,
+                "device": "cpu",
+            },
+        )
     return root
 
 
@@ -291,16 +347,20 @@ def test_concurrent_collectors_never_tear_runs_csv(tmp_path: Path) -> None:
     assert not list(root.glob(".runs.csv.*"))  # no temp files left behind
 
 
-@pytest.mark.parametrize(("name", "edit", "message"), [
-    ("spec.json", {"n_tokens": "many"}, "spec.json: n_tokens = 'many' is not an integer"),
-    ("spec.json", {"model": "llama"}, "spec.json: model = 'llama' is not an object"),
-    ("spec.json", {"model": {"arch": "llama"}}, "spec.json: model = {'arch': 'llama'}"),
-    ("spec.json", {"train": {"lr": "x"}}, "spec.json: train.lr = 'x' is not a number"),
-    ("result.json", {"status": "exploded"}, "status = 'exploded'; accepted: done, diverged"),
-    ("result.json", {"val_loss": "low"}, "result.json: val_loss = 'low'; accepted: a number"),
-])
-def test_corrupt_run_record_is_one_clear_line(tmp_path: Path, name: str, edit: dict,
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "edit", "message"),
+    [
+        ("spec.json", {"n_tokens": "many"}, "spec.json: n_tokens = 'many' is not an integer"),
+        ("spec.json", {"model": "llama"}, "spec.json: model = 'llama' is not an object"),
+        ("spec.json", {"model": {"arch": "llama"}}, "spec.json: model = {'arch': 'llama'}"),
+        ("spec.json", {"train": {"lr": "x"}}, "spec.json: train.lr = 'x' is not a number"),
+        ("result.json", {"status": "exploded"}, "status = 'exploded'; accepted: done, diverged"),
+        ("result.json", {"val_loss": "low"}, "result.json: val_loss = 'low'; accepted: a number"),
+    ],
+)
+def test_corrupt_run_record_is_one_clear_line(
+    tmp_path: Path, name: str, edit: dict, message: str
+) -> None:
     root = _fake_runs(tmp_path, 2)
     run_dir = sorted((root / "runs").iterdir())[0]
     data = json.loads((run_dir / name).read_text())

@@ -65,19 +65,31 @@ mem_gb = 0.25
     yield make
     for root in roots:  # never leave jobs behind
         if (root / "jobs.json").exists():
-            ids = {e["array_job_id"] for subs in json.loads((root / "jobs.json").read_text())
-                   ["runs"].values() for e in subs}
+            ids = {
+                e["array_job_id"]
+                for subs in json.loads((root / "jobs.json").read_text())["runs"].values()
+                for e in subs
+            }
             subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return proc
 
 
-def wait_for(root: Path, done: Callable[[dict[str, RunStatus]], bool], what: str,
-             timeout_s: float = DEADLINE_S) -> dict[str, RunStatus]:
+def wait_for(
+    root: Path,
+    done: Callable[[dict[str, RunStatus]], bool],
+    what: str,
+    timeout_s: float = DEADLINE_S,
+) -> dict[str, RunStatus]:
     deadline = time.monotonic() + timeout_s
     layout = ExperimentLayout(root)
     while True:
@@ -85,8 +97,10 @@ def wait_for(root: Path, done: Callable[[dict[str, RunStatus]], bool], what: str
         if done(states):
             return states
         if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not after {timeout_s:.0f} s; states: "
-                        f"{[(s.run_id, s.state, s.slurm_state, s.error) for s in states.values()]}")
+            pytest.fail(
+                f"{what}: not after {timeout_s:.0f} s; states: "
+                f"{[(s.run_id, s.state, s.slurm_state, s.error) for s in states.values()]}"
+            )
         time.sleep(1.0)
 
 
@@ -139,9 +153,14 @@ def test_grid_runs_as_one_capped_array_a_crash_shows_as_failed_and_resubmits(exp
     def has_result(run_id: str) -> bool:
         return (root / "runs" / run_id / "result.json").exists()
 
-    wait_for(root, lambda s: any(has_result(r) for r in s)
-             and any(not has_result(r) and x.state in ("running", "queued") for r, x in s.items()),
-             "some runs ended while another still runs")
+    wait_for(
+        root,
+        lambda s: (
+            any(has_result(r) for r in s)
+            and any(not has_result(r) and x.state in ("running", "queued") for r, x in s.items())
+        ),
+        "some runs ended while another still runs",
+    )
     collected = harness("collect", str(root))
     assert collected.returncode == 0, collected.stderr
     rows = [r.split(",")[3] for r in (root / "runs.csv").read_text().splitlines()[1:]]
@@ -197,8 +216,11 @@ def test_preempted_run_is_requeued_and_ends_with_the_uninterrupted_loss(experime
     progressed(20)
     SlurmJob(folder=root / "slurm" / "%j", job_id=entry["job_id"])._interrupt()  # preemption
     # the uninterrupted reference, trained here while SLURM holds the requeued job (~10 s)
-    ref = train(spec, root.parent.parent / "ref" / "runs" / spec.run_id,
-                execution=load_experiment(toml).execution)
+    ref = train(
+        spec,
+        root.parent.parent / "ref" / "runs" / spec.run_id,
+        execution=load_experiment(toml).execution,
+    )
     first = resumed(1)
     log = (run_dir / "train.log").read_text()
     assert "got SIGUSR2" in log and "requeueing" in log
@@ -247,13 +269,17 @@ def test_a_packed_job_is_requeued_and_resumes_only_its_unfinished_run(experiment
         time.sleep(0.1)
     finished = {s.run_id: (root / "runs" / s.run_id / "result.json").read_text() for s in short}
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-    ref = train(long, root.parent.parent / "ref" / "runs" / long.run_id,
-                execution=load_experiment(toml).execution)
+    ref = train(
+        long,
+        root.parent.parent / "ref" / "runs" / long.run_id,
+        execution=load_experiment(toml).execution,
+    )
     states = wait_for(root, all_in("done", "failed"), "the requeued packed job finished")
     assert {r: s.state for r, s in states.items()} == {s.run_id: "done" for s in specs}
     # the runs that had finished were skipped, not trained again; the long one resumed once
-    assert {s.run_id: (root / "runs" / s.run_id / "result.json").read_text()
-            for s in short} == finished
+    assert {
+        s.run_id: (root / "runs" / s.run_id / "result.json").read_text() for s in short
+    } == finished
     assert len(_log_steps(run_dir, "resuming")) == 1
     steps = metrics_steps(run_dir)
     assert steps == sorted(set(steps)) and steps[-1] == long.n_steps

@@ -108,7 +108,8 @@ def test_sample_nll_estimates_entropy_rate() -> None:
     se = diff.std(ddof=1) / math.sqrt(diff.size)
     assert abs(diff.mean()) < 4 * se
     assert src.stats["entropy_rate_stderr"] == pytest.approx(
-        ent.std(ddof=1) / math.sqrt(ent.size), rel=1e-9)
+        ent.std(ddof=1) / math.sqrt(ent.size), rel=1e-9
+    )
     # The context matters: H is well below the symbol-frequency entropy.
     freq = np.bincount(seg.ravel(), minlength=7) / seg.size
     assert src.entropy_rate() < float(-(freq * np.log(freq)).sum()) - 0.2
@@ -116,8 +117,9 @@ def test_sample_nll_estimates_entropy_rate() -> None:
 
 def test_segments_align_with_split_and_windows(tmp_path: Path) -> None:
     spec = "synthetic:source=teacher,vocab=7,layers=1,width=16,scale=3,segment=32,tokens=40000"
-    cfg = DataConfig(corpus=spec, seq_len=64, val_block_bytes=1024, val_fraction=0.1,
-                     eval_tokens=640)
+    cfg = DataConfig(
+        corpus=spec, seq_len=64, val_block_bytes=1024, val_fraction=0.1, eval_tokens=640
+    )
     src = source_for(spec)
     text = src.generate()
     segments = {text[i : i + 32] for i in range(0, len(text) - 31, 32)}
@@ -215,6 +217,8 @@ def test_shipped_teacher_experiment_matches_committed_reference(name: str) -> No
     ref = ref["reference"]
     assert ref["spec"] == src.spec.canonical()
     assert ref["entropy_rate_nats_per_token"] == pytest.approx(
-        doc["entropy_rate_nats_per_token"], rel=1e-9)
+        doc["entropy_rate_nats_per_token"], rel=1e-9
+    )
     assert ref["eval_floor_nats_per_token"] == pytest.approx(
-        doc["eval_floor_nats_per_token"], rel=1e-9)
+        doc["eval_floor_nats_per_token"], rel=1e-9
+    )

@@ -78,34 +78,63 @@ def _list(spec: str | None) -> list[str] | None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="runs.csv, another CSV, or its directory")
-    p.add_argument("--columns", default=None, metavar="n_params=COL,...",
-                   help="map the CSV's own column names onto n_params, n_tokens, loss "
-                        "(and flops_budget, lr, batch_tokens, n_unique_tokens, epochs, "
-                        "status)")
-    p.add_argument("--group-by", default=None, metavar="COL[,COL]",
-                   help="fit and plot each group of these columns separately")
+    p.add_argument(
+        "--columns",
+        default=None,
+        metavar="n_params=COL,...",
+        help="map the CSV's own column names onto n_params, n_tokens, loss "
+        "(and flops_budget, lr, batch_tokens, n_unique_tokens, epochs, "
+        "status)",
+    )
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="COL[,COL]",
+        help="fit and plot each group of these columns separately",
+    )
 
 
 def register(subparsers: Any) -> None:
     """Add the fit, plot and reproduce subcommands to an argparse subparsers object."""
     p = subparsers.add_parser("fit", help="fit scaling laws; writes fits.json beside the CSV")
     _common(p)
-    p.add_argument("--seed", type=_non_negative_int, default=0,
-                   help="bootstrap seed (default 0)")
-    p.add_argument("--bootstrap", type=_non_negative_int, default=1000, metavar="N",
-                   help="bootstrap resamples (default 1000; 0 for none)")
-    p.add_argument("--fits", default=None, metavar="NAME[,NAME]",
-                   help=f"fits to make (default: all the data allow): {', '.join(ALL_FITS)}")
-    p.add_argument("--isoflop-minimum", choices=("parabola", "akima"), default="parabola",
-                   help="approach-2 minimum finder (akima: Porian et al. 2024)")
-    p.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
-                   help="downstream.csv: accuracy whose labels-needed is reported (default: "
-                        "halfway from chance to the best accuracy, per method)")
-    p.add_argument("--where", default=None, metavar="EXPR",
-                   help="fit only the runs this pandas expression selects, over the columns "
-                        "as named after --columns (n_params, n_tokens, loss, ...), e.g. "
-                        "'n_tokens <= 8e5'; recorded in fits.json. downstream.csv and the "
-                        "figures' points are not filtered")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples (default 1000; 0 for none)",
+    )
+    p.add_argument(
+        "--fits",
+        default=None,
+        metavar="NAME[,NAME]",
+        help=f"fits to make (default: all the data allow): {', '.join(ALL_FITS)}",
+    )
+    p.add_argument(
+        "--isoflop-minimum",
+        choices=("parabola", "akima"),
+        default="parabola",
+        help="approach-2 minimum finder (akima: Porian et al. 2024)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=None,
+        metavar="ACC",
+        help="downstream.csv: accuracy whose labels-needed is reported (default: "
+        "halfway from chance to the best accuracy, per method)",
+    )
+    p.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="fit only the runs this pandas expression selects, over the columns "
+        "as named after --columns (n_params, n_tokens, loss, ...), e.g. "
+        "'n_tokens <= 8e5'; recorded in fits.json. downstream.csv and the "
+        "figures' points are not filtered",
+    )
     p.add_argument("--out", default=None, help="write fits.json here instead")
     p.set_defaults(func=cmd_fit)
 
@@ -115,19 +144,32 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_plot)
 
     p = subparsers.add_parser(
-        "reproduce", help="refit and replot from the CSV alone; compare with fits.json")
+        "reproduce", help="refit and replot from the CSV alone; compare with fits.json"
+    )
     p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
-    p.add_argument("--rtol", type=_positive_float, default=1e-6,
-                   help="relative tolerance of point estimates, added to the optimum's own "
-                        "numerical precision (default 1e-6); interval ends are compared within "
-                        "their bootstrap's Monte Carlo error")
+    p.add_argument(
+        "--rtol",
+        type=_positive_float,
+        default=1e-6,
+        help="relative tolerance of point estimates, added to the optimum's own "
+        "numerical precision (default 1e-6); interval ends are compared within "
+        "their bootstrap's Monte Carlo error",
+    )
     p.add_argument("--no-replot", action="store_true", help="compare the fits only")
-    p.add_argument("--retrain", action="store_true",
-                   help="also retrain the cheapest runs from their runs/<run_id>/spec.json in a "
-                        "scratch folder and compare their final losses with the CSV, within a "
-                        "tolerance from the measured seed-to-seed spread (needs torch)")
-    p.add_argument("--runs", type=int, default=3, metavar="K",
-                   help="with --retrain: how many runs, cheapest first (default 3)")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="also retrain the cheapest runs from their runs/<run_id>/spec.json in a "
+        "scratch folder and compare their final losses with the CSV, within a "
+        "tolerance from the measured seed-to-seed spread (needs torch)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        metavar="K",
+        help="with --retrain: how many runs, cheapest first (default 3)",
+    )
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -137,10 +179,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
         check_writable(args.out, folder=False, what="--out")
     with warnings_as_lines():
         out = fit_path(
-            args.path, out=args.out, seed=args.seed, n_bootstrap=args.bootstrap,
-            column_map=parse_column_map(args.columns), group_by=_list(args.group_by),
-            fits=_list(args.fits), isoflop_minimum=args.isoflop_minimum,
-            target_accuracy=args.target_accuracy, where=args.where,
+            args.path,
+            out=args.out,
+            seed=args.seed,
+            n_bootstrap=args.bootstrap,
+            column_map=parse_column_map(args.columns),
+            group_by=_list(args.group_by),
+            fits=_list(args.fits),
+            isoflop_minimum=args.isoflop_minimum,
+            target_accuracy=args.target_accuracy,
+            where=args.where,
         )
     print(summarize(json.loads(out.read_text())))
     print(f"wrote {out}")
@@ -152,9 +200,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         check_writable(args.out_dir, folder=True, what="--out-dir")
     with warnings_as_lines():
-        files = plot_path(args.path, out_dir=args.out_dir,
-                          column_map=parse_column_map(args.columns),
-                          group_by=_list(args.group_by))
+        files = plot_path(
+            args.path,
+            out_dir=args.out_dir,
+            column_map=parse_column_map(args.columns),
+            group_by=_list(args.group_by),
+        )
     for f in files:
         print(f"wrote {f}")
     return 0

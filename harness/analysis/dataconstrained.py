@@ -511,11 +511,19 @@ def fit_data_constrained(
         return _params(y)
 
     prec = identify.precision(fun, raw.x, raw.f, to_params)
-    raw_of = {k: tuple(r for r in (_RAW_OF[k], {"A": "alpha", "B": "beta"}.get(k, ""))
-                       if r in names) for k in PARAMS if _RAW_OF[k] in names}
-    und = fitmod.undetermined_of(params, prec, edge, dict(zip(names, map(float, raw.x),
-                                                               strict=True)), raw_of,
-                                  located=raw.status != optim.MAX_ITER)
+    raw_of = {
+        k: tuple(r for r in (_RAW_OF[k], {"A": "alpha", "B": "beta"}.get(k, "")) if r in names)
+        for k in PARAMS
+        if _RAW_OF[k] in names
+    }
+    und = fitmod.undetermined_of(
+        params,
+        prec,
+        edge,
+        dict(zip(names, map(float, raw.x), strict=True)),
+        raw_of,
+        located=raw.status != optim.MAX_ITER,
+    )
     und.update({k: "no run's prediction depends on it" for k in PARAMS if _RAW_OF[k] in skip})
     return FitResult(
         law="data_constrained",
@@ -530,7 +538,8 @@ def fit_data_constrained(
         edge_params=tuple(edge),
         raw=dict(zip(_ORDER, map(float, full), strict=True)),
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
-        precision=prec, undetermined={k: und[k] for k in PARAMS if k in und},
+        precision=prec,
+        undetermined={k: und[k] for k in PARAMS if k in und},
     )
 
 

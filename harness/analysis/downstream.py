@@ -696,8 +696,7 @@ def _step1_block(
         "on_grid_edge": r.on_grid_edge,
         "n_bootstrap": n_bootstrap,
         "n_bootstrap_failed": nf,
-        **identify.law_fields(r.params, r.precision, r.undetermined, boots, ci95, nf,
-                              n_bootstrap),
+        **identify.law_fields(r.params, r.precision, r.undetermined, boots, ci95, nf, n_bootstrap),
     }
 
 

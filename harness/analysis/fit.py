@@ -196,15 +196,19 @@ def _minimize(fun: optim.Objective, starts: FloatArray) -> _Raw:
     # than the best; the starts that reach the best optimum are many, and the polish below
     # takes the best distinct end points to double precision. Checked in bench/bench_fit.py:
     # the best objective stays <= that of the plain scipy loop over the same starts.
-    res = optim.batched_lbfgs(fun, starts, drop_after=_DROP_AFTER, drop_every=_DROP_EVERY,
-                              drop_factor=_DROP_FACTOR)
+    res = optim.batched_lbfgs(
+        fun, starts, drop_after=_DROP_AFTER, drop_every=_DROP_EVERY, drop_factor=_DROP_FACTOR
+    )
     cand = _distinct(res.x, res.f, _N_POLISH)
     pol = optim.batched_lbfgs(fun, cand, gtol=_POLISH_GTOL, ftol=0.0, max_iter=_POLISH_MAX_ITER)
     i = int(np.argmin(np.where(np.isfinite(pol.f), pol.f, np.inf)))
     cands = _distinct(np.vstack([pol.x, res.x]), np.concatenate([pol.f, res.f]), _N_POLISH)
     return _Raw(
-        x=pol.x[i], f=float(pol.f[i]), status=int(pol.status[i]),
-        grad_max=float(pol.grad_max[i]), candidates=cands,
+        x=pol.x[i],
+        f=float(pol.f[i]),
+        status=int(pol.status[i]),
+        grad_max=float(pol.grad_max[i]),
+        candidates=cands,
     )
 
 
@@ -229,11 +233,13 @@ def _edge(
     if edge:
         desc = ", ".join(
             f"{k}={v:.4g} (grid {min(spec[k]):g}..{max(spec[k]):g})"
-            for k, v in zip(order, raw_x, strict=True) if k in edge
+            for k, v in zip(order, raw_x, strict=True)
+            if k in edge
         )
         warnings.warn(
             f"{law} fit: best fit on the edge of the start grid: {desc}; widen start_grid",
-            GridEdgeWarning, stacklevel=3,
+            GridEdgeWarning,
+            stacklevel=3,
         )
     return tuple(edge)
 
@@ -245,8 +251,13 @@ def _edge(
 _CHIN_ORDER = ("a", "b", "alpha", "beta", "e")  # optimizer layout, see optim.lse_huber_objective
 # A coefficient is undetermined with its exponent: as alpha runs off the grid (to 0 or to
 # large values), A / N^alpha turns into a constant or vanishes, and A trades off against E.
-_CHIN_RAW_OF = {"E": ("e",), "A": ("a", "alpha"), "B": ("b", "beta"), "alpha": ("alpha",),
-                "beta": ("beta",)}
+_CHIN_RAW_OF = {
+    "E": ("e",),
+    "A": ("a", "alpha"),
+    "B": ("b", "beta"),
+    "alpha": ("alpha",),
+    "beta": ("beta",),
+}
 
 
 def undetermined_of(
@@ -275,13 +286,17 @@ def undetermined_of(
             continue
         hit = [r for r in raws if r in edge]
         if hit:
-            out[name] = "on the start grid's edge (" + ", ".join(
-                f"{r} = {raw_x[r]:.4g}" for r in hit) + ")"
+            out[name] = (
+                "on the start grid's edge (" + ", ".join(f"{r} = {raw_x[r]:.4g}" for r in hit) + ")"
+            )
             continue
         v, u = params.get(name, math.nan), prec.get(name, math.inf)
         if not (u <= identify.RELATIVE_PRECISION_MAX * abs(v)):
-            out[name] = ("along a flat direction of the objective" if not math.isfinite(u)
-                         else f"known only to +-{u:.3g} at the optimum")
+            out[name] = (
+                "along a flat direction of the objective"
+                if not math.isfinite(u)
+                else f"known only to +-{u:.3g} at the optimum"
+            )
     return out
 
 
@@ -305,12 +320,22 @@ def _fit_result(
     prec = identify.precision(fun, raw.x, raw.f, to_params)
     raw_x = dict(zip(order, map(float, raw.x), strict=True))
     return FitResult(
-        law=law, params=params, objective=raw.f, converged=conv, message=msg,
-        n_starts=n_starts, n_points=n_points, grad_max=raw.grad_max,
-        on_grid_edge=bool(edge), edge_params=edge, raw=raw_x,
+        law=law,
+        params=params,
+        objective=raw.f,
+        converged=conv,
+        message=msg,
+        n_starts=n_starts,
+        n_points=n_points,
+        grad_max=raw.grad_max,
+        on_grid_edge=bool(edge),
+        edge_params=edge,
+        raw=raw_x,
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
-        precision=prec, undetermined=undetermined_of(params, prec, edge, raw_x, raw_of,
-                                                     located=raw.status != optim.MAX_ITER),
+        precision=prec,
+        undetermined=undetermined_of(
+            params, prec, edge, raw_x, raw_of, located=raw.status != optim.MAX_ITER
+        ),
     )
 
 
@@ -379,8 +404,18 @@ def fit_chinchilla(
     starts = _grid(start_grid, _CHIN_ORDER)
     fun = optim.lse_huber_objective(np.column_stack([np.log(N), np.log(D)]), np.log(L), None, delta)
     raw = _minimize(fun, starts)
-    return _fit_result("chinchilla", "chinchilla", raw, _CHIN_ORDER, start_grid, _chin_params,
-                       starts.shape[0], N.size, fun, _CHIN_RAW_OF)
+    return _fit_result(
+        "chinchilla",
+        "chinchilla",
+        raw,
+        _CHIN_ORDER,
+        start_grid,
+        _chin_params,
+        starts.shape[0],
+        N.size,
+        fun,
+        _CHIN_RAW_OF,
+    )
 
 
 def _check_n_resamples(n_resamples: int) -> None:
@@ -428,7 +463,8 @@ def _bootstrap(
     # A much smaller ftol than scipy's default: started at (or near) an optimum, the first
     # steps reduce f by little, and scipy's rule would stop every resample at its warm start.
     res = optim.batched_lbfgs(
-        make_fun(Wr), x0, gtol=_BOOT_GTOL, ftol=_BOOT_FTOL, max_iter=_BOOT_MAX_ITER)
+        make_fun(Wr), x0, gtol=_BOOT_GTOL, ftol=_BOOT_FTOL, max_iter=_BOOT_MAX_ITER
+    )
     f = np.where(np.isfinite(res.f), res.f, np.inf).reshape(n_resamples, ns)
     ok = (res.converged | (res.grad_max <= 1e-5)).reshape(n_resamples, ns)
     # Starts that end within the optimizer's resolution of the best (a relative 1e-9) are
@@ -490,8 +526,11 @@ def bootstrap_chinchilla(
     L = _as_positive("loss", loss)
     logx = np.column_stack([np.log(N), np.log(D)])
     xs, conv = _bootstrap(
-        lambda W: optim.lse_huber_objective(logx, np.log(L), W, delta), fit, N.size,
-        n_resamples, rng,
+        lambda W: optim.lse_huber_objective(logx, np.log(L), W, delta),
+        fit,
+        N.size,
+        n_resamples,
+        rng,
     )
     return [_chin_params(x) for x in xs], int(np.sum(~conv))
 
@@ -556,8 +595,18 @@ def fit_power_law(
     starts = _grid(start_grid, _PL_ORDER)
     fun = optim.lse_huber_objective(np.log(X)[:, None], np.log(L), None, delta)
     raw = _minimize(fun, starts)
-    return _fit_result("power_law", name, raw, _PL_ORDER, start_grid, _pl_params,
-                       starts.shape[0], X.size, fun, _PL_RAW_OF)
+    return _fit_result(
+        "power_law",
+        name,
+        raw,
+        _PL_ORDER,
+        start_grid,
+        _pl_params,
+        starts.shape[0],
+        X.size,
+        fun,
+        _PL_RAW_OF,
+    )
 
 
 def bootstrap_power_law(
@@ -580,8 +629,11 @@ def bootstrap_power_law(
     X = _as_positive("x", x)
     L = _as_positive("loss", loss)
     xs, conv = _bootstrap(
-        lambda W: optim.lse_huber_objective(np.log(X)[:, None], np.log(L), W, delta), fit,
-        X.size, n_resamples, rng,
+        lambda W: optim.lse_huber_objective(np.log(X)[:, None], np.log(L), W, delta),
+        fit,
+        X.size,
+        n_resamples,
+        rng,
     )
     return [_pl_params(v) for v in xs], int(np.sum(~conv))
 
@@ -591,12 +643,19 @@ def bootstrap_power_law(
 
 
 _KAP_ORDER = ("log_N_c", "log_D_c", "u", "alpha_D")
-_KAP_RAW_OF = {"N_c": ("log_N_c", "u"), "D_c": ("log_D_c", "alpha_D"),
-               "alpha_N": ("u", "alpha_D"), "alpha_D": ("alpha_D",)}
+_KAP_RAW_OF = {
+    "N_c": ("log_N_c", "u"),
+    "D_c": ("log_D_c", "alpha_D"),
+    "alpha_N": ("u", "alpha_D"),
+    "alpha_D": ("alpha_D",),
+}
 
 
 def _kaplan_objective(
-    logN: FloatArray, logD: FloatArray, logy: FloatArray, weights: FloatArray | None,
+    logN: FloatArray,
+    logD: FloatArray,
+    logy: FloatArray,
+    weights: FloatArray | None,
     delta: float,
 ) -> optim.Objective:
     """Summed Huber on log L - alpha_D LSE(u (log N_c - log N), log D_c - log D), u = a_N/a_D.
@@ -637,8 +696,7 @@ def _kaplan_objective(
 
 def _kap_params(x: FloatArray) -> dict[str, float]:
     lnc, ldc, u, ad = (float(v) for v in x)
-    return {"N_c": _exp(lnc), "D_c": _exp(ldc), "alpha_N": u * ad,
-            "alpha_D": ad}
+    return {"N_c": _exp(lnc), "D_c": _exp(ldc), "alpha_N": u * ad, "alpha_D": ad}
 
 
 def fit_kaplan(
@@ -686,8 +744,18 @@ def fit_kaplan(
     starts = _grid(start_grid, _KAP_ORDER)
     fun = _kaplan_objective(np.log(N), np.log(D), np.log(L), None, delta)
     raw = _minimize(fun, starts)
-    return _fit_result("kaplan", "kaplan", raw, _KAP_ORDER, start_grid, _kap_params,
-                       starts.shape[0], N.size, fun, _KAP_RAW_OF)
+    return _fit_result(
+        "kaplan",
+        "kaplan",
+        raw,
+        _KAP_ORDER,
+        start_grid,
+        _kap_params,
+        starts.shape[0],
+        N.size,
+        fun,
+        _KAP_RAW_OF,
+    )
 
 
 def bootstrap_kaplan(
@@ -712,7 +780,10 @@ def bootstrap_kaplan(
     D = _as_positive("n_tokens", n_tokens)
     L = _as_positive("loss", loss)
     xs, conv = _bootstrap(
-        lambda W: _kaplan_objective(np.log(N), np.log(D), np.log(L), W, delta), fit, N.size,
-        n_resamples, rng,
+        lambda W: _kaplan_objective(np.log(N), np.log(D), np.log(L), W, delta),
+        fit,
+        N.size,
+        n_resamples,
+        rng,
     )
     return [_kap_params(x) for x in xs], int(np.sum(~conv))

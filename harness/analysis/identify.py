@@ -204,8 +204,10 @@ def undetermined_by_interval(ci95: Mapping[str, Sequence[float]]) -> dict[str, s
         if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
             out[k] = "no finite bootstrap interval"
         elif lo > 0 and math.log10(hi / lo) > MAX_DECADES:
-            out[k] = (f"95% interval [{lo:.3g}, {hi:.3g}] spans {math.log10(hi / lo):.1f} "
-                      f"decades (> {MAX_DECADES:g})")
+            out[k] = (
+                f"95% interval [{lo:.3g}, {hi:.3g}] spans {math.log10(hi / lo):.1f} "
+                f"decades (> {MAX_DECADES:g})"
+            )
     return out
 
 
@@ -245,5 +247,6 @@ def law_fields(
         out["undetermined_reason"] = (
             f"the bootstrap's fit failed on {n_failed} of {n_bootstrap} resamples (> "
             f"{FAILED_SHARE_MAX:.0%}; no convergence, or fewer distinct runs than parameters): "
-            "the data do not determine this law")
+            "the data do not determine this law"
+        )
     return out

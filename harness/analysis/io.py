@@ -18,7 +18,11 @@ import pandas as pd
 from harness.errors import InputError
 
 __all__ = [
-    "METRICS_COLUMNS", "REQUIRED", "load_learning_curves", "load_runs", "parse_column_map",
+    "METRICS_COLUMNS",
+    "REQUIRED",
+    "load_learning_curves",
+    "load_runs",
+    "parse_column_map",
     "resolve_csv",
 ]
 
@@ -26,7 +30,11 @@ REQUIRED: tuple[str, ...] = ("n_params", "n_tokens", "loss")
 """Columns every fit needs: non-embedding parameters N, training tokens D, final loss."""
 
 SETTING_COLUMNS: tuple[str, ...] = (
-    "flops_budget", "lr", "batch_tokens", "n_unique_tokens", "epochs"
+    "flops_budget",
+    "lr",
+    "batch_tokens",
+    "n_unique_tokens",
+    "epochs",
 )
 """Optional columns that group or order runs for some fits (isoFLOP budgets, lr and batch
 sweeps, repeated data): in a done row, blank or a finite number > 0. (Blank is not a value:
@@ -57,9 +65,7 @@ def resolve_csv(path: str | os.PathLike[str]) -> Path:
             )
         return csv
     if not p.is_file():
-        raise InputError(
-            f"{p}: no such file; accepted: a CSV file or a directory holding runs.csv"
-        )
+        raise InputError(f"{p}: no such file; accepted: a CSV file or a directory holding runs.csv")
     return p
 
 
@@ -104,8 +110,13 @@ def _lines(lines: Sequence[int]) -> str:
 
 def _values(vals: Sequence[object]) -> str:
     shown = ", ".join(
-        repr(v) if isinstance(v, str) else repr(float(v)) if isinstance(v, (int, float, np.number))
-        else repr(v) for v in vals[:_MAX_SHOWN])
+        repr(v)
+        if isinstance(v, str)
+        else repr(float(v))
+        if isinstance(v, (int, float, np.number))
+        else repr(v)
+        for v in vals[:_MAX_SHOWN]
+    )
     return shown + (f" and {len(vals) - _MAX_SHOWN} more" if len(vals) > _MAX_SHOWN else "")
 
 
@@ -306,20 +317,23 @@ def load_learning_curves(
             continue  # created, nothing logged yet
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             first = " ".join(str(exc).split())
-            raise InputError(f"{path}: cannot parse as CSV ({first}); accepted: a CSV with "
-                             f"columns {', '.join(METRICS_COLUMNS)}") from None
+            raise InputError(
+                f"{path}: cannot parse as CSV ({first}); accepted: a CSV with "
+                f"columns {', '.join(METRICS_COLUMNS)}"
+            ) from None
         m.columns = [str(c).strip() for c in m.columns]
         missing = [c for c in ("tokens", "train_loss", "val_loss") if c not in m.columns]
         if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; found "
-                             f"{', '.join(m.columns)}; accepted: {', '.join(METRICS_COLUMNS)}")
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)}; found "
+                f"{', '.join(m.columns)}; accepted: {', '.join(METRICS_COLUMNS)}"
+            )
         m = m[["tokens", "train_loss", "val_loss"]].apply(pd.to_numeric, errors="coerce")
         m = m[np.isfinite(m["tokens"]) & (m["tokens"] > 0)]  # e.g. a line still being written
         m.insert(0, "n_params", float(n))
         m.insert(0, "run_id", str(run_id))
         frames.append(m)
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == "run_id" else float)
-                             for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "run_id" else float) for c in cols})
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values(["n_params", "run_id", "tokens"], kind="stable").reset_index(drop=True)

@@ -19,7 +19,11 @@ from harness.analysis.fit import _check_n_resamples, _resample_weights
 from harness.errors import InputError
 
 __all__ = [
-    "IsoflopResult", "bootstrap_isoflop", "budgets_of", "fit_approach1", "fit_isoflop",
+    "IsoflopResult",
+    "bootstrap_isoflop",
+    "budgets_of",
+    "fit_approach1",
+    "fit_isoflop",
     "loglog_slope",
 ]
 
@@ -109,8 +113,14 @@ def fit_approach1(
     a, kn = loglog_slope(cs, no)
     b, kd = loglog_slope(cs, do)
     return IsoflopResult(
-        budgets=tuple(cs), n_opt=tuple(no), d_opt=tuple(do), loss_opt=tuple(lo), a=a, b=b,
-        log_k_n=kn, log_k_d=kd,
+        budgets=tuple(cs),
+        n_opt=tuple(no),
+        d_opt=tuple(do),
+        loss_opt=tuple(lo),
+        a=a,
+        b=b,
+        log_k_n=kn,
+        log_k_d=kd,
     )
 
 
@@ -221,9 +231,17 @@ def fit_isoflop(
     a, kn = loglog_slope(cs, no)
     b, kd = loglog_slope(cs, do)
     return IsoflopResult(
-        budgets=tuple(cs), n_opt=tuple(no), d_opt=tuple(do), loss_opt=tuple(lo), a=a, b=b,
-        log_k_n=kn, log_k_d=kd, skipped=tuple(skipped),
-        parabolas=tuple(tuple(map(float, p)) for p in pars), windows=tuple(wins),
+        budgets=tuple(cs),
+        n_opt=tuple(no),
+        d_opt=tuple(do),
+        loss_opt=tuple(lo),
+        a=a,
+        b=b,
+        log_k_n=kn,
+        log_k_d=kd,
+        skipped=tuple(skipped),
+        parabolas=tuple(tuple(map(float, p)) for p in pars),
+        windows=tuple(wins),
         minimum=minimum,
     )
 

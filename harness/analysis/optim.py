@@ -154,8 +154,11 @@ def batched_lbfgs(
     for n_it in range(max_iter + 1):
         if drop_after is not None and n_it >= drop_after and (n_it - drop_after) % drop_every == 0:
             fa = f[alive]
-            best = min(best, float(np.min(fa, where=np.isfinite(fa), initial=np.inf)),
-                       float(np.min(out_f, where=np.isfinite(out_f), initial=np.inf)))
+            best = min(
+                best,
+                float(np.min(fa, where=np.isfinite(fa), initial=np.inf)),
+                float(np.min(out_f, where=np.isfinite(out_f), initial=np.inf)),
+            )
             st[alive & (st == RUNNING) & (f > drop_factor * best + drop_margin)] = DROPPED
         stop = alive & (st != RUNNING)
         if np.any(stop):

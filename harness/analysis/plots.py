@@ -90,16 +90,23 @@ def _sparse_minor_labels(ax: Axes) -> None:
     ax.xaxis.set_minor_formatter(mpl.ticker.FuncFormatter(label))
 
 
-def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xlabel: str,
-                 params: Mapping[str, float] | None, floor: float | None = None) -> Figure:
+def _loss_slices(
+    ax: Axes,
+    df: pd.DataFrame,
+    x: str,
+    by: str,
+    by_label: str,
+    xlabel: str,
+    params: Mapping[str, float] | None,
+    floor: float | None = None,
+) -> Figure:
     """Loss against column ``x``, one colour per value of column ``by``, with the fitted
     Chinchilla law along each slice (``x`` and ``by`` are n_params and n_tokens in some order)."""
     values = np.unique(df[by])
     many = values.size > 12
     for c, v in zip(_colors(values.size), values, strict=True):
         g = df[df[by] == v].sort_values(x)
-        ax.plot(g[x], g["loss"], "o", color=c, ms=4,
-                label=None if many else f"{by_label}={v:.3g}")
+        ax.plot(g[x], g["loss"], "o", color=c, ms=4, label=None if many else f"{by_label}={v:.3g}")
         if params is not None and not many:
             grid = np.geomspace(g[x].min() / 1.5, g[x].max() * 1.5, 100)
             n, d = (grid, v) if x == "n_params" else (v, grid)
@@ -110,15 +117,21 @@ def _loss_slices(ax: Axes, df: pd.DataFrame, x: str, by: str, by_label: str, xla
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"loss vs {'N' if x == 'n_params' else 'D'}"
-                 + (" (lines: fitted L(N, D))" if params else ""))
+    ax.set_title(
+        f"loss vs {'N' if x == 'n_params' else 'D'}"
+        + (" (lines: fitted L(N, D))" if params else "")
+    )
     if not many:
         ax.legend(fontsize=7)
     return _fig(ax)
 
 
-def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None,
-                   floor: float | None = None) -> Figure:
+def plot_loss_vs_n(
+    ax: Axes,
+    df: pd.DataFrame,
+    params: Mapping[str, float] | None = None,
+    floor: float | None = None,
+) -> Figure:
     """Loss against N, one colour per D, with the fitted Chinchilla law L(N, D) per D.
 
     Parameters
@@ -135,12 +148,17 @@ def plot_loss_vs_n(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
     -------
     Figure
     """
-    return _loss_slices(ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params,
-                        floor)
+    return _loss_slices(
+        ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params, floor
+    )
 
 
-def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | None = None,
-                   floor: float | None = None) -> Figure:
+def plot_loss_vs_d(
+    ax: Axes,
+    df: pd.DataFrame,
+    params: Mapping[str, float] | None = None,
+    floor: float | None = None,
+) -> Figure:
     """Loss against D, one colour per N, with the fitted Chinchilla law per N (and `floor`,
     the true entropy rate, dashed).
 
@@ -151,8 +169,9 @@ def plot_loss_vs_d(ax: Axes, df: pd.DataFrame, params: Mapping[str, float] | Non
     return _loss_slices(ax, df, "n_tokens", "n_params", "N", "training tokens D", params, floor)
 
 
-def plot_isoflop(ax: Axes, df: pd.DataFrame, budget: np.ndarray,
-                 isoflop: Mapping[str, Any] | None = None) -> Figure:
+def plot_isoflop(
+    ax: Axes, df: pd.DataFrame, budget: np.ndarray, isoflop: Mapping[str, Any] | None = None
+) -> Figure:
     """IsoFLOP profiles: loss against N per budget, with the minima found (approach 2).
 
     Returns
@@ -192,8 +211,9 @@ def plot_optimal(ax: Axes, isoflop: Mapping[str, Any]) -> Figure:
                 c0 = np.exp(np.mean(np.log(C)))
                 y0 = np.exp(isoflop[k]) * c0 ** isoflop[exp]
                 lo, hi = (y0 * (cc / c0) ** e for e in ci)
-                ax.fill_between(cc, np.minimum(lo, hi), np.maximum(lo, hi), color=color,
-                                alpha=0.2, lw=0)
+                ax.fill_between(
+                    cc, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.2, lw=0
+                )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("compute C (FLOPs)")
@@ -246,8 +266,9 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = N
                 ax.plot(tr["tokens"], tr["train_loss"], "-", color=color, lw=0.6, alpha=0.3)
             va = run[np.isfinite(run["val_loss"])]
             if len(va):
-                ax.plot(va["tokens"], va["val_loss"], "o-", color=color, ms=2.5, lw=1.0,
-                        label=label)
+                ax.plot(
+                    va["tokens"], va["val_loss"], "o-", color=color, ms=2.5, lw=1.0, label=label
+                )
                 label = None  # one legend entry per size
     _floor_line(ax, floor)
     ax.set_xscale("log")
@@ -287,14 +308,23 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
             xs = np.linspace(np.log(h[w].min()), np.log(h[w].max()), 60)
             ax.plot(np.exp(xs), c0 + c1 * xs + c2 * xs * xs, "-", color=color, lw=1)
         if p["opt"] is not None:
-            ax.plot(p["opt"], p["loss_opt"], "*", ms=10, color=color,
-                    mfc=color if p["inside"] else "none")
+            ax.plot(
+                p["opt"],
+                p["loss_opt"],
+                "*",
+                ms=10,
+                color=color,
+                mfc=color if p["inside"] else "none",
+            )
     ax.set_xscale("log")
     # Ticks at the swept values themselves (log minor-tick labels collide over a 16x range).
     ticks = sorted({v for p in pts for v in p["values"]})
     # Whole numbers (batch sizes in tokens) in full: "2048", not "2.05e+03".
-    ax.set_xticks(ticks, [f"{v:.0f}" if v >= 1 and float(v).is_integer() else f"{v:.3g}"
-                          for v in ticks], fontsize=7)
+    ax.set_xticks(
+        ticks,
+        [f"{v:.0f}" if v >= 1 and float(v).is_integer() else f"{v:.3g}" for v in ticks],
+        fontsize=7,
+    )
     ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
     ax.set_xlabel(_SWEEP_LABEL.get(block["hparam"], block["hparam"]))
     ax.set_ylabel("loss (nats/token)")
@@ -315,16 +345,29 @@ def plot_sweep_optima(ax: Axes, block: Mapping[str, Any]) -> Figure:
     for inside, mfc, label in ((True, "C0", "inside the sweep"), (False, "none", "outside")):
         sel = [p for p in pts if p["inside"] is inside]
         if sel:
-            ax.plot([p["n_params"] for p in sel], [p["opt"] for p in sel], "o", color="C0",
-                    mfc=mfc, label=label)
+            ax.plot(
+                [p["n_params"] for p in sel],
+                [p["opt"] for p in sel],
+                "o",
+                color="C0",
+                mfc=mfc,
+                label=label,
+            )
     law = block.get("vs_n", {})
     if "exponent" in law and pts:
-        n = np.geomspace(min(p["n_params"] for p in pts) / 1.3,
-                         max(p["n_params"] for p in pts) * 1.3, 50)
+        n = np.geomspace(
+            min(p["n_params"] for p in pts) / 1.3, max(p["n_params"] for p in pts) * 1.3, 50
+        )
         ci = law.get("ci95", {}).get("exponent")
         ci_s = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""
-        ax.plot(n, law["coef"] * n ** law["exponent"], "-", color="C0", lw=1,
-                label=f"{block['hparam']}_opt = {law['coef']:.3g} N^{law['exponent']:.3f}{ci_s}")
+        ax.plot(
+            n,
+            law["coef"] * n ** law["exponent"],
+            "-",
+            color="C0",
+            lw=1,
+            label=f"{block['hparam']}_opt = {law['coef']:.3g} N^{law['exponent']:.3f}{ci_s}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("non-embedding parameters N")
@@ -350,11 +393,14 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
     engine = fig.get_layout_engine()
     try:
         with mpl.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
-            for fmt, meta in (("png", {"Software": None}),
-                              ("svg", {"Date": None, "Creator": None})):
+            for fmt, meta in (
+                ("png", {"Software": None}),
+                ("svg", {"Date": None, "Creator": None}),
+            ):
                 p = stem.with_suffix("." + fmt)
-                atomic_write(p, lambda f, fmt=fmt, meta=meta: fig.savefig(
-                    f, format=fmt, metadata=meta))
+                atomic_write(
+                    p, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, metadata=meta)
+                )
                 out.append(p)
                 fig.set_layout_engine("none")
     finally:
@@ -363,8 +409,12 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
 
 
 def write_standard_figures(
-    df: pd.DataFrame, fits: Mapping[str, Any] | None, out_dir: str | os.PathLike[str],
-    *, suffix: str = "", runs_dir: str | os.PathLike[str] | None = None,
+    df: pd.DataFrame,
+    fits: Mapping[str, Any] | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    suffix: str = "",
+    runs_dir: str | os.PathLike[str] | None = None,
     floor: float | None = None,
 ) -> list[Path]:
     """The figures the data allow: loss vs N and vs D, residuals, isoFLOP profiles and optima,
@@ -409,26 +459,37 @@ def write_standard_figures(
         except InputError:
             params = None
     written: list[Path] = []
-    written += save_figure(plot_loss_vs_n(new_axes(), df, params, floor),
-                           out_dir / f"loss_vs_n{suffix}")
-    written += save_figure(plot_loss_vs_d(new_axes(), df, params, floor),
-                           out_dir / f"loss_vs_d{suffix}")
+    written += save_figure(
+        plot_loss_vs_n(new_axes(), df, params, floor), out_dir / f"loss_vs_n{suffix}"
+    )
+    written += save_figure(
+        plot_loss_vs_d(new_axes(), df, params, floor), out_dir / f"loss_vs_d{suffix}"
+    )
     if params is not None:
-        written += save_figure(plot_residuals(new_axes(), df, params),
-                               out_dir / f"residuals{suffix}")
+        written += save_figure(
+            plot_residuals(new_axes(), df, params), out_dir / f"residuals{suffix}"
+        )
     budget = _budget_column(df)
     if budget is not None:
         block = (fits or {}).get("isoflop")
         if block is None or "skipped" in block:
             try:
                 r = iso.fit_isoflop(df["n_params"], df["loss"], budget)
-                block = {"budgets": r.budgets, "n_opt": r.n_opt, "d_opt": r.d_opt,
-                         "loss_opt": r.loss_opt, "a": r.a, "b": r.b, "log_k_n": r.log_k_n,
-                         "log_k_d": r.log_k_d}
+                block = {
+                    "budgets": r.budgets,
+                    "n_opt": r.n_opt,
+                    "d_opt": r.d_opt,
+                    "loss_opt": r.loss_opt,
+                    "a": r.a,
+                    "b": r.b,
+                    "log_k_n": r.log_k_n,
+                    "log_k_d": r.log_k_d,
+                }
             except InputError:
                 block = None
-        written += save_figure(plot_isoflop(new_axes(), df, budget, block),
-                               out_dir / f"isoflop{suffix}")
+        written += save_figure(
+            plot_isoflop(new_axes(), df, budget, block), out_dir / f"isoflop{suffix}"
+        )
         if block is not None:
             written += save_figure(plot_optimal(new_axes(), block), out_dir / f"optimal{suffix}")
     if runs_dir is not None and Path(runs_dir).is_dir() and "run_id" in df.columns:
@@ -437,8 +498,10 @@ def write_standard_figures(
         sizes = dict(zip(full["run_id"].astype(str), full["n_params"], strict=True))
         curves = load_learning_curves(runs_dir, sizes)
         if len(curves):
-            written += save_figure(plot_learning_curves(new_axes(), curves, floor),
-                                   out_dir / f"learning_curves{suffix}")
+            written += save_figure(
+                plot_learning_curves(new_axes(), curves, floor),
+                out_dir / f"learning_curves{suffix}",
+            )
     for name, col, stem in (("lr_sweep", "lr", "lr"), ("batch_sweep", "batch_tokens", "batch")):
         if col not in swept:
             continue
@@ -447,16 +510,24 @@ def write_standard_figures(
             try:
                 from harness.analysis.report import _clean
 
-                sweep = _clean(sweeps.sweep_block(full, col, n_bootstrap=0,  # type: ignore[arg-type]
-                                                  rng=np.random.default_rng(0)))
+                sweep = _clean(
+                    sweeps.sweep_block(
+                        full,
+                        col,
+                        n_bootstrap=0,  # type: ignore[arg-type]
+                        rng=np.random.default_rng(0),
+                    )
+                )
             except InputError:
                 continue
         written += save_figure(plot_sweep(new_axes(), sweep), out_dir / f"{stem}_sweep{suffix}")
-        written += save_figure(plot_sweep_optima(new_axes(), sweep),
-                               out_dir / f"{stem}_opt{suffix}")
+        written += save_figure(
+            plot_sweep_optima(new_axes(), sweep), out_dir / f"{stem}_opt{suffix}"
+        )
     # Repeated data (Muennighoff et al. 2023): effective data and loss against epochs.
     from harness.analysis import dataconstrained_plots
 
-    written += dataconstrained_plots.write_data_constrained_figures(df, fits, out_dir,
-                                                                    suffix=suffix)
+    written += dataconstrained_plots.write_data_constrained_figures(
+        df, fits, out_dir, suffix=suffix
+    )
     return written

@@ -46,8 +46,18 @@ __all__ = [
 ]
 
 ALL_FITS: tuple[str, ...] = (
-    "chinchilla", "compute_optimal", "kaplan", "power_law_n", "power_law_d", "power_law_c",
-    "approach1", "isoflop", "heldout", "lr_sweep", "batch_sweep", "data_constrained",
+    "chinchilla",
+    "compute_optimal",
+    "kaplan",
+    "power_law_n",
+    "power_law_d",
+    "power_law_c",
+    "approach1",
+    "isoflop",
+    "heldout",
+    "lr_sweep",
+    "batch_sweep",
+    "data_constrained",
 )
 """Every fit fits.json can hold. By default each is made where the data allow; chinchilla is
 required (a CSV that cannot support the joint fit is bad input unless `fits` leaves it out, or
@@ -145,8 +155,11 @@ def _fit_block(
         "n_bootstrap": n_boot,
         "n_bootstrap_failed": n_failed,
     }
-    out.update(identify.law_fields(res.params, res.precision, res.undetermined, boots,
-                                   out["ci95"], n_failed, n_boot))
+    out.update(
+        identify.law_fields(
+            res.params, res.precision, res.undetermined, boots, out["ci95"], n_failed, n_boot
+        )
+    )
     return out
 
 
@@ -157,8 +170,11 @@ def _leafwise(f: Any, *trees: Any) -> Any:
     return f(*trees)
 
 
-def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, float]],
-                           chin_undetermined: Mapping[str, str]) -> dict[str, Any]:
+def _compute_optimal_block(
+    chin: fitmod.FitResult,
+    boots: Sequence[Mapping[str, float]],
+    chin_undetermined: Mapping[str, str],
+) -> dict[str, Any]:
     """N_opt, D_opt and tokens per parameter at COMPUTE_BUDGETS from a Chinchilla fit, with
     bootstrap intervals, their Monte Carlo errors, and the numerical precision propagated from
     the fit's (a quantity is undetermined when a parameter it depends on is)."""
@@ -167,14 +183,19 @@ def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, 
 
     def values(p: Mapping[str, float]) -> dict[str, Any]:
         co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
-        return {"a": co.a, "b": co.b, "G": co.G,
-                "n_opt": {k: float(co.n_opt(c)) for k, c in budgets},
-                "d_opt": {k: float(co.d_opt(c)) for k, c in budgets},
-                "tokens_per_param": {k: float(co.tokens_per_param(c)) for k, c in budgets}}
+        return {
+            "a": co.a,
+            "b": co.b,
+            "G": co.G,
+            "n_opt": {k: float(co.n_opt(c)) for k, c in budgets},
+            "d_opt": {k: float(co.d_opt(c)) for k, c in budgets},
+            "tokens_per_param": {k: float(co.tokens_per_param(c)) for k, c in budgets},
+        }
 
     block = values(chin.params)
-    cos = [values(b) for b in boots
-           if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")]
+    cos = [
+        values(b) for b in boots if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")
+    ]
     ci95: dict[str, Any] = {}
     se: dict[str, Any] = {}
     if cos:
@@ -182,15 +203,18 @@ def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, 
             ci95[k] = _ci(c[k] for c in cos)
             se[k] = identify.interval_se([c[k] for c in cos])
         ci95["tokens_per_param"] = {b: _ci(c["tokens_per_param"][b] for c in cos) for b in keys}
-        se["tokens_per_param"] = {b: identify.interval_se([c["tokens_per_param"][b] for c in cos])
-                                  for b in keys}
+        se["tokens_per_param"] = {
+            b: identify.interval_se([c["tokens_per_param"][b] for c in cos]) for b in keys
+        }
     # a = beta/(alpha+beta) and b need only the exponents; the rest all four parameters.
-    deps = {k: ("alpha", "beta") if k in ("a", "b") else ("A", "B", "alpha", "beta")
-            for k in block}
+    deps = {k: ("alpha", "beta") if k in ("a", "b") else ("A", "B", "alpha", "beta") for k in block}
     # First-order propagation of each parameter's precision (independent worst cases added in
     # quadrature); a quantity depending on a parameter of infinite precision gets it too.
-    moved = {p: values({**chin.params, p: chin.params[p] + chin.precision[p]})
-             for p in ("A", "B", "alpha", "beta") if math.isfinite(chin.precision.get(p, math.inf))}
+    moved = {
+        p: values({**chin.params, p: chin.params[p] + chin.precision[p]})
+        for p in ("A", "B", "alpha", "beta")
+        if math.isfinite(chin.precision.get(p, math.inf))
+    }
     prec: dict[str, Any] = {}
     for k, value in block.items():
         if any(p not in moved for p in deps[k]):
@@ -202,13 +226,17 @@ def _compute_optimal_block(chin: fitmod.FitResult, boots: Sequence[Mapping[str, 
         prec[k] = _leafwise(math.sqrt, sq)
     undetermined = {}
     for k in block:
-        why = [f"chinchilla {p}: {chin_undetermined[p]}" for p in deps[k]
-               if p in chin_undetermined]
+        why = [f"chinchilla {p}: {chin_undetermined[p]}" for p in deps[k] if p in chin_undetermined]
         if why:
             undetermined[k] = "; ".join(why)
-    return {**block, "ci95": ci95, "ci95_mc_se": se, "precision": prec,
-            "undetermined": undetermined,
-            "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4"}
+    return {
+        **block,
+        "ci95": ci95,
+        "ci95_mc_se": se,
+        "precision": prec,
+        "undetermined": undetermined,
+        "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4",
+    }
 
 
 def fit_frame(
@@ -297,7 +325,8 @@ def fit_frame(
         nf = 0
         if n_bootstrap:
             chin_boot, nf = fitmod.bootstrap_chinchilla(
-                N, D, L, chin, n_resamples=n_bootstrap, rng=_rng(seed, label + "chinchilla"))
+                N, D, L, chin, n_resamples=n_bootstrap, rng=_rng(seed, label + "chinchilla")
+            )
         out["chinchilla"] = _fit_block(chin, chin_boot, nf, n_bootstrap)
         if kept is not None:
             kept["chinchilla"] = ds.Step1Fit(chin, chin_boot, nf, len(N))
@@ -312,14 +341,16 @@ def fit_frame(
             out["compute_optimal"] = {"skipped": f"chinchilla fit has no compute optimum ({bad})"}
         else:
             out["compute_optimal"] = _compute_optimal_block(
-                chin, chin_boot, out["chinchilla"]["undetermined"])
+                chin, chin_boot, out["chinchilla"]["undetermined"]
+            )
 
     def kaplan() -> dict[str, Any]:
         r = fitmod.fit_kaplan(N, D, L)
         bs, nf = ([], 0)
         if n_bootstrap:
             bs, nf = fitmod.bootstrap_kaplan(
-                N, D, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "kaplan"))
+                N, D, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "kaplan")
+            )
         return _fit_block(r, bs, nf, n_bootstrap)
 
     def power_law(name: str, x: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
@@ -327,7 +358,8 @@ def fit_frame(
         bs, nf = ([], 0)
         if n_bootstrap:
             bs, nf = fitmod.bootstrap_power_law(
-                x, y, r, n_resamples=n_bootstrap, rng=_rng(seed, label + name))
+                x, y, r, n_resamples=n_bootstrap, rng=_rng(seed, label + name)
+            )
         block = _fit_block(r, bs, nf, n_bootstrap)
         block["data"] = where
         return block
@@ -344,8 +376,9 @@ def fit_frame(
 
     def pl_c() -> dict[str, Any]:
         if budget is not None:
-            idx = np.array([np.flatnonzero(budget == c)[np.argmin(L[budget == c])]
-                            for c in np.unique(budget)])
+            idx = np.array(
+                [np.flatnonzero(budget == c)[np.argmin(L[budget == c])] for c in np.unique(budget)]
+            )
             x, where = budget[idx], "lowest loss per compute budget"
         else:
             idx = _envelope(C, L)
@@ -354,26 +387,46 @@ def fit_frame(
 
     def approach1() -> dict[str, Any]:
         if budget is None:
-            raise InputError("approach 1: the runs form no compute budgets (no flops_budget "
-                             "column and no 2 budgets with 3 or more model sizes)")
+            raise InputError(
+                "approach 1: the runs form no compute budgets (no flops_budget "
+                "column and no 2 budgets with 3 or more model sizes)"
+            )
         r = iso.fit_approach1(N, D, L, budget)
-        return {"budgets": list(r.budgets), "n_opt": list(r.n_opt), "d_opt": list(r.d_opt),
-                "loss_opt": list(r.loss_opt), "a": r.a, "b": r.b}
+        return {
+            "budgets": list(r.budgets),
+            "n_opt": list(r.n_opt),
+            "d_opt": list(r.d_opt),
+            "loss_opt": list(r.loss_opt),
+            "a": r.a,
+            "b": r.b,
+        }
 
     def isoflop() -> dict[str, Any]:
         if budget is None:
-            raise InputError("isoFLOP (approach 2): the runs form no compute budgets (no "
-                             "flops_budget column and no 2 budgets with 3 or more model sizes)")
+            raise InputError(
+                "isoFLOP (approach 2): the runs form no compute budgets (no "
+                "flops_budget column and no 2 budgets with 3 or more model sizes)"
+            )
         r = iso.fit_isoflop(N, L, budget, minimum=isoflop_minimum)  # type: ignore[arg-type]
         block: dict[str, Any] = {
-            "budgets": list(r.budgets), "n_opt": list(r.n_opt), "d_opt": list(r.d_opt),
-            "loss_opt": list(r.loss_opt), "a": r.a, "b": r.b, "log_k_n": r.log_k_n,
-            "log_k_d": r.log_k_d, "skipped_budgets": list(r.skipped), "minimum": r.minimum,
-            "ci95": {}, "n_bootstrap": n_bootstrap, "n_bootstrap_failed": 0,
+            "budgets": list(r.budgets),
+            "n_opt": list(r.n_opt),
+            "d_opt": list(r.d_opt),
+            "loss_opt": list(r.loss_opt),
+            "a": r.a,
+            "b": r.b,
+            "log_k_n": r.log_k_n,
+            "log_k_d": r.log_k_d,
+            "skipped_budgets": list(r.skipped),
+            "minimum": r.minimum,
+            "ci95": {},
+            "n_bootstrap": n_bootstrap,
+            "n_bootstrap_failed": 0,
         }
         if n_bootstrap:
             a, b, nf = iso.bootstrap_isoflop(
-                N, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "isoflop"))
+                N, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "isoflop")
+            )
             block["ci95"] = {"a": _ci(a), "b": _ci(b)}
             block["ci95_mc_se"] = {"a": identify.interval_se(a), "b": identify.interval_se(b)}
             block["n_bootstrap_failed"] = nf
@@ -390,11 +443,19 @@ def fit_frame(
         p = r.params
         pred = chinchilla_loss(N[te], D[te], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
         are = np.abs(pred - L[te]) / L[te]
-        return {"law": "chinchilla", "flops_threshold": thr, "quantile": heldout_quantile,
-                "n_train": int(tr.sum()), "n_test": int(te.sum()), "are_mean": float(are.mean()),
-                "are_max": float(are.max()), "are_median": float(np.median(are)),
-                "params": dict(p), "precision": dict(r.precision),
-                "undetermined": dict(r.undetermined)}
+        return {
+            "law": "chinchilla",
+            "flops_threshold": thr,
+            "quantile": heldout_quantile,
+            "n_train": int(tr.sum()),
+            "n_test": int(te.sum()),
+            "are_mean": float(are.mean()),
+            "are_max": float(are.max()),
+            "are_median": float(np.median(are)),
+            "params": dict(p),
+            "precision": dict(r.precision),
+            "undetermined": dict(r.undetermined),
+        }
 
     optional("kaplan", kaplan)
     optional("power_law_n", pl_n)
@@ -409,17 +470,21 @@ def fit_frame(
         src = str(df.attrs.get("path", "runs.csv"))
         U = dc.unique_tokens_of(df, src)
         if U is None:
-            raise InputError(f"{src}: data-constrained fit: no n_unique_tokens or epochs column; "
-                             "accepted: runs.csv of `harness run`, or a CSV with one of them")
+            raise InputError(
+                f"{src}: data-constrained fit: no n_unique_tokens or epochs column; "
+                "accepted: runs.csv of `harness run`, or a CSV with one of them"
+            )
         r = dc.fit_data_constrained(N, D, U, L)
         bs, nf = ([], 0)
         if n_bootstrap:
             bs, nf = dc.bootstrap_data_constrained(
-                N, D, U, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "data_constrained"))
+                N, D, U, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "data_constrained")
+            )
         block = _fit_block(r, bs, nf, n_bootstrap)
         n_rep, n_exc = dc.repeat_counts(N, D, U, r.params)
-        block.update(n_repeated=n_rep, n_excess_params=n_exc,
-                     source="Muennighoff et al. 2023, eq. 5-7")
+        block.update(
+            n_repeated=n_rep, n_excess_params=n_exc, source="Muennighoff et al. 2023, eq. 5-7"
+        )
         for k in dc.undetermined(N, D, U, r.params):
             # No run's prediction depends on it: its value is wherever the optimizer left it
             # (kept, the law's predictions use it), and it has no interval.
@@ -438,8 +503,12 @@ def fit_frame(
                 optional("data_constrained", data_constrained)
     for name, col in (("lr_sweep", "lr"), ("batch_sweep", "batch_tokens")):
         if col in swept or (explicit and name in want):
-            optional(name, lambda col=col, name=name: sweeps.sweep_block(
-                full, col, n_bootstrap=n_bootstrap, rng=_rng(seed, label + name)))
+            optional(
+                name,
+                lambda col=col, name=name: sweeps.sweep_block(
+                    full, col, n_bootstrap=n_bootstrap, rng=_rng(seed, label + name)
+                ),
+            )
     return out
 
 
@@ -468,14 +537,18 @@ def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
 def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tuple[Any, ...]]:
     missing = [c for c in group_by if c not in df.columns]
     if missing:
-        raise InputError(f"{csv}: --group-by column(s) {missing} not in the file; accepted: "
-                         f"{', '.join(c for c in df.columns if c != 'line')}")
+        raise InputError(
+            f"{csv}: --group-by column(s) {missing} not in the file; accepted: "
+            f"{', '.join(c for c in df.columns if c != 'line')}"
+        )
     for c in group_by:
         blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
         if blank.any():
-            raise InputError(f"{csv}: --group-by column {c!r} is blank at "
-                             f"{_lines(df.loc[blank, 'line'])}; accepted: a value in every row "
-                             "of the runs fitted")
+            raise InputError(
+                f"{csv}: --group-by column {c!r} is blank at "
+                f"{_lines(df.loc[blank, 'line'])}; accepted: a value in every row "
+                "of the runs fitted"
+            )
     return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
 
 
@@ -501,13 +574,16 @@ def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); accepted: the corpus.json "
-                         "`harness run` writes for a synthetic corpus, or no file") from None
+        raise InputError(
+            f"{path}: not valid JSON ({exc}); accepted: the corpus.json "
+            "`harness run` writes for a synthetic corpus, or no file"
+        ) from None
     floor = doc.get("loss_floor_nats_per_token") if isinstance(doc, dict) else None
     if not isinstance(floor, (int, float)):
         return None
     return {
-        "file": REFERENCE_FILE, "spec": doc.get("spec"),
+        "file": REFERENCE_FILE,
+        "spec": doc.get("spec"),
         "entropy_rate_nats_per_token": float(floor),
         "entropy_rate_bits_per_byte": doc.get("entropy_rate_bits_per_byte"),
         "window_floor_nats_per_token": doc.get("window_floor_nats_per_token"),
@@ -547,12 +623,19 @@ def fits_dict(
         df = select_rows(df, where, csv)
     group_by = list(group_by or [])
     settings = {
-        "seed": seed, "n_bootstrap": n_bootstrap, "column_map": dict(column_map or {}),
-        "group_by": group_by, "fits": None if fits is None else list(fits),
+        "seed": seed,
+        "n_bootstrap": n_bootstrap,
+        "column_map": dict(column_map or {}),
+        "group_by": group_by,
+        "fits": None if fits is None else list(fits),
         "isoflop_minimum": isoflop_minimum,
     }
-    input_record = {"path": csv.name, "sha256": _sha256(csv), "n_points": len(df),
-                    "n_excluded": n_excluded}
+    input_record = {
+        "path": csv.name,
+        "sha256": _sha256(csv),
+        "n_points": len(df),
+        "n_excluded": n_excluded,
+    }
     if where:  # absent otherwise, so fits.json files written before --where are unchanged
         settings["where"] = where
         input_record["n_not_selected"] = int(df.attrs["n_not_selected"])
@@ -592,9 +675,14 @@ def fits_dict(
         # fine-tuning results are another file with their own hash. Step 1 is the Chinchilla
         # fit of "fits" (fitted on all the pretraining runs of this CSV when grouped).
         settings["target_accuracy"] = target_accuracy
-        block = ds.fit_downstream(dsdf, df, seed=seed, n_bootstrap=n_bootstrap,
-                                  target_accuracy=target_accuracy,
-                                  step1_fit=kept.get("chinchilla"))
+        block = ds.fit_downstream(
+            dsdf,
+            df,
+            seed=seed,
+            n_bootstrap=n_bootstrap,
+            target_accuracy=target_accuracy,
+            step1_fit=kept.get("chinchilla"),
+        )
         doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
     return _clean(doc)
 
@@ -649,9 +737,17 @@ def fit_path(
         Bad input.
     """
     csv = resolve_csv(path)
-    doc = fits_dict(csv, seed=seed, n_bootstrap=n_bootstrap, column_map=column_map,
-                    group_by=group_by, fits=fits, isoflop_minimum=isoflop_minimum,
-                    target_accuracy=target_accuracy, where=where)
+    doc = fits_dict(
+        csv,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+        column_map=column_map,
+        group_by=group_by,
+        fits=fits,
+        isoflop_minimum=isoflop_minimum,
+        target_accuracy=target_accuracy,
+        where=where,
+    )
     target = Path(out) if out is not None else csv.parent / "fits.json"
     return atomic_write_json(target, doc)
 
@@ -675,30 +771,43 @@ def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
             flag += "  ON GRID EDGE: " + ",".join(f["edge_params"]) if f.get("on_grid_edge") else ""
             lines.append(f"{indent}{name:<16} " + "  ".join(parts) + flag)
             if f.get("determined") is False:
-                lines.append(f"{indent}{'':<16} NOT DETERMINED by these data: "
-                             f"{f.get('undetermined_reason', '')}")
+                lines.append(
+                    f"{indent}{'':<16} NOT DETERMINED by these data: "
+                    f"{f.get('undetermined_reason', '')}"
+                )
             elif f.get("undetermined") and name != "data_constrained":
-                lines.append(f"{indent}{'':<16} undetermined: " + "; ".join(
-                    f"{k} {why}" for k, why in f["undetermined"].items()))
+                lines.append(
+                    f"{indent}{'':<16} undetermined: "
+                    + "; ".join(f"{k} {why}" for k, why in f["undetermined"].items())
+                )
             if name == "data_constrained":
                 und = ", ".join(f["undetermined"]) or "none"
-                lines.append(f"{indent}{'':<16} {f['n_repeated']} runs repeat data, "
-                             f"{f['n_excess_params']} have N > N_opt(U); undetermined: {und}")
+                lines.append(
+                    f"{indent}{'':<16} {f['n_repeated']} runs repeat data, "
+                    f"{f['n_excess_params']} have N > N_opt(U); undetermined: {und}"
+                )
         elif name in ("isoflop", "approach1"):
             ci = f.get("ci95", {})
-            a = f"a={_fmt(f['a'])}" + (f" [{_fmt(ci['a'][0])}, {_fmt(ci['a'][1])}]"
-                                         if "a" in ci else "")
-            lines.append(f"{indent}{name:<16} N_opt ∝ C^a: {a}  D_opt ∝ C^b: b={_fmt(f['b'])}  "
-                         f"({len(f['budgets'])} budgets)")
+            a = f"a={_fmt(f['a'])}" + (
+                f" [{_fmt(ci['a'][0])}, {_fmt(ci['a'][1])}]" if "a" in ci else ""
+            )
+            lines.append(
+                f"{indent}{name:<16} N_opt ∝ C^a: {a}  D_opt ∝ C^b: b={_fmt(f['b'])}  "
+                f"({len(f['budgets'])} budgets)"
+            )
         elif name == "compute_optimal":
             tpp = f["tokens_per_param"]
-            lines.append(f"{indent}{name:<16} a={_fmt(f['a'])} b={_fmt(f['b'])}  tokens/param: "
-                         + ", ".join(f"{k}: {_fmt(v)}" for k, v in tpp.items()))
+            lines.append(
+                f"{indent}{name:<16} a={_fmt(f['a'])} b={_fmt(f['b'])}  tokens/param: "
+                + ", ".join(f"{k}: {_fmt(v)}" for k, v in tpp.items())
+            )
         elif name in ("lr_sweep", "batch_sweep"):
             lines.append(f"{indent}{name:<16} " + sweeps.summary_line(f))
         elif name == "heldout":
-            lines.append(f"{indent}{name:<16} ARE mean={_fmt(f['are_mean'])} "
-                         f"max={_fmt(f['are_max'])} ({f['n_train']} train, {f['n_test']} test)")
+            lines.append(
+                f"{indent}{name:<16} ARE mean={_fmt(f['are_mean'])} "
+                f"max={_fmt(f['are_max'])} ({f['n_train']} train, {f['n_test']} test)"
+            )
     return lines
 
 
@@ -717,15 +826,18 @@ def summarize(fits: Mapping[str, Any]) -> str:
     lines = []
     if "input" in fits:
         inp = fits["input"]
-        lines.append(f"{inp['path']}: {inp['n_points']} runs used, {inp['n_excluded']} excluded "
-                     "(status not 'done')")
+        lines.append(
+            f"{inp['path']}: {inp['n_points']} runs used, {inp['n_excluded']} excluded "
+            "(status not 'done')"
+        )
         where = fits.get("settings", {}).get("where")
         if where:
             lines[-1] += f", {inp['n_not_selected']} not selected by --where {where!r}"
     if "groups" in fits:
         for g in fits["groups"]:
-            lines.append(", ".join(f"{k}={v}" for k, v in g["key"].items())
-                         + f" ({g['n_points']} runs)")
+            lines.append(
+                ", ".join(f"{k}={v}" for k, v in g["key"].items()) + f" ({g['n_points']} runs)"
+            )
             lines += _summarize_fits(g["fits"], "  ")
     else:
         lines += _summarize_fits(fits.get("fits", fits))
@@ -742,8 +854,10 @@ def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
     if ref.get("window_floor_nats_per_token") is not None:
         line += f", floor at seq_len {ref.get('seq_len')}: {ref['window_floor_nats_per_token']:.4f}"
     if ref.get("eval_floor_nats_per_token") is not None:  # the sampled evaluation tokens' floor
-        line += (f", on the {ref.get('eval_tokens')} evaluation tokens: "
-                 f"{ref['eval_floor_nats_per_token']:.4f}")
+        line += (
+            f", on the {ref.get('eval_tokens')} evaluation tokens: "
+            f"{ref['eval_floor_nats_per_token']:.4f}"
+        )
     chin = fits.get("chinchilla", {})
     e = chin.get("params", {}).get("E")
     if e is not None:
@@ -831,8 +945,12 @@ def plot_path(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        drawn = [f.relative_to(staging) for f in dict.fromkeys(
-            _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor))]
+        drawn = [
+            f.relative_to(staging)
+            for f in dict.fromkeys(
+                _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor)
+            )
+        ]
         for f in drawn:  # relative paths: a group value with "/" draws into a subfolder
             (target / f).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / f, target / f)
@@ -841,26 +959,40 @@ def plot_path(
     return sorted(target / f for f in drawn)
 
 
-def _draw_figures(df: pd.DataFrame, stored: Mapping[str, Any], csv: Path, target: Path,
-                  group_by: Sequence[str] | None, runs_dir: Path,
-                  floor: float | None) -> list[Path]:
+def _draw_figures(
+    df: pd.DataFrame,
+    stored: Mapping[str, Any],
+    csv: Path,
+    target: Path,
+    group_by: Sequence[str] | None,
+    runs_dir: Path,
+    floor: float | None,
+) -> list[Path]:
     """`plot_path`'s figures, written into ``target``; the files written."""
     from harness.analysis import plots
 
     written: list[Path] = []
     if group_by:
-        by_key = {"|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
-                  for g in stored.get("groups", [])}
+        by_key = {
+            "|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
+            for g in stored.get("groups", [])
+        }
         for key in _group_keys(df, group_by, csv):
             sel = (df[list(group_by)].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
             sub = df[sel].reset_index(drop=True)
             label = "|".join(key)
             written += plots.write_standard_figures(
-                sub, by_key.get(label), target, suffix="_" + "_".join(key), runs_dir=runs_dir,
-                floor=floor)
+                sub,
+                by_key.get(label),
+                target,
+                suffix="_" + "_".join(key),
+                runs_dir=runs_dir,
+                floor=floor,
+            )
     else:
-        written += plots.write_standard_figures(df, stored.get("fits"), target,
-                                                runs_dir=runs_dir, floor=floor)
+        written += plots.write_standard_figures(
+            df, stored.get("fits"), target, runs_dir=runs_dir, floor=floor
+        )
     if (csv.parent / ds.DOWNSTREAM_CSV).is_file() and csv.name != ds.DOWNSTREAM_CSV:
         from harness.analysis import downstream_plots
 

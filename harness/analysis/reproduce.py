@@ -49,10 +49,19 @@ __all__ = ["MC_SIGMAS", "Comparison", "compare", "reproduce_path"]
 
 MC_SIGMAS = 4.0
 """Interval ends agree within this many standard errors of their Monte Carlo difference."""
-_INFO = frozenset({
-    "message", "n_bootstrap_failed", "converged", "edge_params", "on_grid_edge", "ci95_mc_se",
-    "precision", "undetermined_reason", "grad_max",
-})
+_INFO = frozenset(
+    {
+        "message",
+        "n_bootstrap_failed",
+        "converged",
+        "edge_params",
+        "on_grid_edge",
+        "ci95_mc_se",
+        "precision",
+        "undetermined_reason",
+        "grad_max",
+    }
+)
 _MISSING = "<missing>"
 
 
@@ -120,8 +129,10 @@ def _undetermined_of(side: Mapping[str, Any], path: str) -> dict[str, str]:
     if isinstance(u, list) and all(isinstance(k, str) for k in u):  # older data-constrained
         return dict.fromkeys(u, "no run's prediction depends on it")
     if not isinstance(u, Mapping) or not all(isinstance(k, str) for k in u):
-        raise InputError(f"{path}.undetermined = {str(u)[:80]!r}; accepted: an object "
-                         "{quantity: reason} as `harness fit` writes")
+        raise InputError(
+            f"{path}.undetermined = {str(u)[:80]!r}; accepted: an object "
+            "{quantity: reason} as `harness fit` writes"
+        )
     return {k: str(v) for k, v in u.items()}
 
 
@@ -142,8 +153,7 @@ def _label(path: str, keys: tuple[Any, ...]) -> str:
     return out
 
 
-def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *,
-            rtol: float = 1e-6) -> Comparison:
+def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *, rtol: float = 1e-6) -> Comparison:
     """Compare two fits.json objects by the rules of the module docstring.
 
     Parameters
@@ -163,18 +173,31 @@ def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *,
     return out
 
 
-def _walk(s: Any, r: Any, path: str, block: _Block | None, out: Comparison,
-          rtol: float, n_boot: float) -> None:
+def _walk(
+    s: Any, r: Any, path: str, block: _Block | None, out: Comparison, rtol: float, n_boot: float
+) -> None:
     if isinstance(s, Mapping) and isinstance(r, Mapping):
         if block is None and ("params" in s or "ci95" in s or "params" in r or "ci95" in r):
             _walk_block(s, r, path, out, rtol, n_boot)
             return
         for k in sorted(set(s) | set(r), key=str):
-            _walk(s.get(k, _MISSING), r.get(k, _MISSING), f"{path}.{k}" if path else str(k),
-                  block, out, rtol, n_boot)
+            _walk(
+                s.get(k, _MISSING),
+                r.get(k, _MISSING),
+                f"{path}.{k}" if path else str(k),
+                block,
+                out,
+                rtol,
+                n_boot,
+            )
         return
-    if isinstance(s, list) and isinstance(r, list) and s and isinstance(s[0], Mapping) \
-            and "key" in s[0]:
+    if (
+        isinstance(s, list)
+        and isinstance(r, list)
+        and s
+        and isinstance(s[0], Mapping)
+        and "key" in s[0]
+    ):
         # Groups of a grouped fit, matched by their key, not their position.
         def by_key(groups: list[Any]) -> dict[str, Any]:
             out_: dict[str, Any] = {}
@@ -187,10 +210,10 @@ def _walk(s: Any, r: Any, path: str, block: _Block | None, out: Comparison,
                     raise InputError(f"{path}: group {label} appears twice")
                 out_[label] = g
             return out_
+
         a, b = by_key(s), by_key(r)
         for k in sorted(set(a) | set(b)):
-            _walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}[{k}]", block, out, rtol,
-                  n_boot)
+            _walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}[{k}]", block, out, rtol, n_boot)
         return
     if isinstance(s, list) and isinstance(r, list) and len(s) == len(r):
         for i, (x, y) in enumerate(zip(s, r, strict=True)):
@@ -217,29 +240,49 @@ def _leaf(s: Any, r: Any, path: str, tol: float, out: Comparison, why: str = "")
         out.differ.append((path, s, r, why or "must be equal"))
 
 
-def _walk_block(s: Mapping[str, Any], r: Mapping[str, Any], path: str, out: Comparison,
-                rtol: float, n_boot: float) -> None:
+def _walk_block(
+    s: Mapping[str, Any],
+    r: Mapping[str, Any],
+    path: str,
+    out: Comparison,
+    rtol: float,
+    n_boot: float,
+) -> None:
     us, ur = _undetermined_of(s, path), _undetermined_of(r, path)
     flips = sorted(set(us) ^ set(ur))
     accepted = {k for k in flips if _interval_flip(r, k, us.get(k) or ur.get(k, ""))}
     if set(flips) - accepted:
-        out.differ.append((f"{path}.undetermined", sorted(us), sorted(ur),
-                           "the same quantities must be undetermined on both sides"))
+        out.differ.append(
+            (
+                f"{path}.undetermined",
+                sorted(us),
+                sorted(ur),
+                "the same quantities must be undetermined on both sides",
+            )
+        )
     elif flips:  # intervals at the decades threshold, within their Monte Carlo error
         out.informational.append((f"{path}.undetermined", sorted(us), sorted(ur)))
     both = set(us) & set(ur)
     skip = frozenset(both | accepted)
-    point_skip = frozenset(k for k in skip if not ur.get(k, us.get(k, "")).startswith(
-        "95% interval"))
+    point_skip = frozenset(
+        k for k in skip if not ur.get(k, us.get(k, "")).startswith("95% interval")
+    )
     law_und = r.get("determined", True) is False
     if s.get("determined", True) != r.get("determined", True):
         if _share_flip(r):  # the refit's failure share is within MC error of the threshold
-            out.informational.append((f"{path}.determined", s.get("determined"),
-                                      r.get("determined")))
+            out.informational.append(
+                (f"{path}.determined", s.get("determined"), r.get("determined"))
+            )
             law_und = True
         else:
-            out.differ.append((f"{path}.determined", s.get("determined"), r.get("determined"),
-                               "both sides must call the law determined or not"))
+            out.differ.append(
+                (
+                    f"{path}.determined",
+                    s.get("determined"),
+                    r.get("determined"),
+                    "both sides must call the law determined or not",
+                )
+            )
     b = _Block(r, skip, point_skip, law_und)
     for k in sorted(set(s) | set(r), key=str):
         sv, rv = s.get(k, _MISSING), r.get(k, _MISSING)
@@ -263,20 +306,25 @@ def _walk_block(s: Mapping[str, Any], r: Mapping[str, Any], path: str, out: Comp
             # ridge), but an optimizer that stops on a ridge stops at other heights, so a looser
             # tolerance then. Plus 1e-18: a law through every point ends at round-off size.
             loose = bool(ur) or law_und
-            tol = (1e-3 if loose else max(rtol, identify.PRECISION_RTOL_F)) \
-                * abs(_num_or(rv, 0.0)) + 1e-18
+            tol = (1e-3 if loose else max(rtol, identify.PRECISION_RTOL_F)) * abs(
+                _num_or(rv, 0.0)
+            ) + 1e-18
             _leaf(sv, rv, here, tol, out)
             continue
         if k == "ci95":
             _walk_intervals(sv, rv, here, b, out, rtol, n_boot)
             continue
         inner = isinstance(sv, Mapping) and k == "params"
-        names = sorted(set(sv) | set(rv if isinstance(rv, Mapping) else {}), key=str) \
-            if inner else [k]
+        names = (
+            sorted(set(sv) | set(rv if isinstance(rv, Mapping) else {}), key=str) if inner else [k]
+        )
         for name in names:
             x = sv.get(name, _MISSING) if inner else sv
-            y = rv.get(name, _MISSING) if inner and isinstance(rv, Mapping) else (
-                _MISSING if inner else rv)
+            y = (
+                rv.get(name, _MISSING)
+                if inner and isinstance(rv, Mapping)
+                else (_MISSING if inner else rv)
+            )
             label = f"{here}.{name}" if inner else here
             if name in b.point_skip:
                 out.undetermined.append(label)
@@ -310,8 +358,13 @@ def _interval_flip(r: Mapping[str, Any], name: str, reason: str) -> bool:
         return False
     ci = _get(r.get("ci95"), name)
     se = _get(r.get("ci95_mc_se"), name)
-    if not (isinstance(ci, list) and len(ci) == 2 and all(_is_num(v) for v in ci)
-            and isinstance(se, list) and len(se) == 2):
+    if not (
+        isinstance(ci, list)
+        and len(ci) == 2
+        and all(_is_num(v) for v in ci)
+        and isinstance(se, list)
+        and len(se) == 2
+    ):
         return False
     s_lo, s_hi = (MC_SIGMAS * _num_or(v, 0.0) for v in se)
     wide = [ci[0] - s_lo, ci[1] + s_hi]
@@ -326,8 +379,9 @@ def _precision(r: Mapping[str, Any], name: str, keys: tuple[Any, ...]) -> float:
     return 2.0 * _num_or(_get(r.get("precision"), name, *keys), 0.0)
 
 
-def _walk_intervals(sv: Any, rv: Any, path: str, b: _Block, out: Comparison,
-                    rtol: float, n_boot: float) -> None:
+def _walk_intervals(
+    sv: Any, rv: Any, path: str, b: _Block, out: Comparison, rtol: float, n_boot: float
+) -> None:
     """Interval ends of one block: within MC_SIGMAS standard errors of the difference of two
     estimates, sqrt(2) se, se the refit's (order statistics; else the normal approximation)."""
     if isinstance(sv, list) and isinstance(rv, list):  # one interval, e.g. a point's
@@ -353,13 +407,19 @@ def _walk_intervals(sv: Any, rv: Any, path: str, b: _Block, out: Comparison,
             how = "order statistics"
             if math.isnan(se):  # no errors stored with the refit: the normal approximation
                 lo_hi = _get(y, *keys[:-1]) if keys else y
-                width = (abs(lo_hi[1] - lo_hi[0]) if isinstance(lo_hi, list) and len(lo_hi) == 2
-                         and all(_is_num(v) for v in lo_hi) else 0.0)
+                width = (
+                    abs(lo_hi[1] - lo_hi[0])
+                    if isinstance(lo_hi, list)
+                    and len(lo_hi) == 2
+                    and all(_is_num(v) for v in lo_hi)
+                    else 0.0
+                )
                 se = 0.68 * width / math.sqrt(n_boot) if n_boot else 0.0
                 how = "normal approx."
             tol = MC_SIGMAS * math.sqrt(2.0) * se + rtol * abs(ys)
-            _leaf(xs, ys, here, tol, out,
-                  why=f"{MC_SIGMAS:g} MC standard errors = {tol:.3g} ({how})")
+            _leaf(
+                xs, ys, here, tol, out, why=f"{MC_SIGMAS:g} MC standard errors = {tol:.3g} ({how})"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,8 +436,10 @@ def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
     else:
         fj = p.parent / "fits.json"
     if not fj.is_file():
-        raise InputError(f"{fj}: no stored fits.json to compare with; accepted: a directory or "
-                         "CSV with fits.json beside it (run `harness fit` first)")
+        raise InputError(
+            f"{fj}: no stored fits.json to compare with; accepted: a directory or "
+            "CSV with fits.json beside it (run `harness fit` first)"
+        )
     try:
         doc = json.loads(fj.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -385,8 +447,10 @@ def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
     except json.JSONDecodeError as exc:
         raise InputError(f"{fj}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise InputError(f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
-                         f"accepted: schema {SCHEMA}")
+        raise InputError(
+            f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
+            f"accepted: schema {SCHEMA}"
+        )
     source = doc.get("input")
     name = source.get("path", "runs.csv") if isinstance(source, dict) else None
     if not isinstance(name, str) or not name or Path(name).name != name:
@@ -408,8 +472,9 @@ def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
     """
     s = stored.get("settings", {})
     if not isinstance(s, dict):
-        raise InputError(f"{fj}: settings = {s!r}; accepted: an object (fits.json as written "
-                         "by `harness fit`)")
+        raise InputError(
+            f"{fj}: settings = {s!r}; accepted: an object (fits.json as written by `harness fit`)"
+        )
 
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
@@ -420,17 +485,27 @@ def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
     checks = {
         "seed": (is_int, "an integer >= 0"),
         "n_bootstrap": (is_int, "an integer >= 0"),
-        "fits": (lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
-                 f"null or a list of names from {', '.join(ALL_FITS)}"),
+        "fits": (
+            lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
+            f"null or a list of names from {', '.join(ALL_FITS)}",
+        ),
         "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
-        "column_map": (lambda v: v is None or (isinstance(v, dict) and all(
-            isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
-            "null or an object of column names"),
+        "column_map": (
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, dict)
+                    and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+                )
+            ),
+            "null or an object of column names",
+        ),
         "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
         "where": (lambda v: v is None or isinstance(v, str), "null or a row selection"),
-        "target_accuracy": (lambda v: v is None or (isinstance(v, int | float)
-                                                    and not isinstance(v, bool)),
-                            "null or a number"),
+        "target_accuracy": (
+            lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
+            "null or a number",
+        ),
     }
     for key, (ok, accepted) in checks.items():
         if key in s and not ok(s[key]):
@@ -470,10 +545,15 @@ def reproduce_path(
     fj, stored, csv = _stored(path)
     s = stored_settings(fj, stored)
     new = fits_dict(
-        csv, seed=s.get("seed", 0), n_bootstrap=s.get("n_bootstrap", 1000),
-        column_map=s.get("column_map") or None, group_by=s.get("group_by") or None,
-        fits=s.get("fits"), isoflop_minimum=s.get("isoflop_minimum", "parabola"),
-        target_accuracy=s.get("target_accuracy"), where=s.get("where"),
+        csv,
+        seed=s.get("seed", 0),
+        n_bootstrap=s.get("n_bootstrap", 1000),
+        column_map=s.get("column_map") or None,
+        group_by=s.get("group_by") or None,
+        fits=s.get("fits"),
+        isoflop_minimum=s.get("isoflop_minimum", "parabola"),
+        target_accuracy=s.get("target_accuracy"),
+        where=s.get("where"),
     )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
@@ -489,24 +569,37 @@ def reproduce_path(
             (Path(tmp) / ds.DOWNSTREAM_CSV).write_bytes(ds_csv.read_bytes())
         atomic_write_json(Path(tmp) / "fits.json", new)
         if replot:
-            figs = plot_path(tmpcsv, out_dir=Path(tmp) / "figures",
-                             column_map=s.get("column_map") or None, group_by=s.get("group_by"))
+            figs = plot_path(
+                tmpcsv,
+                out_dir=Path(tmp) / "figures",
+                column_map=s.get("column_map") or None,
+                group_by=s.get("group_by"),
+            )
             stored_figs = [fj.parent / "figures" / f.name for f in figs]
             n_stored = sum(f.is_file() for f in stored_figs)
-            same_figs = sum(g.is_file() and g.read_bytes() == f.read_bytes()
-                            for f, g in zip(figs, stored_figs, strict=True))
+            same_figs = sum(
+                g.is_file() and g.read_bytes() == f.read_bytes()
+                for f, g in zip(figs, stored_figs, strict=True)
+            )
     # The synthetic corpus' entropy rate is a reference beside the CSV, not a result of it.
     try:
-        cmp = compare({k: v for k, v in stored.items() if k != "reference"},
-                      {k: v for k, v in new.items() if k != "reference"}, rtol=rtol)
+        cmp = compare(
+            {k: v for k, v in stored.items() if k != "reference"},
+            {k: v for k, v in new.items() if k != "reference"},
+            rtol=rtol,
+        )
     except InputError as exc:
         raise InputError(f"{fj}: {exc}") from None
     except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a mangled stored file
-        raise InputError(f"{fj}: not laid out as `harness fit` writes it ({type(exc).__name__}: "
-                         f"{exc}); accepted: a fits.json of schema {SCHEMA}") from None
-    lines = [f"reproduce {csv}: {cmp.n_compared} stored values against a refit from the CSV: "
-             f"{cmp.n_agree} agree, {len(cmp.undetermined)} undetermined on both sides, "
-             f"{len(cmp.informational)} informational differences, {len(cmp.differ)} differ"]
+        raise InputError(
+            f"{fj}: not laid out as `harness fit` writes it ({type(exc).__name__}: "
+            f"{exc}); accepted: a fits.json of schema {SCHEMA}"
+        ) from None
+    lines = [
+        f"reproduce {csv}: {cmp.n_compared} stored values against a refit from the CSV: "
+        f"{cmp.n_agree} agree, {len(cmp.undetermined)} undetermined on both sides, "
+        f"{len(cmp.informational)} informational differences, {len(cmp.differ)} differ"
+    ]
     if cmp.differ:
         w = max(len(k) for k, *_ in cmp.differ[:60])
         lines.append(f"{'value':<{w}}  {'stored':>14}  {'refit':>14}  rule")
@@ -515,30 +608,38 @@ def reproduce_path(
         if len(cmp.differ) > 60:
             lines.append(f"... and {len(cmp.differ) - 60} more")
     if _predates_fields(stored):
-        lines.append(f"{fj} predates the fields reproduce compares by (precision, ci95_mc_se, "
-                     "undetermined), so its values were compared without them: `harness fit` "
-                     "rewrites it with them, from the same CSV and settings")
+        lines.append(
+            f"{fj} predates the fields reproduce compares by (precision, ci95_mc_se, "
+            "undetermined), so its values were compared without them: `harness fit` "
+            "rewrites it with them, from the same CSV and settings"
+        )
     if cmp.undetermined:
         laws = sorted({_law_of(k) for k in cmp.undetermined})
-        lines.append(f"undetermined on both sides (not compared by value): "
-                     f"{len(cmp.undetermined)} values of {', '.join(laws[:8])}"
-                     + (f" and {len(laws) - 8} more" if len(laws) > 8 else ""))
+        lines.append(
+            f"undetermined on both sides (not compared by value): "
+            f"{len(cmp.undetermined)} values of {', '.join(laws[:8])}"
+            + (f" and {len(laws) - 8} more" if len(laws) > 8 else "")
+        )
     if cmp.informational:
         # Messages, counts and flags in full; precisions, Monte Carlo errors and the numbers
         # inside reasons are estimates of an estimate's error: counted only.
         minor = (".precision", ".ci95_mc_se", ".undetermined")
         shown = [i for i in cmp.informational if not any(m in i[0] for m in minor)]
-        lines.append(f"informational (never fail): {len(shown)} solver messages, failure counts "
-                     f"or flags, {len(cmp.informational) - len(shown)} precisions, Monte Carlo "
-                     "errors or reasons differ")
+        lines.append(
+            f"informational (never fail): {len(shown)} solver messages, failure counts "
+            f"or flags, {len(cmp.informational) - len(shown)} precisions, Monte Carlo "
+            "errors or reasons differ"
+        )
         for k, x, y in shown[:20]:
             lines.append(f"  {k}: {_fmt(x)} -> {_fmt(y)}")
         if len(shown) > 20:
             lines.append(f"  ... and {len(shown) - 20} more")
     if replot:
-        lines.append(f"figures: {len(figs)} redrawn; {n_stored} stored, {same_figs} of them "
-                     "byte-identical (informational: bytes need the same numbers, matplotlib "
-                     "version and fonts)")
+        lines.append(
+            f"figures: {len(figs)} redrawn; {n_stored} stored, {same_figs} of them "
+            "byte-identical (informational: bytes need the same numbers, matplotlib "
+            "version and fonts)"
+        )
     pub_file = fj.parent / "published.json"
     if pub_file.is_file():
         lines += _published_table(json.loads(pub_file.read_text()), new)
@@ -570,8 +671,10 @@ def _published_table(pub: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     order = new.get("settings", {}).get("group_by") or []
     for g in new.get("groups", []):
         fits_by["|".join(str(g["key"][c]) for c in order)] = g["fits"]
-    rows = [f"{'configuration':<44} {'published a':>11} {'isoflop a':>10} {'diff':>7} "
-            f"{'approach1 a':>11}"]
+    rows = [
+        f"{'configuration':<44} {'published a':>11} {'isoflop a':>10} {'diff':>7} "
+        f"{'approach1 a':>11}"
+    ]
     for key, val in sorted(pub.get("exponents", {}).items()):
         f = fits_by.get(key, {})
         a2 = f.get("isoflop", {}).get("a")

@@ -30,9 +30,11 @@ from harness.errors import InputError
 
 __all__ = ["ACCEPTED", "check_where", "select_rows"]
 
-ACCEPTED = ("accepted: comparisons of columns (as named after --columns) with numbers or "
-            "quoted strings, joined by and/or/not and parentheses, e.g. "
-            "'n_tokens <= 8e5 and n_params >= 2e4'")
+ACCEPTED = (
+    "accepted: comparisons of columns (as named after --columns) with numbers or "
+    "quoted strings, joined by and/or/not and parentheses, e.g. "
+    "'n_tokens <= 8e5 and n_params >= 2e4'"
+)
 
 _COMPARE = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
 
@@ -59,15 +61,18 @@ def _check(node: ast.AST, columns: set[str] | None) -> str | None:
         for side in (node.left, *node.comparators):
             if isinstance(side, ast.UnaryOp) and isinstance(side.op, ast.USub):
                 side = side.operand
-            if (m := _operand(side, columns)):
+            if m := _operand(side, columns):
                 return m
         return None
     return _bad(node)
 
 
 def _operand(node: ast.AST, columns: set[str] | None) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)) \
-            and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float, str))
+        and not isinstance(node.value, bool)
+    ):
         return None
     if isinstance(node, ast.Name):
         if columns is not None and node.id not in columns:
@@ -80,8 +85,10 @@ def _as_python(where: str) -> str:
     """pandas reads & | ~ as and / or / not, below the comparisons in precedence
     ('a > 1 & b < 2' is '(a > 1) and (b < 2)'): spelled so for Python's parser."""
     words = {"&": "and", "|": "or", "~": "not"}
-    toks = [words.get(t.string, t.string) if t.type == tokenize.OP else t.string
-            for t in tokenize.generate_tokens(io.StringIO(where).readline)]
+    toks = [
+        words.get(t.string, t.string) if t.type == tokenize.OP else t.string
+        for t in tokenize.generate_tokens(io.StringIO(where).readline)
+    ]
     return " ".join(t for t in toks if t.strip())
 
 
@@ -109,15 +116,17 @@ def _parse(where: str, what: str, columns: Iterable[str] | None) -> ast.expr:
     """The checked tree of ``where`` (see `check_where`)."""
     bad_chars = sorted({c for c in where if c in "#`@\\" or c in _BREAKS})
     if bad_chars:
-        raise InputError(f"{what} {where!r}: the characters {''.join(bad_chars)!r} are not "
-                         f"allowed; {ACCEPTED}")
+        raise InputError(
+            f"{what} {where!r}: the characters {''.join(bad_chars)!r} are not allowed; {ACCEPTED}"
+        )
     try:
         tree = ast.parse(_as_python(where.strip()), mode="eval")
     except (SyntaxError, tokenize.TokenError) as exc:
         raise InputError(f"{what} {where!r}: not an expression ({exc.msg}); {ACCEPTED}") from None
     if isinstance(tree.body, (ast.Name, ast.Constant)):
-        raise InputError(f"{what} {where!r}: a value alone is not a true/false condition; "
-                         f"{ACCEPTED}")
+        raise InputError(
+            f"{what} {where!r}: a value alone is not a true/false condition; {ACCEPTED}"
+        )
     problem = _check(tree.body, None if columns is None else set(columns))
     if problem:
         raise InputError(f"{what} {where!r}: {problem}; {ACCEPTED}")
@@ -126,8 +135,14 @@ def _parse(where: str, what: str, columns: Iterable[str] | None) -> ast.expr:
 
 # Characters str.splitlines breaks on (a line break would hide what follows from a reader).
 _BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-_OPS = {ast.Lt: "__lt__", ast.LtE: "__le__", ast.Gt: "__gt__", ast.GtE: "__ge__",
-        ast.Eq: "__eq__", ast.NotEq: "__ne__"}
+_OPS = {
+    ast.Lt: "__lt__",
+    ast.LtE: "__le__",
+    ast.Gt: "__gt__",
+    ast.GtE: "__ge__",
+    ast.Eq: "__eq__",
+    ast.NotEq: "__ne__",
+}
 
 
 def _evaluate(node: ast.expr, df: pd.DataFrame) -> Any:
@@ -194,8 +209,9 @@ def select_rows(df: pd.DataFrame, where: str, csv: Path) -> pd.DataFrame:
     try:
         mask = _as_bool(_evaluate(tree, df), df)
     except (TypeError, ValueError) as exc:  # e.g. a number compared with a string column
-        raise InputError(f"{csv}: --where {where!r}: {' '.join(str(exc).split())}; "
-                         f"{ACCEPTED}") from None
+        raise InputError(
+            f"{csv}: --where {where!r}: {' '.join(str(exc).split())}; {ACCEPTED}"
+        ) from None
     out = df[mask].reset_index(drop=True)
     if out.empty:
         raise InputError(f"{csv}: --where {where!r} selects none of {len(df)} runs; {ACCEPTED}")

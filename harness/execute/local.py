@@ -99,8 +99,9 @@ def _flops(spec: RunSpec) -> float:
     return 6.0 * count_params(spec.model).non_embedding * spec.n_tokens
 
 
-def plan_units(specs: list[RunSpec], execution: ExecutionConfig, *,
-               longest_first: bool = True) -> list[Unit]:
+def plan_units(
+    specs: list[RunSpec], execution: ExecutionConfig, *, longest_first: bool = True
+) -> list[Unit]:
     """The units of ``specs``, longest first (ties keep the grid's order), or in the grid's
     order. `harness run` and `harness submit` (one job per unit) share them."""
     branches_of: dict[str, list[RunSpec]] = {}
@@ -119,8 +120,13 @@ def plan_units(specs: list[RunSpec], execution: ExecutionConfig, *,
         if s.run_id in served and served[s.run_id] in by_id:
             continue  # trained in its trunk's unit
         runs = (s, *[b for b in branches_of.get(s.run_id, ()) if b.run_id in by_id])
-        units.append(Unit(runs, {s.run_id: tuple(runs[1:])} if len(runs) > 1 else {},
-                          sum(cost(r) for r in runs)))
+        units.append(
+            Unit(
+                runs,
+                {s.run_id: tuple(runs[1:])} if len(runs) > 1 else {},
+                sum(cost(r) for r in runs),
+            )
+        )
     if not longest_first:
         return units
     return sorted(units, key=lambda u: -u.flops)  # stable: equal costs keep the grid's order
@@ -155,10 +161,16 @@ def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
     threading.Thread(target=watch_parent, daemon=True).start()
 
 
-def _result(status: str, run_id: str, val_loss: float | None = None, wall_s: float = 0.0,
-            error: str = "") -> dict[str, Any]:
-    return {"run_id": run_id, "status": status, "val_loss": val_loss, "wall_s": wall_s,
-            "error": error}
+def _result(
+    status: str, run_id: str, val_loss: float | None = None, wall_s: float = 0.0, error: str = ""
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "status": status,
+        "val_loss": val_loss,
+        "wall_s": wall_s,
+        "error": error,
+    }
 
 
 def _finished(run_dir: Path) -> dict[str, Any] | None:
@@ -169,8 +181,9 @@ def _finished(run_dir: Path) -> dict[str, Any] | None:
     return _result(str(done.get("status")), run_dir.name, done.get("val_loss"))
 
 
-def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str,
-              execution: dict[str, Any]) -> list[dict[str, Any]]:
+def _run_unit(
+    unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
     from harness.config import _build
     from harness.train import train
@@ -197,8 +210,9 @@ def _run_unit(unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str
                 continue
             write_spec(run_dir, spec)
             branches = [spec_from_dict(b) for b in branch_dicts]
-            result = train(spec, run_dir, execution=exe, branches=branches,
-                           should_stop=_STOP.is_set)
+            result = train(
+                spec, run_dir, execution=exe, branches=branches, should_stop=_STOP.is_set
+            )
             if result is None:
                 log.warning("run %s: stopped on a signal with a checkpoint", spec.run_id)
                 out.append(_result("interrupted", spec.run_id))
@@ -230,9 +244,11 @@ class _Worker:
 
     def _new(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(self.slot.threads, self.slot.cuda_visible_devices))
+            initargs=(self.slot.threads, self.slot.cuda_visible_devices),
+        )
 
     def rebuild(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -241,8 +257,11 @@ class _Worker:
     def pids(self) -> list[int]:
         # The pool's process ids (a private attribute of concurrent.futures, stable since 3.8):
         # the signals a terminal does not deliver (kill PID) are forwarded to them.
-        return [p.pid for p in (getattr(self.pool, "_processes", None) or {}).values()
-                if p.pid is not None and p.is_alive()]
+        return [
+            p.pid
+            for p in (getattr(self.pool, "_processes", None) or {}).values()
+            if p.pid is not None and p.is_alive()
+        ]
 
 
 @contextmanager
@@ -274,8 +293,13 @@ def _last_step(run_dir: Path) -> int:
         return 0
 
 
-def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLayout,
-              *, slots: list[Slot] | None = None) -> list[LocalOutcome]:
+def run_local(
+    exp: ExperimentConfig,
+    specs: list[RunSpec],
+    layout: ExperimentLayout,
+    *,
+    slots: list[Slot] | None = None,
+) -> list[LocalOutcome]:
     """Train ``specs`` on this machine's workers; return one outcome per run tried.
 
     A run that diverges is followed by its retry at a lower learning rate (its own run,
@@ -325,12 +349,14 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
                 for w in workers:
                     if w.future is None and queue and "signum" not in stop:
                         w.unit = queue.popleft()
-                        payload = [(s.to_dict(), [b.to_dict() for b in
-                                                  w.unit.branches.get(s.run_id, ())])
-                                   for s in w.unit.runs]
+                        payload = [
+                            (s.to_dict(), [b.to_dict() for b in w.unit.branches.get(s.run_id, ())])
+                            for s in w.unit.runs
+                        ]
                         try:
-                            w.future = w.pool.submit(_run_unit, payload, str(layout.root),
-                                                     worker_exe)
+                            w.future = w.pool.submit(
+                                _run_unit, payload, str(layout.root), worker_exe
+                            )
                         except BrokenProcessPool:
                             w.rebuild()
                             queue.appendleft(w.unit)
@@ -348,14 +374,22 @@ def run_local(exp: ExperimentConfig, specs: list[RunSpec], layout: ExperimentLay
                         results = fut.result()
                     except BrokenProcessPool:
                         results = _died(unit, layout)
-                        rest = [s for s in unit.runs if s.run_id not in
-                                {r["run_id"] for r in results}]
+                        rest = [
+                            s for s in unit.runs if s.run_id not in {r["run_id"] for r in results}
+                        ]
                         if rest and "signum" not in stop:
                             queue.appendleft(Unit(tuple(rest), {}, 0.0))
                         w.rebuild()
                     for r in results:
-                        outcomes.append(LocalOutcome(r["run_id"], r["status"], r["val_loss"],
-                                                     r["wall_s"], r.get("error", "")))
+                        outcomes.append(
+                            LocalOutcome(
+                                r["run_id"],
+                                r["status"],
+                                r["val_loss"],
+                                r["wall_s"],
+                                r.get("error", ""),
+                            )
+                        )
                         if r["status"] == "diverged" and "signum" not in stop:
                             spec = next(s for s in unit.runs if s.run_id == r["run_id"])
                             retry = start_retry(spec, layout, execution)
@@ -406,12 +440,24 @@ class _Bars:
         self.workers = workers
         self.n_runs = sum(len(u.runs) for u in queue)
         self.done = 0
-        self.grid = tqdm(total=sum(u.flops for u in queue), unit="FLOP", unit_scale=True,
-                         position=0, desc=f"grid {exp.name} 0/{self.n_runs} runs",
-                         dynamic_ncols=True)
-        self.lines = [tqdm(total=1, position=i + 1, desc=f"{w.slot.label}: starting",
-                           dynamic_ncols=True, bar_format="{desc}")
-                      for i, w in enumerate(workers)]
+        self.grid = tqdm(
+            total=sum(u.flops for u in queue),
+            unit="FLOP",
+            unit_scale=True,
+            position=0,
+            desc=f"grid {exp.name} 0/{self.n_runs} runs",
+            dynamic_ncols=True,
+        )
+        self.lines = [
+            tqdm(
+                total=1,
+                position=i + 1,
+                desc=f"{w.slot.label}: starting",
+                dynamic_ncols=True,
+                bar_format="{desc}",
+            )
+            for i, w in enumerate(workers)
+        ]
         self.exp_name = exp.name
 
     def finished(self, unit: Unit) -> None:
@@ -424,11 +470,14 @@ class _Bars:
             if w.unit is None:
                 line.set_description_str(f"{w.slot.label}: idle", refresh=True)
                 continue
-            run = next((s for s in w.unit.runs if run_state(layout.run_dir(s.run_id))
-                        not in FINISHED), w.unit.runs[-1])
+            run = next(
+                (s for s in w.unit.runs if run_state(layout.run_dir(s.run_id)) not in FINISHED),
+                w.unit.runs[-1],
+            )
             step = _last_step(layout.run_dir(run.run_id))
-            line.set_description_str(f"{w.slot.label}: run {run.run_id} step {step}/"
-                                     f"{run.n_steps}", refresh=True)
+            line.set_description_str(
+                f"{w.slot.label}: run {run.run_id} step {step}/{run.n_steps}", refresh=True
+            )
 
     def close(self) -> None:
         for b in (*self.lines, self.grid):

@@ -38,8 +38,11 @@ class Held(Exception):
 
 def _describe(info: dict[str, object]) -> str:
     since = info.get("since")
-    when = time.strftime("%H:%M:%S", time.localtime(float(since))) if isinstance(
-        since, (int, float)) else "?"
+    when = (
+        time.strftime("%H:%M:%S", time.localtime(float(since)))
+        if isinstance(since, (int, float))
+        else "?"
+    )
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {when}"
 
 

@@ -30,8 +30,11 @@ class Slot:
     @property
     def label(self) -> str:
         where = f"GPU {self.cuda_visible_devices}" if self.cuda_visible_devices else "CPU"
-        threads = ("default threads" if not self.threads else
-                   f"{self.threads} thread" + ("s" if self.threads > 1 else ""))
+        threads = (
+            "default threads"
+            if not self.threads
+            else f"{self.threads} thread" + ("s" if self.threads > 1 else "")
+        )
         return f"worker {self.index} ({where}, {threads})"
 
 
@@ -57,8 +60,13 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def plan_slots(execution: ExecutionConfig, *, n_units: int, gpus: list[str] | None = None,
-               cores: int | None = None) -> list[Slot]:
+def plan_slots(
+    execution: ExecutionConfig,
+    *,
+    n_units: int,
+    gpus: list[str] | None = None,
+    cores: int | None = None,
+) -> list[Slot]:
     """The workers for ``n_units`` units of work (never more workers than units).
 
     Parameters
