@@ -34,12 +34,18 @@ import torch.nn.functional as F
 from harness import __version__
 from harness.atomic import atomic_write
 from harness.config import ExecutionConfig
-from harness.data import Corpus, gather_windows, prepare_corpus, training_order
+from harness.data import Corpus, SequenceOrder, gather_windows, prepare_corpus, training_order
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.hardware import measure_cpu_matmul_flops, mfu, peak_flops
 from harness.model import build_model, count_params, flops_per_token
-from harness.objectives import IGNORE_INDEX, eval_objective, training_objective
+from harness.objectives import (
+    IGNORE_INDEX,
+    CausalLM,
+    MaskedLM,
+    eval_objective,
+    training_objective,
+)
 from harness.results import FINISHED, ExperimentLayout, read_result, write_result, write_spec
 from harness.wsd import check_branch, decay_start, wsd_decay_steps
 
@@ -414,12 +420,456 @@ def _hand_off(branch: RunSpec, branch_dir: Path, state: dict[str, Any], metrics:
     log.info("handed %s its checkpoint at step %d", branch.run_id, state["step"])
 
 
-# --- the loop -----------------------------------------------------------------------------------
+# --- the run's parts: settings, state, set-up --------------------------------------------------
 
 
 def _eval_steps(total_steps: int, n_evals: int) -> set[int]:
     """Steps (1-based count of updates done) after which to evaluate; always the last."""
     return {max(1, round(total_steps * k / n_evals)) for k in range(1, n_evals + 1)}
+
+
+@dataclass(frozen=True, eq=False)
+class _Batches:
+    """The training batches: the run's order over the training split, cut into its steps."""
+
+    tokens: np.ndarray
+    order: SequenceOrder
+    objective: CausalLM | MaskedLM
+    seq_len: int
+    batch_size: int
+    n_seq_total: int
+    device: torch.device
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(inputs, targets, sequences) of the update at ``step``; the last batch may be short."""
+        first_seq = step * self.batch_size
+        n_seq = min(self.batch_size, self.n_seq_total - first_seq)
+        # Through the module's gather_windows (tests spy on it), looked up at each call.
+        windows = gather_windows(
+            self.tokens, self.order.window_starts(first_seq, n_seq), self.seq_len
+        )
+        # Causal: next tokens; masked LM: masked inputs, targets only at the chosen positions.
+        x, y = self.objective.batch(windows, first_seq, self.device)
+        return x, y, n_seq
+
+    def tokens_done(self, step: int) -> int:
+        """Tokens trained after ``step`` updates (the metrics' tokens column)."""
+        return min(step * self.batch_size, self.n_seq_total) * self.seq_len
+
+
+@dataclass(frozen=True, eq=False)
+class _Evaluation:
+    """The held-out evaluation: the fixed windows, and the steps after which it runs."""
+
+    at: frozenset[int]
+    forward: Callable[..., Any]
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    token_bytes: torch.Tensor
+    batch_size: int
+    autocast: torch.dtype | None
+    device: torch.device
+
+    def run(self) -> tuple[float, float, float]:
+        """(val_loss, val_bpb, seconds it took)."""
+        if self.device.type == "cuda":  # the queued training steps are not the evaluation's
+            torch.cuda.synchronize(self.device)
+        t_eval = time.perf_counter()
+        val_loss, val_bpb = evaluate(
+            self.forward,
+            self.inputs,
+            self.targets,
+            self.token_bytes,
+            self.batch_size,
+            self.autocast,
+        )
+        return val_loss, val_bpb, time.perf_counter() - t_eval
+
+
+@dataclass(frozen=True)
+class _DivergenceRule:
+    """When a run counts as diverged (execution.diverge_*): a non-finite loss, or a logged
+    training loss over ``factor * max(first-step loss, ln(vocab))`` for ``patience`` log
+    intervals in a row. ln(vocab) is a uniform guess's loss, so such a model is confidently worse
+    than knowing nothing; patience lets one spike that recovers pass. ``factor`` 0 turns the
+    blow-up part off; a non-finite loss always ends the run."""
+
+    factor: float
+    patience: int
+    uniform_loss: float  # ln(vocab_size): the loss of a uniform guess
+
+    @staticmethod
+    def non_finite_val(val_loss: float, step: int) -> str:
+        return "" if math.isfinite(val_loss) else f"non-finite validation loss at step {step}"
+
+    @staticmethod
+    def non_finite_train(mean_loss: float, step: int, n_steps: int) -> str:
+        if math.isfinite(mean_loss):
+            return ""
+        return f"non-finite training loss {mean_loss} in steps {step - n_steps + 1}..{step}"
+
+    def blow_up(
+        self, train_loss: float, initial_loss: float | None, over_count: int, step: int
+    ) -> tuple[int, str]:
+        """(intervals over the threshold in a row, including this one; the reason when that
+        reaches ``patience``, else '')."""
+        threshold = self.factor * max(initial_loss or 0.0, self.uniform_loss)
+        over_count = over_count + 1 if train_loss > threshold else 0
+        if over_count < self.patience:
+            return over_count, ""
+        return over_count, (
+            f"training loss blew up: {train_loss:.4g} > {threshold:.4g} "
+            f"(diverge_factor {self.factor:g} x max(first-step loss "
+            f"{initial_loss:.4g}, ln(vocab) {self.uniform_loss:.4g})) for "
+            f"{over_count} log interval(s), at step {step}"
+        )
+
+
+@dataclass(frozen=True)
+class _Checkpointing:
+    """When to save a resumable checkpoint: every ``every_steps`` updates, every ``every_s``
+    seconds of wall time (checked at step boundaries), and when the process is told to stop;
+    never after the last step (the run finishes instead). 0 turns a cadence off."""
+
+    every_steps: int
+    every_s: float
+    keep: int
+    total_steps: int
+
+    def due(self, step: int, t_last: float, stop_now: bool) -> bool:
+        # The clock is read only when the step count does not already say so: the reads are
+        # part of the behaviour (test_checkpoint_cadence_by_wall_time's fake clock counts them).
+        return step < self.total_steps and bool(
+            (self.every_steps and step % self.every_steps == 0)
+            or (self.every_s and time.perf_counter() - t_last >= self.every_s)
+            or stop_now
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """What one train() call works with: set up once, unchanged by the steps."""
+
+    spec: RunSpec
+    run_dir: Path
+    device: torch.device
+    autocast: torch.dtype | None
+    model: torch.nn.Module
+    forward: Callable[..., Any]  # `model`, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    batches: _Batches
+    evaluation: _Evaluation
+    divergence: _DivergenceRule
+    checkpointing: _Checkpointing
+    log_every: int
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.csv"
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: the fields down to over_count are what a checkpoint keeps (so that
+    a resumed run continues the same computation), the rest this process's own."""
+
+    # The training loss is summed on the device and read back only at log rows, evaluations
+    # and checkpoints: a read each step would make the host wait for the device every step (on
+    # a GPU, the next step's kernels could not be queued while this one runs). float64 makes
+    # the sum the same number a Python float sum of the per-step losses gives.
+    loss_acc: torch.Tensor
+    step: int = 0
+    wall_before: float = 0.0  # wall_s and eval_s of the earlier processes of this run
+    eval_before: float = 0.0
+    # A WSD branch's start (harness.wsd): its trunk's wall time so far (the metrics' wall_s
+    # column goes on from it; result.json's wall_s is the run's own) and the trunk's run_id.
+    inherited_wall: float = 0.0
+    branched_from: str | None = None
+    branch_step: int = 0
+    # The divergence rule's and the logged average's state, so a resume changes nothing.
+    initial_loss: float | None = None
+    loss_count: int = 0
+    over_count: int = 0
+    t_loop: float = 0.0  # perf_counter when this process's first step began
+    t_last_ckpt: float = 0.0
+    eval_s: float = 0.0  # this process's evaluations
+    steps_this_process: int = 0
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    train_loss: float | None = None  # the last finite logged mean
+    status: Literal["done", "diverged"] = "done"
+    reason: str = ""
+
+
+def _set_up(
+    spec: RunSpec, run_dir: Path, execution: ExecutionConfig, corpus: Corpus | None
+) -> _Run:
+    """The run directory, the data, the held-out batch, the model and its optimizer."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_spec(run_dir, spec)
+    if execution.threads > 0:
+        torch.set_num_threads(execution.threads)
+    layout = ExperimentLayout(run_dir.parent.parent)
+    corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
+    device = resolve_device(execution)
+    autocast = _autocast_dtype(spec, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # The data first, then the seeded model: the order of the RNG's uses is the checkpoints'.
+    batches, eval_inputs, eval_targets, token_bytes = _data(spec, corpus, device)
+    model, forward, optimizer = _model(spec, execution, device)
+    total_steps = spec.n_steps
+    return _Run(
+        spec=spec,
+        run_dir=run_dir,
+        device=device,
+        autocast=autocast,
+        model=model,
+        forward=forward,
+        optimizer=optimizer,
+        batches=batches,
+        evaluation=_Evaluation(
+            at=frozenset(_eval_steps(total_steps, spec.train.evals_per_run)),
+            forward=forward,
+            inputs=eval_inputs,
+            targets=eval_targets,
+            token_bytes=token_bytes,
+            batch_size=spec.train.batch_size,
+            autocast=autocast,
+            device=device,
+        ),
+        divergence=_DivergenceRule(
+            factor=execution.diverge_factor,
+            patience=execution.diverge_patience,
+            uniform_loss=math.log(spec.model.vocab_size),
+        ),
+        checkpointing=_Checkpointing(
+            every_steps=spec.train.checkpoint_every_steps,
+            every_s=execution.checkpoint_every_s,
+            keep=spec.train.checkpoint_keep,
+            total_steps=total_steps,
+        ),
+        log_every=max(1, total_steps // 100),
+    )
+
+
+def _data(
+    spec: RunSpec, corpus: Corpus, device: torch.device
+) -> tuple[_Batches, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training batches, the held-out (inputs, targets) and the bytes of each token."""
+    seq_len = spec.data.seq_len
+    # The whole training split, or its first data.unique_tokens tokens (repeated data).
+    order = training_order(spec.data, corpus.n_train_tokens, spec.seed)
+    if order.n_windows < 1:
+        raise RuntimeError(
+            f"the training split has {corpus.n_train_tokens} tokens, under one sequence"
+        )
+    train_tokens = corpus.train_tokens()
+    val_tokens = corpus.val_tokens()
+    n_eval = spec.data.eval_tokens // seq_len
+    if (val_tokens.size - 1) // seq_len < n_eval:
+        raise RuntimeError(
+            f"data.eval_tokens = {spec.data.eval_tokens} exceeds the {val_tokens.size} "
+            "held-out tokens"
+        )
+    # Held-out windows as (inputs, targets): for a masked LM under one fixed mask, the same for
+    # every run and every evaluation (harness.objectives).
+    eval_inputs, eval_targets = eval_objective(spec).batch(
+        gather_windows(val_tokens, np.arange(n_eval, dtype=np.int64) * seq_len, seq_len),
+        0,
+        device,
+    )
+    batches = _Batches(
+        tokens=train_tokens,
+        order=order,
+        objective=training_objective(spec),
+        seq_len=seq_len,
+        batch_size=spec.train.batch_size,
+        n_seq_total=spec.n_tokens // seq_len,
+        device=device,
+    )
+    token_bytes = torch.from_numpy(corpus.token_n_bytes()).to(device)
+    return batches, eval_inputs, eval_targets, token_bytes
+
+
+def _model(
+    spec: RunSpec, execution: ExecutionConfig, device: torch.device
+) -> tuple[torch.nn.Module, Callable[..., Any], torch.optim.Optimizer]:
+    """The seeded model, what calls it (torch.compile's wrapper or itself), and AdamW."""
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model).to(device)
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
+    # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
+    # (no "_orig_mod." prefix), so a run may resume with compile on or off.
+    forward = torch.compile(model) if execution.compile else model
+    # Weight decay on matrices only (not norms, biases, or the embedding), as in GPT-3/Llama.
+    embed = model.get_input_embeddings().weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embed]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is embed]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": spec.train.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=peak_lr(spec),
+        betas=(spec.train.beta1, spec.train.beta2),
+        fused=device.type == "cuda",
+    )
+    return model, forward, optimizer
+
+
+def _resume(run: _Run) -> _Progress:
+    """The newest readable checkpoint loaded into the model, the optimizer and the RNGs, and
+    the progress it holds; step 0 without one."""
+    _remove_stale_temp_files(run.run_dir)
+    state = load_latest_checkpoint(run.run_dir)
+
+    def loss_acc(loss_sum: float) -> torch.Tensor:
+        return torch.tensor(loss_sum, dtype=torch.float64, device=run.device)
+
+    if state is None:
+        return _Progress(loss_acc=loss_acc(0.0))
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_cpu"])
+    if run.device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    p = _Progress(
+        loss_acc=loss_acc(float(state.get("loss_sum", 0.0))),
+        step=int(state["step"]),
+        wall_before=float(state["wall_s"]),
+        eval_before=float(state.get("eval_s", 0.0)),
+        inherited_wall=float(state.get("inherited_wall_s", 0.0)),
+        branched_from=state.get("branched_from"),
+        branch_step=int(state.get("branch_step", 0)),
+        initial_loss=state.get("initial_loss"),
+        loss_count=int(state.get("loss_count", 0)),
+        over_count=int(state.get("over_count", 0)),
+    )
+    log.info(
+        "resuming %s at step %d of %d%s",
+        run.spec.run_id,
+        p.step,
+        run.spec.n_steps,
+        f" (branched from {p.branched_from} at step {p.branch_step})" if p.branched_from else "",
+    )
+    return p
+
+
+def _checkpoint_state(run: _Run, p: _Progress) -> dict[str, Any]:
+    """The resumable checkpoint of the run as it stands (also what a WSD branch is handed)."""
+    loss_sum_now = float(p.loss_acc)  # first: on a GPU this waits for the queued steps
+    return {
+        "step": p.step,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
+        "wall_s": p.wall_before + time.perf_counter() - p.t_loop,
+        "eval_s": p.eval_before + p.eval_s,
+        "run_id": run.spec.run_id,
+        "initial_loss": p.initial_loss,
+        "loss_sum": loss_sum_now,
+        "loss_count": p.loss_count,
+        "over_count": p.over_count,
+        "inherited_wall_s": p.inherited_wall,
+        "branched_from": p.branched_from,
+        "branch_step": p.branch_step,
+    }
+
+
+def _progress_bar(run: _Run, execution: ExecutionConfig, step: int) -> Any:
+    """A tqdm bar over the run's tokens where execution.progress asks for one, else None."""
+    if not execution.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    spec = run.spec
+    return tqdm(
+        total=spec.n_tokens,
+        initial=run.batches.tokens_done(step),
+        unit="tok",
+        unit_scale=True,
+        desc=f"run {spec.run_id} L{spec.model.n_layer} d{spec.model.n_embd}",
+        position=1,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+# --- the step, the evaluation, the log rows ---------------------------------------------------
+
+
+def _train_step(run: _Run, p: _Progress) -> tuple[float, int]:
+    """One AdamW update at ``p.step``: (its learning rate, the tokens it trained)."""
+    x, y, n_seq = run.batches.at(p.step)
+    lr = spec_lr_at_step(run.spec, p.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    autocast = run.autocast
+    with torch.autocast(
+        run.device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+    ):
+        logits = run.forward(input_ids=x).logits
+    # Through the module's F (tests wrap F.cross_entropy to record the step losses).
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    if p.initial_loss is None:  # a run's first step: the divergence rule's reference
+        p.initial_loss = float(loss.detach())
+    p.loss_acc += loss.detach()
+    loss.backward()
+    if run.spec.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.train.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    p.step += 1
+    p.steps_this_process += 1
+    p.loss_count += 1
+    return lr, n_seq * run.batches.seq_len
+
+
+def _evaluate(run: _Run, p: _Progress) -> None:
+    """The held-out loss after this step; a non-finite one ends the run as diverged (after its
+    log row, which every evaluation step has)."""
+    p.val_loss, p.val_bpb, seconds = run.evaluation.run()
+    p.eval_s += seconds
+    reason = run.divergence.non_finite_val(p.val_loss, p.step)
+    if reason:
+        p.status, p.reason = "diverged", reason
+
+
+def _log_row(run: _Run, p: _Progress, lr: float, evaluated: bool) -> None:
+    """Close a log interval: its mean training loss as a metrics.csv row, then the divergence
+    rule on it. A non-finite mean ends the run without a row (result.json keeps the last finite
+    mean)."""
+    mean_loss = float(p.loss_acc) / p.loss_count
+    reason = run.divergence.non_finite_train(mean_loss, p.step, p.loss_count)
+    if reason:
+        p.status, p.reason = "diverged", reason
+        return
+    p.train_loss = mean_loss
+    _append_metrics(
+        run.metrics_path,
+        {
+            "step": p.step,
+            "tokens": run.batches.tokens_done(p.step),
+            "train_loss": p.train_loss,
+            "val_loss": p.val_loss if evaluated else None,
+            "lr": lr,
+            "wall_s": round(p.inherited_wall + p.wall_before + time.perf_counter() - p.t_loop, 3),
+        },
+    )
+    p.loss_acc.zero_()
+    p.loss_count = 0
+    if run.divergence.factor > 0 and p.status == "done":
+        p.over_count, reason = run.divergence.blow_up(
+            p.train_loss, p.initial_loss, p.over_count, p.step
+        )
+        if reason:
+            p.status, p.reason = "diverged", reason
+
+
+# --- the loop -----------------------------------------------------------------------------------
 
 
 def train(
@@ -452,253 +902,37 @@ def train(
     """
     t_enter, started_unix = time.perf_counter(), time.time()
     execution = execution or ExecutionConfig()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_spec(run_dir, spec)
-    if execution.threads > 0:
-        torch.set_num_threads(execution.threads)
-    layout = ExperimentLayout(run_dir.parent.parent)
-    corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
-    device = resolve_device(execution)
-    autocast = _autocast_dtype(spec, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    run = _set_up(spec, Path(run_dir), execution, corpus)
+    p = _resume(run)
+    _truncate_metrics(run.metrics_path, p.step)
+    handoffs = _pending_handoffs(spec, run.run_dir, branches, p.step)
+    p.t_loop = p.t_last_ckpt = time.perf_counter()
+    setup_s = p.t_loop - t_enter
+    bar = _progress_bar(run, execution, p.step)
 
-    seq_len, batch_size = spec.data.seq_len, spec.train.batch_size
-    n_seq_total = spec.n_tokens // seq_len
-    total_steps = spec.n_steps
-    # The whole training split, or its first data.unique_tokens tokens (repeated data).
-    order = training_order(spec.data, corpus.n_train_tokens, spec.seed)
-    if order.n_windows < 1:
-        raise RuntimeError(
-            f"the training split has {corpus.n_train_tokens} tokens, under one sequence"
-        )
-    train_tokens = corpus.train_tokens()
-    val_tokens = corpus.val_tokens()
-    n_eval = spec.data.eval_tokens // seq_len
-    if (val_tokens.size - 1) // seq_len < n_eval:
-        raise RuntimeError(
-            f"data.eval_tokens = {spec.data.eval_tokens} exceeds the {val_tokens.size} "
-            "held-out tokens"
-        )
-    # Held-out windows as (inputs, targets): for a masked LM under one fixed mask, the same for
-    # every run and every evaluation (harness.objectives).
-    eval_inputs, eval_targets = eval_objective(spec).batch(
-        gather_windows(val_tokens, np.arange(n_eval, dtype=np.int64) * seq_len, seq_len),
-        0,
-        device,
-    )
-    objective = training_objective(spec)
-    token_bytes = torch.from_numpy(corpus.token_n_bytes()).to(device)
-
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model).to(device)
-    assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
-    # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
-    # (no "_orig_mod." prefix), so a run may resume with compile on or off.
-    forward = torch.compile(model) if execution.compile else model
-    peak = peak_lr(spec)
-    # Weight decay on matrices only (not norms, biases, or the embedding), as in GPT-3/Llama.
-    embed = model.get_input_embeddings().weight
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embed]
-    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is embed]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": spec.train.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=peak,
-        betas=(spec.train.beta1, spec.train.beta2),
-        fused=device.type == "cuda",
-    )
-    warmup = warmup_steps(spec)
-
-    step, wall_before, eval_before = 0, 0.0, 0.0
-    # A WSD branch's start (harness.wsd): its trunk's wall time so far (the metrics' wall_s
-    # column goes on from it; result.json's wall_s is the run's own) and the trunk's run_id.
-    inherited_wall, branched_from, branch_step = 0.0, None, 0
-    initial_loss: float | None = None
-    loss_sum, loss_count, over_count = 0.0, 0, 0
-    metrics_path = run_dir / "metrics.csv"
-    _remove_stale_temp_files(run_dir)
-    state = load_latest_checkpoint(run_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        step, wall_before = int(state["step"]), float(state["wall_s"])
-        eval_before = float(state.get("eval_s", 0.0))
-        # The divergence rule's and the logged average's state, so a resume changes nothing.
-        initial_loss = state.get("initial_loss")
-        loss_sum = float(state.get("loss_sum", 0.0))
-        loss_count = int(state.get("loss_count", 0))
-        over_count = int(state.get("over_count", 0))
-        inherited_wall = float(state.get("inherited_wall_s", 0.0))
-        branched_from = state.get("branched_from")
-        branch_step = int(state.get("branch_step", 0))
-        log.info(
-            "resuming %s at step %d of %d%s",
-            spec.run_id,
-            step,
-            total_steps,
-            f" (branched from {branched_from} at step {branch_step})" if branched_from else "",
-        )
-    _truncate_metrics(metrics_path, step)
-    handoffs = _pending_handoffs(spec, run_dir, branches, step)
-
-    eval_at = _eval_steps(total_steps, spec.train.evals_per_run)
-    ckpt_every = spec.train.checkpoint_every_steps
-    log_every = max(1, total_steps // 100)
-    val_loss = val_bpb = None
-    last_train_loss: float | None = None
-    status: Literal["done", "diverged"] = "done"
-    reason = ""
-    # The training loss is summed on the device and read back only at log rows, evaluations and
-    # checkpoints: a read each step would make the host wait for the device every step (on a GPU,
-    # the next step's kernels could not be queued while this one runs). float64 makes the sum
-    # the same number a Python float sum of the per-step losses gives.
-    loss_acc = torch.tensor(loss_sum, dtype=torch.float64, device=device)
-    t_loop = time.perf_counter()
-    setup_s = t_loop - t_enter
-    eval_s = 0.0  # this process's evaluations
-    t_last_ckpt = t_loop
-    ckpt_every_s = execution.checkpoint_every_s
-    uniform_loss = math.log(spec.model.vocab_size)
-    steps_this_process = 0
-
-    bar = None
-    if execution.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=spec.n_tokens,
-            initial=min(step * batch_size, n_seq_total) * seq_len,
-            unit="tok",
-            unit_scale=True,
-            desc=f"run {spec.run_id} L{spec.model.n_layer} d{spec.model.n_embd}",
-            position=1,
-            leave=False,
-            dynamic_ncols=True,
-        )
-
-    def checkpoint_state() -> dict[str, Any]:
-        loss_sum_now = float(loss_acc)  # first: on a GPU this waits for the queued steps
-        return {
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "wall_s": wall_before + time.perf_counter() - t_loop,
-            "eval_s": eval_before + eval_s,
-            "run_id": spec.run_id,
-            "initial_loss": initial_loss,
-            "loss_sum": loss_sum_now,
-            "loss_count": loss_count,
-            "over_count": over_count,
-            "inherited_wall_s": inherited_wall,
-            "branched_from": branched_from,
-            "branch_step": branch_step,
-        }
-
-    model.train()
-    while step < total_steps:
-        first_seq = step * batch_size
-        n_seq = min(batch_size, n_seq_total - first_seq)
-        windows = gather_windows(train_tokens, order.window_starts(first_seq, n_seq), seq_len)
-        # Causal: next tokens; masked LM: masked inputs, targets only at the chosen positions.
-        x, y = objective.batch(windows, first_seq, device)
-        lr = lr_at_step(
-            step,
-            total_steps=total_steps,
-            warmup=warmup,
-            peak=peak,
-            min_ratio=spec.train.min_lr_ratio,
-            schedule=spec.train.schedule,
-            decay_fraction=spec.train.decay_fraction,
-            decay_shape=spec.train.decay_shape,
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(
-            device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-        ):
-            logits = forward(input_ids=x).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        if initial_loss is None:  # a run's first step: the divergence rule's reference
-            initial_loss = float(loss.detach())
-        loss_acc += loss.detach()
-        loss.backward()
-        if spec.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        steps_this_process += 1
-        loss_count += 1
+    run.model.train()
+    while p.step < spec.n_steps:
+        lr, n_tokens = _train_step(run, p)
         if bar is not None:
-            bar.update(n_seq * seq_len)
-
-        evaluated = step in eval_at
+            bar.update(n_tokens)
+        evaluated = p.step in run.evaluation.at
         if evaluated:
-            if device.type == "cuda":  # the queued training steps are not the evaluation's
-                torch.cuda.synchronize(device)
-            t_eval = time.perf_counter()
-            val_loss, val_bpb = evaluate(
-                forward, eval_inputs, eval_targets, token_bytes, batch_size, autocast
-            )
-            eval_s += time.perf_counter() - t_eval
-            if not math.isfinite(val_loss):
-                status, reason = "diverged", f"non-finite validation loss at step {step}"
-        if evaluated or step % log_every == 0 or step == total_steps:
-            mean_loss = float(loss_acc) / loss_count
-            if not math.isfinite(mean_loss):  # result.json keeps the last finite mean
-                first = step - loss_count + 1
-                status = "diverged"
-                reason = f"non-finite training loss {mean_loss} in steps {first}..{step}"
-                break
-            last_train_loss = mean_loss
-            _append_metrics(
-                metrics_path,
-                {
-                    "step": step,
-                    "tokens": min(step * batch_size, n_seq_total) * seq_len,
-                    "train_loss": last_train_loss,
-                    "val_loss": val_loss if evaluated else None,
-                    "lr": lr,
-                    "wall_s": round(inherited_wall + wall_before + time.perf_counter() - t_loop, 3),
-                },
-            )
-            loss_acc.zero_()
-            loss_count = 0
-            if execution.diverge_factor > 0 and status == "done":
-                threshold = execution.diverge_factor * max(initial_loss or 0.0, uniform_loss)
-                over_count = over_count + 1 if last_train_loss > threshold else 0
-                if over_count >= execution.diverge_patience:
-                    status = "diverged"
-                    reason = (
-                        f"training loss blew up: {last_train_loss:.4g} > {threshold:.4g} "
-                        f"(diverge_factor {execution.diverge_factor:g} x max(first-step loss "
-                        f"{initial_loss:.4g}, ln(vocab) {uniform_loss:.4g})) for "
-                        f"{over_count} log interval(s), at step {step}"
-                    )
-        if status == "diverged":
+            _evaluate(run, p)
+        if evaluated or p.step % run.log_every == 0 or p.step == spec.n_steps:
+            _log_row(run, p, lr, evaluated)
+        if p.status == "diverged":
             break
-        for branch in handoffs.pop(step, ()):
-            _hand_off(branch, run_dir.parent / branch.run_id, checkpoint_state(), metrics_path)
-        stop_now = (stop_after_steps is not None and steps_this_process >= stop_after_steps) or (
+        for branch in handoffs.pop(p.step, ()):
+            branch_dir = run.run_dir.parent / branch.run_id
+            _hand_off(branch, branch_dir, _checkpoint_state(run, p), run.metrics_path)
+        # stop_after_steps first: should_stop is not polled once the process is done anyway.
+        stop_now = (stop_after_steps is not None and p.steps_this_process >= stop_after_steps) or (
             should_stop is not None and should_stop()
         )
-        if step < total_steps and (
-            (ckpt_every and step % ckpt_every == 0)
-            or (ckpt_every_s and time.perf_counter() - t_last_ckpt >= ckpt_every_s)
-            or stop_now
-        ):
-            save_checkpoint(run_dir, checkpoint_state(), spec.train.checkpoint_keep)
-            t_last_ckpt = time.perf_counter()
+        if run.checkpointing.due(p.step, p.t_last_ckpt, stop_now):
+            # Through the module's global: tests replace save_checkpoint to record the saves.
+            save_checkpoint(run.run_dir, _checkpoint_state(run, p), run.checkpointing.keep)
+            p.t_last_ckpt = time.perf_counter()
             if stop_now:
                 if bar is not None:
                     bar.close()
@@ -706,18 +940,28 @@ def train(
 
     if bar is not None:
         bar.close()
-    wall_train = wall_before + time.perf_counter() - t_loop
-    tokens_done = min(step * batch_size, n_seq_total) * seq_len
-    trained_tokens = tokens_done - branch_step * batch_size * seq_len
-    n_unique = min(spec.n_tokens, order.n_unique_tokens)
-    eval_total = eval_before + eval_s
+    return _finish(run, p, started_unix, setup_s)
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+
+def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> RunResult:
+    """After the last step (or the divergence): model.pt of a done run, result.json, and the
+    checkpoints dropped (a finished run needs no resume state; the store stays small)."""
+    spec, device, autocast = run.spec, run.device, run.autocast
+    wall_train = p.wall_before + time.perf_counter() - p.t_loop
+    tokens_done = run.batches.tokens_done(p.step)
+    trained_tokens = tokens_done - p.branch_step * run.batches.batch_size * run.batches.seq_len
+    n_unique = min(spec.n_tokens, run.batches.order.n_unique_tokens)
+    eval_total = p.eval_before + p.eval_s
     step_loop_s = wall_train - eval_total
     tokens_per_s = round(trained_tokens / step_loop_s, 1) if step_loop_s > 0 else 0.0
     precision = "bf16" if autocast is not None else "fp32"
-    if status == "done":
+    if p.status == "done":
         # The final weights (no optimizer state), before result.json: a done run always has
         # them. harness.finetune starts from them ([downstream]).
-        atomic_write(run_dir / "model.pt", lambda f: torch.save(model.state_dict(), f))
+        atomic_write(run.run_dir / "model.pt", lambda f: torch.save(run.model.state_dict(), f))
     # Measured after the timed loop, with its own generator: it changes no result but these.
     device_peak = (
         peak_flops(torch.cuda.get_device_name(device), precision)
@@ -727,37 +971,36 @@ def train(
     device_peak = float(f"{device_peak:.4g}") if device_peak is not None else None
     result = RunResult(
         run_id=spec.run_id,
-        status=status,
-        val_loss=val_loss if status == "done" else None,
-        val_bpb=val_bpb if status == "done" else None,
-        train_loss=last_train_loss,
-        steps=step,
+        status=p.status,
+        val_loss=p.val_loss if p.status == "done" else None,
+        val_bpb=p.val_bpb if p.status == "done" else None,
+        train_loss=p.train_loss,
+        steps=p.step,
         n_tokens=spec.n_tokens,
         n_unique_tokens=n_unique,
         epochs=spec.n_tokens / n_unique,
-        peak_lr=peak,
+        peak_lr=peak_lr(spec),
         wall_s=round(wall_train, 3),
         tokens_per_s=tokens_per_s,
         device=str(device)
         + (f":{torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         precision=precision,
-        reason=reason,
+        reason=p.reason,
         harness_version=__version__,
         git_sha=git_sha(),
         peak_flops=device_peak,
         mfu=mfu(6.0 * count_params(spec.model).non_embedding, tokens_per_s, device_peak),
         mfu_total=mfu(flops_per_token(spec.model).total, tokens_per_s, device_peak),
-        branched_from=branched_from,
+        branched_from=p.branched_from,
         trained_tokens=trained_tokens,
         trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
         started_unix=round(started_unix, 6),
         setup_s=round(setup_s, 3),
         eval_s=round(eval_total, 3),
         # Since the last step (t_loop + the loop's own time): model.pt, the CPU peak.
-        finish_s=round(time.perf_counter() - (t_loop + wall_train - wall_before), 3),
+        finish_s=round(time.perf_counter() - (p.t_loop + wall_train - p.wall_before), 3),
     )
-    write_result(run_dir, asdict(result))
-    # A finished run needs no resume state; drop it to keep the store small.
-    for path in _checkpoints(run_dir):
+    write_result(run.run_dir, asdict(result))
+    for path in _checkpoints(run.run_dir):
         path.unlink(missing_ok=True)
     return result
