@@ -29,6 +29,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "ClusterConfig",
+    "build_section",
     "DataConfig",
     "DownstreamConfig",
     "ExecutionConfig",
@@ -56,7 +57,7 @@ def _added(default: Any) -> Any:
 
 
 def _check(ok: bool, name: str, value: Any, accepted: str) -> None:
-    """Raise the ValueError that `_build` turns into a one-line InputError."""
+    """Raise the ValueError that `build_section` turns into a one-line InputError."""
     if not ok:
         raise ValueError(f"{name} = {value!r}: {accepted}")
 
@@ -676,7 +677,7 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad()
-        return _build(tp, value, where, source)
+        return build_section(tp, value, where, source)
     if tp is bool:
         if not isinstance(value, bool):
             raise bad()
@@ -701,7 +702,9 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     raise TypeError(f"unsupported settings type {tp!r} at {where}")  # a bug, not bad input
 
 
-def _build(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
+def build_section(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
+    """A settings dataclass from a plain table (TOML, JSON, a job's pickle), each value checked
+    against its field's type; InputError naming ``source`` and the key otherwise."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     prefix = f"{where}." if where else ""
@@ -792,7 +795,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if overrides:
         data = _merge(data, parse_overrides(overrides))
         source = f"{path} (with overrides {' '.join(overrides)})"
-    exp: ExperimentConfig = _build(ExperimentConfig, data, "", source)
+    exp: ExperimentConfig = build_section(ExperimentConfig, data, "", source)
     if synthetic.is_synthetic(exp.data.corpus):
         # The spec only (cheap): a bad one stops `harness plan` too, not only `harness run`.
         with naming(source):

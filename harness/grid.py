@@ -95,10 +95,10 @@ class RunSpec:
 
 def spec_from_dict(d: dict[str, Any]) -> RunSpec:
     """Inverse of `RunSpec.to_dict` (reads a run directory's spec.json)."""
-    from harness.config import _build  # the same validation as the TOML path
+    from harness.config import build_section  # the same validation as the TOML path
 
-    data = _build(DataConfig, d["data"], "data", "spec.json")
-    train = _build(TrainConfig, d["train"], "train", "spec.json")
+    data = build_section(DataConfig, d["data"], "data", "spec.json")
+    train = build_section(TrainConfig, d["train"], "train", "spec.json")
     budget = d.get("flops_budget")
     if budget is not None and (
         isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0

@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from harness.analysis import fit as fitmod
 from harness.analysis import identify, optim
+from harness.analysis.common import check_n_resamples
 from harness.analysis.fit import CHINCHILLA_START_GRID, FitResult, GridEdgeWarning
 from harness.errors import InputError
 
@@ -86,7 +87,7 @@ R_START_GRID: Mapping[str, tuple[float, ...]] = {
 """Starting values of R_D* and R_N* (the published 15.4 and 5.3 lie inside), crossed with the
 distinct optima of the single-epoch Chinchilla fit."""
 
-# Optimizer coordinates: Chinchilla's (`fit._CHIN_ORDER`) and the logs of R_D*, R_N*.
+# Optimizer coordinates: Chinchilla's (`fit.CHIN_ORDER`) and the logs of R_D*, R_N*.
 _ORDER = ("a", "b", "alpha", "beta", "e", "log_R_D_star", "log_R_N_star")
 _RAW_OF = {
     "A": "a",
@@ -312,13 +313,13 @@ def _objective(
 def _params(full: FloatArray) -> dict[str, float]:
     a, b, al, be, e, lrd, lrn = (float(v) for v in full)
     return {
-        "E": fitmod._exp(e),
-        "A": fitmod._exp(a),
-        "B": fitmod._exp(b),
+        "E": fitmod.exp_clipped(e),
+        "A": fitmod.exp_clipped(a),
+        "B": fitmod.exp_clipped(b),
         "alpha": al,
         "beta": be,
-        "R_D_star": fitmod._exp(lrd),
-        "R_N_star": fitmod._exp(lrn),
+        "R_D_star": fitmod.exp_clipped(lrd),
+        "R_N_star": fitmod.exp_clipped(lrn),
     }
 
 
@@ -329,11 +330,11 @@ def _params(full: FloatArray) -> dict[str, float]:
 def _check(
     n_params: ArrayLike, n_tokens: ArrayLike, unique_tokens: ArrayLike, loss: ArrayLike
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    N = fitmod._as_positive("n_params", n_params)
-    D = fitmod._as_positive("n_tokens", n_tokens)
-    U = fitmod._as_positive("n_unique_tokens", unique_tokens)
-    L = fitmod._as_positive("loss", loss)
-    fitmod._check_same_length(n_params=N, n_tokens=D, n_unique_tokens=U, loss=L)
+    N = fitmod.as_positive("n_params", n_params)
+    D = fitmod.as_positive("n_tokens", n_tokens)
+    U = fitmod.as_positive("n_unique_tokens", unique_tokens)
+    L = fitmod.as_positive("loss", loss)
+    fitmod.check_same_length(n_params=N, n_tokens=D, n_unique_tokens=U, loss=L)
     return N, D, U, L
 
 
@@ -429,7 +430,7 @@ def fit_data_constrained(
     Summed Huber loss on log-space residuals, L-BFGS from a grid of starts (module docstring):
     the distinct optima of a Chinchilla fit of the single-epoch runs times `r_start_grid`, all
     seven parameters free unless `fixed` holds some (the paper held E, A, B, alpha, beta from
-    its first step). The best end points are polished to double precision (`fit._minimize`).
+    its first step). The best end points are polished to double precision (`fit.minimize_from`).
 
     Parameters
     ----------
@@ -470,7 +471,7 @@ def fit_data_constrained(
     free = np.array([i for i, k in enumerate(_ORDER) if k not in raw_fixed], dtype=np.intp)
     if free.size == 0:
         raise InputError("data-constrained fit: every parameter is fixed; nothing to fit")
-    fitmod._check_joint(N, D, int(free.size), "data-constrained")
+    fitmod.check_joint(N, D, int(free.size), "data-constrained")
     # Start grid: base optima x R grid, with the fixed coordinates at their values.
     missing = [k for k in ("R_D_star", "R_N_star") if k not in r_start_grid]
     if missing:
@@ -481,14 +482,14 @@ def fit_data_constrained(
     }
     base_fixed = all(k in raw_fixed for k in _ORDER[:5])
     base = np.zeros((1, 5)) if base_fixed else _base_starts(N, D, U, L)
-    rs = fitmod._grid(rgrid, ("log_R_D_star", "log_R_N_star"))
+    rs = fitmod.grid_points(rgrid, ("log_R_D_star", "log_R_N_star"))
     full_starts = np.array([np.concatenate([bb, r]) for bb in base for r in rs])
     for k, v in raw_fixed.items():
         full_starts[:, _ORDER.index(k)] = v
     starts = np.unique(full_starts[:, free], axis=0)
     full0 = full_starts[0].copy()
     fun = _objective(N, D, U, L, None, delta, free, full0)
-    raw = fitmod._minimize(fun, starts)
+    raw = fitmod.minimize_from(fun, starts)
     full = full0.copy()
     full[free] = raw.x
     params = _params(full)
@@ -497,13 +498,13 @@ def fit_data_constrained(
     names = [_ORDER[i] for i in free]
     check = [(k, v) for k, v in zip(names, raw.x, strict=True) if k not in skip]
     edge = (
-        fitmod._edge(
+        fitmod.grid_edge(
             np.array([v for _, v in check]), spec, [k for k, _ in check], "data-constrained"
         )
         if check
         else ()
     )
-    conv, msg = fitmod._converged(raw)
+    conv, msg = fitmod.converged_message(raw)
 
     def to_params(xf: NDArray[np.float64]) -> dict[str, float]:
         y = full0.copy()
@@ -569,12 +570,12 @@ def bootstrap_data_constrained(
     InputError
         n_resamples < 1 or bad data.
     """
-    fitmod._check_n_resamples(n_resamples)
+    check_n_resamples(n_resamples)
     N, D, U, L = _check(n_params, n_tokens, unique_tokens, loss)
     raw_fixed = _fixed_raw(fixed)
     full0 = np.array([fit.raw[k] for k in _ORDER])
     free = np.array([i for i, k in enumerate(_ORDER) if k not in raw_fixed], dtype=np.intp)
-    xs, conv = fitmod._bootstrap(
+    xs, conv = fitmod.bootstrap_refits(
         lambda W: _objective(N, D, U, L, W, delta, free, full0), fit, N.size, n_resamples, rng
     )
     out = []

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from harness.analysis import dataconstrained as dc
-from harness.analysis.plots import _colors, _fig, new_axes, save_figure
+from harness.analysis.plots import figure_of, new_axes, palette, save_figure
 from harness.errors import InputError
 
 __all__ = ["plot_effective_data", "plot_loss_vs_epochs", "write_data_constrained_figures"]
@@ -111,7 +111,7 @@ def plot_effective_data(
     )
     implied = dc.implied_effective_data(f["N"], f["D"], f["U"], f["loss"], p) / f["U"]
     us, ns = np.unique(f["U"]), np.unique(f["N"])
-    for color, u in zip(_colors(us.size), us, strict=True):
+    for color, u in zip(palette(us.size), us, strict=True):
         for marker, n in zip(_MARKERS * (ns.size // len(_MARKERS) + 1), ns, strict=False):
             sel = (f["U"] == u) & (f["N"] == n) & np.isfinite(implied)
             if sel.any():
@@ -130,7 +130,7 @@ def plot_effective_data(
     ax.set_ylabel("effective data D' / U")
     ax.set_title("value of repeated data (points: D' implied by each run's loss)")
     ax.legend(fontsize=6)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_loss_vs_epochs(
@@ -146,7 +146,7 @@ def plot_loss_vs_epochs(
     f = _frame(df, U)
     p = _usable(params) if params else None
     us, ns = np.unique(f["U"]), np.unique(f["N"])
-    for color, u in zip(_colors(us.size), us, strict=True):
+    for color, u in zip(palette(us.size), us, strict=True):
         for marker, n in zip(_MARKERS * (ns.size // len(_MARKERS) + 1), ns, strict=False):
             g = f[(f["U"] == u) & (f["N"] == n)].sort_values("epochs")
             if not len(g):
@@ -162,7 +162,7 @@ def plot_loss_vs_epochs(
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("loss vs epochs" + (" (lines: fitted data-constrained law)" if p else ""))
     ax.legend(fontsize=6)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def write_data_constrained_figures(
@@ -174,9 +174,8 @@ def write_data_constrained_figures(
 ) -> list[Path]:
     """effective_data and loss_vs_epochs (PNG and SVG) for runs that repeat data; none else.
 
-    The fitted law comes from ``fits["data_constrained"]``; when `fits` is None it is fitted
-    here (no bootstrap) where the data allow. A bad unique-token column draws nothing (the fit
-    reports it).
+    The fitted law comes from ``fits["data_constrained"]`` (never fitted here: without it
+    only the runs are drawn). A bad unique-token column draws nothing (the fit reports it).
 
     Returns
     -------
@@ -193,11 +192,6 @@ def write_data_constrained_figures(
     ci: Mapping[str, Any] | None = None
     if block is not None and "params" in block:
         params, ci = block["params"], block.get("ci95")
-    elif fits is None:
-        try:
-            params = dc.fit_data_constrained(df["n_params"], df["n_tokens"], U, df["loss"]).params
-        except InputError:
-            params = None
     if params is not None and params.get("R_D_star") is None:
         params = None  # no run repeats data: nothing to draw a curve from
     out_dir = Path(out_dir)

@@ -48,8 +48,14 @@ from scipy.optimize import least_squares
 
 from harness.analysis import fit as fitmod
 from harness.analysis import identify
-from harness.analysis.fit import _ci
-from harness.analysis.io import _done_rows, _fmt, _lines, _read_csv, _sha256, _values
+from harness.analysis.common import check_n_resamples, ci95, fmt, resample_weights
+from harness.analysis.io import (
+    done_rows,
+    line_list,
+    read_results_csv,
+    sha256_of,
+    value_list,
+)
 from harness.analysis.laws import chinchilla_loss, compute_optimal, flops, power_law_with_offset
 from harness.errors import InputError
 
@@ -377,7 +383,7 @@ def bootstrap_sigmoid(
     InputError
         If n_resamples < 1 or the data are bad.
     """
-    fitmod._check_n_resamples(n_resamples)
+    check_n_resamples(n_resamples)
     L, y = _check_accuracy(loss, accuracy, chance, "sigmoid bootstrap")
     lo, hi = _sigmoid_bounds(L, chance)
     free = np.array([n in fit.free for n in _SIGMOID_NAMES])
@@ -385,7 +391,7 @@ def bootstrap_sigmoid(
     x0 = np.asarray(fit.x, dtype=float)
     out: list[dict[str, float]] = []
     failed = 0
-    for w in fitmod._resample_weights(L.size, n_resamples, rng):
+    for w in resample_weights(L.size, n_resamples, rng):
         if np.unique(L[w > 0]).size < need:
             failed += 1
             continue
@@ -607,7 +613,7 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(
             f"{csv}: no such file; accepted: a downstream.csv written by the fine-tuning stage"
         )
-    df = _read_csv(csv, {"run_id": str, "method": str})
+    df = read_results_csv(csv, {"run_id": str, "method": str})
     missing = [c for c in DOWNSTREAM_REQUIRED if c not in df.columns]
     chance_col = next((c for c in CHANCE_COLUMNS if c in df.columns), None)
     if chance_col is None and "n_classes" not in df.columns:
@@ -618,7 +624,7 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{', '.join(df.columns)}; accepted: "
             f"{', '.join(DOWNSTREAM_REQUIRED)} and chance_accuracy"
         )
-    df, n_excluded = _done_rows(df)
+    df, n_excluded = done_rows(df)
 
     def numeric(col: str, ok: Any, accepted: str) -> FloatArray:
         raw = df[col]
@@ -628,8 +634,8 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
         if bad.size:
             shown = [raw.iloc[i] if pd.isna(num.iloc[i]) else vals[i] for i in bad]
             raise InputError(
-                f"{csv}: column {col!r} has bad value(s) {_values(shown)} at "
-                f"{_lines(df['line'].iloc[bad])}; accepted: {accepted} (mark "
+                f"{csv}: column {col!r} has bad value(s) {value_list(shown)} at "
+                f"{line_list(df['line'].iloc[bad])}; accepted: {accepted} (mark "
                 "failed runs with status other than 'done')"
             )
         return vals
@@ -651,7 +657,7 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
         vals = sorted(np.unique(df["chance"]))
         raise InputError(
             f"{csv}: column 'chance' has {len(vals)} different values "
-            f"{_values(vals)}; accepted: one task (one chance accuracy) per file"
+            f"{value_list(vals)}; accepted: one task (one chance accuracy) per file"
         )
     df.attrs["n_excluded"] = n_excluded
     df.attrs["path"] = str(csv)
@@ -662,7 +668,7 @@ def load_downstream(path: str | os.PathLike[str]) -> pd.DataFrame:
 # The whole analysis, as the "downstream" object of fits.json
 
 
-def _rng(seed: int, label: str) -> np.random.Generator:
+def rng_for(seed: int, label: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(("downstream:" + label).encode())])
 
 
@@ -686,17 +692,19 @@ def _step1_block(
     n_bootstrap: int,
 ) -> dict[str, Any]:
     """The step-1 object of fits.json for fit `r` of `law` and its bootstrap samples."""
-    ci95 = {k: _ci([b[k] for b in boots]) for k in r.params} if boots else {}
+    intervals = {k: ci95([b[k] for b in boots]) for k in r.params} if boots else {}
     return {
         "law": law,
         "data": data,
         "params": dict(r.params),
-        "ci95": ci95,
+        "ci95": intervals,
         "converged": r.converged,
         "on_grid_edge": r.on_grid_edge,
         "n_bootstrap": n_bootstrap,
         "n_bootstrap_failed": nf,
-        **identify.law_fields(r.params, r.precision, r.undetermined, boots, ci95, nf, n_bootstrap),
+        **identify.law_fields(
+            r.params, r.precision, r.undetermined, boots, intervals, nf, n_bootstrap
+        ),
     }
 
 
@@ -736,7 +744,7 @@ def _step1(
             nf = 0
             if n_bootstrap:
                 boots, nf = fitmod.bootstrap_chinchilla(
-                    N, D, L, r, n_resamples=n_bootstrap, rng=_rng(seed, "step1")
+                    N, D, L, r, n_resamples=n_bootstrap, rng=rng_for(seed, "step1")
                 )
             block = _step1_block(
                 "chinchilla", f"pretraining runs ({N.size})", r, boots, nf, n_bootstrap
@@ -754,7 +762,7 @@ def _step1(
     boots, nf = ([], 0)
     if n_bootstrap:
         boots, nf = fitmod.bootstrap_power_law(
-            C, L, r, n_resamples=n_bootstrap, rng=_rng(seed, "step1")
+            C, L, r, n_resamples=n_bootstrap, rng=rng_for(seed, "step1")
         )
     block = _step1_block("power_law_c", f"fine-tuned models ({C.size})", r, boots, nf, n_bootstrap)
     block["note"] = "; ".join(errors)
@@ -766,8 +774,8 @@ def _sigmoid_block(
 ) -> dict[str, Any]:
     ci: dict[str, list[float]] = {}
     if boots:
-        ci = {k: _ci([b[k] for b in boots]) for k in ("a", "b", "k", "L0")}
-        ci["floor"] = _ci([b["a"] + b["b"] for b in boots])
+        ci = {k: ci95([b[k] for b in boots]) for k in ("a", "b", "k", "L0")}
+        ci["floor"] = ci95([b["a"] + b["b"] for b in boots])
     return {
         "n_labels": n_labels,
         "params": dict(fit.params),
@@ -878,7 +886,7 @@ def fit_downstream(
                     fit,
                     chance=chance,
                     n_resamples=n_bootstrap,
-                    rng=_rng(seed, f"step2|{method}"),
+                    rng=rng_for(seed, f"step2|{method}"),
                 )
             block["step2"] = _sigmoid_block(fit, boots, n_bootstrap, nf, n_top)
             block["chained"] = _chained(top, key, step1, step1_boot, fit, boots)
@@ -929,7 +937,7 @@ def _chained(
             "n_seeds": int(r["n_seeds"]),
             "predicted_from_loss": float(via_loss[i]),
             "predicted": float(pred[i]),
-            "ci95": _ci(samples[:, i]) if k else [],
+            "ci95": ci95(samples[:, i]) if k else [],
         }
         if "run_id" in key:
             pt["run_id"] = str(r["run_id"])
@@ -986,7 +994,7 @@ def downstream_input(csv: Path, ds: pd.DataFrame) -> dict[str, Any]:
     fits.json do not depend on where the directory lies)."""
     return {
         "path": csv.name,
-        "sha256": _sha256(csv),
+        "sha256": sha256_of(csv),
         "n_rows": len(ds),
         "n_excluded": int(ds.attrs.get("n_excluded", 0)),
     }
@@ -1008,7 +1016,7 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
     lines = [
         f"downstream       {block.get('input', {}).get('path', DOWNSTREAM_CSV)}: "
         f"{block.get('input', {}).get('n_rows', '?')} fine-tuning runs, chance accuracy "
-        f"{_fmt(block.get('chance'))}"
+        f"{fmt(block.get('chance'))}"
     ]
     s1 = block.get("step1", {})
     if "skipped" in s1:
@@ -1016,14 +1024,14 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
     else:
         lines.append(
             f"  step 1 L(N, D) {s1['law']} on {s1['data']}: "
-            + "  ".join(f"{k}={_fmt(v)}" for k, v in s1["params"].items())
+            + "  ".join(f"{k}={fmt(v)}" for k, v in s1["params"].items())
             + ("  ON GRID EDGE (not identified by these runs)" if s1.get("on_grid_edge") else "")
         )
     for method, m in block.get("methods", {}).items():
         s2 = m["step2"]
         if "skipped" in s2:
             lines.append(
-                f"  {method:<5} step 2 (n_labels={_fmt(s2.get('n_labels'))}) skipped: "
+                f"  {method:<5} step 2 (n_labels={fmt(s2.get('n_labels'))}) skipped: "
                 f"{s2['skipped']}"
             )
         else:
@@ -1032,25 +1040,25 @@ def summarize_downstream(block: Mapping[str, Any]) -> list[str]:
             for k in ("a", "b", "k", "L0"):
                 c = ci.get(k)
                 parts.append(
-                    f"{k}={_fmt(s2['params'][k])}" + (f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else "")
+                    f"{k}={fmt(s2['params'][k])}" + (f" [{fmt(c[0])}, {fmt(c[1])}]" if c else "")
                 )
             flag = f"  ON BOUNDS: {', '.join(s2['at_bounds'])}" if s2.get("at_bounds") else ""
             if s2.get("free_params") == ["k", "L0"]:
                 flag += "  (floor=chance, ceiling=1 fixed: fewer than 4 distinct losses)"
             lines.append(
-                f"  {method:<5} step 2 Acc(L) (n_labels={_fmt(s2['n_labels'])}, "
-                f"{s2['n_points']} runs): " + "  ".join(parts) + f"  rmse={_fmt(s2['rmse'])}{flag}"
+                f"  {method:<5} step 2 Acc(L) (n_labels={fmt(s2['n_labels'])}, "
+                f"{s2['n_points']} runs): " + "  ".join(parts) + f"  rmse={fmt(s2['rmse'])}{flag}"
             )
         ch = m.get("chained", {})
         if "skipped" not in ch:
             lines.append(
-                f"  {method:<5} chained Acc(N, D): rmse={_fmt(ch['rmse'])} "
-                f"max |error|={_fmt(ch['max_abs_error'])} over {len(ch['points'])} models"
+                f"  {method:<5} chained Acc(N, D): rmse={fmt(ch['rmse'])} "
+                f"max |error|={fmt(ch['max_abs_error'])} over {len(ch['points'])} models"
             )
         lab = m.get("labels", {})
         if lab:
             need = ", ".join(
                 f"N={e['n_params']:.3g},D={e['n_tokens']:.3g}: {_needed(e)}" for e in lab["models"]
             )
-            lines.append(f"  {method:<5} labels to reach accuracy {_fmt(lab['target'])}: {need}")
+            lines.append(f"  {method:<5} labels to reach accuracy {fmt(lab['target'])}: {need}")
     return lines

@@ -26,7 +26,7 @@ from harness.analysis.downstream import (
     sigmoid_accuracy,
 )
 from harness.analysis.laws import flops
-from harness.analysis.plots import _colors, save_figure
+from harness.analysis.plots import palette, save_figure
 
 __all__ = [
     "plot_accuracy_vs_compute",
@@ -43,7 +43,7 @@ def _panels(k: int) -> list[Axes]:
     return list(fig.subplots(1, max(k, 1), squeeze=False)[0])
 
 
-def _fig(ax: Axes) -> Figure:
+def figure_of(ax: Axes) -> Figure:
     fig = ax.get_figure()
     assert isinstance(fig, Figure)
     return fig
@@ -99,7 +99,7 @@ def plot_accuracy_vs_loss(ax: Axes, ds: pd.DataFrame, block: Mapping[str, Any]) 
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy vs loss (step 2: Acc(L) sigmoid)")
     ax.legend(fontsize=7)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_accuracy_vs_compute(
@@ -115,7 +115,7 @@ def plot_accuracy_vs_compute(
     """
     s1 = block.get("step1", {})
     sizes = np.unique(ds["n_params"])
-    colors = _colors(sizes.size)
+    colors = palette(sizes.size)
     C_all = flops(ds["n_params"], ds["n_tokens"])
     cgrid = np.geomspace(C_all.min() / 2, C_all.max() * 2, 200)
     for ax, (method, m) in zip(axes, block["methods"].items(), strict=False):
@@ -158,7 +158,7 @@ def plot_accuracy_vs_compute(
             skipped += "\n(step 1 L(N, D) on the edge of its start grid: curves not identified)"
         ax.set_title(f"{method}: accuracy vs compute{skipped}", fontsize=9)
         ax.legend(fontsize=6)
-    return _fig(axes[0])
+    return figure_of(axes[0])
 
 
 def plot_accuracy_vs_labels(axes: list[Axes], ds: pd.DataFrame, block: Mapping[str, Any]) -> Figure:
@@ -174,7 +174,7 @@ def plot_accuracy_vs_labels(axes: list[Axes], ds: pd.DataFrame, block: Mapping[s
         lab = m["labels"]
         models = lab["models"]
         rows = ds[ds["method"] == method]
-        for color, e in zip(_colors(len(models)), models, strict=True):
+        for color, e in zip(palette(len(models)), models, strict=True):
             sel = (rows["n_params"] == e["n_params"]) & (rows["n_tokens"] == e["n_tokens"])
             if "run_id" in e and "run_id" in rows.columns:
                 sel = rows["run_id"].astype(str) == e["run_id"]
@@ -211,7 +211,7 @@ def plot_accuracy_vs_labels(axes: list[Axes], ds: pd.DataFrame, block: Mapping[s
         ax.set_title(f"{method}: accuracy vs labels (x: labels needed)", fontsize=9)
         if len(models) <= 12:
             ax.legend(fontsize=6)
-    return _fig(axes[0])
+    return figure_of(axes[0])
 
 
 def write_downstream_figures(

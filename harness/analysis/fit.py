@@ -8,7 +8,7 @@ the grid alpha, beta in {0, 0.5, .., 2}, e in {-1, -0.5, .., 1}, a, b in {0, 5, 
 (4500 starts), best kept; E = exp(e), A = exp(a), B = exp(b). All starts run at once in
 `optim.batched_lbfgs` with analytic gradients, stopping as scipy's L-BFGS-B does by default
 (except that starts whose objective stays far above the best are dropped after a few
-iterations, see `_minimize`); then the best distinct end points are polished with tight
+iterations, see `minimize_from`); then the best distinct end points are polished with tight
 tolerances so that the reported optimum is precise to double precision, not only to scipy's
 default tolerance.
 
@@ -21,13 +21,14 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from harness.analysis import identify, optim
+from harness.analysis.common import check_n_resamples, resample_weights
 from harness.errors import InputError
 
 __all__ = [
@@ -79,7 +80,7 @@ _N_WARM = 4  # distinct optima used as warm starts of each bootstrap resample
 _BOOT_GTOL = 1e-7  # bootstrap rule: max |g| <= 1e-7 or an absolute decrease of f <= 1e-13
 _BOOT_FTOL = 1e-13
 _BOOT_MAX_ITER = 500
-_DROP_AFTER = 10  # early dropping of starts in the multi-start stage (see _minimize)
+_DROP_AFTER = 10  # early dropping of starts in the multi-start stage (see minimize_from)
 _DROP_EVERY = 5
 _DROP_FACTOR = 10.0
 
@@ -128,7 +129,7 @@ class FitResult:
     along a flat direction of the objective (precision worse than 1% of the value)."""
 
 
-def _exp(v: float) -> float:
+def exp_clipped(v: float) -> float:
     """exp(v) as a float: inf, honestly and without a RuntimeWarning, beyond the float range
     (v > 709.78, a fitted log-scale parameter that ran away); nan stays nan."""
     try:
@@ -137,7 +138,7 @@ def _exp(v: float) -> float:
         return math.inf
 
 
-def _as_positive(name: str, v: ArrayLike) -> FloatArray:
+def as_positive(name: str, v: ArrayLike) -> FloatArray:
     arr = np.asarray(v, dtype=float).ravel()
     bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
     if bad.size:
@@ -147,14 +148,14 @@ def _as_positive(name: str, v: ArrayLike) -> FloatArray:
     return arr
 
 
-def _check_same_length(**arrays: FloatArray) -> int:
+def check_same_length(**arrays: FloatArray) -> int:
     lengths = {k: v.size for k, v in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise InputError(f"arrays differ in length: {lengths}; accepted: equal lengths")
     return next(iter(lengths.values()))
 
 
-def _grid(spec: Mapping[str, Sequence[float]], order: Sequence[str]) -> FloatArray:
+def grid_points(spec: Mapping[str, Sequence[float]], order: Sequence[str]) -> FloatArray:
     missing = [k for k in order if k not in spec]
     if missing:
         raise InputError(f"start_grid lacks {missing}; accepted keys: {list(order)}")
@@ -179,7 +180,7 @@ def _distinct(x: FloatArray, f: FloatArray, limit: int) -> FloatArray:
 
 
 @dataclass(frozen=True)
-class _Raw:
+class RawFit:
     x: FloatArray
     f: float
     status: int
@@ -187,7 +188,7 @@ class _Raw:
     candidates: FloatArray
 
 
-def _minimize(fun: optim.Objective, starts: FloatArray) -> _Raw:
+def minimize_from(fun: optim.Objective, starts: FloatArray) -> RawFit:
     """Batched L-BFGS from all starts, then polish the best distinct end points."""
     # Early dropping: every start begins and takes _DROP_AFTER iterations; from then on, every
     # _DROP_EVERY iterations, a start whose objective is above _DROP_FACTOR times the best of
@@ -203,7 +204,7 @@ def _minimize(fun: optim.Objective, starts: FloatArray) -> _Raw:
     pol = optim.batched_lbfgs(fun, cand, gtol=_POLISH_GTOL, ftol=0.0, max_iter=_POLISH_MAX_ITER)
     i = int(np.argmin(np.where(np.isfinite(pol.f), pol.f, np.inf)))
     cands = _distinct(np.vstack([pol.x, res.x]), np.concatenate([pol.f, res.f]), _N_POLISH)
-    return _Raw(
+    return RawFit(
         x=pol.x[i],
         f=float(pol.f[i]),
         status=int(pol.status[i]),
@@ -212,7 +213,7 @@ def _minimize(fun: optim.Objective, starts: FloatArray) -> _Raw:
     )
 
 
-def _converged(raw: _Raw) -> tuple[bool, str]:
+def converged_message(raw: RawFit) -> tuple[bool, str]:
     # The polishing run stops at the precision limit (a line search without decrease) long
     # after it meets L-BFGS-B's default rule; that rule (max |g| <= 1e-5) decides convergence.
     ok = raw.status in (optim.CONV_GRAD, optim.CONV_F) or raw.grad_max <= 1e-5
@@ -222,7 +223,7 @@ def _converged(raw: _Raw) -> tuple[bool, str]:
     return bool(ok), msg
 
 
-def _edge(
+def grid_edge(
     raw_x: FloatArray, spec: Mapping[str, Sequence[float]], order: Sequence[str], law: str
 ) -> tuple[str, ...]:
     edge = []
@@ -248,7 +249,7 @@ def _edge(
 # Chinchilla approach 3
 
 
-_CHIN_ORDER = ("a", "b", "alpha", "beta", "e")  # optimizer layout, see optim.lse_huber_objective
+CHIN_ORDER = ("a", "b", "alpha", "beta", "e")  # optimizer layout, see optim.lse_huber_objective
 # A coefficient is undetermined with its exponent: as alpha runs off the grid (to 0 or to
 # large values), A / N^alpha turns into a constant or vanishes, and A trades off against E.
 _CHIN_RAW_OF = {
@@ -303,7 +304,7 @@ def undetermined_of(
 def _fit_result(
     law: str,
     name: str,
-    raw: _Raw,
+    raw: RawFit,
     order: Sequence[str],
     start_grid: Mapping[str, Sequence[float]],
     to_params: Callable[[FloatArray], dict[str, float]],
@@ -314,8 +315,8 @@ def _fit_result(
 ) -> FitResult:
     """The FitResult of a multi-start minimisation: convergence, grid-edge check, precision and
     undetermined parameters, raw optimum."""
-    conv, msg = _converged(raw)
-    edge = _edge(raw.x, start_grid, order, name)
+    conv, msg = converged_message(raw)
+    edge = grid_edge(raw.x, start_grid, order, name)
     params = to_params(raw.x)
     prec = identify.precision(fun, raw.x, raw.f, to_params)
     raw_x = dict(zip(order, map(float, raw.x), strict=True))
@@ -341,10 +342,16 @@ def _fit_result(
 
 def _chin_params(x: FloatArray) -> dict[str, float]:
     a, b, alpha, beta, e = (float(v) for v in x)
-    return {"E": _exp(e), "A": _exp(a), "B": _exp(b), "alpha": alpha, "beta": beta}
+    return {
+        "E": exp_clipped(e),
+        "A": exp_clipped(a),
+        "B": exp_clipped(b),
+        "alpha": alpha,
+        "beta": beta,
+    }
 
 
-def _check_joint(N: FloatArray, D: FloatArray, n_par: int, law: str) -> None:
+def check_joint(N: FloatArray, D: FloatArray, n_par: int, law: str) -> None:
     if N.size < n_par:
         raise InputError(
             f"{law} fit: {N.size} points, fewer than its {n_par} parameters; "
@@ -396,19 +403,19 @@ def fit_chinchilla(
     GridEdgeWarning
         When the best fit lies on the edge of the start grid.
     """
-    N = _as_positive("n_params", n_params)
-    D = _as_positive("n_tokens", n_tokens)
-    L = _as_positive("loss", loss)
-    _check_same_length(n_params=N, n_tokens=D, loss=L)
-    _check_joint(N, D, 5, "chinchilla")
-    starts = _grid(start_grid, _CHIN_ORDER)
+    N = as_positive("n_params", n_params)
+    D = as_positive("n_tokens", n_tokens)
+    L = as_positive("loss", loss)
+    check_same_length(n_params=N, n_tokens=D, loss=L)
+    check_joint(N, D, 5, "chinchilla")
+    starts = grid_points(start_grid, CHIN_ORDER)
     fun = optim.lse_huber_objective(np.column_stack([np.log(N), np.log(D)]), np.log(L), None, delta)
-    raw = _minimize(fun, starts)
+    raw = minimize_from(fun, starts)
     return _fit_result(
         "chinchilla",
         "chinchilla",
         raw,
-        _CHIN_ORDER,
+        CHIN_ORDER,
         start_grid,
         _chin_params,
         starts.shape[0],
@@ -418,32 +425,7 @@ def fit_chinchilla(
     )
 
 
-def _check_n_resamples(n_resamples: int) -> None:
-    """InputError unless n_resamples >= 1 (the check of every bootstrap in the analysis)."""
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
-
-
-def _resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> FloatArray:
-    """(n_resamples, n) counts of each point in a resample of n points with replacement."""
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    W = np.zeros((n_resamples, n))
-    np.add.at(W, (np.repeat(np.arange(n_resamples), n), idx.ravel()), 1.0)
-    return W
-
-
-def _ci(values: Iterable[float]) -> list[float]:
-    """Percentile 95% interval [2.5%, 97.5%] of bootstrap values, non-finite ones left out;
-    [nan, nan] when none is finite."""
-    v = np.asarray(list(values), dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return [float("nan"), float("nan")]
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
-def _bootstrap(
+def bootstrap_refits(
     make_fun: Callable[[FloatArray | None], optim.Objective],
     fit: FitResult,
     n: int,
@@ -457,7 +439,7 @@ def _bootstrap(
     # of these; this is what keeps a 1000-resample bootstrap to about the cost of one full fit.
     starts = np.asarray(fit.candidates[:_N_WARM], dtype=float)
     ns = starts.shape[0]
-    W = _resample_weights(n, n_resamples, rng)
+    W = resample_weights(n, n_resamples, rng)
     Wr = np.repeat(W, ns, axis=0)  # row r uses resample r // ns
     x0 = np.tile(starts, (n_resamples, 1))
     # A much smaller ftol than scipy's default: started at (or near) an optimum, the first
@@ -520,12 +502,12 @@ def bootstrap_chinchilla(
     InputError
         If n_resamples < 1 or the data are bad (as `fit_chinchilla`).
     """
-    _check_n_resamples(n_resamples)
-    N = _as_positive("n_params", n_params)
-    D = _as_positive("n_tokens", n_tokens)
-    L = _as_positive("loss", loss)
+    check_n_resamples(n_resamples)
+    N = as_positive("n_params", n_params)
+    D = as_positive("n_tokens", n_tokens)
+    L = as_positive("loss", loss)
     logx = np.column_stack([np.log(N), np.log(D)])
-    xs, conv = _bootstrap(
+    xs, conv = bootstrap_refits(
         lambda W: optim.lse_huber_objective(logx, np.log(L), W, delta),
         fit,
         N.size,
@@ -545,7 +527,7 @@ _PL_RAW_OF = {"E": ("e",), "A": ("a", "alpha"), "alpha": ("alpha",)}
 
 def _pl_params(x: FloatArray) -> dict[str, float]:
     a, alpha, e = (float(v) for v in x)
-    return {"E": _exp(e), "A": _exp(a), "alpha": alpha}
+    return {"E": exp_clipped(e), "A": exp_clipped(a), "alpha": alpha}
 
 
 def fit_power_law(
@@ -584,17 +566,17 @@ def fit_power_law(
     GridEdgeWarning
         When the best fit lies on the edge of the start grid.
     """
-    X = _as_positive(f"{name}: x", x)
-    L = _as_positive(f"{name}: loss", loss)
-    _check_same_length(x=X, loss=L)
+    X = as_positive(f"{name}: x", x)
+    L = as_positive(f"{name}: loss", loss)
+    check_same_length(x=X, loss=L)
     if np.unique(X).size < 3:
         raise InputError(
             f"{name} fit: {np.unique(X).size} distinct x values, fewer than its 3 parameters; "
             "accepted: at least 3 distinct values"
         )
-    starts = _grid(start_grid, _PL_ORDER)
+    starts = grid_points(start_grid, _PL_ORDER)
     fun = optim.lse_huber_objective(np.log(X)[:, None], np.log(L), None, delta)
-    raw = _minimize(fun, starts)
+    raw = minimize_from(fun, starts)
     return _fit_result(
         "power_law",
         name,
@@ -625,10 +607,10 @@ def bootstrap_power_law(
     InputError
         If n_resamples < 1 or the data are bad.
     """
-    _check_n_resamples(n_resamples)
-    X = _as_positive("x", x)
-    L = _as_positive("loss", loss)
-    xs, conv = _bootstrap(
+    check_n_resamples(n_resamples)
+    X = as_positive("x", x)
+    L = as_positive("loss", loss)
+    xs, conv = bootstrap_refits(
         lambda W: optim.lse_huber_objective(np.log(X)[:, None], np.log(L), W, delta),
         fit,
         X.size,
@@ -696,7 +678,7 @@ def _kaplan_objective(
 
 def _kap_params(x: FloatArray) -> dict[str, float]:
     lnc, ldc, u, ad = (float(v) for v in x)
-    return {"N_c": _exp(lnc), "D_c": _exp(ldc), "alpha_N": u * ad, "alpha_D": ad}
+    return {"N_c": exp_clipped(lnc), "D_c": exp_clipped(ldc), "alpha_N": u * ad, "alpha_D": ad}
 
 
 def fit_kaplan(
@@ -736,14 +718,14 @@ def fit_kaplan(
     GridEdgeWarning
         When the best fit lies on the edge of the start grid.
     """
-    N = _as_positive("n_params", n_params)
-    D = _as_positive("n_tokens", n_tokens)
-    L = _as_positive("loss", loss)
-    _check_same_length(n_params=N, n_tokens=D, loss=L)
-    _check_joint(N, D, 4, "kaplan")
-    starts = _grid(start_grid, _KAP_ORDER)
+    N = as_positive("n_params", n_params)
+    D = as_positive("n_tokens", n_tokens)
+    L = as_positive("loss", loss)
+    check_same_length(n_params=N, n_tokens=D, loss=L)
+    check_joint(N, D, 4, "kaplan")
+    starts = grid_points(start_grid, _KAP_ORDER)
     fun = _kaplan_objective(np.log(N), np.log(D), np.log(L), None, delta)
-    raw = _minimize(fun, starts)
+    raw = minimize_from(fun, starts)
     return _fit_result(
         "kaplan",
         "kaplan",
@@ -775,11 +757,11 @@ def bootstrap_kaplan(
     InputError
         If n_resamples < 1 or the data are bad.
     """
-    _check_n_resamples(n_resamples)
-    N = _as_positive("n_params", n_params)
-    D = _as_positive("n_tokens", n_tokens)
-    L = _as_positive("loss", loss)
-    xs, conv = _bootstrap(
+    check_n_resamples(n_resamples)
+    N = as_positive("n_params", n_params)
+    D = as_positive("n_tokens", n_tokens)
+    L = as_positive("loss", loss)
+    xs, conv = bootstrap_refits(
         lambda W: _kaplan_objective(np.log(N), np.log(D), np.log(L), W, delta),
         fit,
         N.size,

@@ -10,7 +10,6 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,7 +99,7 @@ def parse_column_map(spec: str | None) -> dict[str, str]:
     return out
 
 
-def _lines(lines: Sequence[int]) -> str:
+def line_list(lines: Sequence[int]) -> str:
     """'line 4' / 'lines 4, 7 and 3 more' (line numbers in the file; the header is line 1)."""
     idx = list(lines)
     shown = ", ".join(str(int(i)) for i in idx[:_MAX_SHOWN])
@@ -108,7 +107,7 @@ def _lines(lines: Sequence[int]) -> str:
     return f"line{'s' if len(idx) > 1 else ''} {shown}{more}"
 
 
-def _values(vals: Sequence[object]) -> str:
+def value_list(vals: Sequence[object]) -> str:
     shown = ", ".join(
         repr(v)
         if isinstance(v, str)
@@ -120,16 +119,7 @@ def _values(vals: Sequence[object]) -> str:
     return shown + (f" and {len(vals) - _MAX_SHOWN} more" if len(vals) > _MAX_SHOWN else "")
 
 
-def _fmt(x: Any) -> str:
-    """A value in a printed summary: '-' for None, floats to 4 significant digits."""
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     """SHA-256 of a file's bytes (the "input" records of fits.json)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -138,7 +128,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_csv(csv: Path, dtype: Mapping[str, type]) -> pd.DataFrame:
+def read_results_csv(csv: Path, dtype: Mapping[str, type]) -> pd.DataFrame:
     """Read a results CSV, the columns in `dtype` as those types, header names stripped.
 
     Raises
@@ -157,7 +147,7 @@ def _read_csv(csv: Path, dtype: Mapping[str, type]) -> pd.DataFrame:
     return df
 
 
-def _done_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def done_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The rows whose ``status`` column (if any) is "done", and how many others were dropped.
 
     Adds the column ``line``: each row's line in the file (header = line 1), numbered before
@@ -206,12 +196,12 @@ def load_runs(
     csv = resolve_csv(path)
     # run_id as text: ids such as "0123" or "1e5" must not turn into numbers (they name
     # the runs/<run_id>/ directories).
-    df = _read_csv(csv, {"run_id": str})
+    df = read_results_csv(csv, {"run_id": str})
     if column_map:
         missing = [v for v in column_map.values() if v not in df.columns]
         if missing:
             raise InputError(
-                f"{csv}: --columns names column(s) {_values(missing)} that the file lacks; "
+                f"{csv}: --columns names column(s) {value_list(missing)} that the file lacks; "
                 f"accepted: one of {', '.join(df.columns)}"
             )
         rename = {user: canon for canon, user in column_map.items() if user != canon}
@@ -224,29 +214,29 @@ def load_runs(
             "accepted: n_params, n_tokens and loss columns, or map yours with "
             "--columns n_params=COL,n_tokens=COL,loss=COL"
         )
-    df, n_excluded = _done_rows(df)
+    df, n_excluded = done_rows(df)
     for col in REQUIRED:
         raw = df[col]
         num = pd.to_numeric(raw, errors="coerce")
         bad = np.flatnonzero(num.isna() & raw.notna())
         if bad.size:
             raise InputError(
-                f"{csv}: column {col!r} has non-numeric value(s) {_values(list(raw.iloc[bad]))} "
-                f"at {_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0"
+                f"{csv}: column {col!r} has non-numeric value(s) {value_list(list(raw.iloc[bad]))} "
+                f"at {line_list(df['line'].iloc[bad])}; accepted: finite numbers > 0"
             )
         vals = num.to_numpy(dtype=float)
         bad = np.flatnonzero(~np.isfinite(vals))
         if bad.size:
             raise InputError(
-                f"{csv}: column {col!r} has NaN/inf value(s) {_values(list(vals[bad]))} at "
-                f"{_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0 "
+                f"{csv}: column {col!r} has NaN/inf value(s) {value_list(list(vals[bad]))} at "
+                f"{line_list(df['line'].iloc[bad])}; accepted: finite numbers > 0 "
                 "(mark failed runs with status other than 'done')"
             )
         bad = np.flatnonzero(vals <= 0)
         if bad.size:
             raise InputError(
-                f"{csv}: column {col!r} has non-positive value(s) {_values(list(vals[bad]))} "
-                f"at {_lines(df['line'].iloc[bad])}; accepted: finite numbers > 0"
+                f"{csv}: column {col!r} has non-positive value(s) {value_list(list(vals[bad]))} "
+                f"at {line_list(df['line'].iloc[bad])}; accepted: finite numbers > 0"
             )
         df[col] = vals
     if "run_id" in df.columns:  # a CSV appended to itself would count each run twice
@@ -254,7 +244,7 @@ def load_runs(
         if dup.any():
             raise InputError(
                 f"{csv}: run_id {df.loc[dup, 'run_id'].iloc[0]!r} appears on "
-                f"{_lines(df.loc[dup, 'line'])}; accepted: each run once (`harness collect` "
+                f"{line_list(df.loc[dup, 'line'])}; accepted: each run once (`harness collect` "
                 "rewrites runs.csv from the run directories)"
             )
     for col in SETTING_COLUMNS:
@@ -267,8 +257,8 @@ def load_runs(
         bad = np.flatnonzero(raw.notna().to_numpy() & ~(np.isfinite(vals) & (vals > 0)))
         if bad.size:
             raise InputError(
-                f"{csv}: column {col!r} has bad value(s) {_values(list(raw.iloc[bad]))} at "
-                f"{_lines(df['line'].iloc[bad])}; accepted: blank or a finite number > 0 in "
+                f"{csv}: column {col!r} has bad value(s) {value_list(list(raw.iloc[bad]))} at "
+                f"{line_list(df['line'].iloc[bad])}; accepted: blank or a finite number > 0 in "
                 "rows with status 'done'"
             )
     if len(df) < min_points:

@@ -12,15 +12,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import Akima1DInterpolator
 
-from harness.analysis.fit import _check_n_resamples, _resample_weights
+from harness.analysis.common import check_n_resamples, resample_weights
+from harness.analysis.laws import flops
 from harness.errors import InputError
 
 __all__ = [
     "IsoflopResult",
     "bootstrap_isoflop",
+    "budget_column",
     "budgets_of",
     "fit_approach1",
     "fit_isoflop",
@@ -266,7 +269,7 @@ def bootstrap_isoflop(
     InputError
         If n_resamples < 1.
     """
-    _check_n_resamples(n_resamples)
+    check_n_resamples(n_resamples)
     N = np.asarray(n_params, dtype=float)
     L = np.asarray(loss, dtype=float)
     lc = np.log(np.asarray(res.budgets))
@@ -281,7 +284,7 @@ def bootstrap_isoflop(
                 logn[r, j] = np.nan if found is None else found[0]
             continue
         x, y = np.log(N[w_idx]), L[w_idx]
-        counts = _resample_weights(w_idx.size, n_resamples, rng)
+        counts = resample_weights(w_idx.size, n_resamples, rng)
         # Weighted normal equations for all resamples at once: (n_resamples, 3, 3).
         V = np.vander(x, 3, increasing=True)  # (m, 3)
         M = np.einsum("rm,mi,mj->rij", counts, V, V)
@@ -306,3 +309,18 @@ def bootstrap_isoflop(
     a = (dc * (ln - mn)).sum(axis=1) / (dc * (lc - mc)).sum(axis=1)
     # log D_opt = log C - log 6 - log N_opt, so b = 1 - a exactly.
     return a, 1.0 - a, int(np.sum(~good))
+
+
+def budget_column(df: pd.DataFrame) -> np.ndarray | None:
+    """The per-run compute budget if the runs form isoFLOP profiles, else None.
+
+    Taken from a ``flops_budget`` column, else C = 6ND rounded to 3 significant digits when at
+    least 2 budgets hold runs of 3 or more distinct N.
+    """
+    if "flops_budget" in df.columns:
+        b = pd.to_numeric(df["flops_budget"], errors="coerce").to_numpy(dtype=float)
+        if np.all(np.isfinite(b) & (b > 0)):
+            return b
+    b = budgets_of(flops(df["n_params"], df["n_tokens"]))
+    n_prof = sum(np.unique(df["n_params"].to_numpy()[b == c]).size >= 3 for c in np.unique(b))
+    return b if n_prof >= 2 else None

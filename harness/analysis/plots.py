@@ -23,7 +23,6 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from harness.analysis.laws import chinchilla_loss  # noqa: E402
 from harness.atomic import atomic_write  # noqa: E402
-from harness.errors import InputError  # noqa: E402
 
 __all__ = [
     "new_axes",
@@ -36,7 +35,7 @@ __all__ = [
     "plot_sweep",
     "plot_sweep_optima",
     "save_figure",
-    "write_standard_figures",
+    "write_learning_curves",
 ]
 
 _SALT = "scaling-harness"
@@ -49,22 +48,15 @@ def new_axes(figsize: tuple[float, float] = (6.0, 4.2)) -> Axes:
     return fig.add_subplot()
 
 
-def _fig(ax: Axes) -> Figure:
+def figure_of(ax: Axes) -> Figure:
     fig = ax.get_figure()
     assert isinstance(fig, Figure)
     return fig
 
 
-def _colors(k: int) -> list[Any]:
+def palette(k: int) -> list[Any]:
     cmap = mpl.colormaps["viridis"]
     return [cmap(v) for v in np.linspace(0.0, 0.9, max(k, 1))]
-
-
-def _chin_params(fits: Mapping[str, Any] | None) -> dict[str, float] | None:
-    if not fits:
-        return None
-    p = fits.get("chinchilla", {}).get("params")
-    return dict(p) if p else None
 
 
 def _floor_line(ax: Axes, floor: float | None) -> None:
@@ -104,7 +96,7 @@ def _loss_slices(
     Chinchilla law along each slice (``x`` and ``by`` are n_params and n_tokens in some order)."""
     values = np.unique(df[by])
     many = values.size > 12
-    for c, v in zip(_colors(values.size), values, strict=True):
+    for c, v in zip(palette(values.size), values, strict=True):
         g = df[df[by] == v].sort_values(x)
         ax.plot(g[x], g["loss"], "o", color=c, ms=4, label=None if many else f"{by_label}={v:.3g}")
         if params is not None and not many:
@@ -123,7 +115,7 @@ def _loss_slices(
     )
     if not many:
         ax.legend(fontsize=7)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_loss_vs_n(
@@ -179,7 +171,7 @@ def plot_isoflop(
     Figure
     """
     cs = np.unique(budget)
-    for c, col in zip(cs, _colors(cs.size), strict=True):
+    for c, col in zip(cs, palette(cs.size), strict=True):
         g = df[budget == c].sort_values("n_params")
         ax.plot(g["n_params"], g["loss"], "o-", color=col, ms=3, lw=0.8, label=f"C={c:.2g}")
     if isoflop:
@@ -189,7 +181,7 @@ def plot_isoflop(
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("isoFLOP profiles")
     ax.legend(fontsize=6, ncol=2)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_optimal(ax: Axes, isoflop: Mapping[str, Any]) -> Figure:
@@ -220,7 +212,7 @@ def plot_optimal(ax: Axes, isoflop: Mapping[str, Any]) -> Figure:
     ax.set_ylabel("compute-optimal N, D")
     ax.set_title("N_opt(C), D_opt(C) (approach 2)")
     ax.legend(fontsize=7)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_residuals(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> Figure:
@@ -236,11 +228,11 @@ def plot_residuals(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> F
     sc = ax.scatter(pred, obs, c=rel, cmap="coolwarm", s=14)
     lo, hi = min(pred.min(), obs.min()), max(pred.max(), obs.max())
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-    _fig(ax).colorbar(sc, ax=ax, label="(observed - predicted) / predicted")
+    figure_of(ax).colorbar(sc, ax=ax, label="(observed - predicted) / predicted")
     ax.set_xlabel("predicted loss (Chinchilla fit)")
     ax.set_ylabel("observed loss")
     ax.set_title(f"observed vs predicted (max |rel. residual| {np.max(np.abs(rel)):.3g})")
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = None) -> Figure:
@@ -258,7 +250,7 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = N
     Figure
     """
     sizes = np.unique(curves["n_params"])
-    for color, n in zip(_colors(sizes.size), sizes, strict=True):
+    for color, n in zip(palette(sizes.size), sizes, strict=True):
         label: str | None = f"N={n:.3g}"
         for _, run in curves[curves["n_params"] == n].groupby("run_id", sort=True):
             tr = run[np.isfinite(run["train_loss"])]
@@ -278,7 +270,7 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = N
     ax.set_title("learning curves (points: validation; light: training)")
     if sizes.size and sizes.size <= 12:
         ax.legend(fontsize=7)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 _SWEEP_LABEL = {"lr": "peak learning rate", "batch_tokens": "batch size (tokens)"}
@@ -299,7 +291,7 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
     Figure
     """
     pts = block["points"]
-    for color, p in zip(_colors(len(pts)), pts, strict=True):
+    for color, p in zip(palette(len(pts)), pts, strict=True):
         h, y = np.asarray(p["values"], dtype=float), np.asarray(p["losses"], dtype=float)
         ax.plot(h, y, "o", color=color, ms=4, label=f"N={p['n_params']:.3g}, D={p['n_tokens']:.3g}")
         c0, c1, c2 = (np.nan if v is None else v for v in p["parabola"])
@@ -331,7 +323,7 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
     ax.set_title(f"{block['hparam']} sweep: parabola in log {block['hparam']}, optimum *")
     if len(pts) <= 12:
         ax.legend(fontsize=7)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def plot_sweep_optima(ax: Axes, block: Mapping[str, Any]) -> Figure:
@@ -374,7 +366,7 @@ def plot_sweep_optima(ax: Axes, block: Mapping[str, Any]) -> Figure:
     ax.set_ylabel(f"optimal {_SWEEP_LABEL.get(block['hparam'], block['hparam'])}")
     ax.set_title(f"{block['hparam']}_opt(N)")
     ax.legend(fontsize=7)
-    return _fig(ax)
+    return figure_of(ax)
 
 
 def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
@@ -408,126 +400,24 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
     return out
 
 
-def write_standard_figures(
+def write_learning_curves(
     df: pd.DataFrame,
-    fits: Mapping[str, Any] | None,
+    runs_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
     suffix: str = "",
-    runs_dir: str | os.PathLike[str] | None = None,
     floor: float | None = None,
 ) -> list[Path]:
-    """The figures the data allow: loss vs N and vs D, residuals, isoFLOP profiles and optima,
-    the learning curves when `runs_dir` holds metrics.csv files of these runs, and for runs
-    that repeat data loss vs epochs and effective data (`dataconstrained_plots`).
+    """learning_curves.png/.svg of the runs in `df` (matched by its run_id column) from their
+    metrics.csv under `runs_dir`; nothing when there is no runs/ folder or no run_id column."""
+    from harness.analysis.io import load_learning_curves
 
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Runs.
-    fits : mapping, optional
-        The "fits" object of fits.json; when None the Chinchilla law is fitted here (no
-        bootstrap) when the data allow.
-    out_dir : path-like
-        Directory for the files.
-    suffix : str
-        Appended to each file stem (per group).
-    runs_dir : path-like, optional
-        The runs/ directory beside the CSV: learning curves of the runs in `df` (matched by
-        its run_id column) from their metrics.csv; none when absent.
-    floor : float, optional
-        The corpus' true entropy rate (nats/token; synthetic corpora), dashed on the loss plots.
-
-    Returns
-    -------
-    list of pathlib.Path
-    """
-    from harness.analysis import fit as fitmod
-    from harness.analysis import isoflop as iso
-    from harness.analysis import sweeps
-    from harness.analysis.report import _budget_column
-
-    out_dir = Path(out_dir)
-    # Runs that sweep lr or batch size: the standard figures show the best setting per (N, D)
-    # (as the fits do); the sweeps get figures of their own below.
-    swept = sweeps.swept_columns(df)
-    full, df = df, sweeps.best_per_point(df, swept)
-    params = _chin_params(fits)
-    if params is None and fits is None:
-        try:
-            params = fitmod.fit_chinchilla(df["n_params"], df["n_tokens"], df["loss"]).params
-        except InputError:
-            params = None
-    written: list[Path] = []
-    written += save_figure(
-        plot_loss_vs_n(new_axes(), df, params, floor), out_dir / f"loss_vs_n{suffix}"
+    if not Path(runs_dir).is_dir() or "run_id" not in df.columns:
+        return []
+    sizes = dict(zip(df["run_id"].astype(str), df["n_params"], strict=True))
+    curves = load_learning_curves(runs_dir, sizes)
+    if not len(curves):
+        return []
+    return save_figure(
+        plot_learning_curves(new_axes(), curves, floor), Path(out_dir) / f"learning_curves{suffix}"
     )
-    written += save_figure(
-        plot_loss_vs_d(new_axes(), df, params, floor), out_dir / f"loss_vs_d{suffix}"
-    )
-    if params is not None:
-        written += save_figure(
-            plot_residuals(new_axes(), df, params), out_dir / f"residuals{suffix}"
-        )
-    budget = _budget_column(df)
-    if budget is not None:
-        block = (fits or {}).get("isoflop")
-        if block is None or "skipped" in block:
-            try:
-                r = iso.fit_isoflop(df["n_params"], df["loss"], budget)
-                block = {
-                    "budgets": r.budgets,
-                    "n_opt": r.n_opt,
-                    "d_opt": r.d_opt,
-                    "loss_opt": r.loss_opt,
-                    "a": r.a,
-                    "b": r.b,
-                    "log_k_n": r.log_k_n,
-                    "log_k_d": r.log_k_d,
-                }
-            except InputError:
-                block = None
-        written += save_figure(
-            plot_isoflop(new_axes(), df, budget, block), out_dir / f"isoflop{suffix}"
-        )
-        if block is not None:
-            written += save_figure(plot_optimal(new_axes(), block), out_dir / f"optimal{suffix}")
-    if runs_dir is not None and Path(runs_dir).is_dir() and "run_id" in df.columns:
-        from harness.analysis.io import load_learning_curves
-
-        sizes = dict(zip(full["run_id"].astype(str), full["n_params"], strict=True))
-        curves = load_learning_curves(runs_dir, sizes)
-        if len(curves):
-            written += save_figure(
-                plot_learning_curves(new_axes(), curves, floor),
-                out_dir / f"learning_curves{suffix}",
-            )
-    for name, col, stem in (("lr_sweep", "lr", "lr"), ("batch_sweep", "batch_tokens", "batch")):
-        if col not in swept:
-            continue
-        sweep = (fits or {}).get(name)
-        if sweep is None or "skipped" in sweep:
-            try:
-                from harness.analysis.report import _clean
-
-                sweep = _clean(
-                    sweeps.sweep_block(
-                        full,
-                        col,
-                        n_bootstrap=0,  # type: ignore[arg-type]
-                        rng=np.random.default_rng(0),
-                    )
-                )
-            except InputError:
-                continue
-        written += save_figure(plot_sweep(new_axes(), sweep), out_dir / f"{stem}_sweep{suffix}")
-        written += save_figure(
-            plot_sweep_optima(new_axes(), sweep), out_dir / f"{stem}_opt{suffix}"
-        )
-    # Repeated data (Muennighoff et al. 2023): effective data and loss against epochs.
-    from harness.analysis import dataconstrained_plots
-
-    written += dataconstrained_plots.write_data_constrained_figures(
-        df, fits, out_dir, suffix=suffix
-    )
-    return written

@@ -11,26 +11,23 @@ directory lies.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from harness.analysis import dataconstrained as dc
 from harness.analysis import downstream as ds
-from harness.analysis import fit as fitmod
-from harness.analysis import identify, sweeps
 from harness.analysis import isoflop as iso
-from harness.analysis.fit import _ci
-from harness.analysis.io import _fmt, _lines, _sha256, load_runs, resolve_csv
-from harness.analysis.laws import chinchilla_loss, compute_optimal, flops
+from harness.analysis import sweeps
+from harness.analysis.common import json_clean
+from harness.analysis.io import line_list, load_runs, resolve_csv, sha256_of
+from harness.analysis.laws import flops
+from harness.analysis.registry import LAWS, Figures, Frame
+from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
 from harness.analysis.where import select_rows
 from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
@@ -45,198 +42,15 @@ __all__ = [
     "summarize",
 ]
 
-ALL_FITS: tuple[str, ...] = (
-    "chinchilla",
-    "compute_optimal",
-    "kaplan",
-    "power_law_n",
-    "power_law_d",
-    "power_law_c",
-    "approach1",
-    "isoflop",
-    "heldout",
-    "lr_sweep",
-    "batch_sweep",
-    "data_constrained",
-)
-"""Every fit fits.json can hold. By default each is made where the data allow; chinchilla is
-required (a CSV that cannot support the joint fit is bad input unless `fits` leaves it out, or
-the runs sweep lr or batch size). lr_sweep and batch_sweep appear only for runs that sweep them
-(`sweeps.swept_columns`) or when asked for by name; data_constrained only for runs that repeat
-data (`dataconstrained.has_repeats`) or when asked for by name."""
-
-COMPUTE_BUDGETS: tuple[float, ...] = (1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24)
-"""Budgets (FLOPs) at which compute_optimal reports N_opt, D_opt and tokens per parameter."""
+ALL_FITS: tuple[str, ...] = tuple(law.name for law in LAWS)
+"""Every fit fits.json can hold (`harness.analysis.registry`). By default each is made where
+the data allow; chinchilla is required (a CSV that cannot support the joint fit is bad input
+unless `fits` leaves it out, or the runs sweep lr or batch size). lr_sweep and batch_sweep
+appear only for runs that sweep them (`sweeps.swept_columns`) or when asked for by name;
+data_constrained only for runs that repeat data (`dataconstrained.has_repeats`) or when asked
+for by name."""
 
 SCHEMA = 1
-_SIG = 10  # significant digits kept in fits.json
-
-
-def _num(x: float) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{_SIG}g}")
-
-
-def _clean(obj: Any) -> Any:
-    """Plain JSON: floats rounded, numpy scalars converted, tuples to lists, keys as str."""
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _num(float(obj))
-    return obj
-
-
-def _rng(seed: int, label: str) -> np.random.Generator:
-    # One stream per fit and group, so that adding a fit does not move the others' numbers.
-    return np.random.default_rng([seed, zlib.crc32(label.encode())])
-
-
-def _budget_column(df: pd.DataFrame) -> np.ndarray | None:
-    """The per-run compute budget if the runs form isoFLOP profiles, else None.
-
-    Taken from a ``flops_budget`` column, else C = 6ND rounded to 3 significant digits when at
-    least 2 budgets hold runs of 3 or more distinct N.
-    """
-    if "flops_budget" in df.columns:
-        b = pd.to_numeric(df["flops_budget"], errors="coerce").to_numpy(dtype=float)
-        if np.all(np.isfinite(b) & (b > 0)):
-            return b
-    b = iso.budgets_of(flops(df["n_params"], df["n_tokens"]))
-    n_prof = sum(np.unique(df["n_params"].to_numpy()[b == c]).size >= 3 for c in np.unique(b))
-    return b if n_prof >= 2 else None
-
-
-def _slice(df: pd.DataFrame, fixed: str, var: str) -> tuple[pd.DataFrame, str]:
-    """Rows for a one-variable law in `var`: at the `fixed` value with the most distinct `var`
-    values (ties: the largest), else the frontier (lowest loss at each `var` value)."""
-    best = None
-    for v, g in df.groupby(fixed):
-        k = g[var].nunique()
-        if k >= 4 and (best is None or (k, v) >= (best[0], best[1])):
-            best = (k, v, g)
-    if best is not None:
-        return best[2], f"{fixed}={best[1]:.6g}"
-    front = df.loc[df.groupby(var)["loss"].idxmin()]
-    return front, "frontier: lowest loss at each " + var
-
-
-def _envelope(C: np.ndarray, L: np.ndarray) -> np.ndarray:
-    """Indices of the compute envelope: runs with lower loss than every cheaper run."""
-    order = np.argsort(C, kind="stable")
-    keep, best = [], np.inf
-    for i in order:
-        if L[i] < best:
-            keep.append(i)
-            best = L[i]
-    return np.array(keep, dtype=int)
-
-
-def _fit_block(
-    res: fitmod.FitResult, boots: list[dict[str, float]], n_failed: int, n_boot: int
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "params": dict(res.params),
-        "ci95": {k: _ci(b[k] for b in boots) for k in res.params} if boots else {},
-        "objective": res.objective,
-        "converged": res.converged,
-        "message": res.message,
-        "n_starts": res.n_starts,
-        "n_points": res.n_points,
-        "on_grid_edge": res.on_grid_edge,
-        "edge_params": list(res.edge_params),
-        "n_bootstrap": n_boot,
-        "n_bootstrap_failed": n_failed,
-    }
-    out.update(
-        identify.law_fields(
-            res.params, res.precision, res.undetermined, boots, out["ci95"], n_failed, n_boot
-        )
-    )
-    return out
-
-
-def _leafwise(f: Any, *trees: Any) -> Any:
-    """f applied leaf by leaf to nested dicts of one shape (or to plain values)."""
-    if isinstance(trees[0], Mapping):
-        return {k: _leafwise(f, *(t[k] for t in trees)) for k in trees[0]}
-    return f(*trees)
-
-
-def _compute_optimal_block(
-    chin: fitmod.FitResult,
-    boots: Sequence[Mapping[str, float]],
-    chin_undetermined: Mapping[str, str],
-) -> dict[str, Any]:
-    """N_opt, D_opt and tokens per parameter at COMPUTE_BUDGETS from a Chinchilla fit, with
-    bootstrap intervals, their Monte Carlo errors, and the numerical precision propagated from
-    the fit's (a quantity is undetermined when a parameter it depends on is)."""
-    keys = [f"{c:.0e}" for c in COMPUTE_BUDGETS]
-    budgets = list(zip(keys, COMPUTE_BUDGETS, strict=True))
-
-    def values(p: Mapping[str, float]) -> dict[str, Any]:
-        co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
-        return {
-            "a": co.a,
-            "b": co.b,
-            "G": co.G,
-            "n_opt": {k: float(co.n_opt(c)) for k, c in budgets},
-            "d_opt": {k: float(co.d_opt(c)) for k, c in budgets},
-            "tokens_per_param": {k: float(co.tokens_per_param(c)) for k, c in budgets},
-        }
-
-    block = values(chin.params)
-    cos = [
-        values(b) for b in boots if all(np.isfinite(v) and v > 0 for k, v in b.items() if k != "E")
-    ]
-    ci95: dict[str, Any] = {}
-    se: dict[str, Any] = {}
-    if cos:
-        for k in ("a", "b"):
-            ci95[k] = _ci(c[k] for c in cos)
-            se[k] = identify.interval_se([c[k] for c in cos])
-        ci95["tokens_per_param"] = {b: _ci(c["tokens_per_param"][b] for c in cos) for b in keys}
-        se["tokens_per_param"] = {
-            b: identify.interval_se([c["tokens_per_param"][b] for c in cos]) for b in keys
-        }
-    # a = beta/(alpha+beta) and b need only the exponents; the rest all four parameters.
-    deps = {k: ("alpha", "beta") if k in ("a", "b") else ("A", "B", "alpha", "beta") for k in block}
-    # First-order propagation of each parameter's precision (independent worst cases added in
-    # quadrature); a quantity depending on a parameter of infinite precision gets it too.
-    moved = {
-        p: values({**chin.params, p: chin.params[p] + chin.precision[p]})
-        for p in ("A", "B", "alpha", "beta")
-        if math.isfinite(chin.precision.get(p, math.inf))
-    }
-    prec: dict[str, Any] = {}
-    for k, value in block.items():
-        if any(p not in moved for p in deps[k]):
-            prec[k] = _leafwise(lambda v: math.inf, value)
-            continue
-        sq = _leafwise(lambda v: 0.0, value)
-        for p in deps[k]:
-            sq = _leafwise(lambda s_, m, v: s_ + (m - v) ** 2, sq, moved[p][k], value)
-        prec[k] = _leafwise(math.sqrt, sq)
-    undetermined = {}
-    for k in block:
-        why = [f"chinchilla {p}: {chin_undetermined[p]}" for p in deps[k] if p in chin_undetermined]
-        if why:
-            undetermined[k] = "; ".join(why)
-    return {
-        **block,
-        "ci95": ci95,
-        "ci95_mc_se": se,
-        "precision": prec,
-        "undetermined": undetermined,
-        "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4",
-    }
 
 
 def fit_frame(
@@ -291,225 +105,43 @@ def fit_frame(
     explicit = fits is not None
     if n_bootstrap < 0:
         raise InputError(f"--bootstrap {n_bootstrap}; accepted: an integer >= 0")
-    # Runs that sweep lr or batch size: the laws below see the best setting per (N, D); the
-    # sweeps themselves are fitted at the end (lr_sweep, batch_sweep).
-    swept = sweeps.swept_columns(df)
-    full, df = df, sweeps.best_per_point(df, swept)
-    N = df["n_params"].to_numpy(dtype=float)
-    D = df["n_tokens"].to_numpy(dtype=float)
-    L = df["loss"].to_numpy(dtype=float)
-    C = flops(N, D)
-    out: dict[str, Any] = {}
-
-    def optional(name: str, fn: Any) -> None:
-        # A fit the user did not ask for by name is made only where the data allow it.
-        if name not in want:
-            return
+    # Runs that sweep lr or batch size: the laws see the best setting per (N, D); the sweeps
+    # themselves fit every run (lr_sweep, batch_sweep).
+    swept = tuple(sweeps.swept_columns(df))
+    best = sweeps.best_per_point(df, list(swept))
+    N = best["n_params"].to_numpy(dtype=float)
+    D = best["n_tokens"].to_numpy(dtype=float)
+    frame = Frame(
+        df=best,
+        full=df,
+        swept=swept,
+        N=N,
+        D=D,
+        L=best["loss"].to_numpy(dtype=float),
+        C=flops(N, D),
+        budget=iso.budget_column(best),
+        seed=seed,
+        label=label,
+        n_bootstrap=n_bootstrap,
+        isoflop_minimum=isoflop_minimum,
+        heldout_quantile=heldout_quantile,
+    )
+    for law in LAWS:
+        if law.name not in want:
+            continue
         try:
-            out[name] = fn()
+            # By default a law is made only where the data allow it; a law asked for by name
+            # is made or refused.
+            if not law.applies(frame) and not explicit:
+                continue
+            frame.blocks[law.name] = law.fit(frame)
         except InputError as exc:
-            if explicit:
+            if explicit or law.required(frame):
                 raise
-            out[name] = {"skipped": str(exc)}
-
-    chin: fitmod.FitResult | None = None
-    chin_boot: list[dict[str, float]] = []
-    if "chinchilla" in want:
-        try:
-            chin = fitmod.fit_chinchilla(N, D, L)
-        except InputError as exc:
-            if explicit or not swept:
-                raise
-            out["chinchilla"] = {"skipped": str(exc)}  # a sweep at too few (N, D) points
-    if chin is not None:
-        nf = 0
-        if n_bootstrap:
-            chin_boot, nf = fitmod.bootstrap_chinchilla(
-                N, D, L, chin, n_resamples=n_bootstrap, rng=_rng(seed, label + "chinchilla")
-            )
-        out["chinchilla"] = _fit_block(chin, chin_boot, nf, n_bootstrap)
-        if kept is not None:
-            kept["chinchilla"] = ds.Step1Fit(chin, chin_boot, nf, len(N))
-
-    if "compute_optimal" in want:
-        if chin is None:
-            if explicit:
-                raise InputError("--fits compute_optimal needs chinchilla too")
-        elif not all(np.isfinite(v) and v > 0 for k, v in chin.params.items() if k != "E"):
-            # A fit with loss rising in N or D (alpha or beta <= 0) has no compute optimum.
-            bad = ", ".join(f"{k}={v:.4g}" for k, v in chin.params.items() if k != "E")
-            out["compute_optimal"] = {"skipped": f"chinchilla fit has no compute optimum ({bad})"}
-        else:
-            out["compute_optimal"] = _compute_optimal_block(
-                chin, chin_boot, out["chinchilla"]["undetermined"]
-            )
-
-    def kaplan() -> dict[str, Any]:
-        r = fitmod.fit_kaplan(N, D, L)
-        bs, nf = ([], 0)
-        if n_bootstrap:
-            bs, nf = fitmod.bootstrap_kaplan(
-                N, D, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "kaplan")
-            )
-        return _fit_block(r, bs, nf, n_bootstrap)
-
-    def power_law(name: str, x: np.ndarray, y: np.ndarray, where: str) -> dict[str, Any]:
-        r = fitmod.fit_power_law(x, y, name=name)
-        bs, nf = ([], 0)
-        if n_bootstrap:
-            bs, nf = fitmod.bootstrap_power_law(
-                x, y, r, n_resamples=n_bootstrap, rng=_rng(seed, label + name)
-            )
-        block = _fit_block(r, bs, nf, n_bootstrap)
-        block["data"] = where
-        return block
-
-    def pl_n() -> dict[str, Any]:
-        sub, where = _slice(df, "n_tokens", "n_params")
-        return power_law("power_law_n", sub["n_params"].to_numpy(), sub["loss"].to_numpy(), where)
-
-    def pl_d() -> dict[str, Any]:
-        sub, where = _slice(df, "n_params", "n_tokens")
-        return power_law("power_law_d", sub["n_tokens"].to_numpy(), sub["loss"].to_numpy(), where)
-
-    budget = _budget_column(df)
-
-    def pl_c() -> dict[str, Any]:
-        if budget is not None:
-            idx = np.array(
-                [np.flatnonzero(budget == c)[np.argmin(L[budget == c])] for c in np.unique(budget)]
-            )
-            x, where = budget[idx], "lowest loss per compute budget"
-        else:
-            idx = _envelope(C, L)
-            x, where = C[idx], "compute envelope (runs better than every cheaper run)"
-        return power_law("power_law_c", x, L[idx], where)
-
-    def approach1() -> dict[str, Any]:
-        if budget is None:
-            raise InputError(
-                "approach 1: the runs form no compute budgets (no flops_budget "
-                "column and no 2 budgets with 3 or more model sizes)"
-            )
-        r = iso.fit_approach1(N, D, L, budget)
-        return {
-            "budgets": list(r.budgets),
-            "n_opt": list(r.n_opt),
-            "d_opt": list(r.d_opt),
-            "loss_opt": list(r.loss_opt),
-            "a": r.a,
-            "b": r.b,
-        }
-
-    def isoflop() -> dict[str, Any]:
-        if budget is None:
-            raise InputError(
-                "isoFLOP (approach 2): the runs form no compute budgets (no "
-                "flops_budget column and no 2 budgets with 3 or more model sizes)"
-            )
-        r = iso.fit_isoflop(N, L, budget, minimum=isoflop_minimum)  # type: ignore[arg-type]
-        block: dict[str, Any] = {
-            "budgets": list(r.budgets),
-            "n_opt": list(r.n_opt),
-            "d_opt": list(r.d_opt),
-            "loss_opt": list(r.loss_opt),
-            "a": r.a,
-            "b": r.b,
-            "log_k_n": r.log_k_n,
-            "log_k_d": r.log_k_d,
-            "skipped_budgets": list(r.skipped),
-            "minimum": r.minimum,
-            "ci95": {},
-            "n_bootstrap": n_bootstrap,
-            "n_bootstrap_failed": 0,
-        }
-        if n_bootstrap:
-            a, b, nf = iso.bootstrap_isoflop(
-                N, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "isoflop")
-            )
-            block["ci95"] = {"a": _ci(a), "b": _ci(b)}
-            block["ci95_mc_se"] = {"a": identify.interval_se(a), "b": identify.interval_se(b)}
-            block["n_bootstrap_failed"] = nf
-        return block
-
-    def heldout() -> dict[str, Any]:
-        # Choshen et al. 2024: fit on the cheaper runs, predict the rest, report the absolute
-        # relative error |L_pred - L| / L of the predictions.
-        thr = float(np.quantile(C, heldout_quantile))
-        tr, te = C <= thr, C > thr
-        if te.sum() < 1:
-            raise InputError("held-out check: no run above the compute threshold")
-        r = fitmod.fit_chinchilla(N[tr], D[tr], L[tr])
-        p = r.params
-        pred = chinchilla_loss(N[te], D[te], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
-        are = np.abs(pred - L[te]) / L[te]
-        return {
-            "law": "chinchilla",
-            "flops_threshold": thr,
-            "quantile": heldout_quantile,
-            "n_train": int(tr.sum()),
-            "n_test": int(te.sum()),
-            "are_mean": float(are.mean()),
-            "are_max": float(are.max()),
-            "are_median": float(np.median(are)),
-            "params": dict(p),
-            "precision": dict(r.precision),
-            "undetermined": dict(r.undetermined),
-        }
-
-    optional("kaplan", kaplan)
-    optional("power_law_n", pl_n)
-    optional("power_law_d", pl_d)
-    optional("power_law_c", pl_c)
-    optional("approach1", approach1)
-    optional("isoflop", isoflop)
-    optional("heldout", heldout)
-
-    def data_constrained() -> dict[str, Any]:
-        # Muennighoff et al. 2023: repeated tokens and excess parameters lose value.
-        src = str(df.attrs.get("path", "runs.csv"))
-        U = dc.unique_tokens_of(df, src)
-        if U is None:
-            raise InputError(
-                f"{src}: data-constrained fit: no n_unique_tokens or epochs column; "
-                "accepted: runs.csv of `harness run`, or a CSV with one of them"
-            )
-        r = dc.fit_data_constrained(N, D, U, L)
-        bs, nf = ([], 0)
-        if n_bootstrap:
-            bs, nf = dc.bootstrap_data_constrained(
-                N, D, U, L, r, n_resamples=n_bootstrap, rng=_rng(seed, label + "data_constrained")
-            )
-        block = _fit_block(r, bs, nf, n_bootstrap)
-        n_rep, n_exc = dc.repeat_counts(N, D, U, r.params)
-        block.update(
-            n_repeated=n_rep, n_excess_params=n_exc, source="Muennighoff et al. 2023, eq. 5-7"
-        )
-        for k in dc.undetermined(N, D, U, r.params):
-            # No run's prediction depends on it: its value is wherever the optimizer left it
-            # (kept, the law's predictions use it), and it has no interval.
-            block["ci95"][k] = [float("nan"), float("nan")]
-        return block
-
-    if "data_constrained" in want:
-        try:
-            repeats = dc.has_repeats(df, str(df.attrs.get("path", "runs.csv")))
-        except InputError as exc:
-            if explicit:
-                raise
-            out["data_constrained"] = {"skipped": str(exc)}
-        else:
-            if repeats or explicit:
-                optional("data_constrained", data_constrained)
-    for name, col in (("lr_sweep", "lr"), ("batch_sweep", "batch_tokens")):
-        if col in swept or (explicit and name in want):
-            optional(
-                name,
-                lambda col=col, name=name: sweeps.sweep_block(
-                    full, col, n_bootstrap=n_bootstrap, rng=_rng(seed, label + name)
-                ),
-            )
-    return out
+            frame.blocks[law.name] = {"skipped": str(exc)}
+    if kept is not None and "chinchilla" in frame.shared:
+        kept["chinchilla"] = frame.shared["chinchilla"]
+    return dict(frame.blocks)
 
 
 def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
@@ -527,11 +159,11 @@ def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
     if dsc.is_file():  # a fine-tuning result added or changed since the fit
         try:
             doc = json.loads(fits.read_text(encoding="utf-8"))
-            if doc["downstream"]["input"]["sha256"] != _sha256(dsc):
+            if doc["downstream"]["input"]["sha256"] != sha256_of(dsc):
                 return False
         except (OSError, ValueError, KeyError, TypeError):
             return False
-    return stored == _sha256(csv) and figures.is_dir() and any(figures.iterdir())
+    return stored == sha256_of(csv) and figures.is_dir() and any(figures.iterdir())
 
 
 def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tuple[Any, ...]]:
@@ -546,7 +178,7 @@ def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tu
         if blank.any():
             raise InputError(
                 f"{csv}: --group-by column {c!r} is blank at "
-                f"{_lines(df.loc[blank, 'line'])}; accepted: a value in every row "
+                f"{line_list(df.loc[blank, 'line'])}; accepted: a value in every row "
                 "of the runs fitted"
             )
     return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
@@ -632,7 +264,7 @@ def fits_dict(
     }
     input_record = {
         "path": csv.name,
-        "sha256": _sha256(csv),
+        "sha256": sha256_of(csv),
         "n_points": len(df),
         "n_excluded": n_excluded,
     }
@@ -684,7 +316,7 @@ def fits_dict(
             step1_fit=kept.get("chinchilla"),
         )
         doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
-    return _clean(doc)
+    return json_clean(doc)
 
 
 def fit_path(
@@ -754,60 +386,14 @@ def fit_path(
 
 def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
     lines = []
-    for name in ALL_FITS:
-        if name not in fits:
+    for law in LAWS:
+        block = fits.get(law.name)
+        if block is None:
             continue
-        f = fits[name]
-        if "skipped" in f:
-            lines.append(f"{indent}{name:<16} skipped: {f['skipped']}")
-            continue
-        if "params" in f and name != "heldout":
-            ci = f.get("ci95", {})
-            parts = []
-            for k, v in f["params"].items():
-                c = ci.get(k)
-                parts.append(f"{k}={_fmt(v)}" + (f" [{_fmt(c[0])}, {_fmt(c[1])}]" if c else ""))
-            flag = "" if f.get("converged", True) else "  NOT CONVERGED"
-            flag += "  ON GRID EDGE: " + ",".join(f["edge_params"]) if f.get("on_grid_edge") else ""
-            lines.append(f"{indent}{name:<16} " + "  ".join(parts) + flag)
-            if f.get("determined") is False:
-                lines.append(
-                    f"{indent}{'':<16} NOT DETERMINED by these data: "
-                    f"{f.get('undetermined_reason', '')}"
-                )
-            elif f.get("undetermined") and name != "data_constrained":
-                lines.append(
-                    f"{indent}{'':<16} undetermined: "
-                    + "; ".join(f"{k} {why}" for k, why in f["undetermined"].items())
-                )
-            if name == "data_constrained":
-                und = ", ".join(f["undetermined"]) or "none"
-                lines.append(
-                    f"{indent}{'':<16} {f['n_repeated']} runs repeat data, "
-                    f"{f['n_excess_params']} have N > N_opt(U); undetermined: {und}"
-                )
-        elif name in ("isoflop", "approach1"):
-            ci = f.get("ci95", {})
-            a = f"a={_fmt(f['a'])}" + (
-                f" [{_fmt(ci['a'][0])}, {_fmt(ci['a'][1])}]" if "a" in ci else ""
-            )
-            lines.append(
-                f"{indent}{name:<16} N_opt ∝ C^a: {a}  D_opt ∝ C^b: b={_fmt(f['b'])}  "
-                f"({len(f['budgets'])} budgets)"
-            )
-        elif name == "compute_optimal":
-            tpp = f["tokens_per_param"]
-            lines.append(
-                f"{indent}{name:<16} a={_fmt(f['a'])} b={_fmt(f['b'])}  tokens/param: "
-                + ", ".join(f"{k}: {_fmt(v)}" for k, v in tpp.items())
-            )
-        elif name in ("lr_sweep", "batch_sweep"):
-            lines.append(f"{indent}{name:<16} " + sweeps.summary_line(f))
-        elif name == "heldout":
-            lines.append(
-                f"{indent}{name:<16} ARE mean={_fmt(f['are_mean'])} "
-                f"max={_fmt(f['are_max'])} ({f['n_train']} train, {f['n_test']} test)"
-            )
+        if "skipped" in block:
+            lines.append(f"{indent}{law.name:<16} skipped: {block['skipped']}")
+        else:
+            lines += [indent + line for line in law.summary(law.name, block)]
     return lines
 
 
@@ -868,23 +454,6 @@ def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
     return line
 
 
-def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, list) and obj and isinstance(obj[0], Mapping) and "key" in obj[0]:
-        for g in obj:
-            label = ",".join(f"{k}={v}" for k, v in sorted(g["key"].items()))
-            out.update(_leaves(g, f"{prefix}[{label}]"))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out.update(_leaves(v, f"{prefix}[{i}]"))
-    else:
-        out[prefix] = obj
-    return out
-
-
 def plot_path(
     path: str | os.PathLike[str],
     *,
@@ -894,8 +463,8 @@ def plot_path(
 ) -> list[Path]:
     """Write the standard figures (PNG and SVG) for the runs in PATH.
 
-    Uses fits.json beside the CSV when present (its fitted laws are drawn); otherwise fits
-    the Chinchilla law without bootstrap. Files go to ``<csv dir>/figures`` or `out_dir`.
+    Draws the laws of fits.json beside the CSV when present; otherwise fits every law the data
+    allow here, without bootstrap, and draws those. Files go to ``<csv dir>/figures`` or `out_dir`.
     When a ``runs/`` directory lies beside the CSV and the CSV has a run_id column,
     learning_curves.png/.svg is drawn from the runs' metrics.csv files as well. When a
     downstream.csv lies beside the CSV, the downstream figures (accuracy against loss,
@@ -933,6 +502,13 @@ def plot_path(
             stored = {}
         if not group_by:
             group_by = stored.get("settings", {}).get("group_by") or None
+    if "fits" not in stored and "groups" not in stored:
+        # Not fitted yet: the figures draw the laws fitted here, without bootstrap (they only
+        # ever draw what a fits object holds); data that support no law draw the runs alone.
+        try:
+            stored = fits_dict(csv, n_bootstrap=0, column_map=column_map, group_by=group_by)
+        except InputError:
+            stored = {}
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
     check_writable(target, folder=True, what="figures folder")
     runs_dir = csv.parent / "runs"
@@ -969,8 +545,6 @@ def _draw_figures(
     floor: float | None,
 ) -> list[Path]:
     """`plot_path`'s figures, written into ``target``; the files written."""
-    from harness.analysis import plots
-
     written: list[Path] = []
     if group_by:
         by_key = {
@@ -980,25 +554,45 @@ def _draw_figures(
         for key in _group_keys(df, group_by, csv):
             sel = (df[list(group_by)].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
             sub = df[sel].reset_index(drop=True)
-            label = "|".join(key)
-            written += plots.write_standard_figures(
-                sub,
-                by_key.get(label),
-                target,
-                suffix="_" + "_".join(key),
-                runs_dir=runs_dir,
-                floor=floor,
+            written += _law_figures(
+                sub, by_key.get("|".join(key)), target, "_" + "_".join(key), runs_dir, floor
             )
     else:
-        written += plots.write_standard_figures(
-            df, stored.get("fits"), target, runs_dir=runs_dir, floor=floor
-        )
+        written += _law_figures(df, stored.get("fits"), target, "", runs_dir, floor)
     if (csv.parent / ds.DOWNSTREAM_CSV).is_file() and csv.name != ds.DOWNSTREAM_CSV:
         from harness.analysis import downstream_plots
 
         dsdf = ds.load_downstream(csv.parent / ds.DOWNSTREAM_CSV)
         block = stored.get("downstream")
-        if block is None:  # not fitted yet: fit without intervals for the figures
-            block = _clean(ds.fit_downstream(dsdf, df, n_bootstrap=0))
+        if block is None:  # fits.json made before downstream.csv: fit without intervals
+            block = json_clean(ds.fit_downstream(dsdf, df, n_bootstrap=0))
         written += downstream_plots.write_downstream_figures(dsdf, block, target)
+    return written
+
+
+def _law_figures(
+    df: pd.DataFrame,
+    fits: Mapping[str, Any] | None,
+    out_dir: Path,
+    suffix: str,
+    runs_dir: Path,
+    floor: float | None,
+) -> list[Path]:
+    """Each law's figures from its block (`registry`), then the runs' learning curves."""
+    from harness.analysis import plots
+
+    swept = tuple(sweeps.swept_columns(df))
+    fig = Figures(
+        df=sweeps.best_per_point(df, list(swept)),
+        full=df,
+        swept=swept,
+        fits=fits or {},
+        out_dir=out_dir,
+        suffix=suffix,
+        floor=floor,
+    )
+    written: list[Path] = []
+    for law in LAWS:
+        written += law.figures(fig, fig.fits.get(law.name))
+    written += plots.write_learning_curves(df, runs_dir, out_dir, suffix=suffix, floor=floor)
     return written

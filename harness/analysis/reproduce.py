@@ -39,7 +39,8 @@ from typing import Any
 
 from harness.analysis import downstream as ds
 from harness.analysis import identify
-from harness.analysis.io import _fmt, resolve_csv
+from harness.analysis.common import fmt
+from harness.analysis.io import resolve_csv
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
 from harness.analysis.where import check_where
 from harness.atomic import atomic_write_json
@@ -604,7 +605,7 @@ def reproduce_path(
         w = max(len(k) for k, *_ in cmp.differ[:60])
         lines.append(f"{'value':<{w}}  {'stored':>14}  {'refit':>14}  rule")
         for k, x, y, why in cmp.differ[:60]:
-            lines.append(f"{k:<{w}}  {_fmt(x):>14}  {_fmt(y):>14}  {why}")
+            lines.append(f"{k:<{w}}  {fmt(x):>14}  {fmt(y):>14}  {why}")
         if len(cmp.differ) > 60:
             lines.append(f"... and {len(cmp.differ) - 60} more")
     if _predates_fields(stored):
@@ -631,7 +632,7 @@ def reproduce_path(
             "errors or reasons differ"
         )
         for k, x, y in shown[:20]:
-            lines.append(f"  {k}: {_fmt(x)} -> {_fmt(y)}")
+            lines.append(f"  {k}: {fmt(x)} -> {fmt(y)}")
         if len(shown) > 20:
             lines.append(f"  ... and {len(shown) - 20} more")
     if replot:
@@ -680,5 +681,5 @@ def _published_table(pub: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
         a2 = f.get("isoflop", {}).get("a")
         a1 = f.get("approach1", {}).get("a")
         d = "-" if a2 is None else f"{a2 - val['a']:+.3f}"
-        rows.append(f"{key:<44} {val['a']:>11.3f} {_fmt(a2):>10} {d:>7} {_fmt(a1):>11}")
+        rows.append(f"{key:<44} {val['a']:>11.3f} {fmt(a2):>10} {d:>7} {fmt(a1):>11}")
     return ["published exponents (N_opt ∝ C^a): " + pub.get("source", "")] + rows

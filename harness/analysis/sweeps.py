@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from harness.analysis.fit import _check_n_resamples, _ci, _resample_weights
+from harness.analysis.common import check_n_resamples, ci95, resample_weights
 from harness.analysis.isoflop import loglog_slope
 from harness.errors import InputError
 
@@ -352,10 +352,10 @@ def bootstrap_sweep(
     InputError
         If n_resamples < 1.
     """
-    _check_n_resamples(n_resamples)
+    check_n_resamples(n_resamples)
     good = [o for o in res.optima if o.inside]
     k = len(good)
-    group_counts = _resample_weights(k, n_resamples, rng)  # k = 0: (n_resamples, 0), no draw
+    group_counts = resample_weights(k, n_resamples, rng)  # k = 0: (n_resamples, 0), no draw
     logh = np.full((n_resamples, k), np.nan)
     for j, o in enumerate(good):
         w = np.asarray(o.window)
@@ -364,7 +364,7 @@ def bootstrap_sweep(
             continue
         x = np.log(np.asarray(o.values)[w])
         y = np.asarray(o.losses)[w]
-        counts = _resample_weights(w.size, n_resamples, rng)
+        counts = resample_weights(w.size, n_resamples, rng)
         V = np.vander(x - x.mean(), 3, increasing=True)  # centred: well-conditioned
         M = np.einsum("rm,mi,mj->rij", counts, V, V)
         v = np.einsum("rm,mi,m->ri", counts, V, y)
@@ -432,7 +432,7 @@ def sweep_block(
             "exponent": law.exponent,
             "coef": law.coef,
             "n_points": law.n_points,
-            "ci95": {"exponent": _ci(b)} if b is not None else {},
+            "ci95": {"exponent": ci95(b)} if b is not None else {},
             "n_bootstrap_failed": int(np.sum(~np.isfinite(b))) if b is not None else 0,
         }
     return block

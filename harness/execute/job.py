@@ -76,9 +76,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(
         self, units: list[list[dict[str, Any]]], results_root: str, execution: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        from harness.config import _build
+        from harness.config import build_section
 
-        exe = _build(ExecutionConfig, execution, "execution", "launcher")
+        exe = build_section(ExecutionConfig, execution, "execution", "launcher")
         if exe.threads == 0 and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
             exe = dataclasses.replace(exe, threads=int(os.environ["SLURM_CPUS_PER_TASK"]))
         if exe.threads > 0:  # before torch starts its OpenMP pool

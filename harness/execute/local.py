@@ -185,10 +185,10 @@ def _run_unit(
     unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
-    from harness.config import _build
+    from harness.config import build_section
     from harness.train import train
 
-    exe = _build(ExecutionConfig, execution, "execution", "launcher")
+    exe = build_section(ExecutionConfig, execution, "execution", "launcher")
     layout = ExperimentLayout(Path(root))
     out: list[dict[str, Any]] = []
     for spec_dict, branch_dicts in unit:

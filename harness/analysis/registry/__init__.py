@@ -1,0 +1,52 @@
+"""The registry of laws: one module per block of fits.json.
+
+| module | block(s) | law |
+|---|---|---|
+| `chinchilla` | chinchilla | approach 3, L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022) |
+| `compute_optimal` | compute_optimal | N_opt, D_opt from approach 3 (Hoffmann et al. 2022, eq. 4) |
+| `kaplan` | kaplan | L(N, D) of Kaplan et al. (2020), eq. 1.5 |
+| `power_law` | power_law_n, power_law_d, power_law_c | L(x) = E + A x^-alpha (Kaplan et al. 2020) |
+| `approach1` | approach1 | the lowest-loss size per isoFLOP budget (Hoffmann et al. 2022, 3.1) |
+| `isoflop` | isoflop | isoFLOP profiles, approach 2 (Hoffmann et al. 2022, 3.2) |
+| `heldout` | heldout | approach 3 fitted on the cheaper runs, scored on the rest |
+| `sweeps` | lr_sweep, batch_sweep | optimal lr and batch against N and C (DeepSeek-AI 2024) |
+| `data_constrained` | data_constrained | repeated data (Muennighoff et al. 2023) |
+
+Adding a law: a module here defining a `base.Law` (how it fits, when it applies, its summary
+lines and its figures), and its entry in `LAWS`.
+"""
+
+from harness.analysis.registry import (
+    approach1,
+    chinchilla,
+    compute_optimal,
+    data_constrained,
+    heldout,
+    isoflop,
+    kaplan,
+    power_law,
+    sweeps,
+)
+from harness.analysis.registry.base import Figures, Frame, Law
+
+__all__ = ["LAWS", "Figures", "Frame", "Law", "by_name"]
+
+LAWS: tuple[Law, ...] = (
+    chinchilla.LAW,
+    compute_optimal.LAW,  # after chinchilla: built on its fit
+    kaplan.LAW,
+    power_law.LAW_N,
+    power_law.LAW_D,
+    power_law.LAW_C,
+    approach1.LAW,
+    isoflop.LAW,
+    heldout.LAW,
+    sweeps.LR,
+    sweeps.BATCH,
+    data_constrained.LAW,
+)
+"""Every law, in the order they are fitted and summarised."""
+
+
+def by_name() -> dict[str, Law]:
+    return {law.name: law for law in LAWS}

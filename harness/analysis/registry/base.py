@@ -1,0 +1,162 @@
+"""What a law of the registry is: how it fits, when it applies, its summary and its figures.
+
+Each module of this package defines one law (or a family of them, such as the three one-variable
+power laws) as a `Law` and nothing else; `harness.analysis.registry.LAWS` lists them in the order
+fits.json's summary prints them. `fit_frame` fits them all in one loop, and the figures are drawn
+by one loop over the same list, from the blocks of fits.json alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import fit as fitmod
+from harness.analysis import identify
+from harness.analysis.common import ci95, fmt, rng_for
+
+__all__ = ["Figures", "Frame", "Law", "head", "law_block", "param_summary", "usable"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One set of runs, prepared once for every law of the registry."""
+
+    df: pd.DataFrame
+    """The runs the laws see: the best setting per (N, D) when the runs sweep lr or batch."""
+    full: pd.DataFrame
+    """Every run (the sweeps fit their own profiles)."""
+    swept: tuple[str, ...]
+    """The hyperparameter columns the runs sweep (`sweeps.swept_columns`)."""
+    N: np.ndarray
+    D: np.ndarray
+    L: np.ndarray
+    C: np.ndarray
+    """C = 6 N D, FLOPs."""
+    budget: np.ndarray | None
+    """Each run's isoFLOP budget when the runs form isoFLOP profiles (`isoflop.budget_column`)."""
+    seed: int
+    label: str
+    """The group's label, mixed into every law's random stream."""
+    n_bootstrap: int
+    isoflop_minimum: str
+    heldout_quantile: float
+    blocks: dict[str, Any] = field(default_factory=dict)
+    """The blocks fitted so far, by name (a law may build on an earlier one)."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """What a law leaves for later ones and for the caller, beyond its block (the Chinchilla fit
+    with its bootstrap samples, as `downstream.Step1Fit`)."""
+
+    def rng(self, name: str) -> np.random.Generator:
+        """The law's own random stream: adding a law never moves another's numbers."""
+        return rng_for(self.seed, self.label + name)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a law's figures are drawn from: the runs and the blocks of fits.json, never a fit."""
+
+    df: pd.DataFrame
+    """The best setting per (N, D), as the laws saw them."""
+    full: pd.DataFrame
+    swept: tuple[str, ...]
+    fits: Mapping[str, Any]
+    """The "fits" object of fits.json (of the group, when grouped)."""
+    out_dir: Path
+    suffix: str
+    """Appended to each file stem (per group)."""
+    floor: float | None
+    """The corpus' true entropy rate (synthetic corpora), dashed on loss figures."""
+
+
+def _always(frame: Frame) -> bool:
+    return True
+
+
+def _never(frame: Frame) -> bool:
+    return False
+
+
+def _no_figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
+    return []
+
+
+def head(name: str) -> str:
+    """The summary's first column: the law's name, padded."""
+    return f"{name:<16} "
+
+
+def param_summary(name: str, block: Mapping[str, Any]) -> list[str]:
+    """Parameters with their intervals, flags, and what the data do not determine."""
+    ci = block.get("ci95", {})
+    parts = []
+    for k, v in block["params"].items():
+        c = ci.get(k)
+        parts.append(f"{k}={fmt(v)}" + (f" [{fmt(c[0])}, {fmt(c[1])}]" if c else ""))
+    flag = "" if block.get("converged", True) else "  NOT CONVERGED"
+    flag += "  ON GRID EDGE: " + ",".join(block["edge_params"]) if block.get("on_grid_edge") else ""
+    lines = [head(name) + "  ".join(parts) + flag]
+    if block.get("determined") is False:
+        lines.append(
+            head("") + f"NOT DETERMINED by these data: {block.get('undetermined_reason', '')}"
+        )
+    elif block.get("undetermined"):
+        lines.append(
+            head("")
+            + "undetermined: "
+            + "; ".join(f"{k} {why}" for k, why in block["undetermined"].items())
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class Law:
+    """One law of the registry: a block of fits.json."""
+
+    name: str
+    fit: Callable[[Frame], dict[str, Any]]
+    """The block; InputError when the data cannot support the law."""
+    applies: Callable[[Frame], bool] = _always
+    """Made by default (no --fits) only where this holds. May raise InputError, which reads
+    as a skipped law by default and as bad input when the law is asked for by name."""
+    required: Callable[[Frame], bool] = _never
+    """A failure is bad input even by default (Chinchilla's law, unless the runs sweep)."""
+    summary: Callable[[str, Mapping[str, Any]], list[str]] = param_summary
+    """The summary's lines for a block that was not skipped."""
+    figures: Callable[[Figures, Mapping[str, Any] | None], list[Path]] = _no_figures
+    """The law's figures, from its block (None when fits.json holds none or a skipped one)."""
+
+
+def usable(block: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The block when it holds a fit, None when absent or skipped."""
+    return None if block is None or "skipped" in block else block
+
+
+def law_block(
+    res: fitmod.FitResult, boots: list[dict[str, float]], n_failed: int, n_boot: int
+) -> dict[str, Any]:
+    """A fitted law's block: its parameters, intervals and how far the data determine them."""
+    out: dict[str, Any] = {
+        "params": dict(res.params),
+        "ci95": {k: ci95(b[k] for b in boots) for k in res.params} if boots else {},
+        "objective": res.objective,
+        "converged": res.converged,
+        "message": res.message,
+        "n_starts": res.n_starts,
+        "n_points": res.n_points,
+        "on_grid_edge": res.on_grid_edge,
+        "edge_params": list(res.edge_params),
+        "n_bootstrap": n_boot,
+        "n_bootstrap_failed": n_failed,
+    }
+    out.update(
+        identify.law_fields(
+            res.params, res.precision, res.undetermined, boots, out["ci95"], n_failed, n_boot
+        )
+    )
+    return out

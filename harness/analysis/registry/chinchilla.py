@@ -1,0 +1,56 @@
+"""Chinchilla's approach 3: L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, eq. 2).
+
+Fitted as the Epoch AI replication fits it (`fit.fit_chinchilla`: Huber loss on log residuals,
+L-BFGS from the 4500 starts of Hoffmann et al.'s grid), with a bootstrap over runs. The law
+every other part builds on: the compute-optimal allocation, the downstream stage's step 1, and
+the lines of the loss figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import downstream as ds
+from harness.analysis import fit as fitmod
+from harness.analysis.registry.base import Figures, Frame, Law, law_block, usable
+
+
+def _fit(f: Frame) -> dict[str, Any]:
+    chin = fitmod.fit_chinchilla(f.N, f.D, f.L)
+    boots: list[dict[str, float]] = []
+    n_failed = 0
+    if f.n_bootstrap:
+        boots, n_failed = fitmod.bootstrap_chinchilla(
+            f.N, f.D, f.L, chin, n_resamples=f.n_bootstrap, rng=f.rng("chinchilla")
+        )
+    f.shared["chinchilla"] = ds.Step1Fit(chin, boots, n_failed, len(f.N))
+    return law_block(chin, boots, n_failed, f.n_bootstrap)
+
+
+def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
+    """Loss against N and against D (with the law's lines when fitted), and its residuals."""
+    from harness.analysis import plots
+
+    block = usable(block)
+    params = dict(block["params"]) if block and block.get("params") else None
+    out = plots.save_figure(
+        plots.plot_loss_vs_n(plots.new_axes(), fig.df, params, fig.floor),
+        fig.out_dir / f"loss_vs_n{fig.suffix}",
+    )
+    out += plots.save_figure(
+        plots.plot_loss_vs_d(plots.new_axes(), fig.df, params, fig.floor),
+        fig.out_dir / f"loss_vs_d{fig.suffix}",
+    )
+    if params is not None:
+        out += plots.save_figure(
+            plots.plot_residuals(plots.new_axes(), fig.df, params),
+            fig.out_dir / f"residuals{fig.suffix}",
+        )
+    return out
+
+
+# Required by default: a CSV that cannot support the joint fit is bad input, unless the runs
+# sweep lr or batch size at too few (N, D) points, where the sweeps are what is fitted.
+LAW = Law("chinchilla", _fit, required=lambda f: not f.swept, figures=_figures)
