@@ -55,7 +55,7 @@ from harness.data import prepare_corpus
 from harness.errors import InputError
 from harness.grid import RunSpec, expand, spec_from_dict
 from harness.model import build_model
-from harness.results import ExperimentLayout, read_json, read_result, read_spec, run_row
+from harness.results import ExperimentLayout, csv_cell, read_json, read_result, read_spec, run_row
 from harness.tasks import Split, Task, downstream_task, subsample
 
 __all__ = [
@@ -581,16 +581,6 @@ def finetune_one(
     }
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return str(value)
-
-
 def collect_downstream(root: Path) -> tuple[Path, int]:
     """Write ROOT/downstream.csv from every runs/<run_id>/downstream/*.json; (path, rows).
 
@@ -620,7 +610,7 @@ def collect_downstream(root: Path) -> tuple[Path, int]:
     writer = csv.DictWriter(buf, fieldnames=DOWNSTREAM_CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in DOWNSTREAM_CSV_COLUMNS})
+        writer.writerow({k: csv_cell(row.get(k)) for k in DOWNSTREAM_CSV_COLUMNS})
     path = layout.root / "downstream.csv"
     atomic_write_text(path, buf.getvalue())
     return path, len(rows)

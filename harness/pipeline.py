@@ -35,14 +35,13 @@ def run(experiment: str, overrides: list[str]) -> int:
     InputError
         Bad input, before anything trains.
     """
-    from harness.atomic import check_writable
     from harness.config import load_experiment
-    from harness.data import check_corpus, prepare_corpus
+    from harness.data import prepare_corpus
     from harness.execute.local import Interrupted, run_local
     from harness.execute.locks import experiment_lock, holder_of
     from harness.execute.retry import pending_runs
     from harness.model import count_params
-    from harness.plan import checked_grid
+    from harness.preflight import check_can_train_here, checked_grid
     from harness.results import ExperimentLayout, collect
 
     t0 = time.perf_counter()
@@ -61,10 +60,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
     if todo:  # a finished grid still collects and fits on a machine without its corpus or GPU
-        with naming(experiment):
-            check_corpus(exp.data.corpus)
-            _check_device(exp)
-            check_writable(layout.root, folder=True, what="execution.results_dir")
+        check_can_train_here(exp, experiment, layout)
     ns = sorted({count_params(s.model).non_embedding for s in specs})
     ds = sorted({s.n_tokens for s in specs})
     print(
@@ -122,26 +118,6 @@ def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str, t
     return 128 + stop.signum
 
 
-def _check_device(exp: ExperimentConfig) -> None:
-    """execution.device = "cuda" where torch sees no GPU, as bad input (`harness run` and
-    `finetune` train here; `harness submit` does not call this: its jobs run where the cluster
-    puts them).
-
-    Raises
-    ------
-    InputError
-        No CUDA device for device = "cuda" (train.resolve_device's check).
-    """
-    from harness.train import resolve_device
-
-    try:
-        resolve_device(exp.execution)
-    except RuntimeError as e:
-        raise InputError(
-            f"{e}; accepted: auto or cpu on this machine, cuda where a GPU is visible"
-        ) from None
-
-
 def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:
     """Run the downstream stage, print one line per fine-tune, write downstream.csv; return
     the number of failed fine-tunes."""
@@ -168,12 +144,13 @@ def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:
 def finetune(experiment: str, overrides: list[str]) -> int:
     """`harness finetune`: the downstream stage on the done runs; the exit code."""
     from harness.config import load_experiment
+    from harness.preflight import check_device
     from harness.results import ExperimentLayout, collect
 
     t0 = time.perf_counter()
     exp = load_experiment(experiment, overrides)
     with naming(experiment):
-        _check_device(exp)
+        check_device(exp)
     layout = ExperimentLayout(exp.results_path)
     if not layout.runs_dir.is_dir():
         raise InputError(
@@ -216,7 +193,7 @@ def submit(
     """`harness submit`: the pending runs to SLURM as job arrays, at once; the exit code."""
     from harness.config import load_experiment
     from harness.execute.slurm import submit as submit_runs
-    from harness.plan import checked_grid
+    from harness.preflight import checked_grid
 
     exp = load_experiment(experiment, overrides)
     grid = checked_grid(exp, experiment)  # what `harness run` refuses, refused here too

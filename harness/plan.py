@@ -28,10 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.config import ExperimentConfig, load_experiment
-from harness.data import check_corpus
-from harness.errors import naming
-from harness.grid import GridExpansion, RunSpec, expand_grid
+from harness.grid import GridExpansion, RunSpec
 from harness.model import ModelShape, count_params, flops_per_token
+from harness.preflight import checked_grid
 
 __all__ = [
     "ASSUMED_GPU_MFU",
@@ -362,28 +361,6 @@ def format_plan(
         )
     lines += [f"note: {note}" for note in grid.notes]
     return "\n".join(lines)
-
-
-def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> GridExpansion:
-    """The experiment's grid, after every check that needs no training and no tokenizing: sizes
-    the model rule can meet, a corpus that exists (unless ``corpus`` is False: `harness run`
-    checks it only when something is left to train), and `[downstream]`'s task and n_labels.
-    `harness plan`, `run` and `submit` call it, so a grid plan accepts, the others do not refuse.
-
-    Raises
-    ------
-    InputError
-        The first failed check, its line prefixed with ``source`` (the experiment file).
-    """
-    with naming(source):
-        grid = expand_grid(exp)
-        if corpus:
-            check_corpus(exp.data.corpus)
-        if exp.downstream.task:
-            from harness.tasks import downstream_task
-
-            downstream_task(exp.downstream, exp.data)
-    return grid
 
 
 def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True) -> str:

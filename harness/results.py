@@ -42,6 +42,7 @@ __all__ = [
     "RunState",
     "check_spec",
     "collect",
+    "csv_cell",
     "read_result",
     "run_state",
     "write_result",
@@ -259,9 +260,13 @@ def run_state(run_dir: Path) -> RunState:
     return "started" if (run_dir / "spec.json").exists() else "pending"
 
 
-def _fmt(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """A value as a results CSV writes it (runs.csv, downstream.csv): blank for None and NaN,
+    floats exactly (repr round-trips), booleans as TOML and JSON write them."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     return str(value)
@@ -410,7 +415,7 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
     writer = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(v) for k, v in row.items()})
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     atomic_write_text(layout.runs_csv, buf.getvalue())
     return layout.runs_csv, counts
 
