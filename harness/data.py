@@ -24,7 +24,7 @@ from harness.config import DataConfig
 from harness.errors import InputError
 from harness.synthetic import (
     SEGMENT_TOKENS,
-    MarkovSource,
+    Source,
     is_synthetic,
     segment_of,
     source_for,
@@ -271,13 +271,13 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
 
 
 def _write_synthetic_reference(
-    source: MarkovSource, cfg: DataConfig, cache_root: Path, corpus: Corpus
+    source: Source, cfg: DataConfig, cache_root: Path, corpus: Corpus
 ) -> None:
     """The source's exact numbers where the analysis finds them: results/NAME/corpus.json,
     with the floor of the very tokens every evaluation scores (byte tokens are the symbols;
     validation blocks that are whole segments keep the segments' independence exact)."""
     floor = None
-    # Segment length: SEGMENT_TOKENS (Markov), the teacher's or a fact's (harness.teacher, .facts).
+    # Segment length: SEGMENT_TOKENS (Markov), the teacher's or a fact's (harness.synthetic).
     segment = segment_of(source) or SEGMENT_TOKENS
     if cfg.tokenizer == "byte" and cfg.val_block_bytes % segment == 0:
         val = np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes()

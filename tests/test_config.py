@@ -125,6 +125,6 @@ def test_settings_are_frozen_and_round_trip(tmp_path: Path) -> None:
         exp.train.lr = 1.0  # type: ignore[misc]
     d = to_dict(exp)
     assert d["grid"]["n_tokens"] == [100_000, 300_000]
-    from harness.config import _build
+    from harness.config import build_section
 
-    assert _build(ExperimentConfig, d, "", "x") == exp
+    assert build_section(ExperimentConfig, d, "", "x") == exp

@@ -1,4 +1,4 @@
-"""The facts source (harness.facts): exact entropies, the sample, alignment, floors, specs."""
+"""The facts source (harness.synthetic.facts): exact entropies, sample, alignment, floors, specs."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 from harness.config import DataConfig
 from harness.data import prepare_corpus, split_train_val
 from harness.errors import InputError
-from harness.facts import FactsSource, FactsSpec
-from harness.synthetic import _to_symbols, source_for
+from harness.synthetic import source_for
+from harness.synthetic.base import to_symbols
+from harness.synthetic.facts import FactsSource, FactsSpec
 
 
 def _facts(text: bytes, spec: FactsSpec) -> np.ndarray:
-    return _to_symbols(text, spec.vocab + 1).reshape(-1, spec.segment)
+    return to_symbols(text, spec.vocab + 1).reshape(-1, spec.segment)
 
 
 def test_hand_computed_entropy() -> None:
@@ -96,7 +97,7 @@ def test_facts_align_with_split_and_windows_and_eval_floor(tmp_path: Path) -> No
     text = src.generate()
     train, val = split_train_val(text, cfg)
     for part in (train, val):  # whole facts: every 8th symbol a separator
-        sym = _to_symbols(part, 7)
+        sym = to_symbols(part, 7)
         assert np.all(sym[7::8] == 6) and np.all(sym[np.arange(sym.size) % 8 != 7] < 6)
     corpus = prepare_corpus(cfg, tmp_path / "cache")
     doc = json.loads((tmp_path / "corpus.json").read_text())
@@ -104,7 +105,7 @@ def test_facts_align_with_split_and_windows_and_eval_floor(tmp_path: Path) -> No
     assert doc["spec"] == src.spec.canonical() and doc["segment_tokens"] == 8
     # The eval floor by a per-target loop: the key symbols' conditional laws from counting
     # the entity probabilities by key prefix, values and separators at no loss.
-    vs = _to_symbols(np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes(), 7)
+    vs = to_symbols(np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes(), 7)
     mass: Counter[tuple[int, ...]] = Counter()
     for e, key in enumerate(src.keys):
         for j in range(3):
@@ -196,4 +197,4 @@ def test_no_eval_floor_where_the_scored_targets_reach_a_cut_fact() -> None:
     assert src.eval_floor(text[-489:], 8, 488) is None
     assert src.eval_floor(text[504:1000], 8, 488) is not None  # 62 whole facts
     with pytest.raises(ValueError, match="names no entity"):
-        src.symbol_log_loss(_to_symbols(b"eabcdeab", 5))  # the separator in a key
+        src.symbol_log_loss(to_symbols(b"eabcdeab", 5))  # the separator in a key

@@ -390,3 +390,50 @@ def test_shipped_experiment_matches_committed_reference(name: str, h_rounded: li
     assert ref["spec"] == src.spec.canonical()
     assert ref["entropy_rate_nats_per_token"] == pytest.approx(src.entropy_rate(), rel=1e-9)
     assert ref["eval_floor_nats_per_token"] == pytest.approx(floor, rel=1e-9)
+
+
+# --- the package: one Source protocol, one module per source, no import cycle ---------------
+
+
+def test_source_modules_import_only_base() -> None:
+    # Every import anywhere in a module (inside functions too): a source module may import
+    # harness.synthetic.base only, and base no module of the package, so no cycle can form.
+    import ast
+
+    pkg = _ROOT / "harness" / "synthetic"
+    for path in sorted(pkg.glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name}: a relative import"
+                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module or ""}
+        ours = {m for m in found if m == "harness.synthetic" or m.startswith("harness.synthetic.")}
+        base = {m for m in ours if m.split(".")[:3] == ["harness", "synthetic", "base"]}
+        if path.stem == "base":
+            assert ours == set(), ours
+        elif path.stem != "__init__":
+            assert base and ours == base, (path.name, ours - base)
+
+
+@pytest.mark.parametrize(
+    "corpus",
+    [
+        "synthetic:order=2,vocab=4,tokens=2000",
+        "synthetic:source=facts,vocab=4,key=2,value=2,entities=8,tokens=2000",
+        "synthetic:source=teacher,vocab=4,layers=1,width=16,segment=16,tokens=2000",
+    ],
+)
+def test_every_source_is_a_source_and_pickles(corpus: str) -> None:
+    import pickle
+
+    from harness.synthetic import Source, SourceSpec, spec_for
+
+    spec = spec_for(corpus)
+    assert isinstance(spec, SourceSpec) and isinstance(source_for(corpus), Source)
+    assert type(spec).__module__.startswith("harness.synthetic.")
+    assert pickle.loads(pickle.dumps(spec)) == spec  # a spawned worker can rebuild the source
+    assert source_for(pickle.loads(pickle.dumps(spec)).canonical()).generate() == (
+        source_for(corpus).generate()
+    )

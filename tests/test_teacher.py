@@ -1,4 +1,4 @@
-"""The teacher source (harness/teacher.py): determinism, exact entropies, alignment, bad specs."""
+"""The teacher source (harness.synthetic.teacher): determinism, entropies, alignment, bad specs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from harness import synthetic
 from harness.config import DataConfig
 from harness.data import prepare_corpus, split_train_val
 from harness.errors import InputError
-from harness.synthetic import _to_symbols, source_for
-from harness.teacher import HEAD_DIM, TeacherSource, TeacherSpec
+from harness.synthetic import source_for
+from harness.synthetic.base import to_symbols
+from harness.synthetic.teacher import HEAD_DIM, TeacherSource, TeacherSpec
 
 SMALL = "synthetic:source=teacher,vocab=7,layers=1,width=32,scale=3,zipf=1,segment=16"
 
@@ -76,7 +77,7 @@ def _numpy_log_probs(src: TeacherSource, seg: np.ndarray) -> np.ndarray:
 def test_entropy_matches_independent_recomputation() -> None:
     src = _small(tokens=16 * 64)
     text = src.generate()
-    seg = _to_symbols(text, 7).astype(np.int64).reshape(-1, 16)
+    seg = to_symbols(text, 7).astype(np.int64).reshape(-1, 16)
     # The full causal forward (no cache) gives the laws the cached sampler drew from...
     logp = src.log_probs(seg)
     ent = -(np.exp(logp) * logp).sum(-1)
@@ -100,7 +101,7 @@ def test_trivial_teachers_have_closed_form_entropy() -> None:
 def test_sample_nll_estimates_entropy_rate() -> None:
     # Shannon-McMillan-Breiman per segment: the teacher's NLL on its own sample has mean H.
     src = _small(tokens=16 * 3000)
-    seg = _to_symbols(src.generate(), 7).astype(np.int64).reshape(-1, 16)
+    seg = to_symbols(src.generate(), 7).astype(np.int64).reshape(-1, 16)
     logp = src.log_probs(seg)
     ent = -(np.exp(logp) * logp).sum(-1).mean(1)
     nll = -np.take_along_axis(logp, seg[..., None], -1)[..., 0].mean(1)
@@ -134,7 +135,7 @@ def test_segments_align_with_split_and_windows(tmp_path: Path) -> None:
     assert doc["loss_floor_nats_per_token"] == pytest.approx(src.entropy_rate())
     # The eval floor is the teacher's NLL on exactly the scored targets: a per-window loop.
     sym = np.asarray(corpus.val_tokens()).astype(np.uint8).tobytes()
-    vs = _to_symbols(sym, 7).astype(np.int64)
+    vs = to_symbols(sym, 7).astype(np.int64)
     total, count = 0.0, 0
     for j in range(640 // 64):
         for i in range(1, 65):  # targets 1..seq_len of window j

@@ -1,10 +1,10 @@
-"""A synthetic corpus whose entropy rate is known exactly: ground truth for the irreducible loss.
+"""The Markov source (``source=markov``, the default): a corpus of exactly known entropy rate.
 
-The source is a stationary order-k Markov chain over ``vocab`` printable ASCII symbols (one
-symbol is one byte, so with the byte tokenizer one symbol is one token and a run's loss in
-nats per token compares directly with the entropy rate). Each context c_1..c_k (c_k the most
-recent symbol) ranks the symbols by a score built from every order, like the interpolated
-n-gram models (Jelinek and Mercer 1980) but on ranks:
+Ground truth for the irreducible loss. The source is a stationary order-k Markov chain over
+``vocab`` printable ASCII symbols (one symbol is one byte, so with the byte tokenizer one
+symbol is one token and a run's loss in nats per token compares directly with the entropy
+rate). Each context c_1..c_k (c_k the most recent symbol) ranks the symbols by a score built
+from every order, like the interpolated n-gram models (Jelinek and Mercer 1980) but on ranks:
 
     score(x | c) = sum_{j=0..k} decay^(k - j) eps_j(x | c_{k-j+1}..c_k),   eps_j ~ N(0, 1)
 
@@ -34,57 +34,42 @@ cuts anyway. The same spec gives the same bytes.
 Spec syntax (``data.corpus``): ``synthetic:KEY=VALUE,KEY=VALUE,...`` with keys order (k, 1..6),
 vocab (2..95), zipf (exponent, 0..4), decay (0..4; 0 = a pure order-k chain, each context an
 independent random permutation), seed, tokens (length of the text); a key left out takes its
-default, e.g. ``synthetic:order=3,vocab=16``.
+default, e.g. ``synthetic:order=3,vocab=16``. `MarkovSource` implements
+`harness.synthetic.base.Source`; `harness.synthetic.source_for` builds it from a spec string.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import string
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from harness.atomic import atomic_write_text
 from harness.errors import InputError
+from harness.synthetic.base import (
+    ALPHABET,
+    canonical_spec,
+    entropy,
+    require,
+    spec_syntax,
+    to_bytes,
+    to_symbols,
+)
 
-__all__ = [
-    "ALPHABET",
-    "PREFIX",
-    "SEGMENT_TOKENS",
-    "MarkovSource",
-    "MarkovSpec",
-    "is_synthetic",
-    "parse_spec",
-    "canonical_spec",
-    "segment_of",
-    "source_for",
-    "spec_for",
-    "spec_syntax",
-    "write_reference",
-]
+__all__ = ["GENERATOR_VERSION", "SEGMENT_TOKENS", "SYNTAX", "MarkovSource", "MarkovSpec"]
 
-PREFIX = "synthetic:"
 GENERATOR_VERSION = 1
 """Bumped whenever the same spec would give different bytes (it is part of the cache key)."""
 SEGMENT_TOKENS = 16384
 """Length of each independent stationary segment; equals DataConfig's default val_block_bytes."""
-ALPHABET = (
-    string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation + " "
-).encode("ascii")
-"""The printable ASCII bytes symbols 0..94 are written as (95 in all)."""
 _MAX_TABLE = 1 << 24  # v^(k+1) transition probabilities held in memory (128 MiB of float64)
 
 
 @dataclass(frozen=True, kw_only=True)
 class MarkovSpec:
-    """Settings of the synthetic source (see the module docstring)."""
+    """Settings of the Markov source (see the module docstring)."""
 
     order: int = 3
     """k: the next symbol depends on the last k symbols."""
@@ -123,115 +108,7 @@ class MarkovSpec:
         return canonical_spec(self)
 
 
-def canonical_spec(spec: Any, source: str = "") -> str:
-    """``synthetic:[source=SOURCE,]KEY=VALUE,...`` with every field of the spec dataclass in
-    order: the one string (cache key, corpus.json "spec") of each source."""
-    head = f"{PREFIX}source={source}," if source else PREFIX
-    return head + ",".join(f"{f.name}={getattr(spec, f.name)!r}" for f in fields(spec))
-
-
-def spec_syntax(cls: type, source: str, example: str) -> str:
-    """The "Accepted: ..." sentence every bad-spec error of a source ends with: its keys with
-    their defaults, and ``example``."""
-    head = f"{PREFIX}source={source}," if source else PREFIX
-    keys = ", ".join(f"{f.name} (default {f.default!r})" for f in fields(cls))
-    return f"Accepted: {head!r} then comma-separated KEY=VALUE with keys {keys}, e.g. {example!r}"
-
-
 SYNTAX = spec_syntax(MarkovSpec, "", "synthetic:order=3,vocab=16,zipf=1.5,seed=0,tokens=4e6")
-
-
-T = TypeVar("T")
-
-
-def is_synthetic(corpus: str) -> bool:
-    """Whether a data.corpus value names the synthetic source."""
-    return corpus.startswith(PREFIX) or corpus == PREFIX[:-1]
-
-
-def _number(
-    key: str, text: str, integer: bool, syntax: str = SYNTAX, what: str = ""
-) -> int | float:
-    """A spec value as a finite number (an integer where ``integer``); else an InputError
-    naming the key and listing ``syntax``."""
-    try:
-        x = float(text)
-    except ValueError:
-        x = math.nan
-    if not math.isfinite(x) or (integer and x != int(x)):
-        kind = "an integer" if integer else "a number"
-        raise InputError(f"data.corpus: synthetic {what}{key} = {text!r} is not {kind}. {syntax}")
-    return int(x) if integer else x
-
-
-def require(
-    spec: Any, checks: Sequence[tuple[str, bool, str]], syntax: str, what: str = ""
-) -> None:
-    """Raise an InputError for the first (field, ok, accepted) of ``checks`` that is not ok,
-    naming the field, its value and what is accepted, and listing ``syntax``."""
-    for name, ok, accepted in checks:
-        if not ok:
-            raise InputError(
-                f"data.corpus: synthetic {what}{name} = {getattr(spec, name)!r}; "
-                f"accepted: {accepted}. {syntax}"
-            )
-
-
-def _items(corpus: str) -> list[tuple[str, str, str, bool]]:
-    """A spec's comma-separated items as (item, key, value, has '='), spaces stripped."""
-    body = corpus[len(PREFIX) :] if corpus.startswith(PREFIX) else ""
-    out = []
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, val = (part.strip() for part in item.partition("="))
-        out.append((item, key, val, bool(eq)))
-    return out
-
-
-def source_kind(corpus: str) -> str:
-    """The source a spec names: "markov" (no ``source`` key, or source=markov), "teacher"
-    (`harness.teacher`) or "facts" (`harness.facts`)."""
-    kinds = [val for _, key, val, eq in _items(corpus) if key == "source" and eq]
-    if not kinds:
-        return "markov"
-    if len(kinds) == 1 and kinds[0] in ("markov", "teacher", "facts"):
-        return kinds[0]
-    raise InputError(
-        f"data.corpus = {corpus!r}: source = {','.join(kinds)!r}; accepted: markov (the "
-        "default), teacher or facts, given once"
-    )
-
-
-def build_spec(cls: type[T], corpus: str, syntax: str, what: str = "") -> T:
-    """The ``cls`` spec (`MarkovSpec`, `harness.teacher.TeacherSpec`,
-    `harness.facts.FactsSpec`) of a corpus string's KEY=VALUE items, the ``source`` item left
-    out; an InputError names a bad item, an unknown or repeated key, or a value that is not a
-    number, and lists ``syntax``."""
-    kinds = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
-    values: dict[str, Any] = {}
-    for item, key, val, eq in _items(corpus):
-        if eq and key == "source":
-            continue
-        if not eq or key not in kinds:
-            unknown = f": unknown key {key!r}" if eq else ""
-            raise InputError(f"data.corpus = {corpus!r}: bad item {item!r}{unknown}. {syntax}")
-        if key in values:
-            raise InputError(f"data.corpus = {corpus!r}: {key} given twice. {syntax}")
-        values[key] = _number(key, val, kinds[key] in ("int", int), syntax, what)
-    return cls(**values)
-
-
-def parse_spec(corpus: str) -> MarkovSpec:
-    """The `MarkovSpec` of a ``synthetic:...`` corpus string.
-
-    Raises
-    ------
-    InputError
-        Not a Markov synthetic spec, an unknown key, a repeated key, or a value out of range;
-        the message lists the accepted syntax.
-    """
-    if not is_synthetic(corpus) or source_kind(corpus) != "markov":
-        raise InputError(f"data.corpus = {corpus!r} is not a Markov synthetic spec. {SYNTAX}")
-    return build_spec(MarkovSpec, corpus, SYNTAX)
 
 
 def _zipf(vocab: int, s: float) -> np.ndarray:
@@ -239,19 +116,12 @@ def _zipf(vocab: int, s: float) -> np.ndarray:
     return p / p.sum()
 
 
-def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Shannon entropy in nats along ``axis`` (0 log 0 = 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(p > 0, -p * np.log(p), 0.0)
-    return t.sum(axis=axis)
-
-
 @dataclass(frozen=True, eq=False)
 class MarkovSource:
     """The chain of a `MarkovSpec`: transition table, stationary law, exact entropies, sampler.
 
     ``transition`` has shape (vocab,) * order + (vocab,): P[c_1, ..., c_k, x] with c_k the
-    most recent symbol. Build it with `MarkovSource.from_spec` (or `source_for`).
+    most recent symbol. Build it with `MarkovSource.from_spec` (or `harness.synthetic.source_for`).
     """
 
     spec: MarkovSpec
@@ -327,7 +197,7 @@ class MarkovSource:
 
     def entropy_rate(self) -> float:
         """H = sum_ctx pi(ctx) H(P(. | ctx)), nats per symbol."""
-        return float((self.stationary * _entropy(self.transition)).sum())
+        return float((self.stationary * entropy(self.transition)).sum())
 
     def conditional_entropies(self) -> list[float]:
         """h_j = H(X_t | the previous j symbols) under the stationary law, j = 0..order.
@@ -341,7 +211,7 @@ class MarkovSource:
         h_blocks = [0.0]
         for m in range(1, k + 2):
             marg = joint.sum(axis=tuple(range(k + 1 - m))).ravel()
-            h_blocks.append(float(_entropy(marg)))
+            h_blocks.append(float(entropy(marg)))
         return [h_blocks[j + 1] - h_blocks[j] for j in range(k + 1)]
 
     def window_floor(self, seq_len: int) -> float:
@@ -379,7 +249,7 @@ class MarkovSource:
         val_block_bytes, a multiple of SEGMENT_TOKENS, are).
         """
         k, v = self.order, self.vocab
-        sym = _to_symbols(val_text, v).astype(np.int64)
+        sym = to_symbols(val_text, v).astype(np.int64)
         n_windows = eval_tokens // seq_len
         if n_windows < 1 or n_windows * seq_len + 1 > sym.size:
             raise ValueError(f"{eval_tokens} eval tokens need more than {sym.size} symbols")
@@ -419,7 +289,7 @@ class MarkovSource:
             x = (cdf[ctx] <= u[t][:, None]).sum(axis=1)
             out[:, t] = x
             ctx = (ctx * v + x) % mod
-        return _to_bytes(out.ravel()[:n])
+        return to_bytes(out.ravel()[:n])
 
     def log_loss(self, text: bytes) -> np.ndarray:
         """-ln P(x_t | previous k symbols) for each symbol after the first k of each segment.
@@ -428,7 +298,7 @@ class MarkovSource:
         Shannon-McMillan-Breiman theorem), which tests check.
         """
         k, v = self.order, self.vocab
-        sym = _to_symbols(text, v)
+        sym = to_symbols(text, v)
         logp = np.log(self.transition.reshape(v**k, v))
         losses = []
         for start in range(0, sym.size, SEGMENT_TOKENS):
@@ -465,114 +335,3 @@ class MarkovSource:
             out["seq_len"] = seq_len
             out["window_floor_nats_per_token"] = self.window_floor(seq_len)
         return out
-
-
-def write_reference(
-    path: str | os.PathLike[str],
-    source: MarkovSource,
-    tokenizer: str,
-    seq_len: int,
-    *,
-    eval_floor: float | None = None,
-    eval_tokens: int | None = None,
-    val_block_bytes: int | None = None,
-) -> Path:
-    """Write the source's exact numbers to ``path`` (results/NAME/corpus.json) atomically.
-
-    ``loss_floor_nats_per_token`` is the entropy rate where a token is one symbol (the byte
-    tokenizer), and None otherwise (a BPE token spans several symbols; compare bits per byte),
-    or where a teacher's segments or facts do not start every window (``seq_len`` or
-    ``val_block_bytes`` not a multiple of the segment).
-    ``eval_floor`` (`MarkovSource.eval_floor` on the run's own evaluation tokens), when given,
-    is recorded with ``eval_tokens``. The file is rewritten only when its content would change.
-    """
-    path = Path(path)
-    # A teacher's segments (a fact, harness.facts) must start every window for H to be reachable.
-    segment = segment_of(source)
-    aligned = segment is None or (
-        seq_len % segment == 0 and (val_block_bytes or segment) % segment == 0
-    )
-    reachable = tokenizer == "byte" and aligned
-    doc = source.summary(seq_len) | {
-        "tokenizer": tokenizer,
-        "loss_floor_nats_per_token": source.entropy_rate() if reachable else None,
-    }
-    if eval_floor is not None:
-        doc |= {"eval_floor_nats_per_token": eval_floor, "eval_tokens": eval_tokens}
-    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return path
-    except OSError:
-        pass
-    return atomic_write_text(path, text)
-
-
-def segment_of(source: Any) -> int | None:
-    """The unit every window must start on for a source's H to be reachable: a teacher's
-    segment or a fact (`harness.teacher`, `harness.facts`); None for a Markov chain, whose
-    windows may start anywhere."""
-    return getattr(source.spec, "segment", None)
-
-
-_TO_BYTE = np.frombuffer(ALPHABET, dtype=np.uint8)
-
-
-def _to_bytes(symbols: np.ndarray) -> bytes:
-    return _TO_BYTE[symbols].tobytes()
-
-
-def _to_symbols(text: bytes, vocab: int) -> np.ndarray:
-    lut = np.full(256, 255, dtype=np.uint8)
-    lut[_TO_BYTE[:vocab]] = np.arange(vocab, dtype=np.uint8)
-    sym = lut[np.frombuffer(text, dtype=np.uint8)]
-    if np.any(sym == 255):
-        raise ValueError("text holds bytes outside the source's alphabet")
-    return sym
-
-
-_SOURCES: dict[Any, Any] = {}
-
-
-def spec_for(corpus: str) -> Any:
-    """The spec of a ``synthetic:...`` corpus string, its source not built (cheap: what
-    config validation and `harness plan` use): a `MarkovSpec`, a
-    `harness.teacher.TeacherSpec` for ``source=teacher`` or a `harness.facts.FactsSpec` for
-    ``source=facts``.
-
-    Raises
-    ------
-    InputError
-        A bad spec (see `build_spec`, `source_kind`).
-    """
-    kind = source_kind(corpus) if is_synthetic(corpus) else "markov"
-    if kind == "facts":
-        from harness.facts import FACTS_SYNTAX, FactsSpec
-
-        return build_spec(FactsSpec, corpus, FACTS_SYNTAX, what="facts ")
-    if kind == "teacher":
-        from harness.teacher import TEACHER_SYNTAX, TeacherSpec
-
-        return build_spec(TeacherSpec, corpus, TEACHER_SYNTAX, what="teacher ")
-    return parse_spec(corpus)
-
-
-def source_for(corpus: str) -> Any:
-    """The (cached) source of a ``synthetic:...`` corpus string (`spec_for`): a
-    `MarkovSource`, a `harness.teacher.TeacherSource` or a `harness.facts.FactsSource`.
-
-    Raises
-    ------
-    InputError
-        A bad spec (see `build_spec`, `source_kind`).
-    """
-    spec = spec_for(corpus)
-    if spec not in _SOURCES:
-        if isinstance(spec, MarkovSpec):
-            _SOURCES[spec] = MarkovSource.from_spec(spec)
-        else:
-            from harness.facts import FactsSource, FactsSpec
-            from harness.teacher import TeacherSource
-
-            _SOURCES[spec] = (FactsSource if isinstance(spec, FactsSpec) else TeacherSource)(spec)
-    return _SOURCES[spec]

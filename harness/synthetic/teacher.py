@@ -1,12 +1,12 @@
 """A synthetic corpus written by a fixed random transformer: a teacher whose size bounds the loss.
 
-The Markov sources of `harness.synthetic` have a table that a small model can hold once it has
-seen enough data, so on them the gap between model sizes closes as D grows. Here the text is
-sampled from a *teacher*: a small causal transformer with seeded random (untrained) weights.
-Its next-symbol law is a fixed function of up to ``segment`` earlier symbols with about
-``12 width^2 layers`` parameters; a student smaller than that cannot represent it whatever its
-data, so a capacity gap should persist at large D (the teacher-student setting: the source
-is itself a network of known size).
+The Markov sources of `harness.synthetic.markov` have a table that a small model can hold once
+it has seen enough data, so on them the gap between model sizes closes as D grows. Here the
+text is sampled from a *teacher*: a small causal transformer with seeded random (untrained)
+weights. Its next-symbol law is a fixed function of up to ``segment`` earlier symbols with
+about ``12 width^2 layers`` parameters; a student smaller than that cannot represent it
+whatever its data, so a capacity gap should persist at large D (the teacher-student setting:
+the source is itself a network of known size).
 
 Teacher (float64 throughout): token embedding (vocab + 1 rows, the last a begin-of-segment
 token), N(0, 1), and rotary positions as the llama students; ``layers`` pre-LayerNorm blocks
@@ -18,7 +18,7 @@ N(0, 1 / fan_in) and no learned norms; the logit of symbol i is
 so ``scale`` is the standard deviation of the context-dependent logits (0 = an i.i.d. Zipf
 source; a larger scale makes each next-symbol law skewed and sharply context-dependent) and
 ``zipf`` gives the symbol frequencies a Zipf-like ranking. One symbol is one printable ASCII
-byte (`harness.synthetic.ALPHABET`), so with the byte tokenizer one symbol is one token.
+byte (`harness.synthetic.base.ALPHABET`), so with the byte tokenizer one symbol is one token.
 
 The text is a concatenation of independent segments of ``segment`` symbols, each sampled from
 the begin-of-segment token, all segments in lockstep with a key/value cache (measured: 512k
@@ -54,13 +54,13 @@ from typing import Any
 
 import numpy as np
 
-from harness.synthetic import (
+from harness.synthetic.base import (
     ALPHABET,
-    _to_bytes,
-    _to_symbols,
     canonical_spec,
     require,
     spec_syntax,
+    to_bytes,
+    to_symbols,
 )
 
 __all__ = ["TEACHER_SYNTAX", "TeacherSource", "TeacherSpec"]
@@ -147,9 +147,10 @@ def _layer_norm(x: Any) -> Any:
 class TeacherSource:
     """The teacher of a `TeacherSpec`: weights, sampler, exact conditional entropies, floors.
 
-    Interface as `harness.synthetic.MarkovSource` where `harness.data` uses it: `generate`,
-    `cache_id`, `summary`, `entropy_rate`, `eval_floor`; `remember` restores the generation's
-    statistics from the corpus cache so that a cached corpus is not regenerated.
+    Implements `harness.synthetic.base.Source`, the interface `harness.data` uses:
+    `generate`, `cache_id`, `summary`, `entropy_rate`, `eval_floor`; and its optional
+    `remember`, which restores the generation's statistics from the corpus cache so that a
+    cached corpus is not regenerated.
     """
 
     def __init__(self, spec: TeacherSpec) -> None:
@@ -298,7 +299,7 @@ class TeacherSource:
             "entropy_by_offset_nats": [float(x) for x in ent.mean(axis=0)[:: max(1, s // 16)]],
             "n_segments": n_seg,
         }
-        return _to_bytes(sym.ravel()[: spec.tokens]), stats
+        return to_bytes(sym.ravel()[: spec.tokens]), stats
 
     def generate(self) -> bytes:
         """The text: spec.tokens symbols as ASCII bytes (kept for the process's lifetime)."""
@@ -348,7 +349,7 @@ class TeacherSource:
         s = self.spec.segment
         if seq_len % s:
             return None
-        sym = _to_symbols(val_text, self.spec.vocab).astype(np.int64)
+        sym = to_symbols(val_text, self.spec.vocab).astype(np.int64)
         n_windows = eval_tokens // seq_len
         last = n_windows * seq_len  # the last scored position
         if n_windows < 1 or last + 1 > sym.size:

@@ -1,16 +1,17 @@
 """A synthetic corpus of memorised facts with Zipf frequencies: loss falls to H as a power law.
 
-On the Markov tables of `harness.synthetic` and the teacher of `harness.teacher`, the excess
-loss over the entropy rate H fell only slowly with model size (it halved over 60x in N), and
-approach 3 traded E against a shallow size exponent. This source follows the quantization
-model of neural scaling (Michaud et al. 2023): the text is a stream of independent *facts*,
-each a ``key`` of random symbols naming an entity followed by that entity's ``value`` (fixed
-random symbols) and a separator symbol. Entity e (e = 1..entities, by rank) occurs with the
-Zipf probability p_e ∝ e^-zipf. A model that has stored entity e's value predicts it at no
-loss; one that has not pays about ``value * ln(vocab)`` nats for it. Stored facts are limited
-by parameters (a value is ``value * log2(vocab)`` bits) and by data (rare entities are seen
-rarely), and with Zipf frequencies the mass of the facts not stored, hence the excess loss,
-falls as a power law in both: sum_{e > n} p_e ~ n^-(zipf - 1).
+On the Markov tables of `harness.synthetic.markov` and the teacher of
+`harness.synthetic.teacher`, the excess loss over the entropy rate H fell only slowly with
+model size (it halved over 60x in N), and approach 3 traded E against a shallow size exponent.
+This source follows the quantization model of neural scaling (Michaud et al. 2023): the text
+is a stream of independent *facts*, each a ``key`` of random symbols naming an entity followed
+by that entity's ``value`` (fixed random symbols) and a separator symbol. Entity e
+(e = 1..entities, by rank) occurs with the Zipf probability p_e ∝ e^-zipf. A model that has
+stored entity e's value predicts it at no loss; one that has not pays about
+``value * ln(vocab)`` nats for it. Stored facts are limited by parameters (a value is
+``value * log2(vocab)`` bits) and by data (rare entities are seen rarely), and with Zipf
+frequencies the mass of the facts not stored, hence the excess loss, falls as a power law in
+both: sum_{e > n} p_e ~ n^-(zipf - 1).
 
 The entropy rate is exact. Keys, values and separators are deterministic given the entity,
 and entities are independent, so per symbol
@@ -31,8 +32,9 @@ Bayes-optimal prediction is then the true law, and the lowest achievable loss on
 evaluation tokens (`FactsSource.eval_floor`) is the mean of -ln p(symbol | its fact's prefix)
 over them; otherwise no eval floor is recorded.
 
-Symbols are printable ASCII bytes (`harness.synthetic.ALPHABET`): the first ``vocab`` for keys
-and values, the next one as the separator; one symbol is one token under the byte tokenizer.
+Symbols are printable ASCII bytes (`harness.synthetic.base.ALPHABET`): the first ``vocab``
+for keys and values, the next one as the separator; one symbol is one token under the byte
+tokenizer.
 
 Spec syntax (``data.corpus``): ``synthetic:source=facts,KEY=VALUE,...`` with keys vocab
 (2..94), key (1..8 symbols, vocab^key at most 2^24), value (1..60 symbols), entities
@@ -47,14 +49,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.synthetic import (
+from harness.synthetic.base import (
     ALPHABET,
-    _entropy,
-    _to_bytes,
-    _to_symbols,
     canonical_spec,
+    entropy,
     require,
     spec_syntax,
+    to_bytes,
+    to_symbols,
 )
 
 __all__ = ["FACTS_SYNTAX", "FactsSource", "FactsSpec"]
@@ -123,8 +125,8 @@ FACTS_SYNTAX = spec_syntax(
 class FactsSource:
     """The facts of a `FactsSpec`: keys, values, sampler, exact entropies and floors.
 
-    Interface as `harness.synthetic.MarkovSource` where `harness.data` uses it: `generate`,
-    `cache_id`, `summary`, `entropy_rate`, `eval_floor`.
+    Implements `harness.synthetic.base.Source`, the interface `harness.data` uses:
+    `generate`, `cache_id`, `summary`, `entropy_rate`, `eval_floor`.
     """
 
     def __init__(self, spec: FactsSpec) -> None:
@@ -144,7 +146,7 @@ class FactsSource:
 
     def entity_entropy(self) -> float:
         """H(entity) = -sum_e p_e ln p_e, nats per fact."""
-        return float(_entropy(self.p))
+        return float(entropy(self.p))
 
     def entropy_rate(self) -> float:
         """H, nats per symbol: H(entity) spread over the fact's key + value + 1 symbols."""
@@ -200,7 +202,7 @@ class FactsSource:
             rank = rng.choice(spec.entities, size=n_facts, p=self.p)
             sep = np.full((n_facts, 1), spec.vocab, dtype=np.uint8)
             facts = np.concatenate([self.keys[rank], self.values[rank], sep], axis=1)
-            self._text = _to_bytes(facts.ravel()[: spec.tokens])
+            self._text = to_bytes(facts.ravel()[: spec.tokens])
         return self._text
 
     def eval_floor(self, val_text: bytes, seq_len: int, eval_tokens: int) -> float | None:
@@ -216,7 +218,7 @@ class FactsSource:
         s = self.spec.segment
         if seq_len % s:
             return None
-        sym = _to_symbols(val_text, self.spec.vocab + 1)
+        sym = to_symbols(val_text, self.spec.vocab + 1)
         n_windows = eval_tokens // seq_len
         last = n_windows * seq_len  # the last scored position
         if n_windows < 1 or last + 1 > sym.size:
