@@ -5,7 +5,7 @@ literal right after it (an attribute docstring). Python keeps no such docstring 
 they are read from the source of each class with `ast`. The sections, their order and their
 fields come from `ExperimentConfig`'s fields (a field whose type is a settings dataclass is a
 ``[table]``, one holding a tuple of them an array of tables, ``[[table.key]]``), so a new field
-or section shows up in the reference by itself; ``tests/test_docs.py`` fails until the
+or section shows up in the reference by itself; ``tests/repo/test_docs.py`` fails until the
 committed file is regenerated:
 
     python -m harness.docs > docs/configuration.md
@@ -252,10 +252,10 @@ their field docstrings; do not edit it by hand. After changing a setting, regene
 
     {REGENERATE}
 
-(`tests/test_docs.py` fails until it matches the code). Settings resolve as dataclass defaults <
-the TOML file < `--section.field=value` overrides on the command line; `python -m harness.config
-EXP.toml [--section.field=value ...]` prints the result. Unknown keys, wrong types and
-out-of-range values are refused with one line naming the key.
+(`tests/repo/test_docs.py` fails until it matches the code). Settings resolve as dataclass
+defaults < the TOML file < `--section.field=value` overrides on the command line; `python -m
+harness.config EXP.toml [--section.field=value ...]` prints the result. Unknown keys, wrong
+types and out-of-range values are refused with one line naming the key.
 """
 
 

@@ -1,7 +1,7 @@
 """`harness submit` / `harness status` / `harness collect` against the real local SLURM cluster.
 
 Start it with ``slurm/install.sh && slurm/start.sh`` (CI does, and always stops it); the skip
-rule is tests/test_slurm_cluster.py's: without a cluster these tests skip, unless
+rule is tests/execute/test_slurm_cluster.py's: without a cluster these tests skip, unless
 HARNESS_SLURM=1 makes that a failure. Jobs run the installed harness package (``pip install
 -e .``), so nothing here is pickled by value. Every wait has a deadline; jobs still in the
 queue when a test ends are cancelled.

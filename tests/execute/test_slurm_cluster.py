@@ -1,7 +1,8 @@
 """Integration tests against a real SLURM cluster, through submitit.
 
 Start the local single-node cluster with ``slurm/install.sh && slurm/start.sh`` (as root), run
-``HARNESS_SLURM=1 python -m pytest -m slurm tests/test_slurm_cluster.py``, then ``slurm/stop.sh``.
+``HARNESS_SLURM=1 python -m pytest -m slurm tests/execute/test_slurm_cluster.py``, then
+``slurm/stop.sh``.
 
 Skip rule: without HARNESS_SLURM, the tests skip when no cluster answers ``sinfo``. With
 HARNESS_SLURM=1 (CI), a cluster that does not answer is a failure, so CI cannot pass silently.

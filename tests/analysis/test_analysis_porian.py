@@ -13,7 +13,7 @@ import pytest
 
 from harness.analysis.isoflop import fit_isoflop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "results" / "porian2024" / "porian2024_isoflop_points.csv"
 
 # (dataset, hparams, warmup, decay, param_count, loss_split) -> published a (arXiv:2406.19146)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted(p.parent.relative_to(ROOT) for p in (ROOT / "results").glob("**/fits.json"))
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from harness.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = (ROOT / "experiments" / "quickstart.toml").read_bytes()
 SEED = 20261128
 

@@ -23,7 +23,7 @@ from harness.model import (
     shape_for_params,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Parameter names of embeddings and the output projection (everything else is Kaplan's N).
 EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "lm_head")

@@ -152,7 +152,7 @@ def test_batch_sweep_profiles_out_the_learning_rate() -> None:
 
 
 def test_no_sweep_leaves_the_runs_alone() -> None:
-    df = pd.read_csv(Path(__file__).parents[1] / "results" / "quickstart" / "runs.csv")
+    df = pd.read_csv(Path(__file__).parents[2] / "results" / "quickstart" / "runs.csv")
     assert sweeps.swept_columns(df) == []
     assert sweeps.best_per_point(df) is df
     with pytest.raises(InputError, match="at least 3"):

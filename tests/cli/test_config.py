@@ -9,7 +9,7 @@ import pytest
 from harness.config import ExperimentConfig, load_experiment, parse_overrides, to_dict
 from harness.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 MINIMAL = """
 [grid]

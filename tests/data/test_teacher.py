@@ -206,7 +206,7 @@ def test_shipped_teacher_experiment_matches_committed_reference(name: str) -> No
     # 1.6M symbols takes ~2 minutes, so H itself is checked by the tests above, not here).
     from harness.config import load_experiment
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     exp = load_experiment(root / "experiments" / f"{name}.toml")
     src = source_for(exp.data.corpus)
     assert isinstance(src, TeacherSource) and src.n_params == 99_328

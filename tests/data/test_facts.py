@@ -175,7 +175,7 @@ def test_shipped_facts_experiment_reference_is_what_its_source_gives(tmp_path: P
     # byte, and fits.json's "reference" carries the same H.
     from harness.config import load_experiment
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     exp = load_experiment(root / "experiments" / "synthetic_facts.toml")
     src = source_for(exp.data.corpus)
     assert isinstance(src, FactsSource) and exp.data.seq_len % src.spec.segment == 0

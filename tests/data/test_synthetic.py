@@ -357,7 +357,7 @@ def test_fits_reference_and_reproduce(tmp_path: Path) -> None:
 
 # --- the shipped synthetic experiments and their committed references ------------------------
 
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from harness.grid import expand, expand_grid, spec_from_dict
 from harness.model import count_params
 from harness.results import check_spec, collect, write_spec
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 # Two llama shapes whose N is counted by hand (head_dim 16, SwiGLU width ceil(d / 6) * 16):
 # 1x32: 4*32^2 + 3*32*96 + 2*32 + 32 = 13,408;  1x64: 4*64^2 + 3*64*176 + 2*64 + 64 = 50,368.

@@ -335,7 +335,7 @@ def test_retrain_checks_the_cheapest_runs_both_ways(tmp_path: Path) -> None:
     from harness.retrain import RETRAIN_RTOL, retrain_check
 
     torch.set_num_threads(1)
-    root = Path(__file__).resolve().parents[1] / "results" / "quickstart"
+    root = Path(__file__).resolve().parents[2] / "results" / "quickstart"
     d = tmp_path / "quickstart"
     shutil.copytree(root, d)
     ok, table = retrain_check(d, n_runs=1)

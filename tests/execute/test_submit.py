@@ -2,7 +2,7 @@
 golden sbatch script, jobs.json bookkeeping and dedupe, SLURM state parsing, the job's signal
 path, and submitit's in-process "debug" executor end to end.
 
-The same paths against a real cluster: tests/test_submit_slurm.py.
+The same paths against a real cluster: tests/execute/test_submit_slurm.py.
 """
 
 from __future__ import annotations
