@@ -1,4 +1,4 @@
-"""Subcommands `fit`, `plot` and `reproduce` of the `harness` command.
+"""Subcommands `fit`, `plot`, `reproduce` and `predict` of the `harness` command.
 
 `register(subparsers)` adds them to the top-level parser (harness/cli.py); each sets
 ``func=handler`` where ``handler(args) -> int`` is the exit code. Bad input raises InputError,
@@ -24,7 +24,7 @@ from harness.analysis.reproduce import reproduce_path
 from harness.atomic import check_writable
 from harness.errors import InputError
 
-__all__ = ["cmd_fit", "cmd_plot", "cmd_reproduce", "register", "warnings_as_lines"]
+__all__ = ["cmd_fit", "cmd_plot", "cmd_predict", "cmd_reproduce", "register", "warnings_as_lines"]
 
 
 @contextlib.contextmanager
@@ -171,6 +171,55 @@ def register(subparsers: Any) -> None:
         help="with --retrain: how many runs, cheapest first (default 3)",
     )
     p.set_defaults(func=cmd_reproduce)
+
+    p = subparsers.add_parser(
+        "predict",
+        help="loss at new (N, D), or the compute-optimal model for a budget, with 95% intervals",
+    )
+    p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
+    p.add_argument("--n", default=None, help="parameters N: 1e9,2e9 or a log range 1e8:1e10:5")
+    p.add_argument("--d", default=None, help="training tokens D, as --n")
+    p.add_argument(
+        "--flops",
+        default=None,
+        help="compute budgets C in FLOPs, as --n: the compute-optimal N, D and tokens per "
+        "parameter (with --law chinchilla), or the loss of L(C) (--law power_law_c)",
+    )
+    p.add_argument(
+        "--law",
+        default=None,
+        help="chinchilla (default), kaplan, power_law_n, power_law_d or power_law_c",
+    )
+    p.add_argument("--group", default=None, help="the group of a grouped fit: 'v1|v2'")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`harness predict PATH`: predictions with intervals from the stored bootstrap."""
+    from harness.analysis import predict as pr
+    from harness.analysis.common import json_clean
+
+    law = pr.load_law(args.path, args.law or "chinchilla", args.group)
+    values = {
+        q: pr.parse_values(getattr(args, q), f"--{q}") if getattr(args, q) else []
+        for q in ("n", "d", "flops")
+    }
+    if not any(values.values()):
+        raise InputError(
+            "predict: give --n and --d, or --flops; accepted: see `harness predict -h`"
+        )
+    if values["flops"] and law.name == "chinchilla":
+        if values["n"] or values["d"]:
+            raise InputError("--flops gives the compute-optimal N and D: leave out --n and --d")
+        rows = pr.predict_optimal(law, values["flops"])
+    else:
+        rows = pr.predict(law, values["n"], values["d"], values["flops"])
+    if args.json:
+        print(json.dumps(json_clean(rows), indent=2))
+    else:
+        print(pr.table(law, rows))
+    return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from harness.analysis.io import line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
 from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
+from harness.analysis.samples import samples_path, write_samples
 from harness.analysis.where import select_rows
 from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
@@ -84,7 +85,8 @@ def fit_frame(
         Runs with C at or below this quantile of C train the held-out check.
     kept : dict, optional
         Receives "chinchilla": the Chinchilla fit with its bootstrap samples
-        (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs.
+        (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs;
+        and "samples": {law: {param: array}}, each law's bootstrap parameter samples.
 
     Returns
     -------
@@ -139,8 +141,8 @@ def fit_frame(
             if explicit or law.required(frame):
                 raise
             frame.blocks[law.name] = {"skipped": str(exc)}
-    if kept is not None and "chinchilla" in frame.shared:
-        kept["chinchilla"] = frame.shared["chinchilla"]
+    if kept is not None:
+        kept.update(frame.shared)
     return dict(frame.blocks)
 
 
@@ -163,7 +165,12 @@ def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
                 return False
         except (OSError, ValueError, KeyError, TypeError):
             return False
-    return stored == sha256_of(csv) and figures.is_dir() and any(figures.iterdir())
+    return (
+        stored == sha256_of(csv)
+        and samples_path(fits).is_file()
+        and figures.is_dir()
+        and any(figures.iterdir())
+    )
 
 
 def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tuple[Any, ...]]:
@@ -236,8 +243,11 @@ def fits_dict(
     isoflop_minimum: str = "parabola",
     target_accuracy: float | None = None,
     where: str | None = None,
+    samples: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The fits.json object for a CSV (see `fit_path`), not yet written.
+    """The fits.json object for a CSV (see `fit_path`), not yet written. ``samples``, when
+    given, receives the bootstrap parameter samples as fits.bootstrap.npz holds them
+    ("law/param", or "group/law/param" for grouped fits: `harness.analysis.samples`).
 
     When a downstream.csv (fine-tuning results) lies beside the CSV, the object also holds
     "downstream" (`downstream.fit_downstream`: accuracy from loss, chained from N and D, labels
@@ -278,9 +288,15 @@ def fits_dict(
     dsdf = ds.load_downstream(ds_csv) if ds_csv.is_file() and ds_csv != csv else None
     kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
     kept: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     if not group_by:
         try:
             doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
+            found = {
+                f"{law}/{p}": v
+                for law, ps in kept.get("samples", {}).items()
+                for p, v in ps.items()
+            }
         except InputError as exc:  # named with the file, as every other input error is
             msg = str(exc) if str(exc).startswith(str(csv)) else f"{csv}: {exc}"
             if where:
@@ -293,10 +309,13 @@ def fits_dict(
             sub = df[sel].reset_index(drop=True)
             label = "|".join(key)
             key_map = dict(zip(group_by, key, strict=True))
+            group_kept: dict[str, Any] = {}
             try:
-                body = fit_frame(sub, label=label, **kw)  # type: ignore[arg-type]
+                body = fit_frame(sub, label=label, kept=group_kept, **kw)  # type: ignore[arg-type]
             except InputError as exc:
                 raise InputError(f"{csv}: group {key_map}: {exc}") from None
+            for law, ps in group_kept.get("samples", {}).items():
+                found.update({f"{label}/{law}/{p}": v for p, v in ps.items()})
             groups.append({"key": key_map, "n_points": len(sub), "fits": body})
         doc["groups"] = groups
     ref = reference_of(csv.parent)
@@ -316,6 +335,8 @@ def fits_dict(
             step1_fit=kept.get("chinchilla"),
         )
         doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
+    if samples is not None:
+        samples.update(found)
     return json_clean(doc)
 
 
@@ -332,7 +353,8 @@ def fit_path(
     target_accuracy: float | None = None,
     where: str | None = None,
 ) -> Path:
-    """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`).
+    """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`), and
+    the bootstrap's parameter samples beside it (fits.bootstrap.npz, `samples`).
 
     Parameters
     ----------
@@ -369,6 +391,7 @@ def fit_path(
         Bad input.
     """
     csv = resolve_csv(path)
+    found: dict[str, Any] = {}
     doc = fits_dict(
         csv,
         seed=seed,
@@ -379,8 +402,11 @@ def fit_path(
         isoflop_minimum=isoflop_minimum,
         target_accuracy=target_accuracy,
         where=where,
+        samples=found,
     )
     target = Path(out) if out is not None else csv.parent / "fits.json"
+    # The samples first: a fits.json is never newer than the samples it was summarised from.
+    write_samples(samples_path(target), found)
     return atomic_write_json(target, doc)
 
 

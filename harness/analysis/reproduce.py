@@ -39,9 +39,10 @@ from typing import Any
 
 from harness.analysis import downstream as ds
 from harness.analysis import identify
-from harness.analysis.common import fmt
+from harness.analysis.common import ci95, fmt, json_num
 from harness.analysis.io import resolve_csv
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
+from harness.analysis.samples import SAMPLED_LAWS, read_samples, samples_path
 from harness.analysis.where import check_where
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
@@ -596,6 +597,7 @@ def reproduce_path(
             f"{fj}: not laid out as `harness fit` writes it ({type(exc).__name__}: "
             f"{exc}); accepted: a fits.json of schema {SCHEMA}"
         ) from None
+    sample_problems, sample_note = check_samples(fj, stored)
     lines = [
         f"reproduce {csv}: {cmp.n_compared} stored values against a refit from the CSV: "
         f"{cmp.n_agree} agree, {len(cmp.undetermined)} undetermined on both sides, "
@@ -608,6 +610,14 @@ def reproduce_path(
             lines.append(f"{k:<{w}}  {fmt(x):>14}  {fmt(y):>14}  {why}")
         if len(cmp.differ) > 60:
             lines.append(f"... and {len(cmp.differ) - 60} more")
+    if sample_problems:
+        lines.append(
+            f"{samples_path(fj).name} does not hold the samples fits.json's intervals were "
+            f"taken from ({len(sample_problems)} problems):"
+        )
+        lines += [f"  {p}" for p in sample_problems[:20]]
+    if sample_note:
+        lines.append(sample_note)
     if _predates_fields(stored):
         lines.append(
             f"{fj} predates the fields reproduce compares by (precision, ci95_mc_se, "
@@ -644,7 +654,58 @@ def reproduce_path(
     pub_file = fj.parent / "published.json"
     if pub_file.is_file():
         lines += _published_table(json.loads(pub_file.read_text()), new)
-    return cmp.ok, "\n".join(lines)
+    return cmp.ok and not sample_problems, "\n".join(lines)
+
+
+def _law_blocks(stored: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """{"law" or "group/law": block} of a fits.json, the keys as fits.bootstrap.npz uses."""
+    if "groups" in stored:
+        by = stored.get("settings", {}).get("group_by") or []
+        return {
+            f"{'|'.join(str(g['key'].get(c)) for c in by)}/{law}": block
+            for g in stored["groups"]
+            for law, block in g["fits"].items()
+        }
+    return dict(stored.get("fits", {}))
+
+
+def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:
+    """Whether fits.bootstrap.npz holds the samples of fits.json's intervals: for each law with
+    a bootstrap, one sample per resample, and the stored 95% interval of each
+    parameter equal (to fits.json's 10 digits) to the one its samples give.
+
+    Returns (problems, note): the note says the file is absent (a fits.json made before it).
+    """
+    path = samples_path(fj)
+    if not path.is_file():
+        return [], (
+            f"no {path.name} beside {fj.name}: `harness fit` writes it (predictions with "
+            "intervals need it)"
+        )
+    arrays = read_samples(path)
+    blocks = _law_blocks(stored)
+    problems = []
+    seen = set()
+    for key, values in sorted(arrays.items()):
+        law, _, param = key.rpartition("/")
+        block = blocks.get(law)
+        if not isinstance(block, Mapping) or param not in block.get("params", {}):
+            problems.append(f"{key}: no such law parameter in {fj.name}")
+            continue
+        seen.add(law)
+        n = int(block.get("n_bootstrap", 0))
+        if values.size != n:
+            problems.append(f"{key}: {values.size} samples; fits.json counts {n} resamples")
+        stored_ci = block.get("ci95", {}).get(param)
+        if isinstance(stored_ci, list) and None not in stored_ci:
+            got = [json_num(v) for v in ci95(values)]
+            if got != stored_ci:
+                problems.append(f"{key}: interval {got} from the samples; fits.json {stored_ci}")
+    for law, block in blocks.items():
+        sampled = law.rpartition("/")[2] in SAMPLED_LAWS
+        if sampled and isinstance(block, Mapping) and block.get("ci95") and law not in seen:
+            problems.append(f"{law}: fits.json has intervals and {path.name} no samples")
+    return problems, ""
 
 
 def _predates_fields(doc: Any) -> bool:

@@ -56,6 +56,14 @@ class Frame:
         """The law's own random stream: adding a law never moves another's numbers."""
         return rng_for(self.seed, self.label + name)
 
+    def keep_samples(self, name: str, boots: list[dict[str, float]]) -> None:
+        """Keep a law's bootstrap parameter samples (one dict per resample), so
+        that fits.bootstrap.npz lets a prediction carry an interval without refitting."""
+        if boots:
+            self.shared.setdefault("samples", {})[name] = {
+                k: np.array([b[k] for b in boots], dtype=float) for k in boots[0]
+            }
+
 
 @dataclass(frozen=True)
 class Figures:

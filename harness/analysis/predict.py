@@ -1,0 +1,265 @@
+"""Predictions from a stored fit: the loss at new (N, D), and the compute-optimal model for a
+budget, each with a 95% interval from the stored bootstrap (`harness predict`).
+
+The point estimate comes from the law's fitted parameters (fits.json); the interval is the
+2.5 and 97.5 percentiles of the same quantity computed from every bootstrap sample of the
+parameters (fits.bootstrap.npz), so no refit is needed. For a budget C, N_opt and D_opt follow
+Hoffmann et al. (2022), eq. 4, from approach 3, and the loss is that of the compute-optimal
+model; each bootstrap sample contributes its own optimum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.analysis.common import ci95, fmt
+from harness.analysis.laws import (
+    chinchilla_loss,
+    compute_optimal,
+    flops,
+    kaplan_loss,
+    power_law_with_offset,
+)
+from harness.analysis.samples import read_samples, samples_path
+from harness.errors import InputError
+
+__all__ = ["LAWS", "FittedLaw", "load_law", "parse_values", "predict", "predict_optimal"]
+
+LAWS: dict[str, tuple[str, ...]] = {
+    "chinchilla": ("n", "d"),
+    "kaplan": ("n", "d"),
+    "power_law_n": ("n",),
+    "power_law_d": ("d",),
+    "power_law_c": ("flops",),
+}
+"""The laws a prediction can come from, and the quantities each takes."""
+
+
+@dataclass(frozen=True)
+class FittedLaw:
+    """One law of a fits.json: its point estimate, bootstrap samples and verdict."""
+
+    name: str
+    params: dict[str, float]
+    samples: dict[str, np.ndarray]
+    """param -> one value per bootstrap resample."""
+    undetermined: str
+    """Why the data do not determine the law (or which parameters they leave open); ''."""
+    source: str
+
+
+def _loss(name: str, p: Mapping[str, Any], n: Any, d: Any, c: Any) -> Any:
+    if name == "chinchilla":
+        return chinchilla_loss(n, d, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+    if name == "kaplan":
+        return kaplan_loss(n, d, p["N_c"], p["D_c"], p["alpha_N"], p["alpha_D"])
+    x = {"power_law_n": n, "power_law_d": d, "power_law_c": c}[name]
+    return power_law_with_offset(x, p["E"], p["A"], p["alpha"])
+
+
+def parse_values(text: str, what: str) -> list[float]:
+    """'1e9,2e9' (a list) or '1e8:1e10:5' (5 values spaced evenly in log between the ends).
+
+    Raises
+    ------
+    InputError
+        Not numbers > 0, or a range that is not start:stop:count with count >= 2.
+    """
+    accepted = f"accepted for {what}: numbers > 0 as a list (1e9,2e9) or a log range (1e8:1e10:5)"
+    try:
+        if ":" in text:
+            lo, hi, count = text.split(":")
+            k = int(count)
+            if k < 2:
+                raise ValueError
+            values = list(np.geomspace(float(lo), float(hi), k))
+        else:
+            values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{what} {text!r}; {accepted}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{what} {text!r}; {accepted}")
+    return [float(v) for v in values]
+
+
+def load_law(path: str | os.PathLike[str], name: str, group: str | None = None) -> FittedLaw:
+    """The law ``name`` of the fits.json at or beside ``path``, with its bootstrap samples.
+
+    Raises
+    ------
+    InputError
+        No fits.json or samples, a law it does not hold (or skipped), a grouped fit without
+        ``group``, or a fit without bootstrap.
+    """
+    if name not in LAWS:
+        raise InputError(f"--law {name!r}; accepted: {', '.join(LAWS)}")
+    p = Path(path)
+    fj = p / "fits.json" if p.is_dir() else p if p.suffix == ".json" else p.parent / "fits.json"
+    if not fj.is_file():
+        raise InputError(f"{fj}: no fits.json; run `harness fit {p}` first")
+    try:
+        doc = json.loads(fj.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{fj}: not valid JSON ({exc}); accepted: a fits.json") from None
+    prefix = ""
+    if "groups" in doc:
+        by = doc.get("settings", {}).get("group_by") or []
+        labels = {"|".join(str(g["key"].get(c)) for c in by): g["fits"] for g in doc["groups"]}
+        if group not in labels:
+            shown = ", ".join(list(labels)[:6])
+            raise InputError(f"{fj}: grouped by {by}; --group {group!r}; accepted: one of {shown}")
+        fits, prefix = labels[group], f"{group}/"
+    else:
+        if group is not None:
+            raise InputError(f"{fj}: --group {group!r}, but the fit is not grouped")
+        fits = doc.get("fits", {})
+    block = fits.get(name)
+    if not isinstance(block, Mapping) or "params" not in block:
+        why = block.get("skipped") if isinstance(block, Mapping) else "not fitted"
+        raise InputError(f"{fj}: no {name} law ({why}); accepted: {_available(fits)}")
+    sp = samples_path(fj)
+    if not sp.is_file():
+        raise InputError(
+            f"{sp}: no bootstrap samples beside {fj.name}; `harness fit {fj.parent}` writes them"
+        )
+    arrays = read_samples(sp)
+    samples = {
+        k: arrays[f"{prefix}{name}/{k}"] for k in block["params"] if f"{prefix}{name}/{k}" in arrays
+    }
+    if len(samples) != len(block["params"]) or not all(v.size for v in samples.values()):
+        raise InputError(
+            f"{sp}: no bootstrap samples of {name} (fitted with --bootstrap 0?); "
+            f"`harness fit {fj.parent}` with a bootstrap writes them"
+        )
+    undetermined = ""
+    if block.get("determined") is False:
+        undetermined = str(block.get("undetermined_reason", "not determined"))
+    elif block.get("undetermined"):
+        undetermined = "; ".join(f"{k} {v}" for k, v in block["undetermined"].items())
+    return FittedLaw(name, dict(block["params"]), samples, undetermined, str(fj))
+
+
+def _available(fits: Mapping[str, Any]) -> str:
+    have = [k for k in LAWS if isinstance(fits.get(k), Mapping) and "params" in fits[k]]
+    return ", ".join(have) or "none (the data support none of these laws)"
+
+
+def _each_sample(law: FittedLaw) -> list[dict[str, float]]:
+    keys = list(law.samples)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*law.samples.values(), strict=True)]
+
+
+def predict(
+    law: FittedLaw, n: Sequence[float] = (), d: Sequence[float] = (), c: Sequence[float] = ()
+) -> list[dict[str, Any]]:
+    """The loss at every combination of the quantities the law takes (`LAWS`), with its 95%
+    interval over the bootstrap samples. One dict per query: n, d, flops, loss, loss_ci95."""
+    need = LAWS[law.name]
+    given = {"n": list(n), "d": list(d), "flops": list(c)}
+    for q in need:
+        if not given[q]:
+            raise InputError(f"--law {law.name} predicts from {' and '.join(need)}: give --{q}")
+    extra = [q for q in given if given[q] and q not in need]
+    if extra:
+        raise InputError(f"--law {law.name} takes {' and '.join(need)}, not --{extra[0]}")
+    ns = np.array(given["n"] or [math.nan])
+    ds = np.array(given["d"] or [math.nan])
+    cs = np.array(given["flops"] or [math.nan])
+    N, D, C = (a.ravel() for a in np.meshgrid(ns, ds, cs, indexing="ij"))
+    if "flops" not in need:
+        C = flops(N, D)
+    point = np.asarray(_loss(law.name, law.params, N, D, C), dtype=float)
+    per_sample = np.array([_loss(law.name, s, N, D, C) for s in _each_sample(law)], dtype=float)
+    out = []
+    for i in range(N.size):
+        row = {
+            "law": law.name,
+            "n": None if math.isnan(N[i]) else float(N[i]),
+            "d": None if math.isnan(D[i]) else float(D[i]),
+            "flops": None if math.isnan(C[i]) else float(C[i]),
+            "loss": float(point[i]),
+            "loss_ci95": ci95(per_sample[:, i]),
+        }
+        out.append(row)
+    return out
+
+
+def predict_optimal(law: FittedLaw, c: Sequence[float]) -> list[dict[str, Any]]:
+    """The compute-optimal model for each budget C (FLOPs) from approach 3 (Hoffmann et al.
+    2022, eq. 4): n_opt, d_opt, tokens_per_param and the loss there, each with its 95%
+    interval over the bootstrap samples (each sample at its own optimum)."""
+    if law.name != "chinchilla":
+        raise InputError(
+            f"--flops with --law {law.name}: the compute-optimal model needs chinchilla"
+        )
+    C = np.asarray(c, dtype=float)
+
+    def optimum(p: Mapping[str, float]) -> np.ndarray | None:
+        try:
+            co = compute_optimal(p["A"], p["B"], p["alpha"], p["beta"])
+        except ValueError:  # a sample with a non-positive exponent has no optimum
+            return None
+        n_opt, d_opt = co.n_opt(C), co.d_opt(C)
+        loss = chinchilla_loss(n_opt, d_opt, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+        return np.array([n_opt, d_opt, d_opt / n_opt, loss])
+
+    point = optimum(law.params)
+    if point is None:
+        raise InputError(f"{law.source}: the chinchilla fit has no compute optimum ({law.params})")
+    samples = [o for o in map(optimum, _each_sample(law)) if o is not None]
+    stack = np.array(samples) if samples else np.full((1, 4, C.size), math.nan)
+    out = []
+    for i in range(C.size):
+        row: dict[str, Any] = {
+            "law": law.name,
+            "n": float(point[0, i]),
+            "d": float(point[1, i]),
+            "flops": float(C[i]),
+            "loss": float(point[3, i]),
+            "loss_ci95": ci95(stack[:, 3, i]),
+        }
+        for j, key in enumerate(("n_opt", "d_opt", "tokens_per_param")):
+            row[key] = float(point[j, i])
+            row[f"{key}_ci95"] = ci95(stack[:, j, i])
+        out.append(row)
+    return out
+
+
+def table(law: FittedLaw, rows: list[dict[str, Any]]) -> str:
+    """The text table `harness predict` prints."""
+    n_samples = len(next(iter(law.samples.values())))
+    lines = [f"{law.name} from {law.source} ({n_samples} bootstrap samples; 95% intervals)"]
+    if law.undetermined:
+        lines.append(
+            f"note: the data do not determine this law ({law.undetermined}); the intervals "
+            "say how far the prediction can move"
+        )
+
+    def iv(x: float, ci: list[float]) -> str:
+        return f"{fmt(x)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+    if rows and "n_opt" in rows[0]:
+        lines.append(f"{'C (FLOPs)':>10}  {'N_opt':>26}  {'D_opt':>26}  {'D/N':>22}  loss")
+        for r in rows:
+            lines.append(
+                f"{fmt(r['flops']):>10}  {iv(r['n_opt'], r['n_opt_ci95']):>26}  "
+                f"{iv(r['d_opt'], r['d_opt_ci95']):>26}  "
+                f"{iv(r['tokens_per_param'], r['tokens_per_param_ci95']):>22}  "
+                f"{iv(r['loss'], r['loss_ci95'])}"
+            )
+        return "\n".join(lines)
+    lines.append(f"{'N':>10}  {'D':>10}  {'C=6ND':>10}  loss")
+    for r in rows:
+        lines.append(
+            f"{fmt(r['n']):>10}  {fmt(r['d']):>10}  {fmt(r['flops']):>10}  "
+            f"{iv(r['loss'], r['loss_ci95'])}"
+        )
+    return "\n".join(lines)
