@@ -300,8 +300,44 @@ class GridConfig:
     """Batch-size sweep: every grid point once per batch size (train.batch_size)."""
     seeds: tuple[int, ...] = (0,)
     """One run per seed for every grid point."""
+    prior: str = "hoffmann2022"
+    """The law that predicts each isoFLOP budget's compute-optimal N (harness.design):
+    'hoffmann2022' (Hoffmann et al.'s published approach-3 fit), a path to a fits.json (its
+    chinchilla law, e.g. an earlier grid's), or '' for none. `harness plan` notes every budget
+    whose sizes do not bracket it."""
+    sizes_per_budget: int = 0
+    """IsoFLOP grids: this many sizes per budget, centred in log on the prior's N_opt and
+    spread over size_span (each the model rule's shape nearest its target); 0 = only the sizes
+    of n_params and shapes."""
+    size_span: float = 16.0
+    """Ratio of the largest to the smallest target size of a budget (sizes_per_budget)."""
 
     def __post_init__(self) -> None:
+        _check(
+            self.sizes_per_budget >= 0,
+            "sizes_per_budget",
+            self.sizes_per_budget,
+            "must be >= 0 (0 = no centred sizes)",
+        )
+        _check(
+            self.sizes_per_budget == 0 or self.sizes_per_budget >= 3,
+            "sizes_per_budget",
+            self.sizes_per_budget,
+            "0, or at least 3 (a profile needs 3 sizes)",
+        )
+        _check(self.size_span > 1, "size_span", self.size_span, "must be > 1")
+        _check(
+            self.sizes_per_budget == 0 or bool(self.flops),
+            "sizes_per_budget",
+            self.sizes_per_budget,
+            "needs grid.flops (isoFLOP budgets)",
+        )
+        _check(
+            self.sizes_per_budget == 0 or bool(self.prior),
+            "sizes_per_budget",
+            self.sizes_per_budget,
+            "needs grid.prior (the law to centre on)",
+        )
         for n in self.n_params:
             _check(n > 0, "n_params", n, "every target parameter count must be > 0")
         for d in self.n_tokens:
@@ -620,10 +656,11 @@ class ExperimentConfig:
             "use one of n_tokens, flops, tokens_per_param or unique_tokens/epochs per experiment",
         )
         _check(
-            bool(g.n_params or g.shapes) or not modes,
+            bool(g.n_params or g.shapes or g.sizes_per_budget) or not modes,
             "grid.n_params",
             g.n_params,
-            "give at least one model size (grid.n_params or grid.shapes)",
+            "give at least one model size (grid.n_params, grid.shapes, or for isoFLOP grids "
+            "grid.sizes_per_budget)",
         )
         _check(bool(self.grid.seeds), "grid.seeds", self.grid.seeds, "give at least one seed")
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from harness.config import DataConfig, ExperimentConfig, TrainConfig, identity_dict
 from harness.data import vocab_size_for
+from harness.design import bracket_notes, centred_sizes, load_prior
 from harness.errors import InputError
 from harness.model import ModelShape, count_params, default_ffn_dim, shape_for_params
 
@@ -267,6 +268,17 @@ def _points(exp: ExperimentConfig, vocab_size: int, shapes: list[ModelShape]) ->
                 raise InputError(f"grid.unique_tokens = {u}: {e}") from None
             for e in g.epochs:
                 add(u * e, "unique_tokens", u, data=data)
+    if g.sizes_per_budget:
+        # Sizes centred on each budget's compute-optimal N as the prior predicts it, so that
+        # every isoFLOP profile can bracket its minimum (harness.design).
+        prior = load_prior(g.prior)
+        assert prior is not None  # GridConfig requires a prior with sizes_per_budget
+        for c in g.flops:
+            for t in centred_sizes(prior.n_opt(c), g.sizes_per_budget, g.size_span):
+                shape = _target_shape(exp, max(1, round(t)), vocab_size, f"grid.flops = {c:g}")
+                n = count_params(shape).non_embedding
+                d = resolve_n_tokens(c / (6.0 * n), seq_len)
+                out.append(_Point(shape, n, d, exp.data, c, "flops", c))
     for i, p in enumerate(g.points):
         where = f"grid.points[{i}]"
         if p.n_params:
@@ -354,10 +366,18 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
             f"{d.mode} = {d.value:g}: {d.reason}); accepted: budgets that give every size at "
             "least one batch of tokens"
         )
+    notes = _notes(exp, shapes)
+    prior = load_prior(g.prior) if g.flops else None
+    if prior is not None:
+        sizes: dict[float, list[int]] = {}
+        for s in specs.values():
+            if s.flops_budget is not None:
+                sizes.setdefault(s.flops_budget, []).append(count_params(s.model).non_embedding)
+        notes += bracket_notes(prior, sizes)
     return GridExpansion(
         specs=tuple(specs.values()),
         dropped=tuple(dict.fromkeys(dropped)),
-        notes=tuple(_notes(exp, shapes)),
+        notes=tuple(notes),
     )
 
 

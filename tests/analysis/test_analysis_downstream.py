@@ -395,6 +395,8 @@ def test_changed_downstream_csv_is_not_up_to_date(fitted: tuple[Path, str], tmp_
         (copy / name).write_bytes((d / name).read_bytes())
     (copy / "figures").mkdir()
     (copy / "figures" / "x.png").write_bytes(b"x")
+    assert not fits_up_to_date(copy / "runs.csv")  # no bootstrap samples beside fits.json
+    (copy / "fits.bootstrap.npz").write_bytes((d / "fits.bootstrap.npz").read_bytes())
     assert fits_up_to_date(copy / "runs.csv")
     with open(copy / "downstream.csv", "a") as f:
         f.write(open(d / "downstream.csv").read().splitlines()[1] + "\n")

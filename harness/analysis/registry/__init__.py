@@ -8,6 +8,7 @@
 | `power_law` | power_law_n, power_law_d, power_law_c | L(x) = E + A x^-alpha (Kaplan et al. 2020) |
 | `approach1` | approach1 | the lowest-loss size per isoFLOP budget (Hoffmann et al. 2022, 3.1) |
 | `isoflop` | isoflop | isoFLOP profiles, approach 2 (Hoffmann et al. 2022, 3.2) |
+| `bracketing` | isoflop_bracketing | budgets whose profile does not bracket its minimum |
 | `heldout` | heldout | approach 3 fitted on the cheaper runs, scored on the rest |
 | `sweeps` | lr_sweep, batch_sweep | optimal lr and batch against N and C (DeepSeek-AI 2024) |
 | `data_constrained` | data_constrained | repeated data (Muennighoff et al. 2023) |
@@ -18,6 +19,7 @@ lines and its figures), and its entry in `LAWS`.
 
 from harness.analysis.registry import (
     approach1,
+    bracketing,
     chinchilla,
     compute_optimal,
     data_constrained,
@@ -40,6 +42,7 @@ LAWS: tuple[Law, ...] = (
     power_law.LAW_C,
     approach1.LAW,
     isoflop.LAW,
+    bracketing.LAW,  # after isoflop: proposes sizes from its N_opt(C)
     heldout.LAW,
     sweeps.LR,
     sweeps.BATCH,
