@@ -64,7 +64,8 @@ def load_prior(prior: str) -> Prior | None:
         raise InputError(
             f"grid.prior = {prior!r}: {type(exc).__name__}: {exc}; {accepted}"
         ) from None
-    block = doc.get("fits", {}).get("chinchilla") if isinstance(doc, dict) else None
+    fits = doc.get("fits") if isinstance(doc, dict) else None
+    block = fits.get("chinchilla") if isinstance(fits, dict) else None
     params = block.get("params") if isinstance(block, dict) else None
     if not isinstance(params, dict):
         raise InputError(f"grid.prior = {prior!r}: no chinchilla law in {path}; {accepted}")

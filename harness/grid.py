@@ -275,7 +275,11 @@ def _points(exp: ExperimentConfig, vocab_size: int, shapes: list[ModelShape]) ->
         assert prior is not None  # GridConfig requires a prior with sizes_per_budget
         for c in g.flops:
             for t in centred_sizes(prior.n_opt(c), g.sizes_per_budget, g.size_span):
-                shape = _target_shape(exp, max(1, round(t)), vocab_size, f"grid.flops = {c:g}")
+                where = (
+                    f"grid.sizes_per_budget at budget C = {c:g} (accepted: larger budgets or a "
+                    "smaller size_span): target N"
+                )
+                shape = _target_shape(exp, max(1, round(t)), vocab_size, where)
                 n = count_params(shape).non_embedding
                 d = resolve_n_tokens(c / (6.0 * n), seq_len)
                 out.append(_Point(shape, n, d, exp.data, c, "flops", c))

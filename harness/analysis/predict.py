@@ -109,6 +109,15 @@ def load_law(path: str | os.PathLike[str], name: str, group: str | None = None) 
         doc = json.loads(fj.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{fj}: not valid JSON ({exc}); accepted: a fits.json") from None
+    try:
+        return _law_of(doc, fj, name, group)
+    except (AttributeError, KeyError, TypeError) as exc:  # a fits.json laid out otherwise
+        raise InputError(
+            f"{fj}: not laid out as `harness fit` writes it ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _law_of(doc: Any, fj: Path, name: str, group: str | None) -> FittedLaw:
     prefix = ""
     if "groups" in doc:
         by = doc.get("settings", {}).get("group_by") or []

@@ -63,7 +63,7 @@ def read_samples(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: np.asarray(z[k], dtype=float) for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input, one line
         raise InputError(
             f"{path}: not a bootstrap sample file ({type(exc).__name__}: {exc}); accepted: "
             f"the {SUFFIX} `harness fit` writes beside fits.json"

@@ -172,6 +172,11 @@ def _train_with_retries(
     if done is not None:  # a duplicate or late requeue: skip it, or go on with its retry
         out.append(_outcome(spec.run_id, done))
         run = next(iter(unfinished_retries([spec], layout)), None)
+        if run is None and done["status"] == "diverged" and not done.get("retried_as"):
+            # Killed between the divergence and setting up its retry: set it up now.
+            run = start_retry(spec, layout, exe)
+            if run is not None:
+                _record_retry(layout, run, spec.run_id)
         branches = []
     while run is not None:
         result = _train_run(run, branches, layout, exe, flags, stderr)

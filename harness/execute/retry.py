@@ -56,7 +56,8 @@ def pending_runs(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec
     for s in specs:
         check_spec(layout.run_dir(s.run_id), s)
     todo = [s for s in specs if run_state(layout.run_dir(s.run_id)) not in FINISHED]
-    return todo + unfinished_retries(specs, layout)
+    # A retry whose lr is also a grid point is one run: listed once.
+    return list({s.run_id: s for s in todo + unfinished_retries(specs, layout)}.values())
 
 
 def retry_spec(spec: RunSpec, lr_factor: float) -> RunSpec:

@@ -284,6 +284,7 @@ def submit(
             for r in unfinished_retries(specs, layout)
             if state.get(r.run_id, "unsubmitted") in (*again, "unsubmitted")
         ]
+        todo = list({s.run_id: s for s in todo}.values())  # a retry may equal a grid point
         if not todo:
             atomic_write_json(layout.jobs_json, jobs)
             return submitted, before

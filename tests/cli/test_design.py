@@ -161,11 +161,37 @@ def test_the_fit_names_a_budget_that_does_not_bracket_and_proposes_sizes() -> No
     (bad,) = block["unbracketed"]
     assert bad["budget"] == 1e17 and bad["minimum_at"] == "largest" and bad["n_lowest"] == 1e7
     proposed = bad["proposed_n"]
-    law_n_opt = k * 1e17**0.30103  # the isoflop law fitted on the two bracketing budgets
+    # The isoflop law of the two bracketing budgets puts N_opt at 4e6, below the profile's
+    # lowest point (1e7, its largest size): the proposal centres on 1e7 instead, which the
+    # true N_opt (4e7) then lies inside.
     assert bad["proposed_from"] == "isoflop law"
-    assert proposed[0] < law_n_opt < proposed[-1] and len(proposed) == 5
+    assert proposed[0] < 4e7 < proposed[-1] and len(proposed) == 5
     assert proposed[-1] / proposed[0] == pytest.approx(100)
+    assert math.sqrt(proposed[0] * proposed[-1]) == pytest.approx(1e7)
     all_good = fit_frame(
         _profiles(lambda c: k * c**0.30103), n_bootstrap=0, fits=["isoflop", "bracketing"]
     )["bracketing"]
     assert all_good == {"n_budgets": 3, "unbracketed": []}
+
+
+def test_bracketing_counts_distinct_sizes_not_seeds() -> None:
+    # Loss rising in N at both budgets, two seeds per size: the lowest loss is at the smallest
+    # size whichever seed row comes first.
+    rows = [
+        {
+            "n_params": n,
+            "n_tokens": c / (6 * n),
+            "loss": 2 + 0.1 * math.log(n) - 0.01 * s,
+            "flops_budget": c,
+            "seed": s,
+        }
+        for c in (1e15, 1e16)
+        for n in (1e5, 3e5, 1e6)
+        for s in (0, 1)
+    ]
+    df = pd.DataFrame(rows).assign(line=range(2, 2 + len(rows)))
+    block = fit_frame(df, n_bootstrap=0, fits=["bracketing"])["bracketing"]
+    assert [b["minimum_at"] for b in block["unbracketed"]] == ["smallest", "smallest"]
+    # a run tagged with a budget of its own is not a profile
+    stray = pd.concat([df, df.iloc[:1].assign(flops_budget=1e14, line=99)])
+    assert fit_frame(stray, n_bootstrap=0, fits=["bracketing"])["bracketing"]["n_budgets"] == 2

@@ -3,9 +3,10 @@ sizes that would bracket the others.
 
 A profile whose lowest loss lies at its smallest or largest size says only that the optimum is
 beyond it: approach 2 skips such a budget and approach 1 reads a biased N_opt off it. For each
-such budget this block proposes sizes centred in log on the best guess of its N_opt, spanning
-the same factor as the profile: the isoFLOP law's N_opt(C) when two or more budgets bracket
-theirs, else the lowest-loss size itself, moved one profile-width outwards.
+such budget (a profile: 3 or more distinct sizes, each at its lowest loss over seeds) this block
+proposes as many sizes, spanning the same factor as the profile, centred in log on the best
+guess of its N_opt: the isoFLOP law's N_opt(C) when two or more budgets bracket theirs (never
+on the side the profile has ruled out), else beyond the lowest-loss size by half the span.
 """
 
 from __future__ import annotations
@@ -29,22 +30,29 @@ def _fit(f: Frame) -> dict[str, Any]:
     if "a" in iso and "log_k_n" in iso:  # N_opt = k C^a from the budgets that bracket theirs
         law = (float(iso["a"]), float(iso["log_k_n"]))
     out = []
+    n_profiles = 0
     for c in np.unique(f.budget):
-        idx = np.flatnonzero(f.budget == c)
-        idx = idx[np.argsort(f.N[idx], kind="stable")]
-        ns = f.N[idx]
-        i = int(np.argmin(f.L[idx]))
-        if ns.size >= 3 and 0 < i < ns.size - 1:
+        rows = np.flatnonzero(f.budget == c)
+        # One point per distinct size, its lowest loss over seeds: repeated seeds of the smallest
+        # size must not make its neighbour look like an interior minimum.
+        ns = np.unique(f.N[rows])
+        if ns.size < 3:  # not a profile (a run tagged with a budget of its own)
+            continue
+        n_profiles += 1
+        losses = np.array([f.L[rows][f.N[rows] == n].min() for n in ns])
+        i = int(np.argmin(losses))
+        if 0 < i < ns.size - 1:
             continue
         at = "smallest" if i == 0 else "largest"
-        span = float(ns[-1] / ns[0]) if ns.size > 1 else 4.0
+        span = float(ns[-1] / ns[0])
+        step = math.sqrt(span)
         if law is not None:
             centre = math.exp(law[1]) * float(c) ** law[0]
+            # The profile has ruled out the other side: never centre there.
+            centre = min(centre, float(ns[0])) if at == "smallest" else max(centre, float(ns[-1]))
         else:  # beyond the lowest point, by half the profile's width
-            step = math.sqrt(span)
             centre = float(ns[i]) / step if at == "smallest" else float(ns[i]) * step
-        k = max(int(ns.size), 3)
-        proposed = np.geomspace(centre / math.sqrt(span), centre * math.sqrt(span), k)
+        proposed = np.geomspace(centre / step, centre * step, int(ns.size))
         out.append(
             {
                 "budget": float(c),
@@ -55,7 +63,7 @@ def _fit(f: Frame) -> dict[str, Any]:
                 "proposed_from": "isoflop law" if law is not None else "the lowest-loss size",
             }
         )
-    return {"n_budgets": int(np.unique(f.budget).size), "unbracketed": out}
+    return {"n_budgets": n_profiles, "unbracketed": out}
 
 
 def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
