@@ -178,6 +178,28 @@ def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_ret
     assert sorted(r["status"] for r in _rows(layout.root)) == ["diverged", "done"]
 
 
+def test_a_job_sets_up_the_retry_a_killed_job_never_did(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from harness.execute.job import TrainJob
+    from harness.results import ExperimentLayout
+
+    toml = _toml(tmp_path, lr=10.0, execution="diverge_retries = 1\ndiverge_lr_factor = 0.001")
+    exp = load_experiment(toml)
+    (spec,) = expand(exp)
+    layout = ExperimentLayout(exp.results_path.resolve())
+    # The run diverged, and its job died before it set up the retry: no retried_as.
+    assert train(spec, layout.run_dir(spec.run_id), execution=exp.execution).status == "diverged"
+    assert "retried_as" not in json.loads((layout.run_dir(spec.run_id) / "result.json").read_text())
+    out = TrainJob()([[spec.to_dict()]], str(layout.root), asdict(exp.execution))
+    assert [o["status"] for o in out] == ["diverged", "done"]
+    first = json.loads((layout.run_dir(spec.run_id) / "result.json").read_text())
+    assert first["retried_as"] == out[1]["run_id"]
+    # requeued once more: nothing left to train
+    again = TrainJob()([[spec.to_dict()]], str(layout.root), asdict(exp.execution))
+    assert [o["status"] for o in again] == ["diverged"]
+
+
 # --- full disk and out of memory ----------------------------------------------------------------
 
 
