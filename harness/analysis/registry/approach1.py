@@ -33,7 +33,11 @@ def allocation_summary(name: str, block: Mapping[str, Any]) -> list[str]:
 def _fit(f: Frame) -> dict[str, Any]:
     if f.budget is None:
         raise InputError(f"approach 1: {NO_BUDGETS}")
-    r = iso.fit_approach1(f.N, f.D, f.L, f.budget)
+    return allocation_block(iso.fit_approach1(f.N, f.D, f.L, f.budget))
+
+
+def allocation_block(r: iso.IsoflopResult) -> dict[str, Any]:
+    """Per budget N_opt, D_opt and the loss there, and the exponents of N_opt and D_opt in C."""
     return {
         "budgets": list(r.budgets),
         "n_opt": list(r.n_opt),

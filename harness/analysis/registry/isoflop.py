@@ -13,7 +13,7 @@ from typing import Any
 from harness.analysis import identify
 from harness.analysis import isoflop as iso
 from harness.analysis.common import ci95
-from harness.analysis.registry.approach1 import NO_BUDGETS, allocation_summary
+from harness.analysis.registry.approach1 import NO_BUDGETS, allocation_block, allocation_summary
 from harness.analysis.registry.base import Figures, Frame, Law, usable
 from harness.errors import InputError
 
@@ -23,12 +23,7 @@ def _fit(f: Frame) -> dict[str, Any]:
         raise InputError(f"isoFLOP (approach 2): {NO_BUDGETS}")
     r = iso.fit_isoflop(f.N, f.L, f.budget, minimum=f.isoflop_minimum)  # type: ignore[arg-type]
     block: dict[str, Any] = {
-        "budgets": list(r.budgets),
-        "n_opt": list(r.n_opt),
-        "d_opt": list(r.d_opt),
-        "loss_opt": list(r.loss_opt),
-        "a": r.a,
-        "b": r.b,
+        **allocation_block(r),
         "log_k_n": r.log_k_n,
         "log_k_d": r.log_k_d,
         "skipped_budgets": list(r.skipped),
