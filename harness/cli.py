@@ -58,6 +58,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness import pipeline
+
+    return pipeline.validate(args.experiment, args.overrides, factor=args.factor)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from harness.plan import plan
 
@@ -180,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the sbatch script(s) and submit nothing"
     )
     p.set_defaults(func=cmd_submit, takes_overrides=True)
+
+    p = sub.add_parser(
+        "validate",
+        help="train the compute-optimal model the fitted law predicts beyond the grid; compare",
+    )
+    p.add_argument("experiment", help="experiments/NAME.toml of a fitted grid; add overrides")
+    p.add_argument(
+        "--factor",
+        type=float,
+        default=10.0,
+        help="the budget as a multiple of the grid's largest run (default 10)",
+    )
+    p.set_defaults(func=cmd_validate, takes_overrides=True)
 
     p = sub.add_parser(
         "status", help="table of runs: done, running, queued, failed (with log), never submitted"

@@ -184,6 +184,11 @@ def _target_shape(exp: ExperimentConfig, target: int, vocab_size: int, where: st
         raise InputError(f"{where} = {target}: {e}") from None
 
 
+def shape_for_target(exp: ExperimentConfig, target: int, where: str) -> ModelShape:
+    """The model rule's shape nearest a target non-embedding N, as grid.n_params makes it."""
+    return _target_shape(exp, target, vocab_size_for(exp.data, exp.model.arch), where)
+
+
 def _explicit_shape(
     exp: ExperimentConfig, n_layer: int, n_embd: int, n_head: int, vocab_size: int, where: str
 ) -> ModelShape:

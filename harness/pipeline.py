@@ -242,3 +242,58 @@ def submit(
         print(f"  {s.run_id}  job {s.job_id}  log {s.stderr}")
     print(f"recorded in {root / 'jobs.json'}; watch with `harness status {root}`")
     return 0
+
+
+def validate(experiment: str, overrides: list[str], *, factor: float) -> int:
+    """`harness validate`: train the compute-optimal model the fitted law predicts at
+    ``factor`` x the grid's largest budget, and compare its loss with the prediction."""
+    from harness.config import load_experiment
+    from harness.data import prepare_corpus
+    from harness.execute.local import Interrupted, run_local
+    from harness.execute.retry import pending_runs
+    from harness.preflight import check_can_train_here
+    from harness.results import ExperimentLayout, read_result
+    from harness.validate import VALIDATION_JSON, validation_spec, write_validation
+
+    t0 = time.perf_counter()
+    exp = load_experiment(experiment, overrides)
+    with naming(experiment):
+        spec, pred = validation_spec(exp, factor)
+    layout = ExperimentLayout(exp.results_path / "validation")
+    lo, hi = pred["n_opt_ci95"]
+    print(
+        f"{exp.name}: the grid's largest run is {pred['grid_max_flops']:.3g} FLOPs; at "
+        f"{factor:g}x, C = {pred['budget_flops']:.3g}, the law predicts N_opt = "
+        f"{pred['n_opt']:.3g} [{lo:.3g}, {hi:.3g}]"
+    )
+    if pred["undetermined"]:
+        print(f"note: the data do not determine this law ({pred['undetermined']})")
+    print(
+        f"training N = {pred['n_params']:,} ({pred['shape']}) on D = {pred['n_tokens']:,} "
+        f"tokens (run {spec.run_id}) -> {layout.root}"
+    )
+    todo = pending_runs([spec], layout)
+    if todo:
+        check_can_train_here(exp, experiment, layout)
+        with naming(experiment):
+            prepare_corpus(exp.data, layout.cache_dir)
+        try:
+            run_local(exp, todo, layout)
+        except Interrupted as stop:
+            print(f"interrupted: `harness validate {experiment}` resumes from its checkpoint")
+            return 128 + stop.signum
+    result = read_result(layout.run_dir(spec.run_id)) or {}
+    if result.get("status") not in ("done", "diverged"):
+        print(f"the validation run failed: {result.get('error', 'no result')}")
+        return 1
+    path = write_validation(exp.results_path, pred, result)
+    m, (plo, phi) = result.get("val_loss"), pred["predicted_loss_ci95"]
+    inside = m is not None and plo <= m <= phi
+    error = (m - pred["predicted_loss"]) / pred["predicted_loss"]
+    print(
+        f"measured L = {m:.4f}; predicted {pred['predicted_loss']:.4f} [{plo:.4f}, {phi:.4f}]: "
+        + ("inside" if inside else "OUTSIDE")
+        + f" the 95% interval (relative error {error:+.1%})"
+    )
+    print(f"wrote {path} ({VALIDATION_JSON}); finished in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -41,6 +41,7 @@ from harness.analysis import downstream as ds
 from harness.analysis import identify
 from harness.analysis.common import ci95, fmt, json_num
 from harness.analysis.io import resolve_csv
+from harness.analysis.predict import load_law, predict
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
 from harness.analysis.samples import SAMPLED_LAWS, read_samples, samples_path
 from harness.analysis.where import check_where
@@ -607,6 +608,23 @@ def reproduce_path(
             lines.append(f"{k:<{w}}  {fmt(x):>14}  {fmt(y):>14}  {why}")
         if len(cmp.differ) > 60:
             lines.append(f"... and {len(cmp.differ) - 60} more")
+    validation_problems: list[str] = []
+    vj = fj.parent / VALIDATION_JSON
+    if vj.is_file():
+        try:
+            validation = json.loads(vj.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(
+                f"{vj}: not valid JSON ({exc}); accepted: the file `harness validate` writes"
+            ) from None
+        validation_problems = check_validation(fj, validation)
+        lines.append(
+            f"validation ({VALIDATION_JSON}): measured {fmt(validation.get('measured_loss'))} "
+            f"against {fmt(validation.get('predicted_loss'))} "
+            f"[{', '.join(fmt(v) for v in validation.get('predicted_loss_ci95') or [])}]"
+            + (": prediction recomputed, the same" if not validation_problems else ":")
+        )
+        lines += [f"  {p}" for p in validation_problems]
     if newer:
         lines.append(
             f"{fj.name} predates the law(s) {', '.join(newer)}: the refit makes them, the stored "
@@ -656,7 +674,39 @@ def reproduce_path(
     pub_file = fj.parent / "published.json"
     if pub_file.is_file():
         lines += _published_table(json.loads(pub_file.read_text()), new)
-    return cmp.ok and not sample_problems, "\n".join(lines)
+    return cmp.ok and not sample_problems and not validation_problems, "\n".join(lines)
+
+
+VALIDATION_JSON = "validation.json"
+
+
+def check_validation(fj: Path, stored: Mapping[str, Any]) -> list[str]:
+    """What validation.json (`harness validate`) says that the stored fit no longer predicts:
+    the loss and its interval at the (N, D) it trained, recomputed from fits.json and its
+    samples, and whether the measured loss lies inside."""
+    try:
+        law = load_law(fj, "chinchilla")
+        (again,) = predict(law, [float(stored["n_params"])], [float(stored["n_tokens"])])
+        problems = []
+        pairs = [("predicted_loss", stored["predicted_loss"], again["loss"])]
+        pairs += list(
+            zip(
+                ("ci95 lo", "ci95 hi"),
+                stored["predicted_loss_ci95"],
+                again["loss_ci95"],
+                strict=True,
+            )
+        )
+        for key, a, b in pairs:
+            if a is None or b is None or not math.isclose(float(a), b, rel_tol=1e-9):
+                problems.append(f"{VALIDATION_JSON} {key} = {a}; the stored fit gives {b}")
+        m, (lo, hi) = stored["measured_loss"], stored["predicted_loss_ci95"]
+        inside = m is not None and lo is not None and hi is not None and lo <= m <= hi
+        if inside != bool(stored["within_interval"]):
+            problems.append(f"{VALIDATION_JSON} within_interval does not follow from its numbers")
+        return problems
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"{VALIDATION_JSON}: not laid out as `harness validate` writes it ({exc!r})"]
 
 
 def _without_newer_laws(
