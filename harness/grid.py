@@ -31,7 +31,7 @@ from typing import Any
 
 from harness.config import DataConfig, ExperimentConfig, TrainConfig, identity_dict
 from harness.data import vocab_size_for
-from harness.design import bracket_notes, centred_sizes, load_prior
+from harness.design import Prior, bracket_notes, centred_sizes, load_prior
 from harness.errors import InputError
 from harness.model import ModelShape, count_params, default_ffn_dim, shape_for_params
 
@@ -239,9 +239,12 @@ def _notes(exp: ExperimentConfig, shapes: list[ModelShape]) -> list[str]:
     return notes
 
 
-def _points(exp: ExperimentConfig, vocab_size: int, shapes: list[ModelShape]) -> list[_Point]:
+def _points(
+    exp: ExperimentConfig, vocab_size: int, shapes: list[ModelShape], prior: Prior | None
+) -> list[_Point]:
     """Every (shape, D, data) of the grid before the optimiser sweeps and seeds, mode order
-    (``shapes`` from `_shapes`; `points` shapes are made here)."""
+    (``shapes`` from `_shapes`; `points` shapes, and the sizes centred on ``prior``, are made
+    here)."""
     g, seq_len = exp.grid, exp.data.seq_len
     out: list[_Point] = []
     for shape in shapes:
@@ -276,7 +279,6 @@ def _points(exp: ExperimentConfig, vocab_size: int, shapes: list[ModelShape]) ->
     if g.sizes_per_budget:
         # Sizes centred on each budget's compute-optimal N as the prior predicts it, so that
         # every isoFLOP profile can bracket its minimum (harness.design).
-        prior = load_prior(g.prior)
         assert prior is not None  # GridConfig requires a prior with sizes_per_budget
         for c in g.flops:
             for t in centred_sizes(prior.n_opt(c), g.sizes_per_budget, g.size_span):
@@ -325,8 +327,10 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
     """
     vocab_size = vocab_size_for(exp.data, exp.model.arch)
     shapes = _shapes(exp, vocab_size)
+    # The prior law of an isoFLOP grid: read once, for the centred sizes and the notes.
+    prior = load_prior(exp.grid.prior) if exp.grid.flops else None
     points = sorted(
-        _points(exp, vocab_size, shapes),
+        _points(exp, vocab_size, shapes, prior),
         key=lambda p: (p.n_params, p.n_tokens, p.data.unique_tokens),
     )
     g = exp.grid
@@ -376,7 +380,6 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
             "least one batch of tokens"
         )
     notes = _notes(exp, shapes)
-    prior = load_prior(g.prior) if g.flops else None
     if prior is not None:
         sizes: dict[float, list[int]] = {}
         for s in specs.values():

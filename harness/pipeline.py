@@ -247,13 +247,19 @@ def submit(
 def validate(experiment: str, overrides: list[str], *, factor: float) -> int:
     """`harness validate`: train the compute-optimal model the fitted law predicts at
     ``factor`` x the grid's largest budget, and compare its loss with the prediction."""
+    from harness.analysis.common import fmt
     from harness.config import load_experiment
     from harness.data import prepare_corpus
     from harness.execute.local import Interrupted, run_local
     from harness.execute.retry import pending_runs
     from harness.preflight import check_can_train_here
     from harness.results import ExperimentLayout, read_result
-    from harness.validate import VALIDATION_JSON, validation_spec, write_validation
+    from harness.validate import (
+        VALIDATION_JSON,
+        validation_record,
+        validation_spec,
+        write_validation,
+    )
 
     t0 = time.perf_counter()
     exp = load_experiment(experiment, overrides)
@@ -286,14 +292,17 @@ def validate(experiment: str, overrides: list[str], *, factor: float) -> int:
     if result.get("status") not in ("done", "diverged"):
         print(f"the validation run failed: {result.get('error', 'no result')}")
         return 1
-    path = write_validation(exp.results_path, pred, result)
-    m, (plo, phi) = result.get("val_loss"), pred["predicted_loss_ci95"]
-    inside = m is not None and plo <= m <= phi
-    error = (m - pred["predicted_loss"]) / pred["predicted_loss"]
-    print(
-        f"measured L = {m:.4f}; predicted {pred['predicted_loss']:.4f} [{plo:.4f}, {phi:.4f}]: "
-        + ("inside" if inside else "OUTSIDE")
-        + f" the 95% interval (relative error {error:+.1%})"
-    )
+    record = validation_record(pred, result)
+    path = write_validation(exp.results_path, record)
+    plo, phi = pred["predicted_loss_ci95"]
+    predicted = f"predicted {fmt(pred['predicted_loss'])} [{fmt(plo)}, {fmt(phi)}]"
+    if record["measured_loss"] is None:  # diverged: no final loss to compare
+        print(f"the validation run {result.get('status')} without a final loss; {predicted}")
+    else:
+        print(
+            f"measured L = {fmt(record['measured_loss'])}; {predicted}: "
+            + ("inside" if record["within_interval"] else "OUTSIDE")
+            + f" the 95% interval (relative error {record['relative_error']:+.1%})"
+        )
     print(f"wrote {path} ({VALIDATION_JSON}); finished in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -17,9 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from harness import __version__
+from harness.analysis.common import inside
+from harness.analysis.io import load_runs
 from harness.analysis.predict import load_law, predict, predict_optimal
 from harness.atomic import atomic_write_json
 from harness.config import ExperimentConfig
@@ -27,7 +27,7 @@ from harness.errors import InputError
 from harness.grid import RunSpec, resolve_n_tokens, shape_for_target
 from harness.model import count_params
 
-__all__ = ["VALIDATION_JSON", "validation_spec", "write_validation"]
+__all__ = ["VALIDATION_JSON", "validation_record", "validation_spec", "write_validation"]
 
 VALIDATION_JSON = "validation.json"
 
@@ -47,8 +47,7 @@ def validation_spec(exp: ExperimentConfig, factor: float) -> tuple[RunSpec, dict
     csv = root / "runs.csv"
     if not csv.is_file():
         raise InputError(f"{csv}: no runs.csv; train and fit the grid first (`harness run`)")
-    runs = pd.read_csv(csv)
-    done = runs[runs.get("status", "done") == "done"] if "status" in runs else runs
+    done = load_runs(csv)  # its done runs, checked as `harness fit` checks them
     if done.empty:
         raise InputError(f"{csv}: no done run to take the grid's largest budget from")
     grid_max = float((6.0 * done["n_params"] * done["n_tokens"]).max())
@@ -88,20 +87,23 @@ def validation_spec(exp: ExperimentConfig, factor: float) -> tuple[RunSpec, dict
     return spec, prediction
 
 
-def write_validation(root: Path, prediction: dict[str, Any], result: dict[str, Any]) -> Path:
-    """validation.json: the prediction, the measured loss, and whether the interval held."""
+def validation_record(prediction: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """validation.json's content: the prediction, the measured loss, whether the interval held,
+    and the relative error of the point prediction."""
     measured = result.get("val_loss")
-    lo, hi = prediction["predicted_loss_ci95"]
-    ok = measured is not None and lo is not None and lo <= measured <= hi
-    doc = {
+    return {
         "schema": 1,
         **prediction,
         "status": result.get("status"),
         "measured_loss": measured,
-        "within_interval": bool(ok),
+        "within_interval": inside(measured, prediction["predicted_loss_ci95"]),
         "relative_error": None
         if measured is None
         else (measured - prediction["predicted_loss"]) / prediction["predicted_loss"],
         "harness_version": __version__,
     }
-    return atomic_write_json(root / VALIDATION_JSON, doc)
+
+
+def write_validation(root: Path, record: dict[str, Any]) -> Path:
+    """Write `validation_record` atomically as RESULTS/NAME/validation.json."""
+    return atomic_write_json(root / VALIDATION_JSON, record)

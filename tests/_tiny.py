@@ -7,12 +7,24 @@ Import it from a test module as ``from _tiny import ...`` (pytest puts tests/ on
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 WORDS = ("to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis")
+
+
+def harness_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m harness.cli ARGS`` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def word_corpus(directory: Path, *, n_lines: int = 3000, words_per_line: int = 10) -> Path:

@@ -20,6 +20,7 @@ __all__ = [
     "check_n_resamples",
     "ci95",
     "fmt",
+    "inside",
     "json_clean",
     "json_num",
     "resample_weights",
@@ -48,6 +49,12 @@ def ci95(values: Iterable[float]) -> list[float]:
         return [float("nan"), float("nan")]
     lo, hi = np.percentile(v, [2.5, 97.5])
     return [float(lo), float(hi)]
+
+
+def inside(x: float | None, interval: list[float | None]) -> bool:
+    """Whether x lies in [lo, hi]; False when any of them is missing (None, as JSON's null)."""
+    lo, hi = interval
+    return x is not None and lo is not None and hi is not None and lo <= x <= hi
 
 
 def check_n_resamples(n_resamples: int) -> None:

@@ -39,11 +39,11 @@ from typing import Any
 
 from harness.analysis import downstream as ds
 from harness.analysis import identify
-from harness.analysis.common import ci95, fmt, json_num
+from harness.analysis.common import ci95, fmt, inside, json_num
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
-from harness.analysis.samples import SAMPLED_LAWS, read_samples, samples_path
+from harness.analysis.samples import read_samples, samples_path
 from harness.analysis.where import check_where
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
@@ -700,9 +700,9 @@ def check_validation(fj: Path, stored: Mapping[str, Any]) -> list[str]:
         for key, a, b in pairs:
             if a is None or b is None or not math.isclose(float(a), b, rel_tol=1e-9):
                 problems.append(f"{VALIDATION_JSON} {key} = {a}; the stored fit gives {b}")
-        m, (lo, hi) = stored["measured_loss"], stored["predicted_loss_ci95"]
-        inside = m is not None and lo is not None and hi is not None and lo <= m <= hi
-        if inside != bool(stored["within_interval"]):
+        if inside(stored["measured_loss"], stored["predicted_loss_ci95"]) != bool(
+            stored["within_interval"]
+        ):
             problems.append(f"{VALIDATION_JSON} within_interval does not follow from its numbers")
         return problems
     except (KeyError, TypeError, ValueError) as exc:
@@ -787,8 +787,10 @@ def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:
             if got != stored_ci:
                 problems.append(f"{key}: interval {got} from the samples; fits.json {stored_ci}")
     for law, block in blocks.items():
-        sampled = law.rpartition("/")[2] in SAMPLED_LAWS
-        if sampled and isinstance(block, Mapping) and block.get("ci95") and law not in seen:
+        # A law with parameters and their bootstrap intervals (`registry.base.law_block`) has
+        # its samples stored; compute_optimal's intervals are derived, and have none.
+        sampled = isinstance(block, Mapping) and "params" in block and block.get("ci95")
+        if sampled and law not in seen:
             problems.append(f"{law}: fits.json has intervals and {path.name} no samples")
     return problems, ""
 

@@ -23,13 +23,9 @@ import numpy as np
 from harness.atomic import atomic_write_bytes
 from harness.errors import InputError
 
-__all__ = ["SAMPLED_LAWS", "SUFFIX", "read_samples", "samples_path", "write_samples"]
+__all__ = ["SUFFIX", "read_samples", "samples_path", "write_samples"]
 
 SUFFIX = ".bootstrap.npz"
-SAMPLED_LAWS = frozenset(
-    {"chinchilla", "kaplan", "power_law_n", "power_law_d", "power_law_c", "data_constrained"}
-)
-"""The laws whose parameter samples are stored (`registry.base.Frame.keep_samples`)."""
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: no clock in the bytes
 
 

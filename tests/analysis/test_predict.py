@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import harness_cli
 
 from harness.analysis import fit as fitmod
 from harness.analysis.laws import chinchilla_loss, compute_optimal
@@ -45,12 +44,6 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
         warnings.simplefilter("ignore")
         fit_path(d, n_bootstrap=200, fits=["chinchilla", "compute_optimal", "power_law_d"])
     return d
-
-
-def _harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 # --- the stored samples ----------------------------------------------------------------------
@@ -180,7 +173,7 @@ def test_parse_values_lists_and_log_ranges() -> None:
 
 
 def test_predict_cli_json_and_table(fitted: Path) -> None:
-    proc = _harness("predict", str(fitted), "--flops", "1e19,1e21", "--json")
+    proc = harness_cli("predict", str(fitted), "--flops", "1e19,1e21", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [r["flops"] for r in rows] == [1e19, 1e21]
@@ -189,10 +182,10 @@ def test_predict_cli_json_and_table(fitted: Path) -> None:
         assert (
             r["tokens_per_param_ci95"][0] <= r["tokens_per_param"] <= r["tokens_per_param_ci95"][1]
         )
-    proc = _harness("predict", str(fitted), "--n", "1e9", "--d", "2e10")
+    proc = harness_cli("predict", str(fitted), "--n", "1e9", "--d", "2e10")
     assert proc.returncode == 0, proc.stderr
     assert "chinchilla from" in proc.stdout and "1e+09" in proc.stdout
-    proc = _harness("predict", str(fitted), "--law", "power_law_d", "--d", "1e11", "--json")
+    proc = harness_cli("predict", str(fitted), "--law", "power_law_d", "--d", "1e11", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["d"] == 1e11
 
 
@@ -208,12 +201,12 @@ def test_predict_cli_json_and_table(fitted: Path) -> None:
     ],
 )
 def test_predict_bad_input_is_one_line_exit_2(fitted: Path, args: list[str], message: str) -> None:
-    proc = _harness("predict", str(fitted), *args)
+    proc = harness_cli("predict", str(fitted), *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_predict_without_samples_says_how_to_get_them(fitted: Path, tmp_path: Path) -> None:
     (tmp_path / "fits.json").write_bytes((fitted / "fits.json").read_bytes())
-    proc = _harness("predict", str(tmp_path), "--n", "1e9", "--d", "1e9")
+    proc = harness_cli("predict", str(tmp_path), "--n", "1e9", "--d", "1e9")
     assert proc.returncode == 2 and "no bootstrap samples beside fits.json" in proc.stderr

@@ -4,14 +4,13 @@ writes, and reproduce's check of it (training itself is harness run's, tested el
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import harness_cli
 
 from harness.analysis.laws import compute_optimal
 from harness.analysis.report import fit_path
@@ -19,7 +18,7 @@ from harness.analysis.reproduce import reproduce_path
 from harness.config import load_experiment
 from harness.errors import InputError
 from harness.model import count_params
-from harness.validate import validation_spec, write_validation
+from harness.validate import validation_record, validation_spec, write_validation
 
 LAW = {"E": 1.0, "A": 100.0, "B": 493.0, "alpha": 0.3, "beta": 0.3}
 
@@ -71,9 +70,8 @@ def test_validation_json_and_reproduce_check_it(grid: Path, tmp_path: Path) -> N
     _, pred = validation_spec(exp, 3.0)
     root = exp.results_path
     inside = (pred["predicted_loss_ci95"][0] + pred["predicted_loss"]) / 2
-    doc = json.loads(
-        write_validation(root, pred, {"status": "done", "val_loss": inside}).read_text()
-    )
+    record = validation_record(pred, {"status": "done", "val_loss": inside})
+    doc = json.loads(write_validation(root, record).read_text())
     assert doc["within_interval"] is True and doc["measured_loss"] == inside
     ok, report = reproduce_path(root, replot=False)
     assert ok and "prediction recomputed, the same" in report
@@ -89,11 +87,6 @@ def test_bad_factor_and_no_fit_are_one_line(grid: Path, tmp_path: Path) -> None:
         validation_spec(load_experiment(grid), 1.0)
     toml = tmp_path / "none.toml"
     toml.write_text(grid.read_text().replace(str(grid.parent / "results"), str(tmp_path)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "validate", str(toml)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = harness_cli("validate", str(toml))
     assert proc.returncode == 2 and "no runs.csv" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import harness_cli
 
 from harness.analysis.report import fit_frame
 from harness.config import load_experiment
@@ -114,12 +113,7 @@ def test_a_fits_json_prior_and_bad_ones(tmp_path: Path) -> None:
     toml.write_text(
         HEAD + f"[grid]\nflops = [1e12]\nsizes_per_budget = 5\nprior = '{tmp_path}/bad.json'\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "plan", str(toml)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = harness_cli("plan", str(toml))
     assert proc.returncode == 2 and "grid.prior" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 

@@ -56,14 +56,6 @@ class Frame:
         """The law's own random stream: adding a law never moves another's numbers."""
         return rng_for(self.seed, self.label + name)
 
-    def keep_samples(self, name: str, boots: list[dict[str, float]]) -> None:
-        """Keep a law's bootstrap parameter samples (one dict per resample), so
-        that fits.bootstrap.npz lets a prediction carry an interval without refitting."""
-        if boots:
-            self.shared.setdefault("samples", {})[name] = {
-                k: np.array([b[k] for b in boots], dtype=float) for k in boots[0]
-            }
-
 
 @dataclass(frozen=True)
 class Figures:
@@ -146,9 +138,18 @@ def usable(block: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 
 def law_block(
-    res: fitmod.FitResult, boots: list[dict[str, float]], n_failed: int, n_boot: int
+    f: Frame, name: str, res: fitmod.FitResult, boots: list[dict[str, float]], n_failed: int
 ) -> dict[str, Any]:
-    """A fitted law's block: its parameters, intervals and how far the data determine them."""
+    """A fitted law's block: its parameters, intervals and how far the data determine them.
+
+    The bootstrap's parameter samples (one dict per resample) are kept in ``f.shared["samples"]``
+    beside it, so that fits.bootstrap.npz lets a prediction carry an interval without refitting.
+    """
+    if boots:
+        f.shared.setdefault("samples", {})[name] = {
+            k: np.array([b[k] for b in boots], dtype=float) for k in boots[0]
+        }
+    n_boot = f.n_bootstrap
     out: dict[str, Any] = {
         "params": dict(res.params),
         "ci95": {k: ci95(b[k] for b in boots) for k in res.params} if boots else {},

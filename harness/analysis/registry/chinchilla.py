@@ -26,8 +26,7 @@ def _fit(f: Frame) -> dict[str, Any]:
             f.N, f.D, f.L, chin, n_resamples=f.n_bootstrap, rng=f.rng("chinchilla")
         )
     f.shared["chinchilla"] = ds.Step1Fit(chin, boots, n_failed, len(f.N))
-    f.keep_samples("chinchilla", boots)
-    return law_block(chin, boots, n_failed, f.n_bootstrap)
+    return law_block(f, "chinchilla", chin, boots, n_failed)
 
 
 def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:

@@ -40,8 +40,7 @@ def _fit(f: Frame) -> dict[str, Any]:
         boots, n_failed = dc.bootstrap_data_constrained(
             N, D, U, L, r, n_resamples=f.n_bootstrap, rng=f.rng("data_constrained")
         )
-    f.keep_samples("data_constrained", boots)
-    block = law_block(r, boots, n_failed, f.n_bootstrap)
+    block = law_block(f, "data_constrained", r, boots, n_failed)
     n_rep, n_exc = dc.repeat_counts(N, D, U, r.params)
     block.update(n_repeated=n_rep, n_excess_params=n_exc, source="Muennighoff et al. 2023, eq. 5-7")
     for k in dc.undetermined(N, D, U, r.params):

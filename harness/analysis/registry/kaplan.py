@@ -18,8 +18,7 @@ def _fit(f: Frame) -> dict[str, Any]:
         boots, n_failed = fitmod.bootstrap_kaplan(
             f.N, f.D, f.L, r, n_resamples=f.n_bootstrap, rng=f.rng("kaplan")
         )
-    f.keep_samples("kaplan", boots)
-    return law_block(r, boots, n_failed, f.n_bootstrap)
+    return law_block(f, "kaplan", r, boots, n_failed)
 
 
 LAW = Law("kaplan", _fit)

@@ -50,8 +50,7 @@ def _power_law(f: Frame, name: str, x: np.ndarray, y: np.ndarray, data: str) -> 
         boots, n_failed = fitmod.bootstrap_power_law(
             x, y, r, n_resamples=f.n_bootstrap, rng=f.rng(name)
         )
-    f.keep_samples(name, boots)
-    block = law_block(r, boots, n_failed, f.n_bootstrap)
+    block = law_block(f, name, r, boots, n_failed)
     block["data"] = data
     return block
 
