@@ -174,7 +174,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "predict",
-        help="loss at new (N, D), or the compute-optimal model for a budget, with 95% intervals",
+        help="loss at new (N, D), or the compute-optimal model for a budget, with 95%% intervals",
     )
     p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
     p.add_argument("--n", default=None, help="parameters N: 1e9,2e9 or a log range 1e8:1e10:5")

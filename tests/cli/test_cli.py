@@ -183,3 +183,17 @@ def test_unknown_command_and_missing_dir(tmp_path: Path) -> None:
     proc = harness("collect", str(tmp_path / "nope"), cwd=tmp_path)
     assert proc.returncode == 2 and "no runs/ folder here" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_every_help_page_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse %-formats help strings when it prints them: a bare "95%" once made
+    # `harness --help` a traceback.
+    from harness.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse has no API)
+    for argv in [["--help"], *([name, "--help"] for name in commands)]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0, argv
+        assert "usage: harness" in capsys.readouterr().out, argv
