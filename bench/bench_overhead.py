@@ -14,8 +14,9 @@ records (harness.train.RunResult: started_unix, setup_s, wall_s, finish_s):
 - the tail: collecting runs.csv, the fits and the figures.
 
 It also checks that the corpus was tokenized once, before the first run (the cache's files are
-not rewritten by later runs). Default: the quickstart's 8 shortest runs (its 4 sizes at its two
-smallest budgets), where overhead weighs most.
+not rewritten by later runs). Default: the 8 shortest runs of the 4 x 4 cosine grid
+(experiments/wsd_cosine.toml, the quickstart until 2026-12-02, which the recorded numbers
+are of: its 4 sizes at its two smallest budgets), where overhead weighs most.
 
     OMP_NUM_THREADS=1 python bench/bench_overhead.py                          # ~2-3 min
     OMP_NUM_THREADS=1 python bench/bench_overhead.py experiments/quickstart.toml --full
@@ -37,7 +38,7 @@ QUICK_OVERRIDES = ["--grid.n_tokens=[5e4, 1.5e5]"]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("experiment", nargs="?", default="experiments/quickstart.toml")
+    p.add_argument("experiment", nargs="?", default="experiments/wsd_cosine.toml")
     p.add_argument("--full", action="store_true", help="the experiment's whole grid")
     args, overrides = p.parse_known_args()
     overrides = overrides if (overrides or args.full) else QUICK_OVERRIDES

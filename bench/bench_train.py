@@ -5,7 +5,7 @@ In one process, with --threads torch threads (default 1: never 2 threads on a bu
 
 (a) the peak fp32 (and, where the CPU has it, bf16) matmul rate: harness.hardware's measurement,
     1024^3 matmuls, best batch;
-(b) the harness's training tokens/s on the quickstart's largest model (llama L4 d96 h6, byte
+(b) the harness's training tokens/s on the former quickstart's largest model (llama L4 d96 h6, byte
     vocab, seq_len 128, batch 8, fp32), by harness.train.train on a short run of the bundled
     Shakespeare corpus in a temp results dir; the steady rate comes from metrics.csv's wall_s
     after the warm-up steps, result.json's tokens_per_s (whole run, what runs.csv shows) too;

@@ -1,10 +1,10 @@
-"""Benchmark: the quickstart grid with WSD schedules and shared trunks vs the cosine grid.
+"""Benchmark: the wsd_cosine grid with WSD schedules and shared trunks vs the cosine grid.
 
 Hagele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training
 Durations") train a scaling grid with warmup-stable-decay schedules: the runs of one size share
 one stable phase and only their cooldowns are trained apart. This compares such a grid
 (experiments/wsd.toml, `harness run` with execution.share_wsd_trunks) with the same grid
-trained with independent cosine runs (the committed results/quickstart/runs.csv; it is not
+trained with independent cosine runs (the committed results/wsd_cosine/runs.csv; it is not
 retrained):
 
 - FLOPs spent: sum of 6 N x (tokens each run trained itself) (`trained_flops`) against the
@@ -17,7 +17,7 @@ retrained):
   in both grids.
 
     OMP_NUM_THREADS=1 harness run experiments/wsd.toml   # ~8 min on one thread
-    python bench/bench_wsd.py                            # reads results/wsd, results/quickstart
+    python bench/bench_wsd.py                            # reads results/wsd, results/wsd_cosine
     python bench/bench_wsd.py --run                      # trains experiments/wsd.toml first
 """
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--wsd", default=str(ROOT / "results" / "wsd"), help="WSD results directory")
     ap.add_argument(
-        "--cosine", default=str(ROOT / "results" / "quickstart"), help="cosine results directory"
+        "--cosine", default=str(ROOT / "results" / "wsd_cosine"), help="cosine results directory"
     )
     ap.add_argument("--run", action="store_true", help="run experiments/wsd.toml first, timed")
     args = ap.parse_args(argv)

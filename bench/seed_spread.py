@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    exp = load_experiment(ROOT / "experiments" / "quickstart.toml")
-    stored = pd.read_csv(ROOT / "results" / "quickstart" / "runs.csv")
+    exp = load_experiment(ROOT / "experiments" / "wsd_cosine.toml")
+    stored = pd.read_csv(ROOT / "results" / "wsd_cosine" / "runs.csv")
     by_id = {s.run_id: s for s in expand(exp)}
     exe = dataclasses.replace(exp.execution, progress=False, threads=1)
     rows = []

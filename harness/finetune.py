@@ -10,10 +10,11 @@ token's state. For a causal model 'last' is the textbook choice (GPT-1, transfor
 ``*ForSequenceClassification``): the only position whose attention saw the whole passage. But
 a small LM trained for next-byte prediction keeps in that state mostly what the next byte
 needs; the names, words and spellings that tell one play from another sit in the states of
-the positions where they occur, and a mean reads all of them. Measured on the quickstart's
-3x64 Llama (D = 5e5, all 640 labels, chance 0.125): test accuracy 0.434 (full) and 0.387
-(LoRA) with 'mean', 0.152 and 0.168 with 'last'. For bert (bidirectional) every position sees
-the whole passage and no [CLS] token was trained, so 'mean' is the usual choice anyway.
+the positions where they occur, and a mean reads all of them. Measured on the 3x64 Llama of
+the former quickstart grid (experiments/wsd_cosine.toml; D = 5e5, all 640 labels, chance
+0.125): test accuracy 0.434 (full) and 0.387 (LoRA) with 'mean', 0.152 and 0.168 with 'last'.
+For bert (bidirectional) every position sees the whole passage and no [CLS] token was trained,
+so 'mean' is the usual choice anyway.
 
 Two methods: 'full' trains every weight of the backbone and the head (``downstream.lr``);
 'lora' (Hu et al. 2021, via peft) freezes the backbone, adds rank-r adapters with scale

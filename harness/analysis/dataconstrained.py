@@ -86,6 +86,12 @@ R_START_GRID: Mapping[str, tuple[float, ...]] = {
 }
 """Starting values of R_D* and R_N* (the published 15.4 and 5.3 lie inside), crossed with the
 distinct optima of the single-epoch Chinchilla fit."""
+N_POLISH = 32
+"""Distinct best end points of the multi-start stage polished (Chinchilla fits polish 8). The
+data-constrained objective has long, nearly flat valleys towards E -> 0, R_D* -> 0 and
+R_N* -> inf: a start that ends up best may still be far down its valley when the multi-start
+stage stops, and with 8 polished on results/isoflop it was left out on one set of float
+kernels (objective 8.60e-4) and kept on another (6.41e-4)."""
 
 # Optimizer coordinates: Chinchilla's (`fit.CHIN_ORDER`) and the logs of R_D*, R_N*.
 _ORDER = ("a", "b", "alpha", "beta", "e", "log_R_D_star", "log_R_N_star")
@@ -401,7 +407,13 @@ def undetermined(
 
 def _base_starts(N: FloatArray, D: FloatArray, U: FloatArray, L: FloatArray) -> FloatArray:
     """Distinct optima (a, b, alpha, beta, e) of a Chinchilla fit of the single-epoch runs (the
-    paper's first step), or of all runs with D taken as new tokens when those are too few."""
+    paper's first step), or of all runs with D taken as new tokens when those are too few.
+
+    A coordinate that fit leaves undetermined (typically e, run off to E -> 0) has arbitrary
+    values at its optima: they sit anywhere along a flat direction, and where differs with the
+    CPU's float kernels. Starting the joint fit from them made its optimum move between CPUs
+    (results/isoflop: A, B, alpha and beta by 19-218%). Such a coordinate starts instead from
+    every value of its axis of the Chinchilla start grid."""
     one = D <= U
     use = (
         one
@@ -412,7 +424,14 @@ def _base_starts(N: FloatArray, D: FloatArray, U: FloatArray, L: FloatArray) -> 
         # Edges of this intermediate fit say nothing about the final one (checked below).
         warnings.simplefilter("ignore", GridEdgeWarning)
         base = fitmod.fit_chinchilla(N[use], D[use], L[use])
-    return np.asarray(base.candidates, dtype=float)
+    cand = np.asarray(base.candidates, dtype=float)
+    loose = {_RAW_OF[k] for k in base.undetermined}
+    for i, r in enumerate(fitmod.CHIN_ORDER):
+        if r in loose:
+            grid = np.asarray(CHINCHILLA_START_GRID[r], dtype=float)
+            cand = np.repeat(cand, grid.size, axis=0)
+            cand[:, i] = np.tile(grid, cand.shape[0] // grid.size)
+    return np.unique(cand, axis=0)
 
 
 def fit_data_constrained(
@@ -489,7 +508,7 @@ def fit_data_constrained(
     starts = np.unique(full_starts[:, free], axis=0)
     full0 = full_starts[0].copy()
     fun = _objective(N, D, U, L, None, delta, free, full0)
-    raw = fitmod.minimize_from(fun, starts)
+    raw = fitmod.minimize_from(fun, starts, n_polish=N_POLISH)
     full = full0.copy()
     full[free] = raw.x
     params = _params(full)

@@ -188,8 +188,8 @@ class RawFit:
     candidates: FloatArray
 
 
-def minimize_from(fun: optim.Objective, starts: FloatArray) -> RawFit:
-    """Batched L-BFGS from all starts, then polish the best distinct end points."""
+def minimize_from(fun: optim.Objective, starts: FloatArray, n_polish: int = _N_POLISH) -> RawFit:
+    """Batched L-BFGS from all starts, then polish the best `n_polish` distinct end points."""
     # Early dropping: every start begins and takes _DROP_AFTER iterations; from then on, every
     # _DROP_EVERY iterations, a start whose objective is above _DROP_FACTOR times the best of
     # all starts so far stops (status DROPPED). On Chinchilla-like data most of the iterations
@@ -200,7 +200,7 @@ def minimize_from(fun: optim.Objective, starts: FloatArray) -> RawFit:
     res = optim.batched_lbfgs(
         fun, starts, drop_after=_DROP_AFTER, drop_every=_DROP_EVERY, drop_factor=_DROP_FACTOR
     )
-    cand = _distinct(res.x, res.f, _N_POLISH)
+    cand = _distinct(res.x, res.f, n_polish)
     pol = optim.batched_lbfgs(fun, cand, gtol=_POLISH_GTOL, ftol=0.0, max_iter=_POLISH_MAX_ITER)
     i = int(np.argmin(np.where(np.isfinite(pol.f), pol.f, np.inf)))
     cands = _distinct(np.vstack([pol.x, res.x]), np.concatenate([pol.f, res.f]), _N_POLISH)

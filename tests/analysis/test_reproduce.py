@@ -326,7 +326,7 @@ def test_hostile_stored_where_is_refused_before_evaluation(
 
 @pytest.mark.slow
 def test_retrain_checks_the_cheapest_runs_both_ways(tmp_path: Path) -> None:
-    # The committed quickstart's cheapest run retrained from its committed spec.json agrees
+    # The committed wsd_cosine grid's cheapest run retrained from its committed spec.json agrees
     # within the seed-spread tolerance; the same run with its stored loss edited by +20% fails.
     import shutil
 
@@ -335,8 +335,8 @@ def test_retrain_checks_the_cheapest_runs_both_ways(tmp_path: Path) -> None:
     from harness.retrain import RETRAIN_RTOL, retrain_check
 
     torch.set_num_threads(1)
-    root = Path(__file__).resolve().parents[2] / "results" / "quickstart"
-    d = tmp_path / "quickstart"
+    root = Path(__file__).resolve().parents[2] / "results" / "wsd_cosine"
+    d = tmp_path / "wsd_cosine"
     shutil.copytree(root, d)
     ok, table = retrain_check(d, n_runs=1)
     assert ok, table

@@ -27,9 +27,18 @@ def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
 def test_quickstart_loads_and_name_defaults_to_stem() -> None:
     exp = load_experiment(ROOT / "experiments" / "quickstart.toml")
     assert exp.name == "quickstart"
-    assert len(exp.grid.n_params) >= 4 and len(exp.grid.n_tokens) >= 4
+    # The design rules results/quickstart/README.md gives: 5 sizes over 30x or more and 3 budgets
+    # over 10x (more runs than the Chinchilla law's 5 parameters), every model 2+ layers (1-layer
+    # models lie off the trend), every run 100+ optimizer steps (at 49 all sizes sat at the
+    # byte-unigram loss).
+    from harness.grid import expand
+
+    runs = expand(exp)
+    assert len({r.model for r in runs}) == 5 and len({r.n_tokens for r in runs}) == 3
     assert max(exp.grid.n_params) / min(exp.grid.n_params) >= 30
-    assert max(exp.grid.n_tokens) / min(exp.grid.n_tokens) >= 30
+    assert max(exp.grid.n_tokens) / min(exp.grid.n_tokens) >= 10
+    assert min(r.model.n_layer for r in runs) >= 2
+    assert min(r.n_steps for r in runs) >= 100
 
 
 def test_defaults_and_float_tokens_become_ints(tmp_path: Path) -> None:
