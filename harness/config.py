@@ -105,10 +105,30 @@ class DataConfig:
     """Corpus, tokenizer and the fixed validation split."""
 
     corpus: str = "shakespeare"
-    """'shakespeare' (bundled, public domain) or a path to a UTF-8 text file or a folder of them."""
-    tokenizer: Literal["byte", "bpe"] = "byte"
+    """'shakespeare' (bundled, public domain), or a path: a UTF-8 text file or a folder of them,
+    JSON Lines (.jsonl, .jsonl.gz, .jsonl.zst), Parquet (a file or a folder of shards), a
+    Hugging Face dataset saved with save_to_disk, or token ids (.npy, or a raw .bin with
+    token_dtype); one file or a folder of one kind (data.format)."""
+    format: str = _added("auto")
+    """How data.corpus is read: 'auto' (from the path: its suffixes, or a folder's files),
+    'text', 'jsonl', 'parquet', 'datasets', 'npy' or 'bin'. A structured file is never read as
+    raw bytes."""
+    text_field: str = _added("text")
+    """The field (JSON Lines), column (Parquet, datasets) holding each document's text."""
+    tokenizer: str = "byte"
     """'byte': one token per UTF-8 byte (loss converts exactly to bits per byte); 'bpe':
-    byte-level BPE trained locally on the training split."""
+    byte-level BPE trained locally on the training split; 'gpt-neox-20b' (the Pythia tokenizer,
+    bundled with its licences); or a path to a Hugging Face tokenizer.json or a folder that
+    holds one (saved by transformers). Documents are joined with its end-of-text token."""
+    token_dtype: str = _added("")
+    """Token id type of a raw .bin corpus: 'uint16' or 'uint32' (.npy files carry their own)."""
+    eos_id: int = _added(-1)
+    """Token arrays: the id that ends each document (validation takes whole documents); -1 =
+    the tokenizer's end-of-text token, or none (validation in blocks of val_block_bytes
+    tokens)."""
+    vocab_size: int = _added(0)
+    """Token arrays without a tokenizer: the vocabulary size (every id must be below it); 0 =
+    from data.tokenizer."""
     bpe_vocab_size: int = 2048
     """Vocabulary size of the BPE tokenizer (ignored for 'byte')."""
     seq_len: int = 128
@@ -126,6 +146,18 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.corpus), "corpus", self.corpus, "a bundled name or a path")
+        formats = ("auto", "text", "jsonl", "parquet", "datasets", "npy", "bin")
+        _check(self.format in formats, "format", self.format, "one of " + ", ".join(formats))
+        _check(bool(self.text_field), "text_field", self.text_field, "a field name")
+        _check(bool(self.tokenizer), "tokenizer", self.tokenizer, "byte, bpe, a name or a path")
+        _check(
+            self.token_dtype in ("", "uint16", "uint32"),
+            "token_dtype",
+            self.token_dtype,
+            "'uint16' or 'uint32' (or '' for a corpus that is not a raw .bin)",
+        )
+        _check(self.eos_id >= -1, "eos_id", self.eos_id, "an id >= 0, or -1")
+        _check(self.vocab_size >= 0, "vocab_size", self.vocab_size, "must be >= 0")
         _check(self.bpe_vocab_size >= 260, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 260")
         _check(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
         _check(

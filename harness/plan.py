@@ -23,14 +23,19 @@ eval_tokens, forward only: a third of a training step's FLOPs per token).
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.config import ExperimentConfig, load_experiment
+from harness.data import prepare_corpus
+from harness.errors import naming
 from harness.grid import GridExpansion, RunSpec
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.preflight import checked_grid
+from harness.synthetic import is_synthetic
 
 __all__ = [
     "ASSUMED_GPU_MFU",
@@ -373,5 +378,11 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
     """
     exp = load_experiment(path, overrides)
     grid = checked_grid(exp, path)
+    # Read the corpus now: a bad record, an id beyond the vocabulary or a corpus too small for
+    # the validation split would fail every run, so the plan refuses it. Into a scratch cache:
+    # the plan writes nothing (a synthetic corpus is generated, never malformed, and skipped).
+    if not is_synthetic(exp.data.corpus):
+        with naming(path), tempfile.TemporaryDirectory(prefix="harness-plan-") as tmp:
+            prepare_corpus(exp.data, Path(tmp) / "cache")
     throughput = measure_throughput(exp, grid.specs) if measure else None
     return format_plan(exp, grid, plan_rows(grid, throughput), throughput)

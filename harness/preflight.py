@@ -16,6 +16,8 @@ from harness.data import check_corpus
 from harness.errors import InputError, naming
 from harness.grid import GridExpansion, expand_grid
 from harness.results import ExperimentLayout
+from harness.tokenizer import is_pretrained
+from harness.tokenizer import load as load_tokenizer
 
 __all__ = ["check_can_train_here", "check_device", "checked_grid"]
 
@@ -34,6 +36,8 @@ def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> 
         grid = expand_grid(exp)
         if corpus:
             check_corpus(exp.data.corpus)
+            if is_pretrained(exp.data.tokenizer):
+                load_tokenizer(exp.data.tokenizer)
         if exp.downstream.task:
             from harness.tasks import downstream_task
 

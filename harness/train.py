@@ -328,7 +328,9 @@ def evaluate(
         total_bytes += (token_bytes[y.clamp_min(0)] * scored).sum()
     model.train()
     nats_sum, n_tokens, n_bytes = float(total_nats), int(total_tokens), int(total_bytes)
-    return nats_sum / n_tokens, nats_sum / (math.log(2) * n_bytes)
+    # A corpus of token ids without a tokenizer knows no bytes: no bits per byte (nan).
+    bpb = nats_sum / (math.log(2) * n_bytes) if n_bytes else math.nan
+    return nats_sum / n_tokens, bpb
 
 
 # --- metrics file -------------------------------------------------------------------------------

@@ -1,0 +1,237 @@
+"""Corpus formats: which one data.corpus is, its documents one at a time, and its token arrays.
+
+Formats (data.format, or detected from the path):
+
+- 'text': UTF-8 files, read by `harness.data` as bytes (split into blocks, as before).
+- 'jsonl': JSON Lines, optionally .gz or .zst compressed, one document per line in the field
+  data.text_field.
+- 'parquet': a Parquet file or a folder of shards, one document per row of that column.
+- 'datasets': a Hugging Face dataset saved with ``save_to_disk`` (a DatasetDict's 'train').
+- 'npy', 'bin': token ids, a .npy array or raw .bin of data.token_dtype; a file or a folder of
+  shards in name order.
+
+Documents are read lazily, a batch at a time, so no corpus is held in memory whole. Every bad
+record ends in one InputError naming the file and its line or row. A structured file is never
+read as raw bytes: detection goes by suffix, and a file the suffixes do not name is text only if
+it is UTF-8 without NUL bytes (`harness.data` checks).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import DataConfig
+from harness.errors import InputError
+
+__all__ = ["FORMATS", "detect_format", "digest", "iter_documents", "token_arrays"]
+
+FORMATS = ("text", "jsonl", "parquet", "datasets", "npy", "bin")
+_SUFFIX = {".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".bin": "bin"}
+_BATCH = 1024  # documents per batch (Parquet record batches, tokenizer calls)
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _kind(p: Path) -> str | None:
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes[-1:] in ([".gz"], [".zst"]) and suffixes[-2:-1] == [".jsonl"]:
+        return "jsonl"
+    if suffixes[-1:] == [".json"]:
+        return "json"  # a JSON document (a tokenizer.json, a config) is no corpus
+    return _SUFFIX.get(suffixes[-1]) if suffixes else None
+
+
+def detect_format(cfg: DataConfig) -> str:
+    """data.format, or the format its path shows: 'datasets' for a save_to_disk folder, else
+    the one kind of file it is or holds; 'text' for a bundled or synthetic corpus.
+
+    Raises
+    ------
+    InputError
+        A .json file, or a folder mixing formats.
+    """
+    path = Path(cfg.corpus).expanduser()
+    if not path.exists():
+        return "text"  # a bundled name or a synthetic spec; harness.data checks the rest
+    if cfg.format != "auto":
+        return cfg.format
+    if path.is_dir() and any((path / m).is_file() for m in ("dataset_dict.json", "state.json")):
+        return "datasets"
+    kinds = {_kind(f) for f in _files(path)}
+    if "json" in kinds:
+        bad = next(f for f in _files(path) if _kind(f) == "json")
+        raise InputError(
+            f"data.corpus: {bad} is a JSON document, not a corpus; accepted: text, .jsonl "
+            "(.gz, .zst), .parquet, .npy, .bin, a save_to_disk folder (or set data.format)"
+        )
+    structured = kinds - {None}
+    if len(structured) > 1 or (structured and None in kinds):
+        mixed = ", ".join(sorted(k or "text" for k in kinds))
+        raise InputError(
+            f"data.corpus = {cfg.corpus!r}: the folder mixes formats ({mixed}); "
+            "accepted: files of one format"
+        )
+    return structured.pop() if structured else "text"
+
+
+def digest(cfg: DataConfig) -> str:
+    """sha256 over the corpus files' relative names and bytes, read in chunks."""
+    path = Path(cfg.corpus).expanduser()
+    h = hashlib.sha256()
+    for f in _files(path):
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _open_text(f: Path) -> io.TextIOBase:
+    if f.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(f, "rb"), encoding="utf-8")
+    if f.suffix.lower() == ".zst":
+        import zstandard
+
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f.open("rb")), "utf-8")
+    return f.open(encoding="utf-8")
+
+
+def _jsonl(f: Path, field: str) -> Iterator[str]:
+    with _open_text(f) as fh:
+        n = 0
+        try:
+            for n, line in enumerate(fh, 1):  # noqa: B007 (n names the line in errors)
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"data.corpus: {f} line {n}: not JSON ({e.msg})") from None
+                if not isinstance(rec, dict) or field not in rec:
+                    have = ", ".join(list(rec)[:8]) if isinstance(rec, dict) else type(rec).__name__
+                    raise InputError(
+                        f"data.corpus: {f} line {n}: no field {field!r} (has: {have}); "
+                        "accepted: an object with data.text_field"
+                    )
+                if not isinstance(rec[field], str):
+                    raise InputError(
+                        f"data.corpus: {f} line {n}: field {field!r} is "
+                        f"{type(rec[field]).__name__}, not a string"
+                    )
+                yield rec[field]
+        except (UnicodeDecodeError, OSError, EOFError) as e:
+            raise InputError(f"data.corpus: {f} line {n + 1}: unreadable ({e})") from None
+
+
+def _column_batches(rows: Iterator[list[object]], where: str, field: str) -> Iterator[str]:
+    row = 0
+    for batch in rows:
+        for v in batch:
+            if not isinstance(v, str):
+                raise InputError(
+                    f"data.corpus: {where} row {row}: column {field!r} is "
+                    f"{type(v).__name__}, not a string"
+                )
+            row += 1
+            yield v
+
+
+def _parquet(f: Path, field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except Exception as e:  # pyarrow's ArrowInvalid and friends
+        raise InputError(f"data.corpus: {f} is not a Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if field not in names:
+        raise InputError(
+            f"data.corpus: {f} has no column {field!r} (has: {', '.join(names[:8])}); "
+            "accepted: a column named by data.text_field"
+        )
+    batches = (b.column(0).to_pylist() for b in pf.iter_batches(_BATCH, columns=[field]))
+    yield from _column_batches(batches, str(f), field)
+
+
+def _datasets(path: Path, field: str) -> Iterator[str]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # FileNotFoundError, or a folder of another datasets version
+        raise InputError(f"data.corpus: {path} does not load with load_from_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise InputError(
+                f"data.corpus: {path} is a DatasetDict without 'train' (has: {', '.join(ds)})"
+            )
+        ds = ds["train"]
+    if field not in ds.column_names:
+        raise InputError(
+            f"data.corpus: {path} has no column {field!r} (has: {', '.join(ds.column_names[:8])}); "
+            "accepted: a column named by data.text_field"
+        )
+    batches = (b[field] for b in ds.select_columns([field]).iter(batch_size=_BATCH))
+    yield from _column_batches(batches, str(path), field)
+
+
+def iter_documents(cfg: DataConfig, fmt: str) -> Iterator[str]:
+    """The documents of a 'jsonl', 'parquet' or 'datasets' corpus, one string each, in file
+    and record order."""
+    path = Path(cfg.corpus).expanduser()
+    if fmt == "datasets":
+        yield from _datasets(path, cfg.text_field)
+        return
+    read = {"jsonl": _jsonl, "parquet": _parquet}[fmt]
+    for f in _files(path):
+        yield from read(f, cfg.text_field)
+
+
+def token_arrays(cfg: DataConfig, fmt: str) -> list[tuple[Path, np.ndarray]]:
+    """The token shards of an 'npy' or 'bin' corpus, each memory-mapped, never read whole.
+
+    Raises
+    ------
+    InputError
+        A .bin without data.token_dtype or whose size is no multiple of it, a .npy that is not
+        a 1-d integer array.
+    """
+    out = []
+    for f in _files(Path(cfg.corpus).expanduser()):
+        if fmt == "bin":
+            if not cfg.token_dtype:
+                raise InputError(
+                    f"data.corpus: {f} is a raw .bin; accepted: with data.token_dtype = "
+                    "'uint16' or 'uint32'"
+                )
+            size = np.dtype(cfg.token_dtype).itemsize
+            if f.stat().st_size % size:
+                raise InputError(
+                    f"data.corpus: {f} holds {f.stat().st_size} bytes, not a whole number of "
+                    f"{cfg.token_dtype} ids ({size} bytes each); accepted: a file of "
+                    f"data.token_dtype ids"
+                )
+            arr = np.memmap(f, dtype=cfg.token_dtype, mode="r")
+        else:
+            try:
+                arr = np.load(f, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise InputError(f"data.corpus: {f} is not a .npy array ({e})") from None
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise InputError(
+                    f"data.corpus: {f} holds a {arr.ndim}-d {arr.dtype} array; accepted: a 1-d "
+                    "array of integer token ids"
+                )
+        out.append((f, arr))
+    return out

@@ -1,0 +1,252 @@
+"""Bring your own data: every corpus format and a real pretrained tokenizer (issue 18).
+
+Each test writes real files with the library that owns the format (json/gzip/zstandard,
+pyarrow, datasets, numpy), prepares the corpus as `harness run` does, and checks the tokens
+read back: the documents, whole, with the GPT-NeoX tokenizer's end-of-text id between them, every
+k-th one held out, and the bytes per token that make bits per byte exact. Bad input is one line
+naming the file and its line or row, exit 2 already at `harness plan`, and leaves no entry in the
+cache."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _tiny import harness_cli
+
+from harness.config import DataConfig
+from harness.data import prepare_corpus, read_corpus_bytes, vocab_size_for
+from harness.errors import InputError
+from harness.tokenizer import eos_token_id, load, token_n_bytes
+
+NEOX = "gpt-neox-20b"
+K = 4  # val_fraction 0.25: every 4th document, from the 3rd (index 2), is held out
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    """40 documents of Shakespeare, 2-4 KB each (whole lines)."""
+    text = read_corpus_bytes("shakespeare")[:120_000].decode()
+    lines = text.splitlines(keepends=True)
+    out, cur = [], ""
+    for line in lines:
+        cur += line
+        if len(cur) > 2000 + 50 * len(out):
+            out.append(cur)
+            cur = ""
+    return out[:40]
+
+
+def _cfg(corpus: Path, **kw: object) -> DataConfig:
+    base = {"corpus": str(corpus), "tokenizer": NEOX, "val_fraction": 0.25, "seq_len": 32}
+    return DataConfig(**(base | {"eval_tokens": 256} | kw))  # type: ignore[arg-type]
+
+
+def _expected(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    tok, eos = load(NEOX), eos_token_id(NEOX)
+    parts: dict[bool, list[int]] = {True: [], False: []}
+    for i, d in enumerate(docs):
+        parts[i % K == K // 2] += tok.encode(d, add_special_tokens=False).ids + [eos]
+    return np.array(parts[False]), np.array(parts[True])
+
+
+def _write_jsonl(path: Path, docs: list[str]) -> Path:
+    lines = "".join(json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs))
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(lines.encode()))
+    elif path.suffix == ".zst":
+        import zstandard
+
+        path.write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    else:
+        path.write_text(lines)
+    return path
+
+
+def test_the_pretrained_tokenizer_counts_bytes_exactly(docs: list[str]) -> None:
+    tok, n_bytes = load(NEOX), token_n_bytes(NEOX)
+    assert n_bytes.size == 50277 == vocab_size_for(DataConfig(tokenizer=NEOX))
+    assert eos_token_id(NEOX) == 0 and n_bytes[0] == 0  # <|endoftext|> stands for no text
+    text = "".join(docs) + " naïve café — ünïcödé 日本語"
+    assert n_bytes[tok.encode(text).ids].sum() == len(text.encode())
+
+
+@pytest.mark.parametrize("name", ["docs.jsonl", "docs.jsonl.gz", "docs.jsonl.zst"])
+def test_json_lines_become_whole_documents(tmp_path: Path, docs: list[str], name: str) -> None:
+    corpus = prepare_corpus(_cfg(_write_jsonl(tmp_path / name, docs)), tmp_path / "cache")
+    train, val = _expected(docs)
+    assert corpus.format == "jsonl" and corpus.n_documents == len(docs)
+    assert np.array_equal(corpus.train_tokens(), train)
+    assert np.array_equal(corpus.val_tokens(), val)
+    assert corpus.train_tokens().dtype == np.uint16  # memory-mapped, 50277 ids fit
+    # The JSON syntax never reaches the tokens.
+    assert '{"' not in load(NEOX).decode(corpus.train_tokens()[:200].tolist())
+
+
+def test_parquet_shards_and_a_saved_dataset(tmp_path: Path, docs: list[str]) -> None:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    train, val = _expected(docs)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for j in range(2):  # two shards, read in name order
+        part = docs[j * 20 : (j + 1) * 20]
+        pq.write_table(
+            pa.table({"body": part, "n": list(range(len(part)))}), shards / f"{j}.parquet"
+        )
+    corpus = prepare_corpus(_cfg(shards, text_field="body"), tmp_path / "cache")
+    assert corpus.format == "parquet"
+    assert np.array_equal(corpus.train_tokens(), train)
+    assert np.array_equal(corpus.val_tokens(), val)
+
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": docs})}).save_to_disk(saved)
+    corpus = prepare_corpus(_cfg(saved), tmp_path / "cache")
+    assert corpus.format == "datasets"
+    assert np.array_equal(corpus.val_tokens(), val)
+
+
+def test_token_arrays_npy_and_bin(tmp_path: Path, docs: list[str]) -> None:
+    train, val = _expected(docs)
+    stream = []  # the documents in order, each ended by <|endoftext|> (id 0)
+    for d in docs:
+        stream += load(NEOX).encode(d, add_special_tokens=False).ids + [0]
+    ids = np.array(stream)
+    np.save(tmp_path / "ids.npy", ids.astype(np.uint32))
+    corpus = prepare_corpus(_cfg(tmp_path / "ids.npy"), tmp_path / "cache")
+    assert corpus.n_documents == len(docs)
+    assert np.array_equal(corpus.train_tokens(), train)
+    assert np.array_equal(corpus.val_tokens(), val)
+    assert corpus.token_n_bytes()[corpus.val_tokens()].sum() == sum(
+        len(d.encode()) for i, d in enumerate(docs) if i % K == K // 2
+    )
+    shards = tmp_path / "bin"
+    shards.mkdir()
+    ids.astype(np.uint16)[: ids.size // 2].tofile(shards / "a.bin")
+    ids.astype(np.uint16)[ids.size // 2 :].tofile(shards / "b.bin")
+    corpus = prepare_corpus(_cfg(shards, token_dtype="uint16"), tmp_path / "cache")
+    assert np.array_equal(corpus.val_tokens(), val)
+    # Without a tokenizer: the vocabulary from data.vocab_size, blocks instead of documents,
+    # and no bytes per token.
+    cfg = _cfg(shards, token_dtype="uint16", tokenizer="byte", vocab_size=50277)
+    corpus = prepare_corpus(cfg, tmp_path / "cache")
+    assert corpus.n_train_tokens + corpus.n_val_tokens == ids.size
+    assert corpus.token_n_bytes().sum() == 0
+
+
+@pytest.mark.slow
+def test_a_grid_trains_on_jsonl_with_the_neox_tokenizer(tmp_path: Path, docs: list[str]) -> None:
+    corpus = _write_jsonl(tmp_path / "docs.jsonl", docs)
+    toml = tmp_path / "neox.toml"
+    toml.write_text(f"""
+[data]
+corpus = "{corpus}"
+tokenizer = "{NEOX}"
+val_fraction = 0.25
+seq_len = 32
+eval_tokens = 256
+[train]
+batch_size = 4
+evals_per_run = 1
+[grid]
+shapes = [{{n_layer = 1, n_embd = 16}}]
+n_tokens = [1024]
+[execution]
+threads = 1
+progress = false
+results_dir = "{tmp_path / "results"}"
+""")
+    out = harness_cli("run", str(toml), timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    import pandas as pd
+
+    row = pd.read_csv(tmp_path / "results" / "neox" / "runs.csv").iloc[0]
+    assert row["vocab_size"] == 50277 and row["tokenizer"] == NEOX
+    # Bits per byte from the tokens' bytes: loss (nats per token) / ln 2 / bytes per token.
+    assert math.isfinite(row["val_bpb"]) and 0 < row["val_bpb"] < row["loss"] / math.log(2)
+
+
+def _plan_fails(tmp_path: Path, corpus: Path, *lines: str) -> str:
+    toml = tmp_path / "bad.toml"
+    toml.write_text(
+        f'[data]\ncorpus = "{corpus}"\nval_fraction = 0.25\nseq_len = 32\neval_tokens = 256\n'
+        + "\n".join(lines)
+        + f"\n[grid]\nshapes = [{{n_layer = 1, n_embd = 16}}]\nn_tokens = [1024]\n"
+        f'[execution]\nresults_dir = "{tmp_path / "results"}"\n'
+    )
+    out = harness_cli("plan", str(toml), "--no-timing")
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(err) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "results").exists()  # the plan writes nothing
+    # `harness run` prepares the same corpus into the experiment's cache: refused the same
+    # way, with nothing half-written there (no temporary folder, no entry without info.json;
+    # a corpus too small for eval_tokens is tokenized whole before it is measured).
+    from harness.config import load_experiment
+
+    cache = tmp_path / "cache"
+    with pytest.raises(InputError):
+        prepare_corpus(load_experiment(toml).data, cache)
+    left = list(cache.iterdir()) if cache.exists() else []
+    assert all((p / "info.json").is_file() and ".tmp" not in p.name for p in left), left
+    return err[0]
+
+
+def test_bad_corpora_are_refused_at_plan(tmp_path: Path, docs: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    f = tmp_path / "broken.jsonl"
+    f.write_text(good + '{"text": "unterminated\n')
+    assert f"{f} line {len(docs) + 1}: not JSON" in _plan_fails(
+        tmp_path, f, f'tokenizer = "{NEOX}"'
+    )
+    f = tmp_path / "nofield.jsonl"
+    f.write_text(good + '{"body": "x"}\n')
+    msg = _plan_fails(tmp_path, f, f'tokenizer = "{NEOX}"')
+    assert f"{f} line {len(docs) + 1}: no field 'text' (has: body)" in msg
+    f = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"body": docs}), f)
+    assert f"{f} has no column 'text' (has: body)" in _plan_fails(tmp_path, f)
+    f = tmp_path / "ids.npy"
+    np.save(f, np.array([5, 7, 300, 2], dtype=np.uint16))
+    assert f"{f} position 2: token id 300 is not below the vocabulary size 256" in _plan_fails(
+        tmp_path, f
+    )
+    f = tmp_path / "odd.bin"
+    f.write_bytes(b"\x01\x00\x02")
+    assert "3 bytes, not a whole number of uint16 ids" in _plan_fails(
+        tmp_path, f, 'token_dtype = "uint16"', "vocab_size = 256"
+    )
+    assert "a raw .bin; accepted: with data.token_dtype" in _plan_fails(tmp_path, f)
+    tok = tmp_path / "tokenizer.json"
+    tok.write_text('{"not": "a tokenizer"}')
+    assert "does not load as a tokenizer" in _plan_fails(
+        tmp_path, tmp_path / "nofield.jsonl", f'tokenizer = "{tok}"'
+    )
+    # A tokenizer.json given as the corpus (issue 18's report) is no corpus.
+    assert "is a JSON document, not a corpus" in _plan_fails(tmp_path, tok)
+    f = tmp_path / "tiny.jsonl"
+    f.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[:3]))
+    assert "3 documents, too few for a validation split" in _plan_fails(tmp_path, f)
+    f = tmp_path / "short.jsonl"
+    f.write_text("".join(json.dumps({"text": d[:10]}) + "\n" for d in docs))
+    assert "held-out tokens, fewer than data.eval_tokens = 256" in _plan_fails(tmp_path, f)
+    f = tmp_path / "ids.txt"
+    f.write_bytes(np.arange(100, dtype=np.uint16).tobytes())
+    assert "holds a NUL byte" in _plan_fails(tmp_path, f)
+
+
+def test_data_settings_are_checked_on_load() -> None:
+    with pytest.raises(ValueError, match="format = 'csv': one of auto, text, jsonl"):
+        DataConfig(format="csv")
+    with pytest.raises(ValueError, match="token_dtype = 'int8'"):
+        DataConfig(token_dtype="int8")
+    with pytest.raises(InputError, match="does not exist"):
+        load("/nonexistent/tokenizer.json")
