@@ -419,6 +419,29 @@ def _batched(items: Iterator[str], n: int) -> Iterator[list[str]]:
         yield batch
 
 
+def _finish(
+    cfg: DataConfig,
+    fmt: str,
+    tmp: Path,
+    n_bytes: np.ndarray,
+    splits: tuple[_TokenWriter, _TokenWriter],
+    n_docs: int,
+) -> dict[str, object]:
+    """Write the bytes per token beside the token files; the entry's info.json fields."""
+    np.save(tmp / "token_n_bytes.npy", n_bytes, allow_pickle=False)
+    train, val = splits
+    return {
+        "tokenizer": cfg.tokenizer,
+        "vocab_size": int(n_bytes.size),
+        "n_train_tokens": train.n,
+        "n_val_tokens": val.n,
+        "corpus_sha256": sources.digest(cfg),
+        "token_dtype": train.dtype,
+        "format": fmt,
+        "n_documents": n_docs,
+    }
+
+
 def _write_documents(cfg: DataConfig, fmt: str, tmp: Path) -> dict[str, object]:
     """Tokenize a structured corpus document by document: every k-th document (k = round(1 /
     val_fraction), from the middle of the first k) is held out, so the validation set is made
@@ -475,17 +498,7 @@ def _write_documents(cfg: DataConfig, fmt: str, tmp: Path) -> dict[str, object]:
             f"of whole documents (every {k}th, data.val_fraction = {cfg.val_fraction}); "
             f"accepted: at least {k} documents"
         )
-    np.save(tmp / "token_n_bytes.npy", n_bytes, allow_pickle=False)
-    return {
-        "tokenizer": cfg.tokenizer,
-        "vocab_size": int(vocab_size),
-        "n_train_tokens": train.n,
-        "n_val_tokens": val.n,
-        "corpus_sha256": sources.digest(cfg),
-        "token_dtype": dtype,
-        "format": fmt,
-        "n_documents": n_docs,
-    }
+    return _finish(cfg, fmt, tmp, n_bytes, (train, val), n_docs)
 
 
 def _write_arrays(cfg: DataConfig, fmt: str, tmp: Path) -> dict[str, object]:
@@ -549,17 +562,7 @@ def _write_arrays(cfg: DataConfig, fmt: str, tmp: Path) -> dict[str, object]:
             f"too few for a validation split of every {k}th; accepted: at least {k}, or "
             "data.eos_id naming the id that ends them"
         )
-    np.save(tmp / "token_n_bytes.npy", n_bytes, allow_pickle=False)
-    return {
-        "tokenizer": cfg.tokenizer,
-        "vocab_size": int(vocab_size),
-        "n_train_tokens": train.n,
-        "n_val_tokens": val.n,
-        "corpus_sha256": sources.digest(cfg),
-        "token_dtype": dtype,
-        "format": fmt,
-        "n_documents": n_docs,
-    }
+    return _finish(cfg, fmt, tmp, n_bytes, (train, val), n_docs)
 
 
 def _write_synthetic_reference(

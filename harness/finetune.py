@@ -58,6 +58,8 @@ from harness.grid import RunSpec, expand, spec_from_dict
 from harness.model import build_model
 from harness.results import ExperimentLayout, csv_cell, read_json, read_result, read_spec, run_row
 from harness.tasks import Split, Task, downstream_task, subsample
+from harness.tokenizer import is_pretrained
+from harness.tokenizer import load as load_tokenizer
 
 __all__ = [
     "DOWNSTREAM_CSV_COLUMNS",
@@ -140,9 +142,15 @@ def encode_split(split: Split, encode: Callable[[bytes], list[int]], max_len: in
 
 
 def _tokenizer(spec: RunSpec, cache_dir: Path) -> Callable[[bytes], list[int]]:
-    """The pretraining tokenizer of ``spec``: bytes, or the experiment's trained BPE."""
+    """The pretraining tokenizer of ``spec``: bytes, a pretrained tokenizer, or the
+    experiment's trained BPE."""
     if spec.data.tokenizer == "byte":
         return list
+    if is_pretrained(spec.data.tokenizer):
+        pre = load_tokenizer(spec.data.tokenizer)
+        return lambda text: (
+            pre.encode(text.decode("utf-8", errors="replace"), add_special_tokens=False).ids
+        )
     from tokenizers import Tokenizer
 
     corpus = prepare_corpus(spec.data, cache_dir)  # cached: the pretraining's own tokenizer
