@@ -287,6 +287,7 @@ def _walk_block(
                 )
             )
     b = _Block(r, skip, point_skip, law_und)
+    law_und_both = law_und and s.get("determined", True) is False
     for k in sorted(set(s) | set(r), key=str):
         sv, rv = s.get(k, _MISSING), r.get(k, _MISSING)
         here = f"{path}.{k}"
@@ -329,7 +330,10 @@ def _walk_block(
                 else (_MISSING if inner else rv)
             )
             label = f"{here}.{name}" if inner else here
-            if name in b.point_skip:
+            # A law the data do not determine (its bootstrap failed too often) is compared as
+            # such on both sides, its point values not by value: with about as many runs as
+            # parameters its optimum moves with the float kernels (results/shakespeare_neox).
+            if name in b.point_skip or (inner and b.law_undetermined and law_und_both):
                 out.undetermined.append(label)
                 continue
             if isinstance(x, Mapping) and isinstance(y, Mapping):
