@@ -133,6 +133,9 @@ class DataConfig:
     """Vocabulary size of the BPE tokenizer (ignored for 'byte')."""
     seq_len: int = 128
     """Context length in tokens."""
+    val_corpus: str = _added("")
+    """A validation set of its own (a path, read as data.corpus is): data.corpus is then all
+    training and this all validation; '' = hold out data.val_fraction of data.corpus."""
     val_fraction: float = 0.05
     """Share of the corpus held out for validation; no run ever trains on it."""
     val_block_bytes: int = 16384

@@ -30,14 +30,36 @@ import numpy as np
 from harness.config import DataConfig
 from harness.errors import InputError
 
-__all__ = ["FORMATS", "detect_format", "digest", "iter_documents", "token_arrays"]
+__all__ = [
+    "FORMATS",
+    "KINDS",
+    "count_documents",
+    "detect_format",
+    "digest",
+    "files",
+    "fingerprint",
+    "iter_documents",
+    "text_chunks",
+    "token_arrays",
+]
 
 FORMATS = ("text", "jsonl", "parquet", "datasets", "npy", "bin")
 _SUFFIX = {".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".bin": "bin"}
+# What each format yields: text as bytes, documents one string each, or token arrays.
+KINDS = {
+    "text": "text",
+    "jsonl": "documents",
+    "parquet": "documents",
+    "datasets": "documents",
+    "npy": "tokens",
+    "bin": "tokens",
+}
 _BATCH = 1024  # documents per batch (Parquet record batches, tokenizer calls)
+_CHUNK_BYTES = 1 << 20  # text read a MiB at a time
 
 
-def _files(path: Path) -> list[Path]:
+def files(path: Path) -> list[Path]:
+    """A file, or the files of a folder (recursively, in name order; hidden ones left out)."""
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -68,9 +90,9 @@ def detect_format(cfg: DataConfig) -> str:
         return cfg.format
     if path.is_dir() and any((path / m).is_file() for m in ("dataset_dict.json", "state.json")):
         return "datasets"
-    kinds = {_kind(f) for f in _files(path)}
+    kinds = {_kind(f) for f in files(path)}
     if "json" in kinds:
-        bad = next(f for f in _files(path) if _kind(f) == "json")
+        bad = next(f for f in files(path) if _kind(f) == "json")
         raise InputError(
             f"data.corpus: {bad} is a JSON document, not a corpus; accepted: text, .jsonl "
             "(.gz, .zst), .parquet, .npy, .bin, a save_to_disk folder (or set data.format)"
@@ -89,12 +111,79 @@ def digest(cfg: DataConfig) -> str:
     """sha256 over the corpus files' relative names and bytes, read in chunks."""
     path = Path(cfg.corpus).expanduser()
     h = hashlib.sha256()
-    for f in _files(path):
+    for f in files(path):
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
         with f.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def fingerprint(corpus: str) -> str:
+    """sha256 over the corpus files' relative names, sizes and modification times: what keys
+    its cache entry without reading it (a file written since gets a new entry). The content's
+    own sha256 (`digest`) is taken once, as the entry is made."""
+    path = Path(corpus).expanduser()
+    h = hashlib.sha256()
+    for f in files(path):
+        st = f.stat()
+        name = str(f.relative_to(path) if path.is_dir() else f.name)
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def text_chunks(corpus: str) -> Iterator[bytes]:
+    """The UTF-8 text of a file or a folder of files, a MiB at a time: each file without its
+    trailing newlines and then two, so files are paragraphs apart.
+
+    Raises
+    ------
+    InputError
+        The folder holds no files, a file is not UTF-8, holds a NUL byte (token ids or another
+        binary), or the text is empty.
+    """
+    import codecs
+
+    paths = files(Path(corpus).expanduser())
+    if not paths:
+        raise InputError(f"data.corpus = {corpus!r}: the folder holds no files")
+    seen_text = False
+    for f in paths:
+        check = codecs.getincrementaldecoder("utf-8")()
+        held, offset = b"", 0  # trailing newlines kept back until more text follows
+        with f.open("rb") as fh:
+            while chunk := fh.read(_CHUNK_BYTES):
+                pending = len(check.getstate()[0])
+                try:
+                    check.decode(chunk)
+                except UnicodeDecodeError as e:
+                    raise InputError(
+                        f"data.corpus: {f} is not UTF-8 text ({e.reason} at byte "
+                        f"{offset - pending + e.start})"
+                    ) from None
+                nul = chunk.find(b"\0")
+                if nul >= 0:  # UTF-8 allows NUL; text does not (token ids, an unnamed binary)
+                    raise InputError(
+                        f"data.corpus: {f} holds a NUL byte at byte {offset + nul}, so it is not "
+                        "text; accepted: UTF-8 text, or data.format naming its format (bin, npy, "
+                        "...)"
+                    )
+                offset += len(chunk)
+                data = held + chunk
+                body = data.rstrip(b"\n")
+                held = data[len(body) :]
+                seen_text = seen_text or bool(body.strip())
+                if body:
+                    yield body
+        try:
+            check.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"data.corpus: {f} is not UTF-8 text ({e.reason} at its end)"
+            ) from None
+        yield b"\n\n"
+    if not seen_text:
+        raise InputError(f"data.corpus = {corpus!r}: the text is empty")
 
 
 def _open_text(f: Path) -> io.TextIOBase:
@@ -186,6 +275,30 @@ def _datasets(path: Path, field: str) -> Iterator[str]:
     yield from _column_batches(batches, str(path), field)
 
 
+def count_documents(cfg: DataConfig, fmt: str) -> int | None:
+    """How many documents `iter_documents` will yield, for a progress bar's ETA: Parquet and
+    datasets from their metadata, JSON Lines by counting lines (a pass far faster than
+    tokenizing them). None where it cannot tell; `iter_documents` then names the problem."""
+    path = Path(cfg.corpus).expanduser()
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files(path))
+        if fmt == "datasets":
+            import datasets
+
+            ds = datasets.load_from_disk(str(path))
+            return len(ds["train"] if isinstance(ds, datasets.DatasetDict) else ds)
+        n = 0
+        for f in files(path):
+            with _open_text(f) as fh:
+                n += sum(1 for line in fh if line.strip())
+        return n
+    except Exception:  # noqa: BLE001 (only the bar's total; the read itself reports errors)
+        return None
+
+
 def iter_documents(cfg: DataConfig, fmt: str) -> Iterator[str]:
     """The documents of a 'jsonl', 'parquet' or 'datasets' corpus, one string each, in file
     and record order."""
@@ -194,7 +307,7 @@ def iter_documents(cfg: DataConfig, fmt: str) -> Iterator[str]:
         yield from _datasets(path, cfg.text_field)
         return
     read = {"jsonl": _jsonl, "parquet": _parquet}[fmt]
-    for f in _files(path):
+    for f in files(path):
         yield from read(f, cfg.text_field)
 
 
@@ -208,7 +321,7 @@ def token_arrays(cfg: DataConfig, fmt: str) -> list[tuple[Path, np.ndarray]]:
         a 1-d integer array.
     """
     out = []
-    for f in _files(Path(cfg.corpus).expanduser()):
+    for f in files(Path(cfg.corpus).expanduser()):
         if fmt == "bin":
             if not cfg.token_dtype:
                 raise InputError(

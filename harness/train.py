@@ -105,6 +105,9 @@ class RunResult:
     finish_s: float = 0.0
     """Seconds after the last step until result.json: the peak-FLOP/s measurement (once per
     process on a CPU) and saving model.pt."""
+    data_s: float = 0.0
+    """Seconds of wall_s spent making the training batches: reading the token windows from the
+    memory-mapped corpus, the objective's inputs and targets, the copy to the device."""
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -415,6 +418,7 @@ def _hand_off(branch: RunSpec, branch_dir: Path, state: dict[str, Any], metrics:
         "run_id": branch.run_id,
         "wall_s": 0.0,
         "eval_s": 0.0,
+        "data_s": 0.0,
         "inherited_wall_s": state["inherited_wall_s"] + state["wall_s"],
         "branched_from": state["run_id"],
         "branch_step": state["step"],
@@ -582,8 +586,9 @@ class _Progress:
     # the sum the same number a Python float sum of the per-step losses gives.
     loss_acc: torch.Tensor
     step: int = 0
-    wall_before: float = 0.0  # wall_s and eval_s of the earlier processes of this run
+    wall_before: float = 0.0  # wall_s, eval_s and data_s of the earlier processes of this run
     eval_before: float = 0.0
+    data_before: float = 0.0
     # A WSD branch's start (harness.wsd): its trunk's wall time so far (the metrics' wall_s
     # column goes on from it; result.json's wall_s is the run's own) and the trunk's run_id.
     inherited_wall: float = 0.0
@@ -596,6 +601,7 @@ class _Progress:
     t_loop: float = 0.0  # perf_counter when this process's first step began
     t_last_ckpt: float = 0.0
     eval_s: float = 0.0  # this process's evaluations
+    data_s: float = 0.0  # this process's batch making
     steps_this_process: int = 0
     val_loss: float | None = None
     val_bpb: float | None = None
@@ -743,6 +749,7 @@ def _resume(run: _Run) -> _Progress:
         step=int(state["step"]),
         wall_before=float(state["wall_s"]),
         eval_before=float(state.get("eval_s", 0.0)),
+        data_before=float(state.get("data_s", 0.0)),
         inherited_wall=float(state.get("inherited_wall_s", 0.0)),
         branched_from=state.get("branched_from"),
         branch_step=int(state.get("branch_step", 0)),
@@ -771,6 +778,7 @@ def _checkpoint_state(run: _Run, p: _Progress) -> dict[str, Any]:
         "rng_cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
         "wall_s": p.wall_before + time.perf_counter() - p.t_loop,
         "eval_s": p.eval_before + p.eval_s,
+        "data_s": p.data_before + p.data_s,
         "run_id": run.spec.run_id,
         "initial_loss": p.initial_loss,
         "loss_sum": loss_sum_now,
@@ -806,7 +814,9 @@ def _progress_bar(run: _Run, execution: ExecutionConfig, step: int) -> Any:
 
 def _train_step(run: _Run, p: _Progress) -> tuple[float, int]:
     """One AdamW update at ``p.step``: (its learning rate, the tokens it trained)."""
+    t_data = time.perf_counter()
     x, y, n_seq = run.batches.at(p.step)
+    p.data_s += time.perf_counter() - t_data
     lr = spec_lr_at_step(run.spec, p.step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -1000,6 +1010,7 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
         started_unix=round(started_unix, 6),
         setup_s=round(setup_s, 3),
         eval_s=round(eval_total, 3),
+        data_s=round(p.data_before + p.data_s, 3),
         # Since the last step (t_loop + the loop's own time): model.pt, the CPU peak.
         finish_s=round(time.perf_counter() - (p.t_loop + wall_train - p.wall_before), 3),
     )

@@ -9,7 +9,9 @@ cache."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -19,9 +21,16 @@ import pytest
 from _tiny import harness_cli
 
 from harness.config import DataConfig
-from harness.data import prepare_corpus, read_corpus_bytes, vocab_size_for
+from harness.data import (
+    gather_windows,
+    prepare_corpus,
+    read_corpus_bytes,
+    split_train_val,
+    vocab_size_for,
+)
 from harness.errors import InputError
 from harness.tokenizer import eos_token_id, load, token_n_bytes
+from harness.tokens import TokenSpans
 
 NEOX = "gpt-neox-20b"
 K = 4  # val_fraction 0.25: every 4th document, from the 3rd (index 2), is held out
@@ -250,3 +259,130 @@ def test_data_settings_are_checked_on_load() -> None:
         DataConfig(token_dtype="int8")
     with pytest.raises(InputError, match="does not exist"):
         load("/nonexistent/tokenizer.json")
+
+
+def test_token_spans_read_like_the_concatenated_array() -> None:
+    rng = np.random.default_rng(0)
+    shards = [rng.integers(0, 1000, n).astype(dt) for n, dt in ((500, "u2"), (300, "u4"))]
+    spans = np.array([[0, 10, 200], [1, 0, 150], [0, 250, 251], [1, 290, 300], [0, 400, 500]])
+    whole = np.concatenate([shards[f][a:b] for f, a, b in spans])
+    view = TokenSpans(shards, spans)
+    assert len(view) == view.size == whole.size == 190 + 150 + 1 + 10 + 100
+    assert np.array_equal(view, whole) and np.array_equal(view[5:300:7], whole[5:300:7])
+    assert view[-1] == whole[-1]
+    starts = rng.integers(0, whole.size - 33, 64)  # windows across span and shard boundaries
+    assert np.array_equal(gather_windows(view, starts, 32), gather_windows(whole, starts, 32))
+    with pytest.raises(IndexError):
+        view[np.array([451])]
+
+
+def _neox_stream(docs: list[str]) -> np.ndarray:
+    """The documents in order, each ended by <|endoftext|> (id 0)."""
+    tok = load(NEOX)
+    return np.array([i for d in docs for i in tok.encode(d, add_special_tokens=False).ids + [0]])
+
+
+def test_token_arrays_are_read_where_they_lie(tmp_path: Path, docs: list[str]) -> None:
+    train, val = _expected(docs)
+    ids = _neox_stream(docs)
+    shards = tmp_path / "npy"
+    shards.mkdir()
+    cuts = [0, 1000, 5001, 9000, ids.size]  # documents cut across shards
+    for j in range(4):
+        np.save(shards / f"{j:02d}.npy", ids[cuts[j] : cuts[j + 1]].astype(np.int32))
+    corpus = prepare_corpus(_cfg(shards), tmp_path / "cache")
+    assert isinstance(corpus.train_tokens(), TokenSpans)
+    assert np.array_equal(corpus.train_tokens(), train)
+    assert np.array_equal(corpus.val_tokens(), val)
+    # The entry holds the spans and the bytes per token, no copy of the tokens.
+    held = {p.name: p.stat().st_size for p in corpus.directory.iterdir()}
+    assert set(held) == {"info.json", "spans.npz", "token_n_bytes.npy"}, held
+    assert held["spans.npz"] < 2000  # a few spans of 3 int64 each, against 40 KB of tokens
+    assert [Path(p).name for p, _ in corpus.shards] == ["00.npy", "01.npy", "02.npy", "03.npy"]
+    # A run's batches read the same windows as from the copied split.
+    starts = np.arange(0, train.size - 33, 97)
+    assert np.array_equal(
+        gather_windows(corpus.train_tokens(), starts, 32), gather_windows(train, starts, 32)
+    )
+
+
+def test_a_validation_corpus_of_its_own(tmp_path: Path, docs: list[str]) -> None:
+    tok = load(NEOX)
+
+    def ids(part: list[str]) -> np.ndarray:
+        return np.array(
+            [i for d in part for i in tok.encode(d, add_special_tokens=False).ids + [0]]
+        )
+
+    main, held = docs[:30], docs[30:]
+    cfg = _cfg(_write_jsonl(tmp_path / "main.jsonl", main))
+    pq_val = tmp_path / "val.parquet"  # documents of another format: the same kind
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": held}), pq_val)
+    corpus = prepare_corpus(dataclasses.replace(cfg, val_corpus=str(pq_val)), tmp_path / "c")
+    assert np.array_equal(corpus.train_tokens(), ids(main))  # all of it trains
+    assert np.array_equal(corpus.val_tokens(), ids(held))
+    assert corpus.val_corpus_sha256 and corpus.n_documents == len(docs)
+
+    np.save(tmp_path / "main.npy", ids(main).astype(np.uint16))
+    np.save(tmp_path / "val.npy", ids(held).astype(np.uint16))
+    cfg = _cfg(tmp_path / "main.npy", val_corpus=str(tmp_path / "val.npy"))
+    corpus = prepare_corpus(cfg, tmp_path / "c")
+    assert np.array_equal(corpus.train_tokens(), ids(main))
+    assert np.array_equal(corpus.val_tokens(), ids(held))
+
+    (tmp_path / "main.txt").write_text("".join(main))
+    (tmp_path / "val.txt").write_text("".join(held))
+    cfg = _cfg(tmp_path / "main.txt", tokenizer="byte", val_corpus=str(tmp_path / "val.txt"))
+    corpus = prepare_corpus(cfg, tmp_path / "c")
+    assert np.asarray(corpus.train_tokens()).astype(np.uint8).tobytes() == read_corpus_bytes(
+        str(tmp_path / "main.txt")
+    )
+    assert corpus.n_val_tokens == len("".join(held).rstrip("\n").encode()) + 2
+
+    # Of another kind, missing, or too small: refused at plan, naming data.val_corpus.
+    msg = _plan_fails(tmp_path, tmp_path / "main.txt", f'val_corpus = "{tmp_path / "val.npy"}"')
+    assert "data.val_corpus" in msg and "is npy (tokens) but data.corpus is text" in msg
+    msg = _plan_fails(tmp_path, tmp_path / "main.txt", f'val_corpus = "{tmp_path / "nope"}"')
+    assert "data.val_corpus" in msg and "no such file" in msg
+    (tmp_path / "small.txt").write_text("too small\n")
+    msg = _plan_fails(tmp_path, tmp_path / "main.txt", f'val_corpus = "{tmp_path / "small.txt"}"')
+    assert f"data.val_corpus = '{tmp_path / 'small.txt'}': 11 held-out tokens" in msg
+
+
+def test_text_streams_a_chunk_at_a_time_as_if_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import harness.encode
+    import harness.sources
+
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "a.txt").write_text("héllo wörld ☃\r\nline two\n\n\n" * 400)
+    (folder / "b.txt").write_text("日本語のテキスト\n" * 300 + "語x" * 1500 + "\n\n")  # a long line
+    cfg = DataConfig(corpus=str(folder), val_block_bytes=1024, eval_tokens=256, seq_len=32)
+    whole = read_corpus_bytes(str(folder))
+    train_bytes, val_bytes = split_train_val(whole, cfg)
+    # Small reads and buffers, so chunks, blocks and characters are cut everywhere.
+    monkeypatch.setattr(harness.sources, "_CHUNK_BYTES", 777)
+    monkeypatch.setattr(harness.encode, "_BUFFER_BYTES", 2000)
+    byte = prepare_corpus(cfg, tmp_path / "c")
+    assert np.asarray(byte.train_tokens()).astype(np.uint8).tobytes() == train_bytes
+    assert np.asarray(byte.val_tokens()).astype(np.uint8).tobytes() == val_bytes
+    assert byte.corpus_sha256 == hashlib.sha256(whole).hexdigest()
+
+    neox = prepare_corpus(dataclasses.replace(cfg, tokenizer=NEOX), tmp_path / "c")
+    tok = load(NEOX)
+
+    def lines_encoded(b: bytes) -> list[int]:
+        lines = b.decode("utf-8", errors="replace").splitlines(keepends=True)
+        return [i for e in tok.encode_batch(lines, add_special_tokens=False) for i in e.ids]
+
+    # As if each split were tokenized whole, line by line, except the 6000-byte line, which is
+    # cut at a character's first byte (no U+FFFD there).
+    got = load(NEOX).decode(np.asarray(neox.train_tokens()).tolist())
+    want = load(NEOX).decode(lines_encoded(train_bytes))
+    assert got == want
+    assert np.array_equal(neox.val_tokens(), lines_encoded(val_bytes))

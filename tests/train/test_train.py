@@ -171,10 +171,11 @@ def test_checkpoint_cadence_by_wall_time(tmp_path: Path, monkeypatch: pytest.Mon
         assert result is not None and result.status == "done"
         assert saved == expected, every_s
 
-    # With a clock that advances 1 s per reading, checkpoints come at least 3 s apart, not per step.
+    # With a clock that advances 1 s per reading (a step reads it 3 times: the batch's data time
+    # and the cadence check), checkpoints come at least 10 s apart, not per step.
     clock = iter(range(10**6))
     monkeypatch.setattr(train_mod.time, "perf_counter", lambda: float(next(clock)))
-    exp = _experiment(tmp_path, overrides=["--execution.checkpoint_every_s=3"])
+    exp = _experiment(tmp_path, overrides=["--execution.checkpoint_every_s=10"])
     saved.clear()
     train(spec, tmp_path / "clock" / "runs" / spec.run_id, execution=exp.execution)
     assert 2 <= len(saved) < 15 and saved == sorted(set(saved))
