@@ -442,9 +442,29 @@ class ExecutionConfig:
     The shorter runs' results are the same as if trained alone; only FLOPs are saved."""
     compile: bool = False
     """torch.compile the model (faster on GPUs for long runs; compile time is paid per run)."""
+    devices_per_run: int = 1
+    """Devices one run trains on at once through torch.distributed (`harness run`): GPUs, or on
+    a CPU processes of `threads` threads each (gloo). The global batch (train.batch_size) and
+    every result stay those of one device; only the time changes."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """How a run spans devices: 'ddp' (DistributedDataParallel: every device holds the whole
+    model) or 'fsdp' (FSDP2's fully_shard: parameters, gradients and optimizer state sharded)."""
+    micro_batch_size: int = 0
+    """Sequences per forward pass on each device; gradients accumulate over the device's share
+    of train.batch_size in micro-batches of this many. 0 = the whole share at once."""
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
+        _check(
+            self.devices_per_run >= 1, "devices_per_run", self.devices_per_run, "an integer >= 1"
+        )
+        _check(self.parallel in ("ddp", "fsdp"), "parallel", self.parallel, "'ddp' or 'fsdp'")
+        _check(
+            self.micro_batch_size >= 0,
+            "micro_batch_size",
+            self.micro_batch_size,
+            "an integer >= 0 (0 = the device's whole share of the batch)",
+        )
         _check(
             self.workers == "auto" or self.workers >= 1,
             "workers",

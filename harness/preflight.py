@@ -54,14 +54,26 @@ def check_device(exp: ExperimentConfig) -> None:
     InputError
         No CUDA device for device = "cuda" (train.resolve_device's check).
     """
+    from harness.execute.placement import usable_cores, visible_gpus
     from harness.train import resolve_device
 
     try:
-        resolve_device(exp.execution)
+        device = resolve_device(exp.execution)
     except RuntimeError as e:
         raise InputError(
             f"{e}; accepted: auto or cpu on this machine, cuda where a GPU is visible"
         ) from None
+    k = exp.execution.devices_per_run
+    have, what = (
+        (len(visible_gpus()), "visible GPUs")
+        if device.type == "cuda"
+        else (usable_cores(), "usable cores (one process each)")
+    )
+    if k > have:
+        raise InputError(
+            f"execution.devices_per_run = {k}: this machine has {have} {what}; accepted: "
+            f"1 to {have}"
+        )
 
 
 def check_can_train_here(exp: ExperimentConfig, source: str, layout: ExperimentLayout) -> None:

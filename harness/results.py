@@ -67,7 +67,10 @@ RUNS_CSV_COLUMNS = [
     "objective",
     "branched_from", "trained_tokens", "trained_flops",
     "task_accuracy_full", "task_accuracy_lora",
+    "world_size", "parallel",
 ]  # fmt: skip
+# world_size, parallel (harness.distributed): the devices a run trained on at once and how it
+# spanned them ('none', 'ddp', 'fsdp'); mfu counts all of them. Empty before 2026-12.
 # task_accuracy_full, task_accuracy_lora (downstream stage, harness.finetune): test accuracy of
 # the run fine-tuned on all labels of [downstream] task, mean over the fine-tuning seeds; empty
 # without a downstream stage. Every fine-tune's numbers are in downstream.csv.
@@ -175,6 +178,7 @@ _RESULT_NUMBERS = (
     "mfu_total",
     "trained_tokens",
     "trained_flops",
+    "world_size",
 )
 _RESULT_STRINGS = (
     "run_id",
@@ -187,6 +191,7 @@ _RESULT_STRINGS = (
     "git_sha",
     "retried_as",
     "branched_from",
+    "parallel",
 )
 
 
@@ -304,6 +309,9 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     flops = flops_per_token(shape)
     d = int(spec["n_tokens"])
     peak, tokens_per_s = result.get("peak_flops"), result.get("tokens_per_s")
+    world_size = result.get("world_size")
+    if peak is not None and world_size:
+        peak = peak * world_size  # every device's peak: tokens_per_s counts every device's tokens
     return {
         "n_params": counts.non_embedding,
         "n_tokens": d,
@@ -336,7 +344,7 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "git_sha": result.get("git_sha", ""),
         # Recomputed from the recorded peak and tokens/s (as train.py does), so the columns
         # follow from the row's own fields.
-        "peak_flops": peak,
+        "peak_flops": result.get("peak_flops"),
         "mfu": mfu(flops.six_n, tokens_per_s, peak) if tokens_per_s is not None else None,
         "mfu_total": mfu(flops.total, tokens_per_s, peak) if tokens_per_s is not None else None,
         "flops_budget": spec.get("flops_budget"),
@@ -344,6 +352,8 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         # objective's validation loss, so losses compare only within one objective.
         "objective": objective_name(shape.arch),
         **_trained(result, counts.non_embedding, d),
+        "world_size": world_size,
+        "parallel": result.get("parallel"),
     }
 
 

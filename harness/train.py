@@ -16,6 +16,7 @@ model, the optimizer, the step and the RNG states, and resuming continues the sa
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import logging
 import math
@@ -35,6 +36,7 @@ from harness import __version__
 from harness.atomic import atomic_write
 from harness.config import ExecutionConfig
 from harness.data import Corpus, SequenceOrder, gather_windows, prepare_corpus, training_order
+from harness.distributed import World, agree, barrier, sum_across, world
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.hardware import measure_cpu_matmul_flops, mfu, peak_flops
@@ -83,9 +85,13 @@ class RunResult:
     """Peak FLOP/s of the device at the run's precision: the datasheet's on a known GPU (None on
     an unknown one), the measured matmul rate with the run's threads and dtype on a CPU."""
     mfu: float | None
-    """6 N tokens_per_s / peak_flops (N non-embedding parameters)."""
+    """6 N tokens_per_s / (peak_flops world_size) (N non-embedding parameters): tokens_per_s
+    counts every device's tokens, so the peak is every device's too. Computed from tokens per
+    second of the whole update, it is right under gradient accumulation as well (nanoGPT's
+    MFU counted one micro-batch per update, PR #619)."""
     mfu_total: float | None
-    """flops_per_token(shape).total tokens_per_s / peak_flops (every matmul, Chinchilla app. F)."""
+    """flops_per_token(shape).total tokens_per_s / (peak_flops world_size) (every matmul,
+    Chinchilla app. F)."""
     branched_from: str | None = None
     """WSD trunk sharing (harness.wsd): the run_id of the trunk whose checkpoint this run
     started from at its decay start; None when it trained from step 0 itself."""
@@ -108,6 +114,10 @@ class RunResult:
     data_s: float = 0.0
     """Seconds of wall_s spent making the training batches: reading the token windows from the
     memory-mapped corpus, the objective's inputs and targets, the copy to the device."""
+    world_size: int = 1
+    """Devices (processes) the run trained on at once (execution.devices_per_run)."""
+    parallel: str = "none"
+    """How it spanned them: 'none' (one device), 'ddp' or 'fsdp' (execution.parallel)."""
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -185,12 +195,16 @@ def spec_lr_at_step(spec: RunSpec, step: int) -> float:
     )
 
 
-def resolve_device(execution: ExecutionConfig) -> torch.device:
+def resolve_device(execution: ExecutionConfig, here: World | None = None) -> torch.device:
+    """execution.device as a torch device; one rank of several takes its local GPU."""
     if execution.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
-    if execution.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(execution.device)
+    kind = execution.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and here is not None and here.size > 1:
+        return torch.device("cuda", here.local_rank)
+    return torch.device(kind)
 
 
 def _autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
@@ -446,18 +460,40 @@ class _Batches:
     batch_size: int
     n_seq_total: int
     device: torch.device
+    rank: int = 0
+    world: int = 1
+    micro_batch_size: int = 0
 
-    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(inputs, targets, sequences) of the update at ``step``; the last batch may be short."""
+    def at(self, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
+        """This rank's micro-batches (inputs, targets, scored targets) of the update at
+        ``step``, and the update's sequences on all ranks; the last update may be short.
+
+        Each rank reads a contiguous share of the update's sequences (as np.array_split cuts
+        them), so k ranks read exactly the windows one process reads, at the same steps. A rank
+        whose share is empty (an update of fewer sequences than ranks) still takes part in the
+        gradient's all-reduce, with one window that counts for nothing (0 scored targets).
+        """
         first_seq = step * self.batch_size
         n_seq = min(self.batch_size, self.n_seq_total - first_seq)
+        base, extra = divmod(n_seq, self.world)
+        lo = self.rank * base + min(self.rank, extra)
+        hi = lo + base + (self.rank < extra)
+        empty = hi == lo
+        if empty:
+            lo, hi = n_seq - 1, n_seq
         # Through the module's gather_windows (tests spy on it), looked up at each call.
         windows = gather_windows(
-            self.tokens, self.order.window_starts(first_seq, n_seq), self.seq_len
+            self.tokens, self.order.window_starts(first_seq + lo, hi - lo), self.seq_len
         )
         # Causal: next tokens; masked LM: masked inputs, targets only at the chosen positions.
-        x, y = self.objective.batch(windows, first_seq, self.device)
-        return x, y, n_seq
+        x, y = self.objective.batch(windows, first_seq + lo, self.device)
+        m = self.micro_batch_size or (hi - lo)
+        micro = []
+        for i in range(0, hi - lo, m):
+            xi, yi = x[i : i + m], y[i : i + m]
+            scored = (yi != IGNORE_INDEX).sum() * (not empty)
+            micro.append((xi, yi, scored))
+        return micro, n_seq
 
     def tokens_done(self, step: int) -> int:
         """Tokens trained after ``step`` updates (the metrics' tokens column)."""
@@ -562,13 +598,30 @@ class _Run:
     device: torch.device
     autocast: torch.dtype | None
     model: torch.nn.Module
-    forward: Callable[..., Any]  # `model`, or its torch.compile wrapper
+    forward: Callable[..., Any]  # `model`, its DDP wrapper, or torch.compile's of either
     optimizer: torch.optim.Optimizer
     batches: _Batches
     evaluation: _Evaluation
     divergence: _DivergenceRule
     checkpointing: _Checkpointing
     log_every: int
+    world: World = World()
+    parallel: str = "none"  # 'ddp' or 'fsdp' on several devices
+
+    def sync(self, last: bool) -> Any:
+        """The context of one micro-batch's backward: gradients are all-reduced only after the
+        last of an update (DDP's no_sync; FSDP2's set_requires_gradient_sync)."""
+        import contextlib
+
+        if self.parallel == "ddp" and not last:
+            return self.ddp.no_sync()  # type: ignore[attr-defined]
+        if self.parallel == "fsdp":
+            self.model.set_requires_gradient_sync(last)  # type: ignore[operator]
+        return contextlib.nullcontext()
+
+    @property
+    def ddp(self) -> Any:
+        return self.forward._orig_mod if hasattr(self.forward, "_orig_mod") else self.forward
 
     @property
     def metrics_path(self) -> Path:
@@ -614,20 +667,26 @@ def _set_up(
     spec: RunSpec, run_dir: Path, execution: ExecutionConfig, corpus: Corpus | None
 ) -> _Run:
     """The run directory, the data, the held-out batch, the model and its optimizer."""
+    here = world()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_spec(run_dir, spec)
+    if here.main:
+        write_spec(run_dir, spec)
     if execution.threads > 0:
         torch.set_num_threads(execution.threads)
     layout = ExperimentLayout(run_dir.parent.parent)
     corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
-    device = resolve_device(execution)
+    device = resolve_device(execution, here)
     autocast = _autocast_dtype(spec, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     # The data first, then the seeded model: the order of the RNG's uses is the checkpoints'.
     batches, eval_inputs, eval_targets, token_bytes = _data(spec, corpus, device)
-    model, forward, optimizer = _model(spec, execution, device)
+    batches = dataclasses.replace(
+        batches, rank=here.rank, world=here.size, micro_batch_size=execution.micro_batch_size
+    )
+    parallel = execution.parallel if here.size > 1 else "none"
+    model, forward, optimizer = _model(spec, execution, device, parallel)
     total_steps = spec.n_steps
     return _Run(
         spec=spec,
@@ -640,7 +699,9 @@ def _set_up(
         batches=batches,
         evaluation=_Evaluation(
             at=frozenset(_eval_steps(total_steps, spec.train.evals_per_run)),
-            forward=forward,
+            # Every rank scores all held-out windows with its (equal) weights: the same number
+            # on each, with no communication; DDP's wrapper is only for training.
+            forward=model if parallel == "ddp" else forward,
             inputs=eval_inputs,
             targets=eval_targets,
             token_bytes=token_bytes,
@@ -660,6 +721,8 @@ def _set_up(
             total_steps=total_steps,
         ),
         log_every=max(1, total_steps // 100),
+        world=here,
+        parallel=parallel,
     )
 
 
@@ -703,15 +766,31 @@ def _data(
 
 
 def _model(
-    spec: RunSpec, execution: ExecutionConfig, device: torch.device
+    spec: RunSpec, execution: ExecutionConfig, device: torch.device, parallel: str = "none"
 ) -> tuple[torch.nn.Module, Callable[..., Any], torch.optim.Optimizer]:
-    """The seeded model, what calls it (torch.compile's wrapper or itself), and AdamW."""
+    """The seeded model, what calls it in training (itself, its DDP wrapper, torch.compile's
+    of either), and AdamW. Every rank builds the same model from the seed."""
     torch.manual_seed(spec.seed)
     model = build_model(spec.model).to(device)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
+    wrapped: torch.nn.Module = model
+    if parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    elif parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        # Each transformer block a unit of its own (its parameters gathered for its forward
+        # and backward only), then the rest (embeddings, final norm, head) at the root.
+        for block in _blocks(model):
+            fully_shard(block)
+        fully_shard(model)
     # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
     # (no "_orig_mod." prefix), so a run may resume with compile on or off.
-    forward = torch.compile(model) if execution.compile else model
+    forward = torch.compile(wrapped) if execution.compile else wrapped
     # Weight decay on matrices only (not norms, biases, or the embedding), as in GPT-3/Llama.
     embed = model.get_input_embeddings().weight
     decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embed]
@@ -728,10 +807,19 @@ def _model(
     return model, forward, optimizer
 
 
+def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks: the largest ModuleList (Llama's model.layers, GPT-2's
+    transformer.h, BERT's encoder.layer)."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
+
+
 def _resume(run: _Run) -> _Progress:
     """The newest readable checkpoint loaded into the model, the optimizer and the RNGs, and
     the progress it holds; step 0 without one."""
-    _remove_stale_temp_files(run.run_dir)
+    if run.world.main:
+        _remove_stale_temp_files(run.run_dir)
+    barrier()  # no rank reads the checkpoints while rank 0 tidies them
     state = load_latest_checkpoint(run.run_dir)
 
     def loss_acc(loss_sum: float) -> torch.Tensor:
@@ -739,13 +827,13 @@ def _resume(run: _Run) -> _Progress:
 
     if state is None:
         return _Progress(loss_acc=loss_acc(0.0))
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    _load_state(run, state["model"], state["optimizer"])
     torch.set_rng_state(state["rng_cpu"])
     if run.device.type == "cuda" and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
     p = _Progress(
-        loss_acc=loss_acc(float(state.get("loss_sum", 0.0))),
+        # The logged interval's loss so far, summed over ranks: rank 0 carries it on.
+        loss_acc=loss_acc(float(state.get("loss_sum", 0.0)) if run.world.main else 0.0),
         step=int(state["step"]),
         wall_before=float(state["wall_s"]),
         eval_before=float(state.get("eval_s", 0.0)),
@@ -767,13 +855,78 @@ def _resume(run: _Run) -> _Progress:
     return p
 
 
+def _full_state(run: _Run, with_optimizer: bool = True) -> tuple[dict, dict]:
+    """The model's and the optimizer's state as one process holds them, whatever the world: so
+    a checkpoint resumes at any device count and in any mode. FSDP's shards are gathered on
+    rank 0 by torch.distributed.checkpoint's state-dict API (a collective: every rank calls it),
+    and its optimizer state, keyed by parameter name there, is keyed by position as
+    torch.optim's own state_dict keys it."""
+    if run.parallel != "fsdp":
+        return run.model.state_dict(), run.optimizer.state_dict() if with_optimizer else {}
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(run.model, options=opts)
+    if not with_optimizer:
+        return model_sd, {}
+    named = get_optimizer_state_dict(run.model, run.optimizer, options=opts)
+    if not named:  # ranks other than 0 receive nothing
+        return model_sd, {}
+    index = {name: i for i, name in enumerate(_param_names(run))}
+    return model_sd, {
+        "state": {index[name]: v for name, v in named["state"].items()},
+        "param_groups": [
+            dict(g, params=[index[name] for name in g["params"]]) for g in named["param_groups"]
+        ],
+    }
+
+
+def _param_names(run: _Run) -> list[str]:
+    """The optimizer's parameters by name, in its order (the positions of its state_dict)."""
+    names = {id(p): n for n, p in run.model.named_parameters()}
+    return [names[id(p)] for g in run.optimizer.param_groups for p in g["params"]]
+
+
+def _load_state(run: _Run, model_sd: dict, optim_sd: dict) -> None:
+    """A checkpoint's full state into the model and optimizer (each rank read the whole file;
+    under FSDP each keeps its shards)."""
+    if run.parallel != "fsdp":
+        run.model.load_state_dict(model_sd)
+        run.optimizer.load_state_dict(optim_sd)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(run.model, model_sd, options=opts)
+    names = _param_names(run)
+    named = {
+        "state": {names[i]: v for i, v in optim_sd["state"].items()},
+        "param_groups": [
+            dict(g, params=[names[i] for i in g["params"]]) for g in optim_sd["param_groups"]
+        ],
+    }
+    set_optimizer_state_dict(run.model, run.optimizer, named, options=opts)
+
+
 def _checkpoint_state(run: _Run, p: _Progress) -> dict[str, Any]:
-    """The resumable checkpoint of the run as it stands (also what a WSD branch is handed)."""
-    loss_sum_now = float(p.loss_acc)  # first: on a GPU this waits for the queued steps
+    """The resumable checkpoint of the run as it stands (also what a WSD branch is handed);
+    every rank calls it, rank 0's is the one saved."""
+    # First: on a GPU this waits for the queued steps. Summed over ranks (a copy: the running
+    # sum stays each rank's own until its log row).
+    loss_sum_now = float(sum_across(p.loss_acc.clone()))
+    model_sd, optim_sd = _full_state(run)
     return {
         "step": p.step,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
+        "model": model_sd,
+        "optimizer": optim_sd,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
         "wall_s": p.wall_before + time.perf_counter() - p.t_loop,
@@ -792,7 +945,7 @@ def _checkpoint_state(run: _Run, p: _Progress) -> dict[str, Any]:
 
 def _progress_bar(run: _Run, execution: ExecutionConfig, step: int) -> Any:
     """A tqdm bar over the run's tokens where execution.progress asks for one, else None."""
-    if not execution.progress:
+    if not execution.progress or not run.world.main:
         return None
     from tqdm.auto import tqdm
 
@@ -813,24 +966,33 @@ def _progress_bar(run: _Run, execution: ExecutionConfig, step: int) -> Any:
 
 
 def _train_step(run: _Run, p: _Progress) -> tuple[float, int]:
-    """One AdamW update at ``p.step``: (its learning rate, the tokens it trained)."""
+    """One AdamW update at ``p.step``: (its learning rate, the tokens it trained, all ranks)."""
     t_data = time.perf_counter()
-    x, y, n_seq = run.batches.at(p.step)
+    micro, n_seq = run.batches.at(p.step)
     p.data_s += time.perf_counter() - t_data
     lr = spec_lr_at_step(run.spec, p.step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     autocast = run.autocast
-    with torch.autocast(
-        run.device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-    ):
-        logits = run.forward(input_ids=x).logits
-    # Through the module's F (tests wrap F.cross_entropy to record the step losses).
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    # Each micro-batch's mean loss weighs by its share of the update's scored targets on all
+    # ranks, so the gradient is the whole update's mean loss's at any device count and
+    # micro-batch size (DDP averages over ranks: hence the factor world size). With one device
+    # and one micro-batch the weight is exactly 1: the plain mean loss, bit for bit.
+    total = sum_across(torch.stack([n for _, _, n in micro]).sum())
+    step_loss = torch.zeros((), dtype=torch.float64, device=run.device)
+    for i, (x, y, n) in enumerate(micro):
+        with run.sync(last=i == len(micro) - 1):
+            with torch.autocast(
+                run.device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+            ):
+                logits = run.forward(input_ids=x).logits
+            # Through the module's F (tests wrap F.cross_entropy to record the step losses).
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) * (n / total)
+            step_loss += loss.detach()
+            (loss * run.world.size).backward()
     if p.initial_loss is None:  # a run's first step: the divergence rule's reference
-        p.initial_loss = float(loss.detach())
-    p.loss_acc += loss.detach()
-    loss.backward()
+        p.initial_loss = float(sum_across(step_loss.clone()))
+    p.loss_acc += step_loss
     if run.spec.train.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.spec.train.grad_clip)
     run.optimizer.step()
@@ -855,23 +1017,25 @@ def _log_row(run: _Run, p: _Progress, lr: float, evaluated: bool) -> None:
     """Close a log interval: its mean training loss as a metrics.csv row, then the divergence
     rule on it. A non-finite mean ends the run without a row (result.json keeps the last finite
     mean)."""
-    mean_loss = float(p.loss_acc) / p.loss_count
+    mean_loss = float(sum_across(p.loss_acc)) / p.loss_count  # every rank's share of each step
     reason = run.divergence.non_finite_train(mean_loss, p.step, p.loss_count)
     if reason:
         p.status, p.reason = "diverged", reason
         return
     p.train_loss = mean_loss
-    _append_metrics(
-        run.metrics_path,
-        {
-            "step": p.step,
-            "tokens": run.batches.tokens_done(p.step),
-            "train_loss": p.train_loss,
-            "val_loss": p.val_loss if evaluated else None,
-            "lr": lr,
-            "wall_s": round(p.inherited_wall + p.wall_before + time.perf_counter() - p.t_loop, 3),
-        },
-    )
+    if run.world.main:
+        wall_s = p.inherited_wall + p.wall_before + time.perf_counter() - p.t_loop
+        _append_metrics(
+            run.metrics_path,
+            {
+                "step": p.step,
+                "tokens": run.batches.tokens_done(p.step),
+                "train_loss": p.train_loss,
+                "val_loss": p.val_loss if evaluated else None,
+                "lr": lr,
+                "wall_s": round(wall_s, 3),
+            },
+        )
     p.loss_acc.zero_()
     p.loss_count = 0
     if run.divergence.factor > 0 and p.status == "done":
@@ -917,7 +1081,8 @@ def train(
     execution = execution or ExecutionConfig()
     run = _set_up(spec, Path(run_dir), execution, corpus)
     p = _resume(run)
-    _truncate_metrics(run.metrics_path, p.step)
+    if run.world.main:
+        _truncate_metrics(run.metrics_path, p.step)
     handoffs = _pending_handoffs(spec, run.run_dir, branches, p.step)
     p.t_loop = p.t_last_ckpt = time.perf_counter()
     setup_s = p.t_loop - t_enter
@@ -937,14 +1102,22 @@ def train(
             break
         for branch in handoffs.pop(p.step, ()):
             branch_dir = run.run_dir.parent / branch.run_id
-            _hand_off(branch, branch_dir, _checkpoint_state(run, p), run.metrics_path)
+            state = _checkpoint_state(run, p)
+            if run.world.main:
+                _hand_off(branch, branch_dir, state, run.metrics_path)
         # stop_after_steps first: should_stop is not polled once the process is done anyway.
         stop_now = (stop_after_steps is not None and p.steps_this_process >= stop_after_steps) or (
             should_stop is not None and should_stop()
         )
-        if run.checkpointing.due(p.step, p.t_last_ckpt, stop_now):
-            # Through the module's global: tests replace save_checkpoint to record the saves.
-            save_checkpoint(run.run_dir, _checkpoint_state(run, p), run.checkpointing.keep)
+        due = run.checkpointing.due(p.step, p.t_last_ckpt, stop_now)
+        if run.world.size > 1:  # a signal on one rank, or one rank's clock, stops them all
+            stop_now, due = agree(stop_now, due)
+        if due:
+            state = _checkpoint_state(run, p)
+            if run.world.main:
+                # Through the module's global: tests replace save_checkpoint to record saves.
+                save_checkpoint(run.run_dir, state, run.checkpointing.keep)
+            barrier()  # the checkpoint is whole before any rank goes on (or stops)
             p.t_last_ckpt = time.perf_counter()
             if stop_now:
                 if bar is not None:
@@ -971,17 +1144,24 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
     step_loop_s = wall_train - eval_total
     tokens_per_s = round(trained_tokens / step_loop_s, 1) if step_loop_s > 0 else 0.0
     precision = "bf16" if autocast is not None else "fp32"
+    main, n_dev = run.world.main, run.world.size
     if p.status == "done":
         # The final weights (no optimizer state), before result.json: a done run always has
         # them. harness.finetune starts from them ([downstream]).
-        atomic_write(run.run_dir / "model.pt", lambda f: torch.save(run.model.state_dict(), f))
+        weights, _ = _full_state(run, with_optimizer=False)
+        if main:
+            atomic_write(run.run_dir / "model.pt", lambda f: torch.save(weights, f))
     # Measured after the timed loop, with its own generator: it changes no result but these.
+    # One device's peak (rank 0's); MFU divides by it times the device count.
     device_peak = (
         peak_flops(torch.cuda.get_device_name(device), precision)
         if device.type == "cuda"
         else measure_cpu_matmul_flops(torch.get_num_threads(), autocast or torch.float32)
+        if main
+        else None
     )
     device_peak = float(f"{device_peak:.4g}") if device_peak is not None else None
+    all_peak = device_peak * n_dev if device_peak is not None else None
     result = RunResult(
         run_id=spec.run_id,
         status=p.status,
@@ -1002,8 +1182,8 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
         harness_version=__version__,
         git_sha=git_sha(),
         peak_flops=device_peak,
-        mfu=mfu(6.0 * count_params(spec.model).non_embedding, tokens_per_s, device_peak),
-        mfu_total=mfu(flops_per_token(spec.model).total, tokens_per_s, device_peak),
+        mfu=mfu(6.0 * count_params(spec.model).non_embedding, tokens_per_s, all_peak),
+        mfu_total=mfu(flops_per_token(spec.model).total, tokens_per_s, all_peak),
         branched_from=p.branched_from,
         trained_tokens=trained_tokens,
         trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
@@ -1013,8 +1193,12 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
         data_s=round(p.data_before + p.data_s, 3),
         # Since the last step (t_loop + the loop's own time): model.pt, the CPU peak.
         finish_s=round(time.perf_counter() - (p.t_loop + wall_train - p.wall_before), 3),
+        world_size=n_dev,
+        parallel=run.parallel,
     )
-    write_result(run.run_dir, asdict(result))
-    for path in _checkpoints(run.run_dir):
-        path.unlink(missing_ok=True)
+    if main:
+        write_result(run.run_dir, asdict(result))
+        for path in _checkpoints(run.run_dir):
+            path.unlink(missing_ok=True)
+    barrier()  # the run is over for every rank once its result is written
     return result

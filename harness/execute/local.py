@@ -186,6 +186,7 @@ def _run_unit(
 ) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
     from harness.config import build_section
+    from harness.distributed import train_on_devices
     from harness.train import train
 
     exe = build_section(ExecutionConfig, execution, "execution", "launcher")
@@ -210,7 +211,9 @@ def _run_unit(
                 continue
             write_spec(run_dir, spec)
             branches = [spec_from_dict(b) for b in branch_dicts]
-            result = train(
+            # One process, or devices_per_run ranks of torch.distributed (harness.distributed).
+            launch = train if exe.devices_per_run == 1 else train_on_devices
+            result = launch(
                 spec, run_dir, execution=exe, branches=branches, should_stop=_STOP.is_set
             )
             if result is None:

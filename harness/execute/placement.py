@@ -25,7 +25,8 @@ class Slot:
     threads: int
     """torch threads (OMP_NUM_THREADS); 0 = torch's default."""
     cuda_visible_devices: str | None
-    """The one GPU this worker sees, or None on a CPU."""
+    """The GPU this worker sees (devices_per_run of them for runs on several), or None on a
+    CPU."""
 
     @property
     def label(self) -> str:
@@ -83,20 +84,27 @@ def plan_slots(
     elif gpus is None:
         gpus = visible_gpus()
     cores = usable_cores() if cores is None else cores
+    k = execution.devices_per_run
     if gpus:
-        devices = [g for g in gpus for _ in range(execution.runs_per_device)]
+        # A run on k devices takes k GPUs of its own: "0,1", "2,3", ... (its ranks' cuda:0..k-1).
+        groups = [",".join(gpus[i : i + k]) for i in range(0, len(gpus) - k + 1, k)]
+        devices = [g for g in groups for _ in range(execution.runs_per_device if k == 1 else 1)]
         n = len(devices) if execution.workers == "auto" else int(execution.workers)
         n = max(1, min(n, n_units))
         # Worker i on device i mod (number of slots): more workers than slots share GPUs.
-        threads = execution.threads or max(1, cores // n)
+        threads = execution.threads or max(1, cores // (n * k))
         return [Slot(i, threads, devices[i % len(devices)]) for i in range(n)]
     if execution.workers == "auto":
-        per = max(1, execution.threads)
+        per = max(1, execution.threads) * k  # a run's k processes, threads each
         n = max(1, cores // per)
     else:
         n = int(execution.workers)
     n = max(1, min(n, n_units))
     # One worker keeps torch's default (all cores) unless told; several get one thread each
-    # unless told, so that workers x threads stays within the cores.
-    threads = execution.threads if (execution.threads or n == 1) else max(1, cores // n)
+    # unless told, so that workers x threads stays within the cores. A run on k processes
+    # shares its worker's cores among them.
+    if k > 1:
+        threads = execution.threads or max(1, cores // (n * k))
+    else:
+        threads = execution.threads if (execution.threads or n == 1) else max(1, cores // n)
     return [Slot(i, threads, None) for i in range(n)]
