@@ -5,8 +5,8 @@ It writes a corpus of --mb megabytes (Shakespeare passages of ~4 KB repeated wit
 no two documents are equal) as JSON Lines or, with --text, as one plain text file, then, each in
 a fresh subprocess:
 
-- (a) the raw rate: `tokenizers`' `encode_batch` over the same documents (JSON Lines) or lines
-  (text) in batches, the ids thrown away;
+- (a) the raw rate: `tokenizers`' `encode_batch` over the same documents (JSON Lines) or
+  pieces of whole lines (text, as `harness.encode` cuts them) in batches, the ids thrown away;
 - (b) `harness.data.prepare_corpus` with the GPT-NeoX tokenizer into a scratch cache: reading,
   tokenizing, splitting and writing the memory-mapped token files.
 
@@ -66,16 +66,20 @@ RAW_TEXT = """
 import json, resource, sys, time
 from harness.tokenizer import load
 tok = load("gpt-neox-20b")
-def count(batch):
-    return sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
-t0 = time.perf_counter(); batch = []; n = 0
+def count(pieces):
+    return sum(len(e.ids) for e in tok.encode_batch(pieces, add_special_tokens=False))
+# As harness.encode hands text to a pretrained tokenizer: pieces of whole lines of about 4 K
+# characters, about 4 MiB of them per call.
+t0 = time.perf_counter(); pieces = []; cur = []; size = 0; total = 0; n = 0
 with open(sys.argv[1], encoding="utf-8") as f:
     for line in f:
-        batch.append(line)
-        if len(batch) == 16384:
-            n += count(batch)
-            batch = []
-n += count(batch) if batch else 0
+        cur.append(line); size += len(line)
+        if size >= 4096:
+            pieces.append("".join(cur)); total += size; cur = []; size = 0
+            if total >= 1 << 22:
+                n += count(pieces); pieces = []; total = 0
+pieces.append("".join(cur))
+n += count(pieces)
 print(json.dumps({"s": time.perf_counter() - t0, "tokens": n,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -96,7 +100,7 @@ for j, part in enumerate(np.array_split(ids, 4)):
     np.save(shards / f"{j}.npy", part)
 toml = shards.parent / "bench.toml"
 toml.write_text(
-    f'[data]\\ncorpus = "{shards}"\\ntokenizer = "gpt-neox-20b"\\nseq_len = 256\\n'
+    f'[data]\\ncorpus = "{shards}"\\n{sys.argv[4]}\\nseq_len = 256\\n'
     'eval_tokens = 4096\\n[train]\\nbatch_size = 16\\nevals_per_run = 1\\n'
     'checkpoint_every_steps = 0\\n[grid]\\n'
     'shapes = [{n_layer = 2, n_embd = 64}, {n_layer = 4, n_embd = 256}]\\n'
@@ -132,9 +136,9 @@ def write_corpus(path: Path, mb: float, text: bool = False) -> int:
 
 
 def run(code: str, *args: str) -> object:
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"bench step failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -159,7 +163,15 @@ def main() -> None:
             )
         print(f"ratio prepare / raw: {raw['s'] / prep['s']:.2f} (goal >= 0.8)")
         if args.steps:
-            runs = run(TRAIN, str(Path(tmp) / "cache"), str(Path(tmp) / "shards"), str(args.steps))
+            # Plain text has no end-of-text ids: its shards are split in blocks, which
+            # data.tokenizer = "byte" with the vocabulary given asks for.
+            vocab = (
+                "tokenizer = 'byte'\nvocab_size = 50277"
+                if args.text
+                else "tokenizer = 'gpt-neox-20b'"
+            )
+            shards = str(Path(tmp) / "shards")
+            runs = run(TRAIN, str(Path(tmp) / "cache"), shards, str(args.steps), vocab)
             for r in runs:
                 share = r["data_s"] / r["wall_s"]
                 print(

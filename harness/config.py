@@ -517,6 +517,10 @@ class SizeResources:
     gpus_per_run: int | None = None
     """sbatch --gpus-per-node for these runs (>= 0; 0 asks for no GPU); left out =
     cluster.gpus_per_run."""
+    tasks_per_run: int | None = None
+    """Ranks per node for these runs (as cluster.tasks_per_run); left out = cluster's."""
+    nodes_per_run: int | None = None
+    """sbatch --nodes for these runs (>= 1); left out = cluster.nodes_per_run."""
     cpus_per_run: int | None = None
     """sbatch --cpus-per-task for these runs (>= 1); left out = cluster.cpus_per_run."""
     mem_gb: float | None = None
@@ -535,6 +539,12 @@ class SizeResources:
             "gpus_per_run",
             self.gpus_per_run,
             "must be >= 0",
+        )
+        _check(
+            self.nodes_per_run is None or self.nodes_per_run >= 1,
+            "nodes_per_run",
+            self.nodes_per_run,
+            "must be >= 1",
         )
         _check(
             self.cpus_per_run is None or self.cpus_per_run >= 1,
@@ -561,9 +571,17 @@ class ClusterConfig:
     longer is checkpointed and requeued (up to max_timeouts times), so this may be shorter
     than the run."""
     gpus_per_run: int = 1
-    """sbatch --gpus-per-node; 0 asks for no GPU."""
+    """sbatch --gpus-per-node; 0 asks for no GPU. More than one trains each run on all of them,
+    one task (torch.distributed rank) per GPU (execution.parallel)."""
+    tasks_per_run: int = 0
+    """sbatch --ntasks-per-node: a run's ranks on each node; 0 = one per GPU (gpus_per_run), or
+    one without GPUs. On a CPU partition more than one trains each run on that many processes
+    (gloo)."""
+    nodes_per_run: int = 1
+    """sbatch --nodes for each run: its ranks are tasks_per_run on each of them."""
     cpus_per_run: int = 8
-    """sbatch --cpus-per-task; also the run's torch threads when execution.threads is 0."""
+    """sbatch --cpus-per-task (per rank); also the torch threads of each rank when
+    execution.threads is 0."""
     mem_gb: float = 32.0
     """sbatch --mem, GB per run."""
     constraint: str = ""
@@ -592,6 +610,14 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         _check(self.time_min >= 1, "time_min", self.time_min, "must be >= 1")
         _check(self.gpus_per_run >= 0, "gpus_per_run", self.gpus_per_run, "must be >= 0")
+        _check(
+            self.tasks_per_run in (0, self.gpus_per_run) or self.gpus_per_run == 0,
+            "tasks_per_run",
+            self.tasks_per_run,
+            f"0 or gpus_per_run = {self.gpus_per_run} (one rank per GPU)",
+        )
+        _check(self.tasks_per_run >= 0, "tasks_per_run", self.tasks_per_run, "must be >= 0")
+        _check(self.nodes_per_run >= 1, "nodes_per_run", self.nodes_per_run, "must be >= 1")
         _check(self.cpus_per_run >= 1, "cpus_per_run", self.cpus_per_run, "must be >= 1")
         _check(self.mem_gb > 0, "mem_gb", self.mem_gb, "must be > 0")
         _check(self.max_parallel >= 1, "max_parallel", self.max_parallel, "must be >= 1")

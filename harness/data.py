@@ -298,7 +298,8 @@ def _build(directory: Path, write: Callable[[Path], dict[str, object]]) -> None:
     tmp.mkdir(parents=True)
     try:
         atomic_write_json(tmp / "info.json", write(tmp))  # written last: the entry is whole
-        shutil.rmtree(directory, ignore_errors=True)  # an entry without info.json is no entry
+        if not (directory / "info.json").exists():  # a half-written entry is no entry
+            shutil.rmtree(directory, ignore_errors=True)
         try:
             os.replace(tmp, directory)
         except OSError:  # another process finished the same entry first

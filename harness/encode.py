@@ -33,7 +33,11 @@ from harness.errors import InputError
 
 __all__ = ["id_dtype", "train_bpe", "write_arrays", "write_documents", "write_text"]
 
-_BUFFER_BYTES = 1 << 20  # text handed to the tokenizer in pieces of about a MiB of whole lines
+# Text goes to the tokenizer about 4 MiB of whole lines at a time; a pretrained tokenizer gets
+# them as pieces of whole lines of about 4 K characters, 1,000 per encode_batch call: on 2
+# cores 3.7 MB/s against 2.0 for single lines and 3.4 for 16 K pieces (Shakespeare, 2026-12-02).
+_BUFFER_BYTES = 1 << 22
+_PIECE_CHARS = 1 << 12
 _CHUNK_IDS = 1 << 22  # token ids checked per read of a shard
 
 
@@ -167,8 +171,8 @@ def _blocks(chunks: Iterator[bytes], cfg: DataConfig) -> Iterator[tuple[bool, by
 
 
 class _Lines:
-    """Joins the pieces of one split into about a MiB of whole lines at a time, so a line is
-    tokenized whole even where a held-out block cut it (as the joined split would be)."""
+    """Joins the pieces of one split into about _BUFFER_BYTES of whole lines at a time, so a
+    line is tokenized whole even where a held-out block cut it (as the joined split would be)."""
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
@@ -181,7 +185,7 @@ class _Lines:
             return None
         data = b"".join(self._parts)
         cut = data.rfind(b"\n") + 1
-        if cut == 0:  # a line of over a MiB: cut it at a character's first byte
+        if cut == 0:  # a line over the buffer's size: cut it at a character's first byte
             cut = len(data) - 4  # a UTF-8 character has at most 4 bytes
             while cut > 1 and data[cut] & 0xC0 == 0x80:
                 cut -= 1
@@ -199,6 +203,22 @@ def _lines_of(data: bytes) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines(keepends=True)
 
 
+def _pieces_of(data: bytes) -> list[str]:
+    """Whole lines joined into pieces of about _PIECE_CHARS: what a pretrained tokenizer
+    encodes. Whitespace that runs across a line break is pre-tokenized as in the whole text,
+    and a piece costs the encoder less than its lines one by one."""
+    out, cur, size = [], [], 0
+    for line in _lines_of(data):
+        cur.append(line)
+        size += len(line)
+        if size >= _PIECE_CHARS:
+            out.append("".join(cur))
+            cur, size = [], 0
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
 def write_text(
     cfg: DataConfig,
     tmp: Path,
@@ -207,8 +227,8 @@ def write_text(
     total_bytes: int | None = None,
 ) -> dict[str, object]:
     """Tokenize text into train.bin and val.bin: held-out blocks of ``chunks()``, or all of
-    ``val_chunks()``. Byte tokens are the bytes; the BPE and pretrained tokenizers encode
-    line by line (a locally trained BPE is trained on the training lines first)."""
+    ``val_chunks()``. Byte tokens are the bytes; a locally trained BPE (trained on the
+    training lines first) encodes line by line, a pretrained tokenizer pieces of whole lines."""
     from tqdm import tqdm
 
     sha, val_sha = hashlib.sha256(), hashlib.sha256()
@@ -243,7 +263,10 @@ def write_text(
         if cfg.tokenizer == "byte":
             writers[split].write(np.frombuffer(data, dtype=np.uint8))
         elif data:
-            for ids in enc.encode(_lines_of(data)):
+            # A locally trained BPE encodes line by line (as it always has: the committed
+            # results' tokens); a pretrained tokenizer pieces of many lines.
+            texts = _lines_of(data) if cfg.tokenizer == "bpe" else _pieces_of(data)
+            for ids in enc.encode(texts):
                 writers[split].write(ids)
 
     bar = tqdm(total=total_bytes, desc=f"tokenizing {cfg.corpus}", unit="B", unit_scale=True,

@@ -674,7 +674,11 @@ def _set_up(
     if execution.threads > 0:
         torch.set_num_threads(execution.threads)
     layout = ExperimentLayout(run_dir.parent.parent)
-    corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
+    if corpus is None:  # rank 0 makes the cache entry (if none), then the others open it
+        if here.main:
+            corpus = prepare_corpus(spec.data, layout.cache_dir)
+        barrier()
+        corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
     device = resolve_device(execution, here)
     autocast = _autocast_dtype(spec, device)
     if device.type == "cuda":

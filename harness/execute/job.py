@@ -18,6 +18,13 @@ Signals (delivered to the Python process by srun):
 
 However the job restarts, finished runs are skipped, a diverged run's unfinished retry is picked
 up, and the other runs resume: no finished step is trained twice.
+
+A job of several tasks (cluster.gpus_per_run or tasks_per_run > 1, nodes_per_run) trains each
+run on all of them through torch.distributed: every task joins one process group (env://, set
+from SLURM's variables by submitit's TorchDistributedEnvironment). Task 0 does what a job does
+(locks, retries, records) and tells the others, by a broadcast, each run to train with it; they
+train in step with it until it says the job is over. A signal reaches every task; the ranks
+agree to checkpoint at one step (`harness.distributed.agree`), and task 0 requeues the job.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,27 +115,52 @@ class TrainJob(submitit.helpers.Checkpointable):
         if in_main:
             signal.signal(usr_sig, on_usr)
             signal.signal(signal.SIGTERM, on_term)
-        out: list[dict[str, Any]] = []
-        failures: list[tuple[str, Exception]] = []
-        stopped: RunSpec | None = None
+        group = _Group.join(exe)
+        if group is not None and group.rank > 0:
+            try:
+                return group.follow(layout, exe, flags)
+            finally:
+                group.leave()
         try:
-            for unit in units:
-                specs = [spec_from_dict(d) for d in unit]
-                for i, spec in enumerate(specs):
-                    branches = specs[1:] if i == 0 else []
-                    try:
-                        out.extend(_train_with_retries(spec, branches, layout, exe, flags, stderr))
-                    except _Requeue as stop:
-                        stopped = stop.args[0]
-                        break
-                    except Exception as e:  # noqa: BLE001 - recorded in its result.json
-                        failures.append((spec.run_id, e))
-                if stopped is not None:
-                    break
+            return self._lead(units, layout, exe, flags, stderr, group, requeue_handler, usr_sig)
         finally:
+            if group is not None:
+                group.end()
             if in_main:
                 signal.signal(usr_sig, requeue_handler)
                 signal.signal(signal.SIGTERM, term_handler)
+
+    def _lead(
+        self,
+        units: list[list[dict[str, Any]]],
+        layout: ExperimentLayout,
+        exe: ExecutionConfig,
+        flags: dict[str, bool],
+        stderr: str,
+        group: _Group | None,
+        requeue_handler: Any,
+        usr_sig: int,
+    ) -> list[dict[str, Any]]:
+        """The job's own work (task 0 of several): its units, retries, and the requeue."""
+        out: list[dict[str, Any]] = []
+        failures: list[tuple[str, Exception]] = []
+        stopped: RunSpec | None = None
+        trainer = group.lead if group is not None else _train_here
+        for unit in units:
+            specs = [spec_from_dict(d) for d in unit]
+            for i, spec in enumerate(specs):
+                branches = specs[1:] if i == 0 else []
+                try:
+                    out.extend(
+                        _train_with_retries(spec, branches, layout, exe, flags, stderr, trainer)
+                    )
+                except _Requeue as stop:
+                    stopped = stop.args[0]
+                    break
+                except Exception as e:  # noqa: BLE001 - recorded in its result.json
+                    failures.append((spec.run_id, e))
+            if stopped is not None:
+                break
         if stopped is not None:
             # Stopped on the signal with a checkpoint at a step boundary: submitit's handler
             # counts timeouts, pickles checkpoint() and requeues (then exits).
@@ -157,6 +190,108 @@ class TrainJob(submitit.helpers.Checkpointable):
         return out
 
 
+def _train_here(
+    spec: RunSpec,
+    path: Path,
+    exe: ExecutionConfig,
+    branches: list[RunSpec],
+    should_stop: Callable[[], bool],
+) -> Any:
+    from harness.train import train
+
+    return train(spec, path, execution=exe, branches=branches, should_stop=should_stop)
+
+
+class _Group:
+    """The job's tasks as one torch.distributed process group (None for a one-task job)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    @classmethod
+    def join(cls, exe: ExecutionConfig) -> _Group | None:
+        try:
+            env = submitit.JobEnvironment()
+            n_tasks = env.num_tasks
+        except Exception:  # noqa: BLE001 - not inside a submitit job (a direct call)
+            return None
+        if n_tasks <= 1:
+            return None
+        import datetime
+
+        import torch
+        import torch.distributed as dist
+
+        # All of the node's GPUs stay visible: rank r takes cuda:LOCAL_RANK (harness.train).
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
+        cuda = exe.device != "cpu" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(env.local_rank)
+        # A rank that fails leaves the others waiting in a collective: the timeout ends them.
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            init_method="env://",
+            timeout=datetime.timedelta(minutes=10),
+        )
+        log.info("task %d of %d joined the run's process group", env.global_rank, n_tasks)
+        return cls(env.global_rank)
+
+    @staticmethod
+    def _say(message: list[Any]) -> list[Any]:
+        import torch.distributed as dist
+
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def lead(
+        self,
+        spec: RunSpec,
+        path: Path,
+        exe: ExecutionConfig,
+        branches: list[RunSpec],
+        should_stop: Callable[[], bool],
+    ) -> Any:
+        """Task 0's train(): the others are told to train the same run with it."""
+        from harness.config import to_dict
+
+        self._say(["train", to_dict(spec), str(path), [to_dict(b) for b in branches]])
+        return _train_here(spec, path, exe, branches, should_stop)
+
+    def follow(
+        self, layout: ExperimentLayout, exe: ExecutionConfig, flags: dict[str, bool]
+    ) -> list[dict[str, Any]]:
+        """A task other than 0: train each run task 0 names, until it says the job is over."""
+        while True:
+            message = self._say([])
+            if message[0] != "train":
+                return []
+            spec, path = spec_from_dict(message[1]), Path(message[2])
+            branches = [spec_from_dict(b) for b in message[3]]
+            flags["term"] = False  # task 0 trains on after a stray SIGTERM: so does this one
+            result = _train_here(
+                spec, path, exe, branches, lambda: flags["requeue"] or flags["term"]
+            )
+            if result is None:
+                log.warning("task %d: run %s stopped with its checkpoint", self.rank, spec.run_id)
+
+    def end(self) -> None:
+        """Task 0 is done: the others leave (best effort; a failed collective ends them)."""
+        try:
+            self._say(["end"])
+        except Exception:  # noqa: BLE001 - the group is broken: the timeout ends the others
+            log.warning("could not tell the other tasks the job is over")
+        self.leave()
+
+    def leave(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _train_with_retries(
     spec: RunSpec,
     branches: list[RunSpec],
@@ -164,6 +299,7 @@ def _train_with_retries(
     exe: ExecutionConfig,
     flags: dict[str, bool],
     stderr: str,
+    trainer: Callable[..., Any] = _train_here,
 ) -> list[dict[str, Any]]:
     """Train ``spec``, then, while it diverges, its retries (`retry.start_retry`)."""
     out = []
@@ -179,7 +315,7 @@ def _train_with_retries(
                 _record_retry(layout, run, spec.run_id)
         branches = []
     while run is not None:
-        result = _train_run(run, branches, layout, exe, flags, stderr)
+        result = _train_run(run, branches, layout, exe, flags, stderr, trainer)
         out.append(result)
         if result["status"] != "diverged":
             break
@@ -203,10 +339,9 @@ def _train_run(
     exe: ExecutionConfig,
     flags: dict[str, bool],
     stderr: str,
+    trainer: Callable[..., Any] = _train_here,
 ) -> dict[str, Any]:
     """One run under its lock. Raises `_Requeue` when the requeue signal stopped it."""
-    from harness.train import train
-
     path = layout.run_dir(spec.run_id)
     path.mkdir(parents=True, exist_ok=True)
     handler = open_run_log(path)
@@ -224,13 +359,7 @@ def _train_run(
         if (path / "result.json").exists():  # an earlier failure: keep it aside
             os.replace(path / "result.json", path / "result.failed.json")
         while True:
-            result = train(
-                spec,
-                path,
-                execution=exe,
-                branches=branches,
-                should_stop=lambda: flags["requeue"] or flags["term"],
-            )
+            result = trainer(spec, path, exe, branches, lambda: flags["requeue"] or flags["term"])
             if result is not None:
                 log.info("run %s ended: %s", spec.run_id, result.status)
                 return {

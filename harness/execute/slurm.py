@@ -56,6 +56,8 @@ class Resources:
     qos: str
     time_min: int
     gpus_per_run: int
+    tasks_per_run: int
+    nodes_per_run: int
     cpus_per_run: int
     mem_gb: float
     constraint: str
@@ -96,8 +98,9 @@ def _executor_parameters(res: Resources, name: str, parallelism: int) -> dict[st
     params: dict[str, Any] = {
         "name": name,
         "timeout_min": res.time_min,
-        "nodes": 1,
-        "tasks_per_node": 1,
+        # A run on several devices: one task (torch.distributed rank) per GPU, on each node.
+        "nodes": res.nodes_per_run,
+        "tasks_per_node": res.tasks_per_run or max(1, res.gpus_per_run),
         "cpus_per_task": res.cpus_per_run,
         "mem_gb": res.mem_gb,
         "slurm_array_parallelism": parallelism,

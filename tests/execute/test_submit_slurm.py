@@ -286,3 +286,40 @@ def test_a_packed_job_is_requeued_and_resumes_only_its_unfinished_run(experiment
     result = json.loads((run_dir / "result.json").read_text())
     assert ref is not None and result["val_loss"] == ref.val_loss
     assert all(len(subs) == 1 for subs in read_jobs(ExperimentLayout(root))["runs"].values())
+
+
+def test_a_two_task_job_trains_one_run_on_both_and_survives_a_requeue(experiment) -> None:
+    """cluster.tasks_per_run = 2 on a CPU partition: one DDP run over the job's two tasks
+    (gloo), requeued mid-run by `scontrol requeue`, resumed by both tasks, ending with the loss
+    of the same run trained here on two processes without interruption, bit for bit."""
+    import dataclasses
+
+    from harness.distributed import train_on_devices
+
+    toml, root = experiment("ddp", [204800], "tasks_per_run = 2")
+    exp = load_experiment(toml)
+    (spec,) = expand(exp)
+    assert harness("submit", str(toml)).returncode == 0
+    (entry,) = [subs[-1] for subs in read_jobs(ExperimentLayout(root))["runs"].values()]
+    run_dir = root / "runs" / spec.run_id
+    deadline = time.monotonic() + DEADLINE_S
+    while not (steps := metrics_steps(run_dir)) or steps[-1] <= 20:
+        assert not (run_dir / "result.json").exists(), "the run ended before the requeue"
+        assert time.monotonic() < deadline, "the run never got past step 20"
+        time.sleep(0.1)
+    subprocess.run(["scontrol", "requeue", entry["job_id"]], check=True, timeout=30)
+    # The uninterrupted reference on two local processes, while SLURM requeues the job.
+    ref = train_on_devices(
+        spec,
+        root.parent.parent / "ref" / "runs" / spec.run_id,
+        execution=dataclasses.replace(exp.execution, devices_per_run=2, threads=1),
+    )
+    states = wait_for(root, all_in("done", "failed"), "the requeued two-task job finished")
+    assert states[spec.run_id].state == "done", states[spec.run_id]
+    (resumed,) = _log_steps(run_dir, "resuming")
+    assert 20 < resumed < spec.n_steps
+    steps = metrics_steps(run_dir)
+    assert steps == sorted(set(steps)) and steps[-1] == spec.n_steps
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["world_size"] == 2 and result["parallel"] == "ddp"
+    assert ref is not None and result["val_loss"] == ref.val_loss
