@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _tiny import tiny_toml  # noqa: E402
 
 from harness.config import load_experiment  # noqa: E402
-from harness.distributed import train_on_devices  # noqa: E402
+from harness.execute.ranks import train_on_devices  # noqa: E402
 from harness.grid import expand  # noqa: E402
 from harness.train import train  # noqa: E402
 

@@ -186,7 +186,7 @@ def _run_unit(
 ) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
     from harness.config import build_section
-    from harness.distributed import train_on_devices
+    from harness.execute.ranks import train_on_devices
     from harness.train import train
 
     exe = build_section(ExecutionConfig, execution, "execution", "launcher")

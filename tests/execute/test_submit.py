@@ -7,6 +7,7 @@ The same paths against a real cluster: tests/execute/test_submit_slurm.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -96,6 +97,17 @@ gpus_per_run = 2
     assert "#SBATCH --gpus-per-node=2" in text and "#SBATCH --exclusive" in text
     assert "#SBATCH --reservation=res1" in text and "#SBATCH --account=proj" in text
     assert "#SBATCH --array=0-1%2" in text
+    # A run on several GPUs: one task (torch.distributed rank) per GPU, on each of its nodes.
+    assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --nodes=1" in text
+    wide = dataclasses.replace(c, by_size=(), gpus_per_run=8, nodes_per_run=2)
+    text = sbatch_script(wide, n_params=13_000, n_tasks=1, folder=tmp_path / "slurm" / "%j")
+    assert "#SBATCH --gpus-per-node=8" in text and "#SBATCH --ntasks-per-node=8" in text
+    assert "#SBATCH --nodes=2" in text
+    cpu = dataclasses.replace(c, by_size=(), gpus_per_run=0, tasks_per_run=2)
+    text = sbatch_script(cpu, n_params=13_000, n_tasks=1, folder=tmp_path / "slurm" / "%j")
+    assert "#SBATCH --ntasks-per-node=2" in text and "gpus-per-node" not in text
+    with pytest.raises(ValueError, match="tasks_per_run = 4: 0 or gpus_per_run = 8"):
+        dataclasses.replace(wide, tasks_per_run=4)
 
 
 @pytest.mark.parametrize(

@@ -294,7 +294,7 @@ def test_a_two_task_job_trains_one_run_on_both_and_survives_a_requeue(experiment
     of the same run trained here on two processes without interruption, bit for bit."""
     import dataclasses
 
-    from harness.distributed import train_on_devices
+    from harness.execute.ranks import train_on_devices
 
     toml, root = experiment("ddp", [204800], "tasks_per_run = 2")
     exp = load_experiment(toml)
@@ -314,7 +314,11 @@ def test_a_two_task_job_trains_one_run_on_both_and_survives_a_requeue(experiment
         root.parent.parent / "ref" / "runs" / spec.run_id,
         execution=dataclasses.replace(exp.execution, devices_per_run=2, threads=1),
     )
-    states = wait_for(root, all_in("done", "failed"), "the requeued two-task job finished")
+    try:
+        states = wait_for(root, all_in("done", "failed"), "the requeued two-task job finished")
+    finally:  # shown by pytest when the wait fails: what each task logged
+        for f in sorted((root / "slurm").rglob("*.err")):
+            print(f"--- {f}\n" + "\n".join(f.read_text().splitlines()[-15:]))
     assert states[spec.run_id].state == "done", states[spec.run_id]
     (resumed,) = _log_steps(run_dir, "resuming")
     assert 20 < resumed < spec.n_steps

@@ -27,8 +27,8 @@ import pytest
 from _tiny import harness_cli, tiny_toml
 
 from harness.config import ExecutionConfig, load_experiment
-from harness.distributed import train_on_devices
 from harness.execute.placement import plan_slots
+from harness.execute.ranks import train_on_devices
 from harness.grid import expand
 from harness.model import count_params
 from harness.train import train
