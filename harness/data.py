@@ -226,13 +226,15 @@ def _formats(cfg: DataConfig) -> tuple[str, str]:
     return fmt, val_fmt
 
 
-def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
+def prepare_corpus(cfg: DataConfig, cache_root: Path, *, build: bool = True) -> Corpus:
     """Tokenize ``cfg.corpus`` once into ``cache_root/data-<key>/`` and return it.
 
     The key hashes what identifies the corpus (`_corpus_id`) and every setting that changes
     the tokens, so a changed file or setting makes a new entry instead of reusing a stale one.
     The entry is built in a scratch folder beside it, a batch at a time (`harness.encode`), and
     renamed into place whole: an error, or a kill, leaves no half-written entry behind.
+    ``build=False`` only opens an existing entry and writes nothing (the ranks of a run other
+    than 0, once rank 0 has prepared it).
     """
     cache_root = Path(cache_root)
     check_corpus(cfg.corpus)
@@ -254,6 +256,13 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
         "text_field": cfg.text_field if kind == "documents" else None,
         "token_dtype": cfg.token_dtype if kind == "tokens" else None,
         "eos_id": cfg.eos_id if kind == "tokens" else None,
+        # Token arrays are read where they lie: a moved corpus is another entry.
+        "where": str(Path(cfg.corpus).expanduser().resolve()) if kind == "tokens" else None,
+        "val_where": (
+            str(Path(cfg.val_corpus).expanduser().resolve())
+            if kind == "tokens" and cfg.val_corpus
+            else None
+        ),
         "vocab_size": cfg.vocab_size,
         "val_fraction": None if cfg.val_corpus else cfg.val_fraction,
         "val_block_bytes": None if cfg.val_corpus or kind == "documents" else cfg.val_block_bytes,
@@ -262,6 +271,8 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
     directory = cache_root / f"data-{key}"
     info_path = directory / "info.json"
     if not info_path.exists():
+        if not build:
+            raise RuntimeError(f"no cache entry {directory} for data.corpus = {cfg.corpus!r}")
         _build(directory, lambda tmp: _write(cfg, fmt, val_fmt, source, tmp))
     elif source is not None and hasattr(source, "remember"):
         stored = json.loads(info_path.read_text()).get("synthetic")
@@ -269,7 +280,7 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path) -> Corpus:
             source.remember(stored)  # a teacher's H is measured on generation, kept here
     corpus = _load(directory)
     check_sizes(cfg, corpus)
-    if source:
+    if source and build:
         _write_synthetic_reference(source, cfg, cache_root, corpus)
     return corpus
 

@@ -18,7 +18,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["World", "agree", "barrier", "sum_across", "world"]
+__all__ = [
+    "World",
+    "agree",
+    "barrier",
+    "from_main",
+    "same_everywhere",
+    "sum_across",
+    "world",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,39 @@ def agree(*flags: bool) -> tuple[bool, ...]:
     t = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return tuple(bool(x) for x in t.tolist())
+
+
+def from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (itself in one process): what rank 0 read from the file
+    system, so that ranks on nodes whose views may differ (NFS) act on one answer."""
+    if world().size == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def same_everywhere(value: int, what: str) -> None:
+    """Raise on every rank if ``value`` is not the same on all of them.
+
+    Raises
+    ------
+    RuntimeError
+        The ranks disagree (e.g. they found different checkpoints).
+    """
+    if world().size == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, low = int(t[0]), int(-t[1])
+    if high != low:
+        raise RuntimeError(f"the ranks disagree on {what}: from {low} to {high}")
 
 
 def barrier() -> None:

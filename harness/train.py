@@ -36,7 +36,15 @@ from harness import __version__
 from harness.atomic import atomic_write
 from harness.config import ExecutionConfig
 from harness.data import Corpus, SequenceOrder, gather_windows, prepare_corpus, training_order
-from harness.distributed import World, agree, barrier, sum_across, world
+from harness.distributed import (
+    World,
+    agree,
+    barrier,
+    from_main,
+    same_everywhere,
+    sum_across,
+    world,
+)
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.hardware import measure_cpu_matmul_flops, mfu, peak_flops
@@ -471,7 +479,10 @@ class _Batches:
         Each rank reads a contiguous share of the update's sequences (as np.array_split cuts
         them), so k ranks read exactly the windows one process reads, at the same steps. A rank
         whose share is empty (an update of fewer sequences than ranks) still takes part in the
-        gradient's all-reduce, with one window that counts for nothing (0 scored targets).
+        gradient's all-reduce, with one window that counts for nothing (0 scored targets). Every
+        rank runs the same number of micro-batches (FSDP gathers parameters in each one's
+        forward and backward, so the ranks' collectives must pair up): a shorter share is
+        padded with such windows.
         """
         first_seq = step * self.batch_size
         n_seq = min(self.batch_size, self.n_seq_total - first_seq)
@@ -488,11 +499,15 @@ class _Batches:
         # Causal: next tokens; masked LM: masked inputs, targets only at the chosen positions.
         x, y = self.objective.batch(windows, first_seq + lo, self.device)
         m = self.micro_batch_size or (hi - lo)
+        widest = -(-n_seq // self.world)  # the largest share, in sequences
+        n_micro = -(-widest // self.micro_batch_size) if self.micro_batch_size else 1
         micro = []
         for i in range(0, hi - lo, m):
             xi, yi = x[i : i + m], y[i : i + m]
             scored = (yi != IGNORE_INDEX).sum() * (not empty)
             micro.append((xi, yi, scored))
+        while len(micro) < n_micro:  # padding: a window that counts for nothing
+            micro.append((x[:1], y[:1], (y[:1] != IGNORE_INDEX).sum() * 0))
         return micro, n_seq
 
     def tokens_done(self, step: int) -> int:
@@ -678,7 +693,7 @@ def _set_up(
         if here.main:
             corpus = prepare_corpus(spec.data, layout.cache_dir)
         barrier()
-        corpus = corpus or prepare_corpus(spec.data, layout.cache_dir)
+        corpus = corpus or prepare_corpus(spec.data, layout.cache_dir, build=False)
     device = resolve_device(execution, here)
     autocast = _autocast_dtype(spec, device)
     if device.type == "cuda":
@@ -1085,9 +1100,10 @@ def train(
     execution = execution or ExecutionConfig()
     run = _set_up(spec, Path(run_dir), execution, corpus)
     p = _resume(run)
+    same_everywhere(p.step, "the step to resume from")  # each rank read the checkpoints
     if run.world.main:
         _truncate_metrics(run.metrics_path, p.step)
-    handoffs = _pending_handoffs(spec, run.run_dir, branches, p.step)
+    handoffs = from_main(_pending_handoffs(spec, run.run_dir, branches, p.step))
     p.t_loop = p.t_last_ckpt = time.perf_counter()
     setup_s = p.t_loop - t_enter
     bar = _progress_bar(run, execution, p.step)

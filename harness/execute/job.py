@@ -159,6 +159,12 @@ class TrainJob(submitit.helpers.Checkpointable):
                     break
                 except Exception as e:  # noqa: BLE001 - recorded in its result.json
                     failures.append((spec.run_id, e))
+                    if group is not None:
+                        # The other tasks may wait in a collective of the failed run: the job
+                        # ends here (srun's --kill-on-bad-exit stops them), and `harness submit`
+                        # resubmits what it did not finish.
+                        group.broken = True
+                        raise
             if stopped is not None:
                 break
         if stopped is not None:
@@ -207,6 +213,7 @@ class _Group:
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
+        self.broken = False  # a run failed on task 0: no broadcast pairs with the others now
 
     @classmethod
     def join(cls, exe: ExecutionConfig) -> _Group | None:
@@ -280,7 +287,8 @@ class _Group:
     def end(self) -> None:
         """Task 0 is done: the others leave (best effort; a failed collective ends them)."""
         try:
-            self._say(["end"])
+            if not self.broken:
+                self._say(["end"])
         except Exception:  # noqa: BLE001 - the group is broken: the timeout ends the others
             log.warning("could not tell the other tasks the job is over")
         self.leave()

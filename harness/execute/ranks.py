@@ -63,6 +63,13 @@ def _rank_main(
         rank=local_rank,
         world_size=n,
     )
+    from harness.results import close_run_log, open_run_log
+
+    # Rank 0's log lines (resuming, hand-offs, skipped checkpoints) go to the run's train.log.
+    handler = None
+    if local_rank == 0:
+        Path(payload["run_dir"]).mkdir(parents=True, exist_ok=True)
+        handler = open_run_log(Path(payload["run_dir"]))
     try:
         train(
             spec_from_dict(payload["spec"]),
@@ -73,6 +80,8 @@ def _rank_main(
             stop_after_steps=payload.get("stop_after_steps"),
         )
     finally:
+        if handler is not None:
+            close_run_log(handler)
         dist.destroy_process_group()
 
 
@@ -132,6 +141,8 @@ def train_on_devices(
                             os.kill(p.pid, signal.SIGTERM)
                     forwarded = True
         except mp.ProcessExitedException as e:  # killed by a signal; the others are stopped
+            if forwarded and e.exit_code == -signal.SIGTERM:
+                return None  # stopped before its handlers were set: nothing trained is lost
             raise RuntimeError(
                 f"rank {e.error_index} of {n} exited with {e.exit_code}"
                 + (f" ({signal.Signals(-e.exit_code).name})" if e.exit_code < 0 else "")

@@ -107,6 +107,9 @@ def _executor_parameters(res: Resources, name: str, parallelism: int) -> dict[st
     }
     if res.gpus_per_run:
         params["gpus_per_node"] = res.gpus_per_run
+    if params["nodes"] * params["tasks_per_node"] > 1:
+        # One task that fails ends the job's others (they would wait in a collective).
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     for field_name, key in (
         ("partition", "slurm_partition"),
         ("account", "slurm_account"),

@@ -304,6 +304,10 @@ def test_token_arrays_are_read_where_they_lie(tmp_path: Path, docs: list[str]) -
     assert np.array_equal(
         gather_windows(corpus.train_tokens(), starts, 32), gather_windows(train, starts, 32)
     )
+    # Moved, the shards are another entry, read where they now lie.
+    shards.rename(tmp_path / "moved")
+    moved = prepare_corpus(_cfg(tmp_path / "moved"), tmp_path / "cache")
+    assert moved.directory != corpus.directory and np.array_equal(moved.train_tokens(), train)
 
 
 def test_a_validation_corpus_of_its_own(tmp_path: Path, docs: list[str]) -> None:

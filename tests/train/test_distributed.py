@@ -120,6 +120,19 @@ def test_two_processes_train_what_one_does(
     assert not _rank_pids()  # no rank outlives its run
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_uneven_shares_in_micro_batches(tmp_path: Path, parallel: str) -> None:
+    # 261 sequences: 32 updates of 8, then one of 5, whose shares of 3 and 2 make 2 and 1
+    # micro-batches of 2; the shorter is padded with a window that counts for nothing, so the
+    # ranks' FSDP all-gathers pair up (without it FSDP waits forever).
+    exp, spec = _exp(tmp_path, n_tokens="[8352]")
+    ref = train(spec, _run_dir(tmp_path, "one"), execution=_on(exp, 1))
+    result = train_on_devices(spec, _run_dir(tmp_path, "two"), execution=_on(exp, 2, parallel, 2))
+    assert result is not None and result.steps == ref.steps == 33
+    assert _close(_rows(_run_dir(tmp_path, "two")), _rows(_run_dir(tmp_path, "one"))) < TOL
+    assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL
+
+
 def test_gradient_accumulation_on_one_process(tmp_path: Path, one_process) -> None:  # noqa: ANN001
     ref, ref_rows = one_process
     exp, spec = _exp(tmp_path)
@@ -148,6 +161,7 @@ def test_a_stopped_run_resumes_exactly_and_at_another_world_size(
     assert [p.name for p in (part / "ckpt").iterdir()] == ["step_000000010.pt"]
     resumed = train_on_devices(spec, part, execution=_on(exp, 2, parallel))
     assert resumed is not None and resumed.val_loss == whole.val_loss
+    assert "resuming" in (part / "train.log").read_text()  # rank 0's log is the run's
     assert _rows(part) == _rows(_run_dir(tmp_path, "whole"))
     # The same checkpoint resumed on one process: the 1-process run, to the tolerance.
     other = _run_dir(tmp_path, "other")
