@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from typing import Any
 from harness.config import ExecutionConfig, ExperimentConfig, to_dict
 from harness.execute.locks import Held, RunLock
 from harness.execute.placement import Slot, plan_slots
+from harness.execute.ranks import stop_when_signalled
 from harness.execute.retry import record_failure, start_retry
 from harness.grid import RunSpec, spec_from_dict
 from harness.results import (
@@ -144,21 +144,7 @@ def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
     if cuda_visible_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
 
-    def on_signal(signum: int, frame: Any) -> None:
-        _STOP.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    parent = os.getppid()
-
-    def watch_parent() -> None:  # the command killed with -9: checkpoint and go
-        while not _STOP.is_set():
-            if os.getppid() != parent:
-                _STOP.set()
-                return
-            time.sleep(0.5)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
+    stop_when_signalled(_STOP)
 
 
 def _result(

@@ -19,9 +19,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_on_devices"]
+__all__ = ["stop_when_signalled", "train_on_devices"]
 
 _STOP = threading.Event()
+
+
+def stop_when_signalled(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM, SIGINT or SIGHUP, or when this process's parent is gone (its
+    command or worker killed with -9): the run then checkpoints at its next step and ends. For
+    the workers of `harness.execute.local` and the ranks started here."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                stop.set()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
 
 
 def _rank_main(
@@ -39,18 +57,7 @@ def _rank_main(
     from harness.grid import spec_from_dict
     from harness.train import train
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: _STOP.set())
-    parent = os.getppid()
-
-    def watch_parent() -> None:  # the launching worker is gone: checkpoint and go
-        while not _STOP.is_set():
-            if os.getppid() != parent:
-                _STOP.set()
-                return
-            time.sleep(0.5)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
+    stop_when_signalled(_STOP)
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(n), LOCAL_RANK=str(local_rank))
     if threads > 0:
         torch.set_num_threads(threads)
