@@ -149,15 +149,14 @@ def test_token_arrays_npy_and_bin(tmp_path: Path, docs: list[str]) -> None:
     assert corpus.token_n_bytes().sum() == 0
 
 
-@pytest.mark.slow
-def test_a_grid_trains_on_jsonl_with_the_neox_tokenizer(tmp_path: Path, docs: list[str]) -> None:
-    corpus = _write_jsonl(tmp_path / "docs.jsonl", docs)
-    toml = tmp_path / "neox.toml"
-    toml.write_text(f"""
+def _grid_toml(path: Path, corpus: Path, results: Path, data: dict[str, object]) -> Path:
+    """An experiment of two runs (one shape, two token budgets) on `corpus`."""
+    settings = {"tokenizer": NEOX} | data
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    path.write_text(f"""
 [data]
 corpus = "{corpus}"
-tokenizer = "{NEOX}"
-val_fraction = 0.25
+{extra}val_fraction = 0.25
 seq_len = 32
 eval_tokens = 256
 [train]
@@ -165,20 +164,81 @@ batch_size = 4
 evals_per_run = 1
 [grid]
 shapes = [{{n_layer = 1, n_embd = 16}}]
-n_tokens = [1024]
+n_tokens = [512, 1024]
 [execution]
 threads = 1
 progress = false
-results_dir = "{tmp_path / "results"}"
+results_dir = "{results}"
 """)
-    out = harness_cli("run", str(toml), timeout=300)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    import pandas as pd
+    return path
 
-    row = pd.read_csv(tmp_path / "results" / "neox" / "runs.csv").iloc[0]
-    assert row["vocab_size"] == 50277 and row["tokenizer"] == NEOX
+
+@pytest.mark.slow
+def test_a_grid_trains_on_every_format_and_tokenizer(tmp_path: Path, docs: list[str]) -> None:
+    """`harness run` on the same 40 documents as JSON Lines, Parquet shards, a saved dataset,
+    .npy and .bin token arrays, with the tokenizer given by name, as a tokenizer.json, as a
+    folder saved by transformers, or by data.vocab_size alone, and as plain text. The documents'
+    tokens are the same, so the structured formats and the token arrays with the tokenizer train
+    the same models to the same losses, bit for bit."""
+    import datasets
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import PreTrainedTokenizerFast
+
+    from harness.tokenizer import path_of
+
+    neox_json = str(path_of(NEOX))
+    saved_tok = tmp_path / "neox-saved"
+    PreTrainedTokenizerFast(tokenizer_file=neox_json).save_pretrained(saved_tok)
+    shards = tmp_path / "parquet"
+    shards.mkdir()
+    for j in range(2):
+        pq.write_table(pa.table({"text": docs[j * 20 : (j + 1) * 20]}), shards / f"{j}.parquet")
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": docs}).save_to_disk(saved)
+    ids = _neox_stream(docs)
+    np.save(tmp_path / "ids.npy", ids.astype(np.uint32))
+    ids.astype(np.uint16).tofile(tmp_path / "ids.bin")
+    (tmp_path / "plain.txt").write_text("".join(docs))
+
+    cases = {  # experiment name: corpus, data settings
+        "jsonl": (_write_jsonl(tmp_path / "docs.jsonl.gz", docs), {}),
+        "parquet": (shards, {"tokenizer": neox_json}),
+        "datasets": (saved, {"tokenizer": str(saved_tok)}),
+        "npy": (tmp_path / "ids.npy", {}),
+        "bin": (tmp_path / "ids.bin", {"token_dtype": "uint16"}),
+        "bin_vocab": (
+            tmp_path / "ids.bin",
+            {"token_dtype": "uint16", "tokenizer": "byte", "vocab_size": 50277},
+        ),
+        "text": (tmp_path / "plain.txt", {}),
+    }
+    runs = {}
+    for name, (corpus, data) in cases.items():
+        results = tmp_path / "results"
+        toml = _grid_toml(tmp_path / f"{name}.toml", corpus, results, data)
+        out = harness_cli("run", str(toml), timeout=300)
+        assert out.returncode == 0, name + out.stdout[-2000:] + out.stderr[-2000:]
+        runs[name] = pd.read_csv(results / name / "runs.csv").sort_values("n_tokens")
+        assert len(runs[name]) == 2 and (runs[name]["vocab_size"] == 50277).all(), name
+
+    ref = runs["jsonl"]
+    for name in ("parquet", "datasets", "npy", "bin"):
+        assert runs[name]["loss"].tolist() == ref["loss"].tolist(), name  # validation loss
+        assert runs[name]["train_loss"].tolist() == ref["train_loss"].tolist(), name
     # Bits per byte from the tokens' bytes: loss (nats per token) / ln 2 / bytes per token.
-    assert math.isfinite(row["val_bpb"]) and 0 < row["val_bpb"] < row["loss"] / math.log(2)
+    for name in ("jsonl", "parquet", "datasets", "npy", "bin", "text"):
+        bpb, loss = runs[name]["val_bpb"], runs[name]["loss"]
+        assert (bpb.map(math.isfinite) & (bpb > 0) & (bpb < loss / math.log(2))).all(), name
+    assert runs["npy"]["val_bpb"].tolist() == ref["val_bpb"].tolist()
+    # Without a tokenizer there are no bytes per token, and no end-of-text id to find documents
+    # by; like plain text, the split holds out blocks: other tokens, another loss.
+    assert runs["bin_vocab"]["val_bpb"].isna().all()
+    assert (runs["text"]["tokenizer"] == NEOX).all()
+    for name in ("bin_vocab", "text"):
+        assert runs[name]["loss"].map(math.isfinite).all(), name
+        assert runs[name]["loss"].tolist() != ref["loss"].tolist(), name
 
 
 def _plan_fails(tmp_path: Path, corpus: Path, *lines: str) -> str:
