@@ -144,6 +144,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_plot)
 
     p = subparsers.add_parser(
+        "report", help="write report.html beside the CSV: figures, tables, laws, provenance"
+    )
+    p.add_argument("path", metavar="PATH", help="results directory or its CSV")
+    p.add_argument("--out", default=None, help="write the HTML file here instead")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser(
         "reproduce", help="refit and replot from the CSV alone; compare with fits.json"
     )
     p.add_argument("path", metavar="PATH", help="results directory, its CSV, or fits.json")
@@ -257,6 +264,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
         )
     for f in files:
         print(f"wrote {f}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`harness report PATH`: write the self-contained HTML report. Raises InputError."""
+    from harness.analysis.page import write_report
+
+    if args.out is not None:
+        check_writable(args.out, folder=False, what="--out")
+    with warnings_as_lines():
+        page = write_report(args.path, out=args.out)
+    print(f"wrote {page} (open it in a browser; it fetches nothing)")
     return 0
 
 

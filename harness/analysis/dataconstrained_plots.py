@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from harness.analysis import dataconstrained as dc
-from harness.analysis.plots import figure_of, new_axes, palette, save_figure
+from harness.analysis.plots import colours, figure_of, new_axes, save_figure, si
 from harness.errors import InputError
 
 __all__ = ["plot_effective_data", "plot_loss_vs_epochs", "write_data_constrained_figures"]
@@ -111,7 +111,7 @@ def plot_effective_data(
     )
     implied = dc.implied_effective_data(f["N"], f["D"], f["U"], f["loss"], p) / f["U"]
     us, ns = np.unique(f["U"]), np.unique(f["N"])
-    for color, u in zip(palette(us.size), us, strict=True):
+    for u, color in colours(us, "D").items():
         for marker, n in zip(_MARKERS * (ns.size // len(_MARKERS) + 1), ns, strict=False):
             sel = (f["U"] == u) & (f["N"] == n) & np.isfinite(implied)
             if sel.any():
@@ -122,7 +122,7 @@ def plot_effective_data(
                     color=color,
                     ms=4,
                     ls="none",
-                    label=f"runs: U={u:.3g}, N={n:.3g}",
+                    label=f"runs: U={si(u)}, N={si(n)}",
                 )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -146,13 +146,13 @@ def plot_loss_vs_epochs(
     f = _frame(df, U)
     p = _usable(params) if params else None
     us, ns = np.unique(f["U"]), np.unique(f["N"])
-    for color, u in zip(palette(us.size), us, strict=True):
+    for u, color in colours(us, "D").items():
         for marker, n in zip(_MARKERS * (ns.size // len(_MARKERS) + 1), ns, strict=False):
             g = f[(f["U"] == u) & (f["N"] == n)].sort_values("epochs")
             if not len(g):
                 continue
             ax.plot(
-                g["epochs"], g["loss"], marker, color=color, ms=4, label=f"U={u:.3g}, N={n:.3g}"
+                g["epochs"], g["loss"], marker, color=color, ms=4, label=f"U={si(u)}, N={si(n)}"
             )
             if p is not None:
                 e = np.geomspace(max(g["epochs"].min(), 1.0), g["epochs"].max() * 1.3, 80)

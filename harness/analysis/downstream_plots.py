@@ -26,7 +26,7 @@ from harness.analysis.downstream import (
     sigmoid_accuracy,
 )
 from harness.analysis.laws import flops
-from harness.analysis.plots import palette, save_figure
+from harness.analysis.plots import colours, palette, save_figure, si
 
 __all__ = [
     "plot_accuracy_vs_compute",
@@ -115,7 +115,7 @@ def plot_accuracy_vs_compute(
     """
     s1 = block.get("step1", {})
     sizes = np.unique(ds["n_params"])
-    colors = palette(sizes.size)
+    colors = list(colours(sizes, "N").values())
     C_all = flops(ds["n_params"], ds["n_tokens"])
     cgrid = np.geomspace(C_all.min() / 2, C_all.max() * 2, 200)
     for ax, (method, m) in zip(axes, block["methods"].items(), strict=False):
@@ -131,7 +131,7 @@ def plot_accuracy_vs_compute(
                 "o",
                 color=color,
                 ms=5,
-                label=f"N={n:.3g}" if sizes.size <= 12 else None,
+                label=f"N={si(n)}" if sizes.size <= 12 else None,
             )
             if "params" in s2 and "params" in s1:
                 ax.plot(
@@ -151,7 +151,7 @@ def plot_accuracy_vs_compute(
             )
         ax.axhline(block["chance"], color="grey", ls=":", lw=1, label="chance")
         ax.set_xscale("log")
-        ax.set_xlabel("pretraining compute C = 6ND (FLOPs)")
+        ax.set_xlabel("pretraining compute C = 6ND (FLOP)")
         ax.set_ylabel("test accuracy (mean over seeds)")
         skipped = "" if "params" in s2 and "params" in s1 else " (no chained fit)"
         if s1.get("on_grid_edge"):
@@ -187,7 +187,7 @@ def plot_accuracy_vs_labels(axes: list[Axes], ds: pd.DataFrame, block: Mapping[s
                 color=color,
                 ms=4,
                 lw=1,
-                label=f"N={e['n_params']:.3g}, D={e['n_tokens']:.3g}",
+                label=f"N={si(e['n_params'])}, D={si(e['n_tokens'])}",
             )
             pl = e.get("power_law", {})
             if "acc_inf" in pl:

@@ -21,11 +21,15 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness.analysis.laws import chinchilla_loss  # noqa: E402
+from harness.analysis.laws import chinchilla_loss, flops  # noqa: E402
 from harness.atomic import atomic_write  # noqa: E402
 
 __all__ = [
+    "colours",
     "new_axes",
+    "plot_contour",
+    "plot_extrapolation",
+    "plot_loss_heatmap",
     "plot_isoflop",
     "plot_learning_curves",
     "plot_loss_vs_d",
@@ -35,6 +39,8 @@ __all__ = [
     "plot_sweep",
     "plot_sweep_optima",
     "save_figure",
+    "si",
+    "si_ticks",
     "write_learning_curves",
 ]
 
@@ -59,27 +65,107 @@ def palette(k: int) -> list[Any]:
     return [cmap(v) for v in np.linspace(0.0, 0.9, max(k, 1))]
 
 
+# One colour map per quantity, so that a model size or a token count has the same colour in
+# every figure of an experiment (each figure colours the experiment's same sorted values).
+_COLOUR_MAPS = {"N": "viridis", "D": "plasma", "C": "cividis"}
+
+
+def colours(values: Any, kind: str) -> dict[float, Any]:
+    """{value: colour} for the sorted distinct `values` of quantity `kind` ('N', 'D' or 'C'):
+    N from viridis, D from plasma, compute from cividis, small to large."""
+    vs = np.unique(np.asarray(values, dtype=float))
+    cmap = mpl.colormaps[_COLOUR_MAPS[kind]]
+    ts = np.linspace(0.0, 0.85, vs.size)
+    return {float(v): cmap(t) for v, t in zip(vs, ts, strict=True)}
+
+
+_PREFIXES = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"]
+
+
+def si(x: float) -> str:
+    """A number as a reader takes it in: 13408 -> '13k', 150000 -> '150k', 1.5e6 -> '1.5M',
+    1e18 -> '1E', 2.5 -> '2.5', 3e-4 -> '3e-4' (three significant digits at most)."""
+    x = float(x)
+    if not np.isfinite(x) or x == 0:
+        return f"{x:g}"
+    if abs(x) < 1e-2:
+        mant, exp = f"{x:.2e}".split("e")
+        return f"{float(mant):g}e{int(exp)}"
+    k = min(int(np.floor(np.log10(abs(x)) / 3)), len(_PREFIXES) - 1) if abs(x) >= 1000 else 0
+    v = float(f"{x / 1000.0**k:.3g}")
+    if v >= 1000 and k + 1 < len(_PREFIXES):  # 999.7k rounds to 1000k: 1M
+        k, v = k + 1, v / 1000
+    return f"{v:g}{_PREFIXES[k]}"
+
+
+def _si_log_axis(axis: Any) -> None:
+    """SI labels on a log axis: the decades; between them the 2 and 5 multiples when one decade
+    is in view, or every multiple when none is (a loss axis from 2.3 to 4 reads '3', '4').
+    matplotlib's default reads '3 x 10^0', and labels 2, 3, 4 and 6 x 10^k on a narrow axis,
+    which collide."""
+
+    def decades_in_view() -> float:
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0:
+            return np.inf
+        return np.floor(np.log10(hi) + 1e-9) - np.ceil(np.log10(lo) - 1e-9) + 1
+
+    def major(x: float, _pos: int | None) -> str:
+        return si(x)
+
+    def minor(x: float, _pos: int | None) -> str:
+        mant = x / 10.0 ** np.floor(np.log10(x) + 1e-9)
+        k = decades_in_view()
+        if k < 1 or (k < 2 and any(abs(mant - m) < 1e-6 for m in (2.0, 5.0))):
+            return si(x)
+        return ""
+
+    axis.set_major_formatter(mpl.ticker.FuncFormatter(major))
+    axis.set_minor_formatter(mpl.ticker.FuncFormatter(minor))
+
+
+def si_ticks(fig: Figure) -> None:
+    """SI tick labels on every log axis of `fig` whose ticks are not set by hand."""
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log" and not isinstance(
+                axis.get_major_formatter(), mpl.ticker.FixedFormatter
+            ):
+                _si_log_axis(axis)
+
+
 def _floor_line(ax: Axes, floor: float | None) -> None:
     # The source's true entropy rate (synthetic corpus): no model can go below it.
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=0.8, label=f"entropy rate H={floor:.3f}")
 
 
-def _sparse_minor_labels(ax: Axes) -> None:
-    """On a log x axis with fewer than two powers of ten in view, label the minor ticks at
-    2 and 5 x 10^k only: matplotlib's default then labels 2, 3, 4 and 6 x 10^k, which collide
-    on a narrow axis (a grid of budgets 200k..1.6M). Wider axes keep only the decades."""
+def chinchilla_formula(params: Mapping[str, float]) -> str:
+    """The fitted law as one line of mathtext (Hoffmann et al. 2022, eq. 2)."""
+    p = params
+    return (
+        f"$L = {p['E']:.3g} + {si(p['A'])}/N^{{{p['alpha']:.3f}}} "
+        f"+ {si(p['B'])}/D^{{{p['beta']:.3f}}}$"
+    )
 
-    def label(x: float, _pos: int | None) -> str:
-        lo, hi = sorted(ax.get_xlim())
-        decades = np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) + 1
-        exp = int(np.floor(np.log10(x) + 1e-9))
-        mant = x / 10.0**exp
-        if decades >= 2 or not any(abs(mant - m) < 1e-6 for m in (2.0, 5.0)):
-            return ""
-        return f"$\\mathdefault{{{round(mant)}\\times10^{{{exp}}}}}$"
 
-    ax.xaxis.set_minor_formatter(mpl.ticker.FuncFormatter(label))
+def _band(samples: Mapping[str, np.ndarray] | None, n: Any, d: Any) -> tuple[Any, Any] | None:
+    """The 2.5 and 97.5 percentiles of the bootstrap's L(n, d), or None without samples."""
+    if not samples or any(k not in samples for k in ("E", "A", "B", "alpha", "beta")):
+        return None
+    n, d = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(d, dtype=float))
+    preds = chinchilla_loss(
+        n[None, :],
+        d[None, :],
+        **{
+            k: np.asarray(samples[k], dtype=float)[:, None]
+            for k in ("E", "A", "B", "alpha", "beta")
+        },
+    )
+    preds = preds[np.isfinite(preds).all(axis=1)]
+    if len(preds) < 20:
+        return None
+    return np.percentile(preds, 2.5, axis=0), np.percentile(preds, 97.5, axis=0)
 
 
 def _loss_slices(
@@ -91,21 +177,32 @@ def _loss_slices(
     xlabel: str,
     params: Mapping[str, float] | None,
     floor: float | None = None,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> Figure:
     """Loss against column ``x``, one colour per value of column ``by``, with the fitted
-    Chinchilla law along each slice (``x`` and ``by`` are n_params and n_tokens in some order)."""
+    Chinchilla law along each slice and its bootstrap 95% band (``x`` and ``by`` are n_params
+    and n_tokens in some order)."""
     values = np.unique(df[by])
     many = values.size > 12
-    for c, v in zip(palette(values.size), values, strict=True):
+    colour = colours(values, "D" if by == "n_tokens" else "N")
+    for v in values:
+        c = colour[float(v)]
         g = df[df[by] == v].sort_values(x)
-        ax.plot(g[x], g["loss"], "o", color=c, ms=4, label=None if many else f"{by_label}={v:.3g}")
+        ax.plot(g[x], g["loss"], "o", color=c, ms=4, label=None if many else f"{by_label}={si(v)}")
         if params is not None and not many:
             grid = np.geomspace(g[x].min() / 1.5, g[x].max() * 1.5, 100)
             n, d = (grid, v) if x == "n_params" else (v, grid)
             ax.plot(grid, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
+            band = _band(samples, n, d)
+            if band is not None:
+                ax.fill_between(grid, *band, color=c, alpha=0.15, lw=0)
+    if params is not None:
+        # The formula as the legend's first entry: what the lines are.
+        ax.plot([], [], "-", color="0.3", lw=1, label=chinchilla_formula(params))
+        if samples:
+            ax.fill_between([], [], color="0.3", alpha=0.15, lw=0, label="95% bootstrap band")
     _floor_line(ax, floor)
     ax.set_xscale("log")
-    _sparse_minor_labels(ax)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats/token)")
@@ -113,7 +210,7 @@ def _loss_slices(
         f"loss vs {'N' if x == 'n_params' else 'D'}"
         + (" (lines: fitted L(N, D))" if params else "")
     )
-    if not many:
+    if not many or params is not None:
         ax.legend(fontsize=7)
     return figure_of(ax)
 
@@ -123,6 +220,7 @@ def plot_loss_vs_n(
     df: pd.DataFrame,
     params: Mapping[str, float] | None = None,
     floor: float | None = None,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> Figure:
     """Loss against N, one colour per D, with the fitted Chinchilla law L(N, D) per D.
 
@@ -135,13 +233,16 @@ def plot_loss_vs_n(
         Chinchilla parameters E, A, B, alpha, beta.
     floor : float, optional
         The corpus' true entropy rate (nats/token), drawn as a dashed line.
+    samples : mapping, optional
+        The bootstrap's Chinchilla parameters {name: array} (fits.bootstrap.npz): a 95% band
+        around each line.
 
     Returns
     -------
     Figure
     """
     return _loss_slices(
-        ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params, floor
+        ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params, floor, samples
     )
 
 
@@ -150,15 +251,18 @@ def plot_loss_vs_d(
     df: pd.DataFrame,
     params: Mapping[str, float] | None = None,
     floor: float | None = None,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> Figure:
-    """Loss against D, one colour per N, with the fitted Chinchilla law per N (and `floor`,
-    the true entropy rate, dashed).
+    """Loss against D, one colour per N, with the fitted Chinchilla law per N and its band (and
+    `floor`, the true entropy rate, dashed), as `plot_loss_vs_n`.
 
     Returns
     -------
     Figure
     """
-    return _loss_slices(ax, df, "n_tokens", "n_params", "N", "training tokens D", params, floor)
+    return _loss_slices(
+        ax, df, "n_tokens", "n_params", "N", "training tokens D", params, floor, samples
+    )
 
 
 def plot_isoflop(
@@ -171,12 +275,17 @@ def plot_isoflop(
     Figure
     """
     cs = np.unique(budget)
-    for c, col in zip(cs, palette(cs.size), strict=True):
+    colour = colours(cs, "C")
+    for c in cs:
         g = df[budget == c].sort_values("n_params")
-        ax.plot(g["n_params"], g["loss"], "o-", color=col, ms=3, lw=0.8, label=f"C={c:.2g}")
+        ax.plot(
+            g["n_params"], g["loss"], "o-", color=colour[float(c)], ms=3, lw=0.8,
+            label=f"C={si(c)}FLOP",
+        )  # fmt: skip
     if isoflop:
         ax.plot(isoflop["n_opt"], isoflop["loss_opt"], "r*", ms=8, label="minima")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("isoFLOP profiles")
@@ -208,7 +317,7 @@ def plot_optimal(ax: Axes, isoflop: Mapping[str, Any]) -> Figure:
                 )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_xlabel("compute C (FLOP)")
     ax.set_ylabel("compute-optimal N, D")
     ax.set_title("N_opt(C), D_opt(C) (approach 2)")
     ax.legend(fontsize=7)
@@ -250,8 +359,10 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = N
     Figure
     """
     sizes = np.unique(curves["n_params"])
-    for color, n in zip(palette(sizes.size), sizes, strict=True):
-        label: str | None = f"N={n:.3g}"
+    colour = colours(sizes, "N")
+    for n in sizes:
+        color = colour[float(n)]
+        label: str | None = f"N={si(n)}"
         for _, run in curves[curves["n_params"] == n].groupby("run_id", sort=True):
             tr = run[np.isfinite(run["train_loss"])]
             if len(tr):
@@ -293,7 +404,7 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
     pts = block["points"]
     for color, p in zip(palette(len(pts)), pts, strict=True):
         h, y = np.asarray(p["values"], dtype=float), np.asarray(p["losses"], dtype=float)
-        ax.plot(h, y, "o", color=color, ms=4, label=f"N={p['n_params']:.3g}, D={p['n_tokens']:.3g}")
+        ax.plot(h, y, "o", color=color, ms=4, label=f"N={si(p['n_params'])}, D={si(p['n_tokens'])}")
         c0, c1, c2 = (np.nan if v is None else v for v in p["parabola"])
         if p["window"] and np.isfinite(c2):
             w = np.asarray(p["window"])
@@ -311,10 +422,10 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
     ax.set_xscale("log")
     # Ticks at the swept values themselves (log minor-tick labels collide over a 16x range).
     ticks = sorted({v for p in pts for v in p["values"]})
-    # Whole numbers (batch sizes in tokens) in full: "2048", not "2.05e+03".
+    # Batch sizes in tokens in full ("2048", a power of two, not "2.05k"); the rest in SI.
     ax.set_xticks(
         ticks,
-        [f"{v:.0f}" if v >= 1 and float(v).is_integer() else f"{v:.3g}" for v in ticks],
+        [f"{v:.0f}" if 1 <= v < 1e5 and float(v).is_integer() else si(v) for v in ticks],
         fontsize=7,
     )
     ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
@@ -358,7 +469,7 @@ def plot_sweep_optima(ax: Axes, block: Mapping[str, Any]) -> Figure:
             "-",
             color="C0",
             lw=1,
-            label=f"{block['hparam']}_opt = {law['coef']:.3g} N^{law['exponent']:.3f}{ci_s}",
+            label=f"{block['hparam']}_opt = {si(law['coef'])} N^{law['exponent']:.3f}{ci_s}",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -366,6 +477,128 @@ def plot_sweep_optima(ax: Axes, block: Mapping[str, Any]) -> Figure:
     ax.set_ylabel(f"optimal {_SWEEP_LABEL.get(block['hparam'], block['hparam'])}")
     ax.set_title(f"{block['hparam']}_opt(N)")
     ax.legend(fontsize=7)
+    return figure_of(ax)
+
+
+def plot_contour(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> Figure:
+    """The fitted L(N, D) as filled contours over N x D, with isoFLOP lines C = 6ND at whole
+    decades, the compute-optimal frontier N_opt(C), D_opt(C) (Hoffmann et al. 2022, fig. 2 and
+    eq. 4), and the runs.
+
+    Returns
+    -------
+    Figure
+    """
+    from harness.analysis.laws import compute_optimal
+
+    n_lo, n_hi = df["n_params"].min() / 4, df["n_params"].max() * 4
+    d_lo, d_hi = df["n_tokens"].min() / 4, df["n_tokens"].max() * 4
+    n, d = np.geomspace(n_lo, n_hi, 160), np.geomspace(d_lo, d_hi, 160)
+    nn, dd = np.meshgrid(n, d)
+    loss = chinchilla_loss(nn, dd, **params)
+    levels = np.geomspace(np.nanmin(loss), np.nanmax(loss), 14)
+    cs = ax.contourf(nn, dd, loss, levels=levels, cmap="Blues_r", alpha=0.9)
+    figure_of(ax).colorbar(cs, ax=ax, label="fitted loss (nats/token)", format="%.3g")
+    c_min, c_max = 6 * n_lo * d_lo, 6 * n_hi * d_hi
+    for c in 10.0 ** np.arange(np.ceil(np.log10(c_min)), np.floor(np.log10(c_max)) + 1):
+        # C = 6 N D: a straight line of slope -1 in log-log, labelled where it leaves the view
+        # (the top edge, else the right one).
+        ax.plot(n, c / (6 * n), "-", color="0.35", lw=0.7)
+        x, y = c / (6 * d_hi), d_hi
+        if x > n_hi:
+            continue
+        if x < n_lo:
+            x, y = n_lo, c / (6 * n_lo)
+        ax.annotate(
+            f"{si(c)}FLOP", (x, y), xytext=(2, -8), textcoords="offset points", fontsize=6,
+            color="0.15", bbox={"boxstyle": "round,pad=0.1", "fc": "w", "ec": "none", "alpha": 0.7},
+        )  # fmt: skip
+    try:
+        opt = compute_optimal(params["A"], params["B"], params["alpha"], params["beta"])
+    except ValueError:
+        opt = None
+    if opt is not None:
+        cc = np.geomspace(c_min, c_max, 200)
+        nf, df_ = opt.n_opt(cc), opt.d_opt(cc)
+        seen = ((nf > n_lo) & (nf < n_hi) & (df_ > d_lo) & (df_ < d_hi)).any()
+        label = "compute-optimal N, D" + ("" if seen else " (outside this view)")
+        ax.plot(nf, df_, "r-", lw=1.5, label=label)
+    ax.scatter(df["n_params"], df["n_tokens"], s=12, c="k", marker="o", label="runs", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(n_lo, n_hi)
+    ax.set_ylim(d_lo, d_hi)
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("training tokens D")
+    ax.set_title("fitted L(N, D), isoFLOP lines (grey), efficient frontier (red)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return figure_of(ax)
+
+
+def plot_extrapolation(ax: Axes, df: pd.DataFrame, block: Mapping[str, Any]) -> Figure:
+    """The held-out check (registry.heldout): the runs the law was fitted on, the larger runs it
+    predicts, and each prediction's 95% bootstrap interval, against compute C = 6ND.
+
+    Returns
+    -------
+    Figure
+    """
+    C = flops(df["n_params"], df["n_tokens"])
+    thr = block["flops_threshold"]
+    train = C <= thr
+    colour = colours(df["n_params"], "N")
+    cs = [colour[float(v)] for v in df["n_params"]]
+    ax.scatter(C[train], df["loss"][train], s=16, c=np.array(cs, dtype=object)[train].tolist(),
+               label=f"fitted on ({int(train.sum())} runs)")  # fmt: skip
+    ax.scatter(C[~train], df["loss"][~train], s=28, facecolors="none",
+               edgecolors=np.array(cs, dtype=object)[~train].tolist(), lw=1.2,
+               label=f"held out ({int((~train).sum())} runs)")  # fmt: skip
+    pts = block.get("points") or []
+    if pts:
+        pc = np.array([p["flops"] for p in pts], dtype=float)
+        pred = np.array([p["predicted"] for p in pts], dtype=float)
+        lo = np.array([np.nan if p["ci95"][0] is None else p["ci95"][0] for p in pts], float)
+        hi = np.array([np.nan if p["ci95"][1] is None else p["ci95"][1] for p in pts], float)
+        err = np.vstack([pred - lo, hi - pred])
+        ax.errorbar(pc, pred, yerr=np.where(np.isfinite(err), err, 0), fmt="x", color="r",
+                    ms=5, lw=1, capsize=2, label="predicted, 95% interval")  # fmt: skip
+    ax.axvline(thr, color="0.5", ls=":", lw=1, label=f"fit up to C={si(thr)}FLOP")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute C = 6ND (FLOP)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(
+        f"extrapolation: mean |error| {100 * block['are_mean']:.2g}%, "
+        f"max {100 * block['are_max']:.2g}%",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    return figure_of(ax)
+
+
+def plot_loss_heatmap(ax: Axes, df: pd.DataFrame) -> Figure:
+    """The grid: final loss over N (rows) x D (columns), each cell labelled; empty where the
+    grid has no run.
+
+    Returns
+    -------
+    Figure
+    """
+    table = df.pivot_table(index="n_params", columns="n_tokens", values="loss", aggfunc="min")
+    im = ax.imshow(table.to_numpy(), cmap="viridis_r", aspect="auto", origin="lower")
+    figure_of(ax).colorbar(im, ax=ax, label="loss (nats/token)", format="%.3g")
+    if table.size <= 200:
+        for (i, j), v in np.ndenumerate(table.to_numpy()):
+            if np.isfinite(v):
+                r, g, b, _ = im.cmap(im.norm(v))
+                light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5  # dark text on a light cell
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                        color="k" if light else "w")  # fmt: skip
+    ax.set_xticks(range(table.shape[1]), [si(v) for v in table.columns], fontsize=7)
+    ax.set_yticks(range(table.shape[0]), [si(v) for v in table.index], fontsize=7)
+    ax.set_xlabel("training tokens D")
+    ax.set_ylabel("non-embedding parameters N")
+    ax.set_title("loss over the grid")
     return figure_of(ax)
 
 
@@ -382,6 +615,7 @@ def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
     """
     stem = Path(stem)
     out = []
+    si_ticks(fig)
     engine = fig.get_layout_engine()
     try:
         with mpl.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):

@@ -28,7 +28,7 @@ from harness.analysis.io import line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
 from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
-from harness.analysis.samples import samples_path, write_samples
+from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.analysis.where import select_rows
 from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
@@ -535,6 +535,7 @@ def plot_path(
             stored = fits_dict(csv, n_bootstrap=0, column_map=column_map, group_by=group_by)
         except InputError:
             stored = {}
+    samples = _stored_samples(fj) if "fits" in stored or "groups" in stored else {}
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
     check_writable(target, folder=True, what="figures folder")
     runs_dir = csv.parent / "runs"
@@ -550,7 +551,7 @@ def plot_path(
         drawn = [
             f.relative_to(staging)
             for f in dict.fromkeys(
-                _draw_figures(df, stored, csv, staging, group_by, runs_dir, floor)
+                _draw_figures(df, stored, samples, csv, staging, group_by, runs_dir, floor)
             )
         ]
         for f in drawn:  # relative paths: a group value with "/" draws into a subfolder
@@ -561,9 +562,27 @@ def plot_path(
     return sorted(target / f for f in drawn)
 
 
+def _stored_samples(fits_json: Path) -> dict[str, dict[str, Any]]:
+    """fits.bootstrap.npz beside fits.json as {"law": {param: array}} (or {"group/law": ...}
+    for grouped fits); empty when there is none or it does not read."""
+    path = samples_path(fits_json)
+    if not path.is_file():
+        return {}
+    try:
+        flat = read_samples(path)
+    except InputError:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, values in flat.items():
+        law, _, param = key.rpartition("/")
+        out.setdefault(law, {})[param] = values
+    return out
+
+
 def _draw_figures(
     df: pd.DataFrame,
     stored: Mapping[str, Any],
+    samples: Mapping[str, Mapping[str, Any]],
     csv: Path,
     target: Path,
     group_by: Sequence[str] | None,
@@ -580,11 +599,21 @@ def _draw_figures(
         for key in _group_keys(df, group_by, csv):
             sel = (df[list(group_by)].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
             sub = df[sel].reset_index(drop=True)
+            prefix = "|".join(key) + "/"
+            group_samples = {
+                law[len(prefix) :]: v for law, v in samples.items() if law.startswith(prefix)
+            }
             written += _law_figures(
-                sub, by_key.get("|".join(key)), target, "_" + "_".join(key), runs_dir, floor
+                sub,
+                by_key.get("|".join(key)),
+                target,
+                "_" + "_".join(key),
+                runs_dir,
+                floor,
+                group_samples,
             )
     else:
-        written += _law_figures(df, stored.get("fits"), target, "", runs_dir, floor)
+        written += _law_figures(df, stored.get("fits"), target, "", runs_dir, floor, samples)
     if (csv.parent / ds.DOWNSTREAM_CSV).is_file() and csv.name != ds.DOWNSTREAM_CSV:
         from harness.analysis import downstream_plots
 
@@ -603,6 +632,7 @@ def _law_figures(
     suffix: str,
     runs_dir: Path,
     floor: float | None,
+    samples: Mapping[str, Mapping[str, Any]],
 ) -> list[Path]:
     """Each law's figures from its block (`registry`), then the runs' learning curves."""
     from harness.analysis import plots
@@ -616,6 +646,7 @@ def _law_figures(
         out_dir=out_dir,
         suffix=suffix,
         floor=floor,
+        samples=samples,
     )
     written: list[Path] = []
     for law in LAWS:

@@ -72,6 +72,9 @@ class Figures:
     """Appended to each file stem (per group)."""
     floor: float | None
     """The corpus' true entropy rate (synthetic corpora), dashed on loss figures."""
+    samples: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    """The bootstrap's parameter samples {law: {param: array}} of fits.bootstrap.npz (of the
+    group, when grouped): the bands around fitted curves. Empty without the file."""
 
 
 def _always(frame: Frame) -> bool:

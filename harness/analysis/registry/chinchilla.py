@@ -30,23 +30,32 @@ def _fit(f: Frame) -> dict[str, Any]:
 
 
 def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
-    """Loss against N and against D (with the law's lines when fitted), and its residuals."""
+    """Loss against N and against D (with the law's lines and bootstrap bands when fitted), the
+    loss over the grid, and, fitted, the residuals and the contour plot of L(N, D)."""
     from harness.analysis import plots
 
     block = usable(block)
     params = dict(block["params"]) if block and block.get("params") else None
+    samples = fig.samples.get("chinchilla")
     out = plots.save_figure(
-        plots.plot_loss_vs_n(plots.new_axes(), fig.df, params, fig.floor),
+        plots.plot_loss_vs_n(plots.new_axes(), fig.df, params, fig.floor, samples),
         fig.out_dir / f"loss_vs_n{fig.suffix}",
     )
     out += plots.save_figure(
-        plots.plot_loss_vs_d(plots.new_axes(), fig.df, params, fig.floor),
+        plots.plot_loss_vs_d(plots.new_axes(), fig.df, params, fig.floor, samples),
         fig.out_dir / f"loss_vs_d{fig.suffix}",
+    )
+    out += plots.save_figure(
+        plots.plot_loss_heatmap(plots.new_axes(), fig.df), fig.out_dir / f"loss_grid{fig.suffix}"
     )
     if params is not None:
         out += plots.save_figure(
             plots.plot_residuals(plots.new_axes(), fig.df, params),
             fig.out_dir / f"residuals{fig.suffix}",
+        )
+        out += plots.save_figure(
+            plots.plot_contour(plots.new_axes((6.4, 4.8)), fig.df, params),
+            fig.out_dir / f"contour{fig.suffix}",
         )
     return out
 

@@ -1,18 +1,23 @@
 """A held-out check of the Chinchilla law (Choshen et al. 2024): fit it on the runs at or below
 a compute quantile, predict the rest, and report the absolute relative error |L_pred - L| / L.
+
+With a bootstrap, each held-out prediction carries the 95% interval of the law refitted on
+resamples of the fitting runs: the extrapolation figure draws it, and a held-out loss outside
+it is a law that does not extrapolate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.analysis import fit as fitmod
-from harness.analysis.common import fmt
+from harness.analysis.common import ci95, fmt
 from harness.analysis.laws import chinchilla_loss
-from harness.analysis.registry.base import Frame, Law, head
+from harness.analysis.registry.base import Figures, Frame, Law, head, usable
 from harness.errors import InputError
 
 
@@ -26,6 +31,24 @@ def _fit(f: Frame) -> dict[str, Any]:
     p = r.params
     pred = chinchilla_loss(N[te], D[te], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
     are = np.abs(pred - L[te]) / L[te]
+    intervals: list[list[float | None]] = [[None, None]] * int(te.sum())
+    if f.n_bootstrap:
+        boots, _ = fitmod.bootstrap_chinchilla(
+            N[tr], D[tr], L[tr], r, n_resamples=f.n_bootstrap, rng=f.rng("heldout")
+        )
+        if boots:
+            preds = np.array(
+                [
+                    chinchilla_loss(N[te], D[te], b["E"], b["A"], b["B"], b["alpha"], b["beta"])
+                    for b in boots
+                ]
+            )
+            intervals = [ci95(col) for col in preds.T]
+    points = [
+        {"n_params": float(n), "n_tokens": float(d), "flops": float(c), "loss": float(y),
+         "predicted": float(yp), "ci95": ci}
+        for n, d, c, y, yp, ci in zip(N[te], D[te], C[te], L[te], pred, intervals, strict=True)
+    ]  # fmt: skip
     return {
         "law": "chinchilla",
         "flops_threshold": thr,
@@ -38,6 +61,7 @@ def _fit(f: Frame) -> dict[str, Any]:
         "params": dict(p),
         "precision": dict(r.precision),
         "undetermined": dict(r.undetermined),
+        "points": points,
     }
 
 
@@ -48,4 +72,17 @@ def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
     ]
 
 
-LAW = Law("heldout", _fit, summary=_summary)
+def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
+    """The extrapolation figure: the fitting runs, the held-out ones, the predictions."""
+    from harness.analysis import plots
+
+    block = usable(block)
+    if block is None:
+        return []
+    return plots.save_figure(
+        plots.plot_extrapolation(plots.new_axes(), fig.df, block),
+        fig.out_dir / f"extrapolation{fig.suffix}",
+    )
+
+
+LAW = Law("heldout", _fit, summary=_summary, figures=_figures)
