@@ -39,6 +39,7 @@ __all__ = [
     "PointConfig",
     "ShapeConfig",
     "SizeResources",
+    "TrackingConfig",
     "TrainConfig",
     "identity_dict",
     "load_experiment",
@@ -687,6 +688,41 @@ class DownstreamConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """Experiment tracking: each run's settings and metrics, and the grid's fitted laws, logged
+    to TensorBoard, MLflow and/or Weights & Biases (optional extras: pip install
+    'scaling-harness[tracking]'; docs/tracking.md). Not part of a run's identity (run_id)."""
+
+    backend: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] = ()
+    """Where to log: 'tensorboard', 'mlflow', 'wandb', or a list of several; empty = no
+    tracking."""
+    project: str = ""
+    """The MLflow experiment and W&B project the runs are logged to; '' = the experiment's
+    name (TensorBoard has no projects)."""
+    uri: str = ""
+    """Where the one backend logs (needs a single backend); '' = its default under the
+    experiment's results folder RESULTS/NAME: TensorBoard a folder with one log folder per
+    run_id (default RESULTS/NAME/tensorboard), MLflow a tracking URI (default the SQLite store
+    sqlite:///RESULTS/NAME/mlflow.db), W&B the folder (wandb.init's dir) in whose wandb/
+    subfolder its runs go (default RESULTS/NAME; offline unless WANDB_MODE is set)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            len(set(self.backend)) == len(self.backend),
+            "backend",
+            list(self.backend),
+            "each of 'tensorboard', 'mlflow', 'wandb' at most once",
+        )
+        _check(
+            not self.uri or len(self.backend) == 1,
+            "uri",
+            self.uri,
+            "a location for a single backend; leave it '' to give each of several backends its "
+            "default under the results folder",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     """One experiment: a grid of runs and the settings they share."""
 
@@ -702,6 +738,7 @@ class ExperimentConfig:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         # Not starting with '.': "." and ".." would put the results in results/ itself or above.

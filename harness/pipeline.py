@@ -43,6 +43,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     from harness.model import count_params
     from harness.preflight import check_can_train_here, checked_grid
     from harness.results import ExperimentLayout, collect
+    from harness.tracking import prepare
 
     t0 = time.perf_counter()
     exp = load_experiment(experiment, overrides)
@@ -61,6 +62,8 @@ def run(experiment: str, overrides: list[str]) -> int:
     todo = pending_runs(specs, layout)
     if todo:  # a finished grid still collects and fits on a machine without its corpus or GPU
         check_can_train_here(exp, experiment, layout)
+    # [tracking], resolved into the results folder, where every run's process reads it.
+    tracking = prepare(exp, layout.root)
     ns = sorted({count_params(s.model).non_embedding for s in specs})
     ds = sorted({s.n_tokens for s in specs})
     print(
@@ -94,7 +97,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     with experiment_lock(layout.root):  # one process at a time writes runs.csv and the fits
         csv_path, counts = collect(layout.root)
         print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-        _analyse(csv_path)
+        _analyse(csv_path, tracking)
     print(f"finished in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
 
@@ -163,12 +166,14 @@ def finetune(experiment: str, overrides: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _analyse(csv_path: Path) -> None:
-    """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here."""
+def _analyse(csv_path: Path, tracking: dict | None = None) -> None:
+    """Fit and plot at the end of `harness run`; too few runs for a fit is not an error here.
+    New fits are logged to the ``tracking`` backends (`harness.tracking.log_fits`)."""
     import json
 
     from harness.analysis.cli import warnings_as_lines
     from harness.analysis.report import fit_path, fits_up_to_date, plot_path, summarize
+    from harness.tracking import log_fits
 
     if fits_up_to_date(csv_path):
         print(f"{csv_path.parent / 'fits.json'} and figures are up to date with {csv_path.name}")
@@ -179,8 +184,10 @@ def _analyse(csv_path: Path) -> None:
     except InputError as e:
         print(f"fit skipped: {e}")
         return
-    print(summarize(json.loads(fits.read_text())))
+    record = json.loads(fits.read_text())
+    print(summarize(record))
     print(f"wrote {fits}")
+    log_fits(tracking, record)
     with warnings_as_lines():
         figures = plot_path(csv_path)
     if figures:
@@ -199,6 +206,10 @@ def submit(
     grid = checked_grid(exp, experiment)  # what `harness run` refuses, refused here too
     for note in grid.notes:
         print(f"note: {note}")
+    if not dry_run:  # [tracking], where the jobs' processes read it (harness.tracking)
+        from harness.tracking import prepare
+
+        prepare(exp)
     if dry_run:
         from harness.execute.slurm import plan_jobs, sbatch_script
         from harness.model import count_params

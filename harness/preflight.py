@@ -3,9 +3,9 @@
 Loading (`config.load_experiment`) checks everything a setting can be checked for alone: keys,
 types, ranges, combinations within a section. What needs more than the settings is checked
 here: `checked_grid`, called by `harness plan`, `run` and `submit`, so that a grid `plan`
-accepts the others do not refuse; and `check_can_train_here`, for the commands that train on
-this machine (`run`, `finetune`). Each raises InputError with one line naming the experiment
-file.
+accepts the others do not refuse (a [tracking] backend that is not installed included); and
+`check_can_train_here`, for the commands that train on this machine (`run`, `finetune`). Each
+raises InputError with one line naming the experiment file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from harness.grid import GridExpansion, expand_grid
 from harness.results import ExperimentLayout
 from harness.tokenizer import is_pretrained
 from harness.tokenizer import load as load_tokenizer
+from harness.tracking import check_installed
 
 __all__ = ["check_can_train_here", "check_device", "checked_grid"]
 
@@ -33,6 +34,7 @@ def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> 
         The first failed check, its line prefixed with ``source`` (the experiment file).
     """
     with naming(source):
+        check_installed(exp.tracking)
         grid = expand_grid(exp)
         if corpus:
             check_corpus(exp.data.corpus)

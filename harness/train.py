@@ -57,6 +57,7 @@ from harness.objectives import (
     training_objective,
 )
 from harness.results import FINISHED, ExperimentLayout, read_result, write_result, write_spec
+from harness.tracking import RunTracker, open_run
 from harness.wsd import check_branch, decay_start, wsd_decay_steps
 
 __all__ = ["RunResult", "lr_at_step", "peak_lr", "resolve_device", "train"]
@@ -622,6 +623,7 @@ class _Run:
     log_every: int
     world: World = World()
     parallel: str = "none"  # 'ddp' or 'fsdp' on several devices
+    tracker: RunTracker = dataclasses.field(default_factory=RunTracker)  # [tracking], rank 0
 
     def sync(self, last: bool) -> Any:
         """The context of one micro-batch's backward: gradients are all-reduced only after the
@@ -1044,17 +1046,16 @@ def _log_row(run: _Run, p: _Progress, lr: float, evaluated: bool) -> None:
     p.train_loss = mean_loss
     if run.world.main:
         wall_s = p.inherited_wall + p.wall_before + time.perf_counter() - p.t_loop
-        _append_metrics(
-            run.metrics_path,
-            {
-                "step": p.step,
-                "tokens": run.batches.tokens_done(p.step),
-                "train_loss": p.train_loss,
-                "val_loss": p.val_loss if evaluated else None,
-                "lr": lr,
-                "wall_s": round(wall_s, 3),
-            },
-        )
+        row = {
+            "step": p.step,
+            "tokens": run.batches.tokens_done(p.step),
+            "train_loss": p.train_loss,
+            "val_loss": p.val_loss if evaluated else None,
+            "lr": lr,
+            "wall_s": round(wall_s, 3),
+        }
+        _append_metrics(run.metrics_path, row)
+        run.tracker.log_row(row)  # after the file: a reader of both sees the file first
     p.loss_acc.zero_()
     p.loss_count = 0
     if run.divergence.factor > 0 and p.status == "done":
@@ -1103,6 +1104,46 @@ def train(
     same_everywhere(p.step, "the step to resume from")  # each rank read the checkpoints
     if run.world.main:
         _truncate_metrics(run.metrics_path, p.step)
+        run = dataclasses.replace(run, tracker=_open_tracker(run))
+    try:
+        return _loop(
+            run, p, execution, t_enter, started_unix, stop_after_steps, should_stop, branches
+        )
+    except BaseException:
+        run.tracker.close("failed")
+        raise
+
+
+def _open_tracker(run: _Run) -> RunTracker:
+    """Rank 0's tracker ([tracking]; harness.tracking), after metrics.csv is cut back to the
+    step the run resumes from. mfu per row only where the devices' peak is a datasheet's (a
+    CPU's is measured at the end only, see `_finish`)."""
+    peak = None
+    if run.device.type == "cuda":
+        precision = "bf16" if run.autocast is not None else "fp32"
+        one = peak_flops(torch.cuda.get_device_name(run.device), precision)
+        peak = one * run.world.size if one is not None else None
+    return open_run(
+        run.spec,
+        run.run_dir,
+        flops_per_token=6.0 * count_params(run.spec.model).non_embedding,
+        peak_flops=peak,
+    )
+
+
+def _loop(
+    run: _Run,
+    p: _Progress,
+    execution: ExecutionConfig,
+    t_enter: float,
+    started_unix: float,
+    stop_after_steps: int | None,
+    should_stop: Callable[[], bool] | None,
+    branches: Sequence[RunSpec],
+) -> RunResult | None:
+    """The steps of `train` from where the run resumes, then its result; None when stopped
+    with a checkpoint."""
+    spec = run.spec
     handoffs = from_main(_pending_handoffs(spec, run.run_dir, branches, p.step))
     p.t_loop = p.t_last_ckpt = time.perf_counter()
     setup_s = p.t_loop - t_enter
@@ -1142,6 +1183,7 @@ def train(
             if stop_now:
                 if bar is not None:
                     bar.close()
+                run.tracker.close("stopped")
                 return None
 
     if bar is not None:
@@ -1220,5 +1262,6 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
         write_result(run.run_dir, asdict(result))
         for path in _checkpoints(run.run_dir):
             path.unlink(missing_ok=True)
+        run.tracker.finish(asdict(result))
     barrier()  # the run is over for every rank once its result is written
     return result
