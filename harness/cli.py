@@ -14,7 +14,6 @@ from typing import NoReturn
 
 from harness import __version__
 from harness.errors import InputError
-from harness.pipeline import fmt_si
 
 __all__ = ["main"]
 
@@ -85,7 +84,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.execute.status import run_statuses
+    from harness.execute.status import grid_summary, run_statuses, status_table
     from harness.results import ExperimentLayout
 
     layout = ExperimentLayout(Path(args.results_dir))
@@ -105,27 +104,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         run_statuses(layout),
         key=lambda r: (order[r.state], r.n_params or 0, r.n_tokens or 0, r.run_id),
     )
-    print(f"{'run_id':<12}  {'state':<11} {'N':>7} {'D':>7}  {'job':<10} detail")
-    for r in rows:
-        n = fmt_si(r.n_params) if r.n_params else "-"
-        d = fmt_si(r.n_tokens) if r.n_tokens else "-"
-        if r.state == "failed":
-            detail = f"{r.error}  log: {r.log}" if r.log else r.error
-        elif r.state == "done":
-            detail = f"loss {r.val_loss:.4f}" if r.val_loss is not None else ""
-        elif r.state in ("diverged", "unknown"):
-            detail = r.error
-        elif r.state == "running" and r.slurm_state == "locked":
-            detail = f"here: {r.error}  log: {r.log}"
-        elif r.state in ("running", "queued"):
-            detail = f"{r.slurm_state}  log: {r.log}" if r.log else r.slurm_state
-        elif r.state == "interrupted":
-            detail = f"{r.error}; `harness run` resumes it"
-        else:
-            detail = "never started"
-        print(f"{r.run_id:<12}  {r.state:<11} {n:>7} {d:>7}  {r.job_id or '-':<10} {detail}")
+    print("\n".join(status_table(rows)))
     states = [r.state for r in rows]
     print(", ".join(f"{states.count(s)} {s}" for s in order if s in states) or "no runs")
+    if rows:
+        print(grid_summary(rows))
     failed = [r for r in rows if r.state == "failed"]
     if any(r.submissions for r in failed):
         print(

@@ -29,7 +29,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -270,18 +272,6 @@ def _signals(on_signal: Callable[[int], None]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _last_step(run_dir: Path) -> int:
-    """The last step metrics.csv records (0 before the first), read from the file's tail."""
-    path = run_dir / "metrics.csv"
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 512))
-            lines = f.read().decode(errors="replace").strip().splitlines()
-        return int(lines[-1].split(",")[0]) if lines and lines[-1][:1].isdigit() else 0
-    except (OSError, ValueError):
-        return 0
-
-
 def run_local(
     exp: ExperimentConfig,
     specs: list[RunSpec],
@@ -331,7 +321,12 @@ def run_local(
                 except ProcessLookupError:
                     pass
 
-    bars = _Bars(exp, queue, workers) if execution.progress and queue else None
+    # Bars only on a terminal (as tqdm's disable=None would): a log file gets no redraws.
+    bars = (
+        _Bars(exp, queue, workers, layout)
+        if execution.progress and queue and sys.stderr.isatty()
+        else None
+    )
     try:
         with _signals(on_signal):
             while queue or any(w.future for w in workers):
@@ -349,6 +344,8 @@ def run_local(
                         except BrokenProcessPool:
                             w.rebuild()
                             queue.appendleft(w.unit)
+                if bars is not None:
+                    bars.refresh()
                 if "signum" in stop and not any(w.future for w in workers):
                     break
                 running = [w.future for w in workers if w.future is not None]
@@ -384,10 +381,10 @@ def run_local(
                             retry = start_retry(spec, layout, execution)
                             if retry is not None:
                                 queue.appendleft(Unit((retry,), {}, _flops(retry)))
+                                if bars is not None:
+                                    bars.add(queue[0])
                     if bars is not None:
-                        bars.finished(unit)
-                if bars is not None:
-                    bars.refresh(layout)
+                        bars.finished(unit, results)
     finally:
         for w in workers:
             w.pool.shutdown(wait=True, cancel_futures=True)
@@ -421,21 +418,39 @@ def _died(unit: Unit, layout: ExperimentLayout) -> list[dict[str, Any]]:
 
 
 class _Bars:
-    """The grid's bar (FLOPs) and a line per worker (its run, step of steps)."""
+    """The grid's bar over FLOPs (runs done, FLOPs done, ETA) and a line per worker (its run's
+    step of steps, latest training loss and ETA), all read from the runs' metrics.csv."""
 
-    def __init__(self, exp: ExperimentConfig, queue: deque[Unit], workers: list[_Worker]) -> None:
+    def __init__(
+        self,
+        exp: ExperimentConfig,
+        queue: deque[Unit],
+        workers: list[_Worker],
+        layout: ExperimentLayout,
+    ) -> None:
         from tqdm.auto import tqdm
 
-        self.workers = workers
-        self.n_runs = sum(len(u.runs) for u in queue)
-        self.done = 0
+        self.workers, self.layout = workers, layout
+        self.specs: dict[str, RunSpec] = {}
+        self.cost: dict[str, float] = {}  # FLOPs a run spends itself (a branch: its cooldown)
+        self.inherited: dict[str, int] = {}  # tokens a WSD branch starts with
+        self.spent: dict[str, float] = {}  # FLOPs its metrics.csv says it trained
+        self.ended: dict[str, str] = {}  # run_id -> outcome, for the runs that came back
+        for u in queue:
+            self.add(u)
+        self.before_runs, self.before_flops = _done_before(exp, set(self.specs), layout)
+        for run_id in self.specs:
+            self._measure(run_id)
+        # What was done before this command started (runs found done, the steps behind a
+        # resumed run's checkpoint) took no time here: the rate leaves it out.
+        self.at_start = self.before_flops + sum(self.spent.values())
+        self.t0: float | None = None
         self.grid = tqdm(
-            total=sum(u.flops for u in queue),
-            unit="FLOP",
-            unit_scale=True,
+            total=1.0,
             position=0,
-            desc=f"grid {exp.name} 0/{self.n_runs} runs",
+            desc=f"grid {exp.name}",
             dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {postfix}",
         )
         self.lines = [
             tqdm(
@@ -444,30 +459,102 @@ class _Bars:
                 desc=f"{w.slot.label}: starting",
                 dynamic_ncols=True,
                 bar_format="{desc}",
+                leave=False,
             )
             for i, w in enumerate(workers)
         ]
-        self.exp_name = exp.name
+        self.refresh()
 
-    def finished(self, unit: Unit) -> None:
-        self.done += len(unit.runs)
-        self.grid.update(unit.flops)
-        self.grid.set_description(f"grid {self.exp_name} {self.done}/{self.n_runs} runs")
+    def add(self, unit: Unit) -> None:
+        """A unit to train: its runs join the grid's count and FLOPs (a divergence retry)."""
+        branches = {b.run_id for bs in unit.branches.values() for b in bs}
+        for s in unit.runs:
+            if s.run_id in self.specs:  # the rest of a unit whose worker died
+                continue
+            self.specs[s.run_id] = s
+            self.inherited[s.run_id] = inherited_tokens(s) if s.run_id in branches else 0
+            self.cost[s.run_id] = _flops(s) * (1 - self.inherited[s.run_id] / s.n_tokens)
+            self.spent[s.run_id] = 0.0
 
-    def refresh(self, layout: ExperimentLayout) -> None:
+    def _measure(self, run_id: str) -> Any:
+        """Read a run's newest metrics.csv row: its FLOPs trained so far; its progress."""
+        from harness.execute.progress import read_progress
+
+        spec, inh = self.specs[run_id], self.inherited[run_id]
+        p = read_progress(self.layout.run_dir(run_id), tail_bytes=4096)
+        if p is not None:
+            part = (p.tokens - inh) / max(1, spec.n_tokens - inh)
+            self.spent[run_id] = self.cost[run_id] * min(1.0, max(0.0, part))
+        return p
+
+    def finished(self, unit: Unit, results: list[dict[str, Any]]) -> None:
+        for r in results:
+            self.ended[r["run_id"]] = r["status"]
+            self._measure(r["run_id"])
+
+    def totals(self) -> tuple[int, int, int, float, float]:
+        """Runs done (or diverged), runs in all, runs failed, FLOPs done, FLOPs in all."""
+        done = self.before_runs + sum(s in FINISHED for s in self.ended.values())
+        failed = sum(s == "failed" for s in self.ended.values())
+        flops_done = self.before_flops + sum(self.spent.values())
+        # A run that came back without finishing (diverged, failed, interrupted, held by another
+        # process) trains no further here: the grid's total keeps only what it trained.
+        flops_total = self.before_flops + sum(
+            self.spent[r] if self.ended.get(r, "done") != "done" else c
+            for r, c in self.cost.items()
+        )
+        return done, self.before_runs + len(self.specs), failed, flops_done, flops_total
+
+    def refresh(self) -> None:
+        from harness.execute.progress import grid_eta_s, grid_line, run_line
+
         for w, line in zip(self.workers, self.lines, strict=True):
             if w.unit is None:
                 line.set_description_str(f"{w.slot.label}: idle", refresh=True)
                 continue
-            run = next(
-                (s for s in w.unit.runs if run_state(layout.run_dir(s.run_id)) not in FINISHED),
-                w.unit.runs[-1],
-            )
-            step = _last_step(layout.run_dir(run.run_id))
-            line.set_description_str(
-                f"{w.slot.label}: run {run.run_id} step {step}/{run.n_steps}", refresh=True
-            )
+            shown = None
+            for s in w.unit.runs:
+                if s.run_id in self.ended:
+                    continue
+                p = self._measure(s.run_id)
+                if shown is None and run_state(self.layout.run_dir(s.run_id)) not in FINISHED:
+                    shown = run_line(s.run_id, p, s.n_steps)
+            line.set_description_str(f"{w.slot.label}: {shown or 'finishing'}", refresh=True)
+        done, n_runs, failed, flops_done, flops_total = self.totals()
+        now = time.monotonic()
+        if self.t0 is None and flops_done > self.at_start:
+            # The clock starts at the first FLOPs trained here, not at the workers' start-up
+            # (spawn, torch's import): what trained before it counts as done before.
+            self.t0, self.at_start = now, flops_done
+        # The ETA follows the FLOPs rate, not the runs rate: see grid_eta_s.
+        eta = (
+            None
+            if self.t0 is None
+            else grid_eta_s(flops_done, self.at_start, flops_total, now - self.t0)
+        )
+        text = grid_line(done, n_runs, flops_done, flops_total, eta, failed=failed)
+        self.grid.total = max(flops_total, 1.0)
+        self.grid.n = min(flops_done, self.grid.total)
+        self.grid.bar_format = "{l_bar}{bar}| " + text.replace("{", "{{").replace("}", "}}")
+        self.grid.refresh()
 
     def close(self) -> None:
-        for b in (*self.lines, self.grid):
+        self.refresh()
+        for b in (*self.lines, self.grid):  # the worker lines go, the grid's bar stays
             b.close()
+
+
+def _done_before(
+    exp: ExperimentConfig, todo: set[str], layout: ExperimentLayout
+) -> tuple[int, float]:
+    """The grid's runs found done (or diverged) before this command: how many, their FLOPs."""
+    from harness.grid import expand
+
+    try:
+        specs = expand(exp)  # `harness run` trains the grid's pending runs: the rest is done
+    except Exception:  # noqa: BLE001 - a bar never stops a grid: count this command's runs only
+        return 0, 0.0
+    done = [
+        s for s in specs if s.run_id not in todo and run_state(layout.run_dir(s.run_id)) in FINISHED
+    ]
+    return len(done), sum(u.flops for u in plan_units(done, exp.execution))

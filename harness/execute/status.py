@@ -5,7 +5,8 @@ A run's state combines its run directory (result.json, a held lock, a checkpoint
 and SLURM's view of its newest job (squeue, then sacct). So a job that died without a result
 (crash, scancel, out of memory, node failure) reads as failed, with the last error line of its
 log, and a run that a `harness run` on this machine trains or left with a checkpoint reads as
-running or interrupted.
+running or interrupted. A run not finished also shows how far it came (step, losses, ETA; from
+its metrics.csv, `progress.py`), wherever it trains.
 """
 
 from __future__ import annotations
@@ -22,17 +23,26 @@ from typing import Any, Literal
 
 from harness.errors import InputError
 from harness.execute.locks import holder_of
+from harness.execute.progress import (
+    RunProgress,
+    eta_s,
+    fmt_duration,
+    fmt_si_unit,
+    read_progress,
+)
 from harness.results import FINISHED, ExperimentLayout, read_json, read_result
 
 __all__ = [
     "JOBS_SCHEMA",
     "RunStatus",
     "finished_result",
+    "grid_summary",
     "jobs_lock",
     "last_error_line",
     "newest_checkpoint_step",
     "read_jobs",
     "run_statuses",
+    "status_table",
 ]
 
 RunStatusState = Literal[
@@ -111,6 +121,21 @@ class RunStatus:
     n_params: int | None = None
     n_tokens: int | None = None
     submissions: int = 0
+    n_steps: int | None = None
+    progress: RunProgress | None = None
+    """A run not finished: its newest metrics.csv row and pace (`progress.read_progress`)."""
+
+    @property
+    def flops(self) -> float | None:
+        """6 N D: the run's training FLOPs (None without its spec.json)."""
+        return 6.0 * self.n_params * self.n_tokens if self.n_params and self.n_tokens else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left for a running run at its recent pace; None for any other state."""
+        if self.state != "running" or self.progress is None or self.n_steps is None:
+            return None
+        return eta_s(self.progress.step, self.n_steps, self.progress.s_per_step)
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
@@ -226,14 +251,16 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
     now = time.time()
     for run_id in run_ids:
         run_dir = layout.run_dir(run_id)
-        n_params = n_tokens = None
+        n_params = n_tokens = n_steps = None
         if (run_dir / "spec.json").exists():
-            try:
-                from harness.model import ModelShape, count_params
+            from harness.grid import spec_from_dict
+            from harness.model import ModelShape, count_params
 
+            try:
                 spec = read_json(run_dir / "spec.json")
                 n_params = count_params(ModelShape(**spec["model"])).non_embedding
                 n_tokens = int(spec["n_tokens"])
+                n_steps = spec_from_dict(spec).n_steps
             except (InputError, KeyError, TypeError, ValueError):
                 pass
         try:
@@ -246,10 +273,13 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
             "n_params": n_params,
             "n_tokens": n_tokens,
             "submissions": len(jobs["runs"].get(run_id, [])),
+            "n_steps": n_steps,
         }
         if entry:
             common.update(job_id=entry["job_id"], log=entry.get("stderr", ""))
         status = result.get("status")
+        if status not in FINISHED:  # how far it came: the same file, trained here or in a job
+            common["progress"] = read_progress(run_dir)
         holder = holder_of(run_dir) if status not in FINISHED else None
         if holder is not None:  # a `harness run` (or a job) holds its lock: training now
             out.append(
@@ -340,3 +370,111 @@ def finished_result(run_dir: Path) -> dict[str, Any] | None:
     except InputError:
         return None
     return result if result is not None and result.get("status") in FINISHED else None
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def _detail(r: RunStatus) -> str:
+    if r.state == "failed":
+        return f"{r.error}  log: {r.log}" if r.log else r.error
+    if r.state in ("diverged", "unknown"):
+        return r.error
+    if r.state == "running" and r.slurm_state == "locked":
+        return f"here: {r.error}  log: {r.log}"
+    if r.state == "running" and r.progress is None:
+        detail = f"{r.slurm_state}, no step logged yet"
+        return f"{detail}  log: {r.log}" if r.log else detail
+    if r.state in ("running", "queued"):
+        return f"{r.slurm_state}  log: {r.log}" if r.log else r.slurm_state
+    if r.state == "interrupted":
+        return f"{r.error}; `harness run` resumes it"
+    if r.state == "unsubmitted":
+        return "never started"
+    return ""
+
+
+def status_table(rows: list[RunStatus]) -> list[str]:
+    """`harness status`'s table: a line per run, in the order given, under a header.
+
+    step, train and val come from metrics.csv (val: the newest evaluation; a finished run's
+    final loss); ETA only for a running run (remaining steps x its recent seconds per step);
+    a run that is not training (queued, interrupted, failed) shows '-'.
+    """
+
+    def loss(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    cells = []
+    for r in rows:
+        p = r.progress
+        if r.state in FINISHED:
+            step = f"{r.n_steps}/{r.n_steps}" if r.state == "done" and r.n_steps else "-"
+            train, val = "-", loss(r.val_loss)
+        elif p is not None:
+            step = f"{p.step}/{r.n_steps or '?'}"
+            train, val = loss(p.train_loss), loss(p.val_loss)
+        else:
+            step, train, val = (f"0/{r.n_steps}" if r.state == "running" else "-"), "-", "-"
+        cells.append((r, step, train, val, fmt_duration(r.eta_s)))
+    w = max([len("step"), *(len(c[1]) for c in cells)])
+    lines = [
+        f"{'run_id':<12}  {'state':<11} {'N':>7} {'D':>7}  {'job':<10} {'step':>{w}} "
+        f"{'train':>7} {'val':>7} {'ETA':>7}  detail"
+    ]
+    for r, step, train, val, eta in cells:
+        n = _fmt_si(r.n_params) if r.n_params else "-"
+        d = _fmt_si(r.n_tokens) if r.n_tokens else "-"
+        lines.append(
+            f"{r.run_id:<12}  {r.state:<11} {n:>7} {d:>7}  {r.job_id or '-':<10} {step:>{w}} "
+            f"{train:>7} {val:>7} {eta:>7}  {_detail(r)}".rstrip()
+        )
+    return lines
+
+
+def _fmt_si(x: float) -> str:
+    """13408 -> '1.34e4': N and D as `harness plan` and `harness run` print them (the rule of
+    `pipeline.fmt_si`, which cannot be imported here: pipeline imports this module)."""
+    return f"{x:.2g}" if x < 1e3 else f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
+
+
+def grid_summary(rows: list[RunStatus]) -> str:
+    """The footer: runs finished of all, FLOPs (6 N D a run) trained of all, and an ETA.
+
+    A finished run (done or diverged) counts in full, any other its tokens so far. The ETA is
+    the FLOPs left at the pace of the running runs (each one's FLOPs per step over its recent
+    seconds per step), and never sooner than the slowest running run's own ETA; it assumes the
+    rest trains at that pace, as many at once as now.
+    """
+    finished = [r for r in rows if r.state in FINISHED]
+    failed = sum(r.state == "failed" for r in rows)
+    total = done = 0.0
+    known = 0
+    rate = 0.0
+    etas = []
+    for r in rows:
+        if r.flops is None:
+            continue
+        known += 1
+        total += r.flops
+        if r.state in FINISHED:
+            done += r.flops
+        elif r.progress is not None and r.n_tokens:
+            done += r.flops * min(1.0, r.progress.tokens / r.n_tokens)
+        if r.eta_s is not None and r.n_steps and r.progress and r.progress.s_per_step:
+            rate += r.flops / r.n_steps / r.progress.s_per_step
+            etas.append(r.eta_s)
+    running = sum(r.state == "running" for r in rows)
+    if etas:
+        eta = f"ETA {fmt_duration(max((total - done) / rate, *etas))} at the pace of the " + (
+            f"{len(etas)} running run" + ("s" if len(etas) > 1 else "")
+        )
+    elif running:
+        eta = "no ETA yet (the running runs have not logged two rows)"
+    else:
+        eta = "no run training: no ETA"
+    fails = f" ({failed} failed)" if failed else ""
+    flops = f"{fmt_si_unit(done, 'FLOP')}/{fmt_si_unit(total, 'FLOP')}"
+    if known < len(rows):
+        flops += f" (of the {known} runs with a spec.json)"
+    return f"grid: {len(finished)}/{len(rows)} runs finished{fails}, {flops}, {eta}"
