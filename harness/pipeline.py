@@ -172,17 +172,26 @@ def _analyse(csv_path: Path, tracking: dict | None = None) -> None:
     import json
 
     from harness.analysis.cli import warnings_as_lines
+    from harness.analysis.page import REPORT_NAME, write_report
     from harness.analysis.report import fit_path, fits_up_to_date, plot_path, summarize
     from harness.tracking import log_fits
 
     if fits_up_to_date(csv_path):
         print(f"{csv_path.parent / 'fits.json'} and figures are up to date with {csv_path.name}")
+        if not (csv_path.parent / REPORT_NAME).is_file():
+            with warnings_as_lines():
+                print(f"wrote {write_report(csv_path)}")
         return
     try:
         with warnings_as_lines():
             fits = fit_path(csv_path)
     except InputError as e:
         print(f"fit skipped: {e}")
+        try:  # the grid and its runs, without a law
+            with warnings_as_lines():
+                print(f"wrote {write_report(csv_path)}")
+        except InputError as e:
+            print(f"report skipped: {e}")
         return
     record = json.loads(fits.read_text())
     print(summarize(record))
@@ -190,8 +199,10 @@ def _analyse(csv_path: Path, tracking: dict | None = None) -> None:
     log_fits(tracking, record)
     with warnings_as_lines():
         figures = plot_path(csv_path)
+        page = write_report(csv_path)
     if figures:
         print(f"wrote {len(figures)} figures to {figures[0].parent}")
+    print(f"wrote {page}: the whole story in one page, for any browser")
 
 
 def submit(

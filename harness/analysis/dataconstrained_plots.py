@@ -161,7 +161,8 @@ def plot_loss_vs_epochs(
     ax.set_xlabel("epochs D / U")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("loss vs epochs" + (" (lines: fitted data-constrained law)" if p else ""))
-    ax.legend(fontsize=6)
+    if len(ax.get_lines()) <= 24:  # beyond that a legend hides the figure
+        ax.legend(fontsize=6)
     return figure_of(ax)
 
 

@@ -243,11 +243,13 @@ def _heldout_section(block: Mapping[str, Any] | None, svgs: Mapping[str, str]) -
         f"max {100 * block['are_max']:.2g}%.</p>",
     ]
     rows = []
-    for p in block.get("points", []):
-        lo, hi = p["ci95"]
+    pts = block.get("points", [])
+    cis = block.get("ci95", {}).get("predicted") or [[None, None]] * len(pts)
+    for p, ci in zip(pts, cis, strict=True):
+        lo, hi = ci
         inside = "–" if lo is None else ("yes" if lo <= p["loss"] <= hi else "<b>no</b>")
         size = [_e(si(p[k])) for k in ("n_params", "n_tokens", "flops")]
-        rows.append([*size, _num(p["loss"]), _num(p["predicted"]), _interval(p["ci95"]), inside])
+        rows.append([*size, _num(p["loss"]), _num(p["predicted"]), _interval(ci), inside])
     if rows:
         parts.append(
             _table(["N", "D", "C", "observed", "predicted", "95% interval", "inside"], rows)

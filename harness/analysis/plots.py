@@ -26,6 +26,7 @@ from harness.atomic import atomic_write  # noqa: E402
 
 __all__ = [
     "colours",
+    "is_full_grid",
     "new_axes",
     "plot_contour",
     "plot_extrapolation",
@@ -125,13 +126,18 @@ def _si_log_axis(axis: Any) -> None:
 
 
 def si_ticks(fig: Figure) -> None:
-    """SI tick labels on every log axis of `fig` whose ticks are not set by hand."""
+    """SI tick labels on every log axis of `fig` whose ticks are not set by hand. An axis that
+    spans less than half a decade (a loss from 1.0 to 1.7) gets evenly spaced ticks: a log
+    locator would put one there, or none."""
     for ax in fig.axes:
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale == "log" and not isinstance(
-                axis.get_major_formatter(), mpl.ticker.FixedFormatter
-            ):
-                _si_log_axis(axis)
+            if scale != "log" or isinstance(axis.get_major_formatter(), mpl.ticker.FixedFormatter):
+                continue
+            lo, hi = sorted(axis.get_view_interval())
+            if lo > 0 and np.log10(hi / lo) < 0.5:
+                axis.set_major_locator(mpl.ticker.MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+                axis.set_minor_locator(mpl.ticker.NullLocator())
+            _si_log_axis(axis)
 
 
 def _floor_line(ax: Axes, floor: float | None) -> None:
@@ -197,6 +203,10 @@ def _loss_slices(
             if band is not None:
                 ax.fill_between(grid, *band, color=c, alpha=0.15, lw=0)
     if params is not None:
+        # The view is the runs' (a law with a large exponent shoots up beyond them).
+        lo, hi = float(df["loss"].min()), float(df["loss"].max())
+        if np.isfinite(lo) and np.isfinite(hi) and lo > 0:
+            ax.set_ylim(lo / 1.15, hi * 1.25)
         # The formula as the legend's first entry: what the lines are.
         ax.plot([], [], "-", color="0.3", lw=1, label=chinchilla_formula(params))
         if samples:
@@ -422,10 +432,11 @@ def plot_sweep(ax: Axes, block: Mapping[str, Any]) -> Figure:
     ax.set_xscale("log")
     # Ticks at the swept values themselves (log minor-tick labels collide over a 16x range).
     ticks = sorted({v for p in pts for v in p["values"]})
-    # Batch sizes in tokens in full ("2048", a power of two, not "2.05k"); the rest in SI.
+    # Batch sizes in tokens in full ("2048", a power of two, not "2.05k"); learning rates as
+    # written in a config ("0.0015").
     ax.set_xticks(
         ticks,
-        [f"{v:.0f}" if 1 <= v < 1e5 and float(v).is_integer() else si(v) for v in ticks],
+        [f"{v:.0f}" if v >= 1 and float(v).is_integer() else f"{v:.3g}" for v in ticks],
         fontsize=7,
     )
     ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
@@ -496,8 +507,11 @@ def plot_contour(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> Fig
     n, d = np.geomspace(n_lo, n_hi, 160), np.geomspace(d_lo, d_hi, 160)
     nn, dd = np.meshgrid(n, d)
     loss = chinchilla_loss(nn, dd, **params)
-    levels = np.geomspace(np.nanmin(loss), np.nanmax(loss), 14)
-    cs = ax.contourf(nn, dd, loss, levels=levels, cmap="Blues_r", alpha=0.9)
+    # Levels over the runs' losses and the fit below them; beyond 1.5x the worst run (a law
+    # with a large exponent shoots up off the grid) one colour.
+    top = min(float(np.nanmax(loss)), 1.5 * float(df["loss"].max()))
+    levels = np.geomspace(float(np.nanmin(loss)), top, 14)
+    cs = ax.contourf(nn, dd, loss, levels=levels, cmap="Blues_r", alpha=0.9, extend="max")
     figure_of(ax).colorbar(cs, ax=ax, label="fitted loss (nats/token)", format="%.3g")
     c_min, c_max = 6 * n_lo * d_lo, 6 * n_hi * d_hi
     for c in 10.0 ** np.arange(np.ceil(np.log10(c_min)), np.floor(np.log10(c_max)) + 1):
@@ -557,8 +571,9 @@ def plot_extrapolation(ax: Axes, df: pd.DataFrame, block: Mapping[str, Any]) -> 
     if pts:
         pc = np.array([p["flops"] for p in pts], dtype=float)
         pred = np.array([p["predicted"] for p in pts], dtype=float)
-        lo = np.array([np.nan if p["ci95"][0] is None else p["ci95"][0] for p in pts], float)
-        hi = np.array([np.nan if p["ci95"][1] is None else p["ci95"][1] for p in pts], float)
+        ci = block.get("ci95", {}).get("predicted") or [[None, None]] * len(pts)
+        lo = np.array([np.nan if c[0] is None else c[0] for c in ci], dtype=float)
+        hi = np.array([np.nan if c[1] is None else c[1] for c in ci], dtype=float)
         err = np.vstack([pred - lo, hi - pred])
         ax.errorbar(pc, pred, yerr=np.where(np.isfinite(err), err, 0), fmt="x", color="r",
                     ms=5, lw=1, capsize=2, label="predicted, 95% interval")  # fmt: skip
@@ -574,6 +589,14 @@ def plot_extrapolation(ax: Axes, df: pd.DataFrame, block: Mapping[str, Any]) -> 
     )
     ax.legend(fontsize=7)
     return figure_of(ax)
+
+
+def is_full_grid(df: pd.DataFrame) -> bool:
+    """Whether the runs form an N x D grid a heat map shows: at most 16 values of each, and a
+    run at half the cells or more."""
+    n, d = df["n_params"].nunique(), df["n_tokens"].nunique()
+    cells = len(df[["n_params", "n_tokens"]].drop_duplicates())
+    return n <= 16 and d <= 16 and cells >= 0.5 * n * d
 
 
 def plot_loss_heatmap(ax: Axes, df: pd.DataFrame) -> Figure:

@@ -43,7 +43,7 @@ from harness.analysis.common import ci95, fmt, inside, json_num
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
-from harness.analysis.samples import read_samples, samples_path
+from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.analysis.where import check_where
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
@@ -551,8 +551,10 @@ def reproduce_path(
     """
     fj, stored, csv = _stored(path)
     s = stored_settings(fj, stored)
+    refit_samples: dict[str, Any] = {}
     new = fits_dict(
         csv,
+        samples=refit_samples,
         seed=s.get("seed", 0),
         n_bootstrap=s.get("n_bootstrap", 1000),
         column_map=s.get("column_map") or None,
@@ -575,6 +577,8 @@ def reproduce_path(
         if ds_csv.is_file():  # the fine-tuning results are an input of the refit too
             (Path(tmp) / ds.DOWNSTREAM_CSV).write_bytes(ds_csv.read_bytes())
         atomic_write_json(Path(tmp) / "fits.json", new)
+        # The refit's own bootstrap samples: the figures' bands are drawn from them.
+        write_samples(samples_path(Path(tmp) / "fits.json"), refit_samples)
         if replot:
             figs = plot_path(
                 tmpcsv,

@@ -216,7 +216,7 @@ def test_plot_learning_curves(tmp_path: Path) -> None:
     assert by_run["big"] == by_run["big2"] != by_run["small"]
     assert all(ln.get_alpha() is not None and ln.get_alpha() < 1 for ln in train)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["N=1e+06", "N=4e+06"]
+    assert labels == ["N=1M", "N=4M"]
     assert ax.get_xscale() == "log"
 
 

@@ -90,14 +90,14 @@ def test_the_heldout_check_predicts_with_intervals(fitted: Path) -> None:
     import json
 
     block = json.loads((fitted / "fits.json").read_text())["fits"]["heldout"]
-    pts = block["points"]
-    assert len(pts) == block["n_test"] == 5  # above the 0.75 compute quantile of 20 runs
-    for p in pts:
+    pts, cis = block["points"], block["ci95"]["predicted"]
+    assert len(pts) == len(cis) == block["n_test"] == 5  # above the 0.75 quantile of 20 runs
+    for p, (lo, hi) in zip(pts, cis, strict=True):
         truth = chinchilla_loss(p["n_params"], p["n_tokens"], **TRUE)
-        lo, hi = p["ci95"]
         assert lo < p["predicted"] < hi
         assert abs(p["predicted"] - truth) / truth < 0.03  # 1% noise, extrapolated 2-5x in C
-    assert np.mean([p["ci95"][0] <= p["loss"] <= p["ci95"][1] for p in pts]) >= 0.6
+    assert np.mean([lo <= p["loss"] <= hi for p, (lo, hi) in zip(pts, cis, strict=True)]) >= 0.6
+    assert all(0 < se < 0.05 for pair in block["ci95_mc_se"]["predicted"] for se in pair)
 
 
 def _external_references(page: str) -> list[str]:

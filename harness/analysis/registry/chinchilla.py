@@ -31,7 +31,7 @@ def _fit(f: Frame) -> dict[str, Any]:
 
 def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
     """Loss against N and against D (with the law's lines and bootstrap bands when fitted), the
-    loss over the grid, and, fitted, the residuals and the contour plot of L(N, D)."""
+    loss over an N x D grid, and, fitted, the residuals and the contour plot of L(N, D)."""
     from harness.analysis import plots
 
     block = usable(block)
@@ -45,9 +45,11 @@ def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
         plots.plot_loss_vs_d(plots.new_axes(), fig.df, params, fig.floor, samples),
         fig.out_dir / f"loss_vs_d{fig.suffix}",
     )
-    out += plots.save_figure(
-        plots.plot_loss_heatmap(plots.new_axes(), fig.df), fig.out_dir / f"loss_grid{fig.suffix}"
-    )
+    if plots.is_full_grid(fig.df):  # an isoFLOP grid fills one diagonal: no heat map
+        out += plots.save_figure(
+            plots.plot_loss_heatmap(plots.new_axes(), fig.df),
+            fig.out_dir / f"loss_grid{fig.suffix}",
+        )
     if params is not None:
         out += plots.save_figure(
             plots.plot_residuals(plots.new_axes(), fig.df, params),

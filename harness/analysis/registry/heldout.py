@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.analysis import fit as fitmod
+from harness.analysis import identify
 from harness.analysis.common import ci95, fmt
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.registry.base import Figures, Frame, Law, head, usable
@@ -32,6 +33,7 @@ def _fit(f: Frame) -> dict[str, Any]:
     pred = chinchilla_loss(N[te], D[te], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
     are = np.abs(pred - L[te]) / L[te]
     intervals: list[list[float | None]] = [[None, None]] * int(te.sum())
+    errors: list[list[float | None]] = [[None, None]] * int(te.sum())
     if f.n_bootstrap:
         boots, _ = fitmod.bootstrap_chinchilla(
             N[tr], D[tr], L[tr], r, n_resamples=f.n_bootstrap, rng=f.rng("heldout")
@@ -44,10 +46,11 @@ def _fit(f: Frame) -> dict[str, Any]:
                 ]
             )
             intervals = [ci95(col) for col in preds.T]
+            errors = [identify.interval_se(col) for col in preds.T]
     points = [
         {"n_params": float(n), "n_tokens": float(d), "flops": float(c), "loss": float(y),
-         "predicted": float(yp), "ci95": ci}
-        for n, d, c, y, yp, ci in zip(N[te], D[te], C[te], L[te], pred, intervals, strict=True)
+         "predicted": float(yp)}
+        for n, d, c, y, yp in zip(N[te], D[te], C[te], L[te], pred, strict=True)
     ]  # fmt: skip
     return {
         "law": "chinchilla",
@@ -62,6 +65,11 @@ def _fit(f: Frame) -> dict[str, Any]:
         "precision": dict(r.precision),
         "undetermined": dict(r.undetermined),
         "points": points,
+        # Each held-out point's predicted loss: its 95% interval and that interval's Monte
+        # Carlo error (how reproduce compares a refit's).
+        "ci95": {"predicted": intervals},
+        "ci95_mc_se": {"predicted": errors},
+        "n_bootstrap": f.n_bootstrap,
     }
 
 
