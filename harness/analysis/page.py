@@ -244,7 +244,7 @@ def _heldout_section(block: Mapping[str, Any] | None, svgs: Mapping[str, str]) -
     ]
     rows = []
     pts = block.get("points", [])
-    cis = block.get("ci95", {}).get("predicted") or [[None, None]] * len(pts)
+    cis = [block.get("ci95", {}).get(f"predicted_{i}", [None, None]) for i in range(len(pts))]
     for p, ci in zip(pts, cis, strict=True):
         lo, hi = ci
         inside = "–" if lo is None else ("yes" if lo <= p["loss"] <= hi else "<b>no</b>")

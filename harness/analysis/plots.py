@@ -571,7 +571,7 @@ def plot_extrapolation(ax: Axes, df: pd.DataFrame, block: Mapping[str, Any]) -> 
     if pts:
         pc = np.array([p["flops"] for p in pts], dtype=float)
         pred = np.array([p["predicted"] for p in pts], dtype=float)
-        ci = block.get("ci95", {}).get("predicted") or [[None, None]] * len(pts)
+        ci = [block.get("ci95", {}).get(f"predicted_{i}", [None, None]) for i in range(len(pts))]
         lo = np.array([np.nan if c[0] is None else c[0] for c in ci], dtype=float)
         hi = np.array([np.nan if c[1] is None else c[1] for c in ci], dtype=float)
         err = np.vstack([pred - lo, hi - pred])

@@ -797,7 +797,13 @@ def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:
     for law, block in blocks.items():
         # A law with parameters and their bootstrap intervals (`registry.base.law_block`) has
         # its samples stored; compute_optimal's intervals are derived, and have none.
-        sampled = isinstance(block, Mapping) and "params" in block and block.get("ci95")
+        # So are the held-out check's, of its predictions.
+        sampled = (
+            isinstance(block, Mapping)
+            and "params" in block
+            and block.get("ci95")
+            and law != "heldout"
+        )
         if sampled and law not in seen:
             problems.append(f"{law}: fits.json has intervals and {path.name} no samples")
     return problems, ""

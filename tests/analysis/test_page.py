@@ -90,7 +90,8 @@ def test_the_heldout_check_predicts_with_intervals(fitted: Path) -> None:
     import json
 
     block = json.loads((fitted / "fits.json").read_text())["fits"]["heldout"]
-    pts, cis = block["points"], block["ci95"]["predicted"]
+    pts = block["points"]
+    cis = [block["ci95"][f"predicted_{i}"] for i in range(len(pts))]
     assert len(pts) == len(cis) == block["n_test"] == 5  # above the 0.75 quantile of 20 runs
     for p, (lo, hi) in zip(pts, cis, strict=True):
         truth = chinchilla_loss(p["n_params"], p["n_tokens"], **TRUE)
@@ -98,7 +99,8 @@ def test_the_heldout_check_predicts_with_intervals(fitted: Path) -> None:
         assert abs(p["predicted"] - truth) / truth < 0.03  # 1% noise, extrapolated 2-5x in C
     assert np.mean([lo <= p["loss"] <= hi for p, (lo, hi) in zip(pts, cis, strict=True)]) >= 0.6
     # Each end's Monte Carlo error (200 resamples) is positive and below the interval's width.
-    for (lo, hi), ses in zip(cis, block["ci95_mc_se"]["predicted"], strict=True):
+    ses_all = [block["ci95_mc_se"][f"predicted_{i}"] for i in range(len(pts))]
+    for (lo, hi), ses in zip(cis, ses_all, strict=True):
         assert all(0 < se < hi - lo for se in ses)
 
 

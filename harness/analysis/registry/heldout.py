@@ -65,10 +65,10 @@ def _fit(f: Frame) -> dict[str, Any]:
         "precision": dict(r.precision),
         "undetermined": dict(r.undetermined),
         "points": points,
-        # Each held-out point's predicted loss: its 95% interval and that interval's Monte
-        # Carlo error (how reproduce compares a refit's).
-        "ci95": {"predicted": intervals},
-        "ci95_mc_se": {"predicted": errors},
+        # points[i]'s predicted loss: its 95% interval and that interval's Monte Carlo error
+        # (how reproduce compares a refit's), as "predicted_i".
+        "ci95": {f"predicted_{i}": ci for i, ci in enumerate(intervals)},
+        "ci95_mc_se": {f"predicted_{i}": se for i, se in enumerate(errors)},
         "n_bootstrap": f.n_bootstrap,
     }
 
