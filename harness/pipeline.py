@@ -13,18 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import InputError, naming
+from harness.units import fmt_si
 
 if TYPE_CHECKING:  # annotations only: each pipeline imports what it needs when called
     from harness.config import ExperimentConfig
     from harness.execute.local import Interrupted
     from harness.results import ExperimentLayout
 
-__all__ = ["finetune", "fmt_si", "run", "submit"]
-
-
-def fmt_si(x: float) -> str:
-    """13408 -> '1.34e4', 512 -> '5.1e2' (short numbers for tables)."""
-    return f"{x:.2g}" if x < 1e3 else f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
+__all__ = ["finetune", "run", "submit"]
 
 
 def run(experiment: str, overrides: list[str]) -> int:
@@ -199,7 +195,7 @@ def _analyse(csv_path: Path, tracking: dict | None = None) -> None:
     log_fits(tracking, record)
     with warnings_as_lines():
         figures = plot_path(csv_path)
-        page = write_report(csv_path)
+        page = write_report(csv_path, figures=figures)
     if figures:
         print(f"wrote {len(figures)} figures to {figures[0].parent}")
     print(f"wrote {page}: the whole story in one page, for any browser")

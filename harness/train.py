@@ -1114,15 +1114,24 @@ def train(
         raise
 
 
+def _precision(run: _Run) -> str:
+    """The precision the run's matmuls run at, as `hardware.peak_flops` names it."""
+    return "bf16" if run.autocast is not None else "fp32"
+
+
+def _datasheet_peak(run: _Run) -> float | None:
+    """One GPU's datasheet peak FLOP/s at the run's precision (`hardware.peak_flops`); None on a
+    CPU, whose peak is measured once the run is over (`_finish`), or on an unknown GPU."""
+    if run.device.type != "cuda":
+        return None
+    return peak_flops(torch.cuda.get_device_name(run.device), _precision(run))
+
+
 def _open_tracker(run: _Run) -> RunTracker:
     """Rank 0's tracker ([tracking]; harness.tracking), after metrics.csv is cut back to the
-    step the run resumes from. mfu per row only where the devices' peak is a datasheet's (a
-    CPU's is measured at the end only, see `_finish`)."""
-    peak = None
-    if run.device.type == "cuda":
-        precision = "bf16" if run.autocast is not None else "fp32"
-        one = peak_flops(torch.cuda.get_device_name(run.device), precision)
-        peak = one * run.world.size if one is not None else None
+    step the run resumes from. mfu per row only where the devices' peak is a datasheet's."""
+    one = _datasheet_peak(run)
+    peak = one * run.world.size if one is not None else None
     return open_run(
         run.spec,
         run.run_dir,
@@ -1205,7 +1214,7 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
     eval_total = p.eval_before + p.eval_s
     step_loop_s = wall_train - eval_total
     tokens_per_s = round(trained_tokens / step_loop_s, 1) if step_loop_s > 0 else 0.0
-    precision = "bf16" if autocast is not None else "fp32"
+    precision = _precision(run)
     main, n_dev = run.world.main, run.world.size
     if p.status == "done":
         # The final weights (no optimizer state), before result.json: a done run always has
@@ -1216,7 +1225,7 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
     # Measured after the timed loop, with its own generator: it changes no result but these.
     # One device's peak (rank 0's); MFU divides by it times the device count.
     device_peak = (
-        peak_flops(torch.cuda.get_device_name(device), precision)
+        _datasheet_peak(run)
         if device.type == "cuda"
         else measure_cpu_matmul_flops(torch.get_num_threads(), autocast or torch.float32)
         if main

@@ -15,8 +15,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from harness.analysis import dataconstrained as dc
-from harness.analysis.plots import colours, figure_of, new_axes, save_figure, si
+from harness.analysis.plots import colours, figure_of, new_axes, save_figure
 from harness.errors import InputError
+from harness.units import si
 
 __all__ = ["plot_effective_data", "plot_loss_vs_epochs", "write_data_constrained_figures"]
 

@@ -26,7 +26,8 @@ from harness.analysis.downstream import (
     sigmoid_accuracy,
 )
 from harness.analysis.laws import flops
-from harness.analysis.plots import colours, palette, save_figure, si
+from harness.analysis.plots import colours, palette, save_figure
+from harness.units import si
 
 __all__ = [
     "plot_accuracy_vs_compute",

@@ -16,7 +16,7 @@ import os
 import platform
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ import pandas as pd
 from harness.analysis.common import fmt
 from harness.analysis.io import load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
-from harness.analysis.plots import si
 from harness.atomic import atomic_write_text
 from harness.errors import InputError
+from harness.units import si
 
 __all__ = ["FORMULAS", "REPORT_NAME", "write_report"]
 
@@ -84,7 +84,10 @@ code { background: #f4f4f4; padding: 0 3px; }
 
 
 def write_report(
-    path: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    figures: Sequence[Path] | None = None,
 ) -> Path:
     """Write the experiment's HTML report (``<csv dir>/report.html`` or `out`) atomically.
 
@@ -94,6 +97,9 @@ def write_report(
         runs.csv, another CSV, or a directory holding runs.csv.
     out : path-like, optional
         The HTML file to write.
+    figures : sequence of pathlib.Path, optional
+        The figures `plot_path` has just drawn for this CSV (`harness run`); without them the
+        page draws its own, in a scratch folder, from fits.json as it is now.
 
     Returns
     -------
@@ -127,13 +133,23 @@ def write_report(
             note = f"No {fj.name}: fitted here without a bootstrap, so without intervals."
         except InputError as e:
             note = f"No law could be fitted: {e}"
-    with tempfile.TemporaryDirectory(prefix=".report.") as tmp:
-        drawn = plot_path(csv, out_dir=tmp)
-        svgs = {f.stem: _inline_svg(f.read_text(encoding="utf-8"), f.stem) for f in drawn
-                if f.suffix == ".svg"}  # fmt: skip
+    if figures is not None:
+        svgs = _svgs(figures)
+    else:
+        with tempfile.TemporaryDirectory(prefix=".report.") as tmp:
+            svgs = _svgs(plot_path(csv, out_dir=tmp))
     page = _page(df, doc, svgs, csv, note)
     target.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(target, page)
+
+
+def _svgs(figures: Sequence[Path]) -> dict[str, str]:
+    """{figure name: its SVG as an element of the page} of the .svg files among `figures`."""
+    return {
+        f.stem: _inline_svg(f.read_text(encoding="utf-8"), f.stem)
+        for f in figures
+        if f.suffix == ".svg"
+    }
 
 
 def _inline_svg(text: str, stem: str) -> str:

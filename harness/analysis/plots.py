@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from harness.analysis.laws import chinchilla_loss, flops  # noqa: E402
 from harness.atomic import atomic_write  # noqa: E402
+from harness.units import si  # noqa: E402
 
 __all__ = [
     "colours",
@@ -40,7 +41,6 @@ __all__ = [
     "plot_sweep",
     "plot_sweep_optima",
     "save_figure",
-    "si",
     "si_ticks",
     "write_learning_curves",
 ]
@@ -78,25 +78,6 @@ def colours(values: Any, kind: str) -> dict[float, Any]:
     cmap = mpl.colormaps[_COLOUR_MAPS[kind]]
     ts = np.linspace(0.0, 0.85, vs.size)
     return {float(v): cmap(t) for v, t in zip(vs, ts, strict=True)}
-
-
-_PREFIXES = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"]
-
-
-def si(x: float) -> str:
-    """A number as a reader takes it in: 13408 -> '13k', 150000 -> '150k', 1.5e6 -> '1.5M',
-    1e18 -> '1E', 2.5 -> '2.5', 3e-4 -> '3e-4' (three significant digits at most)."""
-    x = float(x)
-    if not np.isfinite(x) or x == 0:
-        return f"{x:g}"
-    if abs(x) < 1e-2:
-        mant, exp = f"{x:.2e}".split("e")
-        return f"{float(mant):g}e{int(exp)}"
-    k = min(int(np.floor(np.log10(abs(x)) / 3)), len(_PREFIXES) - 1) if abs(x) >= 1000 else 0
-    v = float(f"{x / 1000.0**k:.3g}")
-    if v >= 1000 and k + 1 < len(_PREFIXES):  # 999.7k rounds to 1000k: 1M
-        k, v = k + 1, v / 1000
-    return f"{v:g}{_PREFIXES[k]}"
 
 
 def _si_log_axis(axis: Any) -> None:

@@ -18,12 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.units import fmt_si_unit
+
 __all__ = [
     "RECENT_INTERVALS",
     "RunProgress",
     "eta_s",
     "fmt_duration",
-    "fmt_si_unit",
     "grid_eta_s",
     "grid_line",
     "read_progress",
@@ -32,8 +33,6 @@ __all__ = [
 
 RECENT_INTERVALS = 5
 """Log intervals (metrics.csv rows) the recent seconds per step are measured over."""
-
-_SI = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"]
 
 
 @dataclass(frozen=True)
@@ -137,21 +136,6 @@ def grid_eta_s(
     if trained <= 0 or elapsed_s <= 0:
         return None
     return max(0.0, total_flops - done_flops) * elapsed_s / trained
-
-
-def fmt_si_unit(x: float, unit: str) -> str:
-    """3 significant digits and an SI prefix: 1.234e15 FLOP -> '1.23 PFLOP', 512 -> '512 FLOP'."""
-    if x <= 0 or not math.isfinite(x):
-        return f"0 {unit}"
-    i = min(len(_SI) - 1, max(0, int(math.floor(math.log10(x) / 3))))
-    v = x / 1000.0**i
-    text = f"{v:.{max(0, 3 - len(str(int(v))))}f}"
-    if float(text) >= 1000 and i < len(_SI) - 1:  # 999.7 rounds up: 1.00 of the next prefix
-        i, v = i + 1, v / 1000.0
-        text = f"{v:.2f}"
-    elif "." in text and len(text.split(".")[0]) > len(str(int(v))):  # 99.97 -> '100'
-        text = f"{v:.{max(0, 3 - len(str(round(v))))}f}"
-    return f"{text} {_SI[i]}{unit}"
 
 
 def fmt_duration(s: float | None) -> str:

@@ -27,10 +27,10 @@ from harness.execute.progress import (
     RunProgress,
     eta_s,
     fmt_duration,
-    fmt_si_unit,
     read_progress,
 )
 from harness.results import FINISHED, ExperimentLayout, read_json, read_result
+from harness.units import fmt_si, fmt_si_unit
 
 __all__ = [
     "JOBS_SCHEMA",
@@ -423,19 +423,13 @@ def status_table(rows: list[RunStatus]) -> list[str]:
         f"{'train':>7} {'val':>7} {'ETA':>7}  detail"
     ]
     for r, step, train, val, eta in cells:
-        n = _fmt_si(r.n_params) if r.n_params else "-"
-        d = _fmt_si(r.n_tokens) if r.n_tokens else "-"
+        n = fmt_si(r.n_params) if r.n_params else "-"
+        d = fmt_si(r.n_tokens) if r.n_tokens else "-"
         lines.append(
             f"{r.run_id:<12}  {r.state:<11} {n:>7} {d:>7}  {r.job_id or '-':<10} {step:>{w}} "
             f"{train:>7} {val:>7} {eta:>7}  {_detail(r)}".rstrip()
         )
     return lines
-
-
-def _fmt_si(x: float) -> str:
-    """13408 -> '1.34e4': N and D as `harness plan` and `harness run` print them (the rule of
-    `pipeline.fmt_si`, which cannot be imported here: pipeline imports this module)."""
-    return f"{x:.2g}" if x < 1e3 else f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
 
 
 def grid_summary(rows: list[RunStatus]) -> str:

@@ -19,8 +19,9 @@ from _tiny import harness_cli
 
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.page import write_report
-from harness.analysis.plots import _band, colours, si
+from harness.analysis.plots import _band, colours
 from harness.analysis.report import fit_path
+from harness.units import si
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al.
 CHROMIUM = "/usr/bin/chromium"

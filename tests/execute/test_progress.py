@@ -19,7 +19,6 @@ from harness.execute.locks import RunLock
 from harness.execute.progress import (
     eta_s,
     fmt_duration,
-    fmt_si_unit,
     grid_eta_s,
     grid_line,
     read_progress,
@@ -29,6 +28,7 @@ from harness.execute.status import grid_summary, run_statuses, status_table
 from harness.grid import expand
 from harness.model import count_params
 from harness.results import ExperimentLayout, write_spec
+from harness.units import fmt_si_unit
 
 HEADER = "step,tokens,train_loss,val_loss,lr,wall_s\n"
 
