@@ -29,7 +29,7 @@ from harness.execute.progress import (
     fmt_duration,
     read_progress,
 )
-from harness.results import FINISHED, ExperimentLayout, read_json, read_result
+from harness.results import FINISHED, ExperimentLayout, read_json, read_result, read_spec
 from harness.units import fmt_si, fmt_si_unit
 
 __all__ = [
@@ -254,14 +254,13 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
         n_params = n_tokens = n_steps = None
         if (run_dir / "spec.json").exists():
             from harness.grid import spec_from_dict
-            from harness.model import ModelShape, count_params
+            from harness.model import count_params
 
-            try:
-                spec = read_json(run_dir / "spec.json")
-                n_params = count_params(ModelShape(**spec["model"])).non_embedding
-                n_tokens = int(spec["n_tokens"])
-                n_steps = spec_from_dict(spec).n_steps
-            except (InputError, KeyError, TypeError, ValueError):
+            try:  # read_spec checks every field: a mangled spec.json shows as unknown sizes
+                spec = spec_from_dict(read_spec(run_dir))
+                n_params = count_params(spec.model).non_embedding
+                n_tokens, n_steps = spec.n_tokens, spec.n_steps
+            except InputError:
                 pass
         try:
             result = read_result(run_dir) or {}
