@@ -370,7 +370,16 @@ def plot_learning_curves(ax: Axes, curves: pd.DataFrame, floor: float | None = N
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("learning curves (points: validation; light: training)")
-    if sizes.size and sizes.size <= 12:
+    if sizes.size > 12:  # too many entries for a legend: a colour bar of the sizes instead
+        # The colours are spaced by rank (`colours`), so the bar is one band per size, in order.
+        bands = mpl.cm.ScalarMappable(
+            norm=mpl.colors.BoundaryNorm(np.arange(sizes.size + 1) - 0.5, sizes.size),
+            cmap=mpl.colors.ListedColormap([colour[float(n)] for n in sizes]),
+        )
+        ticks = np.arange(0, sizes.size, int(np.ceil(sizes.size / 8)))
+        bar = figure_of(ax).colorbar(bands, ax=ax, ticks=ticks, label="N (parameters)")
+        bar.ax.set_yticklabels([si(sizes[i]) for i in ticks])
+    elif sizes.size:
         ax.legend(fontsize=7)
     return figure_of(ax)
 

@@ -220,6 +220,29 @@ def test_plot_learning_curves(tmp_path: Path) -> None:
     assert ax.get_xscale() == "log"
 
 
+def test_learning_curves_of_many_sizes_get_a_colour_bar(tmp_path: Path) -> None:
+    # 16 sizes (the isoflop grid has more): a legend would cover the curves, so a bar shows them.
+    sizes = {f"r{i}": 1e4 * 2**i for i in range(16)}
+    for i, r in enumerate(sizes):
+        _metrics(tmp_path / r, 1e8, 3.0 - 0.05 * i)
+    ax = new_axes()
+    fig = plot_learning_curves(ax, load_learning_curves(tmp_path, sizes))
+    assert ax.get_legend() is None
+    (bar,) = [a for a in fig.axes if a is not ax]
+    assert bar.get_ylabel() == "N (parameters)"
+    # Every second size labelled, in order, in SI units: 10k, 40k, ..., 164M.
+    assert [t.get_text() for t in bar.get_yticklabels()] == [
+        "10k",
+        "40k",
+        "160k",
+        "640k",
+        "2.56M",
+        "10.2M",
+        "41M",
+        "164M",
+    ]
+
+
 def test_learning_curves_bad_metrics_file(tmp_path: Path) -> None:
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "metrics.csv").write_text("step,tokens,train_loss\n1,10,3.0\n")
