@@ -187,6 +187,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n", default=None, help="parameters N: 1e9,2e9 or a log range 1e8:1e10:5")
     p.add_argument("--d", default=None, help="training tokens D, as --n")
     p.add_argument(
+        "--tokens-per-param",
+        default=None,
+        metavar="M",
+        help="tokens per parameter M = D/N in place of --d (over-training: --law overtraining)",
+    )
+    p.add_argument(
         "--flops",
         default=None,
         help="compute budgets C in FLOPs, as --n: the compute-optimal N, D and tokens per "
@@ -195,7 +201,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--law",
         default=None,
-        help="chinchilla (default), kaplan, power_law_n, power_law_d or power_law_c",
+        help="chinchilla (default), kaplan, overtraining, power_law_n, power_law_d or "
+        "power_law_c",
     )
     p.add_argument("--group", default=None, help="the group of a grouped fit: 'v1|v2'")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
@@ -209,19 +216,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     law = pr.load_law(args.path, args.law or "chinchilla", args.group)
     values = {
-        q: pr.parse_values(getattr(args, q), f"--{q}") if getattr(args, q) else []
-        for q in ("n", "d", "flops")
+        q: pr.parse_values(getattr(args, q), f"--{q.replace('_', '-')}") if getattr(args, q) else []
+        for q in ("n", "d", "flops", "tokens_per_param")
     }
     if not any(values.values()):
         raise InputError(
-            "predict: give --n and --d, or --flops; accepted: see `harness predict -h`"
+            "predict: give --n and --d, or --flops (or --n and --tokens-per-param); accepted: "
+            "see `harness predict -h`"
         )
     if values["flops"] and law.name == "chinchilla":
-        if values["n"] or values["d"]:
+        if values["n"] or values["d"] or values["tokens_per_param"]:
             raise InputError("--flops gives the compute-optimal N and D: leave out --n and --d")
         rows = pr.predict_optimal(law, values["flops"])
     else:
-        rows = pr.predict(law, values["n"], values["d"], values["flops"])
+        rows = pr.predict(
+            law, values["n"], values["d"], values["flops"], values["tokens_per_param"]
+        )
     if args.json:
         print(json.dumps(json_clean(rows), indent=2))
     else:

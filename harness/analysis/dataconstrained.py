@@ -545,6 +545,9 @@ def fit_data_constrained(
         located=raw.status != optim.MAX_ITER,
     )
     und.update({k: "no run's prediction depends on it" for k in PARAMS if _RAW_OF[k] in skip})
+    with np.errstate(all="ignore"):
+        log_res = np.log(L) - np.log(data_constrained_loss(N, D, U, **params))
+    sd, dof = fitmod.residual_scale(log_res, int(free.size))
     return FitResult(
         law="data_constrained",
         params=params,
@@ -560,6 +563,8 @@ def fit_data_constrained(
         candidates=tuple(tuple(map(float, c)) for c in raw.candidates),
         precision=prec,
         undetermined={k: und[k] for k in PARAMS if k in und},
+        residual_sd_log=sd,
+        dof=dof,
     )
 
 
@@ -582,7 +587,7 @@ def bootstrap_data_constrained(
     Returns
     -------
     list of dict, int
-        Parameters per resample; number of resamples whose fit did not converge (kept).
+        Parameters of each kept resample (`fit.kept_resamples`); the number that failed.
 
     Raises
     ------
@@ -597,12 +602,12 @@ def bootstrap_data_constrained(
     xs, conv = fitmod.bootstrap_refits(
         lambda W: _objective(N, D, U, L, W, delta, free, full0), fit, N.size, n_resamples, rng
     )
-    out = []
-    for x in xs:
+    def params(x: FloatArray) -> dict[str, float]:
         full = full0.copy()
         full[free] = x
-        out.append(_params(full))
-    return out, int(np.sum(~conv))
+        return _params(full)
+
+    return fitmod.kept_resamples(xs, conv, params, "data_constrained")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ __all__ = [
     "compute_optimal",
     "flops",
     "kaplan_loss",
+    "overtraining_loss",
+    "overtraining_optimal_tokens_per_param",
     "power_law_with_offset",
     "tokens_per_param",
 ]
@@ -104,6 +106,38 @@ def power_law_with_offset(x: ArrayLike, E: float, A: float, alpha: float) -> Flo
         Predicted loss.
     """
     return E + A * np.asarray(x, dtype=float) ** (-alpha)
+
+
+def overtraining_loss(
+    C: ArrayLike, M: ArrayLike, E: float, a: float, b: float, eta: float
+) -> FloatArray:
+    """L(C, M) = E + (a M^eta + b M^-eta) C^-eta (Gadre et al. 2024, eq. 4).
+
+    M = D / N is the tokens-per-parameter multiplier and C = 6 N D. It is Chinchilla's eq. 2
+    with one exponent for N and D (alpha = beta = 2 eta): A N^-2eta + B D^-2eta with
+    a = A 6^eta and b = B 6^eta, written so that over-training (a larger M at the same C)
+    moves the reducible loss by a factor of M and leaves its slope in C, eta, unchanged.
+
+    Parameters
+    ----------
+    C, M : array_like
+        Compute (FLOPs) and tokens per parameter (broadcast together).
+    E, a, b, eta : float
+        Irreducible loss, the two scale factors and the compute exponent.
+
+    Returns
+    -------
+    ndarray
+        Predicted loss.
+    """
+    C = np.asarray(C, dtype=float)
+    M = np.asarray(M, dtype=float)
+    return E + (a * M**eta + b * M ** (-eta)) * C ** (-eta)
+
+
+def overtraining_optimal_tokens_per_param(a: float, b: float, eta: float) -> float:
+    """The M that minimises L(C, M) at every C: (b / a)^(1 / (2 eta)) (d/dM of eq. 4 = 0)."""
+    return float((b / a) ** (1.0 / (2.0 * eta)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -764,8 +764,9 @@ def _law_blocks(stored: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:
     """Whether fits.bootstrap.npz holds the samples of fits.json's intervals: for each law with
-    a bootstrap, one sample per resample, and the stored 95% interval of each
-    parameter equal (to fits.json's 10 digits) to the one its samples give.
+    a bootstrap, one sample per kept resample (n_bootstrap less n_bootstrap_failed), and the
+    stored 95% interval of each parameter equal (to fits.json's 10 digits) to the one its
+    samples give.
 
     Returns (problems, note): the note says the file is absent (a fits.json made before it).
     """
@@ -786,9 +787,12 @@ def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:
             problems.append(f"{key}: no such law parameter in {fj.name}")
             continue
         seen.add(law)
-        n = int(block.get("n_bootstrap", 0))
+        n = int(block.get("n_bootstrap", 0)) - int(block.get("n_bootstrap_failed", 0))
         if values.size != n:
-            problems.append(f"{key}: {values.size} samples; fits.json counts {n} resamples")
+            problems.append(
+                f"{key}: {values.size} samples; fits.json counts {n} kept resamples "
+                "(n_bootstrap - n_bootstrap_failed)"
+            )
         stored_ci = block.get("ci95", {}).get(param)
         if isinstance(stored_ci, list) and None not in stored_ci:
             got = [json_num(v) for v in ci95(values)]

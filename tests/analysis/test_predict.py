@@ -68,7 +68,16 @@ def test_fit_writes_the_samples_its_intervals_come_from(fitted: Path) -> None:
     assert sorted(arrays) == sorted(
         [f"chinchilla/{p}" for p in HOFFMANN] + [f"power_law_d/{p}" for p in ("E", "A", "alpha")]
     )
-    assert all(v.size == 200 for v in arrays.values())
+    # Only the resamples whose fit converged to a non-degenerate law are kept: as many as
+    # n_bootstrap less the failed count, every parameter finite and every exponent positive.
+    for law, block in doc["fits"].items():
+        if law not in ("chinchilla", "power_law_d"):
+            continue
+        kept = 200 - block["n_bootstrap_failed"]
+        assert 0 < kept <= 200
+        assert all(arrays[f"{law}/{p}"].size == kept for p in block["params"])
+        assert all(np.all(np.isfinite(arrays[f"{law}/{p}"])) for p in block["params"])
+    assert np.all(arrays["chinchilla/alpha"] > 0) and np.all(arrays["chinchilla/beta"] > 0)
     assert check_samples(fitted / "fits.json", doc) == ([], "")
     lo, hi = np.percentile(arrays["chinchilla/alpha"], [2.5, 97.5])
     assert doc["fits"]["chinchilla"]["ci95"]["alpha"] == [

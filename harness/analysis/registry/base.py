@@ -20,7 +20,16 @@ from harness.analysis import fit as fitmod
 from harness.analysis import identify
 from harness.analysis.common import ci95, fmt, rng_for
 
-__all__ = ["Figures", "Frame", "Law", "head", "law_block", "param_summary", "usable"]
+__all__ = [
+    "Figures",
+    "Frame",
+    "Law",
+    "fitted_range",
+    "head",
+    "law_block",
+    "param_summary",
+    "usable",
+]
 
 
 @dataclass(frozen=True)
@@ -140,13 +149,31 @@ def usable(block: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return None if block is None or "skipped" in block else block
 
 
+def fitted_range(**columns: np.ndarray | None) -> dict[str, list[float]]:
+    """{column: [min, max]} of the runs a law was fitted on (n_params, n_tokens, flops): how far
+    a prediction extrapolates is measured from it (`predict.extrapolation`)."""
+    return {
+        k: [float(np.min(v)), float(np.max(v))]
+        for k, v in columns.items()
+        if v is not None and np.size(v)
+    }
+
+
 def law_block(
-    f: Frame, name: str, res: fitmod.FitResult, boots: list[dict[str, float]], n_failed: int
+    f: Frame,
+    name: str,
+    res: fitmod.FitResult,
+    boots: list[dict[str, float]],
+    n_failed: int,
+    fitted: Mapping[str, list[float]] | None = None,
 ) -> dict[str, Any]:
     """A fitted law's block: its parameters, intervals and how far the data determine them.
 
-    The bootstrap's parameter samples (one dict per resample) are kept in ``f.shared["samples"]``
-    beside it, so that fits.bootstrap.npz lets a prediction carry an interval without refitting.
+    ``boots`` holds only the resamples an interval may be built from (`fit.kept_resamples`);
+    ``n_failed`` counts the others. Their parameter samples are kept in
+    ``f.shared["samples"]`` beside the block, so that fits.bootstrap.npz lets a prediction carry
+    an interval without refitting. ``fitted`` is the range of the runs (`fitted_range`); the
+    residual scatter (``residual_sd_log``, ``dof``) is what a prediction interval adds.
     """
     if boots:
         f.shared.setdefault("samples", {})[name] = {
@@ -165,7 +192,11 @@ def law_block(
         "edge_params": list(res.edge_params),
         "n_bootstrap": n_boot,
         "n_bootstrap_failed": n_failed,
+        "residual_sd_log": res.residual_sd_log,
+        "dof": res.dof,
     }
+    if fitted:
+        out["fitted_range"] = dict(fitted)
     out.update(
         identify.law_fields(
             res.params, res.precision, res.undetermined, boots, out["ci95"], n_failed, n_boot

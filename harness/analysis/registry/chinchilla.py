@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.analysis import downstream as ds
 from harness.analysis import fit as fitmod
-from harness.analysis.registry.base import Figures, Frame, Law, law_block, usable
+from harness.analysis.registry.base import Figures, Frame, Law, fitted_range, law_block, usable
 
 
 def _fit(f: Frame) -> dict[str, Any]:
@@ -26,7 +26,9 @@ def _fit(f: Frame) -> dict[str, Any]:
             f.N, f.D, f.L, chin, n_resamples=f.n_bootstrap, rng=f.rng("chinchilla")
         )
     f.shared["chinchilla"] = ds.Step1Fit(chin, boots, n_failed, len(f.N))
-    return law_block(f, "chinchilla", chin, boots, n_failed)
+    return law_block(
+        f, "chinchilla", chin, boots, n_failed, fitted_range(n_params=f.N, n_tokens=f.D, flops=f.C)
+    )
 
 
 def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:

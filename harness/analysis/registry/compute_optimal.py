@@ -3,6 +3,11 @@
 N_opt(C) = G (C/6)^a and D_opt(C) = (C/6)^b / G with a = beta / (alpha + beta), b = 1 - a, at
 decade budgets, with bootstrap intervals from the Chinchilla fit's resamples and the fit's
 numerical precision propagated to every quantity.
+
+It is only as good as the fit: a quantity is undetermined where a parameter it needs is, the
+whole block where the Chinchilla law is (its bootstrap mostly failed) or where its fit ran a
+parameter off to infinity; and each budget states how many decades of compute it lies beyond
+the runs (`extrapolation`), flagged past the stated limit.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from harness.analysis import fit as fitmod
 from harness.analysis import identify
 from harness.analysis.common import ci95, fmt
+from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX, decades_beyond
 from harness.analysis.laws import compute_optimal
 from harness.analysis.registry.base import Frame, Law, head
 from harness.errors import InputError
@@ -100,24 +106,80 @@ def compute_optimal_block(
     }
 
 
+_QUANTITIES = ("a", "b", "G", "n_opt", "d_opt", "tokens_per_param")
+
+
+def _undetermined_block(reason: str, chin_block: Mapping[str, Any]) -> dict[str, Any]:
+    """Every quantity undetermined, with no value: what a fit that ran off gives."""
+    keys = [f"{c:.0e}" for c in COMPUTE_BUDGETS]
+    per_budget = dict.fromkeys(keys)
+    return {
+        "a": None,
+        "b": None,
+        "G": None,
+        "n_opt": dict(per_budget),
+        "d_opt": dict(per_budget),
+        "tokens_per_param": dict(per_budget),
+        "ci95": {},
+        "undetermined": dict.fromkeys(_QUANTITIES, reason),
+        "determined": False,
+        "undetermined_reason": reason,
+        "source": "chinchilla approach 3, Hoffmann et al. 2022 eq. 4",
+    }
+
+
 def _fit(f: Frame) -> dict[str, Any]:
     if "chinchilla" not in f.shared:
         raise InputError("--fits compute_optimal needs chinchilla too")
     step1 = f.shared["chinchilla"]
     chin = step1.fit
-    if not all(np.isfinite(v) and v > 0 for k, v in chin.params.items() if k != "E"):
-        # A fit with loss rising in N or D (alpha or beta <= 0) has no compute optimum.
-        bad = ", ".join(f"{k}={v:.4g}" for k, v in chin.params.items() if k != "E")
-        return {"skipped": f"chinchilla fit has no compute optimum ({bad})"}
-    return compute_optimal_block(chin, step1.boots, f.blocks["chinchilla"]["undetermined"])
+    chin_block = f.blocks["chinchilla"]
+    chin_und = chin_block["undetermined"]
+    bad = {k: v for k, v in chin.params.items() if k != "E" and not (np.isfinite(v) and v > 0)}
+    if bad:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in bad.items())
+        if any(k in chin_und for k in bad) or chin_block.get("determined") is False:
+            # A parameter that ran off (A = inf on one CPU, 1e188 on another) is undetermined,
+            # and so is all that is built on it: the same verdict on every CPU.
+            block = _undetermined_block(f"chinchilla {shown}, undetermined by the data", chin_block)
+        else:
+            # A determined fit with loss rising in N or D (alpha or beta <= 0) has no optimum.
+            return {"skipped": f"chinchilla fit has no compute optimum ({shown})"}
+    else:
+        block = compute_optimal_block(chin, step1.boots, chin_und)
+        if chin_block.get("determined") is False:
+            why = f"chinchilla: {chin_block.get('undetermined_reason', 'not determined')}"
+            block["undetermined"] = dict.fromkeys(_QUANTITIES, why)
+            block["determined"] = False
+            block["undetermined_reason"] = why
+    # The law's verdict rides along: reproduce decides a flip of `determined` within Monte
+    # Carlo error of the failure threshold from these counts, as for the law itself.
+    block["n_bootstrap"] = chin_block.get("n_bootstrap", 0)
+    block["n_bootstrap_failed"] = chin_block.get("n_bootstrap_failed", 0)
+    lo, hi = chin_block.get("fitted_range", {}).get("flops", [float(f.C.min()), float(f.C.max())])
+    block["extrapolation_decades"] = {
+        f"{c:.0e}": decades_beyond(c, lo, hi) for c in COMPUTE_BUDGETS
+    }
+    return block
 
 
 def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
     tpp = block["tokens_per_param"]
+    ext = block.get("extrapolation_decades", {})
+    und = block.get("undetermined", {})
+    if block.get("determined") is False or "tokens_per_param" in und:
+        why = block.get("undetermined_reason") or und.get("tokens_per_param", "")
+        return [head(name) + f"NOT DETERMINED by these data ({why}); no allocation is given"]
+
+    def cell(k: str, v: Any) -> str:
+        d = ext.get(k)
+        far = d is not None and d > EXTRAPOLATION_DECADES_MAX
+        return f"{k}: {fmt(v)}" + (f" (EXTRAPOLATED {d:.1f} decades)" if far else "")
+
     return [
         head(name)
         + f"a={fmt(block['a'])} b={fmt(block['b'])}  tokens/param: "
-        + ", ".join(f"{k}: {fmt(v)}" for k, v in tpp.items())
+        + ", ".join(cell(k, v) for k, v in tpp.items())
     ]
 
 

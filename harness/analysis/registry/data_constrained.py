@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import dataconstrained as dc
-from harness.analysis.registry.base import Figures, Frame, Law, head, law_block, param_summary
+from harness.analysis.registry.base import (
+    Figures,
+    Frame,
+    Law,
+    fitted_range,
+    head,
+    law_block,
+    param_summary,
+)
 from harness.errors import InputError
 
 
@@ -40,7 +48,14 @@ def _fit(f: Frame) -> dict[str, Any]:
         boots, n_failed = dc.bootstrap_data_constrained(
             N, D, U, L, r, n_resamples=f.n_bootstrap, rng=f.rng("data_constrained")
         )
-    block = law_block(f, "data_constrained", r, boots, n_failed)
+    block = law_block(
+        f,
+        "data_constrained",
+        r,
+        boots,
+        n_failed,
+        fitted_range(n_params=f.N, n_tokens=f.D, flops=f.C),
+    )
     n_rep, n_exc = dc.repeat_counts(N, D, U, r.params)
     block.update(n_repeated=n_rep, n_excess_params=n_exc, source="Muennighoff et al. 2023, eq. 5-7")
     for k in dc.undetermined(N, D, U, r.params):

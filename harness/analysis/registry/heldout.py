@@ -34,8 +34,9 @@ def _fit(f: Frame) -> dict[str, Any]:
     are = np.abs(pred - L[te]) / L[te]
     intervals: list[list[float | None]] = [[None, None]] * int(te.sum())
     errors: list[list[float | None]] = [[None, None]] * int(te.sum())
+    n_failed = 0
     if f.n_bootstrap:
-        boots, _ = fitmod.bootstrap_chinchilla(
+        boots, n_failed = fitmod.bootstrap_chinchilla(
             N[tr], D[tr], L[tr], r, n_resamples=f.n_bootstrap, rng=f.rng("heldout")
         )
         if boots:
@@ -52,6 +53,7 @@ def _fit(f: Frame) -> dict[str, Any]:
          "predicted": float(yp)}
         for n, d, c, y, yp in zip(N[te], D[te], C[te], L[te], pred, strict=True)
     ]  # fmt: skip
+    verdict = identify.law_fields(p, r.precision, r.undetermined, [], {}, n_failed, f.n_bootstrap)
     return {
         "law": "chinchilla",
         "flops_threshold": thr,
@@ -70,6 +72,9 @@ def _fit(f: Frame) -> dict[str, Any]:
         "ci95": {f"predicted_{i}": ci for i, ci in enumerate(intervals)},
         "ci95_mc_se": {f"predicted_{i}": se for i, se in enumerate(errors)},
         "n_bootstrap": f.n_bootstrap,
+        "n_bootstrap_failed": n_failed,
+        "determined": verdict["determined"],
+        **{k: verdict[k] for k in ("undetermined_reason",) if k in verdict},
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.analysis import fit as fitmod
-from harness.analysis.registry.base import Frame, Law, law_block
+from harness.analysis.registry.base import Frame, Law, fitted_range, law_block
 
 
 def _fit(f: Frame) -> dict[str, Any]:
@@ -18,7 +18,9 @@ def _fit(f: Frame) -> dict[str, Any]:
         boots, n_failed = fitmod.bootstrap_kaplan(
             f.N, f.D, f.L, r, n_resamples=f.n_bootstrap, rng=f.rng("kaplan")
         )
-    return law_block(f, "kaplan", r, boots, n_failed)
+    return law_block(
+        f, "kaplan", r, boots, n_failed, fitted_range(n_params=f.N, n_tokens=f.D, flops=f.C)
+    )
 
 
 LAW = Law("kaplan", _fit)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import fit as fitmod
-from harness.analysis.registry.base import Frame, Law, law_block
+from harness.analysis.registry.base import Frame, Law, fitted_range, law_block
 
 
 def one_variable_slice(df: pd.DataFrame, fixed: str, var: str) -> tuple[pd.DataFrame, str]:
@@ -50,7 +50,8 @@ def _power_law(f: Frame, name: str, x: np.ndarray, y: np.ndarray, data: str) -> 
         boots, n_failed = fitmod.bootstrap_power_law(
             x, y, r, n_resamples=f.n_bootstrap, rng=f.rng(name)
         )
-    block = law_block(f, name, r, boots, n_failed)
+    column = {"power_law_n": "n_params", "power_law_d": "n_tokens", "power_law_c": "flops"}[name]
+    block = law_block(f, name, r, boots, n_failed, fitted_range(**{column: x}))
     block["data"] = data
     return block
 
