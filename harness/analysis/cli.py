@@ -119,6 +119,13 @@ def register(subparsers: Any) -> None:
         help="approach-2 minimum finder (akima: Porian et al. 2024)",
     )
     p.add_argument(
+        "--n-convention",
+        choices=("non_embedding", "total"),
+        default="non_embedding",
+        help="what N counts: non-embedding parameters (default; the harness's n_params) or all "
+        "of them (n_params_total where the CSV has it); recorded in fits.json",
+    )
+    p.add_argument(
         "--target-accuracy",
         type=float,
         default=None,
@@ -255,6 +262,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             isoflop_minimum=args.isoflop_minimum,
             target_accuracy=args.target_accuracy,
             where=args.where,
+            n_convention=args.n_convention,
         )
     print(summarize(json.loads(out.read_text())))
     print(f"wrote {out}")

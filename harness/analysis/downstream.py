@@ -739,7 +739,7 @@ def _step1(
     if runs is not None:
         N, D, L = (runs[c].to_numpy(dtype=float) for c in ("n_params", "n_tokens", "loss"))
         try:
-            r = fitmod.fit_chinchilla(N, D, L)
+            r = fitmod.fit_chinchilla(N, D, L, name="downstream step 1 (chinchilla)")
             boots: list[dict[str, float]] = []
             nf = 0
             if n_bootstrap:

@@ -273,7 +273,8 @@ def grid_edge(
             if k in edge
         )
         warnings.warn(
-            f"{law} fit: best fit on the edge of the start grid: {desc}; widen start_grid",
+            f"{law} fit: best fit on the edge of the start grid: {desc}; these data do not pin "
+            "it down (reported as undetermined): runs over a wider range of N and D would",
             GridEdgeWarning,
             stacklevel=3,
         )
@@ -420,6 +421,7 @@ def fit_chinchilla(
     *,
     delta: float = 1e-3,
     start_grid: Mapping[str, Sequence[float]] = CHINCHILLA_START_GRID,
+    name: str = "chinchilla",
 ) -> FitResult:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, approach 3).
 
@@ -434,6 +436,8 @@ def fit_chinchilla(
         Huber threshold.
     start_grid : mapping
         Axes of the start grid, keys a, b, alpha, beta, e (product taken).
+    name : str
+        The fit's name in messages (a sub-fit says which, e.g. the held-out check's).
 
     Returns
     -------
@@ -455,14 +459,14 @@ def fit_chinchilla(
     D = as_positive("n_tokens", n_tokens)
     L = as_positive("loss", loss)
     check_same_length(n_params=N, n_tokens=D, loss=L)
-    check_joint(N, D, 5, "chinchilla")
+    check_joint(N, D, 5, name)
     starts = grid_points(start_grid, CHIN_ORDER)
     logx = np.column_stack([np.log(N), np.log(D)])
     fun = optim.lse_huber_objective(logx, np.log(L), None, delta)
     raw = minimize_from(fun, starts)
     return _fit_result(
         "chinchilla",
-        "chinchilla",
+        name,
         raw,
         CHIN_ORDER,
         start_grid,

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.analysis.where import select_rows
 from harness.errors import InputError
 
 __all__ = [
     "METRICS_COLUMNS",
+    "PROVENANCE_COLUMNS",
     "REQUIRED",
+    "check_one_source",
     "load_learning_curves",
     "load_runs",
     "parse_column_map",
@@ -166,12 +169,16 @@ def load_runs(
     column_map: Mapping[str, str] | None = None,
     *,
     min_points: int = 2,
+    where: str | None = None,
 ) -> pd.DataFrame:
     """Read runs.csv into a DataFrame with the columns n_params, n_tokens, loss (and the rest).
 
     Rows whose ``status`` column (if any) is not "done" are dropped; their count is in
     ``df.attrs["n_excluded"]``. ``df.attrs["path"]`` is the CSV read, and the column
-    ``line`` holds each row's line number in the file (header = line 1).
+    ``line`` holds each row's line number in the file (header = line 1). ``where``
+    (`where.select_rows`) selects rows before any value is checked, so that it can leave out
+    rows a foreign CSV leaves incomplete (``n_tokens > 0`` drops a blank D); the count left out
+    is in ``df.attrs["n_not_selected"]``.
 
     Parameters
     ----------
@@ -215,6 +222,10 @@ def load_runs(
             "--columns n_params=COL,n_tokens=COL,loss=COL"
         )
     df, n_excluded = done_rows(df)
+    n_not_selected = None
+    if where:
+        df = select_rows(df, where, csv)
+        n_not_selected = int(df.attrs["n_not_selected"])
     for col in REQUIRED:
         raw = df[col]
         num = pd.to_numeric(raw, errors="coerce")
@@ -268,7 +279,54 @@ def load_runs(
         )
     df.attrs["n_excluded"] = n_excluded
     df.attrs["path"] = str(csv)
+    if n_not_selected is not None:
+        df.attrs["n_not_selected"] = n_not_selected
     return df
+
+
+PROVENANCE_COLUMNS = frozenset(
+    {"run_id", "status", "device", "harness_version", "git_sha", "line", "experiment"}
+)
+"""Text columns that say where or when a run ran, not what it computed: repeats of one (N, D)
+may differ in them."""
+
+
+def check_one_source(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> None:
+    """Refuse rows at the same (N, D) that differ in a text column (a corpus, a tokenizer, a
+    schedule): they are different experiments, and one law through all of them is a law of
+    none. Repeats that differ only in numbers (seeds, swept lr or batch) or in provenance
+    (`PROVENANCE_COLUMNS`), and columns that name each run (all values distinct), pass.
+
+    Raises
+    ------
+    InputError
+        Naming the column, its values, the (N, D) and the lines, and the way out (--group-by
+        or --where).
+    """
+    cols = [
+        c
+        for c in df.columns
+        if c not in PROVENANCE_COLUMNS
+        and c not in group_by
+        and c not in REQUIRED
+        and (df[c].dtype == object or isinstance(df[c].dtype, pd.StringDtype))
+        and df[c].nunique(dropna=False) < len(df)
+    ]
+    if not cols:
+        return
+    keys = list(group_by) + ["n_params", "n_tokens"]
+    dup = df[df.duplicated(keys, keep=False)]
+    for _, g in dup.groupby(keys, sort=False):
+        for c in cols:
+            values = g[c].astype(str).unique()
+            if values.size > 1:
+                n, d = float(g["n_params"].iloc[0]), float(g["n_tokens"].iloc[0])
+                raise InputError(
+                    f"{csv}: rows at the same N = {n:.6g}, D = {d:.6g} differ in column {c!r} "
+                    f"({value_list(list(values))} at {line_list(g['line'])}): different "
+                    f"experiments, not repeats; accepted: --group-by {c} to fit each, or "
+                    f"--where to select one"
+                )
 
 
 def load_learning_curves(

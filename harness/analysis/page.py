@@ -344,6 +344,11 @@ def _provenance(df: pd.DataFrame, doc: Mapping[str, Any], csv: Path) -> str:
         ["experiment", _e(distinct("experiment"))],
         ["runs.csv sha256", f"<code>{_e(sha256_of(csv))}</code>"],
         ["settings hash (sha256 of the runs' spec.json)", f"<code>{_e(settings)}</code>"],
+        ["N counts", _e(
+            "all parameters (with embeddings)"
+            if doc.get("settings", {}).get("n_convention") == "total"
+            else "non-embedding parameters"
+        )],
         ["fit settings", f"<code>{_e(json.dumps(doc.get('settings', {}), sort_keys=True))}</code>"],
         ["trained with git sha", _e(distinct("git_sha"))],
         ["trained with harness version", _e(distinct("harness_version"))],

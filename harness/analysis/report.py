@@ -18,18 +18,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.analysis import downstream as ds
 from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
 from harness.analysis.common import json_clean
-from harness.analysis.io import line_list, load_runs, resolve_csv, sha256_of
+from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
 from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
 from harness.analysis.samples import read_samples, samples_path, write_samples
-from harness.analysis.where import select_rows
 from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
 
@@ -232,6 +232,44 @@ def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     }
 
 
+N_CONVENTIONS = ("non_embedding", "total")
+"""What N counts: non-embedding parameters (Kaplan et al. 2020; the harness's n_params) or all
+of them (Hoffmann et al. 2022; Gadre et al. 2024). Laws fitted on one do not transfer to the
+other: the embeddings are a large share of small models (half of Gadre et al.'s 411M model)."""
+
+
+def apply_n_convention(
+    df: pd.DataFrame, n_convention: str, column_map: Mapping[str, str] | None, csv: Path
+) -> pd.DataFrame:
+    """The runs with N counted as ``n_convention`` says. "total" takes the harness's
+    n_params_total column where the CSV has one (and --columns does not map n_params itself);
+    otherwise n_params is taken to count what the setting says (recorded, not converted).
+
+    Raises
+    ------
+    InputError
+        An unknown convention, or an n_params_total value that is not a number > 0.
+    """
+    if n_convention not in N_CONVENTIONS:
+        raise InputError(
+            f"--n-convention {n_convention!r}; accepted: {', '.join(N_CONVENTIONS)}"
+        )
+    mapped = bool(column_map and "n_params" in column_map)
+    if n_convention != "total" or mapped or "n_params_total" not in df.columns:
+        return df
+    vals = pd.to_numeric(df["n_params_total"], errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(vals) & (vals > 0))
+    if bad.any():
+        raise InputError(
+            f"{csv}: column 'n_params_total' has bad value(s) at "
+            f"{line_list(df.loc[bad, 'line'])}; accepted: finite numbers > 0 for "
+            "--n-convention total"
+        )
+    out = df.copy()
+    out["n_params"] = vals
+    return out
+
+
 def fits_dict(
     path: str | os.PathLike[str],
     *,
@@ -244,6 +282,7 @@ def fits_dict(
     target_accuracy: float | None = None,
     where: str | None = None,
     samples: dict[str, Any] | None = None,
+    n_convention: str = "non_embedding",
 ) -> dict[str, Any]:
     """The fits.json object for a CSV (see `fit_path`), not yet written. ``samples``, when
     given, receives the bootstrap parameter samples as fits.bootstrap.npz holds them
@@ -259,12 +298,13 @@ def fits_dict(
         Bad input (see `load_runs` and `fit_frame`).
     """
     csv = resolve_csv(path)
-    df = load_runs(csv, column_map)
+    df = load_runs(csv, column_map, where=where)
     n_excluded = int(df.attrs.get("n_excluded", 0))
-    if where:
-        df = select_rows(df, where, csv)
     group_by = list(group_by or [])
+    df = apply_n_convention(df, n_convention, column_map, csv)
+    check_one_source(df, group_by, csv)
     settings = {
+        "n_convention": n_convention,
         "seed": seed,
         "n_bootstrap": n_bootstrap,
         "column_map": dict(column_map or {}),
@@ -313,10 +353,22 @@ def fits_dict(
             try:
                 body = fit_frame(sub, label=label, kept=group_kept, **kw)  # type: ignore[arg-type]
             except InputError as exc:
-                raise InputError(f"{csv}: group {key_map}: {exc}") from None
+                if fits is not None:  # laws asked for by name: every group must support them
+                    raise InputError(f"{csv}: group {key_map}: {exc}") from None
+                # A group too small for the required law is skipped by name, not the whole fit
+                # (a foreign CSV's groups rarely all have 5 runs).
+                why = str(exc).removeprefix(f"{csv}: ")
+                warnings.warn(f"{csv}: group {key_map} skipped: {why}", GroupSkipped, stacklevel=2)
+                groups.append({"key": key_map, "n_points": len(sub), "fits": {}, "skipped": why})
+                continue
             for law, ps in group_kept.get("samples", {}).items():
                 found.update({f"{label}/{law}/{p}": v for p, v in ps.items()})
             groups.append({"key": key_map, "n_points": len(sub), "fits": body})
+        if all("skipped" in g for g in groups):
+            raise InputError(
+                f"{csv}: no group of {group_by} supports a fit (first: {groups[0]['key']}: "
+                f"{groups[0]['skipped']}); accepted: groups with enough runs for the laws"
+            )
         doc["groups"] = groups
     ref = reference_of(csv.parent)
     if ref is not None:  # synthetic corpus: the true entropy rate, for comparison with E
@@ -352,6 +404,7 @@ def fit_path(
     isoflop_minimum: str = "parabola",
     target_accuracy: float | None = None,
     where: str | None = None,
+    n_convention: str = "non_embedding",
 ) -> Path:
     """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`), and
     the bootstrap's parameter samples beside it (fits.bootstrap.npz, `samples`).
@@ -379,6 +432,8 @@ def fit_path(
     where : str, optional
         Fit only the runs this pandas expression selects (`select_rows`); recorded in
         settings, so `reproduce` refits the same rows.
+    n_convention : {"non_embedding", "total"}
+        What N counts (`N_CONVENTIONS`, `apply_n_convention`); recorded in settings.
 
     Returns
     -------
@@ -403,6 +458,7 @@ def fit_path(
         target_accuracy=target_accuracy,
         where=where,
         samples=found,
+        n_convention=n_convention,
     )
     target = Path(out) if out is not None else csv.parent / "fits.json"
     # The samples first: a fits.json is never newer than the samples it was summarised from.
@@ -445,11 +501,15 @@ def summarize(fits: Mapping[str, Any]) -> str:
         where = fits.get("settings", {}).get("where")
         if where:
             lines[-1] += f", {inp['n_not_selected']} not selected by --where {where!r}"
+        conv = fits.get("settings", {}).get("n_convention", "non_embedding")
+        lines.append(f"N counts {'all' if conv == 'total' else 'non-embedding'} parameters")
     if "groups" in fits:
         for g in fits["groups"]:
             lines.append(
                 ", ".join(f"{k}={v}" for k, v in g["key"].items()) + f" ({g['n_points']} runs)"
             )
+            if "skipped" in g:
+                lines.append(f"  skipped: {g['skipped']}")
             lines += _summarize_fits(g["fits"], "  ")
     else:
         lines += _summarize_fits(fits.get("fits", fits))
@@ -518,7 +578,6 @@ def plot_path(
         Bad input.
     """
     csv = resolve_csv(path)
-    df = load_runs(csv, column_map)
     stored: dict[str, Any] = {}
     fj = csv.parent / "fits.json"
     if fj.is_file():
@@ -528,6 +587,9 @@ def plot_path(
             stored = {}
         if not group_by:
             group_by = stored.get("settings", {}).get("group_by") or None
+    # The rows the fit read: a stored --where selects them before their values are checked.
+    where = stored.get("settings", {}).get("where") if isinstance(stored, dict) else None
+    df = load_runs(csv, column_map, where=where if isinstance(where, str) else None)
     if "fits" not in stored and "groups" not in stored:
         # Not fitted yet: the figures draw the laws fitted here, without bootstrap (they only
         # ever draw what a fits object holds); data that support no law draw the runs alone.

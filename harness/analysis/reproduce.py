@@ -42,7 +42,7 @@ from harness.analysis import identify
 from harness.analysis.common import ci95, fmt, inside, json_num
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
-from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path
+from harness.analysis.report import ALL_FITS, N_CONVENTIONS, SCHEMA, fits_dict, plot_path
 from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.analysis.where import check_where
 from harness.atomic import atomic_write_json
@@ -508,6 +508,7 @@ def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
             "null or an object of column names",
         ),
         "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
+        "n_convention": (lambda v: v in N_CONVENTIONS, " or ".join(N_CONVENTIONS)),
         "where": (lambda v: v is None or isinstance(v, str), "null or a row selection"),
         "target_accuracy": (
             lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
@@ -563,6 +564,7 @@ def reproduce_path(
         isoflop_minimum=s.get("isoflop_minimum", "parabola"),
         target_accuracy=s.get("target_accuracy"),
         where=s.get("where"),
+        n_convention=s.get("n_convention", "non_embedding"),
     )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json

@@ -188,7 +188,7 @@ def test_cli_prints_warnings_as_one_line(
     assert lines[0].startswith(
         "warning: power_law_n fit: best fit on the edge of the start grid: e=3.49"
     )
-    assert "widen start_grid" in lines[0]
+    assert "runs over a wider range of N and D would" in lines[0]  # what the user can do
     assert "GridEdgeWarning" not in err and "warnings.warn" not in err
 
 

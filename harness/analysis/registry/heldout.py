@@ -28,7 +28,9 @@ def _fit(f: Frame) -> dict[str, Any]:
     tr, te = C <= thr, C > thr
     if te.sum() < 1:
         raise InputError("held-out check: no run above the compute threshold")
-    r = fitmod.fit_chinchilla(N[tr], D[tr], L[tr])
+    r = fitmod.fit_chinchilla(
+        N[tr], D[tr], L[tr], name=f"heldout (chinchilla on the {int(tr.sum())} cheapest runs)"
+    )
     p = r.params
     pred = chinchilla_loss(N[te], D[te], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
     are = np.abs(pred - L[te]) / L[te]
