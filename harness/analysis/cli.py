@@ -208,8 +208,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--law",
         default=None,
-        help="chinchilla (default), kaplan, overtraining, power_law_n, power_law_d or "
-        "power_law_c",
+        help="chinchilla (default), kaplan, overtraining, power_law_n, power_law_d or power_law_c",
     )
     p.add_argument("--group", default=None, help="the group of a grouped fit: 'v1|v2'")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")

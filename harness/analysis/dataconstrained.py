@@ -602,6 +602,7 @@ def bootstrap_data_constrained(
     xs, conv = fitmod.bootstrap_refits(
         lambda W: _objective(N, D, U, L, W, delta, free, full0), fit, N.size, n_resamples, rng
     )
+
     def params(x: FloatArray) -> dict[str, float]:
         full = full0.copy()
         full[free] = x

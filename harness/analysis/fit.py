@@ -540,11 +540,7 @@ def kept_resamples(
     kept: list[dict[str, float]] = []
     for x, ok in zip(xs, conv, strict=True):
         p = to_params(x)
-        if (
-            ok
-            and all(math.isfinite(v) for v in p.values())
-            and all(p[k] > 0 for k in exps)
-        ):
+        if ok and all(math.isfinite(v) for v in p.values()) and all(p[k] > 0 for k in exps):
             kept.append(p)
     return kept, len(xs) - len(kept)
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.common import fmt
+from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX
 from harness.analysis.io import load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.atomic import atomic_write_text
@@ -217,7 +218,10 @@ def _warnings(block: Mapping[str, Any]) -> list[str]:
         out.append(f"<div class='warn'>{_param_name(k)} undetermined: {_e(why)}</div>")
     failed, n = block.get("n_bootstrap_failed"), block.get("n_bootstrap")
     if failed and n and failed / n > 0.1 and block.get("determined") is not False:
-        out.append(f"<div class='warn'>{failed} of {n} bootstrap fits did not converge</div>")
+        out.append(
+            f"<div class='warn'>{failed} of {n} bootstrap fits failed (left out of the "
+            "intervals)</div>"
+        )
     return out
 
 
@@ -279,20 +283,34 @@ def _compute_optimal_section(block: Mapping[str, Any] | None) -> str:
     if not block or "skipped" in block or "n_opt" not in block:
         why = block.get("skipped", "") if block else "no compute_optimal block in fits.json"
         return f"<h2>Compute-optimal allocation</h2><p class='muted'>{_e(why)}</p>"
+    und = block.get("undetermined") or {}
+    if block.get("determined") is False or "tokens_per_param" in und:
+        why = block.get("undetermined_reason") or und.get("tokens_per_param", "")
+        return (
+            "<h2>Compute-optimal allocation</h2><div class='bad'>not determined by these data: "
+            f"{_e(why)}; no allocation is given</div>"
+        )
     ci = block.get("ci95", {})
+    ext = block.get("extrapolation_decades", {})
     rows = []
     for c in sorted(block["n_opt"], key=float):
         budget = _e(f"{float(c):.3g}".replace("e+", "e"))  # 1e21, as budgets are written
         opt = [_e(si(block[k][c])) for k in ("n_opt", "d_opt")]
         tpp = [_num(block["tokens_per_param"][c]), _interval(ci.get("tokens_per_param", {}).get(c))]
-        rows.append([budget, *opt, *tpp])
+        d = ext.get(c)
+        far = (
+            "–"
+            if d is None
+            else f"{d:.1f}" + (" <b>EXTRAPOLATED</b>" if d > EXTRAPOLATION_DECADES_MAX else "")
+        )
+        rows.append([budget, *opt, *tpp, far])
     return "\n".join([
         "<h2>Compute-optimal allocation</h2>",
         f"<p class='formula'>{FORMULAS['compute_optimal']}</p>",
         f"<p>a = {_num(block['a'])} {_interval(ci.get('a'))}, b = {_num(block['b'])} "
         f"{_interval(ci.get('b'))} <span class='muted'>({_e(block.get('source', ''))})</span></p>",
-        _table(["compute C (FLOP)", "N_opt", "D_opt", "tokens per parameter", "95% interval"],
-               rows),
+        _table(["compute C (FLOP)", "N_opt", "D_opt", "tokens per parameter", "95% interval",
+                "decades of compute beyond the runs"], rows),
         *_warnings(block),
     ])  # fmt: skip
 

@@ -165,10 +165,14 @@ def _loss_slices(
     params: Mapping[str, float] | None,
     floor: float | None = None,
     samples: Mapping[str, np.ndarray] | None = None,
+    undetermined: bool = False,
 ) -> Figure:
     """Loss against column ``x``, one colour per value of column ``by``, with the fitted
     Chinchilla law along each slice and its bootstrap 95% band (``x`` and ``by`` are n_params
-    and n_tokens in some order)."""
+    and n_tokens in some order). A law the data do not determine is drawn dashed, without a
+    band, and says so in the legend."""
+    if undetermined:
+        samples = None
     values = np.unique(df[by])
     many = values.size > 12
     colour = colours(values, "D" if by == "n_tokens" else "N")
@@ -179,7 +183,8 @@ def _loss_slices(
         if params is not None and not many:
             grid = np.geomspace(g[x].min() / 1.5, g[x].max() * 1.5, 100)
             n, d = (grid, v) if x == "n_params" else (v, grid)
-            ax.plot(grid, chinchilla_loss(n, d, **params), "-", color=c, lw=1)
+            ax.plot(grid, chinchilla_loss(n, d, **params), "--" if undetermined else "-",
+                    color=c, lw=1)  # fmt: skip
             band = _band(samples, n, d)
             if band is not None:
                 ax.fill_between(grid, *band, color=c, alpha=0.15, lw=0)
@@ -190,6 +195,8 @@ def _loss_slices(
             ax.set_ylim(lo / 1.15, hi * 1.25)
         # The formula as the legend's first entry: what the lines are.
         ax.plot([], [], "-", color="0.3", lw=1, label=chinchilla_formula(params))
+        if undetermined:
+            ax.plot([], [], "--", color="0.3", lw=1, label="NOT DETERMINED by these data")
         if samples:
             ax.fill_between([], [], color="0.3", alpha=0.15, lw=0, label="95% bootstrap band")
     _floor_line(ax, floor)
@@ -212,6 +219,7 @@ def plot_loss_vs_n(
     params: Mapping[str, float] | None = None,
     floor: float | None = None,
     samples: Mapping[str, np.ndarray] | None = None,
+    undetermined: bool = False,
 ) -> Figure:
     """Loss against N, one colour per D, with the fitted Chinchilla law L(N, D) per D.
 
@@ -227,14 +235,17 @@ def plot_loss_vs_n(
     samples : mapping, optional
         The bootstrap's Chinchilla parameters {name: array} (fits.bootstrap.npz): a 95% band
         around each line.
+    undetermined : bool
+        The law is not determined by the data: dashed lines, no band.
 
     Returns
     -------
     Figure
     """
     return _loss_slices(
-        ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params, floor, samples
-    )
+        ax, df, "n_params", "n_tokens", "D", "non-embedding parameters N", params, floor, samples,
+        undetermined,
+    )  # fmt: skip
 
 
 def plot_loss_vs_d(
@@ -243,6 +254,7 @@ def plot_loss_vs_d(
     params: Mapping[str, float] | None = None,
     floor: float | None = None,
     samples: Mapping[str, np.ndarray] | None = None,
+    undetermined: bool = False,
 ) -> Figure:
     """Loss against D, one colour per N, with the fitted Chinchilla law per N and its band (and
     `floor`, the true entropy rate, dashed), as `plot_loss_vs_n`.
@@ -252,8 +264,9 @@ def plot_loss_vs_d(
     Figure
     """
     return _loss_slices(
-        ax, df, "n_tokens", "n_params", "N", "training tokens D", params, floor, samples
-    )
+        ax, df, "n_tokens", "n_params", "N", "training tokens D", params, floor, samples,
+        undetermined,
+    )  # fmt: skip
 
 
 def plot_isoflop(

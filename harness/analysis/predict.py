@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scipy.special import ndtr
 
 from harness.analysis.common import ci95, fmt
@@ -425,9 +424,7 @@ def table(law: FittedLaw, rows: list[dict[str, Any]]) -> str:
                 f"[{fmt(r['loss_pi95'][0])}, {fmt(r['loss_pi95'][1])}]  {flags(r)}".rstrip()
             )
         return "\n".join(lines)
-    lines.append(
-        f"{'N':>10}  {'D':>10}  {'D/N':>8}  {'C=6ND':>10}  {'loss (CI)':>26}  {'PI':>18}"
-    )
+    lines.append(f"{'N':>10}  {'D':>10}  {'D/N':>8}  {'C=6ND':>10}  {'loss (CI)':>26}  {'PI':>18}")
     for r in rows:
         lines.append(
             f"{fmt(r['n']):>10}  {fmt(r['d']):>10}  {fmt(r['tokens_per_param']):>8}  "

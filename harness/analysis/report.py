@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,10 @@ def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     }
 
 
+class GroupSkipped(UserWarning):
+    """A group of a grouped fit has too few runs for the required law: skipped by name."""
+
+
 N_CONVENTIONS = ("non_embedding", "total")
 """What N counts: non-embedding parameters (Kaplan et al. 2020; the harness's n_params) or all
 of them (Hoffmann et al. 2022; Gadre et al. 2024). Laws fitted on one do not transfer to the
@@ -251,9 +256,7 @@ def apply_n_convention(
         An unknown convention, or an n_params_total value that is not a number > 0.
     """
     if n_convention not in N_CONVENTIONS:
-        raise InputError(
-            f"--n-convention {n_convention!r}; accepted: {', '.join(N_CONVENTIONS)}"
-        )
+        raise InputError(f"--n-convention {n_convention!r}; accepted: {', '.join(N_CONVENTIONS)}")
     mapped = bool(column_map and "n_params" in column_map)
     if n_convention != "total" or mapped or "n_params_total" not in df.columns:
         return df

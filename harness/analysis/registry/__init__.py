@@ -5,7 +5,7 @@
 | `chinchilla` | chinchilla | approach 3, L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022) |
 | `compute_optimal` | compute_optimal | N_opt, D_opt from approach 3 (Hoffmann et al. 2022, eq. 4) |
 | `kaplan` | kaplan | L(N, D) of Kaplan et al. (2020), eq. 1.5 |
-| `overtraining` | overtraining | L(C, M) = E + (a M^eta + b M^-eta) C^-eta (Gadre et al. 2024, eq. 4) |
+| `overtraining` | overtraining | E + (a M^eta + b M^-eta) C^-eta (Gadre et al. 2024, eq. 4) |
 | `power_law` | power_law_n, power_law_d, power_law_c | L(x) = E + A x^-alpha (Kaplan et al. 2020) |
 | `approach1` | approach1 | the lowest-loss size per isoFLOP budget (Hoffmann et al. 2022, 3.1) |
 | `isoflop` | isoflop | isoFLOP profiles, approach 2 (Hoffmann et al. 2022, 3.2) |

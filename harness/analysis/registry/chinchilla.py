@@ -39,12 +39,13 @@ def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
     block = usable(block)
     params = dict(block["params"]) if block and block.get("params") else None
     samples = fig.samples.get("chinchilla")
+    und = bool(block and block.get("determined") is False)
     out = plots.save_figure(
-        plots.plot_loss_vs_n(plots.new_axes(), fig.df, params, fig.floor, samples),
+        plots.plot_loss_vs_n(plots.new_axes(), fig.df, params, fig.floor, samples, und),
         fig.out_dir / f"loss_vs_n{fig.suffix}",
     )
     out += plots.save_figure(
-        plots.plot_loss_vs_d(plots.new_axes(), fig.df, params, fig.floor, samples),
+        plots.plot_loss_vs_d(plots.new_axes(), fig.df, params, fig.floor, samples, und),
         fig.out_dir / f"loss_vs_d{fig.suffix}",
     )
     if plots.is_full_grid(fig.df):  # an isoFLOP grid fills one diagonal: no heat map
