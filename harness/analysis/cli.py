@@ -210,6 +210,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="chinchilla (default), kaplan, overtraining, power_law_n, power_law_d or power_law_c",
     )
+    p.add_argument(
+        "--task",
+        default=None,
+        metavar="T[,T]",
+        help="accuracy on these tasks of tasks.csv (or 'all'), chained from --n and --d (or "
+        "--tokens-per-param, or --flops: at the compute-optimal N, D of the chinchilla law)",
+    )
     p.add_argument("--group", default=None, help="the group of a grouped fit: 'v1|v2'")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
     p.set_defaults(func=cmd_predict)
@@ -220,6 +227,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from harness.analysis import predict as pr
     from harness.analysis.common import json_clean
 
+    if args.task:
+        return _predict_tasks(args)
     law = pr.load_law(args.path, args.law or "chinchilla", args.group)
     values = {
         q: pr.parse_values(getattr(args, q), f"--{q.replace('_', '-')}") if getattr(args, q) else []
@@ -242,6 +251,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(json_clean(rows), indent=2))
     else:
         print(pr.table(law, rows))
+    return 0
+
+
+def _predict_tasks(args: argparse.Namespace) -> int:
+    """`harness predict PATH --task T`: accuracy chained from N and D, with its interval."""
+    from harness.analysis import predict as pr
+    from harness.analysis.common import json_clean
+
+    if args.law or args.group:
+        raise InputError("--task chains from the fit's own laws: leave out --law and --group")
+    values = {
+        q: pr.parse_values(getattr(args, q), f"--{q.replace('_', '-')}") if getattr(args, q) else []
+        for q in ("n", "d", "flops", "tokens_per_param")
+    }
+    names = [t.strip() for t in args.task.split(",") if t.strip()]
+    if names == ["all"]:
+        doc = json.loads(pr.fits_json_of(args.path).read_text(encoding="utf-8"))
+        names = [k for k, b in doc.get("tasks", {}).get("tasks", {}).items() if "step2" in b]
+    if values["flops"]:
+        if values["n"] or values["d"] or values["tokens_per_param"]:
+            raise InputError("--flops gives the compute-optimal N and D: leave out --n and --d")
+        opt = pr.predict_optimal(pr.load_law(args.path, "chinchilla"), values["flops"])
+        pairs = [(r["n_opt"], r["d_opt"]) for r in opt]
+    elif values["n"] and (values["d"] or values["tokens_per_param"]):
+        if values["d"] and values["tokens_per_param"]:
+            raise InputError("give --d or --tokens-per-param, not both")
+        pairs = [
+            (n, d if values["d"] else d * n)
+            for n in values["n"]
+            for d in (values["d"] or values["tokens_per_param"])
+        ]
+    else:
+        raise InputError("--task: give --n and --d (or --tokens-per-param), or --flops")
+    rows = []
+    for name in names:
+        tf, block = pr.load_task(args.path, name)
+        for n, d in pairs:
+            rows += pr.predict_task(tf, block, [n], [d])
+    print(json.dumps(json_clean(rows), indent=2) if args.json else pr.task_table(rows))
     return 0
 
 

@@ -577,9 +577,12 @@ def plot_extrapolation(ax: Axes, df: pd.DataFrame, block: Mapping[str, Any]) -> 
         ci = [block.get("ci95", {}).get(f"predicted_{i}", [None, None]) for i in range(len(pts))]
         lo = np.array([np.nan if c[0] is None else c[0] for c in ci], dtype=float)
         hi = np.array([np.nan if c[1] is None else c[1] for c in ci], dtype=float)
-        err = np.vstack([pred - lo, hi - pred])
-        ax.errorbar(pc, pred, yerr=np.where(np.isfinite(err), err, 0), fmt="x", color="r",
-                    ms=5, lw=1, capsize=2, label="predicted, 95% interval")  # fmt: skip
+        # The interval drawn from its own ends: the law's point can lie outside the interval
+        # of its kept resamples (a fit on the start grid's edge, results/repeat).
+        ax.plot(pc, pred, "x", color="r", ms=5, label="predicted, 95% interval")
+        fin = np.isfinite(lo) & np.isfinite(hi)
+        if fin.any():
+            ax.vlines(pc[fin], lo[fin], hi[fin], color="r", lw=1)
     ax.axvline(thr, color="0.5", ls=":", lw=1, label=f"fit up to C={si(thr)}FLOP")
     ax.set_xscale("log")
     ax.set_yscale("log")

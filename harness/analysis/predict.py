@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from harness.analysis import taskscale as ts
 from harness.analysis.common import ci95, fmt
 from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX, describe, extrapolation
 from harness.analysis.laws import (
@@ -51,6 +52,8 @@ __all__ = [
     "MAX_QUERIES",
     "FittedLaw",
     "load_law",
+    "load_task",
+    "predict_task",
     "parse_values",
     "predict",
     "predict_optimal",
@@ -207,6 +210,148 @@ def _law_of(doc: Any, fj: Path, name: str, group: str | None) -> FittedLaw:
         residual_sd_log=float(sd) if isinstance(sd, (int, float)) else math.nan,
         n_failed=int(block.get("n_bootstrap_failed") or 0),
     )
+
+
+def fits_json_of(path: str | os.PathLike[str]) -> Path:
+    """The fits.json at or beside ``path`` (a directory, its CSV, or the file itself).
+
+    Raises
+    ------
+    InputError
+        There is none.
+    """
+    p = Path(path)
+    fj = p / "fits.json" if p.is_dir() else p if p.suffix == ".json" else p.parent / "fits.json"
+    if not fj.is_file():
+        raise InputError(f"{fj}: no fits.json; run `harness fit {p}` first")
+    return fj
+
+
+def load_task(path: str | os.PathLike[str], task: str) -> tuple[ts.TaskFit, Mapping[str, Any]]:
+    """Task ``task`` of the fits.json at or beside ``path`` (its "tasks" object), with its
+    paired bootstrap samples: (TaskFit, the task's block).
+
+    Raises
+    ------
+    InputError
+        No fits.json, no tasks object (no tasks.csv was fitted), an unknown or skipped task,
+        or samples missing.
+    """
+    fj = fits_json_of(path)
+    try:
+        doc = json.loads(fj.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{fj}: not valid JSON ({exc}); accepted: a fits.json") from None
+    tasks = doc.get("tasks", {}).get("tasks") if isinstance(doc.get("tasks"), Mapping) else None
+    if not isinstance(tasks, Mapping):
+        raise InputError(
+            f"{fj}: no task laws; accepted: a fit of a directory with {ts.TASKS_CSV} beside "
+            "its runs.csv (`harness fit`)"
+        )
+    block = tasks.get(task)
+    if not isinstance(block, Mapping) or "step2" not in block:
+        why = f" ({block['skipped']})" if isinstance(block, Mapping) else ""
+        have = ", ".join(k for k, b in tasks.items() if isinstance(b, Mapping) and "step2" in b)
+        raise InputError(f"{fj}: --task {task!r}{why}; accepted: {have or 'none fitted'}")
+    arrays = read_samples(samples_path(fj)) if samples_path(fj).is_file() else {}
+    try:
+        s2 = block["step2"]
+        if block["step1"]["source"].startswith("bpb"):
+            step1 = dict(block["step1"]["params"])
+            prefix1 = f"tasks/{task}/step1/"
+        else:
+            step1 = dict(doc["fits"]["chinchilla"]["params"])
+            prefix1 = "chinchilla/"
+        step2 = dict(s2["params"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(
+            f"{fj}: task {task!r} not laid out as `harness fit` writes it ({exc!r})"
+        ) from None
+
+    def rows(prefix: str, names: Sequence[str]) -> list[dict[str, float]]:
+        cols = [arrays.get(prefix + k) for k in names]
+        if any(c is None for c in cols):
+            return []
+        return [dict(zip(names, map(float, v), strict=True)) for v in zip(*cols, strict=True)]
+
+    tf = ts.TaskFit(
+        task=task,
+        metric=str(block.get("metric", "acc")),
+        chance=float(block["chance"]) if block.get("chance") is not None else math.nan,
+        step1_source="bpb" if prefix1.startswith("tasks/") else "val_loss",
+        step1=step1,
+        step1_samples=rows(prefix1, list(step1)),
+        form=str(s2["form"]),
+        step2=step2,
+        step2_samples=rows(f"tasks/{task}/step2/", list(step2)),
+    )
+    if not tf.step1_samples or not tf.step2_samples:
+        raise InputError(
+            f"{samples_path(fj)}: no bootstrap samples of task {task!r} (fitted with "
+            f"--bootstrap 0?); `harness fit {fj.parent}` with a bootstrap writes them"
+        )
+    return tf, {**block, "fitted_range": doc["fits"]["chinchilla"].get("fitted_range")}
+
+
+def predict_task(
+    tf: ts.TaskFit, block: Mapping[str, Any], n: Sequence[float], d: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Accuracy on a task at every (n, d), chained through steps 1 and 2, with its 95%
+    interval over the paired samples; undetermined where either step is, and the decades
+    beyond the fitted runs (`extrapolation`)."""
+    _check_size(list(n), list(d))
+    N, D = (a.ravel() for a in np.meshgrid(np.asarray(n), np.asarray(d), indexing="ij"))
+    point, per = ts.chain(tf, N, D)
+    steps = (block.get("step1", {}), block.get("step2", {}))
+    why = "; ".join(
+        f"{name}: {s.get('undetermined_reason', 'not determined')}"
+        for name, s in zip(("step 1", "step 2"), steps, strict=True)
+        if s.get("determined") is False
+    )
+    out = []
+    for i in range(N.size):
+        ext = extrapolation(
+            block.get("fitted_range") or {},
+            n_params=float(N[i]),
+            n_tokens=float(D[i]),
+            flops=float(flops(N[i], D[i])),
+        )
+        out.append(
+            {
+                "task": tf.task,
+                "metric": tf.metric,
+                "n": float(N[i]),
+                "d": float(D[i]),
+                "flops": float(flops(N[i], D[i])),
+                "tokens_per_param": float(D[i] / N[i]),
+                "accuracy": float(point[i]),
+                "accuracy_ci95": ci95(per[:, i]),
+                "undetermined": bool(why),
+                "undetermined_reason": why,
+                "extrapolation": ext,
+                "step2_form": tf.form,
+            }
+        )
+    return out
+
+
+def task_table(rows: list[dict[str, Any]]) -> str:
+    """The text table of `harness predict --task`."""
+    lines = [
+        f"{'task':<16}  {'N':>10}  {'D':>10}  {'D/N':>8}  accuracy [95% CI of the chain]",
+    ]
+    for r in rows:
+        ci = r["accuracy_ci95"]
+        flag = "  UNDETERMINED" if r["undetermined"] else ""
+        if r["extrapolation"]["flagged"]:
+            flag += f"  EXTRAPOLATED (> {EXTRAPOLATION_DECADES_MAX:g} decades)"
+        far = describe(r["extrapolation"])
+        lines.append(
+            f"{r['task']:<16}  {fmt(r['n']):>10}  {fmt(r['d']):>10}  "
+            f"{fmt(r['tokens_per_param']):>8}  {fmt(r['accuracy'])} [{fmt(ci[0])}, "
+            f"{fmt(ci[1])}] ({r['metric']}, {r['step2_form']}){flag}" + (f"  {far}" if far else "")
+        )
+    return "\n".join(lines)
 
 
 def _available(fits: Mapping[str, Any]) -> str:

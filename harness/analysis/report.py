@@ -25,6 +25,7 @@ import pandas as pd
 from harness.analysis import downstream as ds
 from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
+from harness.analysis import taskscale as ts
 from harness.analysis.common import json_clean
 from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
@@ -390,9 +391,62 @@ def fits_dict(
             step1_fit=kept.get("chinchilla"),
         )
         doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
+    tasks_csv = csv.parent / ts.TASKS_CSV
+    if tasks_csv.is_file() and tasks_csv != csv:
+        doc["tasks"] = _tasks_object(
+            tasks_csv, df, doc, kept, seed, n_bootstrap, where, found, column_map
+        )
     if samples is not None:
         samples.update(found)
     return json_clean(doc)
+
+
+def _tasks_object(
+    tasks_csv: Path,
+    df: pd.DataFrame,
+    doc: Mapping[str, Any],
+    kept: Mapping[str, Any],
+    seed: int,
+    n_bootstrap: int,
+    where: str | None,
+    found: dict[str, Any],
+    column_map: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The "tasks" object of fits.json (`taskscale`): every task of tasks.csv chained from N
+    and D, predicted at the ladder's largest run. A sibling of "fits", as "downstream" is."""
+    tdf = ts.load_tasks(tasks_csv, where=where)
+    if "groups" in doc:
+        return {
+            "input": ts.tasks_input(tasks_csv, tdf),
+            "skipped": "task laws are fitted on ungrouped runs only (fit each group's CSV)",
+        }
+    step1 = kept.get("chinchilla")
+    # Step 2 pairs each accuracy with the loss observed at its (N, D): every done run of the
+    # CSV, not only those --where fits the loss law on (a checkpoint's loss is data about it
+    # whichever runs the law is fitted on).
+    try:
+        losses = load_runs(tasks_csv.parent / doc["input"]["path"], column_map)
+    except InputError:
+        losses = df
+    C = flops(df["n_params"].to_numpy(float), df["n_tokens"].to_numpy(float))
+    top = int(np.argmax(C))
+    target = (float(df["n_params"].iloc[top]), float(df["n_tokens"].iloc[top]))
+    body, task_samples = ts.fit_tasks(
+        tdf,
+        losses,
+        step1.fit if step1 is not None else None,
+        step1.boots if step1 is not None else [],
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+        target=target,
+        val_block=doc.get("fits", {}).get("chinchilla"),
+    )
+    found.update(task_samples)
+    return {
+        "input": ts.tasks_input(tasks_csv, tdf),
+        "target": {"n_params": target[0], "n_tokens": target[1], "why": "the largest run fitted"},
+        "tasks": body,
+    }
 
 
 def fit_path(
@@ -518,6 +572,11 @@ def summarize(fits: Mapping[str, Any]) -> str:
         lines += _summarize_fits(fits.get("fits", fits))
     if "downstream" in fits:
         lines += ds.summarize_downstream(fits["downstream"])
+    if "tasks" in fits:
+        if "skipped" in fits["tasks"]:
+            lines.append(f"tasks            skipped: {fits['tasks']['skipped']}")
+        else:
+            lines += ts.summarize_tasks(fits["tasks"])
     if "reference" in fits:
         lines.append(_reference_line(fits["reference"], fits.get("fits", {})))
     return "\n".join(lines)

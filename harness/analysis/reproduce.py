@@ -761,7 +761,16 @@ def _law_blocks(stored: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
             for g in stored["groups"]
             for law, block in g["fits"].items()
         }
-    return dict(stored.get("fits", {}))
+    out = dict(stored.get("fits", {}))
+    tasks = (
+        stored.get("tasks", {}).get("tasks", {}) if isinstance(stored.get("tasks"), Mapping) else {}
+    )
+    for task, block in tasks.items():  # each task's steps, as `taskscale.fit_tasks` keys them
+        if isinstance(block, Mapping):
+            for step in ("step1", "step2"):
+                if isinstance(block.get(step), Mapping) and "params" in block[step]:
+                    out[f"tasks/{task}/{step}"] = block[step]
+    return out
 
 
 def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from harness.errors import InputError
 
-__all__ = ["ACCEPTED", "check_where", "select_rows"]
+__all__ = ["ACCEPTED", "check_where", "select_rows", "where_columns"]
 
 ACCEPTED = (
     "accepted: comparisons of columns (as named after --columns) with numbers or "
@@ -110,6 +110,12 @@ def check_where(where: str, what: str, columns: Iterable[str] | None = None) -> 
         One line naming the expression, the construct refused and what is accepted.
     """
     _parse(where, what, columns)
+
+
+def where_columns(where: str, what: str) -> set[str]:
+    """The column names ``where`` uses (checked as `check_where` checks it)."""
+    tree = _parse(where, what, None)
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def _parse(where: str, what: str, columns: Iterable[str] | None) -> ast.expr:

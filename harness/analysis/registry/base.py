@@ -105,7 +105,9 @@ def head(name: str) -> str:
 
 def param_summary(name: str, block: Mapping[str, Any]) -> list[str]:
     """Parameters with their intervals, flags, and what the data do not determine."""
-    ci = block.get("ci95", {})
+    # A law the data do not determine has no interval worth printing (built from the few
+    # resamples that did not fail, they are far too narrow): its values only, then why.
+    ci = block.get("ci95", {}) if block.get("determined") is not False else {}
     parts = []
     for k, v in block["params"].items():
         c = ci.get(k)
