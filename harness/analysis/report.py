@@ -330,6 +330,10 @@ def fits_dict(
     # Read (and checked) before the fits: a bad downstream.csv is refused at once, not after
     # minutes of bootstrap.
     dsdf = ds.load_downstream(ds_csv) if ds_csv.is_file() and ds_csv != csv else None
+    tasks_csv = csv.parent / ts.TASKS_CSV
+    tdf = (
+        ts.load_tasks(tasks_csv, where=where) if tasks_csv.is_file() and tasks_csv != csv else None
+    )
     kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
     kept: dict[str, Any] = {}
     found: dict[str, Any] = {}
@@ -391,10 +395,9 @@ def fits_dict(
             step1_fit=kept.get("chinchilla"),
         )
         doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
-    tasks_csv = csv.parent / ts.TASKS_CSV
-    if tasks_csv.is_file() and tasks_csv != csv:
+    if tdf is not None:
         doc["tasks"] = _tasks_object(
-            tasks_csv, df, doc, kept, seed, n_bootstrap, where, found, column_map
+            tasks_csv, tdf, df, doc, kept, seed, n_bootstrap, found, column_map
         )
     if samples is not None:
         samples.update(found)
@@ -403,18 +406,18 @@ def fits_dict(
 
 def _tasks_object(
     tasks_csv: Path,
+    tdf: pd.DataFrame,
     df: pd.DataFrame,
     doc: Mapping[str, Any],
     kept: Mapping[str, Any],
     seed: int,
     n_bootstrap: int,
-    where: str | None,
     found: dict[str, Any],
     column_map: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """The "tasks" object of fits.json (`taskscale`): every task of tasks.csv chained from N
-    and D, predicted at the ladder's largest run. A sibling of "fits", as "downstream" is."""
-    tdf = ts.load_tasks(tasks_csv, where=where)
+    """The "tasks" object of fits.json (`taskscale`): every task of tasks.csv (read and checked
+    before the fits, ``tdf``) chained from N and D, predicted at the ladder's largest run. A
+    sibling of "fits", as "downstream" is."""
     if "groups" in doc:
         return {
             "input": ts.tasks_input(tasks_csv, tdf),

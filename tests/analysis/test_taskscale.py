@@ -1,0 +1,172 @@
+"""Task accuracy chained from N and D (harness.analysis.taskscale, `harness predict --task`):
+known chains recovered, many tasks per file, checkpoints as rows, the step-2 form chosen by its
+stated criterion, paired samples stored and read back, and bad tables refused in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _tiny import harness_cli
+
+from harness.analysis import taskscale as ts
+from harness.analysis.laws import chinchilla_loss
+from harness.analysis.predict import load_task, predict_task
+from harness.analysis.report import fit_path
+from harness.errors import InputError
+
+LOSS = {"E": 1.7, "A": 400.0, "B": 600.0, "alpha": 0.33, "beta": 0.3}
+BPB = {"E": 0.4, "A": 60.0, "B": 120.0, "alpha": 0.3, "beta": 0.28}
+# A sigmoid through Bhagia et al.'s ideal point (0, 1), from a floor near chance (0.26).
+SIGMOID = {"a": -0.75, "b": 1.0 + 0.75 / (1.0 + math.exp(4.0 * 1.1)), "k": 4.0, "x0": 1.1}
+EXPO = {"eps": 0.9, "k": 2.5, "gamma": 0.8}
+
+
+def _ladder(d: Path, seed: int = 0, checkpoints: bool = True, run_id: bool = True) -> Path:
+    """runs.csv (5 sizes x 3 budgets, the validation loss) and tasks.csv: task 'sig' with bpb
+    rows and a sigmoid, task 'exp' (chance unknown) from the validation loss by Gadre et al.'s
+    form; half-way checkpoints as rows of their own when ``checkpoints``."""
+    rng = np.random.default_rng(seed)
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 1e9, 5), [2e9, 8e9, 3.2e10]))
+    L = chinchilla_loss(N, D, **LOSS) * np.exp(rng.normal(0, 0.003, N.size))
+    ids = [f"r{i:02d}" for i in range(N.size)]
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"run_id": ids, "n_params": N, "n_tokens": D, "loss": L}).to_csv(
+        d / "runs.csv", index=False
+    )
+    rows = []
+    for i, (n, dd, loss) in enumerate(zip(N, D, L, strict=True)):
+        for frac in (0.5, 1.0) if checkpoints else (1.0,):
+            x = float(chinchilla_loss(n, dd * frac, **BPB)) * math.exp(rng.normal(0, 0.003))
+            acc = float(ts.step2_accuracy("sigmoid", x, SIGMOID)) + rng.normal(0, 0.004)
+            base = {"run_id": ids[i]} if run_id else {}
+            rows.append({**base, "n_params": n, "n_tokens": dd * frac, "task": "sig",
+                         "metric": "bpb", "value": x, "chance": ""})  # fmt: skip
+            rows.append({**base, "n_params": n, "n_tokens": dd * frac, "task": "sig",
+                         "metric": "acc", "value": acc, "chance": 0.25})  # fmt: skip
+        acc = float(ts.step2_accuracy("exponential", loss, EXPO)) + rng.normal(0, 0.004)
+        rows.append({**({"run_id": ids[i]} if run_id else {}), "n_params": n, "n_tokens": dd,
+                     "task": "exp", "metric": "acc", "value": acc, "chance": ""})  # fmt: skip
+    pd.DataFrame(rows).to_csv(d / "tasks.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = _ladder(tmp_path_factory.mktemp("ladder"))
+    fit_path(d, n_bootstrap=200, fits=["chinchilla"])
+    return d
+
+
+def test_step2_forms_recover_known_parameters() -> None:
+    x = np.linspace(0.7, 2.2, 14)
+    p, ok = ts.fit_step2("sigmoid", x, ts.step2_accuracy("sigmoid", x, SIGMOID), 0.25)
+    assert ok
+    for k, v in SIGMOID.items():
+        assert p[k] == pytest.approx(v, rel=1e-3)
+    p, ok = ts.fit_step2("exponential", x, ts.step2_accuracy("exponential", x, EXPO))
+    assert ok
+    for k, v in EXPO.items():
+        assert p[k] == pytest.approx(v, rel=1e-4)
+
+
+def test_each_task_is_chained_and_its_form_chosen_by_the_criterion(fitted: Path) -> None:
+    doc = json.loads((fitted / "fits.json").read_text())
+    tasks = doc["tasks"]["tasks"]
+    assert set(tasks) == {"sig", "exp"}
+    sig, exp = tasks["sig"], tasks["exp"]
+    assert sig["step1"]["source"].startswith("bpb") and exp["step1"]["source"].startswith("val")
+    # checkpoints are rows of their own: 15 runs x 2 evaluations for the bpb task
+    assert sig["step1"]["n_points"] == 30 and sig["step2"]["n_points"] == 30
+    assert exp["step2"]["n_points"] == 15 and exp["chance"] is None
+    for block in (sig, exp):
+        crit = block["step2"]["criterion"]
+        chosen = block["step2"]["form"]
+        other = next(f for f in ts.FORMS if f != chosen)
+        assert crit[chosen] <= (math.inf if crit[other] is None else crit[other])
+    assert sig["step2"]["form"] == "sigmoid"  # the law the data were made with wins
+    # the prediction at the ladder's largest run, near the truth
+    pr = sig["prediction"]
+    assert (pr["n_params"], pr["n_tokens"]) == (pytest.approx(1e9), pytest.approx(3.2e10))
+    truth = float(ts.step2_accuracy("sigmoid", chinchilla_loss(1e9, 3.2e10, **BPB), SIGMOID))
+    lo, hi = pr["ci95"]["accuracy"]
+    assert lo <= pr["accuracy"] <= hi
+    assert abs(pr["accuracy"] - truth) < 0.02
+
+
+def test_predict_task_from_the_cli_with_paired_samples(fitted: Path) -> None:
+    out = harness_cli(
+        "predict", str(fitted), "--task", "all", "--n", "2e9", "--d", "4e10", "--json"
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {r["task"]: r for r in json.loads(out.stdout)}
+    assert set(rows) == {"sig", "exp"}
+    for r in rows.values():
+        assert set(r) >= {"accuracy", "accuracy_ci95", "undetermined", "extrapolation"}
+        lo, hi = r["accuracy_ci95"]
+        assert 0 <= lo <= hi <= 1
+    truth_sig = float(ts.step2_accuracy("sigmoid", chinchilla_loss(2e9, 4e10, **BPB), SIGMOID))
+    truth_exp = float(ts.step2_accuracy("exponential", chinchilla_loss(2e9, 4e10, **LOSS), EXPO))
+    assert rows["sig"]["accuracy"] == pytest.approx(truth_sig, abs=0.03)
+    assert rows["exp"]["accuracy"] == pytest.approx(truth_exp, abs=0.03)
+    # the samples the interval comes from are the stored, paired ones
+    tf, block = load_task(fitted, "sig")
+    (row,) = predict_task(tf, block, [2e9], [4e10])
+    assert row["accuracy_ci95"] == pytest.approx(rows["sig"]["accuracy_ci95"], rel=1e-9)
+    assert len(tf.step1_samples) > 150 and len(tf.step2_samples) > 150
+    # from a budget: at the compute-optimal N, D of the Chinchilla law
+    out = harness_cli("predict", str(fitted), "--task", "sig", "--flops", "1e20", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["flops"] == pytest.approx(1e20)
+    text = harness_cli("predict", str(fitted), "--task", "exp", "--n", "1e11", "--d", "2e12")
+    assert "EXTRAPOLATED" in text.stdout
+    bad = harness_cli("predict", str(fitted), "--task", "nope", "--n", "1e9", "--d", "1e10")
+    assert bad.returncode == 2 and "accepted: exp, sig" in bad.stderr
+
+
+def test_a_table_without_run_id_works(tmp_path: Path) -> None:
+    d = _ladder(tmp_path / "x", seed=1, checkpoints=False, run_id=False)
+    fit_path(d, n_bootstrap=0, fits=["chinchilla"])
+    tasks = json.loads((d / "fits.json").read_text())["tasks"]["tasks"]
+    assert tasks["sig"]["step2"]["n_points"] == 15 and "skipped" not in tasks["exp"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"metric": "accuracy"}, "column 'metric' has value(s) 'accuracy'"),
+        ({"value": 1.5}, "column 'value' has bad value(s) 1.5"),
+        ({"chance": 1.0}, "column 'chance' has bad value(s) 1.0"),
+        ({"n_params": -1}, "column 'n_params' has bad value(s) -1"),
+    ],
+)
+def test_bad_task_tables_are_refused_in_one_line(tmp_path: Path, edit: dict, message: str) -> None:
+    d = _ladder(tmp_path / "x", checkpoints=False)
+    df = pd.read_csv(d / "tasks.csv")
+    i = int(np.flatnonzero(df["metric"] == "acc")[0])
+    for k, v in edit.items():
+        df[k] = df[k].astype(object)
+        df.loc[i, k] = v
+    df.to_csv(d / "tasks.csv", index=False)
+    with pytest.raises(InputError, match=re.escape("tasks.csv: " + message)):
+        ts.load_tasks(d / "tasks.csv")
+    out = harness_cli("fit", str(d), "--bootstrap", "0")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_repeated_row_and_two_chances_are_refused(tmp_path: Path) -> None:
+    d = _ladder(tmp_path / "x", checkpoints=False)
+    df = pd.read_csv(d / "tasks.csv")
+    pd.concat([df, df.iloc[[1]]]).to_csv(d / "tasks.csv", index=False)
+    with pytest.raises(InputError, match="repeat at line"):
+        ts.load_tasks(d / "tasks.csv")
+    df.loc[df["task"] == "sig", "chance"] = np.where(
+        np.arange(int((df["task"] == "sig").sum())) % 4 == 1, 0.5, 0.25
+    )
+    df.to_csv(d / "tasks.csv", index=False)
+    with pytest.raises(InputError, match="one chance accuracy per task"):
+        ts.load_tasks(d / "tasks.csv")
