@@ -409,6 +409,37 @@ def _headline(df: pd.DataFrame, fits: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _tasks_section(obj: Mapping[str, Any], svgs: Mapping[str, str]) -> str:
+    """Each task's chain: its step-2 form and parameters, and its accuracy at the target."""
+    parts = ["<h2>Task accuracy</h2>"]
+    if "skipped" in obj:
+        return parts[0] + f"<p class='muted'>{_e(obj['skipped'])}</p>"
+    tgt = obj.get("target", {})
+    parts.append(
+        "<p>Per task of tasks.csv: step 1, a loss L(N, D) (the task's bits per byte, or the "
+        "validation loss); step 2, accuracy from it (Bhagia et al. 2024's sigmoid with the ideal "
+        "point, or Gadre et al. 2024's exponential, chosen by the largest model's held-out "
+        f"error); predicted at N = {_e(si(tgt.get('n_params', 0)))}, D = "
+        f"{_e(si(tgt.get('n_tokens', 0)))} ({_e(tgt.get('why', ''))}), with the 95% interval of "
+        "the chain's paired bootstrap samples.</p>"
+    )
+    rows = []
+    for task, b in obj.get("tasks", {}).items():
+        if "skipped" in b:
+            rows.append([_e(task), "–", f"<span class='muted'>skipped: {_e(b['skipped'])}</span>",
+                         "–", "–"])  # fmt: skip
+            continue
+        s2, pr = b["step2"], b["prediction"]
+        und = s2.get("determined") is False or b["step1"].get("determined") is False
+        params = ", ".join(f"{_e(k)} = {_num(v)}" for k, v in s2["params"].items())
+        interval = "<b>not determined</b>" if und else _interval(pr.get("ci95", {}).get("accuracy"))
+        rows.append([_e(task), _e(b["step1"]["source"].split(":")[0]),
+                     f"{_e(s2['form'])}: {params}", _num(pr["accuracy"]), interval])  # fmt: skip
+    parts.append(_table(["task", "step 1", "step 2", "accuracy", "95% interval"], rows, left=3))
+    parts += [_figure(k, svgs[k]) for k in sorted(svgs) if k.startswith("task_")]
+    return "\n".join(parts)
+
+
 def _page(
     df: pd.DataFrame, doc: Mapping[str, Any], svgs: Mapping[str, str], csv: Path, note: str
 ) -> str:
@@ -438,6 +469,9 @@ def _page(
         body += [
             _law_section(k, b) for k, b in fits.items() if k not in ("heldout", "compute_optimal")
         ]
+    if isinstance(doc.get("tasks"), Mapping):
+        body.append(_tasks_section(doc["tasks"], svgs))
+        shown |= {s for s in svgs if s.startswith("task_")}
     rest = [s for s in sorted(svgs) if s not in shown]
     if rest:
         body.append("<h2>More figures</h2>" + "".join(_figure(s, svgs[s]) for s in rest))

@@ -749,6 +749,17 @@ def _draw_figures(
         if block is None:  # fits.json made before downstream.csv: fit without intervals
             block = json_clean(ds.fit_downstream(dsdf, df, n_bootstrap=0))
         written += downstream_plots.write_downstream_figures(dsdf, block, target)
+    tasks_csv = csv.parent / ts.TASKS_CSV
+    if tasks_csv.is_file() and csv.name != ts.TASKS_CSV and "tasks" in stored:
+        from harness.analysis import task_plots
+
+        where = stored.get("settings", {}).get("where")
+        tdf = ts.load_tasks(tasks_csv, where=where if isinstance(where, str) else None)
+        try:  # step 2's losses: every done run, as the fit paired them
+            losses = load_runs(csv, stored.get("settings", {}).get("column_map") or None)
+        except InputError:
+            losses = df
+        written += task_plots.write_task_figures(tdf, losses, stored, samples, target)
     return written
 
 

@@ -70,6 +70,7 @@ __all__ = [
     "fit_tasks",
     "load_tasks",
     "step2_accuracy",
+    "step2_rows",
     "summarize_tasks",
 ]
 
@@ -374,7 +375,7 @@ def _param_block(
     return block
 
 
-def _step2_rows(
+def step2_rows(
     rows: pd.DataFrame, runs: pd.DataFrame, source: str
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(N, x, accuracy) of the rows step 2 is fitted on: each accuracy row with its loss, the
@@ -452,7 +453,7 @@ def fit_task(
             if val_block is not None and k in val_block:
                 step1_block[k] = val_block[k]
         step1, boots1_list = dict(val_step1.params), list(val_boots)
-    N, x, y = _step2_rows(rows, runs, source)
+    N, x, y = step2_rows(rows, runs, source)
     if np.unique(N).size < MIN_MODELS:
         raise InputError(
             f"task {task!r}: {np.unique(N).size} model size(s) with both an accuracy and a "

@@ -170,3 +170,23 @@ def test_a_repeated_row_and_two_chances_are_refused(tmp_path: Path) -> None:
     df.to_csv(d / "tasks.csv", index=False)
     with pytest.raises(InputError, match="one chance accuracy per task"):
         ts.load_tasks(d / "tasks.csv")
+
+
+def test_figures_and_report_show_each_task(fitted: Path, tmp_path: Path) -> None:
+    from harness.analysis.page import write_report
+    from harness.analysis.report import plot_path
+
+    names = {p.name for p in plot_path(fitted)}
+    assert {"task_sig.png", "task_sig.svg", "task_exp.png", "task_exp.svg"} <= names
+    page = write_report(fitted).read_text()
+    doc = json.loads((fitted / "fits.json").read_text())
+    assert "Task accuracy" in page
+    for task, block in doc["tasks"]["tasks"].items():
+        assert f'<td class="l">{task}</td>' in page
+        assert f"{block['step2']['form']}:" in page
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in ("runs.csv", "tasks.csv"):
+        (copy / f).write_bytes((fitted / f).read_bytes())
+    summary = harness_cli("fit", str(copy), "--bootstrap", "0", "--fits", "chinchilla").stdout
+    assert "task sig" in summary and "via sigmoid" in summary

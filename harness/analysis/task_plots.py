@@ -1,0 +1,106 @@
+"""Figures of the task chains (`taskscale.py`): per task, accuracy against the step-1 loss with
+the fitted step-2 curve, its 95% band from the stored samples, and the prediction at the
+ladder's largest run. Built like `plots.py` and saved by `plots.save_figure`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from harness.analysis import taskscale as ts
+from harness.analysis.laws import chinchilla_loss
+from harness.analysis.plots import colours, figure_of, new_axes, save_figure
+from harness.units import si
+
+__all__ = ["plot_task", "write_task_figures"]
+
+
+def plot_task(
+    ax: Axes,
+    task: str,
+    N: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    block: Mapping[str, Any],
+    step1: Mapping[str, float],
+    samples: Mapping[str, np.ndarray] | None,
+) -> Figure:
+    """Accuracy against loss for one task: the rows (one colour per N), the chosen step-2 form
+    over the losses from the prediction's to the largest seen, its 95% band, the prediction at
+    the target with its chained interval, and the chance line."""
+    s2, pr = block["step2"], block["prediction"]
+    colour = colours(N, "N")
+    for n in np.unique(N):
+        sel = N == n
+        ax.plot(x[sel], y[sel], "o", ms=4, color=colour[float(n)], label=f"N={si(n)}")
+    x_t = float(chinchilla_loss(pr["n_params"], pr["n_tokens"], **step1))
+    lo, hi = min(float(x.min()), x_t) * 0.95, float(x.max()) * 1.05
+    grid = np.linspace(lo, hi, 200)
+    ax.plot(grid, np.clip(ts.step2_accuracy(s2["form"], grid, s2["params"]), 0, 1), "-",
+            color="0.2", lw=1.2, label=f"{s2['form']} (step 2)")  # fmt: skip
+    if samples and all(k in samples for k in s2["params"]):
+        rows = zip(*(samples[k] for k in s2["params"]), strict=True)
+        curves = np.array(
+            [ts.step2_accuracy(s2["form"], grid, dict(zip(s2["params"], r, strict=True)))
+             for r in rows]
+        )  # fmt: skip
+        if curves.size:
+            band = np.nanpercentile(np.clip(curves, 0, 1), [2.5, 97.5], axis=0)
+            ax.fill_between(grid, *band, color="0.2", alpha=0.12, lw=0, label="95% band")
+    ci = pr.get("ci95", {}).get("accuracy")
+    ax.plot([x_t], [pr["accuracy"]], "*", ms=11, color="r",
+            label=f"N={si(pr['n_params'])}, D={si(pr['n_tokens'])}")  # fmt: skip
+    if ci and None not in ci:
+        ax.vlines([x_t], ci[0], ci[1], color="r", lw=1)
+    if block.get("chance") is not None:
+        ax.axhline(block["chance"], color="0.5", ls=":", lw=1, label="chance")
+    source = "bits per byte of the answer" if block["step1"]["source"].startswith("bpb") else (
+        "validation loss (nats/token)"
+    )  # fmt: skip
+    ax.set_xlabel(f"step-1 loss: {source}")
+    ax.set_ylabel(block.get("metric", "acc"))
+    ax.set_title(f"task {task}: accuracy from loss", fontsize=9)
+    ax.legend(fontsize=7)
+    return figure_of(ax)
+
+
+def _stem(task: str) -> str:
+    return "task_" + re.sub(r"[^A-Za-z0-9_.-]", "_", task)
+
+
+def write_task_figures(
+    tasks: pd.DataFrame,
+    runs: pd.DataFrame,
+    stored: Mapping[str, Any],
+    samples: Mapping[str, Mapping[str, np.ndarray]],
+    out_dir: Path,
+) -> list[Path]:
+    """One figure per fitted task of fits.json's "tasks" object (none without it)."""
+    obj = stored.get("tasks")
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("tasks"), Mapping):
+        return []
+    written: list[Path] = []
+    for task, block in obj["tasks"].items():
+        if not isinstance(block, Mapping) or "step2" not in block:
+            continue
+        rows = tasks[tasks["task"] == task]
+        source = "bpb" if block["step1"]["source"].startswith("bpb") else "val_loss"
+        if source == "bpb":
+            step1 = block["step1"]["params"]
+        else:
+            step1 = stored.get("fits", {}).get("chinchilla", {}).get("params")
+            if not step1:
+                continue
+        N, x, y = ts.step2_rows(rows, runs, source)
+        if x.size == 0:
+            continue
+        fig = plot_task(new_axes(), task, N, x, y, block, step1, samples.get(f"tasks/{task}/step2"))
+        written += save_figure(fig, out_dir / _stem(task))
+    return written
