@@ -20,11 +20,22 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_writable",
+    "file_mode",
 ]
 
 
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(f)`` on a temp file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(f)`` on a temp file beside ``path``, then rename it onto ``path``.
+
+    The file gets the mode the user's umask gives a new file (mkstemp's temp files are 0600:
+    on a shared cluster filesystem colleagues could not read the results)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -32,6 +43,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from harness.analysis.common import read_fits_json
 from harness.analysis.io import parse_column_map
 from harness.analysis.report import ALL_FITS, fit_path, plot_path, summarize
 from harness.analysis.reproduce import reproduce_path
@@ -267,7 +268,7 @@ def _predict_tasks(args: argparse.Namespace) -> int:
     }
     names = [t.strip() for t in args.task.split(",") if t.strip()]
     if names == ["all"]:
-        doc = json.loads(pr.fits_json_of(args.path).read_text(encoding="utf-8"))
+        doc = read_fits_json(pr.fits_json_of(args.path))
         names = [k for k, b in doc.get("tasks", {}).get("tasks", {}).items() if "step2" in b]
     if values["flops"]:
         if values["n"] or values["d"] or values["tokens_per_param"]:

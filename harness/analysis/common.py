@@ -17,6 +17,9 @@ from harness.errors import InputError
 
 __all__ = [
     "JSON_DIGITS",
+    "MAX_BOOTSTRAP",
+    "MAX_JSON_DEPTH",
+    "read_fits_json",
     "check_n_resamples",
     "ci95",
     "fmt",
@@ -29,6 +32,13 @@ __all__ = [
 
 JSON_DIGITS = 10
 """Significant digits kept in fits.json: the same numbers give the same bytes."""
+MAX_BOOTSTRAP = 100_000
+"""The most resamples a fit takes (or a stored fits.json may ask reproduce for): memory and time
+grow with it, and 1000 already puts an interval end's Monte Carlo error well below its width."""
+MAX_JSON_DEPTH = 32
+"""fits.json nests 6 levels deep; a stored file nested deeper is not one `harness fit` wrote."""
+MAX_JSON_BYTES = 64 * 2**20
+"""The largest fits.json read (the largest committed one is under 1 MB)."""
 
 
 def fmt(x: Any) -> str:
@@ -58,9 +68,110 @@ def inside(x: float | None, interval: list[float | None]) -> bool:
 
 
 def check_n_resamples(n_resamples: int) -> None:
-    """InputError unless n_resamples >= 1 (the check of every bootstrap in the analysis)."""
-    if n_resamples < 1:
-        raise InputError(f"n_bootstrap={n_resamples}; accepted: an integer >= 1")
+    """InputError unless 1 <= n_resamples <= MAX_BOOTSTRAP (every bootstrap's check)."""
+    if not 1 <= n_resamples <= MAX_BOOTSTRAP:
+        raise InputError(
+            f"n_bootstrap={n_resamples}; accepted: an integer from 1 to {MAX_BOOTSTRAP}"
+        )
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON, iteratively (no recursion to exhaust)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_JSON_DEPTH:
+            break
+        if isinstance(node, Mapping):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
+
+
+def _check_block(path: Any, where: str, block: Any) -> None:
+    """A law block's fields that consumers index: ``params`` numbers (or null), ``undetermined``
+    an object of reasons (a list of names in older data-constrained blocks), ``n_bootstrap``
+    an integer in range."""
+    if not isinstance(block, Mapping):
+        return
+    params = block.get("params")
+    if params is not None:
+        ok = isinstance(params, Mapping) and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            for v in params.values()
+        )
+        if not ok:
+            raise InputError(
+                f"{path}: {where}.params = {str(params)[:80]!r}; accepted: an object of numbers"
+            )
+    und = block.get("undetermined")
+    if und is not None and not (
+        (isinstance(und, Mapping) and all(isinstance(v, str) for v in und.values()))
+        or (isinstance(und, list) and all(isinstance(v, str) for v in und))
+    ):
+        raise InputError(
+            f"{path}: {where}.undetermined = {str(und)[:80]!r}; accepted: an object "
+            "{quantity: reason}"
+        )
+    nb = block.get("n_bootstrap")
+    if nb is not None and not (
+        isinstance(nb, int) and not isinstance(nb, bool) and 0 <= nb <= MAX_BOOTSTRAP
+    ):
+        raise InputError(
+            f"{path}: {where}.n_bootstrap = {nb!r}; accepted: an integer from 0 to {MAX_BOOTSTRAP}"
+        )
+
+
+def read_fits_json(path: Any, schema: int = 1) -> dict[str, Any]:
+    """A stored fits.json, read as data from elsewhere: its size, JSON, nesting depth, schema
+    and the fields of every law block that consumers index are checked before any use.
+
+    Raises
+    ------
+    InputError
+        One line naming the file, what is wrong and what is accepted.
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_JSON_BYTES:
+            raise InputError(
+                f"{p}: {p.stat().st_size} bytes; accepted: a fits.json of at most "
+                f"{MAX_JSON_BYTES} bytes"
+            )
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file; run `harness fit` first") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise InputError(
+            f"{p}: nested too deeply to read; accepted: a fits.json as `harness fit` writes"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise InputError(f"{p}: schema {found!r}; accepted: schema {schema}")
+    if _depth(doc) > MAX_JSON_DEPTH:
+        raise InputError(
+            f"{p}: nested deeper than {MAX_JSON_DEPTH} levels; accepted: a fits.json as "
+            "`harness fit` writes"
+        )
+    blocks: list[tuple[str, Any]] = []
+    fits = doc.get("fits")
+    if isinstance(fits, Mapping):
+        blocks += [(f"fits.{k}", b) for k, b in fits.items()]
+    for i, g in enumerate(doc.get("groups") or []):
+        if isinstance(g, Mapping) and isinstance(g.get("fits"), Mapping):
+            blocks += [(f"groups[{i}].fits.{k}", b) for k, b in g["fits"].items()]
+    for where, block in blocks:
+        _check_block(p, where, block)
+    return doc
 
 
 def resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> NDArray[np.float64]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis.common import fmt
+from harness.analysis.common import fmt, read_fits_json
 from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX
 from harness.analysis.io import load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
@@ -120,12 +120,7 @@ def write_report(
     doc: dict[str, Any] = {}
     note = ""
     if fj.is_file():
-        try:
-            doc = json.loads(fj.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise InputError(
-                f"{fj}: not JSON; accepted: the fits.json `harness fit` writes"
-            ) from None
+        doc = read_fits_json(fj)
         if doc.get("input", {}).get("sha256") not in (None, sha256_of(csv)):
             note = f"{fj.name} was fitted on another version of {csv.name}: run `harness fit`."
     else:
@@ -214,7 +209,10 @@ def _warnings(block: Mapping[str, Any]) -> list[str]:
             "<div class='bad'>not determined by these data: "
             f"{_e(block.get('undetermined_reason', ''))}</div>"
         )
-    for k, why in (block.get("undetermined") or {}).items():
+    und = block.get("undetermined") or {}
+    if isinstance(und, list):  # older data-constrained blocks: names only
+        und = dict.fromkeys(und, "no run's prediction depends on it")
+    for k, why in und.items():
         out.append(f"<div class='warn'>{_param_name(k)} undetermined: {_e(why)}</div>")
     failed, n = block.get("n_bootstrap_failed"), block.get("n_bootstrap")
     if failed and n and failed / n > 0.1 and block.get("determined") is not False:

@@ -22,7 +22,6 @@ the query lies beyond the fitted runs; ``extrapolation`` gives the decades beyon
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from harness.analysis import taskscale as ts
-from harness.analysis.common import ci95, fmt
+from harness.analysis.common import ci95, fmt, read_fits_json
 from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX, describe, extrapolation
 from harness.analysis.laws import (
     chinchilla_loss,
@@ -150,10 +149,7 @@ def load_law(path: str | os.PathLike[str], name: str, group: str | None = None) 
     fj = p / "fits.json" if p.is_dir() else p if p.suffix == ".json" else p.parent / "fits.json"
     if not fj.is_file():
         raise InputError(f"{fj}: no fits.json; run `harness fit {p}` first")
-    try:
-        doc = json.loads(fj.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{fj}: not valid JSON ({exc}); accepted: a fits.json") from None
+    doc = read_fits_json(fj)
     try:
         return _law_of(doc, fj, name, group)
     except (AttributeError, KeyError, TypeError) as exc:  # a fits.json laid out otherwise
@@ -179,6 +175,14 @@ def _law_of(doc: Any, fj: Path, name: str, group: str | None) -> FittedLaw:
     if not isinstance(block, Mapping) or "params" not in block:
         why = block.get("skipped") if isinstance(block, Mapping) else "not fitted"
         raise InputError(f"{fj}: no {name} law ({why}); accepted: {_available(fits)}")
+    need = _PARAMS[name]
+    bad = {k: block["params"].get(k) for k in need if not _finite(block["params"].get(k))}
+    if bad:
+        shown = ", ".join(f"{k} = {v!r}" for k, v in bad.items())
+        raise InputError(
+            f"{fj}: {prefix}{name}.params has {shown}; accepted: finite numbers for "
+            f"{', '.join(need)} (a fit that ran off has no prediction)"
+        )
     sp = samples_path(fj)
     if not sp.is_file():
         raise InputError(
@@ -238,10 +242,7 @@ def load_task(path: str | os.PathLike[str], task: str) -> tuple[ts.TaskFit, Mapp
         or samples missing.
     """
     fj = fits_json_of(path)
-    try:
-        doc = json.loads(fj.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{fj}: not valid JSON ({exc}); accepted: a fits.json") from None
+    doc = read_fits_json(fj)
     tasks = doc.get("tasks", {}).get("tasks") if isinstance(doc.get("tasks"), Mapping) else None
     if not isinstance(tasks, Mapping):
         raise InputError(
@@ -354,6 +355,21 @@ def task_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+_PARAMS: dict[str, tuple[str, ...]] = {
+    "chinchilla": ("E", "A", "B", "alpha", "beta"),
+    "kaplan": ("N_c", "D_c", "alpha_N", "alpha_D"),
+    "overtraining": ("E", "a", "b", "eta"),
+    "power_law_n": ("E", "A", "alpha"),
+    "power_law_d": ("E", "A", "alpha"),
+    "power_law_c": ("E", "A", "alpha"),
+}
+"""The parameters each law's prediction needs."""
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _available(fits: Mapping[str, Any]) -> str:
     have = [k for k in LAWS if isinstance(fits.get(k), Mapping) and "params" in fits[k]]
     return ", ".join(have) or "none (the data support none of these laws)"
@@ -401,6 +417,12 @@ def _verdict(law: FittedLaw, ext: Mapping[str, Any]) -> tuple[bool, str]:
     return False, ""
 
 
+_OUTSIDE = (
+    "the point lies outside the interval of its own bootstrap samples: the stored fit and its "
+    "samples disagree (a fit on the start grid's edge, or an edited fits.json)"
+)
+
+
 def _check_size(*lists: Sequence[float]) -> None:
     k = math.prod(max(len(v), 1) for v in lists)
     if k > MAX_QUERIES:
@@ -443,6 +465,13 @@ def predict(
         C = flops(N, D)
     with np.errstate(all="ignore"):
         point = np.asarray(_loss(law.name, law.params, N, D, C), dtype=float)
+    if not np.all(np.isfinite(point)):
+        i = int(np.flatnonzero(~np.isfinite(point))[0])
+        raise InputError(
+            f"{law.source}: {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g} "
+            f"(its parameters {law.params}); accepted: a fit whose law is finite there"
+        )
+    with np.errstate(all="ignore"):
         per_sample = np.array(
             [_loss(law.name, s, N, D, C) for s in _each_sample(law)], dtype=float
         ).reshape(-1, N.size)
@@ -457,6 +486,9 @@ def predict(
         }
         ext = extrapolation(rng, **q)
         und, why = _verdict(law, ext)
+        ci = ci95(per_sample[:, i])
+        if not und and not (ci[0] <= point[i] <= ci[1]):
+            und, why = True, _OUTSIDE
         row = {
             "law": law.name,
             "n": None if math.isnan(N[i]) else float(N[i]),
@@ -466,7 +498,7 @@ def predict(
                 None if math.isnan(N[i]) or math.isnan(D[i]) else float(D[i] / N[i])
             ),
             "loss": float(point[i]),
-            "loss_ci95": ci95(per_sample[:, i]),
+            "loss_ci95": ci,
             "loss_pi95": [float(v) for v in pi[i]],
             "undetermined": und,
             "undetermined_reason": why,

@@ -26,7 +26,7 @@ from harness.analysis import downstream as ds
 from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
 from harness.analysis import taskscale as ts
-from harness.analysis.common import json_clean
+from harness.analysis.common import MAX_BOOTSTRAP, json_clean, read_fits_json
 from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
@@ -107,8 +107,10 @@ def fit_frame(
             raise InputError(f"--fits names no fit; accepted: one or more of {', '.join(ALL_FITS)}")
     want = set(ALL_FITS if fits is None else fits)
     explicit = fits is not None
-    if n_bootstrap < 0:
-        raise InputError(f"--bootstrap {n_bootstrap}; accepted: an integer >= 0")
+    if not 0 <= n_bootstrap <= MAX_BOOTSTRAP:
+        raise InputError(
+            f"--bootstrap {n_bootstrap}; accepted: an integer from 0 to {MAX_BOOTSTRAP}"
+        )
     # Runs that sweep lr or batch size: the laws see the best setting per (N, D); the sweeps
     # themselves fit every run (lr_sweep, batch_sweep).
     swept = tuple(sweeps.swept_columns(df))
@@ -646,10 +648,7 @@ def plot_path(
     stored: dict[str, Any] = {}
     fj = csv.parent / "fits.json"
     if fj.is_file():
-        try:
-            stored = json.loads(fj.read_text())
-        except json.JSONDecodeError:
-            stored = {}
+        stored = read_fits_json(fj, SCHEMA)
         if not group_by:
             group_by = stored.get("settings", {}).get("group_by") or None
     # The rows the fit read: a stored --where selects them before their values are checked.
@@ -664,6 +663,11 @@ def plot_path(
             stored = {}
     samples = _stored_samples(fj) if "fits" in stored or "groups" in stored else {}
     target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
+    if target.is_symlink():  # writing through it would put files outside the results
+        raise InputError(
+            f"figures folder = {target}: a symbolic link to {os.readlink(target)}; accepted: a "
+            "real folder (or --out-dir)"
+        )
     check_writable(target, folder=True, what="figures folder")
     runs_dir = csv.parent / "runs"
     # Reproduce replots in a temp dir without corpus.json: the refit's "reference" carries it.

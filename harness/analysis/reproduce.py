@@ -39,7 +39,7 @@ from typing import Any
 
 from harness.analysis import downstream as ds
 from harness.analysis import identify
-from harness.analysis.common import ci95, fmt, inside, json_num
+from harness.analysis.common import MAX_BOOTSTRAP, ci95, fmt, inside, json_num, read_fits_json
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
 from harness.analysis.report import ALL_FITS, N_CONVENTIONS, SCHEMA, fits_dict, plot_path
@@ -447,17 +447,7 @@ def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
             f"{fj}: no stored fits.json to compare with; accepted: a directory or "
             "CSV with fits.json beside it (run `harness fit` first)"
         )
-    try:
-        doc = json.loads(fj.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{fj}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{fj}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise InputError(
-            f"{fj}: schema {doc.get('schema') if isinstance(doc, dict) else '?'}; "
-            f"accepted: schema {SCHEMA}"
-        )
+    doc = read_fits_json(fj, SCHEMA)
     source = doc.get("input")
     name = source.get("path", "runs.csv") if isinstance(source, dict) else None
     if not isinstance(name, str) or not name or Path(name).name != name:
@@ -491,7 +481,10 @@ def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
 
     checks = {
         "seed": (is_int, "an integer >= 0"),
-        "n_bootstrap": (is_int, "an integer >= 0"),
+        "n_bootstrap": (
+            lambda v: is_int(v) and v <= MAX_BOOTSTRAP,
+            f"an integer from 0 to {MAX_BOOTSTRAP}",
+        ),
         "fits": (
             lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
             f"null or a list of names from {', '.join(ALL_FITS)}",
