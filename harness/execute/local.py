@@ -137,6 +137,7 @@ def plan_units(
 # --- the worker ----------------------------------------------------------------------------------
 
 _STOP = threading.Event()  # in a worker: stop at the next step boundary
+_BUSY = threading.Event()  # in a worker: a unit of runs is in progress
 
 
 def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
@@ -146,7 +147,7 @@ def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
     if cuda_visible_devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
 
-    stop_when_signalled(_STOP)
+    stop_when_signalled(_STOP, idle=lambda: not _BUSY.is_set())
 
 
 def _result(
@@ -173,6 +174,17 @@ def _run_unit(
     unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Worker body: train a unit's runs in order, each under its lock; never raises."""
+    _BUSY.set()
+    try:
+        return _train_unit(unit, root, execution)
+    finally:
+        _BUSY.clear()
+
+
+def _train_unit(
+    unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """`_run_unit`'s work."""
     from harness.config import build_section
     from harness.execute.ranks import train_on_devices
     from harness.train import train

@@ -24,20 +24,36 @@ __all__ = ["stop_when_signalled", "train_on_devices"]
 _STOP = threading.Event()
 
 
-def stop_when_signalled(stop: threading.Event) -> None:
+def stop_when_signalled(stop: threading.Event, idle: Callable[[], bool] | None = None) -> None:
     """Set ``stop`` on SIGTERM, SIGINT or SIGHUP, or when this process's parent is gone (its
     command or worker killed with -9): the run then checkpoints at its next step and ends. For
-    the workers of `harness.execute.local` and the ranks started here."""
+    the workers of `harness.execute.local` and the ranks started here.
+
+    ``idle`` (a worker that waits for work between runs) says when no run is in progress. A
+    signal that finds the process idle ends it at once; and once the parent is gone, the
+    process ends as soon as it is idle: its parent will never send it work again, and a
+    process pool's worker would otherwise wait on its pipe for good, adopted by init
+    (issue 31: `kill -9` of `harness run` left its worker alive)."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if idle is not None and idle():
+            os._exit(128 + signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     parent = os.getppid()
 
     def watch_parent() -> None:
-        while not stop.is_set():
-            if os.getppid() != parent:
-                stop.set()
+        while os.getppid() == parent:
+            if stop.is_set() and idle is None:
                 return
             time.sleep(0.5)
+        stop.set()
+        while idle is not None:  # orphaned: end once the run has checkpointed
+            if idle():
+                os._exit(128 + signal.SIGTERM)
+            time.sleep(0.2)
 
     threading.Thread(target=watch_parent, daemon=True).start()
 

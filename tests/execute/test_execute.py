@@ -208,6 +208,34 @@ def test_a_signal_stops_every_worker_with_a_checkpoint_and_resume_is_exact(
 
 
 @pytest.mark.slow
+def test_kill_9_of_the_main_process_leaves_no_process_behind(tmp_path: Path) -> None:
+    # Issue 31: the worker, orphaned, waited on its pool's pipe for good. Now it checkpoints
+    # its run at the next step and ends; nothing of the command's process group survives.
+    toml = _grid(tmp_path, n_tokens="[65536]")
+    p = _harness(toml)  # its own session: the group id is its pid
+    root = tmp_path / "results" / "tiny"
+    _wait_for_steps(root)
+    assert _children(p.pid), "no worker process"
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=60)
+
+    def group() -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "-g", str(p.pid)], capture_output=True, text=True)
+        return [int(x) for x in out.stdout.split()]
+
+    deadline = time.monotonic() + 60
+    while group() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not group(), subprocess.run(["ps", "-f", "-g", str(p.pid)], capture_output=True,
+                                       text=True).stdout  # fmt: skip
+    (run,) = (root / "runs").iterdir()
+    assert list((run / "ckpt").glob("step_*.pt"))  # the orphan stopped with a checkpoint
+    again = _harness(toml)  # and the run resumes from it
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+
+
+@pytest.mark.slow
 def test_kill_9_of_a_worker_fails_that_run_alone(tmp_path: Path) -> None:
     toml = _grid(tmp_path, n_tokens="[65536, 4096]")
     p = _harness(toml)
