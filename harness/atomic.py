@@ -25,7 +25,16 @@ __all__ = [
 
 
 def file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask."""
+    """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask.
+
+    Read from /proc where Linux gives it (setting the umask to read it, the fallback, changes
+    it for every thread of the process for an instant)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
@@ -97,3 +106,12 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool, what: str) -> 
         raise InputError(
             f"{what} = {path}: {parent} is not writable; accepted: {accepted} in a writable folder"
         )
+    # os.access trusts the mode bits: root may "write" /proc, a read-only mount looks writable.
+    # Creating (and removing) a scratch folder there is what a run will do, so try it.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=parent))
+    except OSError as exc:
+        raise InputError(
+            f"{what} = {path}: cannot create anything in {parent} ({exc.strerror}); accepted: "
+            f"{accepted} in a writable folder"
+        ) from None

@@ -57,6 +57,10 @@ def _added(default: Any) -> Any:
     return field(default=default, metadata={"identity": "if_set"})
 
 
+MAX_NAME_BYTES = 200
+"""The longest experiment name: it names a folder (255 bytes at most on common filesystems)."""
+
+
 def _check(ok: bool, name: str, value: Any, accepted: str) -> None:
     """Raise the ValueError that `build_section` turns into a one-line InputError."""
     if not ok:
@@ -748,6 +752,15 @@ class ExperimentConfig:
             "name",
             self.name,
             "letters, digits, '-', '_' and '.' only, not starting with '.'",
+        )
+        # A folder name: at most 255 bytes on every common filesystem, and the harness writes
+        # names such as ".NAME.lock" beside it.
+        _check(
+            len(self.name.encode()) <= MAX_NAME_BYTES,
+            "name",
+            self.name[:40] + "...",
+            f"at most {MAX_NAME_BYTES} characters (it names the results folder); this one has "
+            f"{len(self.name.encode())}",
         )
         g = self.grid
         modes = [

@@ -169,17 +169,59 @@ def read_fits_json(path: Any, schema: int = 1) -> dict[str, Any]:
     for i, g in enumerate(doc.get("groups") or []):
         if isinstance(g, Mapping) and isinstance(g.get("fits"), Mapping):
             blocks += [(f"groups[{i}].fits.{k}", b) for k, b in g["fits"].items()]
+    tasks = doc.get("tasks")
+    if tasks is not None:
+        if not isinstance(tasks, Mapping) or not isinstance(tasks.get("tasks", {}), Mapping):
+            raise InputError(f"{p}: tasks = {str(tasks)[:80]!r}; accepted: an object of tasks")
+        for name, t in tasks.get("tasks", {}).items():
+            _check_task(p, f"tasks.tasks.{name}", t)
+            if isinstance(t, Mapping):
+                blocks += [(f"tasks.tasks.{name}.{k}", t.get(k)) for k in ("step1", "step2")]
+                blocks.append((f"tasks.tasks.{name}.prediction", t.get("prediction")))
     for where, block in blocks:
         _check_block(p, where, block)
     return doc
 
 
-def resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> NDArray[np.float64]:
-    """(n_resamples, n) counts of each point in a resample of n points with replacement."""
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    W = np.zeros((n_resamples, n))
-    np.add.at(W, (np.repeat(np.arange(n_resamples), n), idx.ravel()), 1.0)
-    return W
+def _check_task(path: Any, where: str, t: Any) -> None:
+    """A task block of fits.json's "tasks" (`taskscale`): skipped with a reason, or its steps
+    with their source, form and chance of the types `harness predict --task` reads."""
+    if isinstance(t, Mapping) and isinstance(t.get("skipped"), str):
+        return
+    ok = (
+        isinstance(t, Mapping)
+        and isinstance(t.get("step1"), Mapping)
+        and isinstance(t["step1"].get("source"), str)
+        and isinstance(t.get("step2"), Mapping)
+        and t["step2"].get("form") in ("sigmoid", "exponential")
+        and (t.get("chance") is None or (isinstance(t["chance"], (int, float))
+                                          and not isinstance(t["chance"], bool)))
+    )  # fmt: skip
+    if not ok:
+        raise InputError(
+            f"{path}: {where} = {str(t)[:80]!r}; accepted: a task block as `harness fit` writes "
+            "(step1 with a source, step2 with a form, a numeric or null chance)"
+        )
+
+
+def resample_weights(
+    n: int, n_resamples: int, rng: np.random.Generator, groups: Any = None
+) -> NDArray[np.float64]:
+    """(n_resamples, n) counts of each point in a resample of n points with replacement.
+
+    With ``groups`` (one label per point), whole groups are resampled (a cluster bootstrap):
+    the checkpoints of one run are not independent evaluations, and resampling them one by
+    one would make intervals too narrow. Each point then counts as often as its group is drawn.
+    """
+    if groups is None:
+        idx = rng.integers(0, n, size=(n_resamples, n))
+        W = np.zeros((n_resamples, n))
+        np.add.at(W, (np.repeat(np.arange(n_resamples), n), idx.ravel()), 1.0)
+        return W
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    k = int(inverse.max()) + 1
+    G = resample_weights(k, n_resamples, rng)
+    return G[:, inverse]
 
 
 def json_num(x: float) -> float | None:

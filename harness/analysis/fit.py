@@ -485,15 +485,17 @@ def bootstrap_refits(
     n: int,
     n_resamples: int,
     rng: np.random.Generator,
+    groups: ArrayLike | None = None,
 ) -> tuple[FloatArray, NDArray[np.bool_]]:
-    """Refit on resampled runs; returns (n_resamples, p) optimizer coordinates and converged."""
+    """Refit on resampled runs; returns (n_resamples, p) optimizer coordinates and converged.
+    ``groups`` resamples whole groups of points (`common.resample_weights`)."""
     # Warm starts instead of the full grid (cost: a few starts per resample, not 4500): each
     # resample starts from the full-data optimum and the other distinct local optima the full
     # grid found. A resample is the same data with other weights, so its optimum lies near one
     # of these; this is what keeps a 1000-resample bootstrap to about the cost of one full fit.
     starts = np.asarray(fit.candidates[:_N_WARM], dtype=float)
     ns = starts.shape[0]
-    W = resample_weights(n, n_resamples, rng)
+    W = resample_weights(n, n_resamples, rng, groups)
     Wr = np.repeat(W, ns, axis=0)  # row r uses resample r // ns
     x0 = np.tile(starts, (n_resamples, 1))
     # A much smaller ftol than scipy's default: started at (or near) an optimum, the first
@@ -516,6 +518,7 @@ def bootstrap_refits(
     # A resample that draws fewer distinct runs than the law has parameters has a continuum
     # of exact fits: whether the optimizer reports convergence there is decided by last bits
     # (measured: 0 against 102 of 1000 on one isoFLOP grid). It counts as failed, always.
+    # (Distinct points; with groups, a drawn group brings all its points.)
     few = np.count_nonzero(W > 0, axis=1) < starts.shape[1]
     conv = ok.ravel()[rows] & ~few
     return res.x[rows], conv
@@ -554,6 +557,7 @@ def bootstrap_chinchilla(
     n_resamples: int = 1000,
     rng: np.random.Generator,
     delta: float = 1e-3,
+    groups: ArrayLike | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Bootstrap over runs of a Chinchilla fit, warm-started from the full fit's optima.
 
@@ -569,6 +573,8 @@ def bootstrap_chinchilla(
         Source of the resampling.
     delta : float
         Huber threshold.
+    groups : array_like, optional
+        One label per point: whole groups are resampled (the checkpoints of one run).
 
     Returns
     -------
@@ -592,6 +598,7 @@ def bootstrap_chinchilla(
         N.size,
         n_resamples,
         rng,
+        groups,
     )
     return kept_resamples(xs, conv, _chin_params, "chinchilla")
 

@@ -428,11 +428,12 @@ def _tasks_section(obj: Mapping[str, Any], svgs: Mapping[str, str]) -> str:
                          "–", "–"])  # fmt: skip
             continue
         s2, pr = b["step2"], b["prediction"]
-        und = s2.get("determined") is False or b["step1"].get("determined") is False
+        und = pr.get("determined") is False
         params = ", ".join(f"{_e(k)} = {_num(v)}" for k, v in s2["params"].items())
         interval = "<b>not determined</b>" if und else _interval(pr.get("ci95", {}).get("accuracy"))
+        acc = _num(pr["params"]["accuracy"])
         rows.append([_e(task), _e(b["step1"]["source"].split(":")[0]),
-                     f"{_e(s2['form'])}: {params}", _num(pr["accuracy"]), interval])  # fmt: skip
+                     f"{_e(s2['form'])}: {params}", acc, interval])  # fmt: skip
     parts.append(_table(["task", "step 1", "step 2", "accuracy", "95% interval"], rows, left=3))
     parts += [_figure(k, svgs[k]) for k in sorted(svgs) if k.startswith("task_")]
     return "\n".join(parts)

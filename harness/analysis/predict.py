@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, stdtr
 
 from harness.analysis import taskscale as ts
 from harness.analysis.common import ci95, fmt, read_fits_json
@@ -90,6 +90,8 @@ class FittedLaw:
     """{n_params, n_tokens, flops: [min, max]} of the fitted runs; None for older fits."""
     residual_sd_log: float = math.nan
     """The runs' scatter about the law (sd of log residuals); nan: no prediction interval."""
+    dof: int = 0
+    """That scatter's degrees of freedom (Student's t in the prediction interval; 0: normal)."""
     n_failed: int = 0
     """Resamples whose fit failed (left out of the samples)."""
 
@@ -212,6 +214,7 @@ def _law_of(doc: Any, fj: Path, name: str, group: str | None) -> FittedLaw:
         determined=block.get("determined") is not False,
         fitted_range=block.get("fitted_range"),
         residual_sd_log=float(sd) if isinstance(sd, (int, float)) else math.nan,
+        dof=int(block["dof"]) if _finite(block.get("dof")) and block["dof"] >= 0 else 0,
         n_failed=int(block.get("n_bootstrap_failed") or 0),
     )
 
@@ -257,14 +260,16 @@ def load_task(path: str | os.PathLike[str], task: str) -> tuple[ts.TaskFit, Mapp
     arrays = read_samples(samples_path(fj)) if samples_path(fj).is_file() else {}
     try:
         s2 = block["step2"]
-        if block["step1"]["source"].startswith("bpb"):
+        if str(block["step1"]["source"]).startswith("bpb"):
             step1 = dict(block["step1"]["params"])
             prefix1 = f"tasks/{task}/step1/"
         else:
             step1 = dict(doc["fits"]["chinchilla"]["params"])
             prefix1 = "chinchilla/"
         step2 = dict(s2["params"])
-    except (KeyError, TypeError) as exc:
+        if s2["form"] not in ts.FORMS or not all(map(_finite, [*step1.values(), *step2.values()])):
+            raise TypeError("a step's form or parameters")
+    except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(
             f"{fj}: task {task!r} not laid out as `harness fit` writes it ({exc!r})"
         ) from None
@@ -278,7 +283,7 @@ def load_task(path: str | os.PathLike[str], task: str) -> tuple[ts.TaskFit, Mapp
     tf = ts.TaskFit(
         task=task,
         metric=str(block.get("metric", "acc")),
-        chance=float(block["chance"]) if block.get("chance") is not None else math.nan,
+        chance=float(block["chance"]) if _finite(block.get("chance")) else math.nan,
         step1_source="bpb" if prefix1.startswith("tasks/") else "val_loss",
         step1=step1,
         step1_samples=rows(prefix1, list(step1)),
@@ -291,7 +296,12 @@ def load_task(path: str | os.PathLike[str], task: str) -> tuple[ts.TaskFit, Mapp
             f"{samples_path(fj)}: no bootstrap samples of task {task!r} (fitted with "
             f"--bootstrap 0?); `harness fit {fj.parent}` with a bootstrap writes them"
         )
-    return tf, {**block, "fitted_range": doc["fits"]["chinchilla"].get("fitted_range")}
+    # The range step 1 was fitted on: the task's own bpb rows, or runs.csv's Chinchilla fit.
+    if tf.step1_source == "bpb":
+        fitted = block["step1"].get("fitted_range")
+    else:
+        fitted = (doc.get("fits") or {}).get("chinchilla", {}).get("fitted_range")
+    return tf, {**block, "fitted_range": fitted}
 
 
 def predict_task(
@@ -309,6 +319,8 @@ def predict_task(
         for name, s in zip(("step 1", "step 2"), steps, strict=True)
         if s.get("determined") is False
     )
+    lo_x = (block.get("step2", {}).get("loss_range") or [math.nan])[0]
+    x_t = chinchilla_loss(N, D, **tf.step1)
     out = []
     for i in range(N.size):
         ext = extrapolation(
@@ -317,6 +329,11 @@ def predict_task(
             n_tokens=float(D[i]),
             flops=float(flops(N[i], D[i])),
         )
+        # The chain's other extrapolation: to a loss below any step 2 was fitted on, where the
+        # accuracy curve is the form's assumption, not the data's.
+        below = _finite(lo_x) and float(x_t[i]) < lo_x
+        ext["step2_loss"] = float(x_t[i])
+        ext["step2_loss_below_fitted"] = bool(below)
         out.append(
             {
                 "task": tf.task,
@@ -346,6 +363,8 @@ def task_table(rows: list[dict[str, Any]]) -> str:
         flag = "  UNDETERMINED" if r["undetermined"] else ""
         if r["extrapolation"]["flagged"]:
             flag += f"  EXTRAPOLATED (> {EXTRAPOLATION_DECADES_MAX:g} decades)"
+        if r["extrapolation"].get("step2_loss_below_fitted"):
+            flag += f"  LOSS {fmt(r['extrapolation']['step2_loss'])} BELOW STEP 2'S DATA"
         far = describe(r["extrapolation"])
         lines.append(
             f"{r['task']:<16}  {fmt(r['n']):>10}  {fmt(r['d']):>10}  "
@@ -380,27 +399,42 @@ def _each_sample(law: FittedLaw) -> list[dict[str, float]]:
     return [dict(zip(keys, row, strict=True)) for row in zip(*law.samples.values(), strict=True)]
 
 
-def prediction_interval(log_samples: np.ndarray, sd: float) -> np.ndarray:
-    """(P, 2) 2.5 and 97.5 percentiles of the mixture over samples s of Normal(log L_s, sd^2),
-    as losses; nan where sd is not finite or no sample is (module docstring).
+def prediction_interval(log_samples: np.ndarray, sd: float, dof: int = 0) -> np.ndarray:
+    """(P, 2) 2.5 and 97.5 percentiles of the mixture over samples s of log L_s + sd t, as
+    losses; nan where sd is not finite or no sample is (module docstring).
 
-    ``log_samples`` is (S, P): the log loss of each of S bootstrap samples at P queries. The
-    mixture's CDF is monotone in y, so each percentile is found by bisection in log y, all
-    queries at once (60 halvings of an interval 16 sd wider than the samples' range: far below
-    float resolution).
+    t is Student's t with ``dof`` degrees of freedom (the residuals' own), which carries the
+    uncertainty of sd estimated from few runs (at 1 dof the 97.5% point is 12.7, not 1.96);
+    ``dof`` 0 takes the normal (sd known). ``log_samples`` is (S, P): the log loss of each of S
+    bootstrap samples at P queries; non-finite samples are left out per query, as `ci95` does.
+    The mixture's CDF is monotone in y, so each percentile is found by bisection in log y, all
+    queries at once (60 halvings of an interval wide enough to hold it).
     """
     S, P = log_samples.shape
     out = np.full((P, 2), np.nan)
-    ok = np.all(np.isfinite(log_samples), axis=0)
-    if not (math.isfinite(sd) and sd > 0) or S == 0 or not ok.any():
+    if not (math.isfinite(sd) and sd > 0) or S == 0:
         return out
-    x = log_samples[:, ok]
+    fin = np.isfinite(log_samples)
+    ok = fin.any(axis=0)
+    if not ok.any():
+        return out
+    x = np.where(fin, log_samples, np.nan)[:, ok]
+    w = fin[:, ok].astype(float)
+    n = w.sum(axis=0)
+    x0 = np.where(fin[:, ok], x, 0.0)
+
+    def cdf(z: np.ndarray) -> np.ndarray:
+        return stdtr(dof, z) if dof > 0 else ndtr(z)
+
+    # Beyond the samples by 2000 sd the t tail at 1 dof is below 0.0002 of mass: far enough.
+    reach = (2000.0 if dof > 0 else 8.0) * sd
     for j, q in enumerate((0.025, 0.975)):
-        lo = x.min(axis=0) - 8.0 * sd
-        hi = x.max(axis=0) + 8.0 * sd
+        lo = np.nanmin(x, axis=0) - reach
+        hi = np.nanmax(x, axis=0) + reach
         for _ in range(60):
             mid = (lo + hi) / 2.0
-            below = ndtr((mid[None, :] - x) / sd).mean(axis=0) < q
+            F = (cdf((mid[None, :] - x0) / sd) * w).sum(axis=0) / n
+            below = F < q
             lo = np.where(below, mid, lo)
             hi = np.where(below, hi, mid)
         out[ok, j] = np.exp((lo + hi) / 2.0)
@@ -475,7 +509,7 @@ def predict(
         per_sample = np.array(
             [_loss(law.name, s, N, D, C) for s in _each_sample(law)], dtype=float
         ).reshape(-1, N.size)
-        pi = prediction_interval(np.log(per_sample), law.residual_sd_log)
+        pi = prediction_interval(np.log(per_sample), law.residual_sd_log, law.dof)
     rng = law.fitted_range or {}
     out = []
     for i in range(N.size):
@@ -534,7 +568,7 @@ def predict_optimal(law: FittedLaw, c: Sequence[float]) -> list[dict[str, Any]]:
     samples = [o for o in map(optimum, _each_sample(law)) if o is not None]
     stack = np.array(samples) if samples else np.full((1, 4, C.size), math.nan)
     with np.errstate(all="ignore"):
-        pi = prediction_interval(np.log(stack[:, 3, :]), law.residual_sd_log)
+        pi = prediction_interval(np.log(stack[:, 3, :]), law.residual_sd_log, law.dof)
     rng = law.fitted_range or {}
     out = []
     for i in range(C.size):

@@ -429,8 +429,10 @@ def _tasks_object(
     # Step 2 pairs each accuracy with the loss observed at its (N, D): every done run of the
     # CSV, not only those --where fits the loss law on (a checkpoint's loss is data about it
     # whichever runs the law is fitted on).
+    csv = tasks_csv.parent / doc["input"]["path"]
     try:
-        losses = load_runs(tasks_csv.parent / doc["input"]["path"], column_map)
+        losses = load_runs(csv, column_map)
+        losses = apply_n_convention(losses, doc["settings"]["n_convention"], column_map, csv)
     except InputError:
         losses = df
     C = flops(df["n_params"].to_numpy(float), df["n_tokens"].to_numpy(float))
@@ -760,7 +762,9 @@ def _draw_figures(
         where = stored.get("settings", {}).get("where")
         tdf = ts.load_tasks(tasks_csv, where=where if isinstance(where, str) else None)
         try:  # step 2's losses: every done run, as the fit paired them
-            losses = load_runs(csv, stored.get("settings", {}).get("column_map") or None)
+            cmap = stored.get("settings", {}).get("column_map") or None
+            conv = stored.get("settings", {}).get("n_convention", "non_embedding")
+            losses = apply_n_convention(load_runs(csv, cmap), str(conv), cmap, csv)
         except InputError:
             losses = df
         written += task_plots.write_task_figures(tdf, losses, stored, samples, target)

@@ -63,8 +63,14 @@ _INFO = frozenset(
         "precision",
         "undetermined_reason",
         "grad_max",
+        "criterion",  # the task chains' held-out errors: how a form was chosen, not a result
     }
 )
+_ADDED = frozenset(
+    {"residual_sd_log", "dof", "fitted_range", "extrapolation_decades", "n_bootstrap_failed"}
+)
+"""Fields a law's block has had since 2026-12-07: a fits.json written before lacks them, and
+that is no difference (shown as informational)."""
 _MISSING = "<missing>"
 
 
@@ -171,6 +177,10 @@ def compare(stored: Mapping[str, Any], new: Mapping[str, Any], *, rtol: float = 
     Comparison
     """
     out = Comparison()
+    settings = stored.get("settings")
+    if isinstance(settings, Mapping) and "n_convention" not in settings:
+        # Written before the setting existed: N was the non-embedding count, its default.
+        stored = {**stored, "settings": {**settings, "n_convention": "non_embedding"}}
     n_boot = _get(new, "settings", "n_bootstrap")
     _walk(stored, new, "", None, out, rtol, _num_or(n_boot, 0.0))
     return out
@@ -291,6 +301,9 @@ def _walk_block(
     for k in sorted(set(s) | set(r), key=str):
         sv, rv = s.get(k, _MISSING), r.get(k, _MISSING)
         here = f"{path}.{k}"
+        if sv is _MISSING and k in _ADDED:
+            out.informational.append((here, None, "added since this fits.json was written"))
+            continue
         if k in ("undetermined", "determined"):
             if k == "undetermined" and not flips and us != ur:  # the same keys, other numbers
                 out.informational.append((here, sv, rv))
@@ -605,9 +618,11 @@ def reproduce_path(
         f"{len(cmp.informational)} informational differences, {len(cmp.differ)} differ"
     ]
     if cmp.differ:
-        w = max(len(k) for k, *_ in cmp.differ[:60])
+        # What the refit read first (a changed CSV, other settings): it explains the rest.
+        first = sorted(cmp.differ, key=lambda d: not d[0].startswith(("input.", "settings.")))
+        w = max(len(k) for k, *_ in first[:60])
         lines.append(f"{'value':<{w}}  {'stored':>14}  {'refit':>14}  rule")
-        for k, x, y, why in cmp.differ[:60]:
+        for k, x, y, why in first[:60]:
             lines.append(f"{k:<{w}}  {fmt(x):>14}  {fmt(y):>14}  {why}")
         if len(cmp.differ) > 60:
             lines.append(f"... and {len(cmp.differ) - 60} more")
@@ -792,7 +807,8 @@ def check_samples(fj: Path, stored: Mapping[str, Any]) -> tuple[list[str], str]:
             continue
         seen.add(law)
         n = int(block.get("n_bootstrap", 0)) - int(block.get("n_bootstrap_failed", 0))
-        if values.size != n:
+        # Files written before 2026-12-07 kept every resample, failed ones too.
+        if values.size != n and values.size != int(block.get("n_bootstrap", 0)):
             problems.append(
                 f"{key}: {values.size} samples; fits.json counts {n} kept resamples "
                 "(n_bootstrap - n_bootstrap_failed)"

@@ -5,6 +5,7 @@ ladder's largest run. Built like `plots.py` and saved by `plots.save_figure`."""
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def plot_task(
             band = np.nanpercentile(np.clip(curves, 0, 1), [2.5, 97.5], axis=0)
             ax.fill_between(grid, *band, color="0.2", alpha=0.12, lw=0, label="95% band")
     ci = pr.get("ci95", {}).get("accuracy")
-    ax.plot([x_t], [pr["accuracy"]], "*", ms=11, color="r",
+    ax.plot([x_t], [pr["params"]["accuracy"]], "*", ms=11, color="r",
             label=f"N={si(pr['n_params'])}, D={si(pr['n_tokens'])}")  # fmt: skip
     if ci and None not in ci:
         ax.vlines([x_t], ci[0], ci[1], color="r", lw=1)
@@ -72,7 +73,12 @@ def plot_task(
 
 
 def _stem(task: str) -> str:
-    return "task_" + re.sub(r"[^A-Za-z0-9_.-]", "_", task)
+    """A file name for a task's figure; a name changed to be one ("mmlu/law") gets a short
+    hash of the real one, so that no two tasks share a file ("mmlu_law")."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task)
+    if safe != task:
+        safe += "_" + format(zlib.crc32(task.encode()), "08x")
+    return "task_" + safe
 
 
 def write_task_figures(
@@ -98,7 +104,7 @@ def write_task_figures(
             step1 = stored.get("fits", {}).get("chinchilla", {}).get("params")
             if not step1:
                 continue
-        N, x, y = ts.step2_rows(rows, runs, source)
+        N, x, y, _ = ts.step2_rows(rows, runs, source)
         if x.size == 0:
             continue
         fig = plot_task(new_axes(), task, N, x, y, block, step1, samples.get(f"tasks/{task}/step2"))

@@ -325,17 +325,31 @@ def _largest_out_error(
     return float(np.mean(np.abs(step2_accuracy(form, x[top], p) - y[top])))
 
 
+def _at_bound(form: str, p: Mapping[str, float]) -> list[str]:
+    """The parameters within a millionth (relative, at least 1e-6) of a bound of the solver's
+    box: there the least-squares solver stops and reports success, but the data did not choose
+    the value."""
+    lo, hi = _BOUNDS[form]
+    return [
+        k
+        for k, a, b in zip(_PARAMS[form], lo, hi, strict=True)
+        if p[k] <= a + 1e-6 * max(1.0, abs(a)) or p[k] >= b - 1e-6 * max(1.0, abs(b))
+    ]
+
+
 def _bootstrap_step2(
     form: str,
     x: FloatArray,
     y: FloatArray,
+    runs: NDArray[Any],
     full: Mapping[str, float],
     n_resamples: int,
     rng: np.random.Generator,
 ) -> tuple[list[dict[str, float]], int]:
-    """Resample the step-2 rows; refit from the full fit (and the form's own starts when that
-    fails). Kept: converged, finite, and at least as many distinct rows as parameters."""
-    W = resample_weights(x.size, n_resamples, rng)
+    """Resample whole runs of the step-2 rows (a cluster bootstrap: a run's checkpoints are not
+    independent) and refit from the full fit. Kept: converged, finite, off the solver's bounds,
+    and with at least as many distinct rows as parameters."""
+    W = resample_weights(x.size, n_resamples, rng, runs)
     kept: list[dict[str, float]] = []
     n_par = len(_PARAMS[form])
     warm = [[full[k] for k in _PARAMS[form]]]
@@ -344,9 +358,44 @@ def _bootstrap_step2(
         if np.unique(idx).size < n_par:
             continue
         p, ok = _lsq(form, x[idx], y[idx], warm, tol=1e-8)
-        if ok and all(math.isfinite(v) for v in p.values()):
+        if ok and all(math.isfinite(v) for v in p.values()) and not _at_bound(form, p):
             kept.append(p)
     return kept, n_resamples - len(kept)
+
+
+def _step2_precision(
+    form: str, x: FloatArray, y: FloatArray, p: Mapping[str, float]
+) -> dict[str, float]:
+    """+- numerical precision of each step-2 parameter (`identify.precision`: how far it can
+    move while the sum of squares stays within a relative 1e-9), so that `reproduce` compares
+    them within what the optimum itself fixes."""
+    names = _PARAMS[form]
+    res = _residual(form)
+    if form == "sigmoid":
+        x = np.concatenate([[IDEAL_POINT[0]], x])
+        y = np.concatenate([[IDEAL_POINT[1]], y])
+
+    def f_of(theta: FloatArray) -> float:
+        r = res(theta, x, y)
+        return float(0.5 * np.dot(r, r))
+
+    def fun(X: FloatArray, rows: NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        f = np.array([f_of(t) for t in X])
+        G = np.empty_like(X)
+        for j, t in enumerate(X):
+            for i in range(t.size):
+                h = 1e-6 * max(1.0, abs(t[i]))
+                up, dn = t.copy(), t.copy()
+                up[i] += h
+                dn[i] -= h
+                G[j, i] = (f_of(up) - f_of(dn)) / (2 * h)
+        return f, G
+
+    theta = np.array([p[k] for k in names])
+    with np.errstate(all="ignore"):
+        return identify.precision(
+            fun, theta, f_of(theta), lambda t: dict(zip(names, map(float, t), strict=True))
+        )
 
 
 def _rng(seed: int, label: str) -> np.random.Generator:
@@ -375,25 +424,45 @@ def _param_block(
     return block
 
 
+def _run_key(df: pd.DataFrame) -> pd.Series:
+    """Which run each row belongs to: run_id where every row has one, else the row itself."""
+    if "run_id" in df.columns and df["run_id"].notna().all():
+        return df["run_id"].astype(str)
+    return pd.Series([f"row{i}" for i in range(len(df))], index=df.index)
+
+
 def step2_rows(
     rows: pd.DataFrame, runs: pd.DataFrame, source: str
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(N, x, accuracy) of the rows step 2 is fitted on: each accuracy row with its loss, the
-    task's bpb at the same checkpoint, or runs.csv's validation loss at the same (N, D)."""
-    acc = rows[rows["metric"].isin(ACC_METRICS)]
+) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[Any]]:
+    """(N, x, accuracy, run) of the rows step 2 is fitted on: each accuracy row with its loss,
+    and the run it belongs to (the bootstrap resamples whole runs).
+
+    The loss is the task's bpb at the same checkpoint, or the validation loss of runs.csv: of
+    the same run (run_id and n_tokens) where both files name runs, else the lowest loss at the
+    same (N, D), as the laws see repeats and sweeps (`sweeps.best_per_point`)."""
+    acc = rows[rows["metric"].isin(ACC_METRICS)].copy()
+    acc["_run"] = _run_key(acc)
     if source == "bpb":
         bpb = rows[rows["metric"] == "bpb"]
         on = ["n_params", "n_tokens"] + (["run_id"] if "run_id" in rows.columns else [])
         on = [c for c in on if acc[c].notna().all() and bpb[c].notna().all()]
         m = acc.merge(bpb[[*on, "value"]], on=on, suffixes=("", "_x"))
-        return (
-            m["n_params"].to_numpy(float),
-            m["value_x"].to_numpy(float),
-            m["value"].to_numpy(float),
+    else:
+        by_run = (
+            "run_id" in acc.columns
+            and "run_id" in runs.columns
+            and acc["run_id"].notna().all()
+            and runs["run_id"].notna().all()
         )
-    key = runs[["n_params", "n_tokens", "loss"]].drop_duplicates(["n_params", "n_tokens"])
-    m = acc.merge(key, on=["n_params", "n_tokens"])
-    return m["n_params"].to_numpy(float), m["loss"].to_numpy(float), m["value"].to_numpy(float)
+        on = ["run_id", "n_params", "n_tokens"] if by_run else ["n_params", "n_tokens"]
+        losses = runs.groupby(on, as_index=False)["loss"].min()
+        m = acc.merge(losses.rename(columns={"loss": "value_x"}), on=on)
+    return (
+        m["n_params"].to_numpy(float),
+        m["value_x"].to_numpy(float),
+        m["value"].to_numpy(float),
+        m["_run"].to_numpy(),
+    )
 
 
 def fit_task(
@@ -430,7 +499,13 @@ def fit_task(
         r1 = fitmod.fit_chinchilla(N1, D1, L1, name=f"task {task} step 1 (bpb)")
         boots1, nf1 = (
             fitmod.bootstrap_chinchilla(
-                N1, D1, L1, r1, n_resamples=n_bootstrap, rng=_rng(seed, task + "/step1")
+                N1,
+                D1,
+                L1,
+                r1,
+                n_resamples=n_bootstrap,
+                rng=_rng(seed, task + "/step1"),
+                groups=_run_key(b).to_numpy(),
             )
             if n_bootstrap
             else ([], 0)
@@ -438,7 +513,14 @@ def fit_task(
         step1_block = {
             "source": "bpb: the task's own loss, L(N, D) fitted on its bpb rows",
             "n_points": int(N1.size),
+            "fitted_range": {
+                "n_params": [float(N1.min()), float(N1.max())],
+                "n_tokens": [float(D1.min()), float(D1.max())],
+                "flops": [float((6 * N1 * D1).min()), float((6 * N1 * D1).max())],
+            },
             **_param_block(r1.params, boots1, nf1, n_bootstrap),
+            "precision": dict(r1.precision),
+            "undetermined": dict(r1.undetermined),
         }
         step1, boots1_list = dict(r1.params), list(boots1)
     else:
@@ -453,7 +535,7 @@ def fit_task(
             if val_block is not None and k in val_block:
                 step1_block[k] = val_block[k]
         step1, boots1_list = dict(val_step1.params), list(val_boots)
-    N, x, y = step2_rows(rows, runs, source)
+    N, x, y, run_of = step2_rows(rows, runs, source)
     if np.unique(N).size < MIN_MODELS:
         raise InputError(
             f"task {task!r}: {np.unique(N).size} model size(s) with both an accuracy and a "
@@ -466,10 +548,11 @@ def fit_task(
     if not ok2 or not all(math.isfinite(v) for v in p2.values()):
         raise InputError(f"task {task!r}: the {form} step 2 did not converge on its rows")
     boots2, nf2 = (
-        _bootstrap_step2(form, x, y, p2, n_bootstrap, _rng(seed, task + "/step2"))
+        _bootstrap_step2(form, x, y, run_of, p2, n_bootstrap, _rng(seed, task + "/step2"))
         if n_bootstrap
         else ([], 0)
     )
+    bound = _at_bound(form, p2)
     tf = TaskFit(task, metric, chance, source, step1, boots1_list, form, p2, boots2)
     block = {
         "metric": metric,
@@ -484,12 +567,24 @@ def fit_task(
             "n_points": int(x.size),
             "loss_range": [float(x.min()), float(x.max())],
             "criterion": {
-                "rule": "mean |error| on the largest model's rows, fitted on the others",
+                "rule": "mean |error| on the largest model's rows, fitted on the others"
+                + (
+                    ""
+                    if any(map(math.isfinite, criterion.values()))
+                    else "; neither form could be scored, the sigmoid taken"
+                ),  # fmt: skip
                 **{f: (v if math.isfinite(v) else None) for f, v in criterion.items()},
             },
             **_param_block(p2, boots2, nf2, n_bootstrap),
+            "precision": _step2_precision(form, x, y, p2),
+            "undetermined": dict.fromkeys(bound, "on the solver's bound: not chosen by the data"),
         },
     }
+    if bound:
+        block["step2"]["determined"] = False
+        block["step2"]["undetermined_reason"] = (
+            f"{', '.join(bound)} on the solver's bound: the data do not determine step 2"
+        )
     return block, tf
 
 
@@ -527,14 +622,19 @@ def fit_tasks(
             out[task] = {"skipped": str(exc)}
             continue
         point, per = chain(tf, n_t, d_t)
+        steps = (block["step1"], block["step2"])
+        determined = all(st.get("determined", True) is not False for st in steps)
+        # Keyed as a law's block is, so that reproduce compares it as one: the value within the
+        # precision step 2 carries to it, the interval ends within their Monte Carlo error, and
+        # all of it as undetermined when a step is.
         block["prediction"] = {
             "n_params": n_t,
             "n_tokens": d_t,
-            "accuracy": float(point[0]),
-            # keyed as a law's intervals are, so that reproduce compares their ends within
-            # their Monte Carlo error
+            "params": {"accuracy": float(point[0])},
+            "precision": {"accuracy": _accuracy_precision(tf, n_t, d_t, block["step2"])},
             "ci95": {"accuracy": ci95(per[:, 0])} if per.size else {},
             "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
+            "determined": determined,
         }
         out[task] = block
         if tf.step1_source == "bpb" and tf.step1_samples:
@@ -544,6 +644,21 @@ def fit_tasks(
             for k in tf.step2:
                 samples[f"tasks/{task}/step2/{k}"] = np.array([s[k] for s in tf.step2_samples])
     return out, samples
+
+
+def _accuracy_precision(tf: TaskFit, n: float, d: float, step2: Mapping[str, Any]) -> float:
+    """The accuracy's numerical precision at (n, d), carried from step 2's parameters' (first
+    order, worst cases in quadrature)."""
+    x = float(chinchilla_loss(n, d, **tf.step1))
+    base = float(step2_accuracy(tf.form, x, tf.step2))
+    sq = 0.0
+    for k, v in tf.step2.items():
+        u = float(step2.get("precision", {}).get(k, math.inf))
+        if not math.isfinite(u):
+            return math.inf
+        moved = float(step2_accuracy(tf.form, x, {**tf.step2, k: v + u}))
+        sq += (moved - base) ** 2
+    return math.sqrt(sq)
 
 
 def tasks_input(csv: Path, df: pd.DataFrame) -> dict[str, Any]:
@@ -565,12 +680,12 @@ def summarize_tasks(block: Mapping[str, Any]) -> list[str]:
             continue
         s2, pr = b["step2"], b["prediction"]
         ci = pr.get("ci95", {}).get("accuracy", [None, None])
-        und = s2.get("determined") is False or b["step1"].get("determined") is False
+        und = pr.get("determined") is False
         params = "  ".join(f"{k}={fmt(v)}" for k, v in s2["params"].items())
         lines.append(
             f"task {task:<20} {b['metric']} from {b['step1']['source'].split(':')[0]} via "
             f"{s2['form']} ({params}); at N={fmt(pr['n_params'])}, D={fmt(pr['n_tokens'])}: "
-            f"{fmt(pr['accuracy'])}"
+            f"{fmt(pr['params']['accuracy'])}"
             + (" NOT DETERMINED" if und else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
         )
     return lines

@@ -160,6 +160,18 @@ def test_prediction_interval_is_the_mixture_quantile() -> None:
     assert pi[0] == pytest.approx([2.0 * math.exp(-1.959964 * sd), 2.0 * math.exp(1.959964 * sd)])
     # No scatter known (no degrees of freedom): no PI.
     assert np.all(np.isnan(prediction_interval(np.log(np.array([[2.0]])), math.nan)))
+    # A mixture, against a Monte Carlo of it: each sample's log loss plus normal scatter.
+    rng = np.random.default_rng(1)
+    s = np.log(2.0) + rng.normal(0, 0.03, (300, 1))
+    draws = (s + rng.normal(0, sd, (300, 4000))).ravel()
+    mc = np.exp(np.percentile(draws, [2.5, 97.5]))
+    assert prediction_interval(s, sd)[0] == pytest.approx(mc, rel=2e-3)
+    # Scatter known from few runs: Student's t, far wider at 1 dof (12.7 against 1.96).
+    lo1, hi1 = prediction_interval(np.log(np.array([[2.0]])), sd, dof=1)[0]
+    assert math.log(hi1 / 2.0) / sd == pytest.approx(12.706, rel=1e-3)
+    # A non-finite sample is left out of its query, as ci95 leaves it out.
+    two = np.log(np.array([[2.0], [np.inf]]))
+    assert prediction_interval(two, sd)[0] == pytest.approx(pi[0])
     # Many samples: wider than the CI of the samples alone.
     rng = np.random.default_rng(0)
     s = np.log(2.0) + rng.normal(0, 0.02, (400, 1))
@@ -236,7 +248,8 @@ def test_predict_overtraining_from_the_cli(tmp_path: Path) -> None:
 def test_intervals_cover_the_truth_and_new_runs_at_about_their_nominal_rate() -> None:
     # 40 ladders of the over-training law (16 runs each, 1% noise), 200 resamples each; each
     # predicts 3 points inside the grid. The CI is asked to cover the law, the PI a new run
-    # drawn with the same noise. Measured with 150 ladders (450 intervals): CI 0.958, PI 0.953.
+    # drawn with the same noise. Measured with 150 ladders (450 intervals): CI 0.958, PI 0.967;
+    # these 40: CI 0.933, PI 0.958. The upper bounds catch intervals too wide to say anything.
     hits_ci, hits_pi = [], []
     g = TRUE["gamma"]
     qN, qD = np.array([3e7, 1e8, 3e8]), np.array([1e9, 4e9, 3e10])
@@ -251,7 +264,7 @@ def test_intervals_cover_the_truth_and_new_runs_at_about_their_nominal_rate() ->
             samples = {p: np.array([b[p] for b in boots]) for p in r.params}
             law = FittedLaw(
                 "overtraining", dict(r.params), samples, "", "memory",
-                residual_sd_log=r.residual_sd_log,
+                residual_sd_log=r.residual_sd_log, dof=r.dof,
             )  # fmt: skip
             rng = np.random.default_rng(1000 + k)
             for n, d in zip(qN, qD, strict=True):
@@ -260,5 +273,5 @@ def test_intervals_cover_the_truth_and_new_runs_at_about_their_nominal_rate() ->
                 new_run = truth * math.exp(rng.normal(0, 0.01))
                 hits_ci.append(row["loss_ci95"][0] <= truth <= row["loss_ci95"][1])
                 hits_pi.append(row["loss_pi95"][0] <= new_run <= row["loss_pi95"][1])
-    assert 0.85 <= float(np.mean(hits_ci)) <= 1.0, np.mean(hits_ci)
-    assert 0.88 <= float(np.mean(hits_pi)) <= 1.0, np.mean(hits_pi)
+    assert 0.85 <= float(np.mean(hits_ci)) <= 0.99, np.mean(hits_ci)
+    assert 0.88 <= float(np.mean(hits_pi)) <= 0.99, np.mean(hits_pi)

@@ -142,3 +142,21 @@ def test_no_figure_is_written_through_a_symlinked_folder(fitted: Path, tmp_path:
     out = harness_cli("plot", str(d))
     assert out.returncode == 2 and "a symbolic link" in out.stderr, out.stderr
     assert not any(elsewhere.iterdir())
+
+
+def test_a_fits_json_from_before_the_new_fields_still_reproduces(
+    fitted: Path, tmp_path: Path
+) -> None:
+    def older(doc: dict) -> None:
+        del doc["settings"]["n_convention"]
+        for block in doc["fits"].values():
+            for k in ("residual_sd_log", "dof", "fitted_range", "extrapolation_decades"):
+                block.pop(k, None)
+
+    d = _edited(fitted, tmp_path, older)
+    out = harness_cli("reproduce", str(d), "--no-replot")
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "added since this fits.json was written" in out.stdout
+    # but an edited value still fails
+    d2 = _edited(fitted, tmp_path / "x", _set("fits.chinchilla.params.beta", 0.5))
+    assert harness_cli("reproduce", str(d2), "--no-replot").returncode == 1

@@ -89,14 +89,16 @@ def test_each_task_is_chained_and_its_form_chosen_by_the_criterion(fitted: Path)
         chosen = block["step2"]["form"]
         other = next(f for f in ts.FORMS if f != chosen)
         assert crit[chosen] <= (math.inf if crit[other] is None else crit[other])
-    assert sig["step2"]["form"] == "sigmoid"  # the law the data were made with wins
+    # the law the data were made with wins, for both tasks
+    assert sig["step2"]["form"] == "sigmoid" and exp["step2"]["form"] == "exponential"
     # the prediction at the ladder's largest run, near the truth
     pr = sig["prediction"]
     assert (pr["n_params"], pr["n_tokens"]) == (pytest.approx(1e9), pytest.approx(3.2e10))
     truth = float(ts.step2_accuracy("sigmoid", chinchilla_loss(1e9, 3.2e10, **BPB), SIGMOID))
     lo, hi = pr["ci95"]["accuracy"]
-    assert lo <= pr["accuracy"] <= hi
-    assert abs(pr["accuracy"] - truth) < 0.02
+    assert lo <= pr["params"]["accuracy"] <= hi
+    assert abs(pr["params"]["accuracy"] - truth) < 0.02
+    assert pr["determined"] is True and 0 < pr["precision"]["accuracy"] < 1e-4
 
 
 def test_predict_task_from_the_cli_with_paired_samples(fitted: Path) -> None:
@@ -190,3 +192,36 @@ def test_figures_and_report_show_each_task(fitted: Path, tmp_path: Path) -> None
         (copy / f).write_bytes((fitted / f).read_bytes())
     summary = harness_cli("fit", str(copy), "--bootstrap", "0", "--fits", "chinchilla").stdout
     assert "task sig" in summary and "via sigmoid" in summary
+
+
+def test_the_cluster_bootstrap_draws_whole_runs() -> None:
+    from harness.analysis.common import resample_weights
+
+    groups = np.array(["a", "a", "b", "c", "c", "c"])
+    W = resample_weights(6, 500, np.random.default_rng(0), groups)
+    for w in W:  # the points of one run are drawn together, as often as their run
+        assert w[0] == w[1] and w[3] == w[4] == w[5]
+    assert W.sum(axis=1).min() >= 3 and np.allclose(W.sum(axis=1) % 1, 0)
+
+
+def test_a_bpb_task_needs_no_chinchilla_fit_of_runs_csv(fitted: Path, tmp_path: Path) -> None:
+    d = tmp_path / "k"
+    d.mkdir()
+    for f in ("runs.csv", "tasks.csv"):
+        (d / f).write_bytes((fitted / f).read_bytes())
+    fit_path(d, n_bootstrap=50, fits=["kaplan"])
+    out = harness_cli("predict", str(d), "--task", "sig", "--n", "1e9", "--d", "3e10", "--json")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    # its range is that of the task's own bpb rows
+    assert row["extrapolation"]["decades"]["n_params"] == 0.0
+    bad = harness_cli("predict", str(d), "--task", "exp", "--n", "1e9", "--d", "3e10")
+    assert bad.returncode == 2 and "no bpb rows and no Chinchilla fit" in bad.stderr
+
+
+def test_a_loss_below_step_2s_data_is_flagged(fitted: Path) -> None:
+    tf, block = load_task(fitted, "sig")
+    (row,) = predict_task(tf, block, [1e12], [1e14])
+    assert row["extrapolation"]["step2_loss_below_fitted"] is True
+    (row,) = predict_task(tf, block, [1e8], [8e9])
+    assert row["extrapolation"]["step2_loss_below_fitted"] is False
