@@ -318,7 +318,7 @@ def _walk_block(
                 else:
                     out.informational.append((_label(here, keys), x, y))
             continue
-        if k == "objective":
+        if k in ("objective", "residual_sd_log"):  # the scatter is the objective's kin
             # Always compared: the minimum is determined even where the optimum is not (a
             # ridge), but an optimizer that stops on a ridge stops at other heights, so a looser
             # tolerance then. Plus 1e-18: a law through every point ends at round-off size.
