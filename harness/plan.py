@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.atomic import check_writable
 from harness.config import ExperimentConfig, load_experiment
 from harness.data import prepare_corpus
 from harness.errors import naming
@@ -378,6 +379,8 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
     """
     exp = load_experiment(path, overrides)
     grid = checked_grid(exp, path)
+    with naming(path):  # as `harness run` checks it before training (preflight)
+        check_writable(exp.results_path, folder=True, what="execution.results_dir")
     # Read the corpus now: a bad record, an id beyond the vocabulary or a corpus too small for
     # the validation split would fail every run, so the plan refuses it. Into a scratch cache:
     # the plan writes nothing (a synthetic corpus is generated, never malformed, and skipped).

@@ -322,6 +322,8 @@ def token_arrays(cfg: DataConfig, fmt: str) -> list[tuple[Path, np.ndarray]]:
     """
     out = []
     for f in files(Path(cfg.corpus).expanduser()):
+        if f.stat().st_size == 0:
+            raise InputError(f"data.corpus: {f} is empty (0 bytes); accepted: a file of token ids")
         if fmt == "bin":
             if not cfg.token_dtype:
                 raise InputError(
@@ -339,7 +341,7 @@ def token_arrays(cfg: DataConfig, fmt: str) -> list[tuple[Path, np.ndarray]]:
         else:
             try:
                 arr = np.load(f, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError) as e:
+            except (ValueError, OSError, EOFError) as e:
                 raise InputError(f"data.corpus: {f} is not a .npy array ({e})") from None
             if arr.ndim != 1 or arr.dtype.kind not in "iu":
                 raise InputError(

@@ -250,6 +250,14 @@ def load_runs(
                 f"at {line_list(df['line'].iloc[bad])}; accepted: finite numbers > 0"
             )
         df[col] = vals
+    with np.errstate(over="ignore"):
+        c = 6.0 * df["n_params"].to_numpy(float) * df["n_tokens"].to_numpy(float)
+    bad = np.flatnonzero(~np.isfinite(c))
+    if bad.size:  # 1e308 parameters: every law and figure would overflow on it
+        raise InputError(
+            f"{csv}: n_params x n_tokens overflows (6ND is not a finite number) at "
+            f"{line_list(df['line'].iloc[bad])}; accepted: sizes whose compute 6ND is finite"
+        )
     if "run_id" in df.columns:  # a CSV appended to itself would count each run twice
         dup = df["run_id"].notna() & df["run_id"].duplicated(keep=False)
         if dup.any():

@@ -147,10 +147,7 @@ def load_law(path: str | os.PathLike[str], name: str, group: str | None = None) 
     """
     if name not in LAWS:
         raise InputError(f"--law {name!r}; accepted: {', '.join(LAWS)}")
-    p = Path(path)
-    fj = p / "fits.json" if p.is_dir() else p if p.suffix == ".json" else p.parent / "fits.json"
-    if not fj.is_file():
-        raise InputError(f"{fj}: no fits.json; run `harness fit {p}` first")
+    fj = fits_json_of(path)
     doc = read_fits_json(fj)
     try:
         return _law_of(doc, fj, name, group)
@@ -228,6 +225,9 @@ def fits_json_of(path: str | os.PathLike[str]) -> Path:
         There is none.
     """
     p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory; accepted: a results directory, its CSV "
+                         "or its fits.json")  # fmt: skip
     fj = p / "fits.json" if p.is_dir() else p if p.suffix == ".json" else p.parent / "fits.json"
     if not fj.is_file():
         raise InputError(f"{fj}: no fits.json; run `harness fit {p}` first")

@@ -160,3 +160,17 @@ def test_a_fits_json_from_before_the_new_fields_still_reproduces(
     # but an edited value still fails
     d2 = _edited(fitted, tmp_path / "x", _set("fits.chinchilla.params.beta", 0.5))
     assert harness_cli("reproduce", str(d2), "--no-replot").returncode == 1
+
+
+def test_an_overflowing_run_and_a_missing_path_are_named(tmp_path: Path) -> None:
+    d = tmp_path / "big"
+    d.mkdir()
+    df = pd.DataFrame(
+        {"n_params": [1e6, 1e7, 1e308], "n_tokens": [1e8] * 3, "loss": [3.0, 2.8, 2.0]}
+    )
+    df.to_csv(d / "runs.csv", index=False)
+    out = harness_cli("fit", str(d), "--bootstrap", "0")
+    assert out.returncode == 2 and "6ND is not a finite number) at line 4" in out.stderr
+    out = harness_cli("predict", str(tmp_path / "nope"), "--n", "1e9", "--d", "1e10")
+    (line,) = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and f"{tmp_path / 'nope'}: no such file or directory" in line

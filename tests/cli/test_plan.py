@@ -125,3 +125,22 @@ def test_timing_order_brackets_the_sizes(tmp_path: Path) -> None:
     measure_throughput(exp, expand_grid(exp).specs, timer=timer)
     # Six (shape, batch) pairs; the cheapest and the most expensive step are timed first.
     assert calls[:2] == [(32, 4), (64, 16)] and len(calls) == 6
+
+
+def test_plan_refuses_what_run_would_fail_on_at_once(tmp_path: Path) -> None:
+    # Issue 31: a name too long for a folder, and a results folder nothing can be made in,
+    # were accepted by plan and ended run in a traceback.
+    from _tiny import harness_cli, tiny_toml
+
+    toml = tiny_toml(tmp_path)
+    long = tmp_path / "long.toml"
+    long.write_text(f'name = "{"x" * 300}"\n' + toml.read_text())
+    for args, message in (
+        ([str(long)], "name = "),
+        ([str(toml), "--execution.results_dir=/proc/probe"], "execution.results_dir = /proc/probe"),
+    ):
+        for cmd in ("plan", "run"):
+            out = harness_cli(cmd, *args, *(["--no-timing"] if cmd == "plan" else []))
+            err = out.stderr.strip().splitlines()
+            assert out.returncode == 2 and len(err) == 1, (cmd, out.stderr[-800:])
+            assert message in err[0], err[0]

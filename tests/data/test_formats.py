@@ -294,6 +294,10 @@ def test_bad_corpora_are_refused_at_plan(tmp_path: Path, docs: list[str]) -> Non
         tmp_path, f, 'token_dtype = "uint16"', "vocab_size = 256"
     )
     assert "a raw .bin; accepted: with data.token_dtype" in _plan_fails(tmp_path, f)
+    for empty in ("empty.npy", "empty.bin"):  # issue 31: an EOFError traceback before
+        f = tmp_path / empty
+        f.write_bytes(b"")
+        assert "is empty (0 bytes)" in _plan_fails(tmp_path, f, 'token_dtype = "uint16"')
     tok = tmp_path / "tokenizer.json"
     tok.write_text('{"not": "a tokenizer"}')
     assert "does not load as a tokenizer" in _plan_fails(
