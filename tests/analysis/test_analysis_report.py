@@ -392,7 +392,7 @@ def test_loss_vs_d_minor_tick_labels(n_tokens: list[float], labels: list[str]) -
     ("key", "value", "message"),
     [
         ("seed", "x", "settings.seed = 'x'; accepted: an integer >= 0"),
-        ("n_bootstrap", -5, "settings.n_bootstrap = -5; accepted: an integer >= 0"),
+        ("n_bootstrap", -5, "settings.n_bootstrap = -5; accepted: an integer from 0 to 100000"),
         ("isoflop_minimum", "spline", "settings.isoflop_minimum = 'spline'; accepted: 'parabola'"),
         ("fits", ["nope"], "settings.fits = ['nope']; accepted: null or a list of names from"),
     ],
