@@ -216,6 +216,20 @@ def interval_se(values: Sequence[float]) -> list[float]:
     return [percentile_se(values, 0.025), percentile_se(values, 0.975)]
 
 
+def failure_verdict(n_failed: int, n_bootstrap: int, how: str) -> dict[str, object]:
+    """``determined`` (and why not): the one rule of every bootstrap, that a law whose
+    resamples fail more often than FAILED_SHARE_MAX is not determined by its data."""
+    if n_bootstrap and n_failed > FAILED_SHARE_MAX * n_bootstrap:
+        return {
+            "determined": False,
+            "undetermined_reason": (
+                f"the bootstrap's fit failed on {n_failed} of {n_bootstrap} resamples (> "
+                f"{FAILED_SHARE_MAX:.0%}; {how}): the data do not determine this law"
+            ),
+        }
+    return {"determined": True}
+
+
 def law_fields(
     params: Mapping[str, float],
     precision_of: Mapping[str, float],
@@ -242,11 +256,11 @@ def law_fields(
         "undetermined": {k: und[k] for k in params if k in und},
         "determined": True,
     }
-    if n_bootstrap and n_failed > FAILED_SHARE_MAX * n_bootstrap:
-        out["determined"] = False
-        out["undetermined_reason"] = (
-            f"the bootstrap's fit failed on {n_failed} of {n_bootstrap} resamples (> "
-            f"{FAILED_SHARE_MAX:.0%}; no convergence, or fewer distinct runs than parameters): "
-            "the data do not determine this law"
+    out.update(
+        failure_verdict(
+            n_failed,
+            n_bootstrap,
+            "no convergence, fewer distinct runs than parameters, or a degenerate law",
         )
+    )
     return out

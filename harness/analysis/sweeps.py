@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from harness.analysis import identify
 from harness.analysis.common import check_n_resamples, ci95, resample_weights
 from harness.analysis.isoflop import loglog_slope
 from harness.errors import InputError
@@ -427,13 +428,16 @@ def sweep_block(
             block[key] = {"skipped": note}
             continue
         b = boots.get(key)
+        n_failed = int(np.sum(~np.isfinite(b))) if b is not None else 0
         block[key] = {
             "x": law.x,
             "exponent": law.exponent,
             "coef": law.coef,
             "n_points": law.n_points,
             "ci95": {"exponent": ci95(b)} if b is not None else {},
-            "n_bootstrap_failed": int(np.sum(~np.isfinite(b))) if b is not None else 0,
+            "n_bootstrap": n_bootstrap,
+            "n_bootstrap_failed": n_failed,
+            **identify.failure_verdict(n_failed, n_bootstrap, "a resample without an optimum"),
         }
     return block
 
@@ -453,5 +457,8 @@ def summary_line(block: dict[str, Any]) -> str:
         if "exponent" in law:
             ci = law.get("ci95", {}).get("exponent")
             ci_s = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci and None not in ci else ""
+            if law.get("determined") is False:
+                ci_s = f" (NOT DETERMINED: {law['n_bootstrap_failed']} of {law['n_bootstrap']} "
+                ci_s += "resamples failed)"
             parts.append(f"{h}_opt ∝ {x}^{law['exponent']:.3g}{ci_s}")
     return "; ".join(parts)

@@ -413,14 +413,10 @@ def _param_block(
         ),
         "n_bootstrap": n_boot,
         "n_bootstrap_failed": n_failed,
-        "determined": True,
+        **identify.failure_verdict(
+            n_failed, n_boot, "no convergence, too few runs, or a fit on the solver's bounds"
+        ),
     }
-    if n_boot and n_failed > identify.FAILED_SHARE_MAX * n_boot:
-        block["determined"] = False
-        block["undetermined_reason"] = (
-            f"the bootstrap's fit failed on {n_failed} of {n_boot} resamples (> "
-            f"{identify.FAILED_SHARE_MAX:.0%}): the data do not determine it"
-        )
     return block
 
 

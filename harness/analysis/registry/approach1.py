@@ -22,12 +22,16 @@ NO_BUDGETS = (
 
 def allocation_summary(name: str, block: Mapping[str, Any]) -> list[str]:
     """N_opt ∝ C^a (with its interval when bootstrapped), D_opt ∝ C^b, over how many budgets."""
-    ci = block.get("ci95", {})
+    und = block.get("determined") is False
+    ci = block.get("ci95", {}) if not und else {}
     a = f"a={fmt(block['a'])}" + (f" [{fmt(ci['a'][0])}, {fmt(ci['a'][1])}]" if "a" in ci else "")
-    return [
+    lines = [
         head(name)
         + f"N_opt ∝ C^a: {a}  D_opt ∝ C^b: b={fmt(block['b'])}  ({len(block['budgets'])} budgets)"
     ]
+    if und:
+        lines.append(head("") + f"NOT DETERMINED by these data: {block['undetermined_reason']}")
+    return lines
 
 
 def _fit(f: Frame) -> dict[str, Any]:

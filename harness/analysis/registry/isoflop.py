@@ -13,6 +13,7 @@ from typing import Any
 from harness.analysis import identify
 from harness.analysis import isoflop as iso
 from harness.analysis.common import ci95
+from harness.analysis.identify import failure_verdict
 from harness.analysis.registry.approach1 import NO_BUDGETS, allocation_block, allocation_summary
 from harness.analysis.registry.base import Figures, Frame, Law, usable
 from harness.errors import InputError
@@ -39,6 +40,8 @@ def _fit(f: Frame) -> dict[str, Any]:
         block["ci95"] = {"a": ci95(a), "b": ci95(b)}
         block["ci95_mc_se"] = {"a": identify.interval_se(a), "b": identify.interval_se(b)}
         block["n_bootstrap_failed"] = n_failed
+        block.update(failure_verdict(n_failed, f.n_bootstrap, "resamples left fewer than 2 "
+                                     "budgets with a minimum"))  # fmt: skip
     return block
 
 
