@@ -35,7 +35,7 @@ from harness.data import prepare_corpus
 from harness.errors import naming
 from harness.grid import GridExpansion, RunSpec
 from harness.model import ModelShape, count_params, flops_per_token
-from harness.preflight import checked_grid
+from harness.preflight import check_memory, checked_grid, memory_bytes, state_bytes
 from harness.synthetic import is_synthetic
 
 __all__ = [
@@ -206,8 +206,21 @@ def measure_throughput(
 
         t_start = time.perf_counter()
         # The smallest and the largest shape first: MFU grows with size, so the two ends
-        # bracket the shapes that the budget leaves untimed.
+        # bracket the shapes that the budget leaves untimed. A shape whose training state
+        # would take more than a quarter of this machine's memory is not built to be timed
+        # (a 1e9-parameter model took 12 GB and minutes): it takes its neighbours' MFU.
+        ram = memory_bytes("cpu")
         order = keys[:1] + keys[-1:] + keys[1:-1] if len(keys) > 1 else keys
+        order = [k for k in order if ram is None or state_bytes(k[0]) <= ram / 4]
+        if not order:
+            return Throughput(
+                device="cpu",
+                peak_flops=peak,
+                tokens_per_s={},
+                mfu={},
+                note="cpu: every shape's training state exceeds a quarter of this machine's "
+                "memory; none was timed, no time estimate",
+            )
         for k in order:
             if mfu and time.perf_counter() - t_start > budget_s:
                 break
@@ -379,8 +392,9 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
     """
     exp = load_experiment(path, overrides)
     grid = checked_grid(exp, path)
-    with naming(path):  # as `harness run` checks it before training (preflight)
+    with naming(path):  # as `harness run` checks them before training (preflight)
         check_writable(exp.results_path, folder=True, what="execution.results_dir")
+        check_memory(exp, grid.specs, _device(exp))
     # Read the corpus now: a bad record, an id beyond the vocabulary or a corpus too small for
     # the validation split would fail every run, so the plan refuses it. Into a scratch cache:
     # the plan writes nothing (a synthetic corpus is generated, never malformed, and skipped).

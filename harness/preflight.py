@@ -10,6 +10,10 @@ raises InputError with one line naming the experiment file.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import Any
+
 from harness.atomic import check_writable
 from harness.config import ExperimentConfig
 from harness.data import check_corpus
@@ -20,7 +24,76 @@ from harness.tokenizer import is_pretrained
 from harness.tokenizer import load as load_tokenizer
 from harness.tracking import check_installed
 
-__all__ = ["check_can_train_here", "check_device", "checked_grid"]
+__all__ = [
+    "STATE_BYTES_PER_PARAM",
+    "check_can_train_here",
+    "check_device",
+    "check_memory",
+    "checked_grid",
+    "memory_bytes",
+    "state_bytes",
+]
+
+STATE_BYTES_PER_PARAM = 16
+"""Training state of one parameter: fp32 weight, gradient and AdamW's two moments, 4 bytes
+each. Activations come on top, so a run that does not fit this surely fails."""
+
+
+def state_bytes(shape: Any) -> int:
+    """Bytes of a model's training state (`STATE_BYTES_PER_PARAM` a parameter, closed-form
+    count: no model is built)."""
+    from harness.model import count_params
+
+    return STATE_BYTES_PER_PARAM * count_params(shape).total
+
+
+def memory_bytes(device: str) -> int | None:
+    """This machine's memory for training: RAM on a CPU, one GPU's memory on CUDA; None when
+    it cannot be read."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(exp: ExperimentConfig, specs: Sequence[Any], device: str) -> None:
+    """Refuse, before anything trains, a run whose training state alone exceeds this machine's
+    memory: every such run would fail (issue 31: N = 1e15 tried to allocate 48 GB and both
+    runs of its grid failed). Per device: DDP ranks each hold the whole state, FSDP a share;
+    on a CPU the ranks share one RAM.
+
+    Raises
+    ------
+    InputError
+        The largest such run, its need and the memory there is.
+    """
+    have = memory_bytes(device)
+    if have is None or not specs:
+        return
+    k = exp.execution.devices_per_run
+    fsdp = exp.execution.parallel == "fsdp"
+    per_copy = max(specs, key=lambda sp: state_bytes(sp.model))
+    need = state_bytes(per_copy.model)
+    if device == "cuda":
+        need = need // k if fsdp else need
+    elif not fsdp:
+        need *= k
+    if need > have:
+        from harness.model import count_params
+
+        n = count_params(per_copy.model).total
+        raise InputError(
+            f"grid: a model of {n:,} parameters needs {need / 2**30:,.1f} GiB for its weights, "
+            f"gradients and AdamW state alone; this machine's {device} has "
+            f"{have / 2**30:,.1f} GiB; accepted: sizes whose training state fits (16 bytes a "
+            "parameter), or a cluster (`harness submit`)"
+        )
 
 
 def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> GridExpansion:
@@ -91,3 +164,6 @@ def check_can_train_here(exp: ExperimentConfig, source: str, layout: ExperimentL
         check_corpus(exp.data.corpus)
         check_device(exp)
         check_writable(layout.root, folder=True, what="execution.results_dir")
+        from harness.train import resolve_device
+
+        check_memory(exp, expand_grid(exp).specs, resolve_device(exp.execution).type)

@@ -144,3 +144,35 @@ def test_plan_refuses_what_run_would_fail_on_at_once(tmp_path: Path) -> None:
             err = out.stderr.strip().splitlines()
             assert out.returncode == 2 and len(err) == 1, (cmd, out.stderr[-800:])
             assert message in err[0], err[0]
+
+
+def test_plan_and_run_refuse_a_model_whose_state_cannot_fit_and_time_none_too_big(
+    tmp_path: Path,
+) -> None:
+    # Issue 31: plan built a 1e9-parameter model to time it (12 GB, minutes); at 1e15 it ended
+    # in a traceback and run started runs that failed.
+    import time
+
+    from _tiny import harness_cli, tiny_toml
+
+    from harness.preflight import memory_bytes
+
+    huge = tiny_toml(tmp_path, name="huge")
+    huge.write_text(huge.read_text().replace("shapes = [{n_layer = 1, n_embd = 32}]",
+                                             "n_params = [1e15]"))  # fmt: skip
+    for cmd in ("plan", "run"):
+        out = harness_cli(cmd, str(huge))
+        (line,) = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and "GiB for its weights, gradients and AdamW state" in line
+    ram = memory_bytes("cpu")
+    assert ram is not None
+    # a size that fits this machine's memory but not a quarter of it: planned, not built
+    n = int(ram / 16 / 2)
+    big = tiny_toml(tmp_path, name="big")
+    big.write_text(big.read_text().replace("shapes = [{n_layer = 1, n_embd = 32}]",
+                                           f"n_params = [2e4, {n:.3e}]"))  # fmt: skip
+    t0 = time.perf_counter()
+    out = harness_cli("plan", str(big), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert time.perf_counter() - t0 < 120  # nothing of its size was built
+    assert "timed 1 of 2 shape(s)" in out.stdout
