@@ -103,7 +103,11 @@ def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str, t
     from harness.execute.locks import experiment_lock
     from harness.results import collect
 
-    stopped = sum(o.status == "interrupted" for o in stop.outcomes)
+    # Only runs with a checkpoint on disk resume from one; a run stopped before its first
+    # checkpoint (or before its folder existed: a signal at start-up) trains from the start.
+    interrupted = [o.run_id for o in stop.outcomes if o.status == "interrupted"]
+    stopped = sum(any((layout.run_dir(r) / "ckpt").glob("step_*.pt")) for r in interrupted)
+    before = len(interrupted) - stopped
     try:
         with experiment_lock(layout.root, timeout_s=30.0):
             csv_path, counts = collect(layout.root)
@@ -111,7 +115,9 @@ def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str, t
     except InputError:  # no run has finished: the stored runs.csv stays as it was
         note = "runs.csv left as it was (no run has finished)"
     print(
-        f"interrupted by {stop}: {stopped} runs stopped with a checkpoint; {note}; "
+        f"interrupted by {stop}: {stopped} runs stopped with a checkpoint"
+        + (f", {before} before their first" if before else "")
+        + f"; {note}; "
         f"`harness run {experiment}` resumes ({time.perf_counter() - t0:.1f} s)"
     )
     return 128 + stop.signum

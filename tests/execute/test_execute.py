@@ -254,3 +254,22 @@ def test_kill_9_of_a_worker_fails_that_run_alone(tmp_path: Path) -> None:
     out2, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out2
     assert list(pd.read_csv(root / "runs.csv")["status"]) == ["done", "done"]
+
+
+def test_a_stop_before_any_checkpoint_is_not_reported_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Issue 31: SIGHUP before any run folder existed printed "1 runs stopped with a checkpoint".
+    from harness.execute.local import Interrupted, LocalOutcome
+    from harness.pipeline import _interrupted
+    from harness.results import ExperimentLayout
+
+    layout = ExperimentLayout(tmp_path / "results" / "x")
+    with_ckpt = layout.run_dir("a") / "ckpt"
+    with_ckpt.mkdir(parents=True)
+    (with_ckpt / "step_00000010.pt").write_bytes(b"")
+    outcomes = [LocalOutcome(r, "interrupted", None, 0.0, "") for r in ("a", "b")]
+    code = _interrupted(Interrupted(signal.SIGHUP, outcomes), layout, "x.toml", 0.0)
+    out = capsys.readouterr().out
+    assert code == 129
+    assert "1 runs stopped with a checkpoint, 1 before their first" in out, out
