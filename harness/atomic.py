@@ -94,7 +94,8 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool, what: str) -> 
         raise InputError(
             f"{what} = {path}: is a {'file' if folder else 'folder'}; accepted: {accepted}"
         )
-    parent = path if path.exists() else path.parent
+    # The folder the write happens in: the folder itself, or an existing file's own folder.
+    parent = path if path.exists() and folder else path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():

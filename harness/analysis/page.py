@@ -114,7 +114,6 @@ def write_report(
     from harness.analysis.report import fits_dict, plot_path
 
     csv = resolve_csv(path)
-    df = load_runs(csv)
     target = Path(out) if out is not None else csv.parent / REPORT_NAME
     fj = csv.parent / "fits.json"
     doc: dict[str, Any] = {}
@@ -123,6 +122,11 @@ def write_report(
         doc = read_fits_json(fj)
         if doc.get("input", {}).get("sha256") not in (None, sha256_of(csv)):
             note = f"{fj.name} was fitted on another version of {csv.name}: run `harness fit`."
+    # The runs the fit read (a stored --where selects them), so that the page describes them.
+    where = doc.get("settings", {}).get("where")
+    df = load_runs(csv, where=where if isinstance(where, str) else None)
+    if where:
+        note = (note + " " if note else "") + f"Fitted on the runs --where {where!r} selects."
     else:
         try:
             doc = fits_dict(csv, n_bootstrap=0)
@@ -397,12 +401,18 @@ def _headline(df: pd.DataFrame, fits: Mapping[str, Any]) -> str:
     )
     ch = fits.get("chinchilla")
     if ch and "params" in ch:
-        p, ci = ch["params"], ch.get("ci95", {})
+        # An undetermined law's intervals come from the few resamples that did not fail: none.
+        p, ci = ch["params"], ch.get("ci95", {}) if ch.get("determined") is not False else {}
         parts.append(
             f"<p class='formula'>L(N, D) = {_num(p['E'])} + {_num(p['A'])} / N<sup>"
             f"{p['alpha']:.3f}</sup> + {_num(p['B'])} / D<sup>{p['beta']:.3f}</sup></p>"
             f"<p>α = {p['alpha']:.3f} {_interval(ci.get('alpha'))}, β = {p['beta']:.3f} "
-            f"{_interval(ci.get('beta'))} (95% bootstrap intervals)</p>"
+            f"{_interval(ci.get('beta'))} "
+            + (
+                "(95% bootstrap intervals)</p>"
+                if ch.get("determined") is not False
+                else "(<b>not determined by these data</b>: no interval)</p>"
+            )
         )
     return "\n".join(parts)
 

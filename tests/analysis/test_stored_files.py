@@ -174,3 +174,17 @@ def test_an_overflowing_run_and_a_missing_path_are_named(tmp_path: Path) -> None
     out = harness_cli("predict", str(tmp_path / "nope"), "--n", "1e9", "--d", "1e10")
     (line,) = out.stderr.strip().splitlines()
     assert out.returncode == 2 and f"{tmp_path / 'nope'}: no such file or directory" in line
+
+
+def test_the_report_describes_the_runs_fitted_and_an_undetermined_law(tmp_path: Path) -> None:
+    # Gadre et al.'s 5-run fit: --where selects 5 of 34 runs; its Chinchilla law is undetermined.
+    root = Path(__file__).resolve().parents[2] / "results" / "gadre2024"
+    for f in ("runs.csv", "fits.json", "fits.bootstrap.npz"):
+        (tmp_path / f).write_bytes((root / f).read_bytes())
+    out = tmp_path / "page.html"
+    for _ in range(2):  # an existing --out is overwritten, not refused
+        run = harness_cli("report", str(tmp_path), "--out", str(out))
+        assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert "5 runs (5 done)" in text and "paper_fit_set == 1" in text
+    assert "not determined by these data</b>: no interval" in text
