@@ -122,17 +122,17 @@ def write_report(
         doc = read_fits_json(fj)
         if doc.get("input", {}).get("sha256") not in (None, sha256_of(csv)):
             note = f"{fj.name} was fitted on another version of {csv.name}: run `harness fit`."
-    # The runs the fit read (a stored --where selects them), so that the page describes them.
-    where = doc.get("settings", {}).get("where")
-    df = load_runs(csv, where=where if isinstance(where, str) else None)
-    if where:
-        note = (note + " " if note else "") + f"Fitted on the runs --where {where!r} selects."
     else:
         try:
             doc = fits_dict(csv, n_bootstrap=0)
             note = f"No {fj.name}: fitted here without a bootstrap, so without intervals."
         except InputError as e:
             note = f"No law could be fitted: {e}"
+    # The runs the fit read (a stored --where selects them), so that the page describes them.
+    where = doc.get("settings", {}).get("where")
+    df = load_runs(csv, where=where if isinstance(where, str) else None)
+    if where:
+        note = (note + " " if note else "") + f"Fitted on the runs --where {where!r} selects."
     if figures is not None:
         svgs = _svgs(figures)
     else:
