@@ -450,9 +450,14 @@ def write_arrays(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dic
                 bad = np.flatnonzero((part >= vocab_size) | (part < 0))
                 if bad.size:
                     i = int(bad[0])
+                    why = (
+                        "is negative"
+                        if part[i] < 0
+                        else f"is not below the vocabulary size {vocab_size}"
+                    )
                     raise InputError(
-                        f"data.corpus: {f} position {lo + i}: token id {int(part[i])} is not "
-                        f"below the vocabulary size {vocab_size}; accepted: ids 0..{vocab_size - 1}"
+                        f"data.corpus: {f} position {lo + i}: token id {int(part[i])} {why}; "
+                        f"accepted: ids 0..{vocab_size - 1}"
                     )
                 if val_cfg is not None:
                     to_val = np.full(part.size, is_val)

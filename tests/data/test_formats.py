@@ -294,6 +294,9 @@ def test_bad_corpora_are_refused_at_plan(tmp_path: Path, docs: list[str]) -> Non
         tmp_path, f, 'token_dtype = "uint16"', "vocab_size = 256"
     )
     assert "a raw .bin; accepted: with data.token_dtype" in _plan_fails(tmp_path, f)
+    f = tmp_path / "neg.npy"
+    np.save(f, np.array([5, -3, 7], dtype=np.int32))
+    assert f"{f} position 1: token id -3 is negative" in _plan_fails(tmp_path, f)
     for empty in ("empty.npy", "empty.bin"):  # issue 31: an EOFError traceback before
         f = tmp_path / empty
         f.write_bytes(b"")
