@@ -12,7 +12,7 @@ Two intervals, as labs ask for them. ``loss_ci95``, the confidence interval of t
 the law's curve lies. ``loss_pi95``, the prediction interval: where one new run's loss lies,
 the law's uncertainty plus the scatter of runs about it (their log residuals' sd, fits.json's
 ``residual_sd_log``): the 2.5 and 97.5 percentiles of the mixture over bootstrap samples s of
-log L ~ Normal(log L_s, sd^2).
+log L_s + sd t, t Student's with the residuals' degrees of freedom (`prediction_interval`).
 
 Every answer says whether it can be trusted: ``undetermined`` is true where the law is not
 determined by its data (its bootstrap mostly failed), or where a parameter is undetermined and
@@ -321,13 +321,14 @@ def predict_task(
     )
     lo_x = (block.get("step2", {}).get("loss_range") or [math.nan])[0]
     x_t = chinchilla_loss(N, D, **tf.step1)
+    C = flops(N, D)
     out = []
     for i in range(N.size):
         ext = extrapolation(
             block.get("fitted_range") or {},
             n_params=float(N[i]),
             n_tokens=float(D[i]),
-            flops=float(flops(N[i], D[i])),
+            flops=float(C[i]),
         )
         # The chain's other extrapolation: to a loss below any step 2 was fitted on, where the
         # accuracy curve is the form's assumption, not the data's.
@@ -340,7 +341,7 @@ def predict_task(
                 "metric": tf.metric,
                 "n": float(N[i]),
                 "d": float(D[i]),
-                "flops": float(flops(N[i], D[i])),
+                "flops": float(C[i]),
                 "tokens_per_param": float(D[i] / N[i]),
                 "accuracy": float(point[i]),
                 "accuracy_ci95": ci95(per[:, i]),
@@ -360,18 +361,25 @@ def task_table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         ci = r["accuracy_ci95"]
-        flag = "  UNDETERMINED" if r["undetermined"] else ""
-        if r["extrapolation"]["flagged"]:
-            flag += f"  EXTRAPOLATED (> {EXTRAPOLATION_DECADES_MAX:g} decades)"
-        if r["extrapolation"].get("step2_loss_below_fitted"):
-            flag += f"  LOSS {fmt(r['extrapolation']['step2_loss'])} BELOW STEP 2'S DATA"
-        far = describe(r["extrapolation"])
         lines.append(
             f"{r['task']:<16}  {fmt(r['n']):>10}  {fmt(r['d']):>10}  "
             f"{fmt(r['tokens_per_param']):>8}  {fmt(r['accuracy'])} [{fmt(ci[0])}, "
-            f"{fmt(ci[1])}] ({r['metric']}, {r['step2_form']}){flag}" + (f"  {far}" if far else "")
+            f"{fmt(ci[1])}] ({r['metric']}, {r['step2_form']})  {_flags(r)}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _flags(r: Mapping[str, Any]) -> str:
+    """What a printed answer says of itself: undetermined, extrapolated past the limit, a task's
+    loss below step 2's data, and its decades beyond the fitted runs."""
+    ext = r["extrapolation"]
+    out = ["UNDETERMINED"] if r["undetermined"] else []
+    if ext["flagged"]:
+        out.append(f"EXTRAPOLATED (> {EXTRAPOLATION_DECADES_MAX:g} decades)")
+    if ext.get("step2_loss_below_fitted"):
+        out.append(f"LOSS {fmt(ext['step2_loss'])} BELOW STEP 2'S DATA")
+    far = describe(ext)
+    return "  ".join(out + ([far] if far else []))
 
 
 _PARAMS: dict[str, tuple[str, ...]] = {
@@ -612,15 +620,6 @@ def table(law: FittedLaw, rows: list[dict[str, Any]]) -> str:
     def iv(x: float, ci: list[float]) -> str:
         return f"{fmt(x)} [{fmt(ci[0])}, {fmt(ci[1])}]"
 
-    def flags(r: dict[str, Any]) -> str:
-        out = []
-        if r["undetermined"]:
-            out.append("UNDETERMINED")
-        if r["extrapolation"]["flagged"]:
-            out.append(f"EXTRAPOLATED (> {EXTRAPOLATION_DECADES_MAX:g} decades)")
-        far = describe(r["extrapolation"])
-        return "  ".join(out + ([far] if far else []))
-
     if rows and "n_opt" in rows[0]:
         lines.append(
             f"{'C (FLOPs)':>10}  {'N_opt':>26}  {'D_opt':>26}  {'D/N':>22}  "
@@ -632,7 +631,7 @@ def table(law: FittedLaw, rows: list[dict[str, Any]]) -> str:
                 f"{iv(r['d_opt'], r['d_opt_ci95']):>26}  "
                 f"{iv(r['tokens_per_param'], r['tokens_per_param_ci95']):>22}  "
                 f"{iv(r['loss'], r['loss_ci95']):>26}  "
-                f"[{fmt(r['loss_pi95'][0])}, {fmt(r['loss_pi95'][1])}]  {flags(r)}".rstrip()
+                f"[{fmt(r['loss_pi95'][0])}, {fmt(r['loss_pi95'][1])}]  {_flags(r)}".rstrip()
             )
         return "\n".join(lines)
     lines.append(f"{'N':>10}  {'D':>10}  {'D/N':>8}  {'C=6ND':>10}  {'loss (CI)':>26}  {'PI':>18}")
@@ -640,6 +639,6 @@ def table(law: FittedLaw, rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{fmt(r['n']):>10}  {fmt(r['d']):>10}  {fmt(r['tokens_per_param']):>8}  "
             f"{fmt(r['flops']):>10}  {iv(r['loss'], r['loss_ci95']):>26}  "
-            f"[{fmt(r['loss_pi95'][0])}, {fmt(r['loss_pi95'][1])}]  {flags(r)}".rstrip()
+            f"[{fmt(r['loss_pi95'][0])}, {fmt(r['loss_pi95'][1])}]  {_flags(r)}".rstrip()
         )
     return "\n".join(lines)

@@ -406,6 +406,21 @@ def fits_dict(
     return json_clean(doc)
 
 
+def _observed_losses(csv: Path, settings: Mapping[str, Any], df: pd.DataFrame) -> pd.DataFrame:
+    """The losses step 2 pairs each accuracy with: every done run of the CSV, N counted as the
+    fit counts it (``settings``' column map and N convention), not only those --where fits the
+    loss law on: a checkpoint's loss is data about it whichever runs the law is fitted on.
+    ``df`` (the runs fitted) where the whole CSV does not read."""
+    cmap = settings.get("column_map") or None
+    try:
+        runs = load_runs(csv, cmap)
+        return apply_n_convention(
+            runs, str(settings.get("n_convention", "non_embedding")), cmap, csv
+        )
+    except InputError:
+        return df
+
+
 def _tasks_object(
     tasks_csv: Path,
     tdf: pd.DataFrame,
@@ -426,15 +441,7 @@ def _tasks_object(
             "skipped": "task laws are fitted on ungrouped runs only (fit each group's CSV)",
         }
     step1 = kept.get("chinchilla")
-    # Step 2 pairs each accuracy with the loss observed at its (N, D): every done run of the
-    # CSV, not only those --where fits the loss law on (a checkpoint's loss is data about it
-    # whichever runs the law is fitted on).
-    csv = tasks_csv.parent / doc["input"]["path"]
-    try:
-        losses = load_runs(csv, column_map)
-        losses = apply_n_convention(losses, doc["settings"]["n_convention"], column_map, csv)
-    except InputError:
-        losses = df
+    losses = _observed_losses(tasks_csv.parent / doc["input"]["path"], doc["settings"], df)
     C = flops(df["n_params"].to_numpy(float), df["n_tokens"].to_numpy(float))
     top = int(np.argmax(C))
     target = (float(df["n_params"].iloc[top]), float(df["n_tokens"].iloc[top]))
@@ -761,12 +768,7 @@ def _draw_figures(
 
         where = stored.get("settings", {}).get("where")
         tdf = ts.load_tasks(tasks_csv, where=where if isinstance(where, str) else None)
-        try:  # step 2's losses: every done run, as the fit paired them
-            cmap = stored.get("settings", {}).get("column_map") or None
-            conv = stored.get("settings", {}).get("n_convention", "non_embedding")
-            losses = apply_n_convention(load_runs(csv, cmap), str(conv), cmap, csv)
-        except InputError:
-            losses = df
+        losses = _observed_losses(csv, stored.get("settings", {}), df)  # as the fit paired them
         written += task_plots.write_task_figures(tdf, losses, stored, samples, target)
     return written
 

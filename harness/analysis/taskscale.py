@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ from scipy.optimize import least_squares
 
 from harness.analysis import fit as fitmod
 from harness.analysis import identify
-from harness.analysis.common import ci95, fmt, resample_weights
+from harness.analysis.common import ci95, fmt, resample_weights, rng_for
 from harness.analysis.io import done_rows, line_list, read_results_csv, sha256_of, value_list
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.where import select_rows, where_columns
@@ -131,6 +130,13 @@ def _residual(form: str) -> Callable[[FloatArray, FloatArray, FloatArray], Float
     return res
 
 
+def _fitted_points(form: str, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The points a form is fitted to: the sigmoid's with Bhagia et al.'s ideal point added."""
+    if form != "sigmoid":
+        return x, y
+    return np.concatenate([[IDEAL_POINT[0]], x]), np.concatenate([[IDEAL_POINT[1]], y])
+
+
 def _lsq(
     form: str, x: FloatArray, y: FloatArray, starts: Sequence[Sequence[float]], tol: float = 1e-12
 ) -> tuple[dict[str, float], bool]:
@@ -139,9 +145,7 @@ def _lsq(
     find again (`reproduce`); the bootstrap's refits use scipy's defaults."""
     lo, hi = _BOUNDS[form]
     res = _residual(form)
-    if form == "sigmoid":  # the ideal point, Bhagia et al. 2024
-        x = np.concatenate([[IDEAL_POINT[0]], x])
-        y = np.concatenate([[IDEAL_POINT[1]], y])
+    x, y = _fitted_points(form, x, y)
     best, best_cost, ok = None, math.inf, False
     for s in starts:
         s0 = np.clip(np.asarray(s, dtype=float), lo, hi)
@@ -371,9 +375,7 @@ def _step2_precision(
     them within what the optimum itself fixes."""
     names = _PARAMS[form]
     res = _residual(form)
-    if form == "sigmoid":
-        x = np.concatenate([[IDEAL_POINT[0]], x])
-        y = np.concatenate([[IDEAL_POINT[1]], y])
+    x, y = _fitted_points(form, x, y)
 
     def f_of(theta: FloatArray) -> float:
         r = res(theta, x, y)
@@ -396,10 +398,6 @@ def _step2_precision(
         return identify.precision(
             fun, theta, f_of(theta), lambda t: dict(zip(names, map(float, t), strict=True))
         )
-
-
-def _rng(seed: int, label: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(("tasks:" + label).encode())])
 
 
 def _param_block(
@@ -500,7 +498,7 @@ def fit_task(
                 L1,
                 r1,
                 n_resamples=n_bootstrap,
-                rng=_rng(seed, task + "/step1"),
+                rng=rng_for(seed, "tasks:" + task + "/step1"),
                 groups=_run_key(b).to_numpy(),
             )
             if n_bootstrap
@@ -544,7 +542,9 @@ def fit_task(
     if not ok2 or not all(math.isfinite(v) for v in p2.values()):
         raise InputError(f"task {task!r}: the {form} step 2 did not converge on its rows")
     boots2, nf2 = (
-        _bootstrap_step2(form, x, y, run_of, p2, n_bootstrap, _rng(seed, task + "/step2"))
+        _bootstrap_step2(
+            form, x, y, run_of, p2, n_bootstrap, rng_for(seed, "tasks:" + task + "/step2")
+        )
         if n_bootstrap
         else ([], 0)
     )
