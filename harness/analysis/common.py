@@ -5,9 +5,11 @@ One place for them, public, so no module reaches into another's private names.
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,9 +135,6 @@ def read_fits_json(path: Any, schema: int = 1) -> dict[str, Any]:
     InputError
         One line naming the file, what is wrong and what is accepted.
     """
-    import json
-    from pathlib import Path
-
     p = Path(path)
     try:
         if p.stat().st_size > MAX_JSON_BYTES:
