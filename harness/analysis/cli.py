@@ -22,6 +22,7 @@ from harness.analysis.common import read_fits_json
 from harness.analysis.io import parse_column_map
 from harness.analysis.report import ALL_FITS, fit_path, plot_path, summarize
 from harness.analysis.reproduce import reproduce_path
+from harness.analysis.subsample import FIT_ROWS_MAX
 from harness.atomic import check_writable
 from harness.errors import InputError
 
@@ -142,6 +143,15 @@ def register(subparsers: Any) -> None:
         "as named after --columns (n_params, n_tokens, loss, ...), e.g. "
         "'n_tokens <= 8e5'; recorded in fits.json. downstream.csv and the "
         "figures' points are not filtered",
+    )
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=FIT_ROWS_MAX,
+        metavar="N",
+        help=f"fit the laws on at most N runs (default {FIT_ROWS_MAX}): a larger CSV is fitted "
+        "on a subsample stratified over 6ND, one run per stratum; the summary and fits.json "
+        "say so. The fit's time grows with N times the bootstrap size",
     )
     p.add_argument("--out", default=None, help="write fits.json here instead")
     p.set_defaults(func=cmd_fit)
@@ -311,6 +321,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             target_accuracy=args.target_accuracy,
             where=args.where,
             n_convention=args.n_convention,
+            max_rows=args.max_rows,
         )
     print(summarize(json.loads(out.read_text())))
     print(f"wrote {out}")

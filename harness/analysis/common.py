@@ -165,9 +165,12 @@ def read_fits_json(path: Any, schema: int = 1) -> dict[str, Any]:
     fits = doc.get("fits")
     if isinstance(fits, Mapping):
         blocks += [(f"fits.{k}", b) for k, b in fits.items()]
+    _check_subsample(p, "subsample", doc)
     for i, g in enumerate(doc.get("groups") or []):
         if isinstance(g, Mapping) and isinstance(g.get("fits"), Mapping):
             blocks += [(f"groups[{i}].fits.{k}", b) for k, b in g["fits"].items()]
+        if isinstance(g, Mapping):
+            _check_subsample(p, f"groups[{i}].subsample", g)
     tasks = doc.get("tasks")
     if tasks is not None:
         if not isinstance(tasks, Mapping) or not isinstance(tasks.get("tasks", {}), Mapping):
@@ -180,6 +183,27 @@ def read_fits_json(path: Any, schema: int = 1) -> dict[str, Any]:
     for where, block in blocks:
         _check_block(p, where, block)
     return doc
+
+
+def _check_subsample(path: Any, where: str, holder: Mapping[str, Any]) -> None:
+    """The record of a subsampled fit (`subsample.stratified_subsample`), where there is one."""
+    if "subsample" not in holder:
+        return
+    sub = holder["subsample"]
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if not (
+        isinstance(sub, Mapping)
+        and count(sub.get("rows"))
+        and count(sub.get("fitted"))
+        and isinstance(sub.get("method"), str)
+    ):
+        raise InputError(
+            f"{path}: {where} = {str(sub)[:80]!r}; accepted: an object of rows and fitted "
+            "(integers >= 1) and method (text), as `harness fit` writes"
+        )
 
 
 def _check_task(path: Any, where: str, t: Any) -> None:

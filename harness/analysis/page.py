@@ -55,6 +55,8 @@ FORMULAS = {
 """How each law of fits.json reads, as HTML; laws without an entry show their parameters only."""
 
 _GREEK = {"alpha": "α", "beta": "β", "alpha_N": "α<sub>N</sub>", "alpha_D": "α<sub>D</sub>"}
+TABLE_ROWS_MAX = 500
+"""Runs listed in the grid's table at most (evenly spaced); runs.csv holds them all."""
 _GRID_COLUMNS = [
     ("run_id", "run"),
     ("n_params", "N"),
@@ -323,6 +325,9 @@ def _grid_section(df: pd.DataFrame, svgs: Mapping[str, str]) -> str:
         df["flops"] = flops(df["n_params"], df["n_tokens"])
     cols = [(c, h) for c, h in _GRID_COLUMNS if c in df.columns]
     df = df.sort_values(["n_params", "n_tokens"])
+    n_runs = len(df)
+    if n_runs > TABLE_ROWS_MAX:  # a page of 100,000 rows helps no one; runs.csv holds them
+        df = df.iloc[np.linspace(0, n_runs - 1, TABLE_ROWS_MAX).round().astype(int)]
     rows = []
     for _, r in df.iterrows():
         row = []
@@ -335,7 +340,13 @@ def _grid_section(df: pd.DataFrame, svgs: Mapping[str, str]) -> str:
             else:
                 row.append(_num(float(v)) if pd.notna(v) else "–")
         rows.append(row)
-    parts = ["<h2>The grid</h2>", _table([h for _, h in cols], rows, left=1 if cols[0][0] ==
+    parts = ["<h2>The grid</h2>"]
+    if n_runs > len(df):
+        parts.append(
+            f"<p class='muted'>{len(df)} of the {n_runs} runs, evenly spaced in the order of N "
+            "then D (runs.csv holds them all).</p>"
+        )
+    parts += [_table([h for _, h in cols], rows, left=1 if cols[0][0] ==
                                           "run_id" else 0)]  # fmt: skip
     if "loss_grid" in svgs:
         parts.append(_figure("loss_grid", svgs["loss_grid"]))
@@ -463,6 +474,14 @@ def _page(
         (", ".join(f"{k}={v}" for k, v in g["key"].items()), g["fits"]) for g in groups
     ]  # fmt: skip
     body.append(_headline(df, blocks[0][1] if len(blocks) == 1 else {}))
+    holders = [(label, g) for (label, _), g in zip(blocks, groups or [doc], strict=True)]
+    for label, sub in ((label, g["subsample"]) for label, g in holders if "subsample" in g):
+        body.append(
+            f"<div class='warn'>{_e(label + ': ' if label else '')}The laws are fitted on "
+            f"{sub['fitted']} of {sub['rows']} runs ({_e(sub['method'])}; "
+            f"<code>--max-rows</code>); their intervals are those of {sub['fitted']} runs, and "
+            "the figures draw those runs.</div>"
+        )
     shown = {"loss_grid", "extrapolation"}
     main = [s for s in _FIGURE_ORDER if s in svgs]
     if main:

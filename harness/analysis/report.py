@@ -32,6 +32,8 @@ from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
 from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
 from harness.analysis.samples import read_samples, samples_path, write_samples
+from harness.analysis.subsample import FIT_ROWS_MAX, stratified_subsample
+from harness.analysis.where import check_where
 from harness.atomic import atomic_write_json, check_writable
 from harness.errors import InputError
 
@@ -42,6 +44,7 @@ __all__ = [
     "fit_path",
     "fits_up_to_date",
     "plot_path",
+    "stored_settings",
     "summarize",
 ]
 
@@ -65,6 +68,7 @@ def fit_frame(
     label: str = "",
     isoflop_minimum: str = "parabola",
     heldout_quantile: float = 0.75,
+    max_rows: int = FIT_ROWS_MAX,
     kept: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every requested fit of one set of runs, as the "fits" object of fits.json.
@@ -85,10 +89,15 @@ def fit_frame(
         Minimum finder of approach 2.
     heldout_quantile : float
         Runs with C at or below this quantile of C train the held-out check.
+    max_rows : int
+        The laws are fitted on at most this many runs (after the sweeps' best per point): a
+        larger set on a stratified subsample (`subsample.stratified_subsample`), recorded in
+        ``kept["subsample"]``.
     kept : dict, optional
         Receives "chinchilla": the Chinchilla fit with its bootstrap samples
         (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs;
-        and "samples": {law: {param: array}}, each law's bootstrap parameter samples.
+        "samples": {law: {param: array}}, each law's bootstrap parameter samples; and
+        "subsample" when the runs were subsampled.
 
     Returns
     -------
@@ -111,10 +120,13 @@ def fit_frame(
         raise InputError(
             f"--bootstrap {n_bootstrap}; accepted: an integer from 0 to {MAX_BOOTSTRAP}"
         )
+    if max_rows < 1:
+        raise InputError(f"--max-rows {max_rows}; accepted: an integer >= 1")
     # Runs that sweep lr or batch size: the laws see the best setting per (N, D); the sweeps
     # themselves fit every run (lr_sweep, batch_sweep).
     swept = tuple(sweeps.swept_columns(df))
     best = sweeps.best_per_point(df, list(swept))
+    best, subsampled = stratified_subsample(best, max_rows, seed=seed, label=label)
     N = best["n_params"].to_numpy(dtype=float)
     D = best["n_tokens"].to_numpy(dtype=float)
     frame = Frame(
@@ -132,6 +144,8 @@ def fit_frame(
         isoflop_minimum=isoflop_minimum,
         heldout_quantile=heldout_quantile,
     )
+    if subsampled:
+        frame.shared["subsample"] = subsampled
     for law in LAWS:
         if law.name not in want:
             continue
@@ -289,6 +303,7 @@ def fits_dict(
     where: str | None = None,
     samples: dict[str, Any] | None = None,
     n_convention: str = "non_embedding",
+    max_rows: int = FIT_ROWS_MAX,
 ) -> dict[str, Any]:
     """The fits.json object for a CSV (see `fit_path`), not yet written. ``samples``, when
     given, receives the bootstrap parameter samples as fits.bootstrap.npz holds them
@@ -336,12 +351,20 @@ def fits_dict(
     tdf = (
         ts.load_tasks(tasks_csv, where=where) if tasks_csv.is_file() and tasks_csv != csv else None
     )
-    kw = dict(seed=seed, n_bootstrap=n_bootstrap, fits=fits, isoflop_minimum=isoflop_minimum)
+    kw = dict(
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+        fits=fits,
+        isoflop_minimum=isoflop_minimum,
+        max_rows=max_rows,
+    )
     kept: dict[str, Any] = {}
     found: dict[str, Any] = {}
     if not group_by:
         try:
             doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
+            if "subsample" in kept:
+                doc["subsample"] = kept["subsample"]
             found = {
                 f"{law}/{p}": v
                 for law, ps in kept.get("samples", {}).items()
@@ -373,13 +396,19 @@ def fits_dict(
                 continue
             for law, ps in group_kept.get("samples", {}).items():
                 found.update({f"{label}/{law}/{p}": v for p, v in ps.items()})
-            groups.append({"key": key_map, "n_points": len(sub), "fits": body})
+            group = {"key": key_map, "n_points": len(sub), "fits": body}
+            if "subsample" in group_kept:
+                group["subsample"] = group_kept["subsample"]
+            groups.append(group)
         if all("skipped" in g for g in groups):
             raise InputError(
                 f"{csv}: no group of {group_by} supports a fit (first: {groups[0]['key']}: "
                 f"{groups[0]['skipped']}); accepted: groups with enough runs for the laws"
             )
         doc["groups"] = groups
+    if max_rows != FIT_ROWS_MAX or any("subsample" in g for g in doc.get("groups", [doc])):
+        # Absent otherwise, so fits.json files of ladders below the cap are unchanged.
+        settings["max_rows"] = max_rows
     ref = reference_of(csv.parent)
     if ref is not None:  # synthetic corpus: the true entropy rate, for comparison with E
         doc["reference"] = ref
@@ -476,6 +505,7 @@ def fit_path(
     target_accuracy: float | None = None,
     where: str | None = None,
     n_convention: str = "non_embedding",
+    max_rows: int = FIT_ROWS_MAX,
 ) -> Path:
     """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`), and
     the bootstrap's parameter samples beside it (fits.bootstrap.npz, `samples`).
@@ -505,6 +535,9 @@ def fit_path(
         settings, so `reproduce` refits the same rows.
     n_convention : {"non_embedding", "total"}
         What N counts (`N_CONVENTIONS`, `apply_n_convention`); recorded in settings.
+    max_rows : int
+        Fit the laws on at most this many runs per group (`subsample`); recorded in settings
+        when it differs from FIT_ROWS_MAX or a subsample was drawn.
 
     Returns
     -------
@@ -530,6 +563,7 @@ def fit_path(
         where=where,
         samples=found,
         n_convention=n_convention,
+        max_rows=max_rows,
     )
     target = Path(out) if out is not None else csv.parent / "fits.json"
     # The samples first: a fits.json is never newer than the samples it was summarised from.
@@ -574,6 +608,8 @@ def summarize(fits: Mapping[str, Any]) -> str:
             lines[-1] += f", {inp['n_not_selected']} not selected by --where {where!r}"
         conv = fits.get("settings", {}).get("n_convention", "non_embedding")
         lines.append(f"N counts {'all' if conv == 'total' else 'non-embedding'} parameters")
+    if "subsample" in fits:
+        lines.append(_subsample_line(fits["subsample"]))
     if "groups" in fits:
         for g in fits["groups"]:
             lines.append(
@@ -581,6 +617,8 @@ def summarize(fits: Mapping[str, Any]) -> str:
             )
             if "skipped" in g:
                 lines.append(f"  skipped: {g['skipped']}")
+            if "subsample" in g:
+                lines.append("  " + _subsample_line(g["subsample"]))
             lines += _summarize_fits(g["fits"], "  ")
     else:
         lines += _summarize_fits(fits.get("fits", fits))
@@ -594,6 +632,13 @@ def summarize(fits: Mapping[str, Any]) -> str:
     if "reference" in fits:
         lines.append(_reference_line(fits["reference"], fits.get("fits", {})))
     return "\n".join(lines)
+
+
+def _subsample_line(sub: Mapping[str, Any]) -> str:
+    return (
+        f"SUBSAMPLE: the laws are fitted on {sub['fitted']} of {sub['rows']} runs "
+        f"({sub['method']}; --max-rows); their intervals are those of {sub['fitted']} runs"
+    )
 
 
 def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
@@ -614,6 +659,65 @@ def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
         if ci and None not in ci:
             line += f" [{ci[0] - h:+.4f}, {ci[1] - h:+.4f}]"
     return line
+
+
+def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """fits.json's "settings", each of a type `fits_dict` takes; a stored ``where`` must pass
+    `where.check_where` (a fits.json is data from elsewhere, never code).
+
+    Raises
+    ------
+    InputError
+        A setting of the wrong type or range, named with the file.
+    """
+    s = stored.get("settings", {})
+    if not isinstance(s, dict):
+        raise InputError(
+            f"{fj}: settings = {s!r}; accepted: an object (fits.json as written by `harness fit`)"
+        )
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def is_strs(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    checks = {
+        "seed": (is_int, "an integer >= 0"),
+        "n_bootstrap": (
+            lambda v: is_int(v) and v <= MAX_BOOTSTRAP,
+            f"an integer from 0 to {MAX_BOOTSTRAP}",
+        ),
+        "fits": (
+            lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
+            f"null or a list of names from {', '.join(ALL_FITS)}",
+        ),
+        "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
+        "column_map": (
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, dict)
+                    and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+                )
+            ),
+            "null or an object of column names",
+        ),
+        "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
+        "max_rows": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "n_convention": (lambda v: v in N_CONVENTIONS, " or ".join(N_CONVENTIONS)),
+        "where": (lambda v: v is None or isinstance(v, str), "null or a row selection"),
+        "target_accuracy": (
+            lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
+            "null or a number",
+        ),
+    }
+    for key, (ok, accepted) in checks.items():
+        if key in s and not ok(s[key]):
+            raise InputError(f"{fj}: settings.{key} = {s[key]!r}; accepted: {accepted}")
+    if s.get("where"):
+        check_where(s["where"], f"{fj}: settings.where")
+    return s
 
 
 def plot_path(
@@ -658,11 +762,11 @@ def plot_path(
     fj = csv.parent / "fits.json"
     if fj.is_file():
         stored = read_fits_json(fj, SCHEMA)
+        stored["settings"] = stored_settings(fj, stored)
         if not group_by:
-            group_by = stored.get("settings", {}).get("group_by") or None
+            group_by = stored["settings"].get("group_by") or None
     # The rows the fit read: a stored --where selects them before their values are checked.
-    where = stored.get("settings", {}).get("where") if isinstance(stored, dict) else None
-    df = load_runs(csv, column_map, where=where if isinstance(where, str) else None)
+    df = load_runs(csv, column_map, where=stored.get("settings", {}).get("where"))
     if "fits" not in stored and "groups" not in stored:
         # Not fitted yet: the figures draw the laws fitted here, without bootstrap (they only
         # ever draw what a fits object holds); data that support no law draw the runs alone.
@@ -731,6 +835,9 @@ def _draw_figures(
 ) -> list[Path]:
     """`plot_path`'s figures, written into ``target``; the files written."""
     written: list[Path] = []
+    settings = stored.get("settings", {})
+    # The figures draw the runs the laws were fitted on: the same subsample of a large CSV.
+    pick = {"seed": settings.get("seed", 0), "max_rows": settings.get("max_rows", FIT_ROWS_MAX)}
     if group_by:
         by_key = {
             "|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
@@ -751,9 +858,13 @@ def _draw_figures(
                 runs_dir,
                 floor,
                 group_samples,
+                label="|".join(key),
+                **pick,
             )
     else:
-        written += _law_figures(df, stored.get("fits"), target, "", runs_dir, floor, samples)
+        written += _law_figures(
+            df, stored.get("fits"), target, "", runs_dir, floor, samples, label="", **pick
+        )
     if (csv.parent / ds.DOWNSTREAM_CSV).is_file() and csv.name != ds.DOWNSTREAM_CSV:
         from harness.analysis import downstream_plots
 
@@ -781,13 +892,20 @@ def _law_figures(
     runs_dir: Path,
     floor: float | None,
     samples: Mapping[str, Mapping[str, Any]],
+    *,
+    label: str,
+    seed: int,
+    max_rows: int,
 ) -> list[Path]:
-    """Each law's figures from its block (`registry`), then the runs' learning curves."""
+    """Each law's figures from its block (`registry`), then the runs' learning curves. The
+    points are the runs the laws were fitted on (`fit_frame`'s subsample of a large set, drawn
+    again from ``seed``, ``label`` and ``max_rows``)."""
     from harness.analysis import plots
 
     swept = tuple(sweeps.swept_columns(df))
+    best = sweeps.best_per_point(df, list(swept))
     fig = Figures(
-        df=sweeps.best_per_point(df, list(swept)),
+        df=stratified_subsample(best, max_rows, seed=seed, label=label)[0],
         full=df,
         swept=swept,
         fits=fits or {},

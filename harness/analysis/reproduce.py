@@ -39,12 +39,12 @@ from typing import Any
 
 from harness.analysis import downstream as ds
 from harness.analysis import identify
-from harness.analysis.common import MAX_BOOTSTRAP, ci95, fmt, inside, json_num, read_fits_json
+from harness.analysis.common import ci95, fmt, inside, json_num, read_fits_json
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
-from harness.analysis.report import ALL_FITS, N_CONVENTIONS, SCHEMA, fits_dict, plot_path
+from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path, stored_settings
 from harness.analysis.samples import read_samples, samples_path, write_samples
-from harness.analysis.where import check_where
+from harness.analysis.subsample import FIT_ROWS_MAX
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
 
@@ -471,64 +471,6 @@ def _stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Path]:
     return fj, doc, resolve_csv(csv)
 
 
-def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
-    """fits.json's "settings", each of a type `fits_dict` takes; a stored ``where`` must pass
-    `where.check_where` (a fits.json is data from elsewhere, never code).
-
-    Raises
-    ------
-    InputError
-        A setting of the wrong type or range, named with the file.
-    """
-    s = stored.get("settings", {})
-    if not isinstance(s, dict):
-        raise InputError(
-            f"{fj}: settings = {s!r}; accepted: an object (fits.json as written by `harness fit`)"
-        )
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    def is_strs(v: Any) -> bool:
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-    checks = {
-        "seed": (is_int, "an integer >= 0"),
-        "n_bootstrap": (
-            lambda v: is_int(v) and v <= MAX_BOOTSTRAP,
-            f"an integer from 0 to {MAX_BOOTSTRAP}",
-        ),
-        "fits": (
-            lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
-            f"null or a list of names from {', '.join(ALL_FITS)}",
-        ),
-        "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
-        "column_map": (
-            lambda v: (
-                v is None
-                or (
-                    isinstance(v, dict)
-                    and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
-                )
-            ),
-            "null or an object of column names",
-        ),
-        "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
-        "n_convention": (lambda v: v in N_CONVENTIONS, " or ".join(N_CONVENTIONS)),
-        "where": (lambda v: v is None or isinstance(v, str), "null or a row selection"),
-        "target_accuracy": (
-            lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
-            "null or a number",
-        ),
-    }
-    for key, (ok, accepted) in checks.items():
-        if key in s and not ok(s[key]):
-            raise InputError(f"{fj}: settings.{key} = {s[key]!r}; accepted: {accepted}")
-    if s.get("where"):
-        check_where(s["where"], f"{fj}: settings.where")
-    return s
-
-
 def reproduce_path(
     path: str | os.PathLike[str], *, rtol: float = 1e-6, replot: bool = True
 ) -> tuple[bool, str]:
@@ -571,6 +513,7 @@ def reproduce_path(
         target_accuracy=s.get("target_accuracy"),
         where=s.get("where"),
         n_convention=s.get("n_convention", "non_embedding"),
+        max_rows=s.get("max_rows", FIT_ROWS_MAX),
     )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
