@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness import __version__
-from harness.errors import InputError
+from harness.errors import InputError, no_space
 
 __all__ = ["main"]
 
@@ -211,6 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not no_space(e):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(
+            f"error: no space left on device{where}; free some (or point "
+            "execution.results_dir elsewhere) and run the command again: files are written "
+            "whole or not at all, and finished runs and checkpoints are kept",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

@@ -27,7 +27,7 @@ from harness import encode, sources
 from harness import tokenizer as pretrained
 from harness.atomic import atomic_write_json
 from harness.config import DataConfig
-from harness.errors import InputError
+from harness.errors import InputError, no_space
 from harness.synthetic import (
     SEGMENT_TOKENS,
     Source,
@@ -308,7 +308,12 @@ def _build(directory: Path, write: Callable[[Path], dict[str, object]]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        atomic_write_json(tmp / "info.json", write(tmp))  # written last: the entry is whole
+        try:
+            atomic_write_json(tmp / "info.json", write(tmp))  # written last: the entry is whole
+        except OSError as e:
+            if no_space(e):  # named by the entry, not by whichever shard's close() failed
+                raise OSError(e.errno, e.strerror, f"the token cache {directory}") from None
+            raise
         if not (directory / "info.json").exists():  # a half-written entry is no entry
             shutil.rmtree(directory, ignore_errors=True)
         try:

@@ -8,9 +8,13 @@ prints it and exits 2; nothing else ever prints a traceback for bad input.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 
-__all__ = ["InputError", "naming"]
+__all__ = ["NO_SPACE", "InputError", "naming", "no_space"]
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+"""The errnos of a full device or an exhausted quota."""
 
 
 class InputError(ValueError):
@@ -27,3 +31,10 @@ def naming(source: str) -> Iterator[None]:
         yield
     except InputError as e:
         raise InputError(f"{source}: {e}") from None
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space (`NO_SPACE`): the CLI ends such a
+    command in one line with exit 2, as it does bad input, since nothing is torn (every file is
+    written atomically) and the same command resumes once there is room."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE

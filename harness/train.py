@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
 import logging
 import math
 import re
@@ -45,7 +44,7 @@ from harness.distributed import (
     sum_across,
     world,
 )
-from harness.errors import InputError
+from harness.errors import InputError, no_space
 from harness.grid import RunSpec
 from harness.hardware import measure_cpu_matmul_flops, mfu, peak_flops
 from harness.model import build_model, count_params, flops_per_token
@@ -266,6 +265,57 @@ class DiskFullError(OSError):
     """No space left on the device while writing a run's files; the run fails, nothing is torn."""
 
 
+class _KeptWriteError:
+    """A file whose first write error is kept. torch.save swallows an OSError that write()
+    raises and fails later with "[enforce fail at inline_container.cc] unexpected pos", which
+    says nothing of a full disk (found with a 2 MB tmpfs)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._f.write(data))
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def torch_save_atomic(obj: Any, path: Path, what: str) -> Path:
+    """torch.save ``obj`` to ``path`` atomically (`atomic_write`).
+
+    Raises
+    ------
+    DiskFullError
+        The device is full: one line naming ``what`` and the file; the temp file is removed,
+        so the previous file at ``path`` is intact.
+    """
+
+    def write(f: Any) -> None:
+        kept = _KeptWriteError(f)
+        try:
+            torch.save(obj, kept)
+        except RuntimeError:
+            if kept.error is not None:
+                raise kept.error from None
+            raise
+
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        if no_space(e):
+            raise DiskFullError(
+                e.errno,
+                f"no space left on device while writing {what} {path} (any earlier one is "
+                "intact; free space and run again to resume)",
+            ) from e
+        raise
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     """Write a checkpoint atomically, then drop all but the newest ``keep``.
 
@@ -275,24 +325,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
         The device is full; the partial temp file is removed and older checkpoints are intact.
     """
     path = run_dir / "ckpt" / f"step_{state['step']:09d}.pt"
-    try:
-        atomic_write(path, lambda f: torch.save(state, f))
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                e.errno,
-                f"no space left on device while writing checkpoint {path} "
-                "(the previous checkpoint is intact; free space and run again to resume)",
-            ) from e
-        raise
-    except RuntimeError as e:  # torch.save wraps some write errors in its own
-        if "No space left on device" in str(e) or "ENOSPC" in str(e):
-            raise DiskFullError(
-                errno.ENOSPC,
-                f"no space left on device while writing checkpoint {path} "
-                "(the previous checkpoint is intact; free space and run again to resume)",
-            ) from e
-        raise
+    torch_save_atomic(state, path, "checkpoint")
     for old in _checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
@@ -1221,7 +1254,7 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
         # them. harness.finetune starts from them ([downstream]).
         weights, _ = _full_state(run, with_optimizer=False)
         if main:
-            atomic_write(run.run_dir / "model.pt", lambda f: torch.save(weights, f))
+            torch_save_atomic(weights, run.run_dir / "model.pt", "the final weights")
     # Measured after the timed loop, with its own generator: it changes no result but these.
     # One device's peak (rank 0's); MFU divides by it times the device count.
     device_peak = (

@@ -13,7 +13,11 @@ import errno
 import io
 import json
 import multiprocessing
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -251,6 +255,89 @@ def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
     resumed = train(spec, run_dir, execution=exp.execution)
     assert resumed is not None and resumed.status == "done"
     assert resumed.val_loss == ref.val_loss and resumed.train_loss == ref.train_loss
+
+
+def test_torch_saves_swallowed_disk_error_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save catches the OSError a file's write() raises and fails later with
+    "[enforce fail at inline_container.cc] unexpected pos" (as on a real full tmpfs, below);
+    the checkpoint's error names the full disk all the same."""
+    real_fdopen = os.fdopen
+
+    class FullAfter(io.RawIOBase):
+        def __init__(self, f: io.BufferedWriter, room: int) -> None:
+            self.f, self.room = f, room
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            n = memoryview(data).nbytes  # type: ignore[arg-type]
+            if n > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= n
+            return self.f.write(data)  # type: ignore[arg-type]
+
+        def fileno(self) -> int:
+            return self.f.fileno()
+
+        def flush(self) -> None:
+            if not self.f.closed:
+                self.f.flush()
+
+        def close(self) -> None:
+            super().close()
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullAfter(real_fdopen(fd, mode), 200))
+    state = {"step": 4, "w": torch.zeros(1000)}
+    with pytest.raises(DiskFullError, match=r"no space left on device while writing checkpoint"):
+        train_mod.save_checkpoint(tmp_path, state, keep=2)
+    assert list((tmp_path / "ckpt").iterdir()) == []  # no temp file left behind
+
+
+def test_a_full_device_fails_the_run_with_one_line(
+    tmp_path: Path, small_disk: Callable[[str], Path]
+) -> None:
+    """A real 500 KB tmpfs: the token cache (~280 KB) fits, the first checkpoint (~270 KB) does
+    not. The run fails naming the checkpoint; no temp file is left; with room it resumes."""
+    disk = small_disk("500k")
+    toml = _toml(tmp_path)
+    toml.write_text(toml.read_text().replace(str(tmp_path / "results"), str(disk / "res")))
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(toml)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr  # a run failed
+    assert "Traceback" not in out.stderr + out.stdout
+    (result,) = (disk / "res").glob("robust/runs/*/result.json")
+    stored = json.loads(result.read_text())
+    assert stored["status"] == "failed"
+    assert "no space left on device while writing checkpoint" in stored["error"]
+    assert "step_000000004.pt" in stored["error"]
+    assert not [p for p in (disk / "res").rglob("*.tmp*")]
+
+
+def test_a_full_device_while_tokenizing_ends_in_one_line(
+    tmp_path: Path, small_disk: Callable[[str], Path]
+) -> None:
+    disk = small_disk("64k")  # the corpus' tokens take ~280 KB
+    toml = _toml(tmp_path)
+    toml.write_text(toml.read_text().replace(str(tmp_path / "results"), str(disk / "res")))
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(toml)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: no space left on device writing the token cache ")
+    assert str(disk / "res" / "robust" / "cache" / "data-") in line
+    assert not list((disk / "res" / "robust" / "cache").iterdir())  # no half-built entry
 
 
 @pytest.mark.usefixtures("forked_worker")
