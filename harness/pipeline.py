@@ -36,6 +36,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     from harness.execute.local import Interrupted, run_local
     from harness.execute.locks import experiment_lock, holder_of
     from harness.execute.retry import pending_runs
+    from harness.execute.status import record_grid
     from harness.model import count_params
     from harness.preflight import check_can_train_here, checked_grid
     from harness.results import ExperimentLayout, collect
@@ -58,6 +59,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     todo = pending_runs(specs, layout)
     if todo:  # a finished grid still collects and fits on a machine without its corpus or GPU
         check_can_train_here(exp, experiment, layout)
+    record_grid(layout, exp.name, [s.run_id for s in specs])  # `harness status` counts them all
     # [tracking], resolved into the results folder, where every run's process reads it.
     tracking = prepare(exp, layout.root)
     ns = sorted({count_params(s.model).non_embedding for s in specs})

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.atomic import atomic_write_json
 from harness.errors import InputError
 from harness.execute.locks import holder_of
 from harness.execute.progress import (
@@ -100,6 +101,17 @@ def jobs_lock(layout: ExperimentLayout) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def record_grid(layout: ExperimentLayout, experiment: str, run_ids: list[str]) -> None:
+    """jobs.json's "grid": the runs of the latest `harness run` or `submit` of this experiment,
+    so that `harness status` counts the runs that have no folder yet (a 2-run grid is "0/2"
+    before either starts, not "0/1")."""
+    with jobs_lock(layout):
+        jobs = read_jobs(layout)
+        jobs["experiment"] = experiment
+        jobs["grid"] = list(run_ids)
+        atomic_write_json(layout.jobs_json, jobs)
 
 
 # --- state of runs ------------------------------------------------------------------------------

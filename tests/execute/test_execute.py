@@ -273,3 +273,29 @@ def test_a_stop_before_any_checkpoint_is_not_reported_as_one(
     out = capsys.readouterr().out
     assert code == 129
     assert "1 runs stopped with a checkpoint, 1 before their first" in out, out
+
+
+def test_status_counts_the_grid_runs_that_have_no_folder(tmp_path: Path) -> None:
+    # Issue 31: status counted only runs with a folder ("0/1" for a 2-run grid); `harness run`
+    # now records the grid in jobs.json, as `submit` does.
+    import shutil
+
+    from harness.cli import main
+
+    toml = tiny_toml(tmp_path, n_tokens="[1024, 2048]")
+    assert main(["run", str(toml)]) == 0
+    root = tmp_path / "results" / "tiny"
+    runs = sorted(p for p in (root / "runs").iterdir() if p.is_dir())
+    assert len(runs) == 2
+    shutil.rmtree(runs[1])  # as if the grid were stopped before this run's folder was made
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "status", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "1 unsubmitted, 1 done" in out.stdout
+    assert "grid: 1/2 runs finished" in out.stdout
+    (row,) = [ln for ln in out.stdout.splitlines() if ln.startswith(runs[1].name)]
+    assert "never started" in row
