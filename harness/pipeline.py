@@ -90,6 +90,8 @@ def run(experiment: str, overrides: list[str]) -> int:
                 print(f"run {o.run_id} failed: {o.error} (log: {log_path})")
             elif o.status == "held":
                 print(f"run {o.run_id}: held by another process ({o.error}), left to it")
+            if o.note:
+                print(f"warning: run {o.run_id}: {o.note}")
     if exp.downstream.task:  # fine-tune every done run ([downstream]; harness.finetune)
         failed += _downstream(exp, layout)
     with experiment_lock(layout.root):  # one process at a time writes runs.csv and the fits

@@ -126,6 +126,10 @@ class RunResult:
     """Devices (processes) the run trained on at once (execution.devices_per_run)."""
     parallel: str = "none"
     """How it spanned them: 'none' (one device), 'ddp' or 'fsdp' (execution.parallel)."""
+    skipped_checkpoints: list[str] = dataclasses.field(default_factory=list)
+    """Checkpoints found unreadable at a resume and passed over ("step_....pt: why"): a
+    tampered or torn file is never loaded, and the run went on from an older one or from the
+    start."""
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -331,8 +335,11 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     return path
 
 
-def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads; a corrupt one is logged and skipped, never used."""
+def load_latest_checkpoint(
+    run_dir: Path, skipped: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The newest checkpoint that loads; a corrupt one is logged and skipped, never used, and
+    named in ``skipped`` ("step_....pt: why"), which result.json and `harness run` show."""
     for path in _checkpoints(run_dir):
         try:
             # weights_only: a checkpoint holds tensors, numbers, strings and containers of
@@ -344,6 +351,8 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
             return state
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped the same way
             log.warning("skipping unreadable checkpoint %s: %s", path, e)
+            if skipped is not None:
+                skipped.append(f"{path.name}: {str(e).splitlines()[0][:200] if str(e) else e!r}")
     return None
 
 
@@ -711,6 +720,7 @@ class _Progress:
     train_loss: float | None = None  # the last finite logged mean
     status: Literal["done", "diverged"] = "done"
     reason: str = ""
+    skipped_checkpoints: tuple[str, ...] = ()  # unreadable ones passed over at resume
 
 
 def _set_up(
@@ -874,13 +884,14 @@ def _resume(run: _Run) -> _Progress:
     if run.world.main:
         _remove_stale_temp_files(run.run_dir)
     barrier()  # no rank reads the checkpoints while rank 0 tidies them
-    state = load_latest_checkpoint(run.run_dir)
+    skipped: list[str] = []
+    state = load_latest_checkpoint(run.run_dir, skipped)
 
     def loss_acc(loss_sum: float) -> torch.Tensor:
         return torch.tensor(loss_sum, dtype=torch.float64, device=run.device)
 
     if state is None:
-        return _Progress(loss_acc=loss_acc(0.0))
+        return _Progress(loss_acc=loss_acc(0.0), skipped_checkpoints=tuple(skipped))
     _load_state(run, state["model"], state["optimizer"])
     torch.set_rng_state(state["rng_cpu"])
     if run.device.type == "cuda" and state.get("rng_cuda") is not None:
@@ -898,6 +909,7 @@ def _resume(run: _Run) -> _Progress:
         initial_loss=state.get("initial_loss"),
         loss_count=int(state.get("loss_count", 0)),
         over_count=int(state.get("over_count", 0)),
+        skipped_checkpoints=tuple(skipped),
     )
     log.info(
         "resuming %s at step %d of %d%s",
@@ -1299,6 +1311,7 @@ def _finish(run: _Run, p: _Progress, started_unix: float, setup_s: float) -> Run
         finish_s=round(time.perf_counter() - (p.t_loop + wall_train - p.wall_before), 3),
         world_size=n_dev,
         parallel=run.parallel,
+        skipped_checkpoints=list(p.skipped_checkpoints),
     )
     if main:
         write_result(run.run_dir, asdict(result))

@@ -73,6 +73,8 @@ class LocalOutcome:
     val_loss: float | None
     wall_s: float
     error: str
+    note: str = ""
+    """What the run's user must know though it finished (an unreadable checkpoint skipped)."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,12 @@ def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
 
 
 def _result(
-    status: str, run_id: str, val_loss: float | None = None, wall_s: float = 0.0, error: str = ""
+    status: str,
+    run_id: str,
+    val_loss: float | None = None,
+    wall_s: float = 0.0,
+    error: str = "",
+    note: str = "",
 ) -> dict[str, Any]:
     return {
         "run_id": run_id,
@@ -159,6 +166,7 @@ def _result(
         "val_loss": val_loss,
         "wall_s": wall_s,
         "error": error,
+        "note": note,
     }
 
 
@@ -221,7 +229,11 @@ def _train_unit(
                 out.append(_result("interrupted", spec.run_id))
                 continue
             log.info("run %s ended: %s", spec.run_id, result.status)
-            out.append(_result(result.status, spec.run_id, result.val_loss, result.wall_s))
+            skipped = "; ".join(result.skipped_checkpoints)
+            note = f"skipped unreadable checkpoint(s), never loaded: {skipped}" if skipped else ""
+            out.append(
+                _result(result.status, spec.run_id, result.val_loss, result.wall_s, note=note)
+            )
         except Exception as e:  # noqa: BLE001 - one failing run must not stop the grid
             log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
             last = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -386,6 +398,7 @@ def run_local(
                                 r["val_loss"],
                                 r["wall_s"],
                                 r.get("error", ""),
+                                r.get("note", ""),
                             )
                         )
                         if r["status"] == "diverged" and "signum" not in stop:

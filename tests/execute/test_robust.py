@@ -341,6 +341,27 @@ def test_a_full_device_while_tokenizing_ends_in_one_line(
 
 
 @pytest.mark.usefixtures("forked_worker")
+def test_a_skipped_unreadable_checkpoint_is_reported_by_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = _toml(tmp_path)
+    (spec,) = expand(load_experiment(toml))
+    ckpt = tmp_path / "results" / "robust" / "runs" / spec.run_id / "ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "step_000000004.pt").write_bytes(b"not a checkpoint")
+    assert main(["run", str(toml)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"warning: run {spec.run_id}: skipped unreadable checkpoint(s), never loaded: "
+        "step_000000004.pt: " in out
+    ), out
+    result = json.loads((ckpt.parent / "result.json").read_text())
+    assert result["status"] == "done" and result["skipped_checkpoints"][0].startswith(
+        "step_000000004.pt: "
+    )
+
+
+@pytest.mark.usefixtures("forked_worker")
 def test_out_of_memory_fails_only_that_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -128,6 +128,11 @@ def test_hostile_checkpoint_is_refused_not_run(tmp_path: Path) -> None:
     resumed = train(spec, run_dir, execution=exp.execution)
     assert not marker.exists()  # the payload never ran
     assert resumed is not None and ref is not None and resumed.val_loss == ref.val_loss
+    # named where the user sees it, not only in train.log (issue 31)
+    (skipped,) = resumed.skipped_checkpoints
+    assert skipped.startswith(f"{newest.name}: ") and "weights_only" in skipped.lower()
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert stored["skipped_checkpoints"] == [skipped]
     # ... while the same file runs its payload when loaded unrestricted (the test can fail)
     assert torch.load(hostile, weights_only=False)["extra"] == 0  # os.system's exit status
     assert marker.exists()
