@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, stdtr
+from scipy.special import gammaln, ndtr, ndtri, stdtr, stdtrit
 
 from harness.analysis import taskscale as ts
 from harness.analysis.common import ci95, fmt, read_fits_json
@@ -407,6 +407,11 @@ def _each_sample(law: FittedLaw) -> list[dict[str, float]]:
     return [dict(zip(keys, row, strict=True)) for row in zip(*law.samples.values(), strict=True)]
 
 
+_PI_CHUNK = 256
+"""Queries solved at once by `prediction_interval`: its memory is a few (samples x chunk)
+arrays (1000 x 256 floats, 2 MB each) however many queries a range gives."""
+
+
 def prediction_interval(log_samples: np.ndarray, sd: float, dof: int = 0) -> np.ndarray:
     """(P, 2) 2.5 and 97.5 percentiles of the mixture over samples s of log L_s + sd t, as
     losses; nan where sd is not finite or no sample is (module docstring).
@@ -415,37 +420,82 @@ def prediction_interval(log_samples: np.ndarray, sd: float, dof: int = 0) -> np.
     uncertainty of sd estimated from few runs (at 1 dof the 97.5% point is 12.7, not 1.96);
     ``dof`` 0 takes the normal (sd known). ``log_samples`` is (S, P): the log loss of each of S
     bootstrap samples at P queries; non-finite samples are left out per query, as `ci95` does.
-    The mixture's CDF is monotone in y, so each percentile is found by bisection in log y, all
-    queries at once (60 halvings of an interval wide enough to hold it).
+    Queries are solved `_PI_CHUNK` at a time.
     """
     S, P = log_samples.shape
     out = np.full((P, 2), np.nan)
     if not (math.isfinite(sd) and sd > 0) or S == 0:
         return out
-    fin = np.isfinite(log_samples)
-    ok = fin.any(axis=0)
-    if not ok.any():
-        return out
-    x = np.where(fin, log_samples, np.nan)[:, ok]
-    w = fin[:, ok].astype(float)
+    for start in range(0, P, _PI_CHUNK):
+        part = log_samples[:, start : start + _PI_CHUNK]
+        fin = np.isfinite(part)
+        ok = fin.any(axis=0)
+        if ok.any():
+            out[start : start + part.shape[1]][ok] = _mixture_percentiles(
+                part[:, ok], fin[:, ok], sd, dof
+            )
+    return out
+
+
+def _mixture_percentiles(x: np.ndarray, fin: np.ndarray, sd: float, dof: int) -> np.ndarray:
+    """(P, 2) exp of the 2.5 and 97.5 percentiles y of F(y) = mean over finite s of
+    T((y - x_s) / sd), T the t (or normal) CDF, for each column of x (S, P).
+
+    F is a mixture of one shape shifted by each x_s, so its q-percentile lies between the
+    smallest and the largest of the components' own, min x + t_q sd and max x + t_q sd: a
+    bracket as narrow as the samples' spread. Newton's steps (F' is the mixture's density) solve
+    it in a few evaluations; a step that leaves the bracket, which every evaluation narrows, is
+    replaced by bisection, so the iteration cannot diverge.
+    """
+    w = fin.astype(float)
     n = w.sum(axis=0)
-    x0 = np.where(fin[:, ok], x, 0.0)
+    x0 = np.where(fin, x, 0.0)
+    if dof > 0:
+        log_c = gammaln((dof + 1) / 2) - gammaln(dof / 2) - 0.5 * math.log(dof * math.pi)
 
-    def cdf(z: np.ndarray) -> np.ndarray:
-        return stdtr(dof, z) if dof > 0 else ndtr(z)
+        def cdf(z: np.ndarray) -> np.ndarray:
+            return stdtr(dof, z)
 
-    # Beyond the samples by 2000 sd the t tail at 1 dof is below 0.0002 of mass: far enough.
-    reach = (2000.0 if dof > 0 else 8.0) * sd
+        def pdf(z: np.ndarray) -> np.ndarray:
+            return np.exp(log_c - (dof + 1) / 2 * np.log1p(z * z / dof))
+
+        quantile = stdtrit
+    else:
+
+        def cdf(z: np.ndarray) -> np.ndarray:
+            return ndtr(z)
+
+        def pdf(z: np.ndarray) -> np.ndarray:
+            return np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+        quantile = lambda _dof, q: ndtri(q)  # noqa: E731 - the normal's, beside stdtrit
+    out = np.empty((x.shape[1], 2))
     for j, q in enumerate((0.025, 0.975)):
-        lo = np.nanmin(x, axis=0) - reach
-        hi = np.nanmax(x, axis=0) + reach
-        for _ in range(60):
-            mid = (lo + hi) / 2.0
-            F = (cdf((mid[None, :] - x0) / sd) * w).sum(axis=0) / n
-            below = F < q
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        out[ok, j] = np.exp((lo + hi) / 2.0)
+        tq = float(quantile(dof, q)) * sd
+        lo = np.nanmin(np.where(fin, x, np.nan), axis=0) + tq
+        hi = np.nanmax(np.where(fin, x, np.nan), axis=0) + tq
+        y = (lo + hi) / 2.0
+        todo = np.arange(y.size)  # the columns not yet solved: only they are evaluated
+        for _ in range(200):
+            if todo.size == 0:
+                break
+            z = (y[None, todo] - x0[:, todo]) / sd
+            wt, nt = w[:, todo], n[todo]
+            F = (cdf(z) * wt).sum(axis=0) / nt - q
+            dF = (pdf(z) * wt).sum(axis=0) / nt / sd
+            yt = y[todo]
+            lo[todo] = np.where(F < 0, yt, lo[todo])
+            hi[todo] = np.where(F < 0, hi[todo], yt)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                step = yt - F / dF
+            inside = (step > lo[todo]) & (step < hi[todo])
+            nxt = np.where(inside, step, (lo[todo] + hi[todo]) / 2.0)
+            # 1e-12 of y: F is a sum of S terms, good to ~1e-13, so no finer step is real.
+            tol = 1e-12 * np.maximum(1.0, np.abs(yt))
+            solved = (np.abs(nxt - yt) <= tol) | (hi[todo] - lo[todo] <= tol)
+            y[todo] = nxt
+            todo = todo[~solved]
+        out[:, j] = np.exp(y)
     return out
 
 

@@ -180,6 +180,30 @@ def test_prediction_interval_is_the_mixture_quantile() -> None:
     assert lo < clo < chi < hi
 
 
+@pytest.mark.parametrize(("sd", "dof"), [(1e-4, 0), (0.01, 3), (0.2, 0), (0.2, 30)])
+def test_prediction_interval_solves_the_mixture_cdf_at_every_query(sd: float, dof: int) -> None:
+    # Issue 31: 10,000 queries are solved a chunk at a time (bounded memory), by safeguarded
+    # Newton steps. Each percentile must be the root of its mixture CDF, for a rough mixture (sd
+    # far below the samples' spread: a staircase of 600 steps) and a smooth one, across more
+    # queries than one chunk.
+    from scipy.special import ndtr, stdtr
+
+    from harness.analysis.predict import _PI_CHUNK
+
+    rng = np.random.default_rng(2)
+    P = _PI_CHUNK + 7
+    x = rng.normal(0.7, 0.05, (600, P))
+    x[rng.random(x.shape) < 0.02] = np.nan  # left out per query
+    pi = np.log(prediction_interval(x, sd, dof))
+    cdf = (lambda z: stdtr(dof, z)) if dof else ndtr
+    for j, q in enumerate((0.025, 0.975)):
+        for i in (0, _PI_CHUNK - 1, _PI_CHUNK, P - 1):
+            xs = x[:, i][np.isfinite(x[:, i])]
+            F = lambda y, xs=xs: cdf((y - xs) / sd).mean()  # noqa: E731
+            eps = 1e-9 * max(1.0, abs(pi[i, j]))
+            assert F(pi[i, j] - eps) <= q <= F(pi[i, j] + eps), (i, j)
+
+
 # --- the over-training law -------------------------------------------------------------------
 
 
