@@ -59,7 +59,8 @@ from harness.data import SequenceOrder, gather_windows, prepare_corpus
 from harness.grid import RunSpec
 from harness.hardware import measure_cpu_matmul_flops
 from harness.model import ModelShape, build_model, count_params, default_ffn_dim
-from harness.train import peak_lr, train, warmup_steps
+from harness.schedules import peak_lr, warmup_steps
+from harness.train import train
 
 SEQ_LEN, BATCH = 128, 8
 

@@ -1,7 +1,8 @@
 """Warmup-stable-decay (WSD) runs that share their stable phase (Hagele et al. 2024).
 
 WSD (``train.schedule = "wsd"``) is a linear warmup, a constant peak learning rate, and a
-cooldown over the last ``train.decay_fraction`` of the run's own steps (`harness.train.lr_at_step`).
+cooldown over the last ``train.decay_fraction`` of the run's own steps
+(`harness.schedules.lr_at_step`).
 Two WSD runs that differ only in their token budget D (same shape, data, optimisation settings
 and seed) compute exactly the same thing up to the step where the shorter one starts its
 cooldown:

@@ -229,6 +229,34 @@ def register(subparsers: Any) -> None:
         "--tokens-per-param, or --flops: at the compute-optimal N, D of the chinchilla law)",
     )
     p.add_argument("--group", default=None, help="the group of a grouped fit: 'v1|v2'")
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="the final loss after --d tokens of a run of size --n under --schedule, from the "
+        "annealing law of its learning curves (anneal_curve), and for wsd the best cooldown",
+    )
+    p.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=("cosine", "wsd", "constant"),
+        help="--curve: the learning-rate schedule (default cosine)",
+    )
+    p.add_argument(
+        "--cooldown",
+        type=float,
+        default=None,
+        metavar="F",
+        help="--curve --schedule wsd: the cooldown's fraction of the run (default: the runs')",
+    )
+    p.add_argument(
+        "--peak-lr", type=float, default=None, help="--curve: peak rate (default: the runs')"
+    )
+    p.add_argument(
+        "--min-lr-ratio",
+        type=float,
+        default=None,
+        help="--curve: final rate over peak (default: the runs')",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
     p.set_defaults(func=cmd_predict)
 
@@ -240,6 +268,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.task:
         return _predict_tasks(args)
+    if args.curve:
+        return _predict_curve(args)
+    curve_only = [f"--{k.replace('_', '-')}" for k in ("cooldown", "peak_lr", "min_lr_ratio")
+                  if getattr(args, k) is not None]  # fmt: skip
+    if curve_only or args.schedule != "cosine":
+        raise InputError(f"{(curve_only or ['--schedule'])[0]} goes with --curve")
     law = pr.load_law(args.path, args.law or "chinchilla", args.group)
     values = {
         q: pr.parse_values(getattr(args, q), f"--{q.replace('_', '-')}") if getattr(args, q) else []
@@ -262,6 +296,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(json_clean(rows), indent=2))
     else:
         print(pr.table(law, rows))
+    return 0
+
+
+def _predict_curve(args: argparse.Namespace) -> int:
+    """`harness predict PATH --curve --n N --d D --schedule S`: a final loss from the curve law."""
+    from harness.analysis import curve_predict as cp
+    from harness.analysis import predict as pr
+    from harness.analysis.common import json_clean
+
+    if args.law or args.group or args.flops or args.tokens_per_param:
+        raise InputError("--curve takes --n, --d and --schedule; leave out --law, --group, "
+                         "--flops and --tokens-per-param")  # fmt: skip
+    if not args.n or not args.d:
+        raise InputError("--curve: give --n (a fitted size) and --d (tokens)")
+    ns = pr.parse_values(args.n, "--n")
+    ds = pr.parse_values(args.d, "--d")
+    overrides = {
+        k: getattr(args, k) for k in ("peak_lr", "min_lr_ratio") if getattr(args, k) is not None
+    }
+    for k, v in overrides.items():
+        if not (math.isfinite(v) and v >= 0):
+            raise InputError(f"--{k.replace('_', '-')} {v}; accepted: a finite number >= 0")
+    rows = []
+    for n in ns:
+        law = cp.load_curve_law(args.path, n)
+        rows += cp.predict_curve(
+            law, ds, args.schedule, cooldown=args.cooldown, overrides=overrides
+        )
+    print(json.dumps(json_clean(rows), indent=2) if args.json else cp.curve_table(rows))
     return 0
 
 

@@ -96,6 +96,7 @@ EXPONENTS: Mapping[str, tuple[str, ...]] = {
     "kaplan": ("alpha_N", "alpha_D"),
     "overtraining": ("eta",),
     "data_constrained": ("alpha", "beta"),
+    "anneal_curve": ("alpha",),
 }
 """Each law's exponents: a resample whose fit puts one at or below zero (loss that does not
 fall with scale) is degenerate, and no interval is built from it."""
@@ -337,7 +338,7 @@ def undetermined_of(
     return out
 
 
-def _fit_result(
+def fit_result(
     law: str,
     name: str,
     raw: RawFit,
@@ -464,7 +465,7 @@ def fit_chinchilla(
     logx = np.column_stack([np.log(N), np.log(D)])
     fun = optim.lse_huber_objective(logx, np.log(L), None, delta)
     raw = minimize_from(fun, starts)
-    return _fit_result(
+    return fit_result(
         "chinchilla",
         name,
         raw,
@@ -663,7 +664,7 @@ def fit_power_law(
     starts = grid_points(start_grid, _PL_ORDER)
     fun = optim.lse_huber_objective(np.log(X)[:, None], np.log(L), None, delta)
     raw = minimize_from(fun, starts)
-    return _fit_result(
+    return fit_result(
         "power_law",
         name,
         raw,
@@ -816,7 +817,7 @@ def fit_kaplan(
     lnc, ldc, u, ad = raw.x
     with np.errstate(over="ignore", invalid="ignore"):
         log_pred = ad * np.logaddexp(u * (lnc - np.log(N)), ldc - np.log(D))
-    return _fit_result(
+    return fit_result(
         "kaplan",
         "kaplan",
         raw,
@@ -946,7 +947,7 @@ def fit_overtraining(
     fun = _tied_objective(optim.lse_huber_objective(logx, np.log(L), None, delta))
     raw = minimize_from(fun, starts)
     a, b, gamma, e = raw.x
-    return _fit_result(
+    return fit_result(
         "overtraining",
         "overtraining",
         raw,

@@ -267,7 +267,8 @@ def batched_lbfgs(
         rho[slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
         gamma = np.where(good, sy / np.where(good, yy, 1.0), gamma)
         gmax = np.max(np.abs(g), axis=0)
-        rel = (f_old - f) / np.maximum(np.maximum(np.abs(f_old), np.abs(f)), 1.0)
+        with np.errstate(invalid="ignore"):  # a start whose objective is inf: inf - inf
+            rel = (f_old - f) / np.maximum(np.maximum(np.abs(f_old), np.abs(f)), 1.0)
         new_st = np.where(gmax <= gtol, CONV_GRAD, np.where(rel <= ftol, CONV_F, RUNNING))
         st = np.where(done, new_st, st)
     return BatchResult(x=out_x, f=out_f, grad_max=out_g, status=out_status, n_iter=out_iter)

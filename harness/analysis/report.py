@@ -27,6 +27,7 @@ from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
 from harness.analysis import taskscale as ts
 from harness.analysis.common import MAX_BOOTSTRAP, json_clean, read_fits_json
+from harness.analysis.curves import run_curves
 from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
@@ -69,6 +70,7 @@ def fit_frame(
     isoflop_minimum: str = "parabola",
     heldout_quantile: float = 0.75,
     max_rows: int = FIT_ROWS_MAX,
+    curves: Sequence[Any] = (),
     kept: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every requested fit of one set of runs, as the "fits" object of fits.json.
@@ -93,6 +95,8 @@ def fit_frame(
         The laws are fitted on at most this many runs (after the sweeps' best per point): a
         larger set on a stratified subsample (`subsample.stratified_subsample`), recorded in
         ``kept["subsample"]``.
+    curves : sequence of `curves.Curve`
+        The runs' learning curves, for the loss-curve laws (`curves.run_curves`).
     kept : dict, optional
         Receives "chinchilla": the Chinchilla fit with its bootstrap samples
         (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs;
@@ -143,6 +147,7 @@ def fit_frame(
         n_bootstrap=n_bootstrap,
         isoflop_minimum=isoflop_minimum,
         heldout_quantile=heldout_quantile,
+        curves=tuple(curves),
     )
     if subsampled:
         frame.shared["subsample"] = subsampled
@@ -360,9 +365,12 @@ def fits_dict(
     )
     kept: dict[str, Any] = {}
     found: dict[str, Any] = {}
+    # Learning curves of the runs, where their metrics.csv lie beside the CSV (a results
+    # folder): read and checked before any fit, as downstream.csv and tasks.csv are.
+    all_curves = run_curves(csv.parent / "runs", df)
     if not group_by:
         try:
-            doc["fits"] = fit_frame(df, kept=kept, **kw)  # type: ignore[arg-type]
+            doc["fits"] = fit_frame(df, kept=kept, curves=all_curves, **kw)  # type: ignore[arg-type]
             if "subsample" in kept:
                 doc["subsample"] = kept["subsample"]
             found = {
@@ -384,7 +392,9 @@ def fits_dict(
             key_map = dict(zip(group_by, key, strict=True))
             group_kept: dict[str, Any] = {}
             try:
-                body = fit_frame(sub, label=label, kept=group_kept, **kw)  # type: ignore[arg-type]
+                ids = set(sub["run_id"].astype(str)) if "run_id" in sub.columns else set()
+                of_group = [c for c in all_curves if c.run_id in ids]
+                body = fit_frame(sub, label=label, kept=group_kept, curves=of_group, **kw)  # type: ignore[arg-type]
             except InputError as exc:
                 if fits is not None:  # laws asked for by name: every group must support them
                     raise InputError(f"{csv}: group {key_map}: {exc}") from None

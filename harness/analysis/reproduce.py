@@ -707,11 +707,13 @@ def _law_blocks(stored: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """{"law" or "group/law": block} of a fits.json, the keys as fits.bootstrap.npz uses."""
     if "groups" in stored:
         by = stored.get("settings", {}).get("group_by") or []
-        return {
-            f"{'|'.join(str(g['key'].get(c)) for c in by)}/{law}": block
-            for g in stored["groups"]
-            for law, block in g["fits"].items()
-        }
+        return _with_sizes(
+            {
+                f"{'|'.join(str(g['key'].get(c)) for c in by)}/{law}": block
+                for g in stored["groups"]
+                for law, block in g["fits"].items()
+            }
+        )
     out = dict(stored.get("fits", {}))
     tasks = (
         stored.get("tasks", {}).get("tasks", {}) if isinstance(stored.get("tasks"), Mapping) else {}
@@ -721,6 +723,17 @@ def _law_blocks(stored: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
             for step in ("step1", "step2"):
                 if isinstance(block.get(step), Mapping) and "params" in block[step]:
                     out[f"tasks/{task}/{step}"] = block[step]
+    return _with_sizes(out)
+
+
+def _with_sizes(blocks: dict[str, Any]) -> dict[str, Any]:
+    """A loss-curve law's block holds one block per model size ("sizes"), stored in
+    fits.bootstrap.npz as "law/size/param" (`registry.anneal_curve`): listed as such."""
+    out = dict(blocks)
+    for law, block in blocks.items():
+        sizes = block.get("sizes") if isinstance(block, Mapping) else None
+        if isinstance(sizes, Mapping):
+            out.update({f"{law}/{k}": b for k, b in sizes.items() if isinstance(b, Mapping)})
     return out
 
 

@@ -14,7 +14,8 @@ from _tiny import tiny_toml
 
 from harness.config import load_experiment
 from harness.grid import expand
-from harness.train import lr_at_step, peak_lr, train
+from harness.schedules import lr_at_step, peak_lr
+from harness.train import train
 
 torch.set_num_threads(1)
 

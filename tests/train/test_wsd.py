@@ -26,7 +26,8 @@ from harness.execute.slurm import submit
 from harness.execute.status import run_statuses
 from harness.grid import expand
 from harness.results import ExperimentLayout, collect, read_result
-from harness.train import lr_at_step, spec_lr_at_step, train, warmup_steps
+from harness.schedules import lr_at_step, spec_lr_at_step, warmup_steps
+from harness.train import train
 from harness.wsd import decay_start, inherited_tokens, plan_trunks, trunk_key, wsd_decay_steps
 
 torch.set_num_threads(1)

@@ -13,12 +13,14 @@
 | `heldout` | heldout | approach 3 fitted on the cheaper runs, scored on the rest |
 | `sweeps` | lr_sweep, batch_sweep | optimal lr and batch against N and C (DeepSeek-AI 2024) |
 | `data_constrained` | data_constrained | repeated data (Muennighoff et al. 2023) |
+| `anneal_curve` | anneal_curve | learning curves per size, L0 + A S1^-alpha - C S2 (Tissue 2024) |
 
 Adding a law: a module here defining a `base.Law` (how it fits, when it applies, its summary
 lines and its figures), and its entry in `LAWS`.
 """
 
 from harness.analysis.registry import (
+    anneal_curve,
     approach1,
     bracketing,
     chinchilla,
@@ -50,6 +52,7 @@ LAWS: tuple[Law, ...] = (
     sweeps.LR,
     sweeps.BATCH,
     data_constrained.LAW,
+    anneal_curve.LAW,
 )
 """Every law, in the order they are fitted and summarised."""
 

@@ -60,6 +60,9 @@ class Frame:
     shared: dict[str, Any] = field(default_factory=dict)
     """What a law leaves for later ones and for the caller, beyond its block (the Chinchilla fit
     with its bootstrap samples, as `downstream.Step1Fit`)."""
+    curves: tuple[Any, ...] = ()
+    """The runs' learning curves (`curves.Curve`) where their metrics.csv lie beside the CSV:
+    what the loss-curve laws are fitted to."""
 
     def rng(self, name: str) -> np.random.Generator:
         """The law's own random stream: adding a law never moves another's numbers."""

@@ -1,0 +1,255 @@
+"""`harness predict --curve`: a run's final loss under a learning-rate schedule, from the stored
+annealing law of its model size (`registry.anneal_curve`), with intervals from its bootstrap
+samples, and the cooldown fraction that minimises it for a WSD run of that budget.
+
+A budget D becomes D / batch_tokens updates (the tokens per update the size's runs had); the
+rate of each update comes from `harness.schedules.lr_at_step` with the size's own peak rate,
+floor, warmup and cooldown shape as its runs had them, each of which the caller may replace.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.analysis.common import ci95, fmt, read_fits_json
+from harness.analysis.curves import SCHEDULE_KEYS, areas, predict_final
+from harness.analysis.predict import fits_json_of, prediction_interval
+from harness.analysis.registry.anneal_curve import NAME, size_label
+from harness.analysis.samples import read_samples, samples_path
+from harness.errors import InputError
+
+__all__ = ["COOLDOWNS", "CurveLaw", "load_curve_law", "predict_curve", "curve_table"]
+
+COOLDOWNS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
+"""WSD cooldown fractions searched for the lowest predicted final loss: 5% to 50% of the run
+(Hagele et al. 2024 find 10-20% matches cosine; longer helps at long budgets)."""
+
+_PARAMS = ("L0", "A", "alpha", "C")
+
+
+@dataclass(frozen=True)
+class CurveLaw:
+    """One size's stored annealing law and what a prediction needs from it."""
+
+    n_params: float
+    params: dict[str, float]
+    samples: dict[str, np.ndarray]
+    decay: float
+    batch_tokens: int
+    schedule: dict[str, Any]
+    max_steps: int
+    residual_sd_log: float
+    dof: int
+    undetermined: dict[str, str]
+    determined: bool
+    """False when the bootstrap failed on more than 10% of its resamples (`identify`)."""
+    undetermined_reason: str
+
+
+def load_curve_law(path: str | os.PathLike[str], n_params: float) -> CurveLaw:
+    """The annealing law of the size ``n_params`` in the fits.json at or beside ``path``.
+
+    Raises
+    ------
+    InputError
+        No fits.json, no anneal_curve block, a size it was not fitted at, fields missing or of
+        the wrong type, or no bootstrap samples.
+    """
+    fj = fits_json_of(path)
+    doc = read_fits_json(fj)
+    block = (doc.get("fits") or {}).get(NAME)
+    if not isinstance(block, Mapping) or not isinstance(block.get("sizes"), Mapping):
+        why = block.get("skipped") if isinstance(block, Mapping) else "not fitted"
+        raise InputError(
+            f"{fj}: no {NAME} law ({why}); accepted: a fit of runs whose metrics.csv lie in "
+            "runs/ beside the CSV"
+        )
+    sizes = block["sizes"]
+    label = size_label(n_params)
+    fitted = [k for k, b in sizes.items() if isinstance(b, Mapping) and "params" in b]
+    if label not in fitted:
+        raise InputError(
+            f"--n {n_params:g}: no {NAME} law at that size in {fj}; accepted: one of "
+            f"{', '.join(sorted(fitted, key=float))} (a curve law is fitted per size)"
+        )
+    b = sizes[label]
+    params = b.get("params", {})
+    ok = all(isinstance(params.get(k), int | float) and math.isfinite(params[k]) for k in _PARAMS)
+    decay = b.get("decay")
+    if not ok or not (isinstance(decay, int | float) and 0 <= decay < 1):
+        raise InputError(
+            f"{fj}: {NAME}.sizes.{label} has params {params!r}, decay {decay!r}; accepted: "
+            "finite L0, A, alpha, C and a decay in [0, 1), as `harness fit` writes"
+        )
+    sp = samples_path(fj)
+    if not sp.is_file():
+        raise InputError(f"{sp}: no bootstrap samples beside {fj.name}; `harness fit` writes them")
+    arrays = read_samples(sp)
+    samples = {k: arrays.get(f"{NAME}/{label}/{k}") for k in _PARAMS}
+    if any(v is None or not v.size for v in samples.values()):
+        raise InputError(
+            f"{sp}: no bootstrap samples of {NAME} at N = {label} (fitted with --bootstrap 0?)"
+        )
+    return CurveLaw(
+        n_params=float(label),
+        params={k: float(params[k]) for k in _PARAMS},
+        samples={k: v for k, v in samples.items() if v is not None},
+        decay=float(decay),
+        batch_tokens=int(b.get("batch_tokens") or 0),
+        schedule=dict(b.get("schedule") or {}),
+        max_steps=int(b.get("max_steps") or 0),
+        residual_sd_log=float(b.get("residual_sd_log", math.nan) or math.nan),
+        dof=int(b.get("dof") or 0),
+        undetermined=dict(b.get("undetermined") or {}),
+        determined=b.get("determined") is not False,
+        undetermined_reason=str(b.get("undetermined_reason") or ""),
+    )
+
+
+def schedule_lrs(
+    n_steps: int, schedule: str, settings: Mapping[str, Any], cooldown: float | None
+) -> np.ndarray:
+    """The rate of each of ``n_steps`` updates (`harness.schedules.lr_at_step`), the warmup by
+    the runs' own rule (`harness.schedules.warmup_for`)."""
+    from harness.schedules import lr_at_step, warmup_for
+
+    frac = float(settings["decay_fraction"] if cooldown is None else cooldown)
+    warmup = warmup_for(
+        n_steps,
+        int(settings["batch_tokens"]),
+        float(settings["warmup_tokens"]),
+        float(settings["warmup_fraction"]),
+    )
+    return np.array(
+        [
+            lr_at_step(
+                s,
+                total_steps=n_steps,
+                warmup=warmup,
+                peak=float(settings["peak_lr"]),
+                min_ratio=float(settings["min_lr_ratio"]),
+                schedule=schedule,  # type: ignore[arg-type]
+                decay_fraction=frac,
+                decay_shape=settings.get("decay_shape", "1-sqrt"),
+            )
+            for s in range(n_steps)
+        ]
+    )
+
+
+def predict_curve(
+    law: CurveLaw,
+    d: Sequence[float],
+    schedule: str,
+    *,
+    cooldown: float | None = None,
+    overrides: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The final loss after D tokens under ``schedule`` for each D, with its 95% confidence
+    interval (the bootstrap samples) and prediction interval (plus the runs' scatter about the
+    law), how far it extrapolates in updates, and for WSD the best cooldown fraction.
+
+    Raises
+    ------
+    InputError
+        A schedule name or cooldown not accepted, or settings the fit lacks and none given.
+    """
+    if schedule not in ("cosine", "wsd", "constant"):
+        raise InputError(f"--schedule {schedule!r}; accepted: cosine, wsd, constant")
+    if cooldown is not None and not 0 < cooldown <= 1:
+        raise InputError(f"--cooldown {cooldown}; accepted: a fraction in (0, 1]")
+    settings = {**law.schedule, **(overrides or {}), "batch_tokens": law.batch_tokens}
+    missing = [k for k in SCHEDULE_KEYS if k not in settings]
+    if missing or law.batch_tokens <= 0:
+        lacking = missing + ([] if law.batch_tokens > 0 else ["batch_tokens"])
+        raise InputError(
+            f"the {NAME} law at N = {size_label(law.n_params)} records no {', '.join(lacking)} "
+            "(its runs did not share one); accepted: give --peak-lr / --min-lr-ratio where they "
+            "are the missing ones"
+        )
+    samples = [dict(zip(law.samples, row, strict=True)) for row in zip(*law.samples.values(),
+                                                                          strict=True)]  # fmt: skip
+    out = []
+    for tokens in d:
+        n_steps = max(1, math.ceil(tokens / law.batch_tokens))
+        lrs = schedule_lrs(n_steps, schedule, settings, cooldown)
+        s1, s2 = areas(lrs, law.decay)
+        point = predict_final(law.params, law.decay, lrs)
+        per = np.array([_at(p, s1[-1], s2[-1]) for p in samples])
+        with np.errstate(all="ignore"):
+            pi = prediction_interval(np.log(per)[:, None], law.residual_sd_log, law.dof)[0]
+        # As `predict`'s rule: an undetermined law answers nothing; one with undetermined
+        # parameters answers within the updates its runs covered, not beyond them.
+        if not law.determined:
+            und, why = True, law.undetermined_reason
+        elif law.undetermined and n_steps > law.max_steps:
+            why = "; ".join(f"{k} {v}" for k, v in law.undetermined.items())
+            und, why = True, f"{why}; and the run is longer than the fitted ones"
+        else:
+            und, why = False, ""
+        row: dict[str, Any] = {
+            "n": law.n_params,
+            "d": float(tokens),
+            "steps": n_steps,
+            "schedule": schedule,
+            "cooldown": (settings["decay_fraction"] if cooldown is None else cooldown)
+            if schedule == "wsd"
+            else None,
+            "loss": point,
+            "loss_ci95": ci95(per),
+            "loss_pi95": [float(v) for v in pi],
+            "extrapolation_decades": max(0.0, math.log10(n_steps / max(law.max_steps, 1))),
+            "undetermined": und,
+            "undetermined_reason": why,
+        }
+        if schedule == "wsd":
+            best = min(
+                COOLDOWNS,
+                key=lambda f: predict_final(
+                    law.params, law.decay, schedule_lrs(n_steps, "wsd", settings, f)
+                ),
+            )
+            row["best_cooldown"] = best
+            row["best_cooldown_loss"] = predict_final(
+                law.params, law.decay, schedule_lrs(n_steps, "wsd", settings, best)
+            )
+        out.append(row)
+    return out
+
+
+def _at(p: Mapping[str, float], s1: float, s2: float) -> float:
+    with np.errstate(all="ignore"):
+        return float(p["L0"] + p["A"] * s1 ** -p["alpha"] - p["C"] * s2)
+
+
+def curve_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as a table, flags below."""
+    lines = [
+        f"{'N':>10}  {'D':>10}  {'steps':>7}  {'schedule':>8}  {'loss':>8}  {'95% CI':>19}  "
+        f"{'95% PI':>19}  best cooldown"
+    ]
+    for r in rows:
+        sched = r["schedule"] + (f" {r['cooldown']:.2f}" if r.get("cooldown") is not None else "")
+        best = (
+            f"{r['best_cooldown']:.2f} ({fmt(r['best_cooldown_loss'])})" if "best_cooldown" in r
+            else "-"
+        )  # fmt: skip
+        ci = "[" + ", ".join(fmt(v) for v in r["loss_ci95"]) + "]"
+        pi = "[" + ", ".join(fmt(v) for v in r["loss_pi95"]) + "]"
+        flags = []
+        if r["extrapolation_decades"] > 1:
+            flags.append(f"EXTRAPOLATED ({r['extrapolation_decades']:.1f} decades of updates)")
+        if r["undetermined"]:
+            flags.append(f"UNDETERMINED: {r['undetermined_reason']}")
+        lines.append(
+            f"{fmt(r['n']):>10}  {fmt(r['d']):>10}  {r['steps']:>7}  {sched:>8}  "
+            f"{fmt(r['loss']):>8}  {ci:>19}  {pi:>19}  {best}" + ("  " + "; ".join(flags) if flags
+                                                                 else "")
+        )  # fmt: skip
+    return "\n".join(lines)

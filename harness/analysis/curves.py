@@ -1,0 +1,389 @@
+"""Loss-curve laws: a run's loss as a function of its learning-rate schedule.
+
+Tissue et al. 2024 ("Scaling Law with Learning Rate Annealing", arXiv:2408.11029, eq. 1):
+
+    L(s) = L0 + A S1(s)^-alpha - C S2(s)
+
+after s updates, where S1(s) = sum_{i<=s} eta_i is the forward area (the sum of the learning
+rates so far) and S2(s) = sum_{i<=s} m_i the annealing area, with momentum:
+m_i = lambda m_{i-1} + (eta_{i-1} - eta_i) (their eq. 4). A drop of the rate adds to S2 over
+the following ~1/(1 - lambda) updates, which is how the loss keeps falling for a while after a
+cooldown begins. Rises of the rate (the warmup) are left out of S2, as the paper leaves the
+warmup out. One fitted law per model size predicts the loss of any schedule at that size: the
+final loss of a cosine run from WSD runs and the reverse, or of a budget not trained.
+
+The fit is approach 3's (`fit`): the summed Huber loss (delta = 1e-3) of log-space residuals
+log L - log L_fit, minimised with the batched L-BFGS from a grid of starts (L0 = exp(l0),
+A = exp(a), C = exp(c)), best kept and polished; lambda is profiled over `DECAYS` (the fit
+with the lowest objective is kept). The bootstrap resamples evaluation points, with the one
+failure rule of every law (`fit.kept_resamples`). The curves are evaluation points (step,
+validation loss) with the learning rate of every update, which a harness run's spec.json gives
+exactly (`harness.schedules`) and a foreign CSV's logged rates approximate (`lrs_from_rows`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from harness.analysis import fit as ft
+from harness.analysis import optim
+from harness.errors import InputError
+
+__all__ = [
+    "DECAYS",
+    "Curve",
+    "anneal_loss",
+    "areas",
+    "bootstrap_anneal",
+    "fit_anneal",
+    "lrs_from_rows",
+    "predict_final",
+    "run_curves",
+]
+
+FloatArray = NDArray[np.float64]
+
+DECAYS: tuple[float, ...] = (0.9, 0.95, 0.99, 0.995, 0.999)
+"""The momentum lambda of S2, profiled: the paper's 0.999 suits runs of ~10^4 updates or more
+(an annealing effect that builds over ~1000 updates); shorter runs need a shorter memory."""
+
+ANNEAL_ORDER = ("l0", "a", "alpha", "c")
+_ANNEAL_RAW_OF = {"L0": ("l0",), "A": ("a", "alpha"), "alpha": ("alpha",), "C": ("c",)}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's learning curve: its schedule and the losses measured along it."""
+
+    run_id: str
+    n_params: float
+    lrs: FloatArray
+    """The learning rate of each update, in order (length: the run's updates)."""
+    steps: NDArray[np.int64]
+    """Updates done at each measurement (1 .. len(lrs))."""
+    loss: FloatArray
+    """The loss measured there (validation loss, nats per token)."""
+    batch_tokens: int = 0
+    """Tokens per update (0 where unknown): turns a budget D into updates for a prediction."""
+    schedule: Mapping[str, Any] | None = None
+    """The run's schedule settings (`SCHEDULE_KEYS`) where its spec.json gives them."""
+
+
+SCHEDULE_KEYS = (
+    "peak_lr",
+    "min_lr_ratio",
+    "warmup_tokens",
+    "warmup_fraction",
+    "decay_fraction",
+    "decay_shape",
+)
+
+
+def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
+    """The curve of every done run of ``df`` (a run_id column) that has a metrics.csv under
+    ``runs_dir``: its validation losses, and the rate of every update from its spec.json
+    (`harness.schedules`, exact), else from the metrics' own lr column (`lrs_from_rows`).
+
+    Raises
+    ------
+    InputError
+        A metrics.csv without a step, lr or val_loss column, or that does not read.
+    """
+    if "run_id" not in df.columns or not runs_dir.is_dir():
+        return []
+    done = df if "status" not in df.columns else df[df["status"].astype(str) == "done"]
+    out = []
+    for run_id, n in zip(done["run_id"].astype(str), done["n_params"], strict=True):
+        run_dir = runs_dir / run_id
+        path = run_dir / "metrics.csv"
+        if not path.is_file():
+            continue
+        try:
+            m = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: does not read as CSV ({exc})") from None
+        missing = [c for c in ("step", "lr", "val_loss") if c not in m.columns]
+        if missing:
+            raise InputError(
+                f"{path}: no {', '.join(missing)} column; accepted: a metrics.csv with step, lr "
+                "and val_loss (the learning rate is what a loss-curve law is a function of)"
+            )
+        rows = m[m["val_loss"].notna()]
+        steps = pd.to_numeric(rows["step"], errors="coerce").to_numpy()
+        loss = pd.to_numeric(rows["val_loss"], errors="coerce").to_numpy(dtype=float)
+        if rows.empty or not np.all(np.isfinite(steps)):
+            continue
+        batch_tokens, schedule, lrs = 0, None, None
+        if (run_dir / "spec.json").is_file():
+            from harness.grid import spec_from_dict
+            from harness.results import read_spec
+            from harness.schedules import peak_lr, spec_lrs
+
+            spec = spec_from_dict(read_spec(run_dir))
+            lrs = np.array(spec_lrs(spec))
+            batch_tokens = spec.batch_tokens
+            schedule = {
+                "schedule": spec.train.schedule,
+                "peak_lr": peak_lr(spec),
+                "min_lr_ratio": spec.train.min_lr_ratio,
+                "warmup_tokens": spec.train.warmup_tokens,
+                "warmup_fraction": spec.train.warmup_fraction,
+                "decay_fraction": spec.train.decay_fraction,
+                "decay_shape": spec.train.decay_shape,
+            }
+        if lrs is None:
+            lr_steps = pd.to_numeric(m["step"], errors="coerce").to_numpy(dtype=float)
+            lr = pd.to_numeric(m["lr"], errors="coerce").to_numpy(dtype=float)
+            ok = np.isfinite(lr_steps) & np.isfinite(lr)
+            lrs = lrs_from_rows(lr_steps[ok], lr[ok], int(np.nanmax(steps)))
+        out.append(
+            Curve(
+                run_id=run_id,
+                n_params=float(n),
+                lrs=lrs,
+                steps=steps.astype(np.int64),
+                loss=loss,
+                batch_tokens=batch_tokens,
+                schedule=schedule,
+            )
+        )
+    return out
+
+
+def areas(lrs: ArrayLike, decay: float) -> tuple[FloatArray, FloatArray]:
+    """(S1, S2) after 0, 1, ..., T updates (arrays of T + 1) for the rates ``lrs`` of T updates:
+    S1 the forward area, S2 the annealing area with momentum ``decay`` (module docstring)."""
+    eta = np.asarray(lrs, dtype=float)
+    s1 = np.concatenate([[0.0], np.cumsum(eta)])
+    drops = np.concatenate([[0.0], np.maximum(0.0, eta[:-1] - eta[1:])])  # eta_{i-1} - eta_i
+    m = np.empty_like(drops)
+    acc = 0.0
+    for i, d in enumerate(drops):  # a linear recurrence; T is at most ~10^6
+        acc = decay * acc + d
+        m[i] = acc
+    s2 = np.concatenate([[0.0], np.cumsum(m)])
+    return s1, s2
+
+
+def anneal_loss(
+    s1: ArrayLike, s2: ArrayLike, L0: float, A: float, alpha: float, C: float
+) -> FloatArray:
+    """Tissue et al.'s L = L0 + A S1^-alpha - C S2."""
+    s1, s2 = np.asarray(s1, dtype=float), np.asarray(s2, dtype=float)
+    return L0 + A * s1**-alpha - C * s2
+
+
+def lrs_from_rows(steps: ArrayLike, lr: ArrayLike, n_steps: int) -> FloatArray:
+    """The rate of every update 1..n_steps from rates logged at some of them: linear between
+    logged steps, the first and last logged rate held beyond them. An approximation for a CSV
+    that logs the rate every k updates (a harness run's spec.json gives it exactly)."""
+    s = np.asarray(steps, dtype=float)
+    v = np.asarray(lr, dtype=float)
+    order = np.argsort(s)
+    return np.interp(np.arange(1, n_steps + 1, dtype=float), s[order], v[order])
+
+
+def _points(curves: Sequence[Curve], decay: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(S1, S2, loss) at every measurement of every curve."""
+    s1s, s2s, ls = [], [], []
+    for c in curves:
+        s1, s2 = areas(c.lrs, decay)
+        s1s.append(s1[c.steps])
+        s2s.append(s2[c.steps])
+        ls.append(c.loss)
+    return np.concatenate(s1s), np.concatenate(s2s), np.concatenate(ls)
+
+
+def _objective(
+    s1: FloatArray, s2: FloatArray, logy: FloatArray, weights: FloatArray | None, delta: float
+) -> optim.Objective:
+    """Summed Huber of log L - log(exp(l0) + exp(a) S1^-alpha - exp(c) S2) over the points;
+    rows of X are [l0, a, alpha, c]. A prediction at or below zero is an infinite objective,
+    which the line search steps back from."""
+    log_s1 = np.log(s1)
+
+    def fun(X: FloatArray, rows: NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+        l0, a, alpha, c = (X[:, i, None] for i in range(4))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            L0 = np.exp(l0)
+            term = np.exp(a - alpha * log_s1[None])  # A S1^-alpha, (j, n)
+            ann = np.exp(c) * s2[None]  # C S2
+            pred = L0 + term - ann
+            lp = np.log(pred)
+            r = logy[None] - lp
+            psi = np.clip(r, -delta, delta)
+            if weights is not None:
+                w = weights[rows]
+                f = np.einsum("jn,jn->j", w * psi, r - 0.5 * psi)
+                psi = psi * w
+            else:
+                f = np.einsum("jn,jn->j", psi, r - 0.5 * psi)
+            g = -psi / pred  # d f / d pred
+            G = np.empty((X.shape[0], 4))
+            G[:, 0] = (g * L0).sum(axis=1)
+            G[:, 1] = (g * term).sum(axis=1)
+            G[:, 2] = (g * term * -log_s1[None]).sum(axis=1)
+            G[:, 3] = (g * -ann).sum(axis=1)
+            bad = ~np.all(pred > 0, axis=1)
+        f = np.where(bad, np.inf, f)
+        G[bad] = 0.0
+        return f, G
+
+    return fun
+
+
+def _start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, tuple[float, ...]]:
+    """Starts from the data's own scales: L0 below the lowest loss; A S1^-alpha about the
+    spread of the losses at the middle of S1; C S2 from 0.1% to the whole spread at the
+    largest S2. (Learning rates are ~1e-3 to 1, so no fixed grid fits every schedule.)"""
+    spread = float(loss.max() - loss.min()) + 1e-3
+    mid = float(np.log(np.median(s1)))
+    alphas = (0.1, 0.3, 0.6, 1.0, 1.5)
+    a_lo = math.log(spread) + min(alphas) * mid - 2.0
+    a_hi = math.log(spread) + max(alphas) * mid + 2.0
+    s2max = max(float(s2.max()), 1e-12)
+    c_hi = math.log(spread / s2max) + 1.0
+    return {
+        "l0": tuple(math.log(float(loss.min()) * f) for f in (0.3, 0.55, 0.8, 0.95)),
+        "a": tuple(np.linspace(a_lo, a_hi, 7).tolist()),
+        "alpha": alphas,
+        "c": tuple(c_hi - k for k in (8.0, 5.0, 3.0, 1.0)),
+    }
+
+
+def _params(x: FloatArray) -> dict[str, float]:
+    l0, a, alpha, c = (float(v) for v in x)
+    return {
+        "L0": ft.exp_clipped(l0),
+        "A": ft.exp_clipped(a),
+        "alpha": alpha,
+        "C": ft.exp_clipped(c),
+    }
+
+
+def _check(curves: Sequence[Curve]) -> None:
+    if not curves:
+        raise InputError("anneal_curve fit: no curves; accepted: one or more runs' metrics")
+    n = sum(c.loss.size for c in curves)
+    if n < len(ANNEAL_ORDER) + 1:
+        raise InputError(
+            f"anneal_curve fit: {n} measured points, fewer than its {len(ANNEAL_ORDER)} "
+            "parameters + 1; accepted: more evaluations (train.evals_per_run) or more runs"
+        )
+    for c in curves:
+        if c.lrs.size == 0 or not np.all(np.isfinite(c.lrs)) or np.any(c.lrs < 0):
+            raise InputError(
+                f"anneal_curve fit: run {c.run_id}: learning rates missing, negative or not "
+                "finite; accepted: a rate >= 0 for every update"
+            )
+        if c.steps.size and (c.steps.min() < 1 or c.steps.max() > c.lrs.size):
+            raise InputError(
+                f"anneal_curve fit: run {c.run_id}: a step outside 1..{c.lrs.size} (its updates)"
+            )
+        if not np.all(np.isfinite(c.loss)) or np.any(c.loss <= 0):
+            raise InputError(f"anneal_curve fit: run {c.run_id}: a loss not finite and > 0")
+
+
+@dataclass(frozen=True)
+class AnnealFit:
+    """A fitted annealing law and the momentum it was fitted with."""
+
+    fit: ft.FitResult
+    decay: float
+    objectives: dict[float, float]
+    """The best objective at each momentum of the profile (`DECAYS`)."""
+
+
+def fit_anneal(
+    curves: Sequence[Curve], *, decays: Sequence[float] = DECAYS, delta: float = 1e-3
+) -> AnnealFit:
+    """Tissue et al.'s law fitted to the curves of one model size (module docstring).
+
+    Raises
+    ------
+    InputError
+        No curves, fewer points than parameters + 1, or bad rates, steps or losses.
+    """
+    _check(curves)
+    best: tuple[float, ...] | None = None
+    objectives: dict[float, float] = {}
+    for decay in decays:
+        s1, s2, loss = _kept_points(curves, decay)
+        grid = _start_grid(s1, s2, loss)
+        starts = ft.grid_points(grid, ANNEAL_ORDER)
+        raw = ft.minimize_from(_objective(s1, s2, np.log(loss), None, delta), starts)
+        objectives[decay] = raw.f
+        if best is None or raw.f < best[0]:
+            best = (raw.f, decay)
+    assert best is not None
+    decay = best[1]
+    # The chosen momentum's fit again, now with its checks (grid edge, precision): the other
+    # momenta of the profile are not the answer, and their warnings would only mislead.
+    s1, s2, loss = _kept_points(curves, decay)
+    grid = _start_grid(s1, s2, loss)
+    starts = ft.grid_points(grid, ANNEAL_ORDER)
+    fun = _objective(s1, s2, np.log(loss), None, delta)
+    raw = ft.minimize_from(fun, starts)
+    l0, a, alpha, c = raw.x
+    with np.errstate(all="ignore"):
+        pred = anneal_loss(s1, s2, math.exp(l0), math.exp(a), alpha, math.exp(c))
+        resid = np.log(loss) - np.log(pred)
+    result = ft.fit_result(
+        "anneal_curve",
+        "anneal_curve",
+        raw,
+        ANNEAL_ORDER,
+        grid,
+        _params,
+        starts.shape[0],
+        int(loss.size),
+        fun,
+        _ANNEAL_RAW_OF,
+        resid,
+    )
+    return AnnealFit(fit=result, decay=decay, objectives=objectives)
+
+
+def _kept_points(
+    curves: Sequence[Curve], decay: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """`_points` where S1 > 0 (a measurement before the first update has no forward area)."""
+    s1, s2, loss = _points(curves, decay)
+    keep = s1 > 0
+    return s1[keep], s2[keep], loss[keep]
+
+
+def bootstrap_anneal(
+    curves: Sequence[Curve],
+    fitted: AnnealFit,
+    *,
+    n_resamples: int,
+    rng: np.random.Generator,
+    delta: float = 1e-3,
+) -> tuple[list[dict[str, float]], int]:
+    """Bootstrap over evaluation points at the fitted momentum (warm starts, as every law's):
+    the kept parameter samples and how many resamples failed (`fit.kept_resamples`)."""
+    s1, s2, loss = _kept_points(curves, fitted.decay)
+    xs, conv = ft.bootstrap_refits(
+        lambda W: _objective(s1, s2, np.log(loss), W, delta),
+        fitted.fit,
+        loss.size,
+        n_resamples,
+        rng,
+    )
+    return ft.kept_resamples(xs, conv, _params, "anneal_curve")
+
+
+def predict_final(params: Mapping[str, float], decay: float, lrs: ArrayLike) -> float:
+    """The law's loss after every update of the schedule ``lrs``."""
+    s1, s2 = areas(lrs, decay)
+    return float(anneal_loss(s1[-1], s2[-1], params["L0"], params["A"], params["alpha"],
+                             params["C"]))  # fmt: skip

@@ -1,0 +1,89 @@
+"""The annealing law of Tissue et al. (2024), L = L0 + A S1^-alpha - C S2, fitted to the learning
+curves of each model size (`curves`): one block per size under "sizes", keyed by N.
+
+Made by default wherever the runs' metrics.csv lie beside the CSV (a harness results folder).
+A size with fewer evaluation points than the law's parameters + 1 is skipped by name. Each
+size's block also records the momentum lambda of S2 the profile chose, the runs it was fitted
+on, their tokens per update and schedule settings (what `harness predict --curve` needs to
+turn a budget and a schedule into the rates of every update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from harness.analysis import curves as cv
+from harness.analysis.common import fmt
+from harness.analysis.registry.base import Frame, Law, head, law_block, param_summary
+from harness.errors import InputError
+
+NAME = "anneal_curve"
+
+
+def size_label(n_params: float) -> str:
+    """The key of a size in "sizes" (and in fits.bootstrap.npz): N as a plain integer."""
+    return f"{n_params:.0f}"
+
+
+def _fit(f: Frame) -> dict[str, Any]:
+    if not f.curves:
+        raise InputError(
+            "anneal_curve: no learning curves (runs/RUN_ID/metrics.csv beside the CSV, with "
+            "step, lr and val_loss); accepted: a harness results folder"
+        )
+    sizes: dict[str, Any] = {}
+    for n in sorted({c.n_params for c in f.curves}):
+        label = size_label(n)
+        of_size = [c for c in f.curves if c.n_params == n]
+        try:
+            fitted = cv.fit_anneal(of_size)
+        except InputError as exc:
+            sizes[label] = {"skipped": str(exc)}
+            continue
+        boots, n_failed = [], 0
+        if f.n_bootstrap:
+            boots, n_failed = cv.bootstrap_anneal(
+                of_size, fitted, n_resamples=f.n_bootstrap, rng=f.rng(f"{NAME}/{label}")
+            )
+        block = law_block(f, f"{NAME}/{label}", fitted.fit, boots, n_failed)
+        block["decay"] = fitted.decay
+        block["objective_by_decay"] = {str(k): v for k, v in fitted.objectives.items()}
+        block["runs"] = sorted(c.run_id for c in of_size)
+        block["max_steps"] = max(int(c.lrs.size) for c in of_size)
+        tokens = {c.batch_tokens for c in of_size if c.batch_tokens}
+        if len(tokens) == 1:
+            block["batch_tokens"] = tokens.pop()
+        schedules = [dict(c.schedule) for c in of_size if c.schedule]
+        if schedules:
+            # Settings every run of the size shares (the peak rate is a size's own, by width);
+            # the schedule's name is each run's own, and a prediction names its own.
+            common = {
+                k: schedules[0][k]
+                for k in cv.SCHEDULE_KEYS
+                if all(s.get(k) == schedules[0][k] for s in schedules)
+            }
+            block["schedule"] = common
+        sizes[label] = block
+    if all("skipped" in b for b in sizes.values()):
+        first = next(iter(sizes.values()))["skipped"]
+        raise InputError(f"anneal_curve: no size has enough evaluations ({first})")
+    return {"form": "L0 + A S1^-alpha - C S2 (Tissue et al. 2024)", "sizes": sizes}
+
+
+def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
+    lines = [head(name) + block.get("form", "")]
+    sizes = block.get("sizes", {})
+    for label in sorted(sizes, key=lambda k: float(k) if k.replace(".", "", 1).isdigit() else 0):
+        b = sizes[label]
+        if "skipped" in b:
+            lines.append(head("") + f"N={label}: skipped: {b['skipped']}")
+            continue
+        sub = param_summary(f"  N={label}", b)
+        sub[0] += f"  lambda={fmt(b.get('decay'))} ({len(b.get('runs', []))} runs, "
+        sub[0] += f"{b.get('n_points')} points)"
+        lines += sub
+    return lines
+
+
+LAW = Law(NAME, _fit, applies=lambda f: bool(f.curves), summary=_summary)

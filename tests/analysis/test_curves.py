@@ -1,0 +1,176 @@
+"""Loss-curve laws (issue 33): Tissue et al.'s annealing law recovered from curves it generated,
+with noise; fitted by `harness fit` from runs' metrics.csv; predicted by `harness predict
+--curve`; curves without a learning rate refused in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _tiny import harness_cli
+
+from harness.analysis import curves as cv
+from harness.schedules import lr_at_step
+
+TRUE = {"L0": 1.8, "A": 0.6, "alpha": 0.5, "C": 0.4}
+DECAY = 0.99
+
+
+def test_the_areas_by_hand() -> None:
+    # rates 1, 1, 0.5, 0.5 with momentum 0.5: S1 0, 1, 2, 2.5, 3; the drop of 0.5 at the third
+    # update gives m = 0, 0, 0.5, 0.25, so S2 = 0, 0, 0, 0.5, 0.75. A rise (warmup) adds nothing.
+    s1, s2 = cv.areas([1.0, 1.0, 0.5, 0.5], 0.5)
+    assert s1.tolist() == [0.0, 1.0, 2.0, 2.5, 3.0]
+    assert s2.tolist() == [0.0, 0.0, 0.0, 0.5, 0.75]
+    _, up = cv.areas([0.1, 0.5, 1.0], 0.9)
+    assert up.tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert cv.lrs_from_rows([2, 4], [1.0, 0.0], 5).tolist() == [1.0, 1.0, 0.5, 0.0, 0.0]
+
+
+def _schedule(n_steps: int, schedule: str) -> np.ndarray:
+    return np.array(
+        [
+            lr_at_step(
+                s, total_steps=n_steps, warmup=20, peak=4e-3, min_ratio=0.1, schedule=schedule
+            )  # type: ignore[arg-type]
+            for s in range(n_steps)
+        ]
+    )
+
+
+def _curves(seed: int = 0, sd: float = 0.003) -> list[cv.Curve]:
+    rng = np.random.default_rng(seed)
+    out = []
+    runs = [(400, "cosine"), (800, "cosine"), (1200, "wsd"), (600, "wsd"), (1000, "constant")]
+    for i, (n_steps, schedule) in enumerate(runs):
+        lrs = _schedule(n_steps, schedule)
+        s1, s2 = cv.areas(lrs, DECAY)
+        steps = np.unique(np.linspace(40, n_steps, 12).astype(np.int64))
+        loss = cv.anneal_loss(s1[steps], s2[steps], **TRUE) * np.exp(rng.normal(0, sd, steps.size))
+        out.append(cv.Curve(f"run{i}", 1e6, lrs, steps, loss, batch_tokens=1024))
+    return out
+
+
+def test_the_law_is_recovered_from_noisy_curves_with_intervals() -> None:
+    curves = _curves()
+    fitted = cv.fit_anneal(curves)
+    assert fitted.decay == DECAY  # the profile finds the momentum that made the curves
+    p = fitted.fit.params
+    for k, v in TRUE.items():
+        assert p[k] == pytest.approx(v, rel=0.05), k
+    assert not fitted.fit.undetermined
+    kept, failed = cv.bootstrap_anneal(
+        curves, fitted, n_resamples=200, rng=np.random.default_rng(1)
+    )
+    assert failed == 0 and len(kept) == 200
+    for k, v in TRUE.items():
+        lo, hi = np.percentile([s[k] for s in kept], [2.5, 97.5])
+        assert lo < v < hi, k
+    # A schedule none of the runs had: the final loss the law gives, within 1%.
+    lrs = _schedule(2000, "cosine")
+    s1, s2 = cv.areas(lrs, DECAY)
+    truth = float(cv.anneal_loss(s1[-1], s2[-1], **TRUE))
+    assert cv.predict_final(p, fitted.decay, lrs) == pytest.approx(truth, rel=0.01)
+
+
+def test_too_few_points_and_bad_rates_are_refused() -> None:
+    (one,) = _curves()[:1]
+    short = cv.Curve("x", 1e6, one.lrs, one.steps[:4], one.loss[:4])
+    with pytest.raises(cv.InputError, match="4 measured points, fewer than its 4 parameters"):
+        cv.fit_anneal([short])
+    bad = cv.Curve("y", 1e6, np.full(one.lrs.size, np.nan), one.steps, one.loss)
+    with pytest.raises(cv.InputError, match="run y: learning rates missing"):
+        cv.fit_anneal([bad])
+
+
+def _results(tmp_path: Path, *, lr_column: bool = True) -> Path:
+    """A results folder from elsewhere: runs.csv and each run's metrics.csv (no spec.json, so
+    the rates come from the logged lr column)."""
+    rows = []
+    for c in _curves():
+        run_dir = tmp_path / "runs" / c.run_id
+        run_dir.mkdir(parents=True)
+        steps = np.arange(1, c.lrs.size + 1)
+        m = pd.DataFrame({"step": steps, "lr": c.lrs, "val_loss": np.nan})
+        m.loc[c.steps - 1, "val_loss"] = c.loss
+        if not lr_column:
+            m = m.drop(columns="lr")
+        m.to_csv(run_dir / "metrics.csv", index=False)
+        rows.append({"run_id": c.run_id, "n_params": 1e6, "n_tokens": c.lrs.size * 1024,
+                     "loss": c.loss[-1], "status": "done"})  # fmt: skip
+    # and four more sizes' final losses, so that the Chinchilla law has its 5 points
+    for n in (2e6, 4e6, 8e6, 16e6):
+        rows.append({"run_id": f"n{n:g}", "n_params": n, "n_tokens": 1e6,
+                     "loss": 1.8 + 500 / n**0.34 + 400 / 1e6**0.28, "status": "done"})  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    return tmp_path
+
+
+def test_harness_fit_fits_the_curves_and_predict_uses_them(tmp_path: Path) -> None:
+    root = _results(tmp_path)
+    out = harness_cli("fit", str(root), "--bootstrap", "100")
+    assert out.returncode == 0, out.stderr
+    assert "anneal_curve     L0 + A S1^-alpha - C S2 (Tissue et al. 2024)" in out.stdout
+    assert "N=1000000" in out.stdout and "lambda=0.99 (5 runs, 60 points)" in out.stdout
+    doc = json.loads((root / "fits.json").read_text())
+    block = doc["fits"]["anneal_curve"]["sizes"]["1000000"]
+    for k, v in TRUE.items():
+        assert block["params"][k] == pytest.approx(v, rel=0.05), k
+    assert block["decay"] == DECAY and block["max_steps"] == 1200
+    # The rates came from the CSV's lr column: no schedule settings, so --curve needs them.
+    refused = harness_cli("predict", str(root), "--curve", "--n", "1e6", "--d", "1e6")
+    assert refused.returncode == 2 and "records no" in refused.stderr
+    rep = harness_cli("reproduce", str(root), "--no-replot")
+    assert rep.returncode == 0, rep.stdout[-2000:]
+
+
+def test_curves_without_a_learning_rate_are_refused_in_one_line(tmp_path: Path) -> None:
+    root = _results(tmp_path, lr_column=False)
+    out = harness_cli("fit", str(root), "--bootstrap", "0")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "metrics.csv: no lr column" in line
+    assert not (root / "fits.json").exists()
+
+
+def test_predict_curve_gives_the_law_under_each_schedule(tmp_path: Path) -> None:
+    root = _results(tmp_path)
+    assert harness_cli("fit", str(root), "--bootstrap", "100").returncode == 0
+    # The settings a harness run's spec.json gives (here written in, as a fit of harness
+    # runs records them): rate 4e-3 to 10%, 20 warmup updates of 1024 tokens.
+    fj = root / "fits.json"
+    doc = json.loads(fj.read_text())
+    block = doc["fits"]["anneal_curve"]["sizes"]["1000000"]
+    block["batch_tokens"] = 1024
+    block["schedule"] = {
+        "peak_lr": 4e-3,
+        "min_lr_ratio": 0.1,
+        "warmup_tokens": 20 * 1024,
+        "warmup_fraction": 0.0,
+        "decay_fraction": 0.2,
+        "decay_shape": "1-sqrt",
+    }
+    fj.write_text(json.dumps(doc))
+    out = harness_cli("predict", str(root), "--curve", "--n", "1e6", "--d", "2048000",
+                      "--schedule", "wsd", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["steps"] == 2000 and row["cooldown"] == 0.2
+    lrs = _schedule(2000, "wsd")
+    s1, s2 = cv.areas(lrs, DECAY)
+    law = {k: block["params"][k] for k in TRUE}
+    assert row["loss"] == pytest.approx(float(cv.anneal_loss(s1[-1], s2[-1], **law)), rel=1e-9)
+    lo, hi = row["loss_ci95"]
+    assert lo < row["loss"] < hi and row["loss_pi95"][0] < lo and hi < row["loss_pi95"][1]
+    assert row["extrapolation_decades"] == pytest.approx(math.log10(2000 / 1200))
+    assert row["best_cooldown_loss"] <= row["loss"] + 1e-12
+    cosine = harness_cli("predict", str(root), "--curve", "--n", "1e6", "--d", "2048000",
+                         "--json")  # fmt: skip
+    (c,) = json.loads(cosine.stdout)
+    assert c["schedule"] == "cosine" and "best_cooldown" not in c
+    bad = harness_cli("predict", str(root), "--curve", "--n", "3e6", "--d", "1e6")
+    assert bad.returncode == 2 and "accepted: one of 1000000" in bad.stderr
