@@ -246,16 +246,16 @@ def _start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, t
     largest S2. (Learning rates are ~1e-3 to 1, so no fixed grid fits every schedule.)"""
     spread = float(loss.max() - loss.min()) + 1e-3
     mid = float(np.log(np.median(s1)))
-    alphas = (0.1, 0.3, 0.6, 1.0, 1.5)
+    alphas = (0.15, 0.4, 0.8, 1.4)
     a_lo = math.log(spread) + min(alphas) * mid - 2.0
     a_hi = math.log(spread) + max(alphas) * mid + 2.0
     s2max = max(float(s2.max()), 1e-12)
     c_hi = math.log(spread / s2max) + 1.0
     return {
-        "l0": tuple(math.log(float(loss.min()) * f) for f in (0.3, 0.55, 0.8, 0.95)),
-        "a": tuple(np.linspace(a_lo, a_hi, 7).tolist()),
+        "l0": tuple(math.log(float(loss.min()) * f) for f in (0.3, 0.65, 0.95)),
+        "a": tuple(np.linspace(a_lo, a_hi, 5).tolist()),
         "alpha": alphas,
-        "c": tuple(c_hi - k for k in (8.0, 5.0, 3.0, 1.0)),
+        "c": tuple(c_hi - k for k in (7.0, 3.5, 1.0)),
     }
 
 
@@ -313,25 +313,20 @@ def fit_anneal(
         No curves, fewer points than parameters + 1, or bad rates, steps or losses.
     """
     _check(curves)
-    best: tuple[float, ...] | None = None
-    objectives: dict[float, float] = {}
+    tried: dict[float, tuple[ft.RawFit, dict[str, tuple[float, ...]], int]] = {}
     for decay in decays:
         s1, s2, loss = _kept_points(curves, decay)
         grid = _start_grid(s1, s2, loss)
         starts = ft.grid_points(grid, ANNEAL_ORDER)
         raw = ft.minimize_from(_objective(s1, s2, np.log(loss), None, delta), starts)
-        objectives[decay] = raw.f
-        if best is None or raw.f < best[0]:
-            best = (raw.f, decay)
-    assert best is not None
-    decay = best[1]
-    # The chosen momentum's fit again, now with its checks (grid edge, precision): the other
-    # momenta of the profile are not the answer, and their warnings would only mislead.
+        tried[decay] = (raw, grid, starts.shape[0])
+    objectives = {d: t[0].f for d, t in tried.items()}
+    decay = min(tried, key=lambda d: (objectives[d], d))
+    raw, grid, n_starts = tried[decay]
+    # The checks (grid edge, precision) of the chosen momentum's fit only: the other momenta
+    # of the profile are not the answer, and their warnings would only mislead.
     s1, s2, loss = _kept_points(curves, decay)
-    grid = _start_grid(s1, s2, loss)
-    starts = ft.grid_points(grid, ANNEAL_ORDER)
     fun = _objective(s1, s2, np.log(loss), None, delta)
-    raw = ft.minimize_from(fun, starts)
     l0, a, alpha, c = raw.x
     with np.errstate(all="ignore"):
         pred = anneal_loss(s1, s2, math.exp(l0), math.exp(a), alpha, math.exp(c))
@@ -343,7 +338,7 @@ def fit_anneal(
         ANNEAL_ORDER,
         grid,
         _params,
-        starts.shape[0],
+        n_starts,
         int(loss.size),
         fun,
         _ANNEAL_RAW_OF,
