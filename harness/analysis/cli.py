@@ -257,6 +257,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help="--curve: final rate over peak (default: the runs')",
     )
+    p.add_argument(
+        "--warmup-tokens",
+        type=float,
+        default=None,
+        help="--curve: warmup length in tokens (default: the runs' rule)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
     p.set_defaults(func=cmd_predict)
 
@@ -270,8 +276,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_tasks(args)
     if args.curve:
         return _predict_curve(args)
-    curve_only = [f"--{k.replace('_', '-')}" for k in ("cooldown", "peak_lr", "min_lr_ratio")
-                  if getattr(args, k) is not None]  # fmt: skip
+    curve_only = [
+        f"--{k.replace('_', '-')}"
+        for k in ("cooldown", "peak_lr", "min_lr_ratio", "warmup_tokens")
+        if getattr(args, k) is not None
+    ]
     if curve_only or args.schedule != "cosine":
         raise InputError(f"{(curve_only or ['--schedule'])[0]} goes with --curve")
     law = pr.load_law(args.path, args.law or "chinchilla", args.group)
@@ -313,7 +322,9 @@ def _predict_curve(args: argparse.Namespace) -> int:
     ns = pr.parse_values(args.n, "--n")
     ds = pr.parse_values(args.d, "--d")
     overrides = {
-        k: getattr(args, k) for k in ("peak_lr", "min_lr_ratio") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("peak_lr", "min_lr_ratio", "warmup_tokens")
+        if getattr(args, k) is not None
     }
     for k, v in overrides.items():
         if not (math.isfinite(v) and v >= 0):

@@ -23,6 +23,7 @@ exactly (`harness.schedules`) and a foreign CSV's logged rates approximate (`lrs
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,12 @@ DECAYS: tuple[float, ...] = (0.9, 0.95, 0.99, 0.995, 0.999)
 (an annealing effect that builds over ~1000 updates); shorter runs need a shorter memory."""
 
 ANNEAL_ORDER = ("l0", "a", "alpha", "c")
+PROFILE_POINTS = 400
+"""Points the multi-start stage of each momentum runs on (`fit_anneal`)."""
+BOOT_ONE_START_POINTS = 1000
+"""Above this many points, each bootstrap resample starts from the best fit alone, not from
+the 4 best distinct optima: a resample of so many points lies close to the full fit, and the
+refits are what the time goes on (bench/bench_curves.py)."""
 _ANNEAL_RAW_OF = {"L0": ("l0",), "A": ("a", "alpha"), "alpha": ("alpha",), "C": ("c",)}
 
 
@@ -252,7 +259,7 @@ def _start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, t
     s2max = max(float(s2.max()), 1e-12)
     c_hi = math.log(spread / s2max) + 1.0
     return {
-        "l0": tuple(math.log(float(loss.min()) * f) for f in (0.3, 0.65, 0.95)),
+        "l0": tuple(math.log(float(loss.min()) * f) for f in (0.25, 0.6, 0.9, 1.2)),
         "a": tuple(np.linspace(a_lo, a_hi, 5).tolist()),
         "alpha": alphas,
         "c": tuple(c_hi - k for k in (7.0, 3.5, 1.0)),
@@ -318,7 +325,15 @@ def fit_anneal(
         s1, s2, loss = _kept_points(curves, decay)
         grid = _start_grid(s1, s2, loss)
         starts = ft.grid_points(grid, ANNEAL_ORDER)
-        raw = ft.minimize_from(_objective(s1, s2, np.log(loss), None, delta), starts)
+        # The many starts run on at most PROFILE_POINTS evenly spaced points (a curve's
+        # neighbouring evaluations say nearly the same thing); the distinct optima they find
+        # are then refined on every point.
+        k = min(loss.size, PROFILE_POINTS)
+        sub = np.unique(np.linspace(0, loss.size - 1, k).astype(int))
+        thin = _objective(s1[sub], s2[sub], np.log(loss[sub]), None, delta)
+        rough = ft.minimize_from(thin, starts)
+        fun = _objective(s1, s2, np.log(loss), None, delta)
+        raw = rough if sub.size == loss.size else ft.minimize_from(fun, rough.candidates)
         tried[decay] = (raw, grid, starts.shape[0])
     objectives = {d: t[0].f for d, t in tried.items()}
     decay = min(tried, key=lambda d: (objectives[d], d))
@@ -367,9 +382,12 @@ def bootstrap_anneal(
     """Bootstrap over evaluation points at the fitted momentum (warm starts, as every law's):
     the kept parameter samples and how many resamples failed (`fit.kept_resamples`)."""
     s1, s2, loss = _kept_points(curves, fitted.decay)
+    warm = fitted.fit
+    if loss.size > BOOT_ONE_START_POINTS:
+        warm = dataclasses.replace(warm, candidates=warm.candidates[:1])
     xs, conv = ft.bootstrap_refits(
         lambda W: _objective(s1, s2, np.log(loss), W, delta),
-        fitted.fit,
+        warm,
         loss.size,
         n_resamples,
         rng,
