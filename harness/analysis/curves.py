@@ -253,7 +253,7 @@ def _start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, t
     largest S2. (Learning rates are ~1e-3 to 1, so no fixed grid fits every schedule.)"""
     spread = float(loss.max() - loss.min()) + 1e-3
     mid = float(np.log(np.median(s1)))
-    alphas = (0.15, 0.4, 0.8, 1.4)
+    alphas = (0.05, 0.3, 0.7, 1.4)
     a_lo = math.log(spread) + min(alphas) * mid - 2.0
     a_hi = math.log(spread) + max(alphas) * mid + 2.0
     s2max = max(float(s2.max()), 1e-12)

@@ -51,6 +51,10 @@ FORMULAS = {
     "(Hoffmann et al. 2022, approach 1)",
     "heldout": "the Chinchilla law fitted on the runs at or below a compute quantile, predicting "
     "the larger ones (Choshen et al. 2024)",
+    "anneal_curve": "L(s) = L<sub>0</sub> + A S<sub>1</sub><sup>-α</sup> - C S<sub>2</sub>, "
+    "S<sub>1</sub> the sum of the learning rates so far, S<sub>2</sub> the annealing area with "
+    "momentum λ, one law per model size fitted to its runs' validation curves (Tissue et al. "
+    "2024, eq. 1)",
 }
 """How each law of fits.json reads, as HTML; laws without an entry show their parameters only."""
 
@@ -245,6 +249,25 @@ def _law_section(name: str, block: Mapping[str, Any]) -> str:
             if k in block and k not in params:
                 rows.append([_e(k), _num(block[k]), _interval(ci.get(k))])
         parts.append(_table(["parameter", "value", "95% interval"], rows, left=1))
+    elif isinstance(block.get("sizes"), Mapping):  # a law per model size (anneal_curve)
+        rows = []
+        for label in sorted(block["sizes"], key=lambda k: float(k) if _is_number(k) else 0.0):
+            b = block["sizes"][label]
+            if not isinstance(b, Mapping) or "params" not in b:
+                why = b.get("skipped", "") if isinstance(b, Mapping) else ""
+                rows.append([_e(si(float(label)) if _is_number(label) else label),
+                             f"skipped: {_e(why)}", "", "", "", "", ""])  # fmt: skip
+                continue
+            ci = b.get("ci95", {}) if b.get("determined") is not False else {}
+            cells = [f"{_num(b['params'].get(k))} {_interval(ci.get(k))}"
+                     for k in ("L0", "A", "alpha", "C")]  # fmt: skip
+            rows.append([_e(si(float(label))), _num(b.get("decay")), *cells,
+                         f"{len(b.get('runs', []))} runs, {b.get('n_points')} points"])  # fmt: skip
+        parts.append(_table(["N", "λ", "L<sub>0</sub>", "A", "α", "C", "fitted on"], rows, left=1))
+        for label, b in block["sizes"].items():
+            warned = _warnings(b) if isinstance(b, Mapping) and "params" in b else []
+            if warned:
+                parts += [f"<p class='muted'>N = {_e(label)}:</p>", *warned]
     elif name in ("isoflop", "approach1", "compute_optimal"):
         ci = block.get("ci95", {})
         rows = [[_e(k), _num(block.get(k)), _interval(ci.get(k))] for k in ("a", "b", "G")
@@ -252,6 +275,14 @@ def _law_section(name: str, block: Mapping[str, Any]) -> str:
         parts.append(_table(["parameter", "value", "95% interval"], rows, left=1))
     parts += _warnings(block)
     return "\n".join(parts)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _heldout_section(block: Mapping[str, Any] | None, svgs: Mapping[str, str]) -> str:

@@ -915,6 +915,7 @@ def _law_figures(
     swept = tuple(sweeps.swept_columns(df))
     best = sweeps.best_per_point(df, list(swept))
     fig = Figures(
+        curves=tuple(run_curves(runs_dir, df)),
         df=stratified_subsample(best, max_rows, seed=seed, label=label)[0],
         full=df,
         swept=swept,

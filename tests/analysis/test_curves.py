@@ -88,14 +88,17 @@ def test_too_few_points_and_bad_rates_are_refused() -> None:
 
 
 def _results(tmp_path: Path, *, lr_column: bool = True) -> Path:
-    """A results folder from elsewhere: runs.csv and each run's metrics.csv (no spec.json, so
-    the rates come from the logged lr column)."""
+    """A results folder as the harness writes it, less the spec.json files: runs.csv and each
+    run's metrics.csv, so the rates come from the logged lr column."""
     rows = []
     for c in _curves():
         run_dir = tmp_path / "runs" / c.run_id
         run_dir.mkdir(parents=True)
         steps = np.arange(1, c.lrs.size + 1)
-        m = pd.DataFrame({"step": steps, "lr": c.lrs, "val_loss": np.nan})
+        s1, s2 = cv.areas(c.lrs, DECAY)
+        train = cv.anneal_loss(s1[1:], s2[1:], **TRUE)
+        m = pd.DataFrame({"step": steps, "tokens": steps * 1024, "train_loss": train,
+                          "val_loss": np.nan, "lr": c.lrs})  # fmt: skip
         m.loc[c.steps - 1, "val_loss"] = c.loss
         if not lr_column:
             m = m.drop(columns="lr")
@@ -126,6 +129,15 @@ def test_harness_fit_fits_the_curves_and_predict_uses_them(tmp_path: Path) -> No
     assert refused.returncode == 2 and "records no" in refused.stderr
     rep = harness_cli("reproduce", str(root), "--no-replot")
     assert rep.returncode == 0, rep.stdout[-2000:]
+    # its figure (no schedule figure: the rates came without their settings) and report table
+    plot = harness_cli("plot", str(root))
+    assert plot.returncode == 0, plot.stderr
+    assert (root / "figures" / "anneal_curves.png").is_file()
+    assert not (root / "figures" / "anneal_schedules.png").exists()
+    page = harness_cli("report", str(root))
+    assert page.returncode == 0, page.stderr
+    html = (root / "report.html").read_text()
+    assert "<h3>anneal_curve</h3>" in html and "5 runs, 60 points" in html
 
 
 def test_curves_without_a_learning_rate_are_refused_in_one_line(tmp_path: Path) -> None:

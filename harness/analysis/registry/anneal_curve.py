@@ -11,11 +11,20 @@ turn a budget and a schedule into the rates of every update).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from harness.analysis import curves as cv
 from harness.analysis.common import fmt
-from harness.analysis.registry.base import Frame, Law, head, law_block, param_summary
+from harness.analysis.registry.base import (
+    Figures,
+    Frame,
+    Law,
+    head,
+    law_block,
+    param_summary,
+    usable,
+)
 from harness.errors import InputError
 
 NAME = "anneal_curve"
@@ -86,4 +95,10 @@ def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-LAW = Law(NAME, _fit, applies=lambda f: bool(f.curves), summary=_summary)
+def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
+    from harness.analysis.curve_plots import write_curve_figures
+
+    return write_curve_figures(usable(block), fig.curves, fig.samples, fig.out_dir, fig.suffix)
+
+
+LAW = Law(NAME, _fit, applies=lambda f: bool(f.curves), summary=_summary, figures=_figures)

@@ -87,6 +87,8 @@ class Figures:
     samples: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
     """The bootstrap's parameter samples {law: {param: array}} of fits.bootstrap.npz (of the
     group, when grouped): the bands around fitted curves. Empty without the file."""
+    curves: tuple[Any, ...] = ()
+    """The runs' learning curves (`curves.Curve`), for the loss-curve laws' figures."""
 
 
 def _always(frame: Frame) -> bool:
