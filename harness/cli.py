@@ -84,7 +84,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.execute.status import grid_summary, run_statuses, status_table
+    from harness.execute.status import forecast_lines, grid_summary, run_statuses, status_table
     from harness.results import ExperimentLayout
 
     layout = ExperimentLayout(Path(args.results_dir))
@@ -109,6 +109,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(", ".join(f"{states.count(s)} {s}" for s in order if s in states) or "no runs")
     if rows:
         print(grid_summary(rows))
+        for line in forecast_lines(layout, rows):
+            print(line)
     failed = [r for r in rows if r.state == "failed"]
     if any(r.submissions for r in failed):
         print(

@@ -45,6 +45,7 @@ __all__ = [
     "areas",
     "bootstrap_anneal",
     "fit_anneal",
+    "forecast_final",
     "lrs_from_rows",
     "predict_final",
     "run_curves",
@@ -400,3 +401,39 @@ def predict_final(params: Mapping[str, float], decay: float, lrs: ArrayLike) -> 
     s1, s2 = areas(lrs, decay)
     return float(anneal_loss(s1[-1], s2[-1], params["L0"], params["A"], params["alpha"],
                              params["C"]))  # fmt: skip
+
+
+FORECAST_BOOTSTRAP = 200
+"""Resamples behind a running run's forecast interval (`forecast_final`): `harness status` is
+a command one waits for."""
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A running run's final loss as its size's annealing law predicts it."""
+
+    loss: float
+    ci95: tuple[float, float]
+    n_runs: int
+    n_points: int
+
+
+def forecast_final(run: Curve, others: Sequence[Curve], seed: int = 0) -> Forecast:
+    """The final loss of ``run`` (its whole schedule in ``lrs``, its evaluations so far) from the
+    law fitted to its evaluations and those of ``others`` (finished runs of its size), with a
+    95% interval from `FORECAST_BOOTSTRAP` resamples.
+
+    Raises
+    ------
+    InputError
+        Too few evaluations yet (`fit_anneal`).
+    """
+    curves = [run, *others]
+    fitted = fit_anneal(curves)
+    kept, _ = bootstrap_anneal(
+        curves, fitted, n_resamples=FORECAST_BOOTSTRAP, rng=np.random.default_rng(seed)
+    )
+    point = predict_final(fitted.fit.params, fitted.decay, run.lrs)
+    finals = [predict_final(p, fitted.decay, run.lrs) for p in kept]
+    lo, hi = np.percentile(finals, [2.5, 97.5]) if finals else (math.nan, math.nan)
+    return Forecast(point, (float(lo), float(hi)), len(curves), sum(c.loss.size for c in curves))

@@ -405,6 +405,49 @@ def _detail(r: RunStatus) -> str:
     return ""
 
 
+def forecast_lines(layout: ExperimentLayout, rows: list[RunStatus]) -> list[str]:
+    """Each running run's forecast final loss (issue 33): the annealing law of Tissue et al.
+    fitted to its validation losses so far and those of the finished runs of its size
+    (`harness.analysis.curves.forecast_final`), at the end of its own schedule. Empty when no
+    run is training."""
+    running = [r for r in rows if r.state == "running" and r.n_params]
+    if not running:
+        return []
+    import pandas as pd
+
+    from harness.analysis.curves import forecast_final, run_curves
+
+    done = [r for r in rows if r.state == "done" and r.n_params]
+    table = pd.DataFrame(
+        {"run_id": [r.run_id for r in running + done],
+         "n_params": [float(r.n_params or 0) for r in running + done]}
+    )  # fmt: skip
+    lines = [
+        "forecast final loss (annealing law of the run's evaluations and its size's done runs):"
+    ]
+    try:
+        curves = {c.run_id: c for c in run_curves(layout.runs_dir, table)}
+    except InputError as e:  # a metrics.csv being written, or one that does not read
+        return [*lines, f"  unavailable: {e}"]
+    for r in running:
+        run = curves.get(r.run_id)
+        if run is None:
+            lines.append(f"  {r.run_id}: no evaluation yet")
+            continue
+        others = [c for c in curves.values() if c.run_id != r.run_id and c.n_params == run.n_params
+                  and c.run_id in {d.run_id for d in done}]  # fmt: skip
+        try:
+            f = forecast_final(run, others)
+        except InputError as e:
+            lines.append(f"  {r.run_id}: not yet ({e})")
+            continue
+        lines.append(
+            f"  {r.run_id}: {f.loss:.4f} [{f.ci95[0]:.4f}, {f.ci95[1]:.4f}] (fitted on "
+            f"{f.n_runs} runs, {f.n_points} evaluations)"
+        )
+    return lines
+
+
 def status_table(rows: list[RunStatus]) -> list[str]:
     """`harness status`'s table: a line per run, in the order given, under a header.
 
