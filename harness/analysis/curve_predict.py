@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.common import ci95, fmt, read_fits_json
-from harness.analysis.curves import SCHEDULE_KEYS, areas, predict_final
+from harness.analysis.curves import NAME, SCHEDULE_KEYS, areas, predict_final, size_label
 from harness.analysis.predict import fits_json_of, prediction_interval
-from harness.analysis.registry.anneal_curve import NAME, size_label
 from harness.analysis.samples import read_samples, samples_path
 from harness.errors import InputError
 

@@ -57,6 +57,15 @@ DECAYS: tuple[float, ...] = (0.9, 0.95, 0.99, 0.995, 0.999)
 """The momentum lambda of S2, profiled: the paper's 0.999 suits runs of ~10^4 updates or more
 (an annealing effect that builds over ~1000 updates); shorter runs need a shorter memory."""
 
+NAME = "anneal_curve"
+"""The law's block in fits.json (`registry.anneal_curve`)."""
+
+
+def size_label(n_params: float) -> str:
+    """A size's key in the block's "sizes" (and in fits.bootstrap.npz): N as a plain integer."""
+    return f"{n_params:.0f}"
+
+
 ANNEAL_ORDER = ("l0", "a", "alpha", "c")
 PROFILE_POINTS = 400
 """Points the multi-start stage of each momentum runs on (`fit_anneal`)."""

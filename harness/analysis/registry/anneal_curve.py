@@ -27,12 +27,7 @@ from harness.analysis.registry.base import (
 )
 from harness.errors import InputError
 
-NAME = "anneal_curve"
-
-
-def size_label(n_params: float) -> str:
-    """The key of a size in "sizes" (and in fits.bootstrap.npz): N as a plain integer."""
-    return f"{n_params:.0f}"
+NAME, size_label = cv.NAME, cv.size_label
 
 
 def _fit(f: Frame) -> dict[str, Any]:
