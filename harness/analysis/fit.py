@@ -42,6 +42,7 @@ __all__ = [
     "bootstrap_kaplan",
     "bootstrap_overtraining",
     "bootstrap_power_law",
+    "chinchilla_params",
     "fit_chinchilla",
     "fit_kaplan",
     "fit_overtraining",
@@ -390,7 +391,7 @@ def lse_log_residuals(x: FloatArray, logx: FloatArray, logy: FloatArray) -> Floa
         return logy - np.logaddexp.reduce(np.vstack(terms), axis=0)
 
 
-def _chin_params(x: FloatArray) -> dict[str, float]:
+def chinchilla_params(x: FloatArray) -> dict[str, float]:
     a, b, alpha, beta, e = (float(v) for v in x)
     return {
         "E": exp_clipped(e),
@@ -471,7 +472,7 @@ def fit_chinchilla(
         raw,
         CHIN_ORDER,
         start_grid,
-        _chin_params,
+        chinchilla_params,
         starts.shape[0],
         N.size,
         fun,
@@ -601,7 +602,7 @@ def bootstrap_chinchilla(
         rng,
         groups,
     )
-    return kept_resamples(xs, conv, _chin_params, "chinchilla")
+    return kept_resamples(xs, conv, chinchilla_params, "chinchilla")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,3 +186,47 @@ def test_predict_curve_gives_the_law_under_each_schedule(tmp_path: Path) -> None
     assert c["schedule"] == "cosine" and "best_cooldown" not in c
     bad = harness_cli("predict", str(root), "--curve", "--n", "3e6", "--d", "1e6")
     assert bad.returncode == 2 and "accepted: one of 1000000" in bad.stderr
+
+
+def _size_blocks() -> dict[str, dict]:
+    """Three sizes' fitted curve laws as fits.json holds them, the larger sizes lower."""
+    schedule = {
+        "peak_lr": 4e-3,
+        "min_lr_ratio": 0.1,
+        "warmup_tokens": 0.0,
+        "warmup_fraction": 0.05,
+        "decay_fraction": 0.2,
+        "decay_shape": "1-sqrt",
+    }
+    return {
+        str(n): {"params": {"L0": L0, "A": 0.6, "alpha": 0.5, "C": 0.4}, "decay": DECAY,
+                 "schedule": schedule, "batch_tokens": 1024, "min_steps": 50, "max_steps": 2000}
+        for n, L0 in ((1_000_000, 2.2), (4_000_000, 1.9), (16_000_000, 1.7))
+    }  # fmt: skip
+
+
+def test_the_size_law_fits_the_final_losses_the_curve_laws_imply() -> None:
+    from harness.analysis import curve_sizes as cs
+    from harness.analysis import fit as fitmod
+
+    sizes = _size_blocks()
+    N, D, L = cs.implied_points(sizes)
+    assert N.size == 3 * cs.BUDGETS_PER_SIZE
+    # each point is the final loss of a cosine run of D tokens under that size's law, by hand
+    i = 4
+    n_steps = int(D[i] / 1024)
+    lrs = np.array([lr_at_step(s, total_steps=n_steps, warmup=math.ceil(0.05 * n_steps),
+                               peak=4e-3, min_ratio=0.1) for s in range(n_steps)])  # fmt: skip
+    s1, s2 = cv.areas(lrs, DECAY)
+    want = cv.anneal_loss(s1[-1], s2[-1], **sizes[f"{N[i]:.0f}"]["params"])
+    assert L[i] == pytest.approx(float(want), rel=1e-12)
+    assert D.min() == 50 * 1024 and D.max() == 2000 * 1024
+    fitted = fitmod.fit_chinchilla(N, D, L)
+    # Curve laws known exactly (every bootstrap sample the same): every resample refits to the
+    # full fit, none fails.
+    same = {k: {q: np.full(30, v) for q, v in b["params"].items()} for k, b in sizes.items()}
+    kept, failed = cs.bootstrap_implied(sizes, same, fitted, 30)
+    assert failed == 0 and len(kept) == 30
+    for p in kept:
+        for k in ("alpha", "beta"):
+            assert p[k] == pytest.approx(fitted.params[k], rel=1e-4)

@@ -55,7 +55,7 @@ def test_kept_resamples_leave_out_failed_and_degenerate_fits() -> None:
         ]
     )
     conv = np.array([True, True, True, False])
-    kept, n_failed = fitmod.kept_resamples(xs, conv, fitmod._chin_params, "chinchilla")
+    kept, n_failed = fitmod.kept_resamples(xs, conv, fitmod.chinchilla_params, "chinchilla")
     assert n_failed == 3 and len(kept) == 1
     assert kept[0]["beta"] == 0.2
 

@@ -13,6 +13,7 @@
 | `heldout` | heldout | approach 3 fitted on the cheaper runs, scored on the rest |
 | `sweeps` | lr_sweep, batch_sweep | optimal lr and batch against N and C (DeepSeek-AI 2024) |
 | `data_constrained` | data_constrained | repeated data (Muennighoff et al. 2023) |
+| `chinchilla_from_curves` | chinchilla_from_curves | approach 3 on the curve laws' implied losses |
 | `anneal_curve` | anneal_curve | learning curves per size, L0 + A S1^-alpha - C S2 (Tissue 2024) |
 
 Adding a law: a module here defining a `base.Law` (how it fits, when it applies, its summary
@@ -24,6 +25,7 @@ from harness.analysis.registry import (
     approach1,
     bracketing,
     chinchilla,
+    chinchilla_from_curves,
     compute_optimal,
     data_constrained,
     heldout,
@@ -53,6 +55,7 @@ LAWS: tuple[Law, ...] = (
     sweeps.BATCH,
     data_constrained.LAW,
     anneal_curve.LAW,
+    chinchilla_from_curves.LAW,  # after anneal_curve: built on its laws and samples
 )
 """Every law, in the order they are fitted and summarised."""
 

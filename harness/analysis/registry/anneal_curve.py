@@ -55,6 +55,7 @@ def _fit(f: Frame) -> dict[str, Any]:
         block["objective_by_decay"] = {str(k): v for k, v in fitted.objectives.items()}
         block["runs"] = sorted(c.run_id for c in of_size)
         block["max_steps"] = max(int(c.lrs.size) for c in of_size)
+        block["min_steps"] = min(int(c.steps.min()) for c in of_size)
         tokens = {c.batch_tokens for c in of_size if c.batch_tokens}
         if len(tokens) == 1:
             block["batch_tokens"] = tokens.pop()
