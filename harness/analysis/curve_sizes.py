@@ -97,8 +97,7 @@ def _per_row_objective(logx: FloatArray, logy: FloatArray, delta: float) -> opti
         pred = mx + np.log(s)
         p = w / s
         r = logy[rows] - pred
-        psi = np.clip(r, -delta, delta)
-        f = np.einsum("jn,jn->j", psi, r - 0.5 * psi)
+        f, psi = optim.huber_sum(r, delta)
         G = np.empty((X.shape[0], 5))
         G[:, 0] = -(psi * p[0]).sum(axis=1)
         G[:, 1] = -(psi * p[1]).sum(axis=1)

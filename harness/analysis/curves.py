@@ -236,13 +236,7 @@ def _objective(
             pred = L0 + term - ann
             lp = np.log(pred)
             r = logy[None] - lp
-            psi = np.clip(r, -delta, delta)
-            if weights is not None:
-                w = weights[rows]
-                f = np.einsum("jn,jn->j", w * psi, r - 0.5 * psi)
-                psi = psi * w
-            else:
-                f = np.einsum("jn,jn->j", psi, r - 0.5 * psi)
+            f, psi = optim.huber_sum(r, delta, None if weights is None else weights[rows])
             g = -psi / pred  # d f / d pred
             G = np.empty((X.shape[0], 4))
             G[:, 0] = (g * L0).sum(axis=1)

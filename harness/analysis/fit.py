@@ -746,13 +746,7 @@ def _kaplan_objective(
             s = e1 + e2
             lse = mx + np.log(s)
             r = logy[None] - ad * lse
-            psi = np.clip(r, -delta, delta)
-            if weights is not None:
-                w = weights[rows]
-                f = np.einsum("jn,jn->j", w * psi, r - 0.5 * psi)
-                psi = psi * w
-            else:
-                f = np.einsum("jn,jn->j", psi, r - 0.5 * psi)
+            f, psi = optim.huber_sum(r, delta, None if weights is None else weights[rows])
             p1 = e1 / s
             p2 = e2 / s
             G = np.empty((X.shape[0], 4))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BatchResult", "batched_lbfgs", "lse_huber_objective"]
+__all__ = ["BatchResult", "batched_lbfgs", "huber_sum", "lse_huber_objective"]
 
 FloatArray = NDArray[np.float64]
 # fun(X (k, p), rows (k,) indices into the batch) -> (f (k,), grad (k, p))
@@ -272,6 +272,18 @@ def batched_lbfgs(
         new_st = np.where(gmax <= gtol, CONV_GRAD, np.where(rel <= ftol, CONV_F, RUNNING))
         st = np.where(done, new_st, st)
     return BatchResult(x=out_x, f=out_f, grad_max=out_g, status=out_status, n_iter=out_iter)
+
+
+def huber_sum(
+    r: FloatArray, delta: float, w: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """(f, dF/dr) of F = sum over each row of w Huber_delta(r) (the weights w, of the rows of a
+    bootstrap batch, may be None): sum w psi (r - psi/2) with psi = clip(r, -delta, delta),
+    r^2/2 inside and delta (|r| - delta/2) outside; dF/dr = w psi."""
+    psi = np.clip(r, -delta, delta)
+    if w is None:
+        return np.einsum("jn,jn->j", psi, r - 0.5 * psi), psi
+    return np.einsum("jn,jn->j", w * psi, r - 0.5 * psi), psi * w
 
 
 def lse_huber_objective(

@@ -52,10 +52,10 @@ __all__ = [
 ALL_FITS: tuple[str, ...] = tuple(law.name for law in LAWS)
 """Every fit fits.json can hold (`harness.analysis.registry`). By default each is made where
 the data allow; chinchilla is required (a CSV that cannot support the joint fit is bad input
-unless `fits` leaves it out, or the runs sweep lr or batch size). lr_sweep and batch_sweep
-appear only for runs that sweep them (`sweeps.swept_columns`) or when asked for by name;
-data_constrained only for runs that repeat data (`dataconstrained.has_repeats`) or when asked
-for by name."""
+unless `fits` leaves it out, or the runs sweep lr or batch size, or carry learning curves).
+lr_sweep and batch_sweep appear only for runs that sweep them (`sweeps.swept_columns`) or when
+asked for by name; data_constrained only for runs that repeat data
+(`dataconstrained.has_repeats`) or when asked for by name."""
 
 SCHEMA = 1
 

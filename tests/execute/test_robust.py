@@ -297,20 +297,30 @@ def test_torch_saves_swallowed_disk_error_is_named(
     assert list((tmp_path / "ckpt").iterdir()) == []  # no temp file left behind
 
 
-def test_a_full_device_fails_the_run_with_one_line(
-    tmp_path: Path, small_disk: Callable[[str], Path]
-) -> None:
-    """A real 500 KB tmpfs: the token cache (~280 KB) fits, the first checkpoint (~270 KB) does
-    not. The run fails naming the checkpoint; no temp file is left; with room it resumes."""
-    disk = small_disk("500k")
+def _toml_on(tmp_path: Path, disk: Path) -> Path:
+    """The robust experiment with its results on ``disk``."""
     toml = _toml(tmp_path)
     toml.write_text(toml.read_text().replace(str(tmp_path / "results"), str(disk / "res")))
-    out = subprocess.run(
+    return toml
+
+
+def _harness_run(toml: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", str(toml)],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_a_full_device_fails_the_run_with_one_line(
+    tmp_path: Path, small_disk: Callable[[str], Path]
+) -> None:
+    """A real 500 KB tmpfs: the token cache (~280 KB) fits, the first checkpoint (~270 KB) does
+    not. The run fails naming the checkpoint; no temp file is left; with room it trains."""
+    disk = small_disk("500k")
+    toml = _toml_on(tmp_path, disk)
+    out = _harness_run(toml)
     assert out.returncode == 1, out.stderr  # a run failed
     assert "Traceback" not in out.stderr + out.stdout
     (result,) = (disk / "res").glob("robust/runs/*/result.json")
@@ -319,20 +329,18 @@ def test_a_full_device_fails_the_run_with_one_line(
     assert "no space left on device while writing checkpoint" in stored["error"]
     assert "step_000000004.pt" in stored["error"]
     assert not [p for p in (disk / "res").rglob("*.tmp*")]
+    # space freed (the same tmpfs, grown): the failed run trains again, to the end
+    subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+    again = _harness_run(toml)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(result.read_text())["status"] == "done"
 
 
 def test_a_full_device_while_tokenizing_ends_in_one_line(
     tmp_path: Path, small_disk: Callable[[str], Path]
 ) -> None:
     disk = small_disk("64k")  # the corpus' tokens take ~280 KB
-    toml = _toml(tmp_path)
-    toml.write_text(toml.read_text().replace(str(tmp_path / "results"), str(disk / "res")))
-    out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(toml)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = _harness_run(_toml_on(tmp_path, disk))
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("error: no space left on device writing the token cache ")

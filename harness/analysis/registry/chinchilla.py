@@ -67,4 +67,6 @@ def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
 
 # Required by default: a CSV that cannot support the joint fit is bad input, unless the runs
 # sweep lr or batch size at too few (N, D) points, where the sweeps are what is fitted.
-LAW = Law("chinchilla", _fit, required=lambda f: not f.swept, figures=_figures)
+# Required unless the runs sweep lr or batch (the sweeps are the point) or carry learning curves
+# (one long run per size: the curve laws stand in for a grid of final losses).
+LAW = Law("chinchilla", _fit, required=lambda f: not f.swept and not f.curves, figures=_figures)
