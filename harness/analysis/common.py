@@ -124,6 +124,52 @@ def _check_block(path: Any, where: str, block: Any) -> None:
         raise InputError(
             f"{path}: {where}.n_bootstrap = {nb!r}; accepted: an integer from 0 to {MAX_BOOTSTRAP}"
         )
+    if "sizes" in block:
+        _check_sizes(path, where, block["sizes"])
+
+
+def _check_sizes(path: Any, where: str, sizes: Any) -> None:
+    """A per-size law's blocks (`registry.anneal_curve`): keyed by N, each skipped with a reason
+    or a law block whose momentum, counts and schedule settings are of the types read."""
+
+    def bad(at: str, value: Any, accepted: str) -> InputError:
+        return InputError(f"{path}: {at} = {str(value)[:80]!r}; accepted: {accepted}")
+
+    if not isinstance(sizes, Mapping):
+        raise bad(f"{where}.sizes", sizes, "an object of per-size blocks keyed by N")
+    for key, b in sizes.items():
+        at = f"{where}.sizes.{key}"
+        try:
+            ok_key = math.isfinite(float(key)) and float(key) > 0
+        except ValueError:
+            ok_key = False
+        if not ok_key:
+            raise bad(f"{where}.sizes", key, "keys that are model sizes N > 0")
+        if not isinstance(b, Mapping):
+            raise bad(at, b, "a law block or a skipped one")
+        if "skipped" in b:
+            continue
+        _check_block(path, at, b)
+        if not isinstance(b.get("params"), Mapping) or not isinstance(b.get("undetermined", {}),
+                                                                      Mapping):  # fmt: skip
+            raise bad(at, b.get("params"), "params and undetermined as objects")
+        decay = b.get("decay")
+        if not (_is_number(decay) and 0 <= decay < 1):
+            raise bad(f"{at}.decay", decay, "a number in [0, 1)")
+        for k in ("max_steps", "min_steps", "batch_tokens", "dof"):
+            v = b.get(k, 0)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise bad(f"{at}.{k}", v, "an integer >= 0")
+        sched = b.get("schedule", {})
+        if not isinstance(sched, Mapping) or not all(
+            _is_number(v) if k not in ("decay_shape", "schedule") else isinstance(v, str)
+            for k, v in sched.items()
+        ):
+            raise bad(f"{at}.schedule", sched, "an object of the runs' schedule settings")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def read_fits_json(path: Any, schema: int = 1) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class CurveLaw:
     undetermined: dict[str, str]
     determined: bool
     """False when the bootstrap failed on more than 10% of its resamples (`identify`)."""
+    s1_max: float
+    s2_max: float
+    """The largest areas the fitted points reached (inf where the block does not say)."""
     undetermined_reason: str
 
 
@@ -75,7 +78,7 @@ def load_curve_law(path: str | os.PathLike[str], n_params: float) -> CurveLaw:
     if label not in fitted:
         raise InputError(
             f"--n {n_params:g}: no {NAME} law at that size in {fj}; accepted: one of "
-            f"{', '.join(sorted(fitted, key=float))} (a curve law is fitted per size)"
+            f"{', '.join(fitted)} (a curve law is fitted per size)"
         )
     b = sizes[label]
     params = b.get("params", {})
@@ -107,8 +110,15 @@ def load_curve_law(path: str | os.PathLike[str], n_params: float) -> CurveLaw:
         dof=int(b.get("dof") or 0),
         undetermined=dict(b.get("undetermined") or {}),
         determined=b.get("determined") is not False,
+        s1_max=_top(b.get("fitted_s1")),
+        s2_max=_top(b.get("fitted_s2")),
         undetermined_reason=str(b.get("undetermined_reason") or ""),
     )
+
+
+def _top(span: Any) -> float:
+    ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int | float) for v in span)
+    return float(span[1]) if ok else math.inf
 
 
 def schedule_lrs(
@@ -163,6 +173,8 @@ def predict_curve(
         raise InputError(f"--schedule {schedule!r}; accepted: cosine, wsd, constant")
     if cooldown is not None and not 0 < cooldown <= 1:
         raise InputError(f"--cooldown {cooldown}; accepted: a fraction in (0, 1]")
+    if cooldown is not None and schedule != "wsd":
+        raise InputError(f"--cooldown goes with --schedule wsd, not {schedule}")
     settings = {**law.schedule, **(overrides or {}), "batch_tokens": law.batch_tokens}
     missing = [k for k in SCHEDULE_KEYS if k not in settings]
     if missing or law.batch_tokens <= 0:
@@ -185,11 +197,18 @@ def predict_curve(
             pi = prediction_interval(np.log(per)[:, None], law.residual_sd_log, law.dof)[0]
         # As `predict`'s rule: an undetermined law answers nothing; one with undetermined
         # parameters answers within the updates its runs covered, not beyond them.
+        beyond = (
+            n_steps > law.max_steps
+            or s1[-1] > law.s1_max * (1 + 1e-9)
+            or s2[-1] > law.s2_max * (1 + 1e-9)
+        )
         if not law.determined:
             und, why = True, law.undetermined_reason
-        elif law.undetermined and n_steps > law.max_steps:
+        elif law.undetermined and beyond:
             why = "; ".join(f"{k} {v}" for k, v in law.undetermined.items())
-            und, why = True, f"{why}; and the run is longer than the fitted ones"
+            und, why = True, f"{why}; and the run reaches beyond the fitted ones' areas S1, S2"
+        elif not (math.isfinite(point) and point > 0):
+            und, why = True, f"the law gives {point:.4g}: no loss"
         else:
             und, why = False, ""
         row: dict[str, Any] = {

@@ -67,6 +67,10 @@ def size_label(n_params: float) -> str:
 
 
 ANNEAL_ORDER = ("l0", "a", "alpha", "c")
+NO_ANNEALING = (
+    "no update of these runs lowered the learning rate, so the annealing term is not identified "
+    "(C held at ~0): runs with a decaying schedule would"
+)
 PROFILE_POINTS = 400
 """Points the multi-start stage of each momentum runs on (`fit_anneal`)."""
 BOOT_ONE_START_POINTS = 1000
@@ -125,6 +129,8 @@ def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
             continue
         try:
             m = pd.read_csv(path)
+        except pd.errors.EmptyDataError:  # created, not yet written: no curve yet
+            continue
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: does not read as CSV ({exc})") from None
         missing = [c for c in ("step", "lr", "val_loss") if c not in m.columns]
@@ -160,6 +166,11 @@ def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
             lr_steps = pd.to_numeric(m["step"], errors="coerce").to_numpy(dtype=float)
             lr = pd.to_numeric(m["lr"], errors="coerce").to_numpy(dtype=float)
             ok = np.isfinite(lr_steps) & np.isfinite(lr)
+            if not ok.any():
+                raise InputError(
+                    f"{path}: no row with a number in both step and lr; accepted: the learning "
+                    "rate of the logged steps"
+                )
             lrs = lrs_from_rows(lr_steps[ok], lr[ok], int(np.nanmax(steps)))
         out.append(
             Curve(
@@ -260,13 +271,16 @@ def _start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, t
     alphas = (0.05, 0.3, 0.7, 1.4)
     a_lo = math.log(spread) + min(alphas) * mid - 2.0
     a_hi = math.log(spread) + max(alphas) * mid + 2.0
-    s2max = max(float(s2.max()), 1e-12)
-    c_hi = math.log(spread / s2max) + 1.0
+    if not s2.max() > 0:  # no rate ever fell: C S2 is 0 whatever C is; C starts (and stays) ~0
+        c_axis: tuple[float, ...] = (math.log(1e-12 * spread),)
+    else:
+        c_hi = math.log(spread / float(s2.max())) + 1.0
+        c_axis = tuple(c_hi - k for k in (7.0, 3.5, 1.0))
     return {
         "l0": tuple(math.log(float(loss.min()) * f) for f in (0.25, 0.6, 0.9, 1.2)),
         "a": tuple(np.linspace(a_lo, a_hi, 5).tolist()),
         "alpha": alphas,
-        "c": tuple(c_hi - k for k in (7.0, 3.5, 1.0)),
+        "c": c_axis,
     }
 
 
@@ -283,12 +297,6 @@ def _params(x: FloatArray) -> dict[str, float]:
 def _check(curves: Sequence[Curve]) -> None:
     if not curves:
         raise InputError("anneal_curve fit: no curves; accepted: one or more runs' metrics")
-    n = sum(c.loss.size for c in curves)
-    if n < len(ANNEAL_ORDER) + 1:
-        raise InputError(
-            f"anneal_curve fit: {n} measured points, fewer than its {len(ANNEAL_ORDER)} "
-            "parameters + 1; accepted: more evaluations (train.evals_per_run) or more runs"
-        )
     for c in curves:
         if c.lrs.size == 0 or not np.all(np.isfinite(c.lrs)) or np.any(c.lrs < 0):
             raise InputError(
@@ -311,6 +319,9 @@ class AnnealFit:
     decay: float
     objectives: dict[float, float]
     """The best objective at each momentum of the profile (`DECAYS`)."""
+    s1_range: tuple[float, float] = (math.nan, math.nan)
+    s2_range: tuple[float, float] = (math.nan, math.nan)
+    """The areas the fitted points span: a prediction beyond them extrapolates the law."""
 
 
 def fit_anneal(
@@ -327,6 +338,7 @@ def fit_anneal(
     tried: dict[float, tuple[ft.RawFit, dict[str, tuple[float, ...]], int]] = {}
     for decay in decays:
         s1, s2, loss = _kept_points(curves, decay)
+        _enough(loss.size)
         grid = _start_grid(s1, s2, loss)
         starts = ft.grid_points(grid, ANNEAL_ORDER)
         # The many starts run on at most PROFILE_POINTS evenly spaced points (a curve's
@@ -363,7 +375,26 @@ def fit_anneal(
         _ANNEAL_RAW_OF,
         resid,
     )
-    return AnnealFit(fit=result, decay=decay, objectives=objectives)
+    if not s2.max() > 0:
+        und = {**result.undetermined, "C": NO_ANNEALING}
+        result = dataclasses.replace(result, undetermined=und)
+    return AnnealFit(
+        fit=result,
+        decay=decay,
+        objectives=objectives,
+        s1_range=(float(s1.min()), float(s1.max())),
+        s2_range=(float(s2.min()), float(s2.max())),
+    )
+
+
+def _enough(n: int) -> None:
+    """The points a fit has (after `_kept_points`) against its parameters."""
+    if n < len(ANNEAL_ORDER) + 1:
+        raise InputError(
+            f"anneal_curve fit: {n} measured points after the first update, fewer than its "
+            f"{len(ANNEAL_ORDER)} parameters + 1; accepted: more evaluations "
+            "(train.evals_per_run) or more runs"
+        )
 
 
 def _kept_points(
@@ -437,6 +468,13 @@ def forecast_final(run: Curve, others: Sequence[Curve], seed: int = 0) -> Foreca
         curves, fitted, n_resamples=FORECAST_BOOTSTRAP, rng=np.random.default_rng(seed)
     )
     point = predict_final(fitted.fit.params, fitted.decay, run.lrs)
+    s1, s2 = areas(run.lrs, fitted.decay)
+    beyond = s1[-1] > fitted.s1_range[1] * (1 + 1e-9) or s2[-1] > fitted.s2_range[1] * (1 + 1e-9)
+    if fitted.fit.undetermined and beyond:
+        why = "; ".join(f"{k} {v}" for k, v in fitted.fit.undetermined.items())
+        raise InputError(f"the law of its evaluations so far does not reach its end: {why}")
+    if not (math.isfinite(point) and point > 0):
+        raise InputError(f"the law of its evaluations so far gives {point:.4g} at its end")
     finals = [predict_final(p, fitted.decay, run.lrs) for p in kept]
     lo, hi = np.percentile(finals, [2.5, 97.5]) if finals else (math.nan, math.nan)
     return Forecast(point, (float(lo), float(hi)), len(curves), sum(c.loss.size for c in curves))

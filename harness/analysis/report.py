@@ -69,8 +69,9 @@ def fit_frame(
     label: str = "",
     isoflop_minimum: str = "parabola",
     heldout_quantile: float = 0.75,
-    max_rows: int = FIT_ROWS_MAX,
+    max_rows: int | None = FIT_ROWS_MAX,
     curves: Sequence[Any] = (),
+    curves_error: str = "",
     kept: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every requested fit of one set of runs, as the "fits" object of fits.json.
@@ -97,6 +98,8 @@ def fit_frame(
         ``kept["subsample"]``.
     curves : sequence of `curves.Curve`
         The runs' learning curves, for the loss-curve laws (`curves.run_curves`).
+    curves_error : str
+        Why the curves did not read (the curve laws' reason to be skipped), or "".
     kept : dict, optional
         Receives "chinchilla": the Chinchilla fit with its bootstrap samples
         (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs;
@@ -124,8 +127,7 @@ def fit_frame(
         raise InputError(
             f"--bootstrap {n_bootstrap}; accepted: an integer from 0 to {MAX_BOOTSTRAP}"
         )
-    if max_rows < 1:
-        raise InputError(f"--max-rows {max_rows}; accepted: an integer >= 1")
+    check_max_rows(max_rows)
     # Runs that sweep lr or batch size: the laws see the best setting per (N, D); the sweeps
     # themselves fit every run (lr_sweep, batch_sweep).
     swept = tuple(sweeps.swept_columns(df))
@@ -148,6 +150,7 @@ def fit_frame(
         isoflop_minimum=isoflop_minimum,
         heldout_quantile=heldout_quantile,
         curves=tuple(curves),
+        curves_error=curves_error,
     )
     if subsampled:
         frame.shared["subsample"] = subsampled
@@ -167,6 +170,12 @@ def fit_frame(
     if kept is not None:
         kept.update(frame.shared)
     return dict(frame.blocks)
+
+
+def check_max_rows(max_rows: int | None) -> None:
+    """--max-rows: an integer >= 1, or None (no cap)."""
+    if max_rows is not None and max_rows < 1:
+        raise InputError(f"--max-rows {max_rows}; accepted: an integer >= 1")
 
 
 def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
@@ -308,7 +317,7 @@ def fits_dict(
     where: str | None = None,
     samples: dict[str, Any] | None = None,
     n_convention: str = "non_embedding",
-    max_rows: int = FIT_ROWS_MAX,
+    max_rows: int | None = FIT_ROWS_MAX,
 ) -> dict[str, Any]:
     """The fits.json object for a CSV (see `fit_path`), not yet written. ``samples``, when
     given, receives the bootstrap parameter samples as fits.bootstrap.npz holds them
@@ -323,6 +332,7 @@ def fits_dict(
     InputError
         Bad input (see `load_runs` and `fit_frame`).
     """
+    check_max_rows(max_rows)  # before any fit: a grouped fit would read it as each group's
     csv = resolve_csv(path)
     df = load_runs(csv, column_map, where=where)
     n_excluded = int(df.attrs.get("n_excluded", 0))
@@ -366,8 +376,16 @@ def fits_dict(
     kept: dict[str, Any] = {}
     found: dict[str, Any] = {}
     # Learning curves of the runs, where their metrics.csv lie beside the CSV (a results
-    # folder): read and checked before any fit, as downstream.csv and tasks.csv are.
-    all_curves = run_curves(csv.parent / "runs", df)
+    # folder), read before any fit when a curve law is wanted. One that does not read is that
+    # law's reason to be skipped (or bad input when it is asked for by name), not the fit's.
+    all_curves: list[Any] = []
+    curves_error = ""
+    if fits is None or {"anneal_curve", "chinchilla_from_curves"} & set(fits):
+        try:
+            all_curves = run_curves(csv.parent / "runs", df)
+        except InputError as exc:
+            curves_error = str(exc)
+    kw["curves_error"] = curves_error
     if not group_by:
         try:
             doc["fits"] = fit_frame(df, kept=kept, curves=all_curves, **kw)  # type: ignore[arg-type]
@@ -416,7 +434,8 @@ def fits_dict(
                 f"{groups[0]['skipped']}); accepted: groups with enough runs for the laws"
             )
         doc["groups"] = groups
-    if max_rows != FIT_ROWS_MAX or any("subsample" in g for g in doc.get("groups", [doc])):
+    subsampled = any("subsample" in g for g in doc.get("groups", [doc]))
+    if max_rows is not None and (max_rows != FIT_ROWS_MAX or subsampled):
         # Absent otherwise, so fits.json files of ladders below the cap are unchanged.
         settings["max_rows"] = max_rows
     ref = reference_of(csv.parent)
@@ -515,7 +534,7 @@ def fit_path(
     target_accuracy: float | None = None,
     where: str | None = None,
     n_convention: str = "non_embedding",
-    max_rows: int = FIT_ROWS_MAX,
+    max_rows: int | None = FIT_ROWS_MAX,
 ) -> Path:
     """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`), and
     the bootstrap's parameter samples beside it (fits.bootstrap.npz, `samples`).
@@ -775,8 +794,12 @@ def plot_path(
         stored["settings"] = stored_settings(fj, stored)
         if not group_by:
             group_by = stored["settings"].get("group_by") or None
-    # The rows the fit read: a stored --where selects them before their values are checked.
-    df = load_runs(csv, column_map, where=stored.get("settings", {}).get("where"))
+        column_map = column_map or stored["settings"].get("column_map") or None
+    # The rows the fit read, as it read them: a stored --where selects them before their values
+    # are checked, and N counts what the fit's N counted.
+    settings = stored.get("settings", {})
+    df = load_runs(csv, column_map, where=settings.get("where"))
+    df = apply_n_convention(df, settings.get("n_convention", "non_embedding"), column_map, csv)
     if "fits" not in stored and "groups" not in stored:
         # Not fitted yet: the figures draw the laws fitted here, without bootstrap (they only
         # ever draw what a fits object holds); data that support no law draw the runs alone.
@@ -847,7 +870,8 @@ def _draw_figures(
     written: list[Path] = []
     settings = stored.get("settings", {})
     # The figures draw the runs the laws were fitted on: the same subsample of a large CSV.
-    pick = {"seed": settings.get("seed", 0), "max_rows": settings.get("max_rows", FIT_ROWS_MAX)}
+    # (No max_rows stored: nothing was subsampled, or the file predates the cap: all rows.)
+    pick = {"seed": settings.get("seed", 0), "max_rows": settings.get("max_rows")}
     if group_by:
         by_key = {
             "|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
@@ -905,7 +929,7 @@ def _law_figures(
     *,
     label: str,
     seed: int,
-    max_rows: int,
+    max_rows: int | None,
 ) -> list[Path]:
     """Each law's figures from its block (`registry`), then the runs' learning curves. The
     points are the runs the laws were fitted on (`fit_frame`'s subsample of a large set, drawn
@@ -914,8 +938,12 @@ def _law_figures(
 
     swept = tuple(sweeps.swept_columns(df))
     best = sweeps.best_per_point(df, list(swept))
+    try:
+        curves = tuple(run_curves(runs_dir, df))
+    except InputError:  # the fit said why (anneal_curve skipped); the other figures still draw
+        curves = ()
     fig = Figures(
-        curves=tuple(run_curves(runs_dir, df)),
+        curves=curves,
         df=stratified_subsample(best, max_rows, seed=seed, label=label)[0],
         full=df,
         swept=swept,

@@ -44,7 +44,6 @@ from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path, stored_settings
 from harness.analysis.samples import read_samples, samples_path, write_samples
-from harness.analysis.subsample import FIT_ROWS_MAX
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
 
@@ -513,7 +512,8 @@ def reproduce_path(
         target_accuracy=s.get("target_accuracy"),
         where=s.get("where"),
         n_convention=s.get("n_convention", "non_embedding"),
-        max_rows=s.get("max_rows", FIT_ROWS_MAX),
+        # Absent: nothing was subsampled, or the file predates the cap; either way, every row.
+        max_rows=s.get("max_rows"),
     )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json

@@ -33,7 +33,7 @@ SUBSAMPLE_METHOD = "one run drawn at random from each of k consecutive strata of
 
 
 def stratified_subsample(
-    df: pd.DataFrame, k: int, *, seed: int, label: str = ""
+    df: pd.DataFrame, k: int | None, *, seed: int, label: str = ""
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """At most ``k`` rows of ``df``, one from each of k strata of C = 6ND, in the input order.
 
@@ -41,8 +41,9 @@ def stratified_subsample(
     ----------
     df : pandas.DataFrame
         Rows with n_params and n_tokens.
-    k : int
-        Rows kept (>= 1). ``df`` itself is returned when it has at most k rows.
+    k : int or None
+        Rows kept (>= 1). ``df`` itself is returned when it has at most k rows, or k is None
+        (no cap: a fits.json written before the cap existed fitted every row).
     seed, label : int, str
         The draw's random stream (`common.rng_for`, with the group's label): the same CSV and
         settings give the same subsample on any machine.
@@ -53,7 +54,7 @@ def stratified_subsample(
         The rows, and the record fits.json keeps ({"rows", "fitted", "method"}; empty when no
         row was left out).
     """
-    if len(df) <= k:
+    if k is None or len(df) <= k:
         return df, {}
     n = df["n_params"].to_numpy(float)
     d = df["n_tokens"].to_numpy(float)

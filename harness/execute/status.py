@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,7 +438,9 @@ def forecast_lines(layout: ExperimentLayout, rows: list[RunStatus]) -> list[str]
         others = [c for c in curves.values() if c.run_id != r.run_id and c.n_params == run.n_params
                   and c.run_id in {d.run_id for d in done}]  # fmt: skip
         try:
-            f = forecast_final(run, others)
+            with warnings.catch_warnings():  # a law on the grid's edge is a reason, not noise
+                warnings.simplefilter("ignore")
+                f = forecast_final(run, others)
         except InputError as e:
             lines.append(f"  {r.run_id}: not yet ({e})")
             continue

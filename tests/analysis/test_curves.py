@@ -80,11 +80,34 @@ def test_the_law_is_recovered_from_noisy_curves_with_intervals() -> None:
 def test_too_few_points_and_bad_rates_are_refused() -> None:
     (one,) = _curves()[:1]
     short = cv.Curve("x", 1e6, one.lrs, one.steps[:4], one.loss[:4])
-    with pytest.raises(cv.InputError, match="4 measured points, fewer than its 4 parameters"):
+    with pytest.raises(cv.InputError, match="4 measured points after the first update, fewer"):
         cv.fit_anneal([short])
     bad = cv.Curve("y", 1e6, np.full(one.lrs.size, np.nan), one.steps, one.loss)
     with pytest.raises(cv.InputError, match="run y: learning rates missing"):
         cv.fit_anneal([bad])
+    # Points counted after the first update with a rate: rates of 0 give no forward area.
+    idle = cv.Curve("z", 1e6, np.zeros(one.lrs.size), one.steps, one.loss)
+    with pytest.raises(cv.InputError, match="0 measured points after the first update"):
+        cv.fit_anneal([idle])
+
+
+def test_a_law_without_annealing_leaves_c_undetermined_and_forecasts_nothing_beyond() -> None:
+    # Constant-rate runs only: C S2 is 0 at every point, so C is not identified. The law must
+    # say so, and a forecast of a schedule that anneals must be refused, not a made-up number.
+    rng = np.random.default_rng(3)
+    flat = []
+    for i, n_steps in enumerate((400, 700, 1000)):
+        lrs = _schedule(n_steps, "constant")
+        s1, s2 = cv.areas(lrs, DECAY)
+        steps = np.unique(np.linspace(40, n_steps, 8).astype(np.int64))
+        loss = cv.anneal_loss(s1[steps], s2[steps], **TRUE) * np.exp(rng.normal(0, 0.003, 8))
+        flat.append(cv.Curve(f"c{i}", 1e6, lrs, steps, loss))
+    fitted = cv.fit_anneal(flat)
+    assert fitted.fit.undetermined["C"] == cv.NO_ANNEALING and fitted.s2_range[1] == 0.0
+    wsd = _schedule(1000, "wsd")
+    running = cv.Curve("run", 1e6, wsd, flat[2].steps[:3], flat[2].loss[:3])
+    with pytest.raises(cv.InputError, match="does not reach its end: C no update"):
+        cv.forecast_final(running, flat[:2])
 
 
 def _results(tmp_path: Path, *, lr_column: bool = True) -> Path:
@@ -142,11 +165,17 @@ def test_harness_fit_fits_the_curves_and_predict_uses_them(tmp_path: Path) -> No
 
 def test_curves_without_a_learning_rate_are_refused_in_one_line(tmp_path: Path) -> None:
     root = _results(tmp_path, lr_column=False)
-    out = harness_cli("fit", str(root), "--bootstrap", "0")
+    out = harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve")
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("error: ") and "metrics.csv: no lr column" in line
     assert not (root / "fits.json").exists()
+    # By default the curve law is skipped with that reason; the other laws are fitted.
+    default = harness_cli("fit", str(root), "--bootstrap", "0")
+    assert default.returncode == 0, default.stderr
+    assert "anneal_curve     skipped: " in default.stdout and "no lr column" in default.stdout
+    assert "chinchilla       A=" in default.stdout
+    assert harness_cli("plot", str(root)).returncode == 0
 
 
 def test_predict_curve_gives_the_law_under_each_schedule(tmp_path: Path) -> None:
@@ -230,3 +259,45 @@ def test_the_size_law_fits_the_final_losses_the_curve_laws_imply() -> None:
     for p in kept:
         for k in ("alpha", "beta"):
             assert p[k] == pytest.approx(fitted.params[k], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b.update(params="x"), "params = 'x'; accepted: an object of numbers"),
+        (lambda b: b.update(decay="x"), "decay = 'x'; accepted: a number in [0, 1)"),
+        (lambda b: b.update(max_steps="x"), "max_steps = 'x'; accepted: an integer >= 0"),
+        (lambda b: b.update(undetermined=["C"]), "params and undetermined as objects"),
+        (lambda b: b.update(schedule={"peak_lr": "x"}), "schedule = \"{'peak_lr': 'x'}\""),
+    ],
+)
+def test_a_hand_edited_size_block_is_refused_in_one_line(
+    tmp_path: Path, edit: object, message: str
+) -> None:
+    root = _results(tmp_path)
+    assert (
+        harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve").returncode == 0
+    )
+    fj = root / "fits.json"
+    doc = json.loads(fj.read_text())
+    edit(doc["fits"]["anneal_curve"]["sizes"]["1000000"])  # type: ignore[operator]
+    fj.write_text(json.dumps(doc))
+    for cmd in (["report"], ["plot"], ["predict", "--curve", "--n", "1e6", "--d", "1e6"]):
+        out = harness_cli(cmd[0], str(root), *cmd[1:])
+        assert out.returncode == 2, (cmd, out.stderr)
+        (line,) = out.stderr.strip().splitlines()
+        assert "fits.anneal_curve.sizes.1000000" in line and message in line, line
+
+
+def test_a_size_key_that_is_no_size_is_refused(tmp_path: Path) -> None:
+    root = _results(tmp_path)
+    assert (
+        harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve").returncode == 0
+    )
+    fj = root / "fits.json"
+    doc = json.loads(fj.read_text())
+    sizes = doc["fits"]["anneal_curve"]["sizes"]
+    sizes["abc"] = sizes.pop("1000000")
+    fj.write_text(json.dumps(doc))
+    out = harness_cli("report", str(root))
+    assert out.returncode == 2 and "keys that are model sizes N > 0" in out.stderr

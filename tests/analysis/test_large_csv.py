@@ -117,3 +117,27 @@ def test_a_hand_edited_subsample_record_is_refused_by_report(tmp_path: Path) -> 
     assert out.returncode == 2, out.stderr
     assert "subsample = \"{'rows': 400}\"; accepted: an object of rows and fitted" in out.stderr
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_fits_json_from_before_the_cap_refits_every_row(tmp_path: Path) -> None:
+    # Written before --max-rows existed: 600 rows fitted whole, no max_rows in its settings.
+    # reproduce must refit every row (not a subsample of 500) and agree.
+    _runs(600).to_csv(tmp_path / "runs.csv", index=False)
+    fit = harness_cli("fit", str(tmp_path), "--max-rows", "600", "--bootstrap", "20",
+                      "--fits", "chinchilla")  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    fj = tmp_path / "fits.json"
+    doc = json.loads(fj.read_text())
+    assert "subsample" not in doc and doc["settings"].pop("max_rows") == 600
+    fj.write_text(json.dumps(doc))
+    rep = harness_cli("reproduce", str(tmp_path), "--no-replot")
+    assert rep.returncode == 0, rep.stdout[-2000:]
+
+
+def test_a_bad_row_cap_is_refused_before_a_grouped_fit(tmp_path: Path) -> None:
+    df = _runs(40)
+    df["corpus"] = ["a", "b"] * 20
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    out = harness_cli("fit", str(tmp_path), "--group-by", "corpus", "--max-rows", "0")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: --max-rows 0; accepted: an integer >= 1"

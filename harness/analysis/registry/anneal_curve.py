@@ -31,6 +31,8 @@ NAME, size_label = cv.NAME, cv.size_label
 
 
 def _fit(f: Frame) -> dict[str, Any]:
+    if f.curves_error:
+        raise InputError(f.curves_error)
     if not f.curves:
         raise InputError(
             "anneal_curve: no learning curves (runs/RUN_ID/metrics.csv beside the CSV, with "
@@ -52,6 +54,8 @@ def _fit(f: Frame) -> dict[str, Any]:
             )
         block = law_block(f, f"{NAME}/{label}", fitted.fit, boots, n_failed)
         block["decay"] = fitted.decay
+        block["fitted_s1"] = list(fitted.s1_range)
+        block["fitted_s2"] = list(fitted.s2_range)
         block["objective_by_decay"] = {str(k): v for k, v in fitted.objectives.items()}
         block["runs"] = sorted(c.run_id for c in of_size)
         block["max_steps"] = max(int(c.lrs.size) for c in of_size)
@@ -97,4 +101,10 @@ def _figures(fig: Figures, block: Mapping[str, Any] | None) -> list[Path]:
     return write_curve_figures(usable(block), fig.curves, fig.samples, fig.out_dir, fig.suffix)
 
 
-LAW = Law(NAME, _fit, applies=lambda f: bool(f.curves), summary=_summary, figures=_figures)
+LAW = Law(
+    NAME,
+    _fit,
+    applies=lambda f: bool(f.curves or f.curves_error),
+    summary=_summary,
+    figures=_figures,
+)
