@@ -31,6 +31,10 @@ COOLDOWNS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
 
 _PARAMS = ("L0", "A", "alpha", "C")
 
+MAX_STEPS = 2_000_000
+"""Updates of a queried run at most: its schedule is built an update at a time (and again for
+each cooldown searched), so a budget is refused beyond this rather than run without bound."""
+
 
 @dataclass(frozen=True)
 class CurveLaw:
@@ -189,6 +193,11 @@ def predict_curve(
     out = []
     for tokens in d:
         n_steps = max(1, math.ceil(tokens / law.batch_tokens))
+        if n_steps > MAX_STEPS:
+            raise InputError(
+                f"--d {tokens:g}: {n_steps} updates of {law.batch_tokens} tokens; accepted: at "
+                f"most {MAX_STEPS} updates ({MAX_STEPS * law.batch_tokens:g} tokens)"
+            )
         lrs = schedule_lrs(n_steps, schedule, settings, cooldown)
         s1, s2 = areas(lrs, law.decay)
         point = predict_final(law.params, law.decay, lrs)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from scipy.signal import lfilter
 
 from harness.analysis import fit as ft
 from harness.analysis import optim
@@ -192,11 +193,7 @@ def areas(lrs: ArrayLike, decay: float) -> tuple[FloatArray, FloatArray]:
     eta = np.asarray(lrs, dtype=float)
     s1 = np.concatenate([[0.0], np.cumsum(eta)])
     drops = np.concatenate([[0.0], np.maximum(0.0, eta[:-1] - eta[1:])])  # eta_{i-1} - eta_i
-    m = np.empty_like(drops)
-    acc = 0.0
-    for i, d in enumerate(drops):  # a linear recurrence; T is at most ~10^6
-        acc = decay * acc + d
-        m[i] = acc
+    m = lfilter([1.0], [1.0, -decay], drops)  # m_i = decay m_{i-1} + drop_i, as a filter
     s2 = np.concatenate([[0.0], np.cumsum(m)])
     return s1, s2
 

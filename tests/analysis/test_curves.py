@@ -215,6 +215,11 @@ def test_predict_curve_gives_the_law_under_each_schedule(tmp_path: Path) -> None
     assert c["schedule"] == "cosine" and "best_cooldown" not in c
     bad = harness_cli("predict", str(root), "--curve", "--n", "3e6", "--d", "1e6")
     assert bad.returncode == 2 and "accepted: one of 1000000" in bad.stderr
+    huge = harness_cli("predict", str(root), "--curve", "--n", "1e6", "--d", "1e13")
+    assert huge.returncode == 2 and "accepted: at most 2000000 updates" in huge.stderr
+    mixed = harness_cli("predict", str(root), "--curve", "--n", "1e6", "--d", "1e6",
+                        "--cooldown", "0.3")  # fmt: skip
+    assert mixed.returncode == 2 and "--cooldown goes with --schedule wsd" in mixed.stderr
 
 
 def _size_blocks() -> dict[str, dict]:
