@@ -32,12 +32,10 @@ def _band(
     if not samples or any(k not in samples for k in ("L0", "A", "alpha", "C")):
         return None
     n = min(_BAND_SAMPLES, samples["L0"].size)
-    with np.errstate(all="ignore"):
-        per = np.array([
-            anneal_loss(s1, s2, samples["L0"][i], samples["A"][i], samples["alpha"][i],
-                        samples["C"][i])
-            for i in range(n)
-        ])  # fmt: skip
+    with np.errstate(all="ignore"):  # (samples, updates) at once
+        per = anneal_loss(
+            s1[None], s2[None], **{k: samples[k][:n, None] for k in ("L0", "A", "alpha", "C")}
+        )
     lo, hi = np.nanpercentile(per, [2.5, 97.5], axis=0)
     return lo, hi
 

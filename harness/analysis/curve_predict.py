@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.common import ci95, fmt, read_fits_json
-from harness.analysis.curves import NAME, SCHEDULE_KEYS, areas, predict_final, size_label
+from harness.analysis.curves import (
+    NAME,
+    SCHEDULE_KEYS,
+    anneal_loss,
+    areas,
+    predict_final,
+    size_label,
+)
 from harness.analysis.predict import fits_json_of, prediction_interval
 from harness.analysis.samples import read_samples, samples_path
 from harness.errors import InputError
@@ -188,8 +195,6 @@ def predict_curve(
             "(its runs did not share one); accepted: give --peak-lr / --min-lr-ratio where they "
             "are the missing ones"
         )
-    samples = [dict(zip(law.samples, row, strict=True)) for row in zip(*law.samples.values(),
-                                                                          strict=True)]  # fmt: skip
     out = []
     for tokens in d:
         n_steps = max(1, math.ceil(tokens / law.batch_tokens))
@@ -201,7 +206,8 @@ def predict_curve(
         lrs = schedule_lrs(n_steps, schedule, settings, cooldown)
         s1, s2 = areas(lrs, law.decay)
         point = predict_final(law.params, law.decay, lrs)
-        per = np.array([_at(p, s1[-1], s2[-1]) for p in samples])
+        with np.errstate(all="ignore"):  # every bootstrap sample's law at once
+            per = anneal_loss(s1[-1], s2[-1], **law.samples)
         with np.errstate(all="ignore"):
             pi = prediction_interval(np.log(per)[:, None], law.residual_sd_log, law.dof)[0]
         # As `predict`'s rule: an undetermined law answers nothing; one with undetermined
@@ -236,23 +242,15 @@ def predict_curve(
             "undetermined_reason": why,
         }
         if schedule == "wsd":
-            best = min(
-                COOLDOWNS,
-                key=lambda f: predict_final(
-                    law.params, law.decay, schedule_lrs(n_steps, "wsd", settings, f)
-                ),
-            )
+            by_cooldown = {
+                f: predict_final(law.params, law.decay, schedule_lrs(n_steps, "wsd", settings, f))
+                for f in COOLDOWNS
+            }
+            best = min(by_cooldown, key=by_cooldown.__getitem__)
             row["best_cooldown"] = best
-            row["best_cooldown_loss"] = predict_final(
-                law.params, law.decay, schedule_lrs(n_steps, "wsd", settings, best)
-            )
+            row["best_cooldown_loss"] = by_cooldown[best]
         out.append(row)
     return out
-
-
-def _at(p: Mapping[str, float], s1: float, s2: float) -> float:
-    with np.errstate(all="ignore"):
-        return float(p["L0"] + p["A"] * s1 ** -p["alpha"] - p["C"] * s2)
 
 
 def curve_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from harness.analysis import fit as ft
 from harness.analysis import optim
-from harness.analysis.curves import predict_final
+from harness.analysis.curves import anneal_loss, areas
 
 __all__ = [
     "BUDGETS_PER_SIZE",
@@ -58,15 +58,18 @@ def usable_sizes(sizes: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     }
 
 
-def _finals(block: Mapping[str, Any], params: Mapping[str, float]) -> FloatArray:
+def _end_areas(block: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
+    """S1 and S2 at the end of a cosine run of each of the size's budgets: what its implied
+    losses are a function of, whichever sample of its law they are computed with."""
     from harness.analysis.curve_predict import schedule_lrs
 
     settings = {**block["schedule"], "batch_tokens": block["batch_tokens"]}
-    out = []
+    ends = []
     for n_steps in _steps(block):
-        lrs = schedule_lrs(int(n_steps), "cosine", settings, None)
-        out.append(predict_final(params, float(block["decay"]), lrs))
-    return np.array(out)
+        s1, s2 = areas(schedule_lrs(int(n_steps), "cosine", settings, None), float(block["decay"]))
+        ends.append((s1[-1], s2[-1]))
+    s1_end, s2_end = (np.array(v) for v in zip(*ends, strict=True))
+    return s1_end, s2_end
 
 
 def implied_points(
@@ -78,7 +81,7 @@ def implied_points(
         steps = _steps(b)
         n += [float(label)] * steps.size
         d += (steps * int(b["batch_tokens"])).astype(float).tolist()
-        loss += _finals(b, b["params"]).tolist()
+        loss += anneal_loss(*_end_areas(b), **b["params"]).tolist()
     return np.array(n), np.array(d), np.array(loss)
 
 
@@ -121,15 +124,14 @@ def bootstrap_implied(
     parameter samples and the number that failed (`fit.kept_resamples`)."""
     N, D, _ = implied_points(sizes)
     logx = np.column_stack([np.log(N), np.log(D)])
-    rows: list[FloatArray] = []
-    for b in range(n_resamples):
-        finals: list[float] = []
-        for label, block in sizes.items():
-            s = samples[label]
-            k = b % len(next(iter(s.values())))
-            finals += _finals(block, {q: float(v[k]) for q, v in s.items()}).tolist()
-        rows.append(np.log(np.maximum(np.array(finals), 1e-300)))
-    logy = np.array(rows)
+    cols = []  # (n_resamples, budgets) per size, the sizes in implied_points' order
+    for label, block in sizes.items():
+        s = samples[label]
+        k = np.arange(n_resamples) % len(next(iter(s.values())))
+        p = {q: np.asarray(s[q], dtype=float)[k, None] for q in ("L0", "A", "alpha", "C")}
+        s1_end, s2_end = _end_areas(block)
+        cols.append(anneal_loss(s1_end[None], s2_end[None], **p))
+    logy = np.log(np.maximum(np.hstack(cols), 1e-300))
     ok_rows = np.all(np.isfinite(logy), axis=1)
     logy = np.where(np.isfinite(logy), logy, 0.0)
     x0 = np.tile(np.asarray(fitted.candidates[0], dtype=float), (n_resamples, 1))
