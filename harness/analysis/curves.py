@@ -355,10 +355,13 @@ def fit_anneal(
     # of the profile are not the answer, and their warnings would only mislead.
     s1, s2, loss = _kept_points(curves, decay)
     fun = _objective(s1, s2, np.log(loss), None, delta)
-    l0, a, alpha, c = raw.x
-    with np.errstate(all="ignore"):
-        pred = anneal_loss(s1, s2, math.exp(l0), math.exp(a), alpha, math.exp(c))
-        resid = np.log(loss) - np.log(pred)
+
+    def log_residuals(x: FloatArray) -> FloatArray:
+        l0, a, alpha, c = x
+        with np.errstate(all="ignore"):
+            pred = anneal_loss(s1, s2, np.exp(l0), np.exp(a), alpha, np.exp(c))
+            return np.log(loss) - np.log(pred)
+
     result = ft.fit_result(
         "anneal_curve",
         "anneal_curve",
@@ -370,7 +373,7 @@ def fit_anneal(
         int(loss.size),
         fun,
         _ANNEAL_RAW_OF,
-        resid,
+        log_residuals,
     )
     if not s2.max() > 0:
         und = {**result.undetermined, "C": NO_ANNEALING}
@@ -417,14 +420,15 @@ def bootstrap_anneal(
     warm = fitted.fit
     if loss.size > BOOT_ONE_START_POINTS:
         warm = dataclasses.replace(warm, candidates=warm.candidates[:1])
-    xs, conv = ft.bootstrap_refits(
+    return ft.bootstrap_refits(
         lambda W: _objective(s1, s2, np.log(loss), W, delta),
         warm,
         loss.size,
         n_resamples,
         rng,
+        to_params=_params,
+        law="anneal_curve",
     )
-    return ft.kept_resamples(xs, conv, _params, "anneal_curve")
 
 
 def predict_final(params: Mapping[str, float], decay: float, lrs: ArrayLike) -> float:

@@ -42,7 +42,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from harness.analysis import fit as fitmod
-from harness.analysis import identify, optim
+from harness.analysis import optim
 from harness.analysis.common import check_n_resamples
 from harness.analysis.fit import CHINCHILLA_START_GRID, FitResult, GridEdgeWarning
 from harness.errors import InputError
@@ -530,7 +530,13 @@ def fit_data_constrained(
         y[free] = xf
         return _params(y)
 
-    prec = identify.precision(fun, raw.x, raw.f, to_params)
+    def log_residuals(y: FloatArray) -> FloatArray:
+        with np.errstate(all="ignore"):
+            return np.log(L) - np.log(data_constrained_loss(N, D, U, **to_params(y)))
+
+    prec, sd_prec = fitmod.precision_with_scatter(
+        fun, raw.x, raw.f, to_params, log_residuals, int(free.size)
+    )
     raw_of = {
         k: tuple(r for r in (_RAW_OF[k], {"A": "alpha", "B": "beta"}.get(k, "")) if r in names)
         for k in PARAMS
@@ -545,9 +551,7 @@ def fit_data_constrained(
         located=raw.status != optim.MAX_ITER,
     )
     und.update({k: "no run's prediction depends on it" for k in PARAMS if _RAW_OF[k] in skip})
-    with np.errstate(all="ignore"):
-        log_res = np.log(L) - np.log(data_constrained_loss(N, D, U, **params))
-    sd, dof = fitmod.residual_scale(log_res, int(free.size))
+    sd, dof = fitmod.residual_scale(log_residuals(raw.x), int(free.size))
     return FitResult(
         law="data_constrained",
         params=params,
@@ -564,6 +568,7 @@ def fit_data_constrained(
         precision=prec,
         undetermined={k: und[k] for k in PARAMS if k in und},
         residual_sd_log=sd,
+        residual_sd_log_precision=sd_prec,
         dof=dof,
     )
 
@@ -599,16 +604,21 @@ def bootstrap_data_constrained(
     raw_fixed = _fixed_raw(fixed)
     full0 = np.array([fit.raw[k] for k in _ORDER])
     free = np.array([i for i, k in enumerate(_ORDER) if k not in raw_fixed], dtype=np.intp)
-    xs, conv = fitmod.bootstrap_refits(
-        lambda W: _objective(N, D, U, L, W, delta, free, full0), fit, N.size, n_resamples, rng
-    )
 
     def params(x: FloatArray) -> dict[str, float]:
         full = full0.copy()
         full[free] = x
         return _params(full)
 
-    return fitmod.kept_resamples(xs, conv, params, "data_constrained")
+    return fitmod.bootstrap_refits(
+        lambda W: _objective(N, D, U, L, W, delta, free, full0),
+        fit,
+        N.size,
+        n_resamples,
+        rng,
+        to_params=params,
+        law="data_constrained",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

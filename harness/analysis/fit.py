@@ -148,6 +148,10 @@ class FitResult:
     residual_sd_log: float = math.nan
     """The scatter of the runs about the law: sqrt(sum r^2 / dof) of the log residuals
     r = log L - log L_fit (`residual_scale`); nan without degrees of freedom left."""
+    residual_sd_log_precision: float = math.inf
+    """+- numerical precision of that scatter (`identify.precision`): the Huber objective
+    does not fix the sum of squares, so an optimum that may stop anywhere along a ridge leaves
+    the scatter known only to this (results/repeat's power_law_d: 0.067 against 0.071)."""
     dof: int = 0
     """Degrees of freedom of that scatter: points minus fitted parameters."""
 
@@ -240,7 +244,11 @@ def minimize_from(fun: optim.Objective, starts: FloatArray, n_polish: int = _N_P
     cand = _distinct(res.x, res.f, n_polish)
     pol = optim.batched_lbfgs(fun, cand, gtol=_POLISH_GTOL, ftol=0.0, max_iter=_POLISH_MAX_ITER)
     i = int(np.argmin(np.where(np.isfinite(pol.f), pol.f, np.inf)))
-    cands = _distinct(np.vstack([pol.x, res.x]), np.concatenate([pol.f, res.f]), _N_POLISH)
+    # The warm starts of the bootstrap are the polished optima only. An unpolished end point
+    # is where a start happened to stop on a slope, and which of those rank among the best
+    # is decided by last bits; as a warm start it drew resamples to other optima on each CPU
+    # (results/wsd_cosine's overtraining: a's upper end 17.3 on AVX2, 12.1 on AVX-512).
+    cands = _distinct(pol.x, pol.f, _N_POLISH)
     return RawFit(
         x=pol.x[i],
         f=float(pol.f[i]),
@@ -350,15 +358,16 @@ def fit_result(
     n_points: int,
     fun: optim.Objective,
     raw_of: Mapping[str, Sequence[str]],
-    log_residuals: FloatArray,
+    log_residuals: Callable[[FloatArray], FloatArray],
 ) -> FitResult:
     """The FitResult of a multi-start minimisation: convergence, grid-edge check, precision and
-    undetermined parameters, raw optimum, scatter of the residuals."""
-    sd, dof = residual_scale(log_residuals, len(order))
+    undetermined parameters, raw optimum, scatter of the residuals (``log_residuals`` maps
+    optimizer coordinates to log L - log L_fit of every point)."""
+    sd, dof = residual_scale(log_residuals(raw.x), len(order))
     conv, msg = converged_message(raw)
     edge = grid_edge(raw.x, start_grid, order, name)
     params = to_params(raw.x)
-    prec = identify.precision(fun, raw.x, raw.f, to_params)
+    prec, sd_prec = precision_with_scatter(fun, raw.x, raw.f, to_params, log_residuals, len(order))
     raw_x = dict(zip(order, map(float, raw.x), strict=True))
     return FitResult(
         law=law,
@@ -378,8 +387,27 @@ def fit_result(
             params, prec, edge, raw_x, raw_of, located=raw.status != optim.MAX_ITER
         ),
         residual_sd_log=sd,
+        residual_sd_log_precision=sd_prec,
         dof=dof,
     )
+
+
+def precision_with_scatter(
+    fun: optim.Objective,
+    x: FloatArray,
+    f: float,
+    to_params: Callable[[FloatArray], dict[str, float]],
+    log_residuals: Callable[[FloatArray], FloatArray],
+    n_free: int,
+) -> tuple[dict[str, float], float]:
+    """`identify.precision` of the parameters and of the residual scatter, in one Hessian."""
+    key = "\0residual_sd_log"  # no parameter's name
+
+    def quantities(y: FloatArray) -> dict[str, float]:
+        return {**to_params(y), key: residual_scale(log_residuals(y), n_free)[0]}
+
+    prec = identify.precision(fun, x, f, quantities)
+    return {k: v for k, v in prec.items() if k != key}, prec[key]
 
 
 def lse_log_residuals(x: FloatArray, logx: FloatArray, logy: FloatArray) -> FloatArray:
@@ -477,7 +505,7 @@ def fit_chinchilla(
         N.size,
         fun,
         _CHIN_RAW_OF,
-        lse_log_residuals(raw.x, logx, np.log(L)),
+        lambda x: lse_log_residuals(x, logx, np.log(L)),
     )
 
 
@@ -488,14 +516,23 @@ def bootstrap_refits(
     n_resamples: int,
     rng: np.random.Generator,
     groups: ArrayLike | None = None,
-) -> tuple[FloatArray, NDArray[np.bool_]]:
-    """Refit on resampled runs; returns (n_resamples, p) optimizer coordinates and converged.
-    ``groups`` resamples whole groups of points (`common.resample_weights`)."""
+    *,
+    to_params: Callable[[FloatArray], dict[str, float]],
+    law: str,
+) -> tuple[list[dict[str, float]], int]:
+    """Refit on resampled runs: the kept resamples' parameters and how many failed
+    (`kept_resamples`). ``groups`` resamples whole groups of points
+    (`common.resample_weights`); ``to_params`` maps optimizer coordinates to the law's
+    parameters."""
     # Warm starts instead of the full grid (cost: a few starts per resample, not 4500): each
     # resample starts from the full-data optimum and the other distinct local optima the full
     # grid found. A resample is the same data with other weights, so its optimum lies near one
     # of these; this is what keeps a 1000-resample bootstrap to about the cost of one full fit.
-    starts = np.asarray(fit.candidates[:_N_WARM], dtype=float)
+    # An optimum past the float range (A = exp(5769) on a ridge that runs to infinity) is no
+    # law that can be stated or evaluated: it is no warm start either. (A degenerate one,
+    # an exponent <= 0, stays: resamples started there fail, and should.)
+    cands = [c for c in fit.candidates if _finite(to_params(np.asarray(c, dtype=float)))]
+    starts = np.asarray((cands or list(fit.candidates))[:_N_WARM], dtype=float)
     ns = starts.shape[0]
     W = resample_weights(n, n_resamples, rng, groups)
     Wr = np.repeat(W, ns, axis=0)  # row r uses resample r // ns
@@ -507,15 +544,22 @@ def bootstrap_refits(
     )
     f = np.where(np.isfinite(res.f), res.f, np.inf).reshape(n_resamples, ns)
     ok = (res.converged | (res.grad_max <= 1e-5)).reshape(n_resamples, ns)
+    finite = np.array([_finite(to_params(x)) for x in res.x]).reshape(n_resamples, ns)
     # Starts that end within the optimizer's resolution of the best (a relative 1e-9) are
     # ties: which of them is lowest is decided by last bits that differ between CPUs. Among
-    # ties, a start that met the stopping rule is taken, so that whether a resample "failed"
-    # does not hinge on those bits (on one isoFLOP grid: 0 against 102 failed of 1000).
+    # ties, a start that met the stopping rule with finite parameters is taken, then one that
+    # met the rule, so that whether a resample "failed" does not hinge on those bits (on one
+    # isoFLOP grid: 0 against 102 failed of 1000). On a ridge that runs to infinity the tied
+    # ends are one law at different points of the ridge, some of them past the float range
+    # (results/repeat: A = 1e188 or A = exp(5769) = inf, chosen by last bits: 9 against 329
+    # failed of 1000 between an AVX2 and an AVX-512 CPU). A tie between a positive and a
+    # negative exponent is no such case (two laws fit alike): the lower end decides.
     fbest = f.min(axis=1, keepdims=True)
     tie = f <= fbest + identify.PRECISION_RTOL_F * np.abs(fbest)
-    best = np.argmin(np.where(tie & ok, f, np.inf), axis=1)
-    none_ok = ~np.any(tie & ok, axis=1)
-    best[none_ok] = np.argmin(f[none_ok], axis=1)
+    best = np.argmin(f, axis=1)
+    for choice in (tie & ok, tie & ok & finite):
+        some = np.any(choice, axis=1)
+        best[some] = np.argmin(np.where(choice, f, np.inf), axis=1)[some]
     rows = np.arange(n_resamples) * ns + best
     # A resample that draws fewer distinct runs than the law has parameters has a continuum
     # of exact fits: whether the optimizer reports convergence there is decided by last bits
@@ -523,7 +567,7 @@ def bootstrap_refits(
     # (Distinct points; with groups, a drawn group brings all its points.)
     few = np.count_nonzero(W > 0, axis=1) < starts.shape[1]
     conv = ok.ravel()[rows] & ~few
-    return res.x[rows], conv
+    return kept_resamples(res.x[rows], conv, to_params, law)
 
 
 def kept_resamples(
@@ -541,13 +585,18 @@ def kept_resamples(
     it would put intervals on parameters the data never gave (Gadre et al.'s ladder: 963 of
     1000 resamples failed, and their exponents ran down to -0.026).
     """
-    exps = EXPONENTS[law]
-    kept: list[dict[str, float]] = []
-    for x, ok in zip(xs, conv, strict=True):
-        p = to_params(x)
-        if ok and all(math.isfinite(v) for v in p.values()) and all(p[k] > 0 for k in exps):
-            kept.append(p)
+    kept = [p for p, ok in ((to_params(x), ok) for x, ok in zip(xs, conv, strict=True)) if ok]
+    kept = [p for p in kept if _usable(p, law)]
     return kept, len(xs) - len(kept)
+
+
+def _finite(p: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in p.values())
+
+
+def _usable(p: Mapping[str, float], law: str) -> bool:
+    """Parameters a law can be evaluated with: all finite, every exponent above zero."""
+    return _finite(p) and all(p[k] > 0 for k in EXPONENTS[law])
 
 
 def bootstrap_chinchilla(
@@ -594,15 +643,16 @@ def bootstrap_chinchilla(
     D = as_positive("n_tokens", n_tokens)
     L = as_positive("loss", loss)
     logx = np.column_stack([np.log(N), np.log(D)])
-    xs, conv = bootstrap_refits(
+    return bootstrap_refits(
         lambda W: optim.lse_huber_objective(logx, np.log(L), W, delta),
         fit,
         N.size,
         n_resamples,
         rng,
         groups,
+        to_params=chinchilla_params,
+        law="chinchilla",
     )
-    return kept_resamples(xs, conv, chinchilla_params, "chinchilla")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -676,7 +726,7 @@ def fit_power_law(
         X.size,
         fun,
         _PL_RAW_OF,
-        lse_log_residuals(raw.x, np.log(X)[:, None], np.log(L)),
+        lambda x: lse_log_residuals(x, np.log(X)[:, None], np.log(L)),
     )
 
 
@@ -699,14 +749,15 @@ def bootstrap_power_law(
     check_n_resamples(n_resamples)
     X = as_positive("x", x)
     L = as_positive("loss", loss)
-    xs, conv = bootstrap_refits(
+    return bootstrap_refits(
         lambda W: optim.lse_huber_objective(np.log(X)[:, None], np.log(L), W, delta),
         fit,
         X.size,
         n_resamples,
         rng,
+        to_params=_pl_params,
+        law="power_law",
     )
-    return kept_resamples(xs, conv, _pl_params, "power_law")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,9 +860,12 @@ def fit_kaplan(
     starts = grid_points(start_grid, _KAP_ORDER)
     fun = _kaplan_objective(np.log(N), np.log(D), np.log(L), None, delta)
     raw = minimize_from(fun, starts)
-    lnc, ldc, u, ad = raw.x
-    with np.errstate(over="ignore", invalid="ignore"):
-        log_pred = ad * np.logaddexp(u * (lnc - np.log(N)), ldc - np.log(D))
+
+    def log_residuals(x: FloatArray) -> FloatArray:
+        lnc, ldc, u, ad = x
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.log(L) - ad * np.logaddexp(u * (lnc - np.log(N)), ldc - np.log(D))
+
     return fit_result(
         "kaplan",
         "kaplan",
@@ -823,7 +877,7 @@ def fit_kaplan(
         N.size,
         fun,
         _KAP_RAW_OF,
-        np.log(L) - log_pred,
+        log_residuals,
     )
 
 
@@ -848,14 +902,15 @@ def bootstrap_kaplan(
     N = as_positive("n_params", n_params)
     D = as_positive("n_tokens", n_tokens)
     L = as_positive("loss", loss)
-    xs, conv = bootstrap_refits(
+    return bootstrap_refits(
         lambda W: _kaplan_objective(np.log(N), np.log(D), np.log(L), W, delta),
         fit,
         N.size,
         n_resamples,
         rng,
+        to_params=_kap_params,
+        law="kaplan",
     )
-    return kept_resamples(xs, conv, _kap_params, "kaplan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -941,7 +996,6 @@ def fit_overtraining(
     logx = np.column_stack([np.log(N), np.log(D)])
     fun = _tied_objective(optim.lse_huber_objective(logx, np.log(L), None, delta))
     raw = minimize_from(fun, starts)
-    a, b, gamma, e = raw.x
     return fit_result(
         "overtraining",
         "overtraining",
@@ -953,7 +1007,7 @@ def fit_overtraining(
         N.size,
         fun,
         _OT_RAW_OF,
-        lse_log_residuals(np.array([a, b, gamma, gamma, e]), logx, np.log(L)),
+        lambda x: lse_log_residuals(x[[0, 1, 2, 2, 3]], logx, np.log(L)),
     )
 
 
@@ -979,11 +1033,12 @@ def bootstrap_overtraining(
     D = as_positive("n_tokens", n_tokens)
     L = as_positive("loss", loss)
     logx = np.column_stack([np.log(N), np.log(D)])
-    xs, conv = bootstrap_refits(
+    return bootstrap_refits(
         lambda W: _tied_objective(optim.lse_huber_objective(logx, np.log(L), W, delta)),
         fit,
         N.size,
         n_resamples,
         rng,
+        to_params=_ot_params,
+        law="overtraining",
     )
-    return kept_resamples(xs, conv, _ot_params, "overtraining")

@@ -202,6 +202,7 @@ def law_block(
         "n_bootstrap": n_boot,
         "n_bootstrap_failed": n_failed,
         "residual_sd_log": res.residual_sd_log,
+        "residual_sd_log_precision": res.residual_sd_log_precision,
         "dof": res.dof,
     }
     if fitted:
