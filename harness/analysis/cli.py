@@ -219,7 +219,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--law",
         default=None,
-        help="chinchilla (default), kaplan, overtraining, power_law_n, power_law_d or power_law_c",
+        help="chinchilla (default), kaplan, overtraining, power_law_n, power_law_d or power_law_c;"
+        " with --curve: anneal_curve (default) or multi_power_curve",
     )
     p.add_argument(
         "--task",
@@ -233,7 +234,8 @@ def register(subparsers: Any) -> None:
         "--curve",
         action="store_true",
         help="the final loss after --d tokens of a run of size --n under --schedule, from the "
-        "annealing law of its learning curves (anneal_curve), and for wsd the best cooldown",
+        "loss-curve law of its learning curves (--law anneal_curve, the default, or "
+        "multi_power_curve), and for wsd the best cooldown",
     )
     p.add_argument(
         "--schedule",
@@ -314,9 +316,10 @@ def _predict_curve(args: argparse.Namespace) -> int:
     from harness.analysis import predict as pr
     from harness.analysis.common import json_clean
 
-    if args.law or args.group or args.flops or args.tokens_per_param:
-        raise InputError("--curve takes --n, --d and --schedule; leave out --law, --group, "
-                         "--flops and --tokens-per-param")  # fmt: skip
+    if args.group or args.flops or args.tokens_per_param:
+        raise InputError("--curve takes --n, --d and --schedule (and --law anneal_curve or "
+                         "multi_power_curve); leave out --group, --flops and "
+                         "--tokens-per-param")  # fmt: skip
     if not args.n or not args.d:
         raise InputError("--curve: give --n (a fitted size) and --d (tokens)")
     ns = pr.parse_values(args.n, "--n")
@@ -331,7 +334,7 @@ def _predict_curve(args: argparse.Namespace) -> int:
             raise InputError(f"--{k.replace('_', '-')} {v}; accepted: a finite number >= 0")
     rows = []
     for n in ns:
-        law = cp.load_curve_law(args.path, n)
+        law = cp.load_curve_law(args.path, n, args.law or cp.NAME)
         rows += cp.predict_curve(
             law, ds, args.schedule, cooldown=args.cooldown, overrides=overrides
         )

@@ -129,8 +129,9 @@ def _check_block(path: Any, where: str, block: Any) -> None:
 
 
 def _check_sizes(path: Any, where: str, sizes: Any) -> None:
-    """A per-size law's blocks (`registry.anneal_curve`): keyed by N, each skipped with a reason
-    or a law block whose momentum, counts and schedule settings are of the types read."""
+    """A per-size law's blocks (`registry.anneal_curve`, `multi_power_curve`): keyed by N, each
+    skipped with a reason or a law block whose momentum, counts and schedule settings are of the
+    types read."""
 
     def bad(at: str, value: Any, accepted: str) -> InputError:
         return InputError(f"{path}: {at} = {str(value)[:80]!r}; accepted: {accepted}")
@@ -153,7 +154,7 @@ def _check_sizes(path: Any, where: str, sizes: Any) -> None:
         if not isinstance(b.get("params"), Mapping) or not isinstance(b.get("undetermined", {}),
                                                                       Mapping):  # fmt: skip
             raise bad(at, b.get("params"), "params and undetermined as objects")
-        decay = b.get("decay")
+        decay = b.get("decay", 0.0)  # the annealing law's momentum; the multi-power has none
         if not (_is_number(decay) and 0 <= decay < 1):
             raise bad(f"{at}.decay", decay, "a number in [0, 1)")
         for k in ("max_steps", "min_steps", "batch_tokens", "dof"):

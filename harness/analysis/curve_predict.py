@@ -1,6 +1,7 @@
 """`harness predict --curve`: a run's final loss under a learning-rate schedule, from the stored
-annealing law of its model size (`registry.anneal_curve`), with intervals from its bootstrap
-samples, and the cooldown fraction that minimises it for a WSD run of that budget.
+curve law of its model size (`registry.anneal_curve` by default, `registry.multi_power_curve`
+with `--law`), with intervals from its bootstrap samples, and the cooldown fraction that
+minimises it for a WSD run of that budget.
 
 A budget D becomes D / batch_tokens updates (the tokens per update the size's runs had); the
 rate of each update comes from `harness.schedules.lr_at_step` with the size's own peak rate,
@@ -17,40 +18,59 @@ from typing import Any
 
 import numpy as np
 
+from harness.analysis import multipower as mp
 from harness.analysis.common import ci95, fmt, read_fits_json
-from harness.analysis.curves import (
-    NAME,
-    SCHEDULE_KEYS,
-    anneal_loss,
-    areas,
-    predict_final,
-    size_label,
-)
+from harness.analysis.curves import NAME, SCHEDULE_KEYS, anneal_loss, areas, size_label
 from harness.analysis.predict import fits_json_of, prediction_interval
 from harness.analysis.samples import read_samples, samples_path
 from harness.errors import InputError
 
-__all__ = ["COOLDOWNS", "CurveLaw", "load_curve_law", "predict_curve", "curve_table"]
+__all__ = [
+    "COOLDOWNS",
+    "PARAMS",
+    "CurveLaw",
+    "curve_table",
+    "law_at",
+    "load_curve_law",
+    "predict_curve",
+]
 
 COOLDOWNS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
 """WSD cooldown fractions searched for the lowest predicted final loss: 5% to 50% of the run
 (Hagele et al. 2024 find 10-20% matches cosine; longer helps at long budgets)."""
 
-_PARAMS = ("L0", "A", "alpha", "C")
+PARAMS: dict[str, tuple[str, ...]] = {NAME: ("L0", "A", "alpha", "C"), mp.NAME: mp.PARAMS}
+"""Each curve law's parameters."""
 
 MAX_STEPS = 2_000_000
 """Updates of a queried run at most: its schedule is built an update at a time (and again for
 each cooldown searched), so a budget is refused beyond this rather than run without bound."""
 
 
+def law_at(
+    law: str, b: Mapping[str, Any], p: Mapping[str, Any], lrs: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
+    """The curve law ``law`` (its size's block ``b``: the momentum of the annealing law's S2;
+    parameters ``p``: floats, or (S, 1) arrays of samples) after each of ``steps`` updates of
+    the rates ``lrs``."""
+    with np.errstate(all="ignore"):
+        if law == mp.NAME:
+            return mp.loss_at(p, lrs, steps)
+        s1, s2 = areas(lrs, float(b["decay"]))
+        return anneal_loss(s1[steps], s2[steps], *(p[k] for k in PARAMS[NAME]))
+
+
 @dataclass(frozen=True)
 class CurveLaw:
-    """One size's stored annealing law and what a prediction needs from it."""
+    """One size's stored curve law and what a prediction needs from it."""
 
+    law: str
+    """The law's block in fits.json: anneal_curve or multi_power_curve."""
     n_params: float
     params: dict[str, float]
     samples: dict[str, np.ndarray]
     decay: float
+    """The annealing law's momentum (nan for the multi-power law, which has none)."""
     batch_tokens: int
     schedule: dict[str, Any]
     max_steps: int
@@ -65,22 +85,25 @@ class CurveLaw:
     undetermined_reason: str
 
 
-def load_curve_law(path: str | os.PathLike[str], n_params: float) -> CurveLaw:
-    """The annealing law of the size ``n_params`` in the fits.json at or beside ``path``.
+def load_curve_law(path: str | os.PathLike[str], n_params: float, law: str = NAME) -> CurveLaw:
+    """The curve law ``law`` of the size ``n_params`` in the fits.json at or beside ``path``.
 
     Raises
     ------
     InputError
-        No fits.json, no anneal_curve block, a size it was not fitted at, fields missing or of
-        the wrong type, or no bootstrap samples.
+        No fits.json, no such block, a size it was not fitted at, fields missing or of the
+        wrong type, or no bootstrap samples.
     """
+    if law not in PARAMS:
+        raise InputError(f"--law {law!r} with --curve; accepted: {', '.join(PARAMS)}")
+    keys = PARAMS[law]
     fj = fits_json_of(path)
     doc = read_fits_json(fj)
-    block = (doc.get("fits") or {}).get(NAME)
+    block = (doc.get("fits") or {}).get(law)
     if not isinstance(block, Mapping) or not isinstance(block.get("sizes"), Mapping):
         why = block.get("skipped") if isinstance(block, Mapping) else "not fitted"
         raise InputError(
-            f"{fj}: no {NAME} law ({why}); accepted: a fit of runs whose metrics.csv lie in "
+            f"{fj}: no {law} law ({why}); accepted: a fit of runs whose metrics.csv lie in "
             "runs/ beside the CSV"
         )
     sizes = block["sizes"]
@@ -88,30 +111,32 @@ def load_curve_law(path: str | os.PathLike[str], n_params: float) -> CurveLaw:
     fitted = [k for k, b in sizes.items() if isinstance(b, Mapping) and "params" in b]
     if label not in fitted:
         raise InputError(
-            f"--n {n_params:g}: no {NAME} law at that size in {fj}; accepted: one of "
+            f"--n {n_params:g}: no {law} law at that size in {fj}; accepted: one of "
             f"{', '.join(fitted)} (a curve law is fitted per size)"
         )
     b = sizes[label]
     params = b.get("params", {})
-    ok = all(isinstance(params.get(k), int | float) and math.isfinite(params[k]) for k in _PARAMS)
-    decay = b.get("decay")
-    if not ok or not (isinstance(decay, int | float) and 0 <= decay < 1):
+    ok = all(isinstance(params.get(k), int | float) and math.isfinite(params[k]) for k in keys)
+    decay = b.get("decay") if law == NAME else math.nan
+    if not ok or (law == NAME and not (isinstance(decay, int | float) and 0 <= decay < 1)):
+        need = ", ".join(keys) + (" and a decay in [0, 1)" if law == NAME else "")
         raise InputError(
-            f"{fj}: {NAME}.sizes.{label} has params {params!r}, decay {decay!r}; accepted: "
-            "finite L0, A, alpha, C and a decay in [0, 1), as `harness fit` writes"
+            f"{fj}: {law}.sizes.{label} has params {params!r}, decay {decay!r}; accepted: "
+            f"finite {need}, as `harness fit` writes"
         )
     sp = samples_path(fj)
     if not sp.is_file():
         raise InputError(f"{sp}: no bootstrap samples beside {fj.name}; `harness fit` writes them")
     arrays = read_samples(sp)
-    samples = {k: arrays.get(f"{NAME}/{label}/{k}") for k in _PARAMS}
+    samples = {k: arrays.get(f"{law}/{label}/{k}") for k in keys}
     if any(v is None or not v.size for v in samples.values()):
         raise InputError(
-            f"{sp}: no bootstrap samples of {NAME} at N = {label} (fitted with --bootstrap 0?)"
+            f"{sp}: no bootstrap samples of {law} at N = {label} (fitted with --bootstrap 0?)"
         )
     return CurveLaw(
+        law=law,
         n_params=float(label),
-        params={k: float(params[k]) for k in _PARAMS},
+        params={k: float(params[k]) for k in keys},
         samples={k: v for k, v in samples.items() if v is not None},
         decay=float(decay),
         batch_tokens=int(b.get("batch_tokens") or 0),
@@ -191,7 +216,7 @@ def predict_curve(
     if missing or law.batch_tokens <= 0:
         lacking = missing + ([] if law.batch_tokens > 0 else ["batch_tokens"])
         raise InputError(
-            f"the {NAME} law at N = {size_label(law.n_params)} records no {', '.join(lacking)} "
+            f"the {law.law} law at N = {size_label(law.n_params)} records no {', '.join(lacking)} "
             "(its runs did not share one); accepted: give --peak-lr / --min-lr-ratio where they "
             "are the missing ones"
         )
@@ -204,18 +229,20 @@ def predict_curve(
                 f"most {MAX_STEPS} updates ({MAX_STEPS * law.batch_tokens:g} tokens)"
             )
         lrs = schedule_lrs(n_steps, schedule, settings, cooldown)
-        s1, s2 = areas(lrs, law.decay)
-        point = predict_final(law.params, law.decay, lrs)
-        with np.errstate(all="ignore"):  # every bootstrap sample's law at once
-            per = anneal_loss(s1[-1], s2[-1], **law.samples)
+        end = np.array([n_steps])
+        block = {"decay": law.decay}
+        point = float(law_at(law.law, block, law.params, lrs, end)[0])
+        # every bootstrap sample's law at once
+        per = law_at(law.law, block, {k: v[:, None] for k, v in law.samples.items()}, lrs, end)
+        per = per[:, 0]
         with np.errstate(all="ignore"):
             pi = prediction_interval(np.log(per)[:, None], law.residual_sd_log, law.dof)[0]
+        s1 = float(np.sum(lrs))
+        s2 = areas(lrs, law.decay)[1][-1] if law.law == NAME else 0.0
         # As `predict`'s rule: an undetermined law answers nothing; one with undetermined
         # parameters answers within the updates its runs covered, not beyond them.
         beyond = (
-            n_steps > law.max_steps
-            or s1[-1] > law.s1_max * (1 + 1e-9)
-            or s2[-1] > law.s2_max * (1 + 1e-9)
+            n_steps > law.max_steps or s1 > law.s1_max * (1 + 1e-9) or s2 > law.s2_max * (1 + 1e-9)
         )
         if not law.determined:
             und, why = True, law.undetermined_reason
@@ -243,7 +270,11 @@ def predict_curve(
         }
         if schedule == "wsd":
             by_cooldown = {
-                f: predict_final(law.params, law.decay, schedule_lrs(n_steps, "wsd", settings, f))
+                f: float(
+                    law_at(
+                        law.law, block, law.params, schedule_lrs(n_steps, "wsd", settings, f), end
+                    )[0]
+                )  # fmt: skip
                 for f in COOLDOWNS
             }
             best = min(by_cooldown, key=by_cooldown.__getitem__)

@@ -227,7 +227,7 @@ def _points(curves: Sequence[Curve], decay: float) -> tuple[FloatArray, FloatArr
     return np.concatenate(s1s), np.concatenate(s2s), np.concatenate(ls)
 
 
-def _objective(
+def anneal_objective(
     s1: FloatArray, s2: FloatArray, logy: FloatArray, weights: FloatArray | None, delta: float
 ) -> optim.Objective:
     """Summed Huber of log L - log(exp(l0) + exp(a) S1^-alpha - exp(c) S2) over the points;
@@ -259,7 +259,7 @@ def _objective(
     return fun
 
 
-def _start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, tuple[float, ...]]:
+def start_grid(s1: FloatArray, s2: FloatArray, loss: FloatArray) -> dict[str, tuple[float, ...]]:
     """Starts from the data's own scales: L0 below the lowest loss; A S1^-alpha about the
     spread of the losses at the middle of S1; C S2 from 0.1% to the whole spread at the
     largest S2. (Learning rates are ~1e-3 to 1, so no fixed grid fits every schedule.)"""
@@ -291,21 +291,22 @@ def _params(x: FloatArray) -> dict[str, float]:
     }
 
 
-def _check(curves: Sequence[Curve]) -> None:
+def check_curves(curves: Sequence[Curve], law: str = NAME) -> None:
+    """Refuse curves a law cannot be fitted to, naming the run."""
     if not curves:
-        raise InputError("anneal_curve fit: no curves; accepted: one or more runs' metrics")
+        raise InputError(f"{law} fit: no curves; accepted: one or more runs' metrics")
     for c in curves:
         if c.lrs.size == 0 or not np.all(np.isfinite(c.lrs)) or np.any(c.lrs < 0):
             raise InputError(
-                f"anneal_curve fit: run {c.run_id}: learning rates missing, negative or not "
+                f"{law} fit: run {c.run_id}: learning rates missing, negative or not "
                 "finite; accepted: a rate >= 0 for every update"
             )
         if c.steps.size and (c.steps.min() < 1 or c.steps.max() > c.lrs.size):
             raise InputError(
-                f"anneal_curve fit: run {c.run_id}: a step outside 1..{c.lrs.size} (its updates)"
+                f"{law} fit: run {c.run_id}: a step outside 1..{c.lrs.size} (its updates)"
             )
         if not np.all(np.isfinite(c.loss)) or np.any(c.loss <= 0):
-            raise InputError(f"anneal_curve fit: run {c.run_id}: a loss not finite and > 0")
+            raise InputError(f"{law} fit: run {c.run_id}: a loss not finite and > 0")
 
 
 @dataclass(frozen=True)
@@ -331,21 +332,21 @@ def fit_anneal(
     InputError
         No curves, fewer points than parameters + 1, or bad rates, steps or losses.
     """
-    _check(curves)
+    check_curves(curves)
     tried: dict[float, tuple[ft.RawFit, dict[str, tuple[float, ...]], int]] = {}
     for decay in decays:
         s1, s2, loss = _kept_points(curves, decay)
         _enough(loss.size)
-        grid = _start_grid(s1, s2, loss)
+        grid = start_grid(s1, s2, loss)
         starts = ft.grid_points(grid, ANNEAL_ORDER)
         # The many starts run on at most PROFILE_POINTS evenly spaced points (a curve's
         # neighbouring evaluations say nearly the same thing); the distinct optima they find
         # are then refined on every point.
         k = min(loss.size, PROFILE_POINTS)
         sub = np.unique(np.linspace(0, loss.size - 1, k).astype(int))
-        thin = _objective(s1[sub], s2[sub], np.log(loss[sub]), None, delta)
+        thin = anneal_objective(s1[sub], s2[sub], np.log(loss[sub]), None, delta)
         rough = ft.minimize_from(thin, starts)
-        fun = _objective(s1, s2, np.log(loss), None, delta)
+        fun = anneal_objective(s1, s2, np.log(loss), None, delta)
         raw = rough if sub.size == loss.size else ft.minimize_from(fun, rough.candidates)
         tried[decay] = (raw, grid, starts.shape[0])
     objectives = {d: t[0].f for d, t in tried.items()}
@@ -354,7 +355,7 @@ def fit_anneal(
     # The checks (grid edge, precision) of the chosen momentum's fit only: the other momenta
     # of the profile are not the answer, and their warnings would only mislead.
     s1, s2, loss = _kept_points(curves, decay)
-    fun = _objective(s1, s2, np.log(loss), None, delta)
+    fun = anneal_objective(s1, s2, np.log(loss), None, delta)
 
     def log_residuals(x: FloatArray) -> FloatArray:
         l0, a, alpha, c = x
@@ -421,7 +422,7 @@ def bootstrap_anneal(
     if loss.size > BOOT_ONE_START_POINTS:
         warm = dataclasses.replace(warm, candidates=warm.candidates[:1])
     return ft.bootstrap_refits(
-        lambda W: _objective(s1, s2, np.log(loss), W, delta),
+        lambda W: anneal_objective(s1, s2, np.log(loss), W, delta),
         warm,
         loss.size,
         n_resamples,

@@ -98,6 +98,7 @@ EXPONENTS: Mapping[str, tuple[str, ...]] = {
     "overtraining": ("eta",),
     "data_constrained": ("alpha", "beta"),
     "anneal_curve": ("alpha",),
+    "multi_power_curve": ("alpha", "beta"),
 }
 """Each law's exponents: a resample whose fit puts one at or below zero (loss that does not
 fall with scale) is degenerate, and no interval is built from it."""

@@ -55,6 +55,10 @@ FORMULAS = {
     "S<sub>1</sub> the sum of the learning rates so far, S<sub>2</sub> the annealing area with "
     "momentum λ, one law per model size fitted to its runs' validation curves (Tissue et al. "
     "2024, eq. 1)",
+    "multi_power_curve": "L(t) = L<sub>0</sub> + A (S<sub>1</sub> + S<sub>W</sub>)<sup>-α</sup> "
+    "- B Σ<sub>k≤t</sub> (η<sub>k-1</sub> - η<sub>k</sub>) [1 - (C η<sub>k</sub><sup>-γ</sup> "
+    "S<sub>k</sub>(t) + 1)<sup>-β</sup>], S<sub>k</sub>(t) the sum of the rates since update k, "
+    "one law per model size fitted to its runs' validation curves (Luo et al. 2025, eq. 4)",
 }
 """How each law of fits.json reads, as HTML; laws without an entry show their parameters only."""
 

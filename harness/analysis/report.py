@@ -380,7 +380,7 @@ def fits_dict(
     # law's reason to be skipped (or bad input when it is asked for by name), not the fit's.
     all_curves: list[Any] = []
     curves_error = ""
-    if fits is None or {"anneal_curve", "chinchilla_from_curves"} & set(fits):
+    if fits is None or {"anneal_curve", "chinchilla_from_curves", "multi_power_curve"} & set(fits):
         try:
             all_curves = run_curves(csv.parent / "runs", df)
         except InputError as exc:

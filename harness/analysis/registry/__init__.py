@@ -15,6 +15,7 @@
 | `data_constrained` | data_constrained | repeated data (Muennighoff et al. 2023) |
 | `chinchilla_from_curves` | chinchilla_from_curves | approach 3 on the curve laws' implied losses |
 | `anneal_curve` | anneal_curve | learning curves per size, L0 + A S1^-alpha - C S2 (Tissue 2024) |
+| `multi_power_curve` | multi_power_curve | the same curves, L0 + A S1^-alpha - LD(t) (Luo 2025) |
 
 Adding a law: a module here defining a `base.Law` (how it fits, when it applies, its summary
 lines and its figures), and its entry in `LAWS`.
@@ -31,6 +32,7 @@ from harness.analysis.registry import (
     heldout,
     isoflop,
     kaplan,
+    multi_power_curve,
     overtraining,
     power_law,
     sweeps,
@@ -56,6 +58,7 @@ LAWS: tuple[Law, ...] = (
     data_constrained.LAW,
     anneal_curve.LAW,
     chinchilla_from_curves.LAW,  # after anneal_curve: built on its laws and samples
+    multi_power_curve.LAW,
 )
 """Every law, in the order they are fitted and summarised."""
 

@@ -10,7 +10,7 @@ turn a budget and a schedule into the rates of every update).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,33 +30,33 @@ from harness.errors import InputError
 NAME, size_label = cv.NAME, cv.size_label
 
 
-def _fit(f: Frame) -> dict[str, Any]:
+def curves_or_refuse(f: Frame, name: str) -> None:
+    """Refuse a frame whose curves did not read, or that has none."""
     if f.curves_error:
         raise InputError(f.curves_error)
     if not f.curves:
         raise InputError(
-            "anneal_curve: no learning curves (runs/RUN_ID/metrics.csv beside the CSV, with "
+            f"{name}: no learning curves (runs/RUN_ID/metrics.csv beside the CSV, with "
             "step, lr and val_loss); accepted: a harness results folder"
         )
+
+
+def fit_per_size(
+    f: Frame, name: str, fit_size: Callable[[list[cv.Curve], str], dict[str, Any]]
+) -> dict[str, Any]:
+    """{label: block} of a curve law fitted to each model size's curves by ``fit_size`` (its
+    InputError skips the size by name), each block with what a prediction needs of the runs:
+    their ids, updates, tokens per update and the schedule settings they share."""
+    curves_or_refuse(f, name)
     sizes: dict[str, Any] = {}
     for n in sorted({c.n_params for c in f.curves}):
         label = size_label(n)
         of_size = [c for c in f.curves if c.n_params == n]
         try:
-            fitted = cv.fit_anneal(of_size)
+            block = fit_size(of_size, label)
         except InputError as exc:
             sizes[label] = {"skipped": str(exc)}
             continue
-        boots, n_failed = [], 0
-        if f.n_bootstrap:
-            boots, n_failed = cv.bootstrap_anneal(
-                of_size, fitted, n_resamples=f.n_bootstrap, rng=f.rng(f"{NAME}/{label}")
-            )
-        block = law_block(f, f"{NAME}/{label}", fitted.fit, boots, n_failed)
-        block["decay"] = fitted.decay
-        block["fitted_s1"] = list(fitted.s1_range)
-        block["fitted_s2"] = list(fitted.s2_range)
-        block["objective_by_decay"] = {str(k): v for k, v in fitted.objectives.items()}
         block["runs"] = sorted(c.run_id for c in of_size)
         block["max_steps"] = max(int(c.lrs.size) for c in of_size)
         block["min_steps"] = min(int(c.steps.min()) for c in of_size)
@@ -76,11 +76,31 @@ def _fit(f: Frame) -> dict[str, Any]:
         sizes[label] = block
     if all("skipped" in b for b in sizes.values()):
         first = next(iter(sizes.values()))["skipped"]
-        raise InputError(f"anneal_curve: no size has enough evaluations ({first})")
+        raise InputError(f"{name}: no size has enough evaluations ({first})")
+    return sizes
+
+
+def _fit(f: Frame) -> dict[str, Any]:
+    def fit_size(of_size: list[cv.Curve], label: str) -> dict[str, Any]:
+        fitted = cv.fit_anneal(of_size)
+        boots, n_failed = [], 0
+        if f.n_bootstrap:
+            boots, n_failed = cv.bootstrap_anneal(
+                of_size, fitted, n_resamples=f.n_bootstrap, rng=f.rng(f"{NAME}/{label}")
+            )
+        block = law_block(f, f"{NAME}/{label}", fitted.fit, boots, n_failed)
+        block["decay"] = fitted.decay
+        block["fitted_s1"] = list(fitted.s1_range)
+        block["fitted_s2"] = list(fitted.s2_range)
+        block["objective_by_decay"] = {str(k): v for k, v in fitted.objectives.items()}
+        return block
+
+    sizes = fit_per_size(f, NAME, fit_size)
     return {"form": "L0 + A S1^-alpha - C S2 (Tissue et al. 2024)", "sizes": sizes}
 
 
-def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
+def summary(name: str, block: Mapping[str, Any]) -> list[str]:
+    """The form, then each size's parameters (and momentum, where the law has one)."""
     lines = [head(name) + block.get("form", "")]
     sizes = block.get("sizes", {})
     for label in sorted(sizes, key=lambda k: float(k) if k.replace(".", "", 1).isdigit() else 0):
@@ -89,8 +109,9 @@ def _summary(name: str, block: Mapping[str, Any]) -> list[str]:
             lines.append(head("") + f"N={label}: skipped: {b['skipped']}")
             continue
         sub = param_summary(f"  N={label}", b)
-        sub[0] += f"  lambda={fmt(b.get('decay'))} ({len(b.get('runs', []))} runs, "
-        sub[0] += f"{b.get('n_points')} points)"
+        if "decay" in b:
+            sub[0] += f"  lambda={fmt(b.get('decay'))}"
+        sub[0] += f" ({len(b.get('runs', []))} runs, {b.get('n_points')} points)"
         lines += sub
     return lines
 
@@ -105,6 +126,6 @@ LAW = Law(
     NAME,
     _fit,
     applies=lambda f: bool(f.curves or f.curves_error),
-    summary=_summary,
+    summary=summary,
     figures=_figures,
 )
