@@ -50,6 +50,8 @@ __all__ = [
     "lrs_from_rows",
     "predict_final",
     "run_curves",
+    "load_curves",
+    "curves_from_csv",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -182,6 +184,98 @@ def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
                 loss=loss,
                 batch_tokens=batch_tokens,
                 schedule=schedule,
+            )
+        )
+    return out
+
+
+CURVES_CSV = "curves.csv"
+"""Learning curves from elsewhere, beside the runs CSV: one row per logged step of a run."""
+
+
+def load_curves(folder: Path, df: pd.DataFrame) -> list[Curve]:
+    """The curves of the runs of ``df``: from ``folder``/curves.csv where there is one
+    (`curves_from_csv`), else from each run's metrics.csv in ``folder``/runs (`run_curves`)."""
+    if (folder / CURVES_CSV).is_file():
+        return curves_from_csv(folder / CURVES_CSV, df)
+    return run_curves(folder / "runs", df)
+
+
+def curves_from_csv(path: Path, df: pd.DataFrame) -> list[Curve]:
+    """Learning curves from a long CSV (another codebase's, a published ladder's): columns
+    run_id, step (updates done) or tokens (then the runs CSV's batch_tokens gives the updates),
+    lr (the learning rate there) and val_loss (blank on rows that log only the rate). Each
+    run's N comes from the runs CSV by run_id; its rate between logged steps is linear
+    (`lrs_from_rows`).
+
+    Raises
+    ------
+    InputError
+        A column missing, a run not in the runs CSV, or a step, rate or loss out of range.
+    """
+    try:
+        m = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: does not read as CSV ({exc})") from None
+    accepted = "run_id, step (or tokens), lr and val_loss"
+    missing = [c for c in ("run_id", "lr", "val_loss") if c not in m.columns]
+    if "step" not in m.columns and "tokens" not in m.columns:
+        missing.append("step (or tokens)")
+    if missing:
+        raise InputError(
+            f"{path}: no {', '.join(missing)} column; accepted: {accepted} (the learning rate "
+            "is what a loss-curve law is a function of)"
+        )
+    if "run_id" not in df.columns:
+        raise InputError(f"{path}: the runs CSV has no run_id column to join its curves on")
+    runs = df.assign(run_id=df["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
+    m = m.assign(run_id=m["run_id"].astype(str))
+    unknown = sorted(set(m["run_id"]) - set(runs.index))
+    if unknown:
+        raise InputError(
+            f"{path}: run_id {unknown[0]!r} is not in the runs CSV ({len(unknown)} such); "
+            "accepted: the run_id of a run there"
+        )
+    out = []
+    for run_id, rows in m.groupby("run_id", sort=True):
+        run = runs.loc[run_id]
+        batch = float(run["batch_tokens"]) if "batch_tokens" in runs.columns else math.nan
+        if "step" in rows.columns:
+            steps = pd.to_numeric(rows["step"], errors="coerce").to_numpy(dtype=float)
+            what = "step"
+        elif math.isfinite(batch) and batch > 0:
+            tokens = pd.to_numeric(rows["tokens"], errors="coerce").to_numpy(dtype=float)
+            steps = np.round(tokens / batch)
+            what = "tokens"
+        else:
+            raise InputError(
+                f"{path}: run {run_id}: tokens but no batch_tokens in the runs CSV to turn them "
+                "into updates; accepted: a step column, or batch_tokens per run"
+            )
+        lr = pd.to_numeric(rows["lr"], errors="coerce").to_numpy(dtype=float)
+        loss = pd.to_numeric(rows["val_loss"], errors="coerce").to_numpy(dtype=float)
+        if not np.all(np.isfinite(steps)) or np.any(steps < 0):
+            raise InputError(f"{path}: run {run_id}: a {what} that is not a number >= 0")
+        has_lr = np.isfinite(lr)
+        if not has_lr.any() or np.any(lr[has_lr] < 0):
+            raise InputError(
+                f"{path}: run {run_id}: no learning rate >= 0 in the lr column; accepted: the "
+                "rate at the logged steps"
+            )
+        evals = np.isfinite(loss)
+        if np.any(loss[evals] <= 0):
+            raise InputError(f"{path}: run {run_id}: a val_loss <= 0")
+        if not evals.any():
+            continue
+        n_steps = int(steps.max())
+        out.append(
+            Curve(
+                run_id=str(run_id),
+                n_params=float(run["n_params"]),
+                lrs=lrs_from_rows(steps[has_lr], lr[has_lr], n_steps),
+                steps=steps[evals].astype(np.int64),
+                loss=loss[evals],
+                batch_tokens=int(batch) if math.isfinite(batch) and batch > 0 else 0,
             )
         )
     return out

@@ -27,7 +27,7 @@ from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
 from harness.analysis import taskscale as ts
 from harness.analysis.common import MAX_BOOTSTRAP, json_clean, read_fits_json
-from harness.analysis.curves import run_curves
+from harness.analysis.curves import load_curves
 from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
 from harness.analysis.registry import LAWS, Figures, Frame
@@ -97,7 +97,7 @@ def fit_frame(
         larger set on a stratified subsample (`subsample.stratified_subsample`), recorded in
         ``kept["subsample"]``.
     curves : sequence of `curves.Curve`
-        The runs' learning curves, for the loss-curve laws (`curves.run_curves`).
+        The runs' learning curves, for the loss-curve laws (`curves.load_curves`).
     curves_error : str
         Why the curves did not read (the curve laws' reason to be skipped), or "".
     kept : dict, optional
@@ -382,7 +382,7 @@ def fits_dict(
     curves_error = ""
     if fits is None or {"anneal_curve", "chinchilla_from_curves", "multi_power_curve"} & set(fits):
         try:
-            all_curves = run_curves(csv.parent / "runs", df)
+            all_curves = load_curves(csv.parent, df)
         except InputError as exc:
             curves_error = str(exc)
     kw["curves_error"] = curves_error
@@ -939,7 +939,7 @@ def _law_figures(
     swept = tuple(sweeps.swept_columns(df))
     best = sweeps.best_per_point(df, list(swept))
     try:
-        curves = tuple(run_curves(runs_dir, df))
+        curves = tuple(load_curves(runs_dir.parent, df))
     except InputError:  # the fit said why (anneal_curve skipped); the other figures still draw
         curves = ()
     fig = Figures(

@@ -306,3 +306,52 @@ def test_a_size_key_that_is_no_size_is_refused(tmp_path: Path) -> None:
     fj.write_text(json.dumps(doc))
     out = harness_cli("report", str(root))
     assert out.returncode == 2 and "keys that are model sizes N > 0" in out.stderr
+
+
+def _curves_csv(tmp_path: Path, *, by: str = "step") -> Path:
+    """A foreign results folder: runs.csv and one long curves.csv (every 10th update's rate,
+    the evaluations' losses), as another codebase would log them."""
+    rows, logged = [], []
+    for c in _curves():
+        steps = np.arange(10, c.lrs.size + 1, 10)
+        lr = pd.DataFrame({"run_id": c.run_id, "step": steps, "lr": c.lrs[steps - 1]})
+        ev = pd.DataFrame({"run_id": c.run_id, "step": c.steps, "val_loss": c.loss})
+        logged.append(lr.merge(ev, on=["run_id", "step"], how="outer"))
+        rows.append({"run_id": c.run_id, "n_params": 1e6, "n_tokens": c.lrs.size * 1024,
+                     "loss": c.loss[-1], "batch_tokens": 1024})  # fmt: skip
+    curves = pd.concat(logged).sort_values(["run_id", "step"])
+    if by == "tokens":
+        curves = curves.assign(tokens=curves["step"] * 1024).drop(columns="step")
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("by", ["step", "tokens"])
+def test_curves_from_a_foreign_csv_are_fitted(tmp_path: Path, by: str) -> None:
+    root = _curves_csv(tmp_path, by=by)
+    out = harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve")
+    assert out.returncode == 0, out.stderr
+    block = json.loads((root / "fits.json").read_text())["fits"]["anneal_curve"]["sizes"]
+    fitted = block["1000000"]
+    assert fitted["runs"] == [f"run{i}" for i in range(5)] and fitted["n_points"] == 60
+    # The rate between logged steps is interpolated (the warmup's first 10 updates held at the
+    # 10th's rate): the law comes back within 10% (5% from every update's rate, above).
+    for k, v in TRUE.items():
+        assert fitted["params"][k] == pytest.approx(v, rel=0.1), k
+
+
+def test_a_foreign_curves_csv_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = _curves_csv(tmp_path)
+    curves = pd.read_csv(root / "curves.csv")
+    curves.drop(columns="lr").to_csv(root / "curves.csv", index=False)
+    out = harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert "curves.csv: no lr column; accepted: run_id, step (or tokens), lr and val_loss" in line
+    curves.assign(run_id=curves["run_id"].replace("run3", "run9")).to_csv(
+        root / "curves.csv", index=False
+    )
+    out = harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve")
+    assert out.returncode == 2 and "run_id 'run9' is not in the runs CSV" in out.stderr
+    assert not (root / "fits.json").exists()
