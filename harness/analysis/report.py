@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ def fit_frame(
     curves: Sequence[Any] = (),
     curves_error: str = "",
     kept: dict[str, Any] | None = None,
+    omit: Collection[str] = (),
 ) -> dict[str, Any]:
     """Every requested fit of one set of runs, as the "fits" object of fits.json.
 
@@ -121,7 +122,7 @@ def fit_frame(
             raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}")
         if not fits:
             raise InputError(f"--fits names no fit; accepted: one or more of {', '.join(ALL_FITS)}")
-    want = set(ALL_FITS if fits is None else fits)
+    want = set(ALL_FITS if fits is None else fits) - set(omit)
     explicit = fits is not None
     if not 0 <= n_bootstrap <= MAX_BOOTSTRAP:
         raise InputError(
@@ -156,6 +157,8 @@ def fit_frame(
         frame.shared["subsample"] = subsampled
     for law in LAWS:
         if law.name not in want:
+            if law.name in omit and law.applies(frame) and kept is not None:
+                kept.setdefault("omitted", []).append(law.name)
             continue
         try:
             # By default a law is made only where the data allow it; a law asked for by name
@@ -318,10 +321,14 @@ def fits_dict(
     samples: dict[str, Any] | None = None,
     n_convention: str = "non_embedding",
     max_rows: int | None = FIT_ROWS_MAX,
+    omit: Collection[str] = (),
+    omitted: list[str] | None = None,
 ) -> dict[str, Any]:
     """The fits.json object for a CSV (see `fit_path`), not yet written. ``samples``, when
     given, receives the bootstrap parameter samples as fits.bootstrap.npz holds them
-    ("law/param", or "group/law/param" for grouped fits: `harness.analysis.samples`).
+    ("law/param", or "group/law/param" for grouped fits: `harness.analysis.samples`). Laws in
+    ``omit`` are not fitted (`reproduce`: a law the stored file has no block of); ``omitted``,
+    when given, receives those of them the data would allow.
 
     When a downstream.csv (fine-tuning results) lies beside the CSV, the object also holds
     "downstream" (`downstream.fit_downstream`: accuracy from loss, chained from N and D, labels
@@ -372,6 +379,7 @@ def fits_dict(
         fits=fits,
         isoflop_minimum=isoflop_minimum,
         max_rows=max_rows,
+        omit=omit,
     )
     kept: dict[str, Any] = {}
     found: dict[str, Any] = {}
@@ -389,6 +397,8 @@ def fits_dict(
     if not group_by:
         try:
             doc["fits"] = fit_frame(df, kept=kept, curves=all_curves, **kw)  # type: ignore[arg-type]
+            if omitted is not None:
+                omitted.extend(kept.get("omitted", []))
             if "subsample" in kept:
                 doc["subsample"] = kept["subsample"]
             found = {
@@ -422,6 +432,8 @@ def fits_dict(
                 warnings.warn(f"{csv}: group {key_map} skipped: {why}", GroupSkipped, stacklevel=2)
                 groups.append({"key": key_map, "n_points": len(sub), "fits": {}, "skipped": why})
                 continue
+            if omitted is not None:
+                omitted.extend(k for k in group_kept.get("omitted", []) if k not in omitted)
             for law, ps in group_kept.get("samples", {}).items():
                 found.update({f"{label}/{law}/{p}": v for p, v in ps.items()})
             group = {"key": key_map, "n_points": len(sub), "fits": body}

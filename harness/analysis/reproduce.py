@@ -520,6 +520,10 @@ def reproduce_path(
     fj, stored, csv = _stored(path)
     s = stored_settings(fj, stored)
     refit_samples: dict[str, Any] = {}
+    # A fits.json made by default (no --fits) is compared on the laws it has: a law added to
+    # the registry since is not refitted (the curve laws cost the most of a refit).
+    newer: list[str] = []
+    omit = _newer_laws(stored) if s.get("fits") is None else []
     new = fits_dict(
         csv,
         samples=refit_samples,
@@ -534,6 +538,8 @@ def reproduce_path(
         n_convention=s.get("n_convention", "non_embedding"),
         # Absent: nothing was subsampled, or the file predates the cap; either way, every row.
         max_rows=s.get("max_rows"),
+        omit=omit,
+        omitted=newer,
     )
     if "reference" in stored and "reference" not in new:
         # The corpus' entropy rate is recorded, not refitted: a CSV copied without corpus.json
@@ -564,7 +570,7 @@ def reproduce_path(
                 for f, g in zip(figs, stored_figs, strict=True)
             )
     # The synthetic corpus' entropy rate is a reference beside the CSV, not a result of it.
-    refit, newer = _without_newer_laws(stored, {k: v for k, v in new.items() if k != "reference"})
+    refit = {k: v for k, v in new.items() if k != "reference"}
     try:
         cmp = compare({k: v for k, v in stored.items() if k != "reference"}, refit, rtol=rtol)
     except InputError as exc:
@@ -608,8 +614,8 @@ def reproduce_path(
         lines += [f"  {p}" for p in validation_problems]
     if newer:
         lines.append(
-            f"{fj.name} predates the law(s) {', '.join(newer)}: the refit makes them, the stored "
-            "file cannot be compared on them (`harness fit` adds them)"
+            f"{fj.name} predates the law(s) {', '.join(newer)}: not refitted, the stored file "
+            "cannot be compared on them (`harness fit` adds them)"
         )
     if sample_problems:
         lines.append(
@@ -690,37 +696,15 @@ def check_validation(fj: Path, stored: Mapping[str, Any]) -> list[str]:
         return [f"{VALIDATION_JSON}: not laid out as `harness validate` writes it ({exc!r})"]
 
 
-def _without_newer_laws(
-    stored: Mapping[str, Any], new: dict[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """The refit without the law blocks a fits.json made by default (no --fits) predates: a law
-    added to the registry since is made by the refit, and is no difference in the stored one."""
-    settings = stored.get("settings")
-    if not isinstance(settings, Mapping) or settings.get("fits") is not None:
-        return new, []
-    newer: set[str] = set()
-
-    def strip(s_fits: Any, r_fits: Any) -> Any:
-        if not isinstance(s_fits, Mapping) or not isinstance(r_fits, Mapping):
-            return r_fits
-        extra = [k for k in r_fits if k not in s_fits and k in ALL_FITS]
-        newer.update(extra)
-        return {k: v for k, v in r_fits.items() if k not in extra}
-
-    out = dict(new)
-    if isinstance(stored.get("fits"), Mapping) and "fits" in out:
-        out["fits"] = strip(stored["fits"], out["fits"])
-    if isinstance(stored.get("groups"), list) and isinstance(out.get("groups"), list):
-        by_key = {
-            json.dumps(g.get("key"), sort_keys=True): g.get("fits")
-            for g in stored["groups"]
-            if isinstance(g, Mapping)
-        }
-        out["groups"] = [
-            {**g, "fits": strip(by_key.get(json.dumps(g.get("key"), sort_keys=True)), g["fits"])}
-            for g in out["groups"]
-        ]
-    return out, sorted(newer)
+def _newer_laws(stored: Mapping[str, Any]) -> list[str]:
+    """The registry's laws a fits.json has no block of (in any group): made since it was
+    written, or not applicable to its data (which the refit would not make either)."""
+    blocks = stored.get("fits") if isinstance(stored.get("fits"), Mapping) else {}
+    have = set(blocks)
+    for g in stored.get("groups") or []:
+        if isinstance(g, Mapping) and isinstance(g.get("fits"), Mapping):
+            have |= set(g["fits"])
+    return [law for law in ALL_FITS if law not in have]
 
 
 def _law_blocks(stored: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -17,6 +17,7 @@ from harness.analysis.fit import bootstrap_power_law, fit_power_law
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.report import fit_path, fits_dict
 from harness.analysis.reproduce import MC_SIGMAS, compare, reproduce_path
+from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.analysis.where import check_where
 from harness.errors import InputError
 
@@ -269,6 +270,21 @@ def test_reproduce_agrees_then_an_edited_csv_row_fails(tmp_path: Path) -> None:
     # The Huber loss (delta 1e-3) barely moves the parameters for one point 2% off, but the
     # input's hash and the objective name the change.
     assert "input.sha256" in table and "fits.chinchilla.objective" in table
+
+
+def test_a_law_added_since_a_default_fit_is_not_refitted(tmp_path: Path) -> None:
+    # A fits.json made by default before kaplan joined the registry: compared on what it has,
+    # and kaplan is named, not fitted (the curve laws are the costliest part of a refit).
+    d = _runs(tmp_path / "exp")
+    fj = fit_path(d, n_bootstrap=50)
+    doc = json.loads(fj.read_text())
+    del doc["fits"]["kaplan"]
+    fj.write_text(json.dumps(doc))
+    sp = samples_path(fj)
+    write_samples(sp, {k: v for k, v in read_samples(sp).items() if not k.startswith("kaplan/")})
+    ok, table = reproduce_path(d, replot=False)
+    assert ok, table
+    assert "fits.json predates the law(s) kaplan: not refitted" in table
 
 
 def test_reproduce_names_an_edited_stored_value(tmp_path: Path) -> None:
