@@ -82,11 +82,16 @@ def write_curve_figures(
             # rise towards step 1 would take the whole axis.
             steps = _drawn(max(1, int(c.steps.min()) // 2), c.lrs.size)
             curve = law_at(law, b, b["params"], c.lrs, steps)
-            band = _band(law, b, samples.get(f"{law}/{label}"), c.lrs, steps)
+            # A law its data do not determine is drawn dashed, without a band (as the loss
+            # figures draw an undetermined Chinchilla law).
+            und = b.get("determined") is False
+            band = None if und else _band(law, b, samples.get(f"{law}/{label}"), c.lrs, steps)
             if band is not None:
                 ax.fill_between(steps, band[0], band[1], color=color, alpha=0.12, lw=0)
             name = f"N={si(float(label))}" + (f" (λ={b['decay']:g})" if "decay" in b else "")
-            ax.plot(steps, curve, "-", color=color, lw=1.0, label=name if first else None)
+            name += " (not determined)" if und else ""
+            ax.plot(steps, curve, "--" if und else "-", color=color, lw=1.0,
+                    label=name if first else None)  # fmt: skip
             ax.plot(c.steps, c.loss, "o", color=color, ms=3)
             first = False
     ax.set_xscale("log")
