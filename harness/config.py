@@ -457,6 +457,20 @@ class ExecutionConfig:
     micro_batch_size: int = 0
     """Sequences per forward pass on each device; gradients accumulate over the device's share
     of train.batch_size in micro-batches of this many. 0 = the whole share at once."""
+    gpu: str = ""
+    """The GPU `harness plan` sizes each run for, wherever the plan itself runs: a name of
+    `harness.hardware.ACCELERATORS` (h100, h100-pcie, h100-nvl, h200, a100-80gb, a100-40gb, l4,
+    rtx4090), or any name with gpu_memory_gb and gpu_bf16_tflops. The plan then builds no
+    model: it estimates each run's memory per GPU (`harness.memory`), chooses the
+    micro-batch and GPUs that fit, and GPU-hours at gpu_mfu. '' = the machine it runs on."""
+    gpu_memory_gb: float = 0.0
+    """Memory of one such GPU in GB (1e9 bytes); 0 = the table's."""
+    gpu_bf16_tflops: float = 0.0
+    """Dense bf16 peak of one such GPU in TFLOP/s; 0 = the table's."""
+    gpu_mfu: float = 0.35
+    """The model FLOP utilisation (FLOPs with attention over the bf16 peak) the plan's
+    GPU-hours assume: well-tuned large-model training reaches 0.35-0.5 (Chowdhery et al.
+    2022, PaLM, table 3)."""
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0 = torch default)")
@@ -470,6 +484,16 @@ class ExecutionConfig:
             self.micro_batch_size,
             "an integer >= 0 (0 = the device's whole share of the batch)",
         )
+        _check(self.gpu_memory_gb >= 0, "gpu_memory_gb", self.gpu_memory_gb, "GB >= 0")
+        _check(self.gpu_bf16_tflops >= 0, "gpu_bf16_tflops", self.gpu_bf16_tflops, "TFLOP/s >= 0")
+        _check(0 < self.gpu_mfu <= 1, "gpu_mfu", self.gpu_mfu, "a fraction in (0, 1]")
+        if self.gpu:
+            from harness.hardware import accelerator
+
+            try:
+                accelerator(self.gpu, self.gpu_memory_gb, self.gpu_bf16_tflops)
+            except ValueError as exc:
+                _check(False, "gpu", self.gpu, str(exc).split("; accepted: ")[1])
         _check(
             self.workers == "auto" or self.workers >= 1,
             "workers",

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ACCELERATORS",
     "GPU_PEAKS",
+    "Accelerator",
     "GpuPeak",
+    "accelerator",
     "measure_cpu_matmul_flops",
     "mfu",
     "peak_flops",
@@ -70,6 +73,58 @@ GPU_PEAKS: tuple[GpuPeak, ...] = (
 )
 
 _PRECISION_FIELD = {"bf16": "bf16", "fp32": "fp32", "tf32": "fp32"}
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A GPU a plan sizes runs for (`harness plan` with execution.gpu): its memory and its
+    dense bf16 peak."""
+
+    name: str
+    memory_bytes: int
+    bf16: float
+    source: str
+
+
+ACCELERATORS: dict[str, Accelerator] = {
+    a.name: a
+    for a in (
+        # Memory from the same datasheets as GPU_PEAKS' rates (GB = 1e9 bytes).
+        Accelerator("h100", 80 * 10**9, 989.5e12, "NVIDIA H100 datasheet, SXM, 80 GB"),
+        Accelerator("h100-pcie", 80 * 10**9, 756.5e12, "NVIDIA H100 datasheet, PCIe, 80 GB"),
+        Accelerator("h100-nvl", 94 * 10**9, 835.5e12, "NVIDIA H100 datasheet, NVL, 94 GB"),
+        Accelerator("h200", 141 * 10**9, 989.5e12, "NVIDIA H200 datasheet, SXM, 141 GB"),
+        Accelerator("a100-80gb", 80 * 10**9, 312e12, "NVIDIA A100 datasheet, 80 GB"),
+        Accelerator("a100-40gb", 40 * 10**9, 312e12, "NVIDIA A100 datasheet, 40 GB"),
+        Accelerator("l4", 24 * 10**9, 121e12, "NVIDIA L4 datasheet, 24 GB"),
+        Accelerator("rtx4090", 24 * 10**9, 165.2e12, "NVIDIA Ada whitepaper, RTX 4090, 24 GB"),
+    )
+}
+"""GPUs `harness plan` knows by name; another is given by its numbers (execution.gpu_memory_gb,
+execution.gpu_bf16_tflops)."""
+
+
+def accelerator(name: str, memory_gb: float = 0.0, bf16_tflops: float = 0.0) -> Accelerator:
+    """The GPU ``name``: from `ACCELERATORS`, with either number replaced where given (> 0);
+    a name not in the table needs both.
+
+    Raises
+    ------
+    ValueError
+        A name not in the table without both numbers (the message says what is accepted).
+    """
+    known = ACCELERATORS.get(name.lower())
+    if known is None and not (memory_gb > 0 and bf16_tflops > 0):
+        raise ValueError(
+            f"{name!r} is not a known GPU; accepted: {', '.join(ACCELERATORS)}, or any name "
+            "with execution.gpu_memory_gb and execution.gpu_bf16_tflops"
+        )
+    return Accelerator(
+        name=name,
+        memory_bytes=int(memory_gb * 1e9) if memory_gb > 0 else known.memory_bytes,  # type: ignore[union-attr]
+        bf16=bf16_tflops * 1e12 if bf16_tflops > 0 else known.bf16,  # type: ignore[union-attr]
+        source=known.source if known and not (memory_gb > 0 or bf16_tflops > 0) else "given",
+    )
 
 
 def peak_flops(device_name: str, precision: str) -> float | None:

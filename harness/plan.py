@@ -15,6 +15,10 @@ Time estimates:
   MFU of the timed shape nearest in FLOPs per step.
 - CUDA: the datasheet peak (`harness.hardware.peak_flops`) times an assumed MFU
   (`ASSUMED_GPU_MFU`), printed with the table; small models reach far less.
+- A named GPU (execution.gpu), wherever the plan runs: no model is built and nothing is
+  timed. Each run's memory per GPU is estimated from its shape, the micro-batch and GPUs that
+  fit are chosen, and its GPU-hours are its FLOPs at execution.gpu_mfu of the bf16 peak
+  (`harness.sizing`); a run that fits nothing is refused with its numbers.
 
 A run's time is D / (tokens/s) for training plus its evaluations (evals_per_run passes over
 eval_tokens, forward only: a third of a training step's FLOPs per token).
@@ -34,8 +38,11 @@ from harness.config import ExperimentConfig, load_experiment
 from harness.data import prepare_corpus
 from harness.errors import naming
 from harness.grid import GridExpansion, RunSpec
+from harness.hardware import Accelerator, accelerator
+from harness.memory import HEADROOM
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.preflight import check_memory, checked_grid, memory_bytes, state_bytes
+from harness.sizing import GpuFit, size_for_gpu
 from harness.synthetic import is_synthetic
 
 __all__ = [
@@ -69,6 +76,8 @@ class PlanRow:
     """Training FLOPs with attention, embeddings and logits (Chinchilla appendix F)."""
     est_s: float | None
     """Estimated wall time of the run, seconds (None: no estimate for this device)."""
+    gpu: GpuFit | None = None
+    """Its sizing for execution.gpu (`harness.sizing`); None when the plan is for this machine."""
 
     @property
     def tokens_per_param(self) -> float:
@@ -261,14 +270,22 @@ def measure_throughput(
     )
 
 
-def plan_rows(grid: GridExpansion, throughput: Throughput | None) -> list[PlanRow]:
-    """One PlanRow per run; est_s None without a throughput for its shape."""
+def plan_rows(
+    grid: GridExpansion,
+    throughput: Throughput | None,
+    gpu_fits: dict[str, GpuFit] | None = None,
+) -> list[PlanRow]:
+    """One PlanRow per run; est_s None without a throughput for its shape, or from its GPU
+    sizing (``gpu_fits``, by run_id)."""
     rows = []
     for s in grid.specs:
         n = count_params(s.model).non_embedding
         per_token = flops_per_token(s.model).total
         est = None
-        if throughput is not None:
+        fit = (gpu_fits or {}).get(s.run_id)
+        if fit is not None:
+            est = fit.wall_s
+        elif throughput is not None:
             tps = throughput.tokens_per_s.get((s.model, s.train.batch_size))
             if tps:
                 # Evaluations are forward passes only: a third of a training step per token.
@@ -281,6 +298,7 @@ def plan_rows(grid: GridExpansion, throughput: Throughput | None) -> list[PlanRo
                 flops=6.0 * n * s.n_tokens,
                 flops_total=per_token * s.n_tokens,
                 est_s=est,
+                gpu=fit,
             )
         )
     return rows
@@ -310,9 +328,14 @@ def _dur(s: float | None) -> str:
 
 
 def format_plan(
-    exp: ExperimentConfig, grid: GridExpansion, rows: list[PlanRow], throughput: Throughput | None
+    exp: ExperimentConfig,
+    grid: GridExpansion,
+    rows: list[PlanRow],
+    throughput: Throughput | None,
+    gpu: Accelerator | None = None,
 ) -> str:
-    """The plan as text: a header, one line per run, totals, and the points dropped."""
+    """The plan as text: a header, one line per run, totals, and the points dropped; sized for
+    ``gpu`` where given (memory per GPU, micro-batch, GPUs, GPU-hours)."""
     g = exp.grid
     cols: list[tuple[str, Callable[[PlanRow], str]]] = [
         ("#", lambda r: ""),
@@ -336,6 +359,11 @@ def format_plan(
     if len(g.seeds) > 1:
         cols.append(("seed", lambda r: str(r.spec.seed)))
     cols.append(("steps", lambda r: f"{r.spec.n_steps:,}"))
+    if gpu is not None:
+        cols.append(("GB/GPU", lambda r: f"{r.gpu.memory.total / 1e9:.1f}" if r.gpu else "-"))
+        cols.append(("micro", lambda r: str(r.gpu.micro_batch) if r.gpu else "-"))
+        cols.append(("GPUs", lambda r: str(r.gpu.devices) if r.gpu else "-"))
+        cols.append(("GPU-h", lambda r: f"{r.gpu.gpu_hours:.3g}" if r.gpu else "-"))
     cols.append(("est. time", lambda r: _dur(r.est_s)))
     table = [[name for name, _ in cols]]
     for i, r in enumerate(rows):
@@ -351,6 +379,13 @@ def format_plan(
     )
     if throughput is not None:
         lines.append(f"throughput: {throughput.note}")
+    if gpu is not None:
+        lines.append(
+            f"sized for {gpu.name}: {gpu.memory_bytes / 1e9:.0f} GB ({1 - HEADROOM:.0%} used), "
+            f"bf16 {gpu.bf16 / 1e12:.1f} TFLOP/s ({gpu.source}) x MFU "
+            f"{exp.execution.gpu_mfu:.0%} (FLOPs with attention), {exp.execution.parallel}; "
+            "no model built, nothing timed"
+        )
     for row in table:
         lines.append(
             "  ".join(
@@ -362,10 +397,30 @@ def format_plan(
     total = sum(r.flops_total for r in rows)
     known = [r.est_s for r in rows if r.est_s is not None]
     est = _dur(sum(known)) if len(known) == len(rows) else "-"
-    lines.append(
-        f"total: 6ND {total_6nd:.3g} FLOPs, with attention {total:.3g} FLOPs; estimated time "
-        f"{est} one run after another on {throughput.device if throughput else 'this device'}"
-    )
+    if gpu is not None:
+        fits = [r.gpu for r in rows if r.gpu is not None]
+        lines.append(
+            f"total: 6ND {total_6nd:.3g} FLOPs, with attention {total:.3g} FLOPs; "
+            f"{sum(f.gpu_hours for f in fits):.4g} {gpu.name} GPU-hours; at most "
+            f"{max(f.devices for f in fits)} GPU(s) a run"
+        )
+        micro = {f.micro_batch for f in fits}
+        devs = {f.devices for f in fits}
+        if len(micro) == 1 and len(devs) == 1:  # one setting serves every run
+            lines.append(
+                f"settings: execution.micro_batch_size = {micro.pop()}, "
+                f"execution.devices_per_run = {devs.pop()}"
+            )
+        else:
+            lines.append(
+                "settings: the micro-batch and GPUs differ by run (columns micro, GPUs); "
+                "[[cluster.by_size]] tables set gpus_per_run by size"
+            )
+    else:
+        lines.append(
+            f"total: 6ND {total_6nd:.3g} FLOPs, with attention {total:.3g} FLOPs; estimated time "
+            f"{est} one run after another on {throughput.device if throughput else 'this device'}"
+        )
     if g.flops:
         for c in g.flops:
             k = sum(r.spec.flops_budget == c for r in rows)
@@ -392,14 +447,22 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
     """
     exp = load_experiment(path, overrides)
     grid = checked_grid(exp, path)
+    ex = exp.execution
+    gpu = accelerator(ex.gpu, ex.gpu_memory_gb, ex.gpu_bf16_tflops) if ex.gpu else None
     with naming(path):  # as `harness run` checks them before training (preflight)
         check_writable(exp.results_path, folder=True, what="execution.results_dir")
-        check_memory(exp, grid.specs, _device(exp))
+        if gpu is None:  # planned for a GPU elsewhere, this machine's memory is no limit
+            check_memory(exp, grid.specs, _device(exp))
     # Read the corpus now: a bad record, an id beyond the vocabulary or a corpus too small for
     # the validation split would fail every run, so the plan refuses it. Into a scratch cache:
     # the plan writes nothing (a synthetic corpus is generated, never malformed, and skipped).
     if not is_synthetic(exp.data.corpus):
         with naming(path), tempfile.TemporaryDirectory(prefix="harness-plan-") as tmp:
             prepare_corpus(exp.data, Path(tmp) / "cache")
+    if gpu is not None:
+        precision = "fp32" if exp.train.precision == "fp32" else "bf16"
+        with naming(path):
+            fits = {s.run_id: size_for_gpu(s, ex, gpu, precision) for s in grid.specs}
+        return format_plan(exp, grid, plan_rows(grid, None, fits), None, gpu)
     throughput = measure_throughput(exp, grid.specs) if measure else None
     return format_plan(exp, grid, plan_rows(grid, throughput), throughput)

@@ -19,6 +19,7 @@ from harness.config import ExperimentConfig
 from harness.data import check_corpus
 from harness.errors import InputError, naming
 from harness.grid import GridExpansion, expand_grid
+from harness.memory import STATE_BYTES_PER_PARAM
 from harness.results import ExperimentLayout
 from harness.tokenizer import is_pretrained
 from harness.tokenizer import load as load_tokenizer
@@ -34,9 +35,7 @@ __all__ = [
     "state_bytes",
 ]
 
-STATE_BYTES_PER_PARAM = 16
-"""Training state of one parameter: fp32 weight, gradient and AdamW's two moments, 4 bytes
-each. Activations come on top, so a run that does not fit this surely fails."""
+# A run whose training state alone does not fit surely fails (activations come on top).
 
 
 def state_bytes(shape: Any) -> int:
