@@ -176,3 +176,84 @@ def test_plan_and_run_refuse_a_model_whose_state_cannot_fit_and_time_none_too_bi
     assert out.returncode == 0, out.stderr
     assert time.perf_counter() - t0 < 120  # nothing of its size was built
     assert "timed 1 of 2 shape(s)" in out.stdout
+
+
+# --- a plan for a named GPU ------------------------------------------------------------------
+
+GPU_TOML = """
+[model]
+arch = "llama"
+aspect_ratio = 64.0
+head_dim = 64
+[data]
+seq_len = 2048
+[train]
+batch_size = 256
+[grid]
+n_params = [20e6, 300e6, 1.2e9]
+tokens_per_param = [20]
+[execution]
+gpu = "h100"
+parallel = "fsdp"
+results_dir = "{results}"
+"""
+
+
+def test_a_gpu_plan_sizes_each_run_and_builds_no_model(tmp_path: Path, capsys, monkeypatch) -> None:
+    import harness.model
+    from harness.hardware import ACCELERATORS
+    from harness.memory import HEADROOM, estimate_memory
+
+    def refuse(*args, **kwargs):  # a 1.2e9 model built here would take 19 GB of RAM
+        raise AssertionError("plan built a model")
+
+    monkeypatch.setattr(harness.model, "build_model", refuse)
+    path = tmp_path / "gpu.toml"
+    path.write_text(GPU_TOML.format(results=tmp_path / "results"))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "sized for h100: 80 GB (90% used), bf16 989.5 TFLOP/s" in out
+    exp = load_experiment(path)
+    usable = (1 - HEADROOM) * ACCELERATORS["h100"].memory_bytes
+    rows = [line.split() for line in out.splitlines() if re.match(r"\d+ +[0-9a-f]{12} ", line)]
+    assert len(rows) == 3
+    head = next(line.split() for line in out.splitlines() if line.startswith("#"))
+    col = {name: i for i, name in enumerate(head)}
+    hours = 0.0
+    for spec, row in zip(expand_grid(exp).specs, rows, strict=True):
+        micro, gpus = int(row[col["micro"]]), int(row[col["GPUs"]])
+        # The largest micro-batch that fits, on the fewest GPUs: one more sequence would not.
+        fits = estimate_memory(spec.model, micro_batch=micro, devices=gpus, parallel="fsdp")
+        assert fits.total <= usable and float(row[col["GB/GPU"]]) == round(fits.total / 1e9, 1)
+        bigger = [m for m in range(micro + 1, 257) if (256 // gpus) % m == 0]
+        if bigger:
+            worse = estimate_memory(spec.model, micro_batch=bigger[0], devices=gpus,
+                                    parallel="fsdp")  # fmt: skip
+            assert worse.total > usable
+        # GPU-hours: FLOPs with attention (training, and evaluations at a third) over 35% of
+        # the bf16 peak.
+        tokens = spec.n_tokens + spec.train.evals_per_run * spec.data.eval_tokens / 3
+        flops = harness.model.flops_per_token(spec.model).total * tokens
+        assert row[col["GPU-h"]] == f"{flops / (0.35 * 989.5e12) / 3600:.3g}"
+        hours += flops / (0.35 * 989.5e12) / 3600
+    assert f"{hours:.4g} h100 GPU-hours" in out
+
+
+def test_a_gpu_plan_refuses_what_fits_no_gpu_with_its_numbers(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "gpu.toml"
+    path.write_text(GPU_TOML.format(results=tmp_path / "results"))
+    # 24 GB and DDP: the 1.2e9 model's state alone (19 GB) and its activations do not fit
+    assert main(["plan", str(path), "--execution.gpu=rtx4090", "--execution.parallel=ddp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "GB per GPU at a micro-batch of 1 on 1 GPU(s) (ddp: state " in err
+    assert "a rtx4090 has 24 GB, 22 usable" in err and "'fsdp' shares the state" in err
+    assert main(["plan", str(path), "--execution.gpu=tpu9"]) == 2
+    err = capsys.readouterr().err
+    assert "execution.gpu = 'tpu9': h100, h100-pcie" in err and "gpu_memory_gb" in err
+    # a GPU of its own numbers
+    assert main(["plan", str(path), "--execution.gpu=mine", "--execution.gpu_memory_gb=200",
+                 "--execution.gpu_bf16_tflops=500"]) == 0  # fmt: skip
+    assert (
+        "sized for mine: 200 GB (90% used), bf16 500.0 TFLOP/s (given)" in capsys.readouterr().out
+    )
