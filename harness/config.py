@@ -239,6 +239,11 @@ class TrainConfig:
     mask_fraction: float = _added(0.15)
     """Masked LM (model.arch = 'bert' or 'modernbert'): share of tokens chosen for prediction
     (BERT's 15%)."""
+    size_rule: Literal["", "porian2024"] = _added("")
+    """The peak learning rate and batch size of each model size by a published rule, in place
+    of train.lr and train.batch_size: 'porian2024' (Porian et al. 2024's fits, as OLMo-core's
+    ladder uses them: batch 2048 x 160 x (N/1.08e8)^(2/3) tokens, rounded to a power of two
+    sequences, lr 0.0047 x (N/1.08e8)^(-1/3); `harness.size_rules`). '' = the same for all."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
@@ -281,6 +286,12 @@ class TrainConfig:
             "smallest D)",
         )
         _check(0 < self.mask_fraction < 1, "mask_fraction", self.mask_fraction, "must be in (0, 1)")
+        _check(
+            not self.size_rule or self.lr_width_exponent == 0,
+            "size_rule",
+            self.size_rule,
+            "a rule sets each size's learning rate: train.lr_width_exponent must be 0 with it",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,7 @@ from harness.data import vocab_size_for
 from harness.design import Prior, bracket_notes, centred_sizes, load_prior
 from harness.errors import InputError
 from harness.model import ModelShape, count_params, default_ffn_dim, shape_for_params
+from harness.size_rules import porian2024
 
 __all__ = [
     "DroppedPoint",
@@ -341,10 +342,18 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
         for lr in (g.lrs or (exp.train.lr,))
         for bs in (g.batch_sizes or (exp.train.batch_size,))
     ]
+    if exp.train.size_rule and (g.lrs or g.batch_sizes):
+        raise InputError(
+            f"train.size_rule = {exp.train.size_rule!r} sets each size's learning rate and "
+            "batch size; accepted: no grid.lrs or grid.batch_sizes sweep with it"
+        )
     specs: dict[str, RunSpec] = {}
     dropped: list[DroppedPoint] = []
     for p in points:
         for train in trains:
+            if train.size_rule:  # porian2024, the one rule
+                lr, batch = porian2024(count_params(p.shape).non_embedding, exp.data.seq_len)
+                train = dataclasses.replace(train, lr=lr, batch_size=batch)
             batch_tokens = train.batch_size * exp.data.seq_len
             if p.mode in ("flops", "tokens_per_param") and p.n_tokens < batch_tokens:
                 # D is derived, not chosen: a size far from the budget gets a D below a single

@@ -23,9 +23,9 @@ autocast, fitted over shapes of 1-3 layers, widths 64-256 and MLP widths 64-512 
 0.08%; torch 2.13, transformers' SDPA attention, which keeps no seq_len^2 probabilities), and
 the whole from the peak resident memory of a second training step, which it matches to 0.2%
 (4-8 layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16; glibc told to return freed
-blocks, MALLOC_MMAP_THRESHOLD_). tests/train/test_memory.py measures both again. Not counted: the CUDA context and the
-allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for them), and
-activation checkpointing, which the harness does not use.
+blocks, MALLOC_MMAP_THRESHOLD_). tests/train/test_memory.py measures both again. Not counted:
+the CUDA context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device
+free for them), and activation checkpointing, which the harness does not use.
 """
 
 from __future__ import annotations

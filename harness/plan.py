@@ -404,18 +404,19 @@ def format_plan(
             f"{sum(f.gpu_hours for f in fits):.4g} {gpu.name} GPU-hours; at most "
             f"{max(f.devices for f in fits)} GPU(s) a run"
         )
-        micro = {f.micro_batch for f in fits}
-        devs = {f.devices for f in fits}
-        if len(micro) == 1 and len(devs) == 1:  # one setting serves every run
-            lines.append(
-                f"settings: execution.micro_batch_size = {micro.pop()}, "
-                f"execution.devices_per_run = {devs.pop()}"
-            )
-        else:
-            lines.append(
-                "settings: the micro-batch and GPUs differ by run (columns micro, GPUs); "
-                "[[cluster.by_size]] tables set gpus_per_run by size"
-            )
+        for r in rows:
+            if r.gpu is not None and r.gpu.devices > r.gpu.given:
+                lines.append(
+                    f"needs more GPUs: run {r.spec.run_id} (N = {r.n_params:,}) fits on "
+                    f"{r.gpu.devices}, it is given {r.gpu.given}: set cluster.gpus_per_run "
+                    f"(a [[cluster.by_size]] table with min_n_params <= {r.n_params}) or "
+                    "execution.devices_per_run"
+                )
+        # One micro-batch setting serves the whole grid: the smallest any run needs.
+        lines.append(
+            f"settings: execution.micro_batch_size = {min(f.micro_batch for f in fits)} fits "
+            "every run (column micro: the largest each run fits)"
+        )
     else:
         lines.append(
             f"total: 6ND {total_6nd:.3g} FLOPs, with attention {total:.3g} FLOPs; estimated time "
@@ -460,9 +461,18 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
         with naming(path), tempfile.TemporaryDirectory(prefix="harness-plan-") as tmp:
             prepare_corpus(exp.data, Path(tmp) / "cache")
     if gpu is not None:
+        from harness.execute.slurm import resources_for
+
         precision = "fp32" if exp.train.precision == "fp32" else "bf16"
+
+        def given(spec: RunSpec) -> int:  # the GPUs `harness submit` gives a run of its size
+            if ex.devices_per_run > 1:
+                return ex.devices_per_run
+            res = resources_for(exp.cluster, count_params(spec.model).non_embedding)
+            return max(1, res.gpus_per_run) * res.nodes_per_run
+
         with naming(path):
-            fits = {s.run_id: size_for_gpu(s, ex, gpu, precision) for s in grid.specs}
+            fits = {s.run_id: size_for_gpu(s, ex, gpu, precision, given(s)) for s in grid.specs}
         return format_plan(exp, grid, plan_rows(grid, None, fits), None, gpu)
     throughput = measure_throughput(exp, grid.specs) if measure else None
     return format_plan(exp, grid, plan_rows(grid, throughput), throughput)

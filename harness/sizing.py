@@ -3,9 +3,11 @@ number of GPUs at which it fits, and its GPU-hours, from the shape alone (`harne
 
 The rule, per run, with B sequences a step and M the GPU's memory less `memory.HEADROOM`:
 
-- the GPUs: execution.devices_per_run where it is set above 1; else, under FSDP (state shared),
-  the fewest of 1, 2, 4, .., `MAX_GPUS` that divide B and at which a micro-batch of one
-  sequence fits; under DDP (every GPU holds the whole state), one;
+- the GPUs: those the run is given (execution.devices_per_run where it is set above 1, else
+  what `harness submit` asks for its size: cluster.gpus_per_run x nodes_per_run, with its
+  [[cluster.by_size]] table); where a micro-batch of one sequence does not fit on them, under
+  FSDP (state shared) the fewest more of 2, 4, .., `MAX_GPUS` that divide B and fit (the plan
+  says to give them); under DDP (every GPU holds the whole state) none;
 - the micro-batch: execution.micro_batch_size where it is set (checked to fit); else the
   largest divisor of the GPU's share of B that fits: fewer accumulation steps, the same
   result;
@@ -39,6 +41,8 @@ class GpuFit:
 
     micro_batch: int
     devices: int
+    given: int
+    """The GPUs the run is given now (devices above it are what it needs)."""
     memory: MemoryEstimate
     """Peak bytes on each GPU at that micro-batch."""
     gpu_hours: float
@@ -54,9 +58,9 @@ def _divisors(n: int) -> list[int]:
 
 
 def size_for_gpu(
-    spec: RunSpec, execution: ExecutionConfig, gpu: Accelerator, precision: str
+    spec: RunSpec, execution: ExecutionConfig, gpu: Accelerator, precision: str, given: int = 1
 ) -> GpuFit:
-    """The sizing of ``spec`` on ``gpu`` (module docstring).
+    """The sizing of ``spec`` on ``gpu`` given ``given`` GPUs (module docstring).
 
     Raises
     ------
@@ -76,12 +80,9 @@ def size_for_gpu(
             precision=precision,
         )
 
-    if execution.devices_per_run > 1:
-        counts = [execution.devices_per_run]
-    elif fsdp:
-        counts = [k for k in (2**i for i in range(7)) if k <= MAX_GPUS and batch % k == 0]
-    else:
-        counts = [1]
+    counts = [given]
+    if fsdp:
+        counts += [k for k in (2**i for i in range(7)) if given < k <= MAX_GPUS and batch % k == 0]
     smallest = 1 if execution.micro_batch_size == 0 else execution.micro_batch_size
     devices = next((k for k in counts if need(smallest, k).total <= usable), None)
     if devices is None:
@@ -106,4 +107,10 @@ def size_for_gpu(
     eval_tokens = spec.train.evals_per_run * spec.data.eval_tokens
     flops = flops_per_token(shape).total * (spec.n_tokens + eval_tokens / 3.0)
     hours = flops / (gpu.bf16 * execution.gpu_mfu) / 3600.0
-    return GpuFit(micro_batch=micro, devices=devices, memory=need(micro, devices), gpu_hours=hours)
+    return GpuFit(
+        micro_batch=micro,
+        devices=devices,
+        given=given,
+        memory=need(micro, devices),
+        gpu_hours=hours,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 
 from harness.cli import main
 from harness.config import load_experiment
+from harness.errors import InputError
 from harness.grid import expand_grid
+from harness.model import count_params
 from harness.plan import measure_throughput, plan_rows
 
 # 1x32 and 1x64 llama shapes: N = 13,408 and 50,368 (counted by hand in test_grid_modes.py).
@@ -257,3 +260,43 @@ def test_a_gpu_plan_refuses_what_fits_no_gpu_with_its_numbers(tmp_path: Path, ca
     assert (
         "sized for mine: 200 GB (90% used), bf16 500.0 TFLOP/s (given)" in capsys.readouterr().out
     )
+
+
+def test_porian_rule_sets_each_sizes_batch_and_lr(tmp_path: Path) -> None:
+    path = tmp_path / "gpu.toml"
+    path.write_text(GPU_TOML.format(results=tmp_path / "results") + "\n")
+    exp = load_experiment(path, ["--train.size_rule=porian2024"])
+    for spec in expand_grid(exp).specs:
+        n = count_params(spec.model).non_embedding
+        # Porian et al. 2024 as OLMo-core's ladder: 2048 x 160 (N/1.08e8)^(2/3) tokens, to a
+        # power of two sequences of 2048; lr 0.0047 (N/1.08e8)^(-1/3).
+        sequences = 160 * (n / 1.08e8) ** (2 / 3)
+        assert spec.train.batch_size == 2 ** round(math.log2(sequences))
+        assert spec.train.lr == pytest.approx(0.0047 * (n / 1.08e8) ** (-1 / 3), rel=1e-12)
+    by_n = {count_params(s.model).non_embedding: s.train.batch_size for s in expand_grid(exp).specs}
+    assert sorted(by_n.values()) == [64, 256, 1024]  # N = 1.9e7, 3.0e8, 1.2e9
+    with pytest.raises(InputError, match="no grid.lrs or grid.batch_sizes sweep with it"):
+        expand_grid(load_experiment(path, ["--train.size_rule=porian2024", "--grid.lrs=[1e-3]"]))
+    with pytest.raises(InputError, match="lr_width_exponent must be 0 with it"):
+        load_experiment(path, ["--train.size_rule=porian2024", "--train.lr_width_exponent=1"])
+
+
+def test_a_gpu_plan_takes_the_gpus_submit_gives_each_size(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "gpu.toml"
+    path.write_text(
+        GPU_TOML.format(results=tmp_path / "results")
+        + "[[cluster.by_size]]\nmin_n_params = 1_000_000_000\ngpus_per_run = 2\n"
+    )
+    assert main(["plan", str(path), "--execution.gpu=a100-40gb"]) == 0
+    out = capsys.readouterr().out
+    head = next(line.split() for line in out.splitlines() if line.startswith("#"))
+    rows = [line.split() for line in out.splitlines() if re.match(r"\d+ +[0-9a-f]{12} ", line)]
+    gpus = [int(r[head.index("GPUs")]) for r in rows]
+    # 1.2e9 on 2 A100s of 40 GB (its [[cluster.by_size]]); the others on the 1 of [cluster]
+    assert gpus == [1, 1, 2] and "needs more GPUs" not in out
+    # Given one 24 GB L4 ([cluster] alone), 1.2e9 parameters' 14.4 GB of resident state leave
+    # too little for a sequence's activations: under FSDP it needs 2, and the plan says so.
+    path.write_text(GPU_TOML.format(results=tmp_path / "results"))
+    assert main(["plan", str(path), "--execution.gpu=l4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"needs more GPUs: run [0-9a-f]{12} \(N = 1,\d{3},\d{3},\d{3}\) fits on", out)
