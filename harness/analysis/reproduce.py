@@ -409,7 +409,8 @@ def _interval_flip(r: Mapping[str, Any], name: str, reason: str) -> bool:
     wide = [ci[0] - s_lo, ci[1] + s_hi]
     narrow = [ci[0] + s_lo, ci[1] - s_hi]
     flagged = bool(identify.undetermined_by_interval({name: wide})) or wide[0] <= 0 < ci[0]
-    clear = narrow[0] < narrow[1] and not identify.undetermined_by_interval({name: narrow})
+    # Narrowed past itself (Monte Carlo errors wider than the interval), it spans nothing.
+    clear = narrow[0] >= narrow[1] or not identify.undetermined_by_interval({name: narrow})
     return flagged and clear
 
 
