@@ -146,15 +146,17 @@ def _steps_ok(run_dir: Path) -> bool:
 @pytest.mark.slow
 def test_two_processes_train_each_run_exactly_once(tmp_path: Path) -> None:
     toml = _grid(tmp_path, n_tokens="[65536, 98304, 131072]")
+    # Both at once: started one after the other, a loaded machine let the first finish two of
+    # its three runs before the second had imported torch, and they never met.
     a = _harness(toml)
+    b = _harness(toml)
     _wait_for_steps(tmp_path / "results" / "tiny")
     status = subprocess.run(
         [sys.executable, "-m", "harness.cli", "status", str(tmp_path / "results" / "tiny")],
         capture_output=True,
         text=True,
     )
-    assert "here: pid" in status.stdout, status.stdout  # the run a's worker holds
-    b = _harness(toml)
+    assert "here: pid" in status.stdout, status.stdout  # the run a worker holds
     out_a, _ = a.communicate(timeout=600)
     out_b, _ = b.communicate(timeout=600)
     assert a.returncode == 0 and b.returncode == 0, out_a + out_b
