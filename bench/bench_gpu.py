@@ -9,8 +9,9 @@ for a few dozen steps each and prints, per model, the steady tokens/s (from metr
   C = 6ND accounting, the one scaling papers use);
 - total-MFU: with attention and embedding/logit FLOPs (harness.model.flops_per_token);
 
-against two peaks: the datasheet's dense bf16 peak (harness.hardware's table) and a bf16
-matmul rate measured here (8192^3, best of 10 after warm-up), which is what the chip can do on
+and its peak GPU memory (torch.cuda.max_memory_allocated) beside the plan's estimate
+(harness.memory); against two peaks: the datasheet's dense bf16 peak (harness.hardware's
+table) and a bf16 matmul rate measured here (8192^3, best of 10 after warm-up), which is what the chip can do on
 one large GEMM. Models are also run with execution.compile = true (torch.compile) where the
 time budget allows, and the smallest once in fp32 (TF32 matmuls) for the precision ratio.
 
@@ -32,6 +33,7 @@ from _common import steady_rate
 from harness.config import DataConfig, ExecutionConfig, TrainConfig
 from harness.grid import RunSpec
 from harness.hardware import peak_flops
+from harness.memory import estimate_memory
 from harness.model import ModelShape, count_params, default_ffn_dim, flops_per_token
 from harness.train import train
 
@@ -91,7 +93,9 @@ def bench_one(root: Path, model: ModelShape, batch: int, steps: int, skip: int, 
         device="cuda", progress=False, results_dir=str(root), compile=compile_
     )
     t0 = time.perf_counter()
+    torch.cuda.reset_peak_memory_stats()
     result = train(spec, run_dir, execution=execution)
+    peak_bytes = torch.cuda.max_memory_allocated()
     assert result is not None and result.status == "done", result
     rate = steady_rate(run_dir, skip)
     n = count_params(model).non_embedding
@@ -108,6 +112,9 @@ def bench_one(root: Path, model: ModelShape, batch: int, steps: int, skip: int, 
         "flops_total_per_s": flops_per_token(model).total * rate,
         "datasheet_peak": datasheet,
         "final_train_loss": result.train_loss,
+        # The plan's estimate (harness.memory) beside torch's own peak: goal within 15%.
+        "peak_memory_bytes": peak_bytes,
+        "plan_memory_bytes": estimate_memory(model, micro_batch=batch, precision=precision).total,
         "wall_s_incl_setup": time.perf_counter() - t0,
     }
 
@@ -148,7 +155,10 @@ def main() -> None:
                 f"{row['tokens_per_s']:>10,.0f} tok/s  "
                 f"6N-MFU {row['flops_6n_per_s'] / ds:6.1%} of datasheet, "
                 f"{row['flops_6n_per_s'] / measured:6.1%} of measured; "
-                f"total-MFU {row['flops_total_per_s'] / ds:6.1%} of datasheet  "
+                f"total-MFU {row['flops_total_per_s'] / ds:6.1%} of datasheet; peak memory "
+                f"{row['peak_memory_bytes'] / 1e9:.1f} GB, plan's estimate "
+                f"{row['plan_memory_bytes'] / 1e9:.1f} GB "
+                f"(x{row['plan_memory_bytes'] / row['peak_memory_bytes']:.2f})  "
                 f"(run {row['wall_s_incl_setup']:.0f} s)",
                 flush=True,
             )
