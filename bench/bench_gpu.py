@@ -12,8 +12,9 @@ for a few dozen steps each and prints, per model, the steady tokens/s (from metr
 and its peak GPU memory (torch.cuda.max_memory_allocated) beside the plan's estimate
 (harness.memory); against two peaks: the datasheet's dense bf16 peak (harness.hardware's
 table) and a bf16 matmul rate measured here (8192^3, best of 10 after warm-up), which is
-what the chip can do on one large GEMM. Models are also run with execution.compile = true (torch.compile) where the
-time budget allows, and the smallest once in fp32 (TF32 matmuls) for the precision ratio.
+what the chip can do on one large GEMM. Models are also run with execution.compile = true
+(torch.compile) where the time budget allows, and the smallest once in fp32 (TF32 matmuls) for
+the precision ratio.
 
     python bench/bench_gpu.py                 # needs CUDA; ~4-6 minutes on one H200
     python bench/bench_gpu.py --json out.json # also writes the table as JSON
