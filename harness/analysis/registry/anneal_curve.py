@@ -42,21 +42,34 @@ def curves_or_refuse(f: Frame, name: str) -> None:
 
 
 def fit_per_size(
-    f: Frame, name: str, fit_size: Callable[[list[cv.Curve], str], dict[str, Any]]
+    f: Frame,
+    name: str,
+    fit: Callable[[list[cv.Curve]], Any],
+    bootstrap: Callable[..., tuple[list[dict[str, float]], int]],
+    extras: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
-    """{label: block} of a curve law fitted to each model size's curves by ``fit_size`` (its
-    InputError skips the size by name), each block with what a prediction needs of the runs:
-    their ids, updates, tokens per update and the schedule settings they share."""
+    """{label: block} of a curve law fitted to each model size's curves: ``fit(curves)`` (its
+    InputError skips the size by name; its ``.fit`` the FitResult), ``bootstrap(curves,
+    fitted, n_resamples=, rng=)``, ``extras(fitted)`` the law's own fields; each block also
+    with what a prediction needs of the runs: their ids, updates, tokens per update and the
+    schedule settings they share."""
     curves_or_refuse(f, name)
     sizes: dict[str, Any] = {}
     for n in sorted({c.n_params for c in f.curves}):
         label = size_label(n)
         of_size = [c for c in f.curves if c.n_params == n]
         try:
-            block = fit_size(of_size, label)
+            fitted = fit(of_size)
         except InputError as exc:
             sizes[label] = {"skipped": str(exc)}
             continue
+        boots, n_failed = [], 0
+        if f.n_bootstrap:
+            boots, n_failed = bootstrap(
+                of_size, fitted, n_resamples=f.n_bootstrap, rng=f.rng(f"{name}/{label}")
+            )
+        block = law_block(f, f"{name}/{label}", fitted.fit, boots, n_failed)
+        block.update(extras(fitted))
         block["runs"] = sorted(c.run_id for c in of_size)
         block["max_steps"] = max(int(c.lrs.size) for c in of_size)
         block["min_steps"] = min(int(c.steps.min()) for c in of_size)
@@ -81,21 +94,15 @@ def fit_per_size(
 
 
 def _fit(f: Frame) -> dict[str, Any]:
-    def fit_size(of_size: list[cv.Curve], label: str) -> dict[str, Any]:
-        fitted = cv.fit_anneal(of_size)
-        boots, n_failed = [], 0
-        if f.n_bootstrap:
-            boots, n_failed = cv.bootstrap_anneal(
-                of_size, fitted, n_resamples=f.n_bootstrap, rng=f.rng(f"{NAME}/{label}")
-            )
-        block = law_block(f, f"{NAME}/{label}", fitted.fit, boots, n_failed)
-        block["decay"] = fitted.decay
-        block["fitted_s1"] = list(fitted.s1_range)
-        block["fitted_s2"] = list(fitted.s2_range)
-        block["objective_by_decay"] = {str(k): v for k, v in fitted.objectives.items()}
-        return block
+    def extras(fitted: cv.AnnealFit) -> dict[str, Any]:
+        return {
+            "decay": fitted.decay,
+            "fitted_s1": list(fitted.s1_range),
+            "fitted_s2": list(fitted.s2_range),
+            "objective_by_decay": {str(k): v for k, v in fitted.objectives.items()},
+        }
 
-    sizes = fit_per_size(f, NAME, fit_size)
+    sizes = fit_per_size(f, NAME, cv.fit_anneal, cv.bootstrap_anneal, extras)
     return {"form": "L0 + A S1^-alpha - C S2 (Tissue et al. 2024)", "sizes": sizes}
 
 

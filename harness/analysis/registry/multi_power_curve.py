@@ -10,27 +10,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import curves as cv
 from harness.analysis import multipower as mp
 from harness.analysis.registry.anneal_curve import fit_per_size, summary
-from harness.analysis.registry.base import Figures, Frame, Law, law_block, usable
+from harness.analysis.registry.base import Figures, Frame, Law, usable
 
 NAME = mp.NAME
 
 
 def _fit(f: Frame) -> dict[str, Any]:
-    def fit_size(of_size: list[cv.Curve], label: str) -> dict[str, Any]:
-        fitted = mp.fit_multipower(of_size)
-        boots, n_failed = [], 0
-        if f.n_bootstrap:
-            boots, n_failed = mp.bootstrap_multipower(
-                of_size, fitted, n_resamples=f.n_bootstrap, rng=f.rng(f"{NAME}/{label}")
-            )
-        block = law_block(f, f"{NAME}/{label}", fitted.fit, boots, n_failed)
-        block["fitted_s1"] = list(fitted.s1_range)
-        return block
-
-    sizes = fit_per_size(f, NAME, fit_size)
+    sizes = fit_per_size(
+        f,
+        NAME,
+        mp.fit_multipower,
+        mp.bootstrap_multipower,
+        lambda fitted: {"fitted_s1": list(fitted.s1_range)},
+    )
     return {"form": "L0 + A (S1 + S_W)^-alpha - LD(t) (Luo et al. 2025)", "sizes": sizes}
 
 
