@@ -86,21 +86,26 @@ def test_the_law_is_recovered_from_noisy_curves_with_intervals() -> None:
 
 
 def test_curves_without_a_rate_drop_leave_the_drop_terms_undetermined() -> None:
-    lrs = _schedule(1000, "constant")
-    steps = np.unique(np.linspace(40, 1000, 12).astype(np.int64))
-    # a constant rate after the warmup: no drop, so LD = 0 whatever B, C, beta, gamma are
-    assert not np.any(np.diff(lrs[20:]) < 0)
-    loss = mp.loss_at(TRUE, lrs, steps)
-    fitted = mp.fit_multipower([cv.Curve("c", 1e6, lrs, steps, loss)])
+    curves = []
+    for n_steps in (600, 1000):
+        lrs = _schedule(n_steps, "constant")
+        steps = np.unique(np.linspace(40, n_steps, 16).astype(np.int64))
+        # a constant rate after the warmup: no drop, so LD = 0 whatever B, C, beta, gamma are
+        assert not np.any(np.diff(lrs[20:]) < 0)
+        curves.append(cv.Curve(f"c{n_steps}", 1e6, lrs, steps, mp.loss_at(TRUE, lrs, steps)))
+    fitted = mp.fit_multipower(curves)
     assert set(fitted.fit.undetermined) >= {"B", "C", "beta", "gamma"}
     assert fitted.fit.undetermined["B"] == cv.NO_ANNEALING
 
 
-def test_too_few_points_are_refused() -> None:
-    c = _curves()[0]
-    few = cv.Curve("few", 1e6, c.lrs, c.steps[:7], c.loss[:7])
-    with pytest.raises(cv.InputError, match="7 measured points after the first update, fewer"):
-        mp.fit_multipower([few])
+def test_one_schedule_or_too_few_points_are_refused() -> None:
+    c = _curves()
+    with pytest.raises(cv.InputError, match="1 run.s. with 1 schedule; accepted: runs of 2"):
+        mp.fit_multipower(c[:1])
+    few = [cv.Curve(x.run_id, 1e6, x.lrs, x.steps[:9], x.loss[:9]) for x in c[:3]]
+    with pytest.raises(cv.InputError, match="27 measured points after the first update, fewer "
+                       "than 4 for each of its 7 parameters"):  # fmt: skip
+        mp.fit_multipower(few)
 
 
 def _results(tmp_path: Path) -> Path:
