@@ -586,8 +586,11 @@ def kept_resamples(
     it would put intervals on parameters the data never gave (Gadre et al.'s ladder: 963 of
     1000 resamples failed, and their exponents ran down to -0.026).
     """
-    kept = [p for p, ok in ((to_params(x), ok) for x, ok in zip(xs, conv, strict=True)) if ok]
-    kept = [p for p in kept if _usable(p, law)]
+    kept: list[dict[str, float]] = []
+    for x, ok in zip(xs, conv, strict=True):
+        p = to_params(x)
+        if ok and _usable(p, law):
+            kept.append(p)
     return kept, len(xs) - len(kept)
 
 
