@@ -54,9 +54,10 @@ from harness.atomic import atomic_write_json, atomic_write_text
 from harness.config import DownstreamConfig, ExperimentConfig
 from harness.data import prepare_corpus
 from harness.errors import InputError
-from harness.grid import RunSpec, expand, spec_from_dict
+from harness.grid import RunSpec, expand
 from harness.model import build_model
-from harness.results import ExperimentLayout, csv_cell, read_json, read_result, read_spec, run_row
+from harness.results import ExperimentLayout, csv_cell, run_row
+from harness.rundir import RunDir, read_json
 from harness.tasks import Split, Task, downstream_task, subsample
 from harness.tokenizer import is_pretrained
 from harness.tokenizer import load as load_tokenizer
@@ -192,12 +193,13 @@ def load_pretrained(run_dir: Path) -> tuple[RunSpec, nn.Module]:
     InputError
         The run is not done, or it kept no final weights.
     """
-    result = read_result(run_dir)
+    run = RunDir(run_dir)
+    result = run.read_result()
     if result is None or result["status"] != "done":
         state = "unfinished" if result is None else result["status"]
         raise InputError(f"{run_dir}: run is {state}; only done runs are fine-tuned")
-    spec = spec_from_dict(read_spec(run_dir))
-    weights = run_dir / "model.pt"
+    spec = run.spec()
+    weights = run.model_pt
     if not weights.exists():
         raise InputError(
             f"{weights}: no final weights (the run finished before the harness kept them); "
@@ -361,7 +363,7 @@ def fit_classifier(
 
 
 def finetune_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "downstream"
+    return RunDir(run_dir).downstream_dir
 
 
 def result_name(method: str, n_labels: int, seed: int) -> str:
@@ -436,11 +438,11 @@ def _done_runs(exp: ExperimentConfig, layout: ExperimentLayout) -> tuple[list[Pa
     done, not_done = [], 0
     for spec in expand(exp):
         run_dir, seen = layout.run_dir(spec.run_id), set()
-        result = read_result(run_dir)
+        result = RunDir(run_dir).read_result()
         while result is not None and result.get("retried_as") and run_dir.name not in seen:
             seen.add(run_dir.name)  # follow divergence retries to the last one
             run_dir = layout.run_dir(str(result["retried_as"]))
-            result = read_result(run_dir)
+            result = RunDir(run_dir).read_result()
         if result is not None and result["status"] == "done":
             done.append(run_dir)
         else:
@@ -483,7 +485,7 @@ def run_downstream(
         echo(f"downstream: {not_done} run(s) of the grid are not done; they are left out")
     jobs = []
     for run_dir in run_dirs:
-        arch = read_json(run_dir / "spec.json")["model"]["arch"]
+        arch = read_json(RunDir(run_dir).spec_json)["model"]["arch"]
         for method in cfg.methods:
             for n in cfg.n_labels:
                 for seed in cfg.seeds:
@@ -604,10 +606,10 @@ def collect_downstream(root: Path) -> tuple[Path, int]:
     rows = []
     for run_dir in sorted(p for p in layout.runs_dir.iterdir() if p.is_dir()):
         files = sorted(finetune_dir(run_dir).glob("*.json"))
-        result = read_result(run_dir)
+        result = RunDir(run_dir).read_result()
         if not files or result is None:
             continue
-        pre = run_row(read_spec(run_dir), result)
+        pre = run_row(RunDir(run_dir).read_spec(), result)
         for f in files:
             rec = read_json(f)
             row = {k: pre[k] for k in PRETRAINING_COLUMNS}

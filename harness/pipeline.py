@@ -86,7 +86,7 @@ def run(experiment: str, overrides: list[str]) -> int:
         failed = sum(o.status == "failed" for o in outcomes)
         for o in outcomes:
             if o.status == "failed":
-                log_path = layout.run_dir(o.run_id) / "train.log"
+                log_path = layout.run(o.run_id).log
                 print(f"run {o.run_id} failed: {o.error} (log: {log_path})")
             elif o.status == "held":
                 print(f"run {o.run_id}: held by another process ({o.error}), left to it")
@@ -110,7 +110,7 @@ def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str, t
     # Only runs with a checkpoint on disk resume from one; a run stopped before its first
     # checkpoint (or before its folder existed: a signal at start-up) trains from the start.
     interrupted = [o.run_id for o in stop.outcomes if o.status == "interrupted"]
-    stopped = sum(any((layout.run_dir(r) / "ckpt").glob("step_*.pt")) for r in interrupted)
+    stopped = sum(layout.run(r).newest_checkpoint_step() is not None for r in interrupted)
     before = len(interrupted) - stopped
     try:
         with experiment_lock(layout.root, timeout_s=30.0):
@@ -281,7 +281,7 @@ def validate(experiment: str, overrides: list[str], *, factor: float) -> int:
     from harness.execute.local import Interrupted, run_local
     from harness.execute.retry import pending_runs
     from harness.preflight import check_can_train_here
-    from harness.results import ExperimentLayout, read_result
+    from harness.results import ExperimentLayout
     from harness.validate import (
         VALIDATION_JSON,
         validation_record,
@@ -316,7 +316,7 @@ def validate(experiment: str, overrides: list[str], *, factor: float) -> int:
         except Interrupted as stop:
             print(f"interrupted: `harness validate {experiment}` resumes from its checkpoint")
             return 128 + stop.signum
-    result = read_result(layout.run_dir(spec.run_id)) or {}
+    result = layout.run(spec.run_id).read_result() or {}
     if result.get("status") not in ("done", "diverged"):
         print(f"the validation run failed: {result.get('error', 'no result')}")
         return 1

@@ -1,14 +1,10 @@
-"""The results store: run-directory layout, run records and ``collect`` into runs.csv.
+"""The results store: an experiment's layout and ``collect`` of its runs into runs.csv.
 
 ```
 results/NAME/
-  runs/<run_id>/spec.json      resolved RunSpec (written before training starts)
-  runs/<run_id>/metrics.csv    step, tokens, train_loss, val_loss, lr, wall_s
-  runs/<run_id>/result.json    written once, atomically, when the run ends (done|diverged|failed)
-  runs/<run_id>/ckpt/          resumable checkpoints while the run is unfinished
-  runs/<run_id>/train.log      the run's log
-  cache/                       tokenized corpus (not committed)
-  runs.csv  fits.json  figures/
+  runs/<run_id>/   one run's files (`harness.rundir.RunDir`)
+  cache/           tokenized corpus (not committed)
+  runs.csv  fits.json  figures/  jobs.json
 ```
 
 runs.csv (schema v1, docs/results-format.md) is derived from spec.json and result.json alone,
@@ -19,38 +15,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from harness import __version__
-from harness.atomic import atomic_write_json, atomic_write_text
+from harness.atomic import atomic_write_text
 from harness.errors import InputError
-from harness.grid import RunSpec, spec_from_dict
 from harness.hardware import mfu
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.objectives import objective_name
+from harness.rundir import FINISHED, RunDir, read_json
 
-__all__ = [
-    "RUNS_CSV_COLUMNS",
-    "close_run_log",
-    "open_run_log",
-    "ExperimentLayout",
-    "RunState",
-    "check_spec",
-    "collect",
-    "csv_cell",
-    "read_result",
-    "run_state",
-    "write_result",
-    "write_spec",
-]
-
-RunState = Literal["done", "diverged", "failed", "started", "pending"]
-FINISHED: tuple[RunState, ...] = ("done", "diverged")
+__all__ = ["RUNS_CSV_COLUMNS", "ExperimentLayout", "collect", "csv_cell", "run_row"]
 
 # Schema v1 (docs/results-format.md). The first three are all analysis needs. peak_flops, mfu
 # and mfu_total (model FLOP utilisation, see harness.hardware) came later and stay last; they
@@ -92,6 +70,10 @@ class ExperimentLayout:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def run(self, run_id: str) -> RunDir:
+        """The run's directory as the owner of its files (`harness.rundir.RunDir`)."""
+        return RunDir(self.run_dir(run_id))
+
     @property
     def runs_csv(self) -> Path:
         return self.root / "runs.csv"
@@ -111,158 +93,6 @@ class ExperimentLayout:
     @property
     def jobs_json(self) -> Path:
         return self.root / "jobs.json"
-
-
-def check_spec(run_dir: Path, spec: RunSpec) -> bool:
-    """True when ``run_dir`` holds this run's spec.json, False when it holds none.
-
-    Raises
-    ------
-    InputError
-        spec.json is unreadable or records different settings (a directory is never reused for
-        another run: its checkpoints and results would be someone else's).
-    """
-    path = run_dir / "spec.json"
-    if not path.exists():
-        return False
-    old = read_json(path)
-    new = spec.to_dict()
-    # Neither the experiment's name nor the isoFLOP budget tag changes what a run computes.
-    tags = ("experiment", "flops_budget")
-    if {k: v for k, v in old.items() if k not in tags} != {
-        k: v for k, v in new.items() if k not in tags
-    }:
-        differ = sorted(
-            k for k in set(old) | set(new) if k not in tags and old.get(k) != new.get(k)
-        )
-        raise InputError(
-            f"{path}: holds settings that differ from run {spec.run_id}'s "
-            f"(in {', '.join(differ)}); move the directory away to rerun it"
-        )
-    return True
-
-
-def write_spec(run_dir: Path, spec: RunSpec) -> None:
-    """Record the resolved spec; refuse a directory that holds a different run's spec."""
-    if not check_spec(run_dir, spec):
-        atomic_write_json(run_dir / "spec.json", spec.to_dict())
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return data
-
-
-def write_result(run_dir: Path, result: dict[str, Any]) -> None:
-    atomic_write_json(run_dir / "result.json", result)
-
-
-_RESULT_NUMBERS = (
-    "val_loss",
-    "val_bpb",
-    "train_loss",
-    "peak_lr",
-    "wall_s",
-    "tokens_per_s",
-    "epochs",
-    "n_unique_tokens",
-    "n_tokens",
-    "steps",
-    "peak_flops",
-    "mfu",
-    "mfu_total",
-    "trained_tokens",
-    "trained_flops",
-    "world_size",
-)
-_RESULT_STRINGS = (
-    "run_id",
-    "reason",
-    "error",
-    "log",
-    "device",
-    "precision",
-    "harness_version",
-    "git_sha",
-    "retried_as",
-    "branched_from",
-    "parallel",
-)
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """A run's result.json, checked field by field; None when the run has not ended.
-
-    Raises
-    ------
-    InputError
-        Unreadable JSON, a status other than done|diverged|failed, or a field of the wrong type.
-    """
-    path = run_dir / "result.json"
-    if not path.exists():
-        return None
-    result = read_json(path)
-    status = result.get("status")
-    if status not in ("done", "diverged", "failed"):
-        raise InputError(f"{path}: status = {status!r}; accepted: done, diverged, failed")
-    for key in _RESULT_NUMBERS:
-        value = result.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InputError(f"{path}: {key} = {value!r}; accepted: a number or null")
-    for key in _RESULT_STRINGS:
-        value = result.get(key)
-        if value is not None and not isinstance(value, str):
-            raise InputError(f"{path}: {key} = {value!r}; accepted: a string")
-    return result
-
-
-def read_spec(run_dir: Path) -> dict[str, Any]:
-    """A run's spec.json, checked by rebuilding the RunSpec from it (as plain data).
-
-    Raises
-    ------
-    InputError
-        Unreadable JSON, a missing key, or a setting of the wrong type or out of range.
-    """
-    path = run_dir / "spec.json"
-    data = read_json(path)
-    expected = "expected a spec.json written by harness"
-    kinds = {
-        "run_id": str,
-        "experiment": str,
-        "n_tokens": int,
-        "seed": int,
-        "model": dict,
-        "data": dict,
-        "train": dict,
-    }
-    for key, kind in kinds.items():
-        if key not in data:
-            raise InputError(f"{path}: missing key '{key}'; {expected}")
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            name = {str: "a string", int: "an integer", dict: "an object"}[kind]
-            raise InputError(f"{path}: {key} = {str(value)[:80]!r} is not {name}; {expected}")
-    try:
-        spec_from_dict(data)
-    except InputError as e:
-        raise InputError(f"{path}: {str(e).removeprefix('spec.json: ')}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InputError(f"{path}: model = {str(data['model'])[:120]}: {e}; {expected}") from None
-    return data
-
-
-def run_state(run_dir: Path) -> RunState:
-    """done | diverged | failed (result.json says so), started (spec only), pending (nothing)."""
-    result = read_result(run_dir)
-    if result is not None:
-        return result["status"]  # type: ignore[no-any-return]
-    return "started" if (run_dir / "spec.json").exists() else "pending"
 
 
 def csv_cell(value: Any) -> str:
@@ -361,7 +191,7 @@ def downstream_headline(run_dir: Path) -> dict[str, float | None]:
     """task_accuracy_<method>: mean test accuracy over seeds of the run's all-labels fine-tunes
     (run_dir/downstream/*.json of harness.finetune); None where there is none."""
     acc: dict[str, list[float]] = {"full": [], "lora": []}
-    for path in sorted((run_dir / "downstream").glob("*.json")):
+    for path in sorted(RunDir(run_dir).downstream_dir.glob("*.json")):
         record = read_json(path)
         if record.get("all_labels") is True and record.get("method") in acc:
             acc[record["method"]].append(float(record["accuracy"]))
@@ -391,17 +221,18 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
         )
     rows, counts = [], {"done": 0, "diverged": 0, "failed": 0, "unfinished": 0}
     for run_dir in sorted(p for p in layout.runs_dir.iterdir() if p.is_dir()):
-        result = read_result(run_dir)
+        run = RunDir(run_dir)
+        result = run.read_result()
         if result is None:
             counts["unfinished"] += 1
             continue
-        if not (run_dir / "spec.json").exists():  # would drop a finished run from runs.csv
+        if not run.spec_json.exists():  # would drop a finished run from runs.csv
             raise InputError(
                 f"{run_dir}: result.json without spec.json; expected both (harness writes "
                 "spec.json before the run starts)"
             )
         try:
-            row = run_row(read_spec(run_dir), result) | downstream_headline(run_dir)
+            row = run_row(run.read_spec(), result) | downstream_headline(run_dir)
         except InputError:
             raise
         except (KeyError, TypeError, ValueError) as e:  # a record edited by hand, not a bug
@@ -428,18 +259,3 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
         writer.writerow({k: csv_cell(v) for k, v in row.items()})
     atomic_write_text(layout.runs_csv, buf.getvalue())
     return layout.runs_csv, counts
-
-
-def open_run_log(run_dir: Path) -> logging.Handler:
-    """Send this process's log records to ``run_dir/train.log`` until `close_run_log`."""
-    handler = logging.FileHandler(Path(run_dir) / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return handler
-
-
-def close_run_log(handler: logging.Handler) -> None:
-    logging.getLogger().removeHandler(handler)
-    handler.close()

@@ -27,8 +27,7 @@ import pandas as pd
 from harness.analysis.io import resolve_csv
 from harness.config import ExecutionConfig
 from harness.errors import InputError
-from harness.grid import spec_from_dict
-from harness.results import ExperimentLayout, read_spec
+from harness.results import ExperimentLayout
 
 __all__ = ["DEFAULT_RUNS", "RETRAIN_RTOL", "SEED_REL_STD", "pick_runs", "retrain_check"]
 
@@ -97,16 +96,16 @@ def retrain_check(
     layout = ExperimentLayout(csv.parent)
     specs = []
     for run_id in ids:
-        run_dir = layout.run_dir(run_id)
-        if not (run_dir / "spec.json").is_file():
+        run = layout.run(run_id)
+        if not run.spec_json.is_file():
             raise InputError(
-                f"{run_dir / 'spec.json'}: missing; accepted: the spec.json "
+                f"{run.spec_json}: missing; accepted: the spec.json "
                 "`harness run` writes for each run (committed results keep it)"
             )
-        spec = spec_from_dict(read_spec(run_dir))
+        spec = run.spec()
         if spec.run_id != run_id:
             raise InputError(
-                f"{run_dir / 'spec.json'}: its settings give run_id "
+                f"{run.spec_json}: its settings give run_id "
                 f"{spec.run_id}, not {run_id}; accepted: that run's own spec.json"
             )
         specs.append(spec)

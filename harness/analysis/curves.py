@@ -149,11 +149,10 @@ def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
             continue
         batch_tokens, schedule, lrs = 0, None, None
         if (run_dir / "spec.json").is_file():
-            from harness.grid import spec_from_dict
-            from harness.results import read_spec
+            from harness.rundir import RunDir
             from harness.schedules import peak_lr, spec_lrs
 
-            spec = spec_from_dict(read_spec(run_dir))
+            spec = RunDir(run_dir).spec()
             lrs = np.array(spec_lrs(spec))
             batch_tokens = spec.batch_tokens
             schedule = {

@@ -35,7 +35,6 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,16 +43,10 @@ import submitit
 
 from harness.atomic import atomic_write_json
 from harness.config import ExecutionConfig
-from harness.execute.locks import Held, RunLock
-from harness.execute.retry import record_failure, start_retry, unfinished_retries
-from harness.execute.status import (
-    finished_result,
-    jobs_lock,
-    newest_checkpoint_step,
-    read_jobs,
-)
+from harness.execute.attempt import Trainer, attempts, train_in_process
+from harness.execute.status import jobs_lock, read_jobs
 from harness.grid import RunSpec, spec_from_dict
-from harness.results import ExperimentLayout, close_run_log, open_run_log
+from harness.results import ExperimentLayout
 
 __all__ = ["TERM_WAIT_S", "TrainJob"]
 
@@ -145,7 +138,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         out: list[dict[str, Any]] = []
         failures: list[tuple[str, Exception]] = []
         stopped: RunSpec | None = None
-        trainer = group.lead if group is not None else _train_here
+        trainer: Trainer = group.lead if group is not None else train_in_process
         for unit in units:
             specs = [spec_from_dict(d) for d in unit]
             for i, spec in enumerate(specs):
@@ -174,12 +167,8 @@ class TrainJob(submitit.helpers.Checkpointable):
                 try:
                     requeue_handler(usr_sig, None)
                 except submitit.core.utils.UncompletedJobError as e:
-                    run_dir = layout.run_dir(stopped.run_id)
-                    record_failure(
-                        run_dir,
-                        stopped,
-                        f"{e} `harness submit` resumes it from its checkpoint",
-                        log=stderr,
+                    layout.run(stopped.run_id).record_failure(
+                        stopped, f"{e} `harness submit` resumes it from its checkpoint", log=stderr
                     )
                     raise
             raise RuntimeError(
@@ -194,18 +183,6 @@ class TrainJob(submitit.helpers.Checkpointable):
                 + "; ".join(f"{r}: {type(e).__name__}: {e}".splitlines()[0] for r, e in failures)
             )
         return out
-
-
-def _train_here(
-    spec: RunSpec,
-    path: Path,
-    exe: ExecutionConfig,
-    branches: list[RunSpec],
-    should_stop: Callable[[], bool],
-) -> Any:
-    from harness.train import train
-
-    return train(spec, path, execution=exe, branches=branches, should_stop=should_stop)
 
 
 class _Group:
@@ -265,7 +242,7 @@ class _Group:
         from harness.config import to_dict
 
         self._say(["train", to_dict(spec), str(path), [to_dict(b) for b in branches]])
-        return _train_here(spec, path, exe, branches, should_stop)
+        return train_in_process(spec, path, exe, branches, should_stop)
 
     def follow(
         self, layout: ExperimentLayout, exe: ExecutionConfig, flags: dict[str, bool]
@@ -278,7 +255,7 @@ class _Group:
             spec, path = spec_from_dict(message[1]), Path(message[2])
             branches = [spec_from_dict(b) for b in message[3]]
             flags["term"] = False  # task 0 trains on after a stray SIGTERM: so does this one
-            result = _train_here(
+            result = train_in_process(
                 spec, path, exe, branches, lambda: flags["requeue"] or flags["term"]
             )
             if result is None:
@@ -307,115 +284,65 @@ def _train_with_retries(
     exe: ExecutionConfig,
     flags: dict[str, bool],
     stderr: str,
-    trainer: Callable[..., Any] = _train_here,
+    trainer: Trainer = train_in_process,
 ) -> list[dict[str, Any]]:
-    """Train ``spec``, then, while it diverges, its retries (`retry.start_retry`)."""
+    """``spec`` and, while it diverges, its retries (`attempt.attempts`), in this job.
+
+    Raises
+    ------
+    _Requeue
+        The requeue signal stopped a run with its checkpoint.
+    _HeldElsewhere
+        Another process holds a run's lock (not recorded: the holder writes its result).
+    Exception
+        A run's training error, after its failure is recorded.
+    """
+
+    def after_stop(run: RunSpec) -> bool:
+        """After a stop with a checkpoint: train on only after a stray SIGTERM."""
+        if not flags["requeue"]:
+            # SIGTERM (scancel, scontrol requeue, preemption): SLURM kills the job within
+            # KillWait. Wait for that rather than train steps that would be lost; a requeue
+            # signal may still come; a stray SIGTERM lets it go on.
+            deadline = time.monotonic() + TERM_WAIT_S
+            while time.monotonic() < deadline and not flags["requeue"]:
+                time.sleep(0.1)
+            flags["term"] = False
+        if flags["requeue"]:
+            return False
+        log.warning("run %s: not killed %.0f s after SIGTERM; going on", run.run_id, TERM_WAIT_S)
+        return True
+
     out = []
-    run: RunSpec | None = spec
-    done = finished_result(layout.run_dir(spec.run_id))
-    if done is not None:  # a duplicate or late requeue: skip it, or go on with its retry
-        out.append(_outcome(spec.run_id, done))
-        run = next(iter(unfinished_retries([spec], layout)), None)
-        if run is None and done["status"] == "diverged" and not done.get("retried_as"):
-            # Killed between the divergence and setting up its retry: set it up now.
-            run = start_retry(spec, layout, exe)
-            if run is not None:
-                _record_retry(layout, run, spec.run_id)
-        branches = []
-    while run is not None:
-        result = _train_run(run, branches, layout, exe, flags, stderr, trainer)
-        out.append(result)
-        if result["status"] != "diverged":
-            break
-        retry = start_retry(run, layout, exe)
-        if retry is not None:
-            _record_retry(layout, retry, run.run_id)
-            log.warning(
-                "run %s diverged; retrying it as %s at lr %g",
-                run.run_id,
-                retry.run_id,
-                retry.train.lr,
+    for outcome in attempts(
+        spec,
+        layout,
+        exe,
+        branches=branches,
+        on_retry=lambda retry, run_id: _record_retry(layout, retry, run_id),
+        train=trainer,
+        should_stop=lambda: flags["requeue"] or flags["term"],
+        after_stop=after_stop,
+        log_path=stderr,
+        reraise=True,
+    ):
+        if outcome.status == "held":
+            where = layout.run_dir(outcome.run_id)
+            raise _HeldElsewhere(
+                f"run {outcome.run_id}: {where} is held by {outcome.error}; not trained twice"
             )
-        run, branches = retry, []
-    return out
-
-
-def _train_run(
-    spec: RunSpec,
-    branches: list[RunSpec],
-    layout: ExperimentLayout,
-    exe: ExecutionConfig,
-    flags: dict[str, bool],
-    stderr: str,
-    trainer: Callable[..., Any] = _train_here,
-) -> dict[str, Any]:
-    """One run under its lock. Raises `_Requeue` when the requeue signal stopped it."""
-    path = layout.run_dir(spec.run_id)
-    path.mkdir(parents=True, exist_ok=True)
-    handler = open_run_log(path)
-    lock = RunLock(path)
-    try:
-        log.info("run %s: job %s starting", spec.run_id, os.environ.get("SLURM_JOB_ID", "-"))
-        try:  # a `harness run` or another job trains it now: never twice at once
-            lock.acquire()
-        except Held as held:  # not recorded: the holder writes this run's result
-            raise _HeldElsewhere(f"run {spec.run_id}: {held}; not trained twice") from None
-        done = finished_result(path)
-        if done is not None:  # finished by another process meanwhile
-            log.info("run %s is already %s; nothing to do", spec.run_id, done["status"])
-            return _outcome(spec.run_id, done)
-        if (path / "result.json").exists():  # an earlier failure: keep it aside
-            os.replace(path / "result.json", path / "result.failed.json")
-        while True:
-            result = trainer(spec, path, exe, branches, lambda: flags["requeue"] or flags["term"])
-            if result is not None:
-                log.info("run %s ended: %s", spec.run_id, result.status)
-                return {
-                    "run_id": spec.run_id,
-                    "status": result.status,
-                    "val_loss": result.val_loss,
-                    "wall_s": result.wall_s,
-                }
-            log.warning(
-                "run %s: checkpoint saved at step %s", spec.run_id, newest_checkpoint_step(path)
-            )
-            if not flags["requeue"]:
-                # SIGTERM (scancel, scontrol requeue, preemption): SLURM kills the job within
-                # KillWait. Wait for that rather than train steps that would be lost; a
-                # requeue signal may still come; a stray SIGTERM lets it go on.
-                deadline = time.monotonic() + TERM_WAIT_S
-                while time.monotonic() < deadline and not flags["requeue"]:
-                    time.sleep(0.1)
-                flags["term"] = False
-            if flags["requeue"]:
-                log.warning("run %s: requeueing", spec.run_id)
-                raise _Requeue(spec)
-            log.warning(
-                "run %s: not killed %.0f s after SIGTERM; going on", spec.run_id, TERM_WAIT_S
-            )
-    except (_Requeue, _HeldElsewhere):
-        raise
-    except Exception as e:
-        log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
-        record_failure(
-            path,
-            spec,
-            f"{type(e).__name__}: {e}".splitlines()[0],
-            log=stderr or str(path / "train.log"),
+        if outcome.status == "interrupted":
+            log.warning("run %s: requeueing", outcome.run_id)
+            raise _Requeue(layout.run(outcome.run_id).spec())
+        out.append(
+            {
+                "run_id": outcome.run_id,
+                "status": outcome.status,
+                "val_loss": outcome.val_loss,
+                "wall_s": outcome.wall_s,
+            }
         )
-        raise
-    finally:
-        lock.release()
-        close_run_log(handler)
-
-
-def _outcome(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "status": result["status"],
-        "val_loss": result.get("val_loss"),
-        "wall_s": result.get("wall_s", 0.0),
-    }
+    return out
 
 
 def _record_retry(layout: ExperimentLayout, retry: RunSpec, retry_of: str) -> None:

@@ -32,7 +32,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -43,38 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ExecutionConfig, ExperimentConfig, to_dict
-from harness.execute.locks import Held, RunLock
+from harness.execute.attempt import Outcome, Trainer, attempts, train_in_process
 from harness.execute.placement import Slot, plan_slots
 from harness.execute.ranks import stop_when_signalled
-from harness.execute.retry import record_failure, start_retry
+from harness.execute.retry import unfinished_retries
 from harness.grid import RunSpec, spec_from_dict
-from harness.results import (
-    FINISHED,
-    ExperimentLayout,
-    check_spec,
-    close_run_log,
-    open_run_log,
-    read_result,
-    run_state,
-    write_spec,
-)
+from harness.results import ExperimentLayout
+from harness.rundir import FINISHED
 from harness.wsd import inherited_tokens, plan_trunks
 
-__all__ = ["Interrupted", "LocalOutcome", "Unit", "plan_units", "run_local"]
+__all__ = ["Interrupted", "Unit", "plan_units", "run_local"]
 
 log = logging.getLogger("harness.execute")
-
-
-@dataclass(frozen=True)
-class LocalOutcome:
-    run_id: str
-    status: str
-    """done | diverged | failed | interrupted | held (another process trains it)."""
-    val_loss: float | None
-    wall_s: float
-    error: str
-    note: str = ""
-    """What the run's user must know though it finished (an unreadable checkpoint skipped)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +70,7 @@ class Unit:
 class Interrupted(Exception):
     """`harness run` was stopped by a signal; every worker stopped at a step boundary."""
 
-    def __init__(self, signum: int, outcomes: list[LocalOutcome]) -> None:
+    def __init__(self, signum: int, outcomes: list[Outcome]) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.outcomes = outcomes
@@ -152,97 +131,32 @@ def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
     stop_when_signalled(_STOP, idle=lambda: not _BUSY.is_set())
 
 
-def _result(
-    status: str,
-    run_id: str,
-    val_loss: float | None = None,
-    wall_s: float = 0.0,
-    error: str = "",
-    note: str = "",
-) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "status": status,
-        "val_loss": val_loss,
-        "wall_s": wall_s,
-        "error": error,
-        "note": note,
-    }
-
-
-def _finished(run_dir: Path) -> dict[str, Any] | None:
-    """The outcome of a run that has finished (done or diverged), else None."""
-    if run_state(run_dir) not in FINISHED:
-        return None
-    done = read_result(run_dir) or {}
-    return _result(str(done.get("status")), run_dir.name, done.get("val_loss"))
-
-
 def _run_unit(
     unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Worker body: train a unit's runs in order, each under its lock; never raises."""
-    _BUSY.set()
-    try:
-        return _train_unit(unit, root, execution)
-    finally:
-        _BUSY.clear()
-
-
-def _train_unit(
-    unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """`_run_unit`'s work."""
+) -> list[Outcome]:
+    """Worker body: a unit's runs in order, each with its divergence retries (`attempts`)."""
     from harness.config import build_section
     from harness.execute.ranks import train_on_devices
-    from harness.train import train
 
     exe = build_section(ExecutionConfig, execution, "execution", "launcher")
+    # One process, or devices_per_run ranks of torch.distributed (harness.distributed).
+    launch: Trainer = train_in_process if exe.devices_per_run == 1 else train_on_devices
     layout = ExperimentLayout(Path(root))
-    out: list[dict[str, Any]] = []
-    for spec_dict, branch_dicts in unit:
-        spec = spec_from_dict(spec_dict)
-        if _STOP.is_set():
-            out.append(_result("interrupted", spec.run_id))
-            continue
-        run_dir = layout.run_dir(spec.run_id)
-        try:
-            lock = RunLock(run_dir).acquire()
-        except Held as held:
-            out.append(_result("held", spec.run_id, error=held.holder))
-            continue
-        handler = open_run_log(run_dir)
-        try:
-            done = _finished(run_dir)
-            if done is not None:  # another process finished it meanwhile
-                out.append(done)
+    _BUSY.set()
+    try:
+        out: list[Outcome] = []
+        for spec_dict, branch_dicts in unit:
+            spec = spec_from_dict(spec_dict)
+            if _STOP.is_set():
+                out.append(Outcome(spec.run_id, "interrupted"))
                 continue
-            write_spec(run_dir, spec)
             branches = [spec_from_dict(b) for b in branch_dicts]
-            # One process, or devices_per_run ranks of torch.distributed (harness.distributed).
-            launch = train if exe.devices_per_run == 1 else train_on_devices
-            result = launch(
-                spec, run_dir, execution=exe, branches=branches, should_stop=_STOP.is_set
+            out += attempts(
+                spec, layout, exe, branches=branches, train=launch, should_stop=_STOP.is_set
             )
-            if result is None:
-                log.warning("run %s: stopped on a signal with a checkpoint", spec.run_id)
-                out.append(_result("interrupted", spec.run_id))
-                continue
-            log.info("run %s ended: %s", spec.run_id, result.status)
-            skipped = "; ".join(result.skipped_checkpoints)
-            note = f"skipped unreadable checkpoint(s), never loaded: {skipped}" if skipped else ""
-            out.append(
-                _result(result.status, spec.run_id, result.val_loss, result.wall_s, note=note)
-            )
-        except Exception as e:  # noqa: BLE001 - one failing run must not stop the grid
-            log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
-            last = f"{type(e).__name__}: {e}".splitlines()[0]
-            record_failure(run_dir, spec, last)
-            out.append(_result("failed", spec.run_id, error=last))
-        finally:
-            close_run_log(handler)
-            lock.release()
-    return out
+        return out
+    finally:
+        _BUSY.clear()
 
 
 # --- the main process ----------------------------------------------------------------------------
@@ -255,7 +169,7 @@ class _Worker:
         self.slot = slot
         self.pool = self._new()
         self.unit: Unit | None = None
-        self.future: cf.Future[list[dict[str, Any]]] | None = None
+        self.future: cf.Future[list[Outcome]] | None = None
 
     def _new(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -302,11 +216,11 @@ def run_local(
     layout: ExperimentLayout,
     *,
     slots: list[Slot] | None = None,
-) -> list[LocalOutcome]:
+) -> list[Outcome]:
     """Train ``specs`` on this machine's workers; return one outcome per run tried.
 
-    A run that diverges is followed by its retry at a lower learning rate (its own run,
-    ``execution.diverge_retries`` times at most; `retry.start_retry`).
+    A run that diverges is followed, in its worker, by its retry at a lower learning rate (its
+    own run, ``execution.diverge_retries`` times at most; `attempt.attempts`).
 
     Parameters
     ----------
@@ -326,12 +240,12 @@ def run_local(
     """
     execution = exp.execution
     for spec in specs:
-        check_spec(layout.run_dir(spec.run_id), spec)
+        layout.run(spec.run_id).check_spec(spec)
     queue = deque(plan_units(list(specs), execution))
     slots = slots or plan_slots(execution, n_units=len(queue))
     # Workers draw no bars of their own; the grid's bar and a line per worker are drawn here.
     worker_exe = to_dict(dataclasses.replace(execution, progress=False))
-    outcomes: list[LocalOutcome] = []
+    outcomes: list[Outcome] = []
     stop: dict[str, int] = {}
     workers = [_Worker(s) for s in slots]
 
@@ -384,30 +298,11 @@ def run_local(
                         results = fut.result()
                     except BrokenProcessPool:
                         results = _died(unit, layout)
-                        rest = [
-                            s for s in unit.runs if s.run_id not in {r["run_id"] for r in results}
-                        ]
+                        rest = [s for s in unit.runs if s.run_id not in {o.run_id for o in results}]
                         if rest and "signum" not in stop:
                             queue.appendleft(Unit(tuple(rest), {}, 0.0))
                         w.rebuild()
-                    for r in results:
-                        outcomes.append(
-                            LocalOutcome(
-                                r["run_id"],
-                                r["status"],
-                                r["val_loss"],
-                                r["wall_s"],
-                                r.get("error", ""),
-                                r.get("note", ""),
-                            )
-                        )
-                        if r["status"] == "diverged" and "signum" not in stop:
-                            spec = next(s for s in unit.runs if s.run_id == r["run_id"])
-                            retry = start_retry(spec, layout, execution)
-                            if retry is not None:
-                                queue.appendleft(Unit((retry,), {}, _flops(retry)))
-                                if bars is not None:
-                                    bars.add(queue[0])
+                    outcomes += results
                     if bars is not None:
                         bars.finished(unit, results)
     finally:
@@ -425,20 +320,20 @@ def run_local(
     return outcomes
 
 
-def _died(unit: Unit, layout: ExperimentLayout) -> list[dict[str, Any]]:
-    """The worker died: its run without a result failed; runs before it kept theirs."""
-
+def _died(unit: Unit, layout: ExperimentLayout) -> list[Outcome]:
+    """The worker died: the run it was on (a unit's run without a result, or the unfinished
+    divergence retry of one) failed; runs before it kept their results."""
     error = "the worker process died (killed, crashed or out of memory)"
     out = []
     for spec in unit.runs:
-        run_dir = layout.run_dir(spec.run_id)
-        done = _finished(run_dir)
-        if done is not None:
-            out.append(done)
-            continue
-        record_failure(run_dir, spec, error)
-        out.append(_result("failed", spec.run_id, error=error))
-        break
+        done = layout.run(spec.run_id).finished()
+        if done is None:
+            layout.run(spec.run_id).record_failure(spec, error)
+            return [*out, Outcome(spec.run_id, "failed", error=error)]
+        out.append(Outcome(spec.run_id, done["status"], done.get("val_loss")))
+        for retry in unfinished_retries([spec], layout):
+            layout.run(retry.run_id).record_failure(retry, error)
+            return [*out, Outcome(retry.run_id, "failed", error=error)]
     return out
 
 
@@ -512,10 +407,12 @@ class _Bars:
             self.spent[run_id] = self.cost[run_id] * min(1.0, max(0.0, part))
         return p
 
-    def finished(self, unit: Unit, results: list[dict[str, Any]]) -> None:
-        for r in results:
-            self.ended[r["run_id"]] = r["status"]
-            self._measure(r["run_id"])
+    def finished(self, unit: Unit, results: list[Outcome]) -> None:
+        for o in results:
+            if o.run_id not in self.specs:  # a divergence retry, trained after its run
+                self.add(Unit((self.layout.run(o.run_id).spec(),), {}, 0.0))
+            self.ended[o.run_id] = o.status
+            self._measure(o.run_id)
 
     def totals(self) -> tuple[int, int, int, float, float]:
         """Runs done (or diverged), runs in all, runs failed, FLOPs done, FLOPs in all."""
@@ -542,7 +439,7 @@ class _Bars:
                 if s.run_id in self.ended:
                     continue
                 p = self._measure(s.run_id)
-                if shown is None and run_state(self.layout.run_dir(s.run_id)) not in FINISHED:
+                if shown is None and self.layout.run(s.run_id).state() not in FINISHED:
                     shown = run_line(s.run_id, p, s.n_steps)
             line.set_description_str(f"{w.slot.label}: {shown or 'finishing'}", refresh=True)
         done, n_runs, failed, flops_done, flops_total = self.totals()
@@ -579,7 +476,5 @@ def _done_before(
         specs = expand(exp)  # `harness run` trains the grid's pending runs: the rest is done
     except Exception:  # noqa: BLE001 - a bar never stops a grid: count this command's runs only
         return 0, 0.0
-    done = [
-        s for s in specs if s.run_id not in todo and run_state(layout.run_dir(s.run_id)) in FINISHED
-    ]
+    done = [s for s in specs if s.run_id not in todo and layout.run(s.run_id).state() in FINISHED]
     return len(done), sum(u.flops for u in plan_units(done, exp.execution))

@@ -86,13 +86,11 @@ def _rank_main(
         rank=local_rank,
         world_size=n,
     )
-    from harness.results import close_run_log, open_run_log
+    from harness.rundir import RunDir
 
     # Rank 0's log lines (resuming, hand-offs, skipped checkpoints) go to the run's train.log.
-    handler = None
-    if local_rank == 0:
-        Path(payload["run_dir"]).mkdir(parents=True, exist_ok=True)
-        handler = open_run_log(Path(payload["run_dir"]))
+    run = RunDir(Path(payload["run_dir"]))
+    handler = run.open_log() if local_rank == 0 else None
     try:
         train(
             spec_from_dict(payload["spec"]),
@@ -104,17 +102,17 @@ def _rank_main(
         )
     finally:
         if handler is not None:
-            close_run_log(handler)
+            run.close_log(handler)
         dist.destroy_process_group()
 
 
 def train_on_devices(
     spec: Any,
     run_dir: Path,
-    *,
     execution: Any,
     branches: Any = (),
     should_stop: Callable[[], bool] | None = None,
+    *,
     stop_after_steps: int | None = None,
 ) -> Any:
     """Train ``spec`` on ``execution.devices_per_run`` devices of this machine; rank 0's
@@ -130,7 +128,7 @@ def train_on_devices(
     import torch.multiprocessing as mp
 
     from harness.config import to_dict
-    from harness.results import FINISHED, read_result
+    from harness.rundir import RunDir
     from harness.train import RunResult
 
     n = execution.devices_per_run
@@ -178,7 +176,7 @@ def train_on_devices(
                 if p.is_alive():
                     p.kill()
                     p.join()
-    result = read_result(run_dir)
-    if result is None or result.get("status") not in FINISHED:
+    result = RunDir(run_dir).finished()
+    if result is None:
         return None
     return RunResult(**{k: v for k, v in result.items() if k in RunResult.__dataclass_fields__})

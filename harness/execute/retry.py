@@ -5,43 +5,22 @@ learning rate, not a failure. With ``execution.diverge_retries = k`` the same gr
 trains again at ``lr x execution.diverge_lr_factor``, up to k times, each retry a run of its
 own (its own run_id and directory, ``retry.json`` naming the run it retries). The diverged
 run's result.json records ``retried_as``, so a retry that an interrupted command or a killed
-job left unfinished is found again from the grid (`unfinished_retries`). Local workers and
-SLURM jobs call the same two functions: `start_retry` after a divergence, `pending_runs` (or
-`unfinished_retries`) to pick up what is left.
+job left unfinished is found again from the grid (`unfinished_retries`). `attempt.attempts`
+calls `start_retry` after a divergence, in a local worker and in a SLURM job alike; the
+commands call `pending_runs` to pick up what is left.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
 
-from harness import __version__
 from harness.atomic import atomic_write_json
 from harness.config import ExecutionConfig
-from harness.grid import RunSpec, spec_from_dict
-from harness.results import (
-    FINISHED,
-    ExperimentLayout,
-    check_spec,
-    read_json,
-    read_result,
-    run_state,
-    write_result,
-    write_spec,
-)
+from harness.grid import RunSpec
+from harness.results import ExperimentLayout
+from harness.rundir import FINISHED, RunDir, read_json
 
-__all__ = [
-    "RETRY_JSON",
-    "pending_runs",
-    "record_failure",
-    "retry_depth",
-    "retry_spec",
-    "start_retry",
-    "unfinished_retries",
-]
-
-RETRY_JSON = "retry.json"
+__all__ = ["pending_runs", "retry_depth", "retry_spec", "start_retry", "unfinished_retries"]
 
 
 def pending_runs(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec]:
@@ -54,8 +33,8 @@ def pending_runs(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec
         A run directory holds another run's spec.json (checked before anything trains).
     """
     for s in specs:
-        check_spec(layout.run_dir(s.run_id), s)
-    todo = [s for s in specs if run_state(layout.run_dir(s.run_id)) not in FINISHED]
+        layout.run(s.run_id).check_spec(s)
+    todo = [s for s in specs if layout.run(s.run_id).state() not in FINISHED]
     # A retry whose lr is also a grid point is one run: listed once.
     return list({s.run_id: s for s in todo + unfinished_retries(specs, layout)}.values())
 
@@ -67,9 +46,9 @@ def retry_spec(spec: RunSpec, lr_factor: float) -> RunSpec:
     )
 
 
-def retry_depth(run_dir: Path) -> int:
-    """0 for a grid run; k for the k-th divergence retry (run_dir/retry.json)."""
-    path = run_dir / RETRY_JSON
+def retry_depth(run: RunDir) -> int:
+    """0 for a grid run; k for the k-th divergence retry (its retry.json)."""
+    path = run.retry_json
     if not path.exists():
         return 0
     depth = read_json(path).get("retry", 0)
@@ -83,13 +62,13 @@ def unfinished_retries(specs: list[RunSpec], layout: ExperimentLayout) -> list[R
         run_id, seen = spec.run_id, set()
         while run_id not in seen:
             seen.add(run_id)
-            result = read_result(layout.run_dir(run_id))
+            result = layout.run(run_id).read_result()
             if not result or result.get("status") != "diverged" or not result.get("retried_as"):
                 break
             run_id = str(result["retried_as"])
-            retry_dir = layout.run_dir(run_id)
-            if (retry_dir / "spec.json").exists() and run_state(retry_dir) not in FINISHED:
-                out.append(spec_from_dict(read_json(retry_dir / "spec.json")))
+            retry = layout.run(run_id)
+            if retry.spec_json.exists() and retry.state() not in FINISHED:
+                out.append(retry.spec())
                 break
     return out
 
@@ -101,33 +80,20 @@ def start_retry(
 
     None when ``spec`` is already the last retry allowed, or its retry has finished.
     """
-    run_dir = layout.run_dir(spec.run_id)
-    depth = retry_depth(run_dir)
+    run = layout.run(spec.run_id)
+    depth = retry_depth(run)
     if depth >= execution.diverge_retries:
         return None
     retry = retry_spec(spec, execution.diverge_lr_factor)
-    retry_dir = layout.run_dir(retry.run_id)
-    retry_dir.mkdir(parents=True, exist_ok=True)
-    write_spec(retry_dir, retry)
-    if not (retry_dir / RETRY_JSON).exists():  # the same lr may already be a grid point
+    retry_dir = layout.run(retry.run_id)
+    retry_dir.path.mkdir(parents=True, exist_ok=True)
+    retry_dir.write_spec(retry)
+    if not retry_dir.retry_json.exists():  # the same lr may already be a grid point
         atomic_write_json(
-            retry_dir / RETRY_JSON,
+            retry_dir.retry_json,
             {"retry_of": spec.run_id, "retry": depth + 1, "lr": retry.train.lr},
         )
-    result = read_result(run_dir) or {}
+    result = run.read_result() or {}
     result["retried_as"] = retry.run_id
-    write_result(run_dir, result)
-    return None if run_state(retry_dir) in FINISHED else retry
-
-
-def record_failure(run_dir: Path, spec: RunSpec, error: str, log: str = "") -> dict[str, Any]:
-    """Write a failed run's result.json (one line of error, the log to read) and return it."""
-    result = {
-        "run_id": spec.run_id,
-        "status": "failed",
-        "error": error,
-        "log": log or str(run_dir / "train.log"),
-        "harness_version": __version__,
-    }
-    write_result(run_dir, result)
-    return result
+    run.write_result(result)
+    return None if retry_dir.state() in FINISHED else retry

@@ -30,7 +30,7 @@ from harness.execute.local import plan_units
 from harness.execute.retry import unfinished_retries
 from harness.execute.status import RunStatus, jobs_lock, read_jobs, run_statuses
 from harness.grid import RunSpec
-from harness.results import ExperimentLayout, check_spec, write_spec
+from harness.results import ExperimentLayout
 
 __all__ = [
     "NO_SBATCH",
@@ -273,7 +273,7 @@ def submit(
     specs = expand(exp)
     layout = ExperimentLayout(exp.results_path.resolve())
     for spec in specs:
-        check_spec(layout.run_dir(spec.run_id), spec)
+        layout.run(spec.run_id).check_spec(spec)
     submitted: list[Submission] = []
     debug_jobs: list[Any] = []
     with jobs_lock(layout):
@@ -296,9 +296,8 @@ def submit(
             return submitted, before
         prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, here, not in every job
         for spec in todo:
-            run_dir = layout.run_dir(spec.run_id)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_spec(run_dir, spec)
+            layout.run_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
+            layout.run(spec.run_id).write_spec(spec)
         execution = to_dict(dataclasses.replace(exp.execution, progress=False))
         planned = plan_jobs(todo, exp.cluster, exp.execution)
         shares = split_parallel(exp.cluster.max_parallel, [len(p) for p in planned.values()])

@@ -31,17 +31,16 @@ from harness.execute.progress import (
     fmt_duration,
     read_progress,
 )
-from harness.results import FINISHED, ExperimentLayout, read_json, read_result, read_spec
+from harness.results import ExperimentLayout
+from harness.rundir import FINISHED, read_json
 from harness.units import fmt_si, fmt_si_unit
 
 __all__ = [
     "JOBS_SCHEMA",
     "RunStatus",
-    "finished_result",
     "grid_summary",
     "jobs_lock",
     "last_error_line",
-    "newest_checkpoint_step",
     "read_jobs",
     "run_statuses",
     "status_table",
@@ -257,26 +256,26 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
     slurm_ids = [
         e["job_id"]
         for r, e in newest.items()
-        if e.get("cluster", "slurm") == "slurm" and finished_result(layout.run_dir(r)) is None
+        if e.get("cluster", "slurm") == "slurm" and layout.run(r).finished() is None
     ]
     states = _slurm_states(slurm_ids) if slurm_ids else {}
     out = []
     now = time.time()
     for run_id in run_ids:
-        run_dir = layout.run_dir(run_id)
+        run = layout.run(run_id)
+        run_dir = run.path
         n_params = n_tokens = n_steps = None
-        if (run_dir / "spec.json").exists():
-            from harness.grid import spec_from_dict
+        if run.spec_json.exists():
             from harness.model import count_params
 
             try:  # read_spec checks every field: a mangled spec.json shows as unknown sizes
-                spec = spec_from_dict(read_spec(run_dir))
+                spec = run.spec()
                 n_params = count_params(spec.model).non_embedding
                 n_tokens, n_steps = spec.n_tokens, spec.n_steps
             except InputError:
                 pass
         try:
-            result = read_result(run_dir) or {}
+            result = run.read_result() or {}
         except InputError as e:
             result = {"status": "failed", "error": str(e)}
         entry = newest.get(run_id)
@@ -299,7 +298,7 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
                     state="running",
                     slurm_state="locked",
                     error=holder,
-                    **{**common, "log": str(run_dir / "train.log")},
+                    **{**common, "log": str(run.log)},
                 )
             )
             continue
@@ -355,33 +354,16 @@ def run_statuses(layout: ExperimentLayout, jobs: dict[str, Any] | None = None) -
                 )
             )
             continue
-        step = newest_checkpoint_step(run_dir)
+        step = run.newest_checkpoint_step()
         out.append(
             RunStatus(
                 state="interrupted" if step is not None else "unsubmitted",
-                log=str(run_dir / "train.log") if (run_dir / "train.log").exists() else "",
+                log=str(run.log) if run.log.exists() else "",
                 error=f"checkpoint at step {step}" if step is not None else "",
                 **common,
             )
         )
     return out
-
-
-def newest_checkpoint_step(run_dir: Path) -> int | None:
-    steps = [
-        int(m.group(1))
-        for p in (run_dir / "ckpt").glob("step_*.pt")
-        if (m := re.search(r"step_(\d+)\.pt$", p.name))
-    ]
-    return max(steps) if steps else None
-
-
-def finished_result(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        result = read_result(run_dir)
-    except InputError:
-        return None
-    return result if result is not None and result.get("status") in FINISHED else None
 
 
 # --- the table ----------------------------------------------------------------------------------

@@ -400,7 +400,8 @@ def _fake_results(root: Path) -> list[Path]:
     """Two finished run directories made without training, and their runs.csv."""
     from harness.config import load_experiment
     from harness.grid import expand
-    from harness.results import collect, write_result, write_spec
+    from harness.results import collect
+    from harness.rundir import RunDir
 
     toml = root.parent / f"{root.name}.toml"
     toml.write_bytes(QUICKSTART)
@@ -416,9 +417,8 @@ def _fake_results(root: Path) -> list[Path]:
     for i, spec in enumerate(expand(exp)):
         run_dir = exp.results_path / "runs" / spec.run_id
         run_dir.mkdir(parents=True)
-        write_spec(run_dir, spec)
-        write_result(
-            run_dir,
+        RunDir(run_dir).write_spec(spec)
+        RunDir(run_dir).write_result(
             {
                 "run_id": spec.run_id,
                 "status": "done",

@@ -17,7 +17,8 @@ from harness.config import load_experiment
 from harness.errors import InputError
 from harness.grid import expand, expand_grid, spec_from_dict
 from harness.model import count_params
-from harness.results import check_spec, collect, write_spec
+from harness.results import collect
+from harness.rundir import RunDir
 
 ROOT = Path(__file__).parents[2]
 
@@ -209,11 +210,11 @@ def test_budget_tag_is_not_identity_and_reaches_runs_csv(tmp_path: Path) -> None
     assert spec_from_dict(untagged.to_dict()).flops_budget is None  # an old spec.json
     # A run directory written before the tag existed is the same run.
     run_dir = tmp_path / "res" / "runs" / spec.run_id
-    write_spec(run_dir, untagged)
-    assert check_spec(run_dir, spec)
+    RunDir(run_dir).write_spec(untagged)
+    assert RunDir(run_dir).check_spec(spec)
     run_dir = tmp_path / "res" / "runs" / spec.run_id
     (run_dir / "spec.json").unlink()
-    write_spec(run_dir, spec)
+    RunDir(run_dir).write_spec(spec)
     atomic_write_json(run_dir / "result.json", {"status": "done", "val_loss": 2.5})
     path, counts = collect(tmp_path / "res")
     (row,) = list(csv.DictReader(path.open()))
@@ -242,7 +243,7 @@ def test_isoflop_grid_to_fit(tmp_path: Path) -> None:
     for s in specs:
         n, d = n_of(s), s.n_tokens
         loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
-        write_spec(root / "runs" / s.run_id, s)
+        RunDir(root / "runs" / s.run_id).write_spec(s)
         atomic_write_json(
             root / "runs" / s.run_id / "result.json", {"status": "done", "val_loss": loss}
         )

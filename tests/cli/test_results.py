@@ -13,7 +13,8 @@ from harness.config import DataConfig, TrainConfig
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.model import ModelShape
-from harness.results import RUNS_CSV_COLUMNS, collect, run_state, write_spec
+from harness.results import RUNS_CSV_COLUMNS, collect
+from harness.rundir import RunDir
 
 DESIGN_COLUMNS = (
     "n_params n_tokens loss run_id experiment status arch n_layer n_embd n_head n_params_total "
@@ -46,7 +47,7 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     done, failed, unfinished = _spec(4096), _spec(8192), _spec(4096, seed=1)
     for spec in (done, failed, unfinished):
-        write_spec(runs / spec.run_id, spec)
+        RunDir(runs / spec.run_id).write_spec(spec)
     atomic_write_json(
         runs / done.run_id / "result.json",
         {
@@ -66,10 +67,10 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
         },
     )
     atomic_write_json(runs / failed.run_id / "result.json", {"status": "failed", "error": "boom"})
-    assert run_state(runs / done.run_id) == "done"
-    assert run_state(runs / failed.run_id) == "failed"
-    assert run_state(runs / unfinished.run_id) == "started"
-    assert run_state(runs / "nothing") == "pending"
+    assert RunDir(runs / done.run_id).state() == "done"
+    assert RunDir(runs / failed.run_id).state() == "failed"
+    assert RunDir(runs / unfinished.run_id).state() == "started"
+    assert RunDir(runs / "nothing").state() == "pending"
 
     path, counts = collect(tmp_path)
     assert counts == {"done": 1, "diverged": 0, "failed": 1, "unfinished": 1}
@@ -101,17 +102,17 @@ def test_collect_rows_and_states(tmp_path: Path) -> None:
 
 def test_spec_mismatch_is_refused(tmp_path: Path) -> None:
     a = _spec()
-    write_spec(tmp_path / "x", a)
-    write_spec(tmp_path / "x", a)  # same settings: fine
+    RunDir(tmp_path / "x").write_spec(a)
+    RunDir(tmp_path / "x").write_spec(a)  # same settings: fine
     with pytest.raises(InputError, match=r"spec\.json: holds settings that differ"):
-        write_spec(tmp_path / "x", _spec(n_tokens=8192))
+        RunDir(tmp_path / "x").write_spec(_spec(n_tokens=8192))
 
 
 def test_collect_bad_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no runs/ folder here"):
         collect(tmp_path)
     (tmp_path / "runs" / "r1").mkdir(parents=True)
-    write_spec(tmp_path / "runs" / "r1", _spec())
+    RunDir(tmp_path / "runs" / "r1").write_spec(_spec())
     (tmp_path / "runs" / "r1" / "result.json").write_text("{not json")
     with pytest.raises(InputError, match=r"r1/result\.json: unreadable JSON"):
         collect(tmp_path)
@@ -131,7 +132,7 @@ def test_collect_bad_directory(tmp_path: Path) -> None:
 def test_collect_names_a_mangled_fine_tune_record(tmp_path: Path, record: dict, field: str) -> None:
     spec = _spec()
     run_dir = tmp_path / "runs" / spec.run_id
-    write_spec(run_dir, spec)
+    RunDir(run_dir).write_spec(spec)
     atomic_write_json(run_dir / "result.json", {"status": "done", "val_loss": 2.5})
     atomic_write_json(run_dir / "downstream" / "lora_s0.json", record)
     with pytest.raises(InputError, match=f"{spec.run_id}: a record lacks or mangles a field") as e:

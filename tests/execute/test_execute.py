@@ -262,7 +262,8 @@ def test_a_stop_before_any_checkpoint_is_not_reported_as_one(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # Issue 31: SIGHUP before any run folder existed printed "1 runs stopped with a checkpoint".
-    from harness.execute.local import Interrupted, LocalOutcome
+    from harness.execute.attempt import Outcome
+    from harness.execute.local import Interrupted
     from harness.pipeline import _interrupted
     from harness.results import ExperimentLayout
 
@@ -270,7 +271,7 @@ def test_a_stop_before_any_checkpoint_is_not_reported_as_one(
     with_ckpt = layout.run_dir("a") / "ckpt"
     with_ckpt.mkdir(parents=True)
     (with_ckpt / "step_00000010.pt").write_bytes(b"")
-    outcomes = [LocalOutcome(r, "interrupted", None, 0.0, "") for r in ("a", "b")]
+    outcomes = [Outcome(r, "interrupted") for r in ("a", "b")]
     code = _interrupted(Interrupted(signal.SIGHUP, outcomes), layout, "x.toml", 0.0)
     out = capsys.readouterr().out
     assert code == 129

@@ -24,7 +24,8 @@ import torch
 
 from harness.config import load_experiment
 from harness.grid import RunSpec, expand
-from harness.results import collect, run_state
+from harness.results import collect
+from harness.rundir import RunDir
 from harness.train import train
 
 torch.set_num_threads(1)
@@ -93,7 +94,7 @@ def test_random_sigkills_never_change_the_result(tmp_path: Path) -> None:
         run_dir = exp.results_path / "runs" / spec.run_id
         timed = i == 0  # the 24-step run; the others need 10 + 7 + 10 kills at least
         attempts = 0
-        while run_state(run_dir) != "done":
+        while RunDir(run_dir).state() != "done":
             attempts += 1
             assert attempts < 100, "a run made no progress across 100 attempts"
             kill_at = None if timed else int(rng.integers(1, 6))

@@ -13,7 +13,7 @@ import pytest
 from _tiny import harness_cli
 
 from harness.execute.locks import RunLock
-from harness.results import write_result
+from harness.rundir import RunDir
 
 COSINE = Path(__file__).resolve().parents[2] / "results" / "wsd_cosine"
 N = 443232
@@ -26,7 +26,7 @@ def test_status_forecasts_the_final_loss_of_a_running_run(tmp_path: Path) -> Non
     size = runs[runs["n_params"] == N].sort_values("n_tokens")
     *done, longest = size.itertuples()
     for r in done:  # finished runs, as `harness run` leaves them
-        write_result(root / "runs" / r.run_id, {"run_id": r.run_id, "status": "done",
+        RunDir(root / "runs" / r.run_id).write_result({"run_id": r.run_id, "status": "done",
                                                 "val_loss": r.loss})  # fmt: skip
     metrics = root / "runs" / longest.run_id / "metrics.csv"
     m = pd.read_csv(metrics)

@@ -27,7 +27,8 @@ from harness.execute.progress import (
 from harness.execute.status import grid_summary, run_statuses, status_table
 from harness.grid import expand
 from harness.model import count_params
-from harness.results import ExperimentLayout, write_spec
+from harness.results import ExperimentLayout
+from harness.rundir import RunDir
 from harness.units import fmt_si_unit
 
 HEADER = "step,tokens,train_loss,val_loss,lr,wall_s\n"
@@ -120,11 +121,11 @@ def test_the_grid_bar_counts_runs_done_before_but_not_in_its_rate(tmp_path: Path
     exp = load_experiment(tiny_toml(tmp_path, n_tokens="[65536, 262144]"))
     layout = ExperimentLayout(exp.results_path.resolve())
     before, todo = expand(exp)  # 256 and 1024 steps
-    write_spec(layout.run_dir(before.run_id), before)
+    RunDir(layout.run_dir(before.run_id)).write_spec(before)
     (layout.run_dir(before.run_id) / "result.json").write_text(
         json.dumps({"status": "done", "val_loss": 2.0})
     )
-    write_spec(layout.run_dir(todo.run_id), todo)
+    RunDir(layout.run_dir(todo.run_id)).write_spec(todo)
     _metrics(layout.run_dir(todo.run_id), RUNNING_ROWS[:2])  # resumed at step 20
     units = plan_units([todo], exp.execution)
     worker = SimpleNamespace(unit=units[0], slot=SimpleNamespace(label="worker 0"))
@@ -152,7 +153,7 @@ def test_status_shows_step_losses_and_eta_of_a_running_run(tmp_path: Path) -> No
     layout, specs = _tiny(tmp_path, "[65536, 262144]")
     small, big = specs  # 256 and 1024 steps of 256 tokens
     for s in specs:
-        write_spec(layout.run_dir(s.run_id), s)
+        RunDir(layout.run_dir(s.run_id)).write_spec(s)
     _metrics(layout.run_dir(big.run_id), RUNNING_ROWS)
     # The small run stopped with a checkpoint at step 100: interrupted, no ETA.
     _metrics(layout.run_dir(small.run_id), [(50, 2.0, None, 10.0), (100, 1.9, 2.1, 20.0)])
@@ -210,7 +211,7 @@ def test_a_slurm_job_running_reads_the_same_run_directory(
 ) -> None:
     layout, specs = _tiny(tmp_path, "[262144]")
     (spec,) = specs
-    write_spec(layout.run_dir(spec.run_id), spec)
+    RunDir(layout.run_dir(spec.run_id)).write_spec(spec)
     _metrics(layout.run_dir(spec.run_id), RUNNING_ROWS)
     entry = {"job_id": "7_0", "cluster": "slurm", "stderr": str(tmp_path / "7_0.err")}
     entry["submitted_unix"] = 0

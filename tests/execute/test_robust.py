@@ -25,13 +25,14 @@ import torch
 from _tiny import word_corpus
 
 import harness.execute.local as local
-import harness.train as train_mod
+import harness.train.learner as train_mod
 from harness.cli import main
 from harness.config import load_experiment
 from harness.errors import InputError
 from harness.grid import expand
-from harness.results import RUNS_CSV_COLUMNS, collect, write_result, write_spec
-from harness.train import DiskFullError, train
+from harness.results import RUNS_CSV_COLUMNS, collect
+from harness.rundir import RunDir
+from harness.train import DiskFullError, save_checkpoint, train
 
 torch.set_num_threads(1)
 
@@ -243,10 +244,8 @@ def test_full_disk_during_checkpoint_fails_the_run_and_keeps_the_previous_one(
     (out,) = local._run_unit(
         [(spec.to_dict(), [])], str(tmp_path), {"threads": 1, "progress": False}
     )
-    assert (
-        out["status"] == "failed"
-        and "no space left on device while writing checkpoint" in out["error"]
-    )
+    assert out.status == "failed"
+    assert "no space left on device while writing checkpoint" in out.error
     stored = json.loads((run_dir / "result.json").read_text())
     assert stored["status"] == "failed" and "no space left" in stored["error"]
     assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_000000004.pt"]
@@ -293,7 +292,7 @@ def test_torch_saves_swallowed_disk_error_is_named(
     monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullAfter(real_fdopen(fd, mode), 200))
     state = {"step": 4, "w": torch.zeros(1000)}
     with pytest.raises(DiskFullError, match=r"no space left on device while writing checkpoint"):
-        train_mod.save_checkpoint(tmp_path, state, keep=2)
+        save_checkpoint(RunDir(tmp_path), state, keep=2)
     assert list((tmp_path / "ckpt").iterdir()) == []  # no temp file left behind
 
 
@@ -438,9 +437,8 @@ def _fake_runs(tmp_path: Path, n: int) -> Path:
     for i, spec in enumerate(expand(exp)):
         run_dir = root / "runs" / spec.run_id
         run_dir.mkdir(parents=True)
-        write_spec(run_dir, spec)
-        write_result(
-            run_dir,
+        RunDir(run_dir).write_spec(spec)
+        RunDir(run_dir).write_result(
             {
                 "run_id": spec.run_id,
                 "status": "done",

@@ -13,7 +13,7 @@ import pytest
 import torch
 from _tiny import tiny_toml
 
-import harness.train as train_mod
+import harness.train.batches as train_mod
 from harness.cli import main
 from harness.config import DataConfig, load_experiment
 from harness.data import (
@@ -25,6 +25,7 @@ from harness.data import (
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.results import collect
+from harness.train import train
 
 torch.set_num_threads(1)
 
@@ -108,7 +109,7 @@ def test_a_repeated_run_trains_on_u_and_records_epochs(
         seed=0,
     )
     root = tmp_path / "results" / exp.name
-    result = train_mod.train(spec, root / "runs" / spec.run_id, execution=exp.execution)
+    result = train(spec, root / "runs" / spec.run_id, execution=exp.execution)
     assert result is not None and result.status == "done"
     assert result.n_unique_tokens == u and result.epochs == 4.0
     corpus = prepare_corpus(spec.data, root / "cache")

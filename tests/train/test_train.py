@@ -155,7 +155,7 @@ def test_divergence_is_a_status_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_checkpoint_cadence_by_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.train as train_mod
+    import harness.train.loop as train_mod
 
     saved: list[int] = []
     real_save = train_mod.save_checkpoint
@@ -227,7 +227,7 @@ def test_logged_loss_is_the_exact_mean_of_the_step_losses(
 ) -> None:
     # The loop sums the step losses on the device and reads them back only at log rows; the
     # logged mean must be the very number a per-step float sum gives.
-    import harness.train as train_mod
+    import harness.train.loop as train_mod
 
     step_losses: list[float] = []
     real_ce = train_mod.F.cross_entropy

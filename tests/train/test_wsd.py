@@ -25,7 +25,8 @@ from harness.execute.local import run_local
 from harness.execute.slurm import submit
 from harness.execute.status import run_statuses
 from harness.grid import expand
-from harness.results import ExperimentLayout, collect, read_result
+from harness.results import ExperimentLayout, collect
+from harness.rundir import RunDir
 from harness.schedules import lr_at_step, spec_lr_at_step, warmup_steps
 from harness.train import train
 from harness.wsd import decay_start, inherited_tokens, plan_trunks, trunk_key, wsd_decay_steps
@@ -375,7 +376,7 @@ def test_submit_sends_a_group_as_one_job_trunk_first(tmp_path: Path) -> None:
     layout = ExperimentLayout(exp.results_path.resolve())
     assert {st.run_id: st.state for st in run_statuses(layout)} == {s.run_id: "done" for s in specs}
     for spec in specs:
-        r = read_result(layout.run_dir(spec.run_id))
+        r = RunDir(layout.run_dir(spec.run_id)).read_result()
         assert r is not None and r["val_loss"] == alone[spec.run_id].val_loss
         assert r["branched_from"] == (None if spec is specs[2] else specs[2].run_id)
     assert submit(exp, cluster="debug")[0] == []  # all done
@@ -401,7 +402,7 @@ def test_a_failed_trunk_leaves_its_branches_to_train_alone(
     assert states[specs[2].run_id].state == "failed"
     assert "disk on fire" in states[specs[2].run_id].error
     for spec in specs[:2]:
-        r = read_result(layout.run_dir(spec.run_id))
+        r = RunDir(layout.run_dir(spec.run_id)).read_result()
         assert r is not None and r["status"] == "done" and r["branched_from"] is None
         assert r["val_loss"] == alone[spec.run_id].val_loss and r["trained_tokens"] == spec.n_tokens
 

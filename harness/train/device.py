@@ -1,0 +1,49 @@
+"""Where a run computes and at what precision: the one home of the device and precision
+choice (`harness.preflight`, `harness.finetune` and the plan ask here too)."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.config import ExecutionConfig
+from harness.distributed import World
+from harness.grid import RunSpec
+from harness.hardware import peak_flops
+
+__all__ = ["autocast_dtype", "datasheet_peak", "precision_name", "resolve_device"]
+
+
+def resolve_device(execution: ExecutionConfig, here: World | None = None) -> torch.device:
+    """execution.device as a torch device; one rank of several takes its local GPU."""
+    if execution.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
+    kind = execution.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and here is not None and here.size > 1:
+        return torch.device("cuda", here.local_rank)
+    return torch.device(kind)
+
+
+def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of train.precision on ``device`` (None: fp32 throughout). "auto" is
+    bf16 on a GPU that has it; master weights and optimizer state stay fp32 either way."""
+    p = spec.train.precision
+    if p == "bf16":
+        return torch.bfloat16
+    if p == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def precision_name(autocast: torch.dtype | None) -> str:
+    """The precision the run's matmuls run at, as `hardware.peak_flops` names it."""
+    return "bf16" if autocast is not None else "fp32"
+
+
+def datasheet_peak(device: torch.device, autocast: torch.dtype | None) -> float | None:
+    """One GPU's datasheet peak FLOP/s at the run's precision (`hardware.peak_flops`); None on a
+    CPU, whose peak is measured once the run is over, or on an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    return peak_flops(torch.cuda.get_device_name(device), precision_name(autocast))
