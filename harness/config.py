@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from harness import synthetic
 from harness.errors import InputError, naming
 
 if sys.version_info >= (3, 11):
@@ -999,6 +998,10 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         data = _merge(data, parse_overrides(overrides))
         source = f"{path} (with overrides {' '.join(overrides)})"
     exp: ExperimentConfig = build_section(ExperimentConfig, data, "", source)
+    # Imported here, not with this module: the 20 modules that import the settings do not
+    # load the synthetic sources (and numpy) for a corpus name.
+    from harness import synthetic
+
     if synthetic.is_synthetic(exp.data.corpus):
         # The spec only (cheap): a bad one stops `harness plan` too, not only `harness run`.
         with naming(source):

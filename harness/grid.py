@@ -33,6 +33,7 @@ from harness.config import DataConfig, ExperimentConfig, TrainConfig, identity_d
 from harness.data import vocab_size_for
 from harness.design import Prior, bracket_notes, centred_sizes, load_prior
 from harness.errors import InputError
+from harness.flops import tokens_for_flops, training_flops
 from harness.model import ModelShape, count_params, default_ffn_dim, shape_for_params
 from harness.size_rules import porian2024
 
@@ -87,6 +88,11 @@ class RunSpec:
         """Optimizer steps; the last one may hold fewer sequences so that D is exact."""
         n_seq = self.n_tokens // self.data.seq_len
         return -(-n_seq // self.train.batch_size)
+
+    @property
+    def flops(self) -> int:
+        """6 N D: the run's training compute (N non-embedding)."""
+        return training_flops(count_params(self.model).non_embedding, self.n_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"experiment": self.experiment, "run_id": self.run_id, **self.identity()}
@@ -267,7 +273,7 @@ def _points(
             add(d, "n_tokens", d)
         for c in g.flops:
             # Chinchilla's C = 6 N D with the exact N of this shape (Hoffmann et al. 2022).
-            add(c / (6.0 * n), "flops", c, budget=c)
+            add(tokens_for_flops(c, n), "flops", c, budget=c)
         for k in g.tokens_per_param:
             add(k * n, "tokens_per_param", k)
         for u in g.unique_tokens:
@@ -289,7 +295,7 @@ def _points(
                 )
                 shape = _target_shape(exp, max(1, round(t)), vocab_size, where)
                 n = count_params(shape).non_embedding
-                d = resolve_n_tokens(c / (6.0 * n), seq_len)
+                d = resolve_n_tokens(tokens_for_flops(c, n), seq_len)
                 out.append(_Point(shape, n, d, exp.data, c, "flops", c))
     for i, p in enumerate(g.points):
         where = f"grid.points[{i}]"

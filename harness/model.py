@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from harness.errors import InputError
+from harness.flops import training_flops
 
 if TYPE_CHECKING:  # pragma: no cover - for annotations only; torch stays a lazy import
     import transformers
@@ -288,7 +289,7 @@ def flops_per_token(shape: ModelShape) -> FlopsPerToken:
     d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
     V, n_ctx, h = shape.vocab_size, shape.seq_len, shape.n_head
 
-    six_n = 6.0 * n_params
+    six_n = float(training_flops(n_params, 1))
     # Kaplan 2020 table 1: d_attn = n_head * head_dim = n_embd here.
     kaplan = 3.0 * (2.0 * n_params + 2.0 * L * n_ctx * d)
 

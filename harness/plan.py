@@ -37,6 +37,7 @@ from harness.atomic import check_writable
 from harness.config import ExperimentConfig, load_experiment
 from harness.data import prepare_corpus
 from harness.errors import naming
+from harness.flops import training_flops
 from harness.grid import GridExpansion, RunSpec
 from harness.hardware import Accelerator, accelerator
 from harness.memory import HEADROOM
@@ -44,6 +45,7 @@ from harness.model import ModelShape, count_params, flops_per_token
 from harness.preflight import check_memory, checked_grid, memory_bytes, state_bytes
 from harness.sizing import GpuFit, size_for_gpu
 from harness.synthetic import is_synthetic
+from harness.units import fmt_duration
 
 __all__ = [
     "ASSUMED_GPU_MFU",
@@ -103,22 +105,15 @@ class Throughput:
 
 
 def _device(exp: ExperimentConfig) -> str:
-    if exp.execution.device != "auto":
-        return exp.execution.device
-    import torch
+    from harness.train.device import device_kind  # torch: only when the plan times steps
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device_kind(exp.execution)
 
 
 def _precision(exp: ExperimentConfig, device: str) -> str:
-    p = exp.train.precision
-    if p == "auto":
-        if device == "cuda":
-            import torch
+    from harness.train.device import precision_for
 
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "fp32"
-    return p
+    return precision_for(exp.train.precision, device)
 
 
 def time_steps(
@@ -295,36 +290,13 @@ def plan_rows(
             PlanRow(
                 spec=s,
                 n_params=n,
-                flops=6.0 * n * s.n_tokens,
+                flops=float(training_flops(n, s.n_tokens)),
                 flops_total=per_token * s.n_tokens,
                 est_s=est,
                 gpu=fit,
             )
         )
     return rows
-
-
-def _si(x: float) -> str:
-    if x == 0:
-        return "0"
-    e = int(math.floor(math.log10(abs(x)) / 3))
-    if -1 <= e <= 0 and abs(x) >= 1:
-        return f"{x:.3g}"
-    if 1 <= e <= 4:
-        return f"{x / 10 ** (3 * e):.3g}{'kMGT'[e - 1]}"
-    return f"{x:.2e}"
-
-
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    if s < 86400 * 2:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
 
 
 def format_plan(
@@ -364,7 +336,7 @@ def format_plan(
         cols.append(("micro", lambda r: str(r.gpu.micro_batch) if r.gpu else "-"))
         cols.append(("GPUs", lambda r: str(r.gpu.devices) if r.gpu else "-"))
         cols.append(("GPU-h", lambda r: f"{r.gpu.gpu_hours:.3g}" if r.gpu else "-"))
-    cols.append(("est. time", lambda r: _dur(r.est_s)))
+    cols.append(("est. time", lambda r: fmt_duration(r.est_s)))
     table = [[name for name, _ in cols]]
     for i, r in enumerate(rows):
         table.append([str(i + 1)] + [fn(r) for _, fn in cols[1:]])
@@ -396,7 +368,7 @@ def format_plan(
     total_6nd = sum(r.flops for r in rows)
     total = sum(r.flops_total for r in rows)
     known = [r.est_s for r in rows if r.est_s is not None]
-    est = _dur(sum(known)) if len(known) == len(rows) else "-"
+    est = fmt_duration(sum(known)) if len(known) == len(rows) else "-"
     if gpu is not None:
         fits = [r.gpu for r in rows if r.gpu is not None]
         lines.append(

@@ -23,6 +23,7 @@ from typing import Any
 from harness import __version__
 from harness.atomic import atomic_write_text
 from harness.errors import InputError
+from harness.flops import training_flops
 from harness.hardware import mfu
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.objectives import objective_name
@@ -128,7 +129,7 @@ def _trained(result: dict[str, Any], n_params: int, d: int) -> dict[str, Any]:
     return {
         "branched_from": result.get("branched_from"),
         "trained_tokens": tokens,
-        "trained_flops": None if tokens is None else 6 * n_params * tokens,
+        "trained_flops": None if tokens is None else training_flops(n_params, tokens),
     }
 
 
@@ -156,7 +157,7 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "n_params_total": counts.total,
         "n_unique_tokens": result.get("n_unique_tokens", _planned_unique(spec, d)),
         "epochs": result.get("epochs", _planned_epochs(spec, d)),
-        "flops": 6 * counts.non_embedding * d,
+        "flops": training_flops(counts.non_embedding, d),
         "flops_total": flops.total * d,
         "val_bpb": result.get("val_bpb"),
         "train_loss": result.get("train_loss"),

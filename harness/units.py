@@ -1,5 +1,5 @@
-"""Numbers as people read them: SI prefixes for figures, the report and progress lines, and the
-short scientific form of `harness plan` and `harness status` tables.
+"""Numbers as people read them: SI prefixes for figures, the report and progress lines, the
+short scientific form of `harness plan` and `harness status` tables, and durations.
 
 Plain math only (no numpy, no torch): the analysis, the executor and the command line all use it.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["fmt_si", "fmt_si_unit", "si"]
+__all__ = ["fmt_duration", "fmt_si", "fmt_si_unit", "si"]
 
 _PREFIXES = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"]
 
@@ -51,3 +51,17 @@ def fmt_si_unit(x: float, unit: str) -> str:
 def fmt_si(x: float) -> str:
     """13408 -> '1.34e4', 512 -> '5.1e2' (short numbers for tables)."""
     return f"{x:.2g}" if x < 1e3 else f"{x:.3g}".replace("e+0", "e").replace("e+", "e")
+
+
+def fmt_duration(s: float | None) -> str:
+    """42 -> '42s', 185 -> '3m05s', 7500 -> '2h05m', 200000 -> '2d07h'; None -> '-'."""
+    if s is None or not math.isfinite(s):
+        return "-"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -24,6 +24,7 @@ from harness.analysis.predict import load_law, predict, predict_optimal
 from harness.atomic import atomic_write_json
 from harness.config import ExperimentConfig
 from harness.errors import InputError
+from harness.flops import tokens_for_flops, training_flops
 from harness.grid import RunSpec, resolve_n_tokens, shape_for_target
 from harness.model import count_params
 
@@ -50,13 +51,13 @@ def validation_spec(exp: ExperimentConfig, factor: float) -> tuple[RunSpec, dict
     done = load_runs(csv)  # its done runs, checked as `harness fit` checks them
     if done.empty:
         raise InputError(f"{csv}: no done run to take the grid's largest budget from")
-    grid_max = float((6.0 * done["n_params"] * done["n_tokens"]).max())
+    grid_max = float(training_flops(done["n_params"].astype(float), done["n_tokens"]).max())
     budget = factor * grid_max
     law = load_law(root, "chinchilla")
     (optimum,) = predict_optimal(law, [budget])
     shape = shape_for_target(exp, max(1, round(optimum["n_opt"])), "--factor")
     n = count_params(shape).non_embedding
-    d = resolve_n_tokens(budget / (6.0 * n), exp.data.seq_len)
+    d = resolve_n_tokens(tokens_for_flops(budget, n), exp.data.seq_len)
     spec = RunSpec(
         experiment=exp.name,
         model=shape,

@@ -27,6 +27,7 @@ from harness.analysis.downstream import (
 )
 from harness.analysis.laws import flops
 from harness.analysis.plots import colours, palette, save_figure
+from harness.flops import tokens_for_flops
 from harness.units import si
 
 __all__ = [
@@ -137,7 +138,9 @@ def plot_accuracy_vs_compute(
             if "params" in s2 and "params" in s1:
                 ax.plot(
                     cgrid,
-                    chained_accuracy(n, cgrid / (6 * n), s1["law"], s1["params"], s2["params"]),
+                    chained_accuracy(
+                        n, tokens_for_flops(cgrid, n), s1["law"], s1["params"], s2["params"]
+                    ),
                     "-",
                     color=color,
                     lw=0.8,

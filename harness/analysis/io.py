@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.analysis.where import select_rows
 from harness.errors import InputError
+from harness.flops import training_flops
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -251,7 +252,7 @@ def load_runs(
             )
         df[col] = vals
     with np.errstate(over="ignore"):
-        c = 6.0 * df["n_params"].to_numpy(float) * df["n_tokens"].to_numpy(float)
+        c = training_flops(df["n_params"].to_numpy(float), df["n_tokens"].to_numpy(float))
     bad = np.flatnonzero(~np.isfinite(c))
     if bad.size:  # 1e308 parameters: every law and figure would overflow on it
         raise InputError(

@@ -19,6 +19,7 @@ from scipy.interpolate import Akima1DInterpolator
 from harness.analysis.common import check_n_resamples, resample_weights
 from harness.analysis.laws import flops
 from harness.errors import InputError
+from harness.flops import tokens_for_flops
 
 __all__ = [
     "IsoflopResult",
@@ -223,7 +224,8 @@ def fit_isoflop(
                 continue
             xo = -c1 / (2 * c2)
             lmin = float(c0 + c1 * xo + c2 * xo * xo)
-        cs.append(c), no.append(float(np.exp(xo))), do.append(c / (6.0 * float(np.exp(xo))))
+        n_opt = float(np.exp(xo))
+        cs.append(c), no.append(n_opt), do.append(tokens_for_flops(c, n_opt))
         lo.append(lmin), pars.append((c0, c1, c2))
         wins.append(tuple(int(v) for v in win))
     if len(cs) < 2:

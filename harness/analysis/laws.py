@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from harness.flops import training_flops
+
 __all__ = [
     "ComputeOptimal",
     "chinchilla_loss",
@@ -40,7 +42,7 @@ def flops(n_params: ArrayLike, n_tokens: ArrayLike) -> FloatArray:
     ndarray
         C = 6 N D.
     """
-    return 6.0 * np.asarray(n_params, dtype=float) * np.asarray(n_tokens, dtype=float)
+    return training_flops(np.asarray(n_params, dtype=float), np.asarray(n_tokens, dtype=float))
 
 
 def chinchilla_loss(

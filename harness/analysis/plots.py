@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from harness.analysis.laws import chinchilla_loss, flops  # noqa: E402
 from harness.atomic import atomic_write  # noqa: E402
+from harness.flops import tokens_for_flops, training_flops
 from harness.units import si  # noqa: E402
 
 __all__ = [
@@ -516,16 +517,16 @@ def plot_contour(ax: Axes, df: pd.DataFrame, params: Mapping[str, float]) -> Fig
     levels = np.geomspace(float(np.nanmin(loss)), top, 14)
     cs = ax.contourf(nn, dd, loss, levels=levels, cmap="Blues_r", alpha=0.9, extend="max")
     figure_of(ax).colorbar(cs, ax=ax, label="fitted loss (nats/token)", format="%.3g")
-    c_min, c_max = 6 * n_lo * d_lo, 6 * n_hi * d_hi
+    c_min, c_max = training_flops(n_lo, d_lo), training_flops(n_hi, d_hi)
     for c in 10.0 ** np.arange(np.ceil(np.log10(c_min)), np.floor(np.log10(c_max)) + 1):
         # C = 6 N D: a straight line of slope -1 in log-log, labelled where it leaves the view
         # (the top edge, else the right one).
-        ax.plot(n, c / (6 * n), "-", color="0.35", lw=0.7)
-        x, y = c / (6 * d_hi), d_hi
+        ax.plot(n, tokens_for_flops(c, n), "-", color="0.35", lw=0.7)
+        x, y = tokens_for_flops(c, d_hi), d_hi
         if x > n_hi:
             continue
         if x < n_lo:
-            x, y = n_lo, c / (6 * n_lo)
+            x, y = n_lo, tokens_for_flops(c, n_lo)
         ax.annotate(
             f"{si(c)}FLOP", (x, y), xytext=(2, -8), textcoords="offset points", fontsize=6,
             color="0.15", bbox={"boxstyle": "round,pad=0.1", "fc": "w", "ec": "none", "alpha": 0.7},

@@ -37,6 +37,7 @@ from harness.analysis import identify
 from harness.analysis.common import check_n_resamples, ci95, resample_weights
 from harness.analysis.isoflop import loglog_slope
 from harness.errors import InputError
+from harness.flops import training_flops
 
 __all__ = [
     "SWEEP_COLUMNS",
@@ -131,7 +132,7 @@ class SweepOptimum:
     @property
     def flops(self) -> float:
         """C = 6 N D (Kaplan et al. 2020; Hoffmann et al. 2022)."""
-        return 6.0 * self.n_params * self.n_tokens
+        return float(training_flops(float(self.n_params), self.n_tokens))
 
 
 def sweep_optimum(

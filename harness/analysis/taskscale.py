@@ -58,6 +58,7 @@ from harness.analysis.io import done_rows, line_list, read_results_csv, sha256_o
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.where import select_rows, where_columns
 from harness.errors import InputError
+from harness.flops import training_flops
 
 __all__ = [
     "FORMS",
@@ -510,7 +511,10 @@ def fit_task(
             "fitted_range": {
                 "n_params": [float(N1.min()), float(N1.max())],
                 "n_tokens": [float(D1.min()), float(D1.max())],
-                "flops": [float((6 * N1 * D1).min()), float((6 * N1 * D1).max())],
+                "flops": [
+                    float(training_flops(N1, D1).min()),
+                    float(training_flops(N1, D1).max()),
+                ],
             },
             **_param_block(r1.params, boots1, nf1, n_bootstrap),
             "precision": dict(r1.precision),

@@ -76,12 +76,6 @@ class Interrupted(Exception):
         self.outcomes = outcomes
 
 
-def _flops(spec: RunSpec) -> float:
-    from harness.model import count_params
-
-    return 6.0 * count_params(spec.model).non_embedding * spec.n_tokens
-
-
 def plan_units(
     specs: list[RunSpec], execution: ExecutionConfig, *, longest_first: bool = True
 ) -> list[Unit]:
@@ -95,7 +89,7 @@ def plan_units(
     inherits = {b.run_id: inherited_tokens(b) for bs in branches_of.values() for b in bs}
 
     def cost(s: RunSpec) -> float:
-        return _flops(s) * (1 - inherits.get(s.run_id, 0) / s.n_tokens)
+        return s.flops * (1 - inherits.get(s.run_id, 0) / s.n_tokens)
 
     units = []
     by_id = {s.run_id: s for s in order}
@@ -393,7 +387,7 @@ class _Bars:
                 continue
             self.specs[s.run_id] = s
             self.inherited[s.run_id] = inherited_tokens(s) if s.run_id in branches else 0
-            self.cost[s.run_id] = _flops(s) * (1 - self.inherited[s.run_id] / s.n_tokens)
+            self.cost[s.run_id] = s.flops * (1 - self.inherited[s.run_id] / s.n_tokens)
             self.spent[s.run_id] = 0.0
 
     def _measure(self, run_id: str) -> Any:

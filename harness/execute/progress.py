@@ -18,13 +18,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.units import fmt_si_unit
+from harness.units import fmt_duration, fmt_si_unit
 
 __all__ = [
     "RECENT_INTERVALS",
     "RunProgress",
     "eta_s",
-    "fmt_duration",
     "grid_eta_s",
     "grid_line",
     "read_progress",
@@ -136,20 +135,6 @@ def grid_eta_s(
     if trained <= 0 or elapsed_s <= 0:
         return None
     return max(0.0, total_flops - done_flops) * elapsed_s / trained
-
-
-def fmt_duration(s: float | None) -> str:
-    """42 -> '42s', 185 -> '3m05s', 7500 -> '2h05m', 200000 -> '2d07h'; None -> '-'."""
-    if s is None or not math.isfinite(s):
-        return "-"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def grid_line(

@@ -28,12 +28,12 @@ from harness.execute.locks import holder_of
 from harness.execute.progress import (
     RunProgress,
     eta_s,
-    fmt_duration,
     read_progress,
 )
+from harness.flops import training_flops
 from harness.results import ExperimentLayout
 from harness.rundir import FINISHED, read_json
-from harness.units import fmt_si, fmt_si_unit
+from harness.units import fmt_duration, fmt_si, fmt_si_unit
 
 __all__ = [
     "JOBS_SCHEMA",
@@ -140,7 +140,9 @@ class RunStatus:
     @property
     def flops(self) -> float | None:
         """6 N D: the run's training FLOPs (None without its spec.json)."""
-        return 6.0 * self.n_params * self.n_tokens if self.n_params and self.n_tokens else None
+        if not (self.n_params and self.n_tokens):
+            return None
+        return float(training_flops(self.n_params, self.n_tokens))
 
     @property
     def eta_s(self) -> float | None:

@@ -10,30 +10,45 @@ from harness.distributed import World
 from harness.grid import RunSpec
 from harness.hardware import peak_flops
 
-__all__ = ["autocast_dtype", "datasheet_peak", "precision_name", "resolve_device"]
+__all__ = [
+    "autocast_dtype",
+    "datasheet_peak",
+    "device_kind",
+    "precision_for",
+    "precision_name",
+    "resolve_device",
+]
+
+
+def device_kind(execution: ExecutionConfig) -> str:
+    """'cuda' or 'cpu': execution.device, "auto" resolved by what torch sees here (`harness plan`
+    of a GPU experiment on a laptop keeps "cuda"; `resolve_device` refuses it)."""
+    if execution.device != "auto":
+        return execution.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_device(execution: ExecutionConfig, here: World | None = None) -> torch.device:
     """execution.device as a torch device; one rank of several takes its local GPU."""
     if execution.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
-    kind = execution.device
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device_kind(execution)
     if kind == "cuda" and here is not None and here.size > 1:
         return torch.device("cuda", here.local_rank)
     return torch.device(kind)
 
 
+def precision_for(precision: str, device_type: str) -> str:
+    """train.precision on a device: "bf16" or "fp32". "auto" is bf16 on a GPU that has it;
+    master weights and optimizer state stay fp32 either way."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of train.precision on ``device`` (None: fp32 throughout). "auto" is
-    bf16 on a GPU that has it; master weights and optimizer state stay fp32 either way."""
-    p = spec.train.precision
-    if p == "bf16":
-        return torch.bfloat16
-    if p == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    """The autocast dtype of the run on ``device`` (None: fp32 throughout)."""
+    return torch.bfloat16 if precision_for(spec.train.precision, device.type) == "bf16" else None
 
 
 def precision_name(autocast: torch.dtype | None) -> str:

@@ -21,7 +21,7 @@ from harness.config import ExecutionConfig
 from harness.data import Corpus
 from harness.distributed import agree, barrier, from_main, same_everywhere, sum_across
 from harness.grid import RunSpec
-from harness.model import count_params
+from harness.model import flops_per_token
 from harness.rundir import RunDir
 from harness.schedules import spec_lr_at_step
 from harness.tracking import RunTracker, open_run
@@ -242,6 +242,6 @@ def _open_tracker(run: Run) -> RunTracker:
     return open_run(
         run.spec,
         run.dir.path,
-        flops_per_token=6.0 * count_params(run.spec.model).non_embedding,
+        flops_per_token=flops_per_token(run.spec.model).six_n,
         peak_flops=peak,
     )

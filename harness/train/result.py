@@ -14,6 +14,7 @@ import torch
 
 from harness import __version__
 from harness.distributed import barrier
+from harness.flops import training_flops
 from harness.hardware import measure_cpu_matmul_flops, mfu
 from harness.model import count_params, flops_per_token
 from harness.schedules import peak_lr
@@ -156,11 +157,11 @@ def finish(run: Run, p: Progress, started_unix: float, setup_s: float) -> RunRes
         harness_version=__version__,
         git_sha=git_sha(),
         peak_flops=device_peak,
-        mfu=mfu(6.0 * count_params(spec.model).non_embedding, tokens_per_s, all_peak),
+        mfu=mfu(flops_per_token(spec.model).six_n, tokens_per_s, all_peak),
         mfu_total=mfu(flops_per_token(spec.model).total, tokens_per_s, all_peak),
         branched_from=p.branched_from,
         trained_tokens=trained_tokens,
-        trained_flops=6.0 * count_params(spec.model).non_embedding * trained_tokens,
+        trained_flops=float(training_flops(count_params(spec.model).non_embedding, trained_tokens)),
         started_unix=round(started_unix, 6),
         setup_s=round(setup_s, 3),
         eval_s=round(eval_total, 3),

@@ -88,7 +88,7 @@ def test_real_timing_on_this_cpu(tmp_path: Path, capsys) -> None:
     assert main(["plan", str(write(tmp_path, "n_tokens = [3200]"))]) == 0
     out = capsys.readouterr().out
     assert re.search(r"matmul peak measured [\d.]+ GFLOP/s; timed [12] of 2 shape", out)
-    assert re.search(r"estimated time [\d.]+ (s|min)", out)
+    assert re.search(r"estimated time \d+(s|m\d\ds)\b", out)  # units.fmt_duration
 
 
 @pytest.mark.parametrize(

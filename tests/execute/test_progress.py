@@ -18,7 +18,6 @@ from harness.execute.local import _Bars, plan_units
 from harness.execute.locks import RunLock
 from harness.execute.progress import (
     eta_s,
-    fmt_duration,
     grid_eta_s,
     grid_line,
     read_progress,
@@ -29,7 +28,7 @@ from harness.grid import expand
 from harness.model import count_params
 from harness.results import ExperimentLayout
 from harness.rundir import RunDir
-from harness.units import fmt_si_unit
+from harness.units import fmt_duration, fmt_si_unit
 
 HEADER = "step,tokens,train_loss,val_loss,lr,wall_s\n"
 

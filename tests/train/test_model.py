@@ -147,6 +147,18 @@ def test_flops_table_by_hand() -> None:
     )
 
 
+def test_training_flops_is_six_n_d_exact_in_integers() -> None:
+    from harness.flops import tokens_for_flops, training_flops
+
+    # The quickstart's smallest run: N = 6736, D = 150016 -> 6 * 6736 * 150016 = 6063046656.
+    assert training_flops(6736, 150016) == 6063046656
+    # A 70B model on 15T tokens: 6.3e24, past int64 yet exact as a Python integer.
+    assert training_flops(70 * 10**9, 15 * 10**12) == 63 * 10**23
+    assert tokens_for_flops(6063046656, 6736) == 150016.0
+    # The grid's isoFLOP D: C / (6 N), as before the formula had one home (Hoffmann et al.).
+    assert tokens_for_flops(1e15, 13408) == 1e15 / (6.0 * 13408)
+
+
 def test_flops_gpt2_small_against_kaplan_approximation() -> None:
     # Kaplan 2020 table 1: C_forward ≈ 2N + 2 n_layer n_ctx d_model. For GPT-2 small the exact
     # N includes biases and norms; forward = 2*85056000 + 2*12*1024*768 = 188,986,368.
