@@ -432,11 +432,13 @@ class StageOutcome:
     error: str = ""
 
 
-def _done_runs(exp: ExperimentConfig, layout: ExperimentLayout) -> tuple[list[Path], int]:
+def _done_runs(
+    exp: ExperimentConfig, layout: ExperimentLayout, specs: list[RunSpec] | None = None
+) -> tuple[list[Path], int]:
     """Run directories of the grid's done runs (a diverged run's done retry stands in for it),
     and how many grid runs are not done."""
     done, not_done = [], 0
-    for spec in expand(exp):
+    for spec in expand(exp) if specs is None else specs:
         run_dir, seen = layout.run_dir(spec.run_id), set()
         result = RunDir(run_dir).read_result()
         while result is not None and result.get("retried_as") and run_dir.name not in seen:
@@ -455,8 +457,10 @@ def run_downstream(
     layout: ExperimentLayout,
     *,
     echo: Callable[[str], None] = print,
+    specs: list[RunSpec] | None = None,
 ) -> Iterator[StageOutcome]:
-    """Fine-tune every done run of ``exp``'s grid for each method x n_labels x seed.
+    """Fine-tune every done run of ``exp``'s grid (``specs``, as the command expanded it; by
+    default expanded here) for each method x n_labels x seed.
 
     A fine-tune whose result file exists with the same settings is skipped, so the stage is
     idempotent and resumes where it stopped. One that raises is reported (state 'failed') and
@@ -480,7 +484,7 @@ def run_downstream(
 
     device = resolve_device(exp.execution)
     task = downstream_task(cfg, exp.data)
-    run_dirs, not_done = _done_runs(exp, layout)
+    run_dirs, not_done = _done_runs(exp, layout, specs)
     if not_done:
         echo(f"downstream: {not_done} run(s) of the grid are not done; they are left out")
     jobs = []

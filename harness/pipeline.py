@@ -18,6 +18,7 @@ from harness.units import fmt_si
 if TYPE_CHECKING:  # annotations only: each pipeline imports what it needs when called
     from harness.config import ExperimentConfig
     from harness.execute.local import Interrupted
+    from harness.grid import RunSpec
     from harness.results import ExperimentLayout
 
 __all__ = ["finetune", "run", "submit"]
@@ -58,7 +59,7 @@ def run(experiment: str, overrides: list[str]) -> int:
     layout = ExperimentLayout(exp.results_path)
     todo = pending_runs(specs, layout)
     if todo:  # a finished grid still collects and fits on a machine without its corpus or GPU
-        check_can_train_here(exp, experiment, layout)
+        check_can_train_here(exp, experiment, layout, specs)
     record_grid(layout, exp.name, [s.run_id for s in specs])  # `harness status` counts them all
     # [tracking], resolved into the results folder, where every run's process reads it.
     tracking = prepare(exp, layout.root)
@@ -78,9 +79,10 @@ def run(experiment: str, overrides: list[str]) -> int:
     failed = 0
     if todo:
         with naming(experiment):  # a bad corpus spec is the experiment file's
-            prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, before any run starts
+            # Tokenized once, before any run starts: every run opens this entry.
+            corpus = prepare_corpus(exp.data, layout.cache_dir)
         try:
-            outcomes = run_local(exp, todo, layout)
+            outcomes = run_local(exp, todo, layout, grid=specs, corpus=corpus)
         except Interrupted as stop:
             return _interrupted(stop, layout, experiment, t0)
         failed = sum(o.status == "failed" for o in outcomes)
@@ -93,7 +95,7 @@ def run(experiment: str, overrides: list[str]) -> int:
             if o.note:
                 print(f"warning: run {o.run_id}: {o.note}")
     if exp.downstream.task:  # fine-tune every done run ([downstream]; harness.finetune)
-        failed += _downstream(exp, layout)
+        failed += _downstream(exp, layout, specs)
     with experiment_lock(layout.root):  # one process at a time writes runs.csv and the fits
         csv_path, counts = collect(layout.root)
         print(f"collected {csv_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
@@ -127,13 +129,15 @@ def _interrupted(stop: Interrupted, layout: ExperimentLayout, experiment: str, t
     return 128 + stop.signum
 
 
-def _downstream(exp: ExperimentConfig, layout: ExperimentLayout) -> int:
+def _downstream(
+    exp: ExperimentConfig, layout: ExperimentLayout, specs: list[RunSpec] | None = None
+) -> int:
     """Run the downstream stage, print one line per fine-tune, write downstream.csv; return
     the number of failed fine-tunes."""
     from harness.finetune import collect_downstream, run_downstream
 
     failed = 0
-    for o in run_downstream(exp, layout):
+    for o in run_downstream(exp, layout, specs=specs):
         if o.state == "failed":
             failed += 1
             print(f"fine-tune {o.run_id}/{o.name} failed: {o.error}")
@@ -249,7 +253,9 @@ def submit(
                 )
             )
         return 0
-    submitted, before = submit_runs(exp, cluster=cluster, only_failed=only_failed)
+    submitted, before = submit_runs(
+        exp, cluster=cluster, only_failed=only_failed, specs=list(grid.specs)
+    )
     root = exp.results_path.resolve()
     counts: dict[str, int] = {}
     for st in before:
@@ -308,11 +314,11 @@ def validate(experiment: str, overrides: list[str], *, factor: float) -> int:
     )
     todo = pending_runs([spec], layout)
     if todo:
-        check_can_train_here(exp, experiment, layout)
+        check_can_train_here(exp, experiment, layout, [spec])
         with naming(experiment):
-            prepare_corpus(exp.data, layout.cache_dir)
+            corpus = prepare_corpus(exp.data, layout.cache_dir)
         try:
-            run_local(exp, todo, layout)
+            run_local(exp, todo, layout, corpus=corpus)
         except Interrupted as stop:
             print(f"interrupted: `harness validate {experiment}` resumes from its checkpoint")
             return 128 + stop.signum

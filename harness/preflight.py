@@ -18,7 +18,7 @@ from harness.atomic import check_writable
 from harness.config import ExperimentConfig
 from harness.data import check_corpus
 from harness.errors import InputError, naming
-from harness.grid import GridExpansion, expand_grid
+from harness.grid import GridExpansion, RunSpec, expand_grid
 from harness.memory import STATE_BYTES_PER_PARAM
 from harness.results import ExperimentLayout
 from harness.tokenizer import is_pretrained
@@ -150,9 +150,11 @@ def check_device(exp: ExperimentConfig) -> None:
         )
 
 
-def check_can_train_here(exp: ExperimentConfig, source: str, layout: ExperimentLayout) -> None:
-    """What training on this machine needs besides the grid: the corpus, the device, and a
-    results folder that can be written.
+def check_can_train_here(
+    exp: ExperimentConfig, source: str, layout: ExperimentLayout, specs: Sequence[RunSpec]
+) -> None:
+    """What training ``specs`` (the grid as the command expanded it) on this machine needs
+    besides the grid: the corpus, the device, memory, and a results folder that can be written.
 
     Raises
     ------
@@ -165,4 +167,4 @@ def check_can_train_here(exp: ExperimentConfig, source: str, layout: ExperimentL
         check_writable(layout.root, folder=True, what="execution.results_dir")
         from harness.train import resolve_device
 
-        check_memory(exp, expand_grid(exp).specs, resolve_device(exp.execution).type)
+        check_memory(exp, specs, resolve_device(exp.execution).type)

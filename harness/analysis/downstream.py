@@ -60,7 +60,6 @@ from harness.analysis.laws import chinchilla_loss, compute_optimal, flops, power
 from harness.errors import InputError
 
 __all__ = [
-    "Step1Fit",
     "DOWNSTREAM_CSV",
     "DOWNSTREAM_REQUIRED",
     "LabelPowerLaw",
@@ -708,24 +707,12 @@ def _step1_block(
     }
 
 
-@dataclass(frozen=True)
-class Step1Fit:
-    """A Chinchilla fit already made on the pretraining runs (fits.json "fits.chinchilla", by
-    `report.fit_frame`) and its bootstrap samples: step 1 reuses it rather than fit the same law
-    to the same runs a second time."""
-
-    fit: fitmod.FitResult
-    boots: list[dict[str, float]]
-    n_failed: int
-    n_points: int
-
-
 def _step1(
     ds: pd.DataFrame,
     runs: pd.DataFrame | None,
     seed: int,
     n_bootstrap: int,
-    given: Step1Fit | None = None,
+    given: fitmod.Bootstrapped | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Step 1 block and its bootstrap samples: Chinchilla on the pretraining runs (``given``,
     when the caller has fitted it), else a power law in C on the fine-tuned models."""
@@ -810,7 +797,7 @@ def fit_downstream(
     seed: int = 0,
     n_bootstrap: int = 1000,
     target_accuracy: float | None = None,
-    step1_fit: Step1Fit | None = None,
+    step1_fit: fitmod.Bootstrapped | None = None,
 ) -> dict[str, Any]:
     """The whole downstream analysis of one downstream.csv, as a JSON-ready dict.
 
@@ -825,7 +812,7 @@ def fit_downstream(
         Bootstrap seed.
     n_bootstrap : int
         Resamples for every interval (0 for none).
-    step1_fit : Step1Fit, optional
+    step1_fit : fitmod.Bootstrapped, optional
         Step 1's Chinchilla fit of ``runs``, already made (with the same n_bootstrap); None to
         fit it here.
     target_accuracy : float, optional

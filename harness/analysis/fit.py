@@ -34,6 +34,7 @@ from harness.errors import InputError
 __all__ = [
     "CHINCHILLA_START_GRID",
     "EXPONENTS",
+    "Bootstrapped",
     "KAPLAN_START_GRID",
     "POWER_LAW_START_GRID",
     "FitResult",
@@ -155,6 +156,18 @@ class FitResult:
     the scatter known only to this (results/repeat's power_law_d: 0.067 against 0.071)."""
     dof: int = 0
     """Degrees of freedom of that scatter: points minus fitted parameters."""
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    """A law fitted once, with the parameters of its usable bootstrap resamples: what a later
+    step that needs the same law on the same runs reuses instead of fitting it again (the
+    downstream chain's step 1 reuses fits.json's Chinchilla fit)."""
+
+    fit: FitResult
+    boots: list[dict[str, float]]
+    n_failed: int
+    n_points: int
 
 
 def residual_scale(log_residuals: ArrayLike, n_free: int) -> tuple[float, int]:

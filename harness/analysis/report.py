@@ -103,7 +103,7 @@ def fit_frame(
         Why the curves did not read (the curve laws' reason to be skipped), or "".
     kept : dict, optional
         Receives "chinchilla": the Chinchilla fit with its bootstrap samples
-        (`downstream.Step1Fit`), for a later stage that needs the same law on the same runs;
+        (`fit.Bootstrapped`), for a later stage that needs the same law on the same runs;
         "samples": {law: {param: array}}, each law's bootstrap parameter samples; and
         "subsample" when the runs were subsampled.
 

@@ -61,11 +61,20 @@ def train_in_process(
     execution: ExecutionConfig,
     branches: Sequence[RunSpec],
     should_stop: Callable[[], bool],
+    corpus: Any = None,
 ) -> Any:
-    """The run in this process (one device): `harness.train.train`."""
+    """The run in this process (one device): `harness.train.train`, on the corpus the command
+    prepared (a `harness.data.Corpus`; None: the run prepares it)."""
     from harness.train import train
 
-    return train(spec, run_dir, execution=execution, branches=branches, should_stop=should_stop)
+    return train(
+        spec,
+        run_dir,
+        execution=execution,
+        branches=branches,
+        should_stop=should_stop,
+        corpus=corpus,
+    )
 
 
 def _ended(run_id: str, result: dict[str, Any]) -> Outcome:

@@ -30,6 +30,7 @@ agree to checkpoint at one step (`harness.distributed.agree`), and task 0 requeu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -75,8 +76,14 @@ class TrainJob(submitit.helpers.Checkpointable):
     """
 
     def __call__(
-        self, units: list[list[dict[str, Any]]], results_root: str, execution: dict[str, Any]
+        self,
+        units: list[list[dict[str, Any]]],
+        results_root: str,
+        execution: dict[str, Any],
+        corpus: Any = None,
     ) -> list[dict[str, Any]]:
+        """``corpus``: the `harness.data.Corpus` `harness submit` prepared (None: each run
+        prepares it)."""
         from harness.config import build_section
 
         exe = build_section(ExecutionConfig, execution, "execution", "launcher")
@@ -108,14 +115,18 @@ class TrainJob(submitit.helpers.Checkpointable):
         if in_main:
             signal.signal(usr_sig, on_usr)
             signal.signal(signal.SIGTERM, on_term)
-        group = _Group.join(exe)
+        train: Trainer = functools.partial(train_in_process, corpus=corpus)
+        group = _Group.join(exe, train)
         if group is not None and group.rank > 0:
             try:
                 return group.follow(layout, exe, flags)
             finally:
                 group.leave()
         try:
-            return self._lead(units, layout, exe, flags, stderr, group, requeue_handler, usr_sig)
+            trainer = group.lead if group is not None else train
+            return self._lead(
+                units, layout, exe, flags, stderr, trainer, group, requeue_handler, usr_sig
+            )
         finally:
             if group is not None:
                 group.end()
@@ -130,6 +141,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         exe: ExecutionConfig,
         flags: dict[str, bool],
         stderr: str,
+        trainer: Trainer,
         group: _Group | None,
         requeue_handler: Any,
         usr_sig: int,
@@ -138,7 +150,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         out: list[dict[str, Any]] = []
         failures: list[tuple[str, Exception]] = []
         stopped: RunSpec | None = None
-        trainer: Trainer = group.lead if group is not None else train_in_process
         for unit in units:
             specs = [spec_from_dict(d) for d in unit]
             for i, spec in enumerate(specs):
@@ -188,12 +199,13 @@ class TrainJob(submitit.helpers.Checkpointable):
 class _Group:
     """The job's tasks as one torch.distributed process group (None for a one-task job)."""
 
-    def __init__(self, rank: int) -> None:
+    def __init__(self, rank: int, train: Trainer) -> None:
         self.rank = rank
+        self.train = train
         self.broken = False  # a run failed on task 0: no broadcast pairs with the others now
 
     @classmethod
-    def join(cls, exe: ExecutionConfig) -> _Group | None:
+    def join(cls, exe: ExecutionConfig, train: Trainer) -> _Group | None:
         try:
             env = submitit.JobEnvironment()
             n_tasks = env.num_tasks
@@ -220,7 +232,7 @@ class _Group:
             timeout=datetime.timedelta(minutes=10),
         )
         log.info("task %d of %d joined the run's process group", env.global_rank, n_tasks)
-        return cls(env.global_rank)
+        return cls(env.global_rank, train)
 
     @staticmethod
     def _say(message: list[Any]) -> list[Any]:
@@ -242,7 +254,7 @@ class _Group:
         from harness.config import to_dict
 
         self._say(["train", to_dict(spec), str(path), [to_dict(b) for b in branches]])
-        return train_in_process(spec, path, exe, branches, should_stop)
+        return self.train(spec, path, exe, branches, should_stop)
 
     def follow(
         self, layout: ExperimentLayout, exe: ExecutionConfig, flags: dict[str, bool]
@@ -255,7 +267,7 @@ class _Group:
             spec, path = spec_from_dict(message[1]), Path(message[2])
             branches = [spec_from_dict(b) for b in message[3]]
             flags["term"] = False  # task 0 trains on after a stray SIGTERM: so does this one
-            result = train_in_process(
+            result = self.train(
                 spec, path, exe, branches, lambda: flags["requeue"] or flags["term"]
             )
             if result is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -126,15 +127,21 @@ def _worker_init(threads: int, cuda_visible_devices: str | None) -> None:
 
 
 def _run_unit(
-    unit: list[tuple[dict[str, Any], list[dict[str, Any]]]], root: str, execution: dict[str, Any]
+    unit: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    root: str,
+    execution: dict[str, Any],
+    corpus: Any = None,
 ) -> list[Outcome]:
-    """Worker body: a unit's runs in order, each with its divergence retries (`attempts`)."""
+    """Worker body: a unit's runs in order, each with its divergence retries (`attempts`), on
+    the corpus the command prepared."""
     from harness.config import build_section
     from harness.execute.ranks import train_on_devices
 
     exe = build_section(ExecutionConfig, execution, "execution", "launcher")
     # One process, or devices_per_run ranks of torch.distributed (harness.distributed).
-    launch: Trainer = train_in_process if exe.devices_per_run == 1 else train_on_devices
+    launch: Trainer = functools.partial(
+        train_in_process if exe.devices_per_run == 1 else train_on_devices, corpus=corpus
+    )
     layout = ExperimentLayout(Path(root))
     _BUSY.set()
     try:
@@ -210,6 +217,8 @@ def run_local(
     layout: ExperimentLayout,
     *,
     slots: list[Slot] | None = None,
+    grid: list[RunSpec] | None = None,
+    corpus: Any = None,
 ) -> list[Outcome]:
     """Train ``specs`` on this machine's workers; return one outcome per run tried.
 
@@ -224,6 +233,11 @@ def run_local(
     layout : ExperimentLayout
     slots : list of Slot, optional
         The workers (default `placement.plan_slots`).
+    grid : list of RunSpec, optional
+        The whole grid, as the command expanded it (default ``specs``): the progress bar
+        counts its runs done before.
+    corpus : harness.data.Corpus, optional
+        The corpus the command prepared, which every run opens (default: each prepares it).
 
     Raises
     ------
@@ -255,7 +269,7 @@ def run_local(
 
     # Bars only on a terminal (as tqdm's disable=None would): a log file gets no redraws.
     bars = (
-        _Bars(exp, queue, workers, layout)
+        _Bars(exp, queue, workers, layout, grid if grid is not None else list(specs))
         if execution.progress and queue and sys.stderr.isatty()
         else None
     )
@@ -271,7 +285,7 @@ def run_local(
                         ]
                         try:
                             w.future = w.pool.submit(
-                                _run_unit, payload, str(layout.root), worker_exe
+                                _run_unit, payload, str(layout.root), worker_exe, corpus
                             )
                         except BrokenProcessPool:
                             w.rebuild()
@@ -341,6 +355,7 @@ class _Bars:
         queue: deque[Unit],
         workers: list[_Worker],
         layout: ExperimentLayout,
+        grid: list[RunSpec],
     ) -> None:
         from tqdm.auto import tqdm
 
@@ -352,7 +367,7 @@ class _Bars:
         self.ended: dict[str, str] = {}  # run_id -> outcome, for the runs that came back
         for u in queue:
             self.add(u)
-        self.before_runs, self.before_flops = _done_before(exp, set(self.specs), layout)
+        self.before_runs, self.before_flops = _done_before(exp, grid, set(self.specs), layout)
         for run_id in self.specs:
             self._measure(run_id)
         # What was done before this command started (runs found done, the steps behind a
@@ -461,14 +476,8 @@ class _Bars:
 
 
 def _done_before(
-    exp: ExperimentConfig, todo: set[str], layout: ExperimentLayout
+    exp: ExperimentConfig, grid: list[RunSpec], todo: set[str], layout: ExperimentLayout
 ) -> tuple[int, float]:
     """The grid's runs found done (or diverged) before this command: how many, their FLOPs."""
-    from harness.grid import expand
-
-    try:
-        specs = expand(exp)  # `harness run` trains the grid's pending runs: the rest is done
-    except Exception:  # noqa: BLE001 - a bar never stops a grid: count this command's runs only
-        return 0, 0.0
-    done = [s for s in specs if s.run_id not in todo and layout.run(s.run_id).state() in FINISHED]
+    done = [s for s in grid if s.run_id not in todo and layout.run(s.run_id).state() in FINISHED]
     return len(done), sum(u.flops for u in plan_units(done, exp.execution))

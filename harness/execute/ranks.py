@@ -99,6 +99,7 @@ def _rank_main(
             branches=[spec_from_dict(b) for b in payload["branches"]],
             should_stop=_STOP.is_set,
             stop_after_steps=payload.get("stop_after_steps"),
+            corpus=payload.get("corpus"),
         )
     finally:
         if handler is not None:
@@ -114,10 +115,12 @@ def train_on_devices(
     should_stop: Callable[[], bool] | None = None,
     *,
     stop_after_steps: int | None = None,
+    corpus: Any = None,
 ) -> Any:
     """Train ``spec`` on ``execution.devices_per_run`` devices of this machine; rank 0's
     RunResult, or None when the ranks stopped with a checkpoint (a signal, ``should_stop``,
-    ``stop_after_steps``).
+    ``stop_after_steps``). ``corpus``: the prepared `harness.data.Corpus` every rank opens
+    (None: rank 0 prepares it).
 
     Raises
     ------
@@ -144,6 +147,7 @@ def train_on_devices(
         "execution": to_dict(execution),
         "branches": [to_dict(b) for b in branches],
         "stop_after_steps": stop_after_steps,
+        "corpus": corpus,
     }
     with tempfile.TemporaryDirectory(prefix="harness-pg-") as tmp:
         ctx = mp.start_processes(

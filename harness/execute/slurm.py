@@ -250,9 +250,15 @@ class Submission:
 
 
 def submit(
-    exp: ExperimentConfig, *, cluster: Cluster = "slurm", only_failed: bool = False
+    exp: ExperimentConfig,
+    *,
+    cluster: Cluster = "slurm",
+    only_failed: bool = False,
+    specs: list[RunSpec] | None = None,
 ) -> tuple[list[Submission], list[RunStatus]]:
     """Submit the runs of ``exp`` that are neither finished nor queued nor running.
+
+    ``specs``: the grid as the command expanded it (default: expanded here).
 
     Failed and interrupted runs (a result.json that says failed, a job that ended without a
     result, a checkpoint left by `harness run`) go again and resume from their checkpoints, as
@@ -270,7 +276,7 @@ def submit(
 
     if cluster == "slurm" and shutil.which("sbatch") is None:
         raise InputError(NO_SBATCH)
-    specs = expand(exp)
+    specs = expand(exp) if specs is None else list(specs)
     layout = ExperimentLayout(exp.results_path.resolve())
     for spec in specs:
         layout.run(spec.run_id).check_spec(spec)
@@ -294,7 +300,8 @@ def submit(
         if not todo:
             atomic_write_json(layout.jobs_json, jobs)
             return submitted, before
-        prepare_corpus(exp.data, layout.cache_dir)  # tokenize once, here, not in every job
+        # Tokenized once, here: every job opens it (on the cluster's shared file system).
+        corpus = prepare_corpus(exp.data, layout.cache_dir)
         for spec in todo:
             layout.run_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
             layout.run(spec.run_id).write_spec(spec)
@@ -314,6 +321,7 @@ def submit(
                             [[s.to_dict() for s in unit] for unit in pack],
                             str(layout.root),
                             execution,
+                            corpus,
                         )
                         for pack in packs
                     ]

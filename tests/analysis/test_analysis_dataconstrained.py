@@ -172,6 +172,7 @@ def test_small_noise_recovers_within_the_bootstrap_interval() -> None:
         assert lo <= P[k] <= hi, (k, lo, hi)
 
 
+@pytest.mark.slow
 def test_r_n_star_is_undetermined_without_excess_parameters() -> None:
     # Every size at or below N_opt(U): no run says anything about R_N*.
     N, D, U = _grid(
@@ -236,6 +237,7 @@ def _runs_csv(path: Path, noise: float = 0.002, **extra: object) -> Path:
     return path / "runs.csv"
 
 
+@pytest.mark.slow
 def test_fits_json_holds_the_fit_deterministically_and_figures(tmp_path: Path) -> None:
     csv = _runs_csv(tmp_path)
     fits = ["chinchilla", "data_constrained"]
@@ -258,6 +260,7 @@ def test_fits_json_holds_the_fit_deterministically_and_figures(tmp_path: Path) -
     assert {"effective_data.png", "effective_data.svg", "loss_vs_epochs.png"} <= figs
 
 
+@pytest.mark.slow
 def test_no_fit_without_repeats_and_epochs_only_csv(tmp_path: Path) -> None:
     csv = _runs_csv(tmp_path)
     df = pd.read_csv(csv)

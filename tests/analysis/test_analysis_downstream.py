@@ -226,6 +226,7 @@ def _experiment(d: Path, *, at_chance: bool = False, noise: float = 0.005) -> Pa
     return d
 
 
+@pytest.mark.slow
 def test_fit_downstream_recovers_the_generating_laws(tmp_path: Path) -> None:
     d = _experiment(tmp_path / "exp")
     frame = ds.load_downstream(d)
@@ -369,6 +370,7 @@ def test_cli_fit_writes_downstream_block_and_summary(fitted: tuple[Path, str]) -
     assert step1["ci95"] and step1["n_bootstrap"] == 20
 
 
+@pytest.mark.slow
 def test_reproduce_and_plots_with_downstream(fitted: tuple[Path, str], tmp_path: Path) -> None:
     d, _ = fitted
     ok, table = reproduce_path(d, replot=False)

@@ -86,6 +86,7 @@ def test_batched_lbfgs_matches_scipy_on_a_subset_of_starts() -> None:
         assert res.f[j] <= sp.fun * (1 + 1e-6) + 1e-12
 
 
+@pytest.mark.slow
 def test_chinchilla_noisy_bootstrap_covers_truth() -> None:
     # Coverage over 10 independent noise draws (1% multiplicative noise on a 6 x 6 grid): a 95%
     # interval should hold the true value in about 9.5 of 10; each parameter must in at least 8

@@ -82,6 +82,7 @@ def cli_fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return d, out.getvalue()
 
 
+@pytest.mark.slow
 def test_fit_path_is_byte_identical_and_relocatable(
     tmp_path: Path, cli_fitted: tuple[Path, str]
 ) -> None:
@@ -119,6 +120,7 @@ def test_cli_fit_prints_summary(cli_fitted: tuple[Path, str]) -> None:
     assert f"wrote {d / 'fits.json'}" in out
 
 
+@pytest.mark.slow
 def test_cli_plot_and_reproduce(
     cli_fitted: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -265,6 +267,7 @@ def test_single_d_is_bad_input_for_the_joint_fit(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["fits"]["power_law_n"]["data"] == "n_tokens=1e+09"
 
 
+@pytest.mark.slow
 def test_group_by_and_isoflop(tmp_path: Path) -> None:
     rows = []
     for cfg, (E, a_true) in {"x": (1.8, 0.34), "y": (2.0, 0.30)}.items():
@@ -295,6 +298,7 @@ def test_group_by_and_isoflop(tmp_path: Path) -> None:
     assert ok, table
 
 
+@pytest.mark.slow
 def test_fit_where_selects_rows_and_reproduces(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

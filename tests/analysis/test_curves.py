@@ -136,6 +136,7 @@ def _results(tmp_path: Path, *, lr_column: bool = True) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_harness_fit_fits_the_curves_and_predict_uses_them(tmp_path: Path) -> None:
     root = _results(tmp_path)
     out = harness_cli("fit", str(root), "--bootstrap", "100")
@@ -163,6 +164,7 @@ def test_harness_fit_fits_the_curves_and_predict_uses_them(tmp_path: Path) -> No
     assert "<h3>anneal_curve</h3>" in html and "5 runs, 60 points" in html
 
 
+@pytest.mark.slow
 def test_curves_without_a_learning_rate_are_refused_in_one_line(tmp_path: Path) -> None:
     root = _results(tmp_path, lr_column=False)
     out = harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve")
@@ -178,6 +180,7 @@ def test_curves_without_a_learning_rate_are_refused_in_one_line(tmp_path: Path) 
     assert harness_cli("plot", str(root)).returncode == 0
 
 
+@pytest.mark.slow
 def test_predict_curve_gives_the_law_under_each_schedule(tmp_path: Path) -> None:
     root = _results(tmp_path)
     assert harness_cli("fit", str(root), "--bootstrap", "100").returncode == 0
@@ -266,6 +269,7 @@ def test_the_size_law_fits_the_final_losses_the_curve_laws_imply() -> None:
             assert p[k] == pytest.approx(fitted.params[k], rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -294,6 +298,7 @@ def test_a_hand_edited_size_block_is_refused_in_one_line(
         assert "fits.anneal_curve.sizes.1000000" in line and message in line, line
 
 
+@pytest.mark.slow
 def test_a_size_key_that_is_no_size_is_refused(tmp_path: Path) -> None:
     root = _results(tmp_path)
     assert (
@@ -327,6 +332,7 @@ def _curves_csv(tmp_path: Path, *, by: str = "step") -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("by", ["step", "tokens"])
 def test_curves_from_a_foreign_csv_are_fitted(tmp_path: Path, by: str) -> None:
     root = _curves_csv(tmp_path, by=by)
@@ -341,6 +347,7 @@ def test_curves_from_a_foreign_csv_are_fitted(tmp_path: Path, by: str) -> None:
         assert fitted["params"][k] == pytest.approx(v, rel=0.1), k
 
 
+@pytest.mark.slow
 def test_a_foreign_curves_csv_is_refused_in_one_line(tmp_path: Path) -> None:
     root = _curves_csv(tmp_path)
     curves = pd.read_csv(root / "curves.csv")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from _tiny import harness_cli
 
 from harness.analysis.laws import chinchilla_loss
@@ -23,6 +24,7 @@ def _grid(seed: int = 0, **extra: object) -> pd.DataFrame:
     return pd.DataFrame({"n_params": N, "n_tokens": D, "loss": L, **extra})
 
 
+@pytest.mark.slow
 def test_a_group_too_small_is_skipped_by_name(tmp_path: Path) -> None:
     big = _grid(corpus="c4")
     small = _grid(1, corpus="rpj").iloc[:3]
@@ -44,6 +46,7 @@ def test_a_group_too_small_is_skipped_by_name(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_where_selects_rows_before_their_values_are_checked(tmp_path: Path) -> None:
     df = _grid()
     df["n_tokens"] = df["n_tokens"].astype(object)
@@ -58,6 +61,7 @@ def test_where_selects_rows_before_their_values_are_checked(tmp_path: Path) -> N
     assert plot.returncode == 0, plot.stderr
 
 
+@pytest.mark.slow
 def test_rows_of_different_sources_at_one_point_are_refused(tmp_path: Path) -> None:
     a, b = _grid(0, corpus="c4"), _grid(1, corpus="rw")
     pd.concat([a, b]).to_csv(tmp_path / "runs.csv", index=False)
@@ -76,6 +80,7 @@ def test_rows_of_different_sources_at_one_point_are_refused(tmp_path: Path) -> N
     assert harness_cli("fit", str(tmp_path), "--bootstrap", "0").returncode == 0
 
 
+@pytest.mark.slow
 def test_the_n_convention_is_a_stated_setting(tmp_path: Path) -> None:
     df = _grid()
     df["n_params_total"] = df["n_params"] + 5e7  # embeddings of a 50k vocabulary, width 1k
@@ -94,6 +99,7 @@ def test_the_n_convention_is_a_stated_setting(tmp_path: Path) -> None:
     assert doc["fits"]["chinchilla"]["fitted_range"]["n_params"][0] == df["n_params"].min()
 
 
+@pytest.mark.slow
 def test_warnings_name_their_sub_fit_and_what_to_do(tmp_path: Path) -> None:
     # The quickstart's runs: E runs off the start grid in the law and in the held-out sub-fit.
     runs = Path(__file__).resolve().parents[2] / "results" / "quickstart" / "runs.csv"

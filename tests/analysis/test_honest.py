@@ -90,6 +90,7 @@ def test_a_law_on_a_ridge_fails_no_resample_for_where_on_the_ridge_it_stopped() 
     assert all(math.isfinite(k["A"]) and 0.29 < k["alpha"] < 0.31 for k in kept)
 
 
+@pytest.mark.slow
 def test_a_ridge_to_infinity_fails_the_same_resamples_in_any_row_order() -> None:
     # results/repeat: 2 model sizes, so A and alpha run off along a ridge (alpha ~ 40). Which
     # point of it a resample's tied starts end at is decided by last bits (sorted rows on an
@@ -188,7 +189,6 @@ def test_compute_optimal_budgets_state_their_distance_from_the_runs(tmp_path: Pa
 def test_compute_optimal_of_a_run_off_fit_is_undetermined_not_skipped() -> None:
     # results/repeat on an AVX-512 CPU: the refit ran A off to inf (1.8e188 on AVX2). Both
     # must read as undetermined, so that reproduce compares them as such.
-    from harness.analysis import downstream as ds
     from harness.analysis.registry.base import Frame
 
     def frame(A: float) -> Frame:
@@ -210,7 +210,7 @@ def test_compute_optimal_of_a_run_off_fit_is_undetermined_not_skipped() -> None:
             L=np.ones(3), C=np.array([1e10, 1e11, 1e12]), budget=None, seed=0, label="",
             n_bootstrap=0, isoflop_minimum="parabola", heldout_quantile=0.75,
         )  # fmt: skip
-        f.shared["chinchilla"] = ds.Step1Fit(res, [], 0, 24)
+        f.shared["chinchilla"] = fitmod.Bootstrapped(res, [], 0, 24)
         f.blocks["chinchilla"] = {"undetermined": res.undetermined, "determined": True}
         return f
 
@@ -303,6 +303,7 @@ def test_overtraining_fit_recovers_known_parameters() -> None:
     assert r.dof == N.size - 4
 
 
+@pytest.mark.slow
 def test_predict_overtraining_from_the_cli(tmp_path: Path) -> None:
     N, D, L = _ladder(3)
     pd.DataFrame({"n_params": N, "n_tokens": D, "loss": L}).to_csv(tmp_path / "runs.csv")
@@ -339,6 +340,7 @@ def test_predict_overtraining_from_the_cli(tmp_path: Path) -> None:
 # --- coverage on simulated ladders ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_intervals_cover_the_truth_and_new_runs_at_about_their_nominal_rate() -> None:
     # 40 ladders of the over-training law (16 runs each, 1% noise), 200 resamples each; each
     # predicts 3 points inside the grid. The CI is asked to cover the law, the PI a new run

@@ -46,6 +46,7 @@ def test_the_subsample_spans_compute_and_is_drawn_again_alike() -> None:
     assert none == {} and whole is not None and len(whole) == 100
 
 
+@pytest.mark.slow
 def test_a_large_csv_is_fitted_on_a_stated_subsample_that_recovers_the_law(
     tmp_path: Path,
 ) -> None:
@@ -73,6 +74,7 @@ def test_a_large_csv_is_fitted_on_a_stated_subsample_that_recovers_the_law(
     assert rep.returncode == 0, rep.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_a_ladder_below_the_cap_records_no_subsample(tmp_path: Path) -> None:
     _runs(40).to_csv(tmp_path / "runs.csv", index=False)
     out = harness_cli("fit", str(tmp_path), "--bootstrap", "0")
@@ -83,6 +85,7 @@ def test_a_ladder_below_the_cap_records_no_subsample(tmp_path: Path) -> None:
     assert FIT_ROWS_MAX >= 100  # a real ladder of a few hundred runs is fitted whole
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_a_bad_row_cap_is_refused(tmp_path: Path, value: str) -> None:
     _runs(40).to_csv(tmp_path / "runs.csv", index=False)
@@ -92,6 +95,7 @@ def test_a_bad_row_cap_is_refused(tmp_path: Path, value: str) -> None:
     assert not (tmp_path / "fits.json").exists()
 
 
+@pytest.mark.slow
 def test_a_hand_edited_row_cap_is_refused_by_plot_and_reproduce(tmp_path: Path) -> None:
     _runs(40).to_csv(tmp_path / "runs.csv", index=False)
     assert harness_cli("fit", str(tmp_path), "--bootstrap", "0").returncode == 0
@@ -105,6 +109,7 @@ def test_a_hand_edited_row_cap_is_refused_by_plot_and_reproduce(tmp_path: Path) 
         assert "settings.max_rows = 'many'; accepted: an integer >= 1" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_hand_edited_subsample_record_is_refused_by_report(tmp_path: Path) -> None:
     _runs(400).to_csv(tmp_path / "runs.csv", index=False)
     fit = harness_cli("fit", str(tmp_path), "--max-rows", "100", "--bootstrap", "0")
@@ -119,6 +124,7 @@ def test_a_hand_edited_subsample_record_is_refused_by_report(tmp_path: Path) -> 
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_a_fits_json_from_before_the_cap_refits_every_row(tmp_path: Path) -> None:
     # Written before --max-rows existed: 600 rows fitted whole, no max_rows in its settings.
     # reproduce must refit every row (not a subsample of 500) and agree.
@@ -134,6 +140,7 @@ def test_a_fits_json_from_before_the_cap_refits_every_row(tmp_path: Path) -> Non
     assert rep.returncode == 0, rep.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_a_bad_row_cap_is_refused_before_a_grouped_fit(tmp_path: Path) -> None:
     df = _runs(40)
     df["corpus"] = ["a", "b"] * 20

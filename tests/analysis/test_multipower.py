@@ -64,6 +64,7 @@ def _curves(seed: int = 0, sd: float = 0.002) -> list[cv.Curve]:
     return out
 
 
+@pytest.mark.slow
 def test_the_law_is_recovered_from_noisy_curves_with_intervals() -> None:
     curves = _curves()
     fitted = mp.fit_multipower(curves)
@@ -126,6 +127,7 @@ def _results(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_predict_curve_with_the_multi_power_law(tmp_path: Path) -> None:
     root = _results(tmp_path)
     fit = harness_cli("fit", str(root), "--bootstrap", "100",

@@ -113,6 +113,7 @@ def _external_references(page: str) -> list[str]:
     return [r for r in refs if not r.startswith(("#", "data:"))]  # in-page, or inline data
 
 
+@pytest.mark.slow
 def test_the_report_tells_the_whole_story_in_one_file(fitted: Path) -> None:
     page = write_report(fitted).read_text(encoding="utf-8")
     assert _external_references(page) == [] and "<script" not in page and "<link" not in page
@@ -147,6 +148,7 @@ def test_report_without_fits_shows_the_grid_and_says_why(tmp_path: Path) -> None
     assert "No law could be fitted" in page and "<h2>The grid</h2>" in page
 
 
+@pytest.mark.slow
 def test_cli_report_bad_path_is_one_line_exit_2(tmp_path: Path) -> None:
     out = harness_cli("report", str(tmp_path / "nope"))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
@@ -165,6 +167,7 @@ def _browser_or_skip() -> None:
         pytest.skip("needs Debian's chromium and playwright (pip install playwright)")
 
 
+@pytest.mark.slow
 def test_the_report_renders_in_a_real_browser_and_fetches_nothing(
     fitted: Path, tmp_path: Path
 ) -> None:

@@ -51,6 +51,7 @@ def test_a_wide_grid_with_little_noise_determines_every_parameter() -> None:
     assert p.median_estimate["E"] == pytest.approx(HOFFMANN["E"], rel=0.02)
 
 
+@pytest.mark.slow
 def test_the_noise_of_a_tiny_grid_leaves_e_undetermined() -> None:
     # The quickstart's 15 points (results/quickstart) and its law refitted at E = 1, with its
     # residual spread of 3.7%: results/quickstart/README.md measured E determined in none of

@@ -86,6 +86,7 @@ def test_fit_writes_the_samples_its_intervals_come_from(fitted: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_reproduce_fails_on_tampered_samples_and_notes_missing_ones(
     fitted: Path, tmp_path: Path
 ) -> None:
@@ -127,6 +128,7 @@ def test_a_prediction_is_the_law_at_its_point_estimate(fitted: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_intervals_cover_the_truth_at_about_their_nominal_rate() -> None:
     # 20 data sets of 25 runs from Hoffmann et al.'s law with 2% multiplicative noise, 200
     # resamples each, 4 predictions inside the grid: 80 intervals. Measured with 100 data sets
@@ -181,6 +183,7 @@ def test_parse_values_lists_and_log_ranges() -> None:
             parse_values(bad, "--n")
 
 
+@pytest.mark.slow
 def test_predict_cli_json_and_table(fitted: Path) -> None:
     proc = harness_cli("predict", str(fitted), "--flops", "1e19,1e21", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -198,6 +201,7 @@ def test_predict_cli_json_and_table(fitted: Path) -> None:
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["d"] == 1e11
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -215,6 +219,7 @@ def test_predict_bad_input_is_one_line_exit_2(fitted: Path, args: list[str], mes
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_predict_without_samples_says_how_to_get_them(fitted: Path, tmp_path: Path) -> None:
     (tmp_path / "fits.json").write_bytes((fitted / "fits.json").read_bytes())
     proc = harness_cli("predict", str(tmp_path), "--n", "1e9", "--d", "1e9")

@@ -267,6 +267,7 @@ def test_another_fit_fails(fitted: tuple[Path, dict]) -> None:
 # --- reproduce PATH ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reproduce_agrees_then_an_edited_csv_row_fails(tmp_path: Path) -> None:
     d = _runs(tmp_path / "exp")
     fit_path(d, n_bootstrap=100, fits=["chinchilla", "power_law_n"])
@@ -282,6 +283,7 @@ def test_reproduce_agrees_then_an_edited_csv_row_fails(tmp_path: Path) -> None:
     assert "input.sha256" in table and "fits.chinchilla.objective" in table
 
 
+@pytest.mark.slow
 def test_a_law_added_since_a_default_fit_is_not_refitted(tmp_path: Path) -> None:
     # A fits.json made by default before kaplan joined the registry: compared on what it has,
     # and kaplan is named, not fitted (the curve laws are the costliest part of a refit).
@@ -401,6 +403,7 @@ def test_retrain_checks_the_cheapest_runs_both_ways(tmp_path: Path) -> None:
         retrain_check(d, n_runs=1)
 
 
+@pytest.mark.slow
 def test_a_fits_json_from_before_the_new_fields_says_to_refit(tmp_path: Path) -> None:
     d = _runs(tmp_path / "exp")
     fit_path(d, n_bootstrap=50, fits=["chinchilla"])

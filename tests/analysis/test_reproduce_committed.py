@@ -71,6 +71,7 @@ def test_the_baseline_pass_switches_simd_off() -> None:
     assert out.stdout.strip() == "[]", (found, out.stdout, out.stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", COMMITTED, ids=[str(p) for p in COMMITTED])
 def test_committed_results_reproduce(path: Path) -> None:
     # Both passes at once: each is one single-threaded process, and CI has two cores.
@@ -89,6 +90,7 @@ def quickstart_copy(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_an_edited_stored_value_fails_naming_it(quickstart_copy: Path) -> None:
     fj = quickstart_copy / "fits.json"
     doc = json.loads(fj.read_text())
@@ -100,6 +102,7 @@ def test_an_edited_stored_value_fails_naming_it(quickstart_copy: Path) -> None:
     assert "fits.chinchilla.params.alpha" in out.stdout and "1 differ" in out.stdout
 
 
+@pytest.mark.slow
 def test_an_edited_csv_row_fails(quickstart_copy: Path) -> None:
     csv = quickstart_copy / "runs.csv"
     lines = csv.read_text().splitlines()

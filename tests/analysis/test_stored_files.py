@@ -69,6 +69,7 @@ EDITS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EDITS))
 def test_a_hand_edited_fits_json_is_refused_by_predict(
     fitted: Path, tmp_path: Path, name: str
@@ -83,6 +84,7 @@ def test_a_hand_edited_fits_json_is_refused_by_predict(
     assert message in line and "fits.json" in line, line
 
 
+@pytest.mark.slow
 def test_a_point_outside_its_own_interval_is_flagged(fitted: Path, tmp_path: Path) -> None:
     d = _edited(
         fitted,
@@ -97,6 +99,7 @@ def test_a_point_outside_its_own_interval_is_flagged(fitted: Path, tmp_path: Pat
     assert row["undetermined"] is True and "outside the interval" in row["undetermined_reason"]
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_refused_everywhere(fitted: Path, tmp_path: Path) -> None:
     d = _edited(fitted, tmp_path, '{"schema": 1, "fits": ' + "[" * 100_000 + "]" * 100_000 + "}")
     for cmd in (
@@ -111,6 +114,7 @@ def test_deep_nesting_is_refused_everywhere(fitted: Path, tmp_path: Path) -> Non
         assert "nested" in line, line
 
 
+@pytest.mark.slow
 def test_a_list_where_an_object_belongs_is_refused_by_report(fitted: Path, tmp_path: Path) -> None:
     d = _edited(fitted, tmp_path, _set("fits.chinchilla.undetermined", [3]))
     out = harness_cli("report", str(d))
@@ -133,6 +137,7 @@ def test_result_files_follow_the_umask(tmp_path: Path) -> None:
         os.umask(old)
 
 
+@pytest.mark.slow
 def test_no_figure_is_written_through_a_symlinked_folder(fitted: Path, tmp_path: Path) -> None:
     d = tmp_path / "copy"
     shutil.copytree(fitted, d, ignore=shutil.ignore_patterns("figures"))
@@ -144,6 +149,7 @@ def test_no_figure_is_written_through_a_symlinked_folder(fitted: Path, tmp_path:
     assert not any(elsewhere.iterdir())
 
 
+@pytest.mark.slow
 def test_a_fits_json_from_before_the_new_fields_still_reproduces(
     fitted: Path, tmp_path: Path
 ) -> None:
@@ -162,6 +168,7 @@ def test_a_fits_json_from_before_the_new_fields_still_reproduces(
     assert harness_cli("reproduce", str(d2), "--no-replot").returncode == 1
 
 
+@pytest.mark.slow
 def test_an_overflowing_run_and_a_missing_path_are_named(tmp_path: Path) -> None:
     d = tmp_path / "big"
     d.mkdir()
@@ -176,6 +183,7 @@ def test_an_overflowing_run_and_a_missing_path_are_named(tmp_path: Path) -> None
     assert out.returncode == 2 and f"{tmp_path / 'nope'}: no such file or directory" in line
 
 
+@pytest.mark.slow
 def test_the_report_describes_the_runs_fitted_and_an_undetermined_law(tmp_path: Path) -> None:
     # Gadre et al.'s 5-run fit: --where selects 5 of 34 runs; its Chinchilla law is undetermined.
     root = Path(__file__).resolve().parents[2] / "results" / "gadre2024"

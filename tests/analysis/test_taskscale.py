@@ -101,6 +101,7 @@ def test_each_task_is_chained_and_its_form_chosen_by_the_criterion(fitted: Path)
     assert pr["determined"] is True and 0 < pr["precision"]["accuracy"] < 1e-4
 
 
+@pytest.mark.slow
 def test_predict_task_from_the_cli_with_paired_samples(fitted: Path) -> None:
     out = harness_cli(
         "predict", str(fitted), "--task", "all", "--n", "2e9", "--d", "4e10", "--json"
@@ -130,6 +131,7 @@ def test_predict_task_from_the_cli_with_paired_samples(fitted: Path) -> None:
     assert bad.returncode == 2 and "accepted: exp, sig" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_table_without_run_id_works(tmp_path: Path) -> None:
     d = _ladder(tmp_path / "x", seed=1, checkpoints=False, run_id=False)
     fit_path(d, n_bootstrap=0, fits=["chinchilla"])
@@ -137,6 +139,7 @@ def test_a_table_without_run_id_works(tmp_path: Path) -> None:
     assert tasks["sig"]["step2"]["n_points"] == 15 and "skipped" not in tasks["exp"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -174,6 +177,7 @@ def test_a_repeated_row_and_two_chances_are_refused(tmp_path: Path) -> None:
         ts.load_tasks(d / "tasks.csv")
 
 
+@pytest.mark.slow
 def test_figures_and_report_show_each_task(fitted: Path, tmp_path: Path) -> None:
     from harness.analysis.page import write_report
     from harness.analysis.report import plot_path
@@ -204,6 +208,7 @@ def test_the_cluster_bootstrap_draws_whole_runs() -> None:
     assert W.sum(axis=1).min() >= 3 and np.allclose(W.sum(axis=1) % 1, 0)
 
 
+@pytest.mark.slow
 def test_a_bpb_task_needs_no_chinchilla_fit_of_runs_csv(fitted: Path, tmp_path: Path) -> None:
     d = tmp_path / "k"
     d.mkdir()

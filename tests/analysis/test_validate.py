@@ -65,6 +65,7 @@ def test_the_validation_run_is_the_predicted_optimum_beyond_the_grid(grid: Path)
     assert spec.flops_budget == pred["budget_flops"] and spec.train == exp.train
 
 
+@pytest.mark.slow
 def test_validation_json_and_reproduce_check_it(grid: Path, tmp_path: Path) -> None:
     exp = load_experiment(grid)
     _, pred = validation_spec(exp, 3.0)
@@ -82,6 +83,7 @@ def test_validation_json_and_reproduce_check_it(grid: Path, tmp_path: Path) -> N
     (root / "validation.json").unlink()
 
 
+@pytest.mark.slow
 def test_bad_factor_and_no_fit_are_one_line(grid: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--factor 1.0; accepted: a number > 1"):
         validation_spec(load_experiment(grid), 1.0)

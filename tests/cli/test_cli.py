@@ -128,6 +128,7 @@ BAD_INPUT = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("toml", "args", "message"), BAD_INPUT)
 def test_bad_input_exits_2_with_one_line(
     tmp_path: Path, toml: str, args: list[str], message: str
@@ -177,6 +178,7 @@ def test_run_refuses_an_unwritable_results_dir(
     assert len(err) == 1 and f"{tmp_path / 'afile'} is a file; accepted: a folder" in err[0], err
 
 
+@pytest.mark.slow
 def test_unknown_command_and_missing_dir(tmp_path: Path) -> None:
     proc = harness("frobnicate", cwd=tmp_path)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -88,6 +88,7 @@ def test_plan_notes_a_budget_whose_sizes_miss_the_prior(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_a_fits_json_prior_and_bad_ones(tmp_path: Path) -> None:
     fits = tmp_path / "fits.json"
     fits.write_text(

@@ -303,6 +303,7 @@ def _mutate_csv(rng: random.Random, text: str) -> bytes:
     return buf.getvalue().encode()
 
 
+@pytest.mark.slow
 def test_fuzz_runs_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = random.Random(SEED + 1)
     good = tmp_path / "good"
@@ -467,6 +468,7 @@ def test_fuzz_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 # --- a few through a real process ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fuzz_subprocess_sample(tmp_path: Path) -> None:
     rng = random.Random(SEED + 3)
     cases = []

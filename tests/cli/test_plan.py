@@ -130,6 +130,7 @@ def test_timing_order_brackets_the_sizes(tmp_path: Path) -> None:
     assert calls[:2] == [(32, 4), (64, 16)] and len(calls) == 6
 
 
+@pytest.mark.slow
 def test_plan_refuses_what_run_would_fail_on_at_once(tmp_path: Path) -> None:
     # Issue 31: a name too long for a folder, and a results folder nothing can be made in,
     # were accepted by plan and ended run in a traceback.
@@ -149,6 +150,7 @@ def test_plan_refuses_what_run_would_fail_on_at_once(tmp_path: Path) -> None:
             assert message in err[0], err[0]
 
 
+@pytest.mark.slow
 def test_plan_and_run_refuse_a_model_whose_state_cannot_fit_and_time_none_too_big(
     tmp_path: Path,
 ) -> None:

@@ -266,6 +266,7 @@ def _plan_fails(tmp_path: Path, corpus: Path, *lines: str) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_bad_corpora_are_refused_at_plan(tmp_path: Path, docs: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -377,6 +378,7 @@ def test_token_arrays_are_read_where_they_lie(tmp_path: Path, docs: list[str]) -
     assert moved.directory != corpus.directory and np.array_equal(moved.train_tokens(), train)
 
 
+@pytest.mark.slow
 def test_a_validation_corpus_of_its_own(tmp_path: Path, docs: list[str]) -> None:
     tok = load(NEOX)
 

@@ -321,6 +321,7 @@ results_dir = "{tmp_path / "results"}"
 # --- fits.json reference, reproduce without corpus.json -------------------------------------
 
 
+@pytest.mark.slow
 def test_fits_reference_and_reproduce(tmp_path: Path) -> None:
     from harness.analysis.report import fit_path, plot_path, summarize
     from harness.analysis.reproduce import reproduce_path

@@ -79,6 +79,7 @@ def test_units_longest_first_and_wsd_trunks_with_their_branches(tmp_path: Path) 
 # --- locks -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_held_lock_names_its_holder_and_is_free_when_the_holder_dies(tmp_path: Path) -> None:
     code = (
         "import sys, time; from pathlib import Path; from harness.execute.locks import "
@@ -278,6 +279,7 @@ def test_a_stop_before_any_checkpoint_is_not_reported_as_one(
     assert "1 runs stopped with a checkpoint, 1 before their first" in out, out
 
 
+@pytest.mark.slow
 def test_status_counts_the_grid_runs_that_have_no_folder(tmp_path: Path) -> None:
     # Issue 31: status counted only runs with a folder ("0/1" for a 2-run grid); `harness run`
     # now records the grid in jobs.json, as `submit` does.

@@ -19,6 +19,7 @@ COSINE = Path(__file__).resolve().parents[2] / "results" / "wsd_cosine"
 N = 443232
 
 
+@pytest.mark.slow
 def test_status_forecasts_the_final_loss_of_a_running_run(tmp_path: Path) -> None:
     root = tmp_path / "wsd_cosine"
     shutil.copytree(COSINE, root)
@@ -45,6 +46,7 @@ def test_status_forecasts_the_final_loss_of_a_running_run(tmp_path: Path) -> Non
     assert loss == pytest.approx(longest.loss, rel=0.05)
 
 
+@pytest.mark.slow
 def test_no_forecast_without_a_running_run(tmp_path: Path) -> None:
     root = tmp_path / "wsd_cosine"
     shutil.copytree(COSINE, root)

@@ -128,7 +128,7 @@ def test_the_grid_bar_counts_runs_done_before_but_not_in_its_rate(tmp_path: Path
     _metrics(layout.run_dir(todo.run_id), RUNNING_ROWS[:2])  # resumed at step 20
     units = plan_units([todo], exp.execution)
     worker = SimpleNamespace(unit=units[0], slot=SimpleNamespace(label="worker 0"))
-    bars = _Bars(exp, deque(units), [worker], layout)  # type: ignore[list-item]
+    bars = _Bars(exp, deque(units), [worker], layout, [before, todo])  # type: ignore[list-item]
     f = 6 * 13408 * 256  # FLOPs a step
     assert bars.totals() == (1, 2, 0, f * (256 + 20), f * (256 + 1024))
     assert bars.at_start == f * (256 + 20)  # the run found done and the resumed steps
@@ -241,6 +241,7 @@ def test_a_slurm_job_running_reads_the_same_run_directory(
     assert grid_summary([row]).endswith("no run training: no ETA")
 
 
+@pytest.mark.slow
 def test_no_bar_when_stderr_is_not_a_terminal(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

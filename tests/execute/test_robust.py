@@ -106,6 +106,7 @@ def _rows(root: Path) -> list[dict[str, str]]:
 # --- divergence retries -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("forked_worker")
 def test_diverged_run_is_retried_at_a_lower_lr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -144,6 +145,7 @@ def test_retries_stop_at_diverge_retries(tmp_path: Path) -> None:
     assert sorted(float(r["lr"]) for r in rows) == [50.0, 100.0]
 
 
+@pytest.mark.slow
 def test_submit_retries_a_diverged_run_in_its_job_and_picks_up_an_unfinished_retry(
     tmp_path: Path,
 ) -> None:
@@ -312,6 +314,7 @@ def _harness_run(toml: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_full_device_fails_the_run_with_one_line(
     tmp_path: Path, small_disk: Callable[[str], Path]
 ) -> None:
@@ -335,6 +338,7 @@ def test_a_full_device_fails_the_run_with_one_line(
     assert json.loads(result.read_text())["status"] == "done"
 
 
+@pytest.mark.slow
 def test_a_full_device_while_tokenizing_ends_in_one_line(
     tmp_path: Path, small_disk: Callable[[str], Path]
 ) -> None:
@@ -347,6 +351,7 @@ def test_a_full_device_while_tokenizing_ends_in_one_line(
     assert not list((disk / "res" / "robust" / "cache").iterdir())  # no half-built entry
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("forked_worker")
 def test_a_skipped_unreadable_checkpoint_is_reported_by_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -368,6 +373,7 @@ def test_a_skipped_unreadable_checkpoint_is_reported_by_run(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("forked_worker")
 def test_out_of_memory_fails_only_that_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -461,6 +467,7 @@ def _collect_many(root: Path, n: int) -> None:
         collect(root)
 
 
+@pytest.mark.slow
 def test_concurrent_collectors_never_tear_runs_csv(tmp_path: Path) -> None:
     root = _fake_runs(tmp_path, 6)
     collect(root)

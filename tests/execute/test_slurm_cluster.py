@@ -23,7 +23,7 @@ import pytest
 submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402  (a dependency of submitit)
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # Jobs unpickle their function in a fresh interpreter where this test module is not importable
 # (tests/ is not a package on sys.path there): pickle this module's functions by value.

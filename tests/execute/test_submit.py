@@ -332,6 +332,7 @@ def test_a_job_unknown_to_slurm_counts_as_queued_only_shortly(
     assert "ended (UNKNOWN) before it started" in states[specs[1].run_id].error
 
 
+@pytest.mark.slow
 def test_submit_without_sbatch_is_one_clear_line(tmp_path: Path) -> None:
     _, toml = tiny_experiment(tmp_path)
     env = {**os.environ, "PATH": str(tmp_path / "nothing-here")}
@@ -396,6 +397,7 @@ time_min = 30
 # --- the job's signal path, in this process ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_job_checkpoints_on_usr2_hands_over_to_submitit_and_resumes_exactly(
     tmp_path: Path,
 ) -> None:
@@ -443,6 +445,7 @@ def test_train_job_checkpoints_on_usr2_hands_over_to_submitit_and_resumes_exactl
     assert f"resuming {spec.run_id} at step {stopped_at} of {spec.n_steps}" in log
 
 
+@pytest.mark.slow
 def test_a_stray_sigterm_checkpoints_waits_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,6 +520,7 @@ def test_plan_jobs_packs_units_up_to_runs_per_job_and_scales_the_time_limit(tmp_
     assert "#SBATCH --time=14" in script and "#SBATCH --array=0-1%2" in script
 
 
+@pytest.mark.slow
 def test_runs_packed_into_one_job_train_exactly_as_alone(tmp_path: Path) -> None:
     from harness.train import train
 

@@ -25,7 +25,7 @@ from harness.execute.status import RunStatus, read_jobs, run_statuses
 from harness.grid import expand
 from harness.results import ExperimentLayout
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_slurm_cluster import _cluster_problem  # noqa: E402

@@ -95,6 +95,7 @@ def one_process(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return result, _rows(_run_dir(tmp, "one"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("parallel", "micro"), [("ddp", 0), ("fsdp", 0), ("ddp", 3)], ids=["ddp", "fsdp", "ddp-accum"]
 )
@@ -120,6 +121,7 @@ def test_two_processes_train_what_one_does(
     assert not _rank_pids()  # no rank outlives its run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_uneven_shares_in_micro_batches(tmp_path: Path, parallel: str) -> None:
     # 261 sequences: 32 updates of 8, then one of 5, whose shares of 3 and 2 make 2 and 1
@@ -133,6 +135,7 @@ def test_uneven_shares_in_micro_batches(tmp_path: Path, parallel: str) -> None:
     assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_on_one_process(tmp_path: Path, one_process) -> None:  # noqa: ANN001
     ref, ref_rows = one_process
     exp, spec = _exp(tmp_path)
@@ -143,6 +146,7 @@ def test_gradient_accumulation_on_one_process(tmp_path: Path, one_process) -> No
     assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_a_stopped_run_resumes_exactly_and_at_another_world_size(
     tmp_path: Path,
@@ -193,6 +197,7 @@ def _wait_for(path_glob: Path, pattern: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_run_cleanly_and_it_resumes_exactly(tmp_path: Path) -> None:
     exp, spec = _exp(tmp_path, n_tokens="[16384]", every=4)
     execution = _on(exp, 2)
@@ -212,6 +217,7 @@ def test_a_killed_rank_fails_the_run_cleanly_and_it_resumes_exactly(tmp_path: Pa
     assert _rows(run_dir) == _rows(_run_dir(tmp_path, "whole"))
 
 
+@pytest.mark.slow
 def test_a_signal_on_one_rank_checkpoints_every_rank_at_one_step(tmp_path: Path) -> None:
     exp, spec = _exp(tmp_path, n_tokens="[16384]")
     execution = _on(exp, 2)
@@ -228,6 +234,7 @@ def test_a_signal_on_one_rank_checkpoints_every_rank_at_one_step(tmp_path: Path)
     assert resumed is not None and resumed.val_loss == whole.val_loss
 
 
+@pytest.mark.slow
 def test_harness_run_trains_each_run_on_two_processes(tmp_path: Path) -> None:
     toml = tiny_toml(tmp_path, n_tokens="[2048, 4096]")
     out = harness_cli("run", str(toml), "--execution.devices_per_run=2", timeout=300)

@@ -27,6 +27,7 @@ def _train(tmp_path: Path, name: str, precision: str, compile_: bool = False) ->
     return result.val_loss
 
 
+@pytest.mark.slow
 def test_bf16_autocast_matches_fp32_within_bf16_tolerance(tmp_path: Path) -> None:
     fp32 = _train(tmp_path, "fp32", "fp32")
     bf16 = _train(tmp_path, "bf16", "bf16")

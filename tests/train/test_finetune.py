@@ -82,6 +82,7 @@ def test_pooling_ignores_padding(pooling):
     torch.testing.assert_close(alone, batched, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_fine_tuning_beats_chance_on_an_easy_task(arch):
     model = make_classifier(_lm(arch), arch, 2, method="full", pooling="mean", seed=0)
@@ -109,6 +110,7 @@ def _by_hand_lora(arch: str, d: int, f: int, r: int, layers: int) -> int:
     return layers * per_layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_lora_trains_only_adapters_and_head(arch):
     shape = _shape(arch)
@@ -277,6 +279,7 @@ def test_run_fine_tunes_every_done_run_and_writes_the_tables(finetuned, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_rerun_is_idempotent_and_resumes_one_fine_tune(finetuned, capsys):
     _, toml, root = finetuned
     folder = next((root / "runs").iterdir()) / "downstream"

@@ -59,6 +59,7 @@ def test_mfu_by_hand() -> None:
     assert mfu(6e9, 1e5, 0.0) is None
 
 
+@pytest.mark.slow
 def test_cpu_measurement_is_positive_and_cached() -> None:
     before = torch.get_num_threads()
     rate = measure_cpu_matmul_flops(1, torch.float32, 0.05)

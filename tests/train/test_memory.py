@@ -114,6 +114,7 @@ _STEP = textwrap.dedent(
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 # Where the gradients (4 bytes a parameter) would add a fifth to the peak if they coexisted
 # with the activations.
+@pytest.mark.slow
 @pytest.mark.parametrize("L,d,heads,vocab,seq,batch", [(6, 768, 12, 4096, 256, 8)])
 def test_the_peak_of_a_training_step_on_this_cpu(
     L: int, d: int, heads: int, vocab: int, seq: int, batch: int, precision: str

@@ -280,6 +280,7 @@ def test_first_training_step_loss_is_the_masked_loss(tmp_path: Path, arch: str) 
 # --- resume and the command line ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["bert", "modernbert"])
 def test_masked_lm_resume_is_bit_exact(tmp_path: Path, arch: str) -> None:
     exp = load_experiment(

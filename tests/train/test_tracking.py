@@ -133,6 +133,7 @@ def _wandb_config(folder: Path) -> dict[str, Any]:
 # --- each backend reads back what metrics.csv holds -------------------------------------------
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_equal_metrics_csv(tmp_path: Path) -> None:
     exp = _experiment(tmp_path, 'backend = "tensorboard"')
     spec, run_dir, result = _train(exp)
@@ -149,6 +150,7 @@ def test_tensorboard_scalars_equal_metrics_csv(tmp_path: Path) -> None:
     assert _tensorboard(folder, "final/val_loss") == [(16, pytest.approx(result.val_loss))]
 
 
+@pytest.mark.slow
 def test_mlflow_history_equals_metrics_csv_and_params_hold_the_settings(tmp_path: Path) -> None:
     exp = _experiment(tmp_path, 'backend = "mlflow"')
     spec, run_dir, result = _train(exp)
@@ -166,6 +168,7 @@ def test_mlflow_history_equals_metrics_csv_and_params_hold_the_settings(tmp_path
     assert not (Path.cwd() / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_history_equals_metrics_csv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +187,7 @@ def test_wandb_offline_history_equals_metrics_csv(
 # --- resume: one tracker run, every step once ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_tracker_runs(tmp_path: Path) -> None:
     exp = _experiment(
         tmp_path,
@@ -227,6 +231,7 @@ def test_a_resumed_run_continues_its_tracker_runs(tmp_path: Path) -> None:
     assert _wandb_history(folders, "train_loss") == expected
 
 
+@pytest.mark.slow
 def test_rows_trained_before_tracking_was_on_are_logged_when_it_opens(tmp_path: Path) -> None:
     # metrics.csv rows a backend has not seen (here: tracking switched on halfway) are
     # logged when it opens, so the tracker's history is the whole of metrics.csv.
@@ -250,6 +255,7 @@ def _reference_val_loss(tmp_path: Path) -> float:
     return result.val_loss
 
 
+@pytest.mark.slow
 def test_an_unwritable_mlflow_store_warns_once_and_the_run_finishes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -271,6 +277,7 @@ def test_an_unwritable_mlflow_store_warns_once_and_the_run_finishes(
     assert result.status == "done" and result.val_loss == reference
 
 
+@pytest.mark.slow
 def test_a_backend_that_raises_mid_run_warns_once_and_is_dropped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +326,7 @@ def test_tracking_settings_leave_every_run_id_unchanged(tmp_path: Path) -> None:
     assert [s.to_dict() for s in expand(tracked)] == [s.to_dict() for s in expand(plain)]
 
 
+@pytest.mark.slow
 def test_settings_resolve_to_absolute_defaults_under_the_results_folder(tmp_path: Path) -> None:
     exp = _experiment(tmp_path, 'backend = ["tensorboard", "mlflow", "wandb"]')
     root = exp.results_path.resolve()
@@ -360,6 +368,7 @@ def test_bad_tracking_settings_are_refused(tmp_path: Path, tracking: str, messag
         _experiment(tmp_path, tracking)
 
 
+@pytest.mark.slow
 def test_an_unknown_backend_exits_2_with_one_line(tmp_path: Path) -> None:
     toml = tiny_toml(tmp_path, n_tokens="[4096]", extra='[tracking]\nbackend = "comet"')
     proc = harness_cli("plan", str(toml))
@@ -393,6 +402,7 @@ def test_a_backend_not_installed_is_refused_before_training(
 # --- the grid's fits ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fits_are_logged_as_one_tracker_run(tmp_path: Path) -> None:
     exp = _experiment(tmp_path, 'backend = ["tensorboard", "mlflow"]')
     settings = prepare(exp)

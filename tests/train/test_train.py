@@ -58,6 +58,7 @@ def test_peak_lr_scales_with_width(tmp_path: Path) -> None:
     assert peak_lr(spec) == pytest.approx(1e-2 * 64 / 32)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path: Path) -> None:
     exp = _experiment(tmp_path)
     (spec,) = expand(exp)
@@ -95,6 +96,7 @@ def _stopped_twice(tmp_path: Path) -> tuple[Any, Any, Any, Path]:
     return exp, spec, ref, run_dir
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_skipped(tmp_path: Path) -> None:
     exp, spec, ref, run_dir = _stopped_twice(tmp_path)
     newest = sorted((run_dir / "ckpt").iterdir())[-1]
@@ -115,6 +117,7 @@ class _Hostile:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.slow
 def test_hostile_checkpoint_is_refused_not_run(tmp_path: Path) -> None:
     # A checkpoint on a shared file system replaced by one whose unpickling runs a command:
     # weights_only loading refuses it (skipped as unreadable), and the run resumes from the
@@ -154,6 +157,7 @@ def test_divergence_is_a_status_not_a_crash(tmp_path: Path) -> None:
     assert stored["status"] == "diverged" and stored["val_loss"] is None
 
 
+@pytest.mark.slow
 def test_checkpoint_cadence_by_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import harness.train.loop as train_mod
 
@@ -187,6 +191,7 @@ def test_checkpoint_cadence_by_wall_time(tmp_path: Path, monkeypatch: pytest.Mon
     assert 2 <= len(saved) < 15 and saved == sorted(set(saved))
 
 
+@pytest.mark.slow
 def test_loss_blow_up_is_diverged_with_step_and_reason(tmp_path: Path) -> None:
     # A large but finite lr: the loss climbs far above ln(256) = 5.55 without becoming NaN.
     exp = _experiment(tmp_path, overrides=["--train.lr=10.0", "--train.warmup_fraction=0.0"])
@@ -213,6 +218,7 @@ def test_loss_blow_up_is_diverged_with_step_and_reason(tmp_path: Path) -> None:
     assert result is not None and result.steps == spec.n_steps
 
 
+@pytest.mark.slow
 def test_healthy_run_is_not_flagged(tmp_path: Path) -> None:
     exp = _experiment(
         tmp_path, overrides=["--execution.diverge_patience=1", "--execution.diverge_factor=1.1"]
@@ -222,6 +228,7 @@ def test_healthy_run_is_not_flagged(tmp_path: Path) -> None:
     assert result is not None and result.status == "done" and result.reason == ""
 
 
+@pytest.mark.slow
 def test_logged_loss_is_the_exact_mean_of_the_step_losses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

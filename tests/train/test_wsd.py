@@ -196,6 +196,7 @@ def _alone(exp, specs, root: Path) -> dict[str, object]:
     return out
 
 
+@pytest.mark.slow
 def test_branches_equal_runs_trained_alone(tmp_path: Path) -> None:
     exp = _exp(tmp_path, WSD)
     specs = expand(exp)
@@ -244,6 +245,7 @@ def test_branches_equal_runs_trained_alone(tmp_path: Path) -> None:
     assert _weights_equal(shared / trunk.run_id, tmp_path / "alone" / "runs" / trunk.run_id)
 
 
+@pytest.mark.slow
 def test_branch_resumes_its_cooldown_after_preemption(tmp_path: Path) -> None:
     exp = _exp(tmp_path, WSD, n_tokens="[4096, 8192]")
     short, trunk = expand(exp)
@@ -277,6 +279,7 @@ def _trunk_child(exp, trunk, short, run_dir: Path, kill_at: int) -> None:
     train(trunk, run_dir, execution=exp.execution, branches=[short], should_stop=should_stop)
 
 
+@pytest.mark.slow
 def test_trunk_killed_at_the_hand_off_resumes_and_the_branch_is_exact(tmp_path: Path) -> None:
     exp = _exp(tmp_path, [*WSD, "--train.checkpoint_every_steps=4"], n_tokens="[4096, 8192]")
     short, trunk = expand(exp)
@@ -300,6 +303,7 @@ def test_trunk_killed_at_the_hand_off_resumes_and_the_branch_is_exact(tmp_path: 
     assert r.branched_from == trunk.run_id
 
 
+@pytest.mark.slow
 def test_a_finished_or_further_branch_is_not_overwritten(tmp_path: Path) -> None:
     exp = _exp(tmp_path, WSD, n_tokens="[4096, 8192]")
     short, trunk = expand(exp)
@@ -324,6 +328,7 @@ def test_a_branch_must_differ_only_in_d(tmp_path: Path) -> None:
 # --- the launcher -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_harness_run_shares_trunks_with_the_same_results(tmp_path: Path) -> None:
     # The launcher (one spawned worker) with shared trunks, against each run trained alone here.
     rows = {}
@@ -366,6 +371,7 @@ def test_decay_start_never_decreases_with_d() -> None:
         assert all(a <= b for a, b in zip(starts, starts[1:], strict=False)), f
 
 
+@pytest.mark.slow
 def test_submit_sends_a_group_as_one_job_trunk_first(tmp_path: Path) -> None:
     exp = _exp(tmp_path, WSD)
     specs = expand(exp)
@@ -382,6 +388,7 @@ def test_submit_sends_a_group_as_one_job_trunk_first(tmp_path: Path) -> None:
     assert submit(exp, cluster="debug")[0] == []  # all done
 
 
+@pytest.mark.slow
 def test_a_failed_trunk_leaves_its_branches_to_train_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -407,6 +414,7 @@ def test_a_failed_trunk_leaves_its_branches_to_train_alone(
         assert r["val_loss"] == alone[spec.run_id].val_loss and r["trained_tokens"] == spec.n_tokens
 
 
+@pytest.mark.slow
 def test_a_masked_lm_branch_equals_its_run_trained_alone(tmp_path: Path) -> None:
     # The masks, like the data order, are a pure function of (seed, stream position).
     exp = _exp(tmp_path, [*WSD, "--model.arch=bert"], n_tokens="[2048, 4096]")

@@ -59,7 +59,7 @@ class Frame:
     """The blocks fitted so far, by name (a law may build on an earlier one)."""
     shared: dict[str, Any] = field(default_factory=dict)
     """What a law leaves for later ones and for the caller, beyond its block (the Chinchilla fit
-    with its bootstrap samples, as `downstream.Step1Fit`)."""
+    with its bootstrap samples, as `fit.Bootstrapped`)."""
     curves: tuple[Any, ...] = ()
     """The runs' learning curves (`curves.Curve`) where their metrics.csv lie beside the CSV:
     what the loss-curve laws are fitted to."""

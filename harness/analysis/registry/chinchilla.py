@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import downstream as ds
 from harness.analysis import fit as fitmod
 from harness.analysis.registry.base import Figures, Frame, Law, fitted_range, law_block, usable
 
@@ -25,7 +24,7 @@ def _fit(f: Frame) -> dict[str, Any]:
         boots, n_failed = fitmod.bootstrap_chinchilla(
             f.N, f.D, f.L, chin, n_resamples=f.n_bootstrap, rng=f.rng("chinchilla")
         )
-    f.shared["chinchilla"] = ds.Step1Fit(chin, boots, n_failed, len(f.N))
+    f.shared["chinchilla"] = fitmod.Bootstrapped(chin, boots, n_failed, len(f.N))
     return law_block(
         f, "chinchilla", chin, boots, n_failed, fitted_range(n_params=f.N, n_tokens=f.D, flops=f.C)
     )
