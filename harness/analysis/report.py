@@ -22,15 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis import downstream as ds
 from harness.analysis import isoflop as iso
 from harness.analysis import sweeps
-from harness.analysis import taskscale as ts
 from harness.analysis.common import MAX_BOOTSTRAP, json_clean, read_fits_json
 from harness.analysis.curves import load_curves
 from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
-from harness.analysis.registry import LAWS, Figures, Frame
+from harness.analysis.registry import COMPANIONS, LAWS, Beside, BesideFigures, Figures, Frame
 from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
 from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.analysis.subsample import FIT_ROWS_MAX, stratified_subsample
@@ -192,14 +190,15 @@ def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
         stored = json.loads(fits.read_text(encoding="utf-8"))["input"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    dsc = csv.parent / ds.DOWNSTREAM_CSV
-    if dsc.is_file():  # a fine-tuning result added or changed since the fit
-        try:
-            doc = json.loads(fits.read_text(encoding="utf-8"))
-            if doc["downstream"]["input"]["sha256"] != sha256_of(dsc):
+    for companion in COMPANIONS:
+        table = csv.parent / companion.file
+        if table.is_file():  # a fine-tune or task score added or changed since the fit
+            try:
+                doc = json.loads(fits.read_text(encoding="utf-8"))
+                if doc[companion.name]["input"]["sha256"] != sha256_of(table):
+                    return False
+            except (OSError, ValueError, KeyError, TypeError):
                 return False
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
     return (
         stored == sha256_of(csv)
         and samples_path(fits).is_file()
@@ -330,9 +329,9 @@ def fits_dict(
     ``omit`` are not fitted (`reproduce`: a law the stored file has no block of); ``omitted``,
     when given, receives those of them the data would allow.
 
-    When a downstream.csv (fine-tuning results) lies beside the CSV, the object also holds
-    "downstream" (`downstream.fit_downstream`: accuracy from loss, chained from N and D, labels
-    needed) with that file's own "input" record, and settings.target_accuracy.
+    Beside "fits", the object holds each companion of the registry whose table lies beside the
+    CSV (`registry.COMPANIONS`: "downstream" from a downstream.csv of fine-tunes, with
+    settings.target_accuracy; "tasks" from a tasks.csv), each with its table's "input" record.
 
     Raises
     ------
@@ -365,14 +364,13 @@ def fits_dict(
         settings["where"] = where
         input_record["n_not_selected"] = int(df.attrs["n_not_selected"])
     doc: dict[str, Any] = {"schema": SCHEMA, "input": input_record, "settings": settings}
-    ds_csv = csv.parent / ds.DOWNSTREAM_CSV
-    # Read (and checked) before the fits: a bad downstream.csv is refused at once, not after
-    # minutes of bootstrap.
-    dsdf = ds.load_downstream(ds_csv) if ds_csv.is_file() and ds_csv != csv else None
-    tasks_csv = csv.parent / ts.TASKS_CSV
-    tdf = (
-        ts.load_tasks(tasks_csv, where=where) if tasks_csv.is_file() and tasks_csv != csv else None
-    )
+    # The companions' tables, read (and checked) before the fits: a bad downstream.csv or
+    # tasks.csv is refused at once, not after minutes of bootstrap.
+    tables = {
+        c.name: (path, c.load(path, where))
+        for c in COMPANIONS
+        if (path := csv.parent / c.file).is_file() and path != csv
+    }
     kw = dict(
         seed=seed,
         n_bootstrap=n_bootstrap,
@@ -453,24 +451,23 @@ def fits_dict(
     ref = reference_of(csv.parent)
     if ref is not None:  # synthetic corpus: the true entropy rate, for comparison with E
         doc["reference"] = ref
-    if dsdf is not None:
-        # A sibling of "fits", not inside it: grouped fits have no single "fits", and the
-        # fine-tuning results are another file with their own hash. Step 1 is the Chinchilla
-        # fit of "fits" (fitted on all the pretraining runs of this CSV when grouped).
-        settings["target_accuracy"] = target_accuracy
-        block = ds.fit_downstream(
-            dsdf,
-            df,
-            seed=seed,
-            n_bootstrap=n_bootstrap,
-            target_accuracy=target_accuracy,
-            step1_fit=kept.get("chinchilla"),
-        )
-        doc["downstream"] = {"input": ds.downstream_input(ds_csv, dsdf), **block}
-    if tdf is not None:
-        doc["tasks"] = _tasks_object(
-            tasks_csv, tdf, df, doc, kept, seed, n_bootstrap, found, column_map
-        )
+    for companion in COMPANIONS:
+        if companion.name in tables:
+            path, table = tables[companion.name]
+            doc[companion.name] = companion.fit(
+                Beside(
+                    table=table,
+                    path=path,
+                    runs=df,
+                    doc=doc,
+                    chinchilla=kept.get("chinchilla"),
+                    observed_losses=lambda: _observed_losses(csv, doc["settings"], df),
+                    seed=seed,
+                    n_bootstrap=n_bootstrap,
+                    target_accuracy=target_accuracy,
+                    samples=found,
+                )
+            )
     if samples is not None:
         samples.update(found)
     return json_clean(doc)
@@ -489,48 +486,6 @@ def _observed_losses(csv: Path, settings: Mapping[str, Any], df: pd.DataFrame) -
         )
     except InputError:
         return df
-
-
-def _tasks_object(
-    tasks_csv: Path,
-    tdf: pd.DataFrame,
-    df: pd.DataFrame,
-    doc: Mapping[str, Any],
-    kept: Mapping[str, Any],
-    seed: int,
-    n_bootstrap: int,
-    found: dict[str, Any],
-    column_map: Mapping[str, str] | None,
-) -> dict[str, Any]:
-    """The "tasks" object of fits.json (`taskscale`): every task of tasks.csv (read and checked
-    before the fits, ``tdf``) chained from N and D, predicted at the ladder's largest run. A
-    sibling of "fits", as "downstream" is."""
-    if "groups" in doc:
-        return {
-            "input": ts.tasks_input(tasks_csv, tdf),
-            "skipped": "task laws are fitted on ungrouped runs only (fit each group's CSV)",
-        }
-    step1 = kept.get("chinchilla")
-    losses = _observed_losses(tasks_csv.parent / doc["input"]["path"], doc["settings"], df)
-    C = flops(df["n_params"].to_numpy(float), df["n_tokens"].to_numpy(float))
-    top = int(np.argmax(C))
-    target = (float(df["n_params"].iloc[top]), float(df["n_tokens"].iloc[top]))
-    body, task_samples = ts.fit_tasks(
-        tdf,
-        losses,
-        step1.fit if step1 is not None else None,
-        step1.boots if step1 is not None else [],
-        seed=seed,
-        n_bootstrap=n_bootstrap,
-        target=target,
-        val_block=doc.get("fits", {}).get("chinchilla"),
-    )
-    found.update(task_samples)
-    return {
-        "input": ts.tasks_input(tasks_csv, tdf),
-        "target": {"n_params": target[0], "n_tokens": target[1], "why": "the largest run fitted"},
-        "tasks": body,
-    }
 
 
 def fit_path(
@@ -663,13 +618,9 @@ def summarize(fits: Mapping[str, Any]) -> str:
             lines += _summarize_fits(g["fits"], "  ")
     else:
         lines += _summarize_fits(fits.get("fits", fits))
-    if "downstream" in fits:
-        lines += ds.summarize_downstream(fits["downstream"])
-    if "tasks" in fits:
-        if "skipped" in fits["tasks"]:
-            lines.append(f"tasks            skipped: {fits['tasks']['skipped']}")
-        else:
-            lines += ts.summarize_tasks(fits["tasks"])
+    for companion in COMPANIONS:
+        if companion.name in fits:
+            lines += companion.summary(fits[companion.name])
     if "reference" in fits:
         lines.append(_reference_line(fits["reference"], fits.get("fits", {})))
     return "\n".join(lines)
@@ -911,22 +862,21 @@ def _draw_figures(
         written += _law_figures(
             df, stored.get("fits"), target, "", runs_dir, floor, samples, label="", **pick
         )
-    if (csv.parent / ds.DOWNSTREAM_CSV).is_file() and csv.name != ds.DOWNSTREAM_CSV:
-        from harness.analysis import downstream_plots
-
-        dsdf = ds.load_downstream(csv.parent / ds.DOWNSTREAM_CSV)
-        block = stored.get("downstream")
-        if block is None:  # fits.json made before downstream.csv: fit without intervals
-            block = json_clean(ds.fit_downstream(dsdf, df, n_bootstrap=0))
-        written += downstream_plots.write_downstream_figures(dsdf, block, target)
-    tasks_csv = csv.parent / ts.TASKS_CSV
-    if tasks_csv.is_file() and csv.name != ts.TASKS_CSV and "tasks" in stored:
-        from harness.analysis import task_plots
-
-        where = stored.get("settings", {}).get("where")
-        tdf = ts.load_tasks(tasks_csv, where=where if isinstance(where, str) else None)
-        losses = _observed_losses(csv, stored.get("settings", {}), df)  # as the fit paired them
-        written += task_plots.write_task_figures(tdf, losses, stored, samples, target)
+    where = stored.get("settings", {}).get("where")
+    for companion in COMPANIONS:
+        path = csv.parent / companion.file
+        if path.is_file() and path != csv:
+            written += companion.figures(
+                BesideFigures(
+                    table=companion.load(path, where if isinstance(where, str) else None),
+                    runs=df,
+                    stored=stored,
+                    samples=samples,
+                    # The losses each score was paired with, as the fit paired them.
+                    observed_losses=lambda: _observed_losses(csv, stored.get("settings", {}), df),
+                    out_dir=target,
+                )
+            )
     return written
 
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import downstream as ds
 from harness.analysis import identify
 from harness.analysis.common import ci95, fmt, inside, json_num, read_fits_json
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
+from harness.analysis.registry import COMPANIONS
 from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path, stored_settings
 from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.atomic import atomic_write_json
@@ -551,9 +551,10 @@ def reproduce_path(
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         tmpcsv = Path(tmp) / csv.name
         tmpcsv.write_bytes(csv.read_bytes())
-        ds_csv = csv.parent / ds.DOWNSTREAM_CSV
-        if ds_csv.is_file():  # the fine-tuning results are an input of the refit too
-            (Path(tmp) / ds.DOWNSTREAM_CSV).write_bytes(ds_csv.read_bytes())
+        for companion in COMPANIONS:  # fine-tunes and task scores: inputs of the figures too
+            table = csv.parent / companion.file
+            if table.is_file() and table != csv:
+                (Path(tmp) / companion.file).write_bytes(table.read_bytes())
         atomic_write_json(Path(tmp) / "fits.json", new)
         # The refit's own bootstrap samples: the figures' bands are drawn from them.
         write_samples(samples_path(Path(tmp) / "fits.json"), refit_samples)

@@ -17,8 +17,17 @@
 | `anneal_curve` | anneal_curve | learning curves per size, L0 + A S1^-alpha - C S2 (Tissue 2024) |
 | `multi_power_curve` | multi_power_curve | the same curves, L0 + A S1^-alpha - LD(t) (Luo 2025) |
 
+Companions, fitted on a table beside the runs CSV and chained on the laws above (a sibling
+object of "fits"):
+
+| module | object | table | analysis |
+|---|---|---|---|
+| `downstream` | downstream | downstream.csv | fine-tuned accuracy from loss, N, D; labels needed |
+| `tasks` | tasks | tasks.csv | each task's accuracy from N and D (Gadre et al. 2024) |
+
 Adding a law: a module here defining a `base.Law` (how it fits, when it applies, its summary
-lines and its figures), and its entry in `LAWS`.
+lines and its figures), and its entry in `LAWS`; a companion: a `base.Companion` in
+`COMPANIONS`.
 """
 
 from harness.analysis.registry import (
@@ -29,6 +38,7 @@ from harness.analysis.registry import (
     chinchilla_from_curves,
     compute_optimal,
     data_constrained,
+    downstream,
     heldout,
     isoflop,
     kaplan,
@@ -36,10 +46,28 @@ from harness.analysis.registry import (
     overtraining,
     power_law,
     sweeps,
+    tasks,
 )
-from harness.analysis.registry.base import Figures, Frame, Law
+from harness.analysis.registry.base import (
+    Beside,
+    BesideFigures,
+    Companion,
+    Figures,
+    Frame,
+    Law,
+)
 
-__all__ = ["LAWS", "Figures", "Frame", "Law", "by_name"]
+__all__ = [
+    "COMPANIONS",
+    "LAWS",
+    "Beside",
+    "BesideFigures",
+    "Companion",
+    "Figures",
+    "Frame",
+    "Law",
+    "by_name",
+]
 
 LAWS: tuple[Law, ...] = (
     chinchilla.LAW,
@@ -61,6 +89,10 @@ LAWS: tuple[Law, ...] = (
     multi_power_curve.LAW,
 )
 """Every law, in the order they are fitted and summarised."""
+
+
+COMPANIONS: tuple[Companion, ...] = (downstream.COMPANION, tasks.COMPANION)
+"""Every companion, in the order they are fitted and summarised (after the laws)."""
 
 
 def by_name() -> dict[str, Law]:

@@ -21,6 +21,9 @@ from harness.analysis import identify
 from harness.analysis.common import ci95, fmt, rng_for
 
 __all__ = [
+    "Beside",
+    "BesideFigures",
+    "Companion",
     "Figures",
     "Frame",
     "Law",
@@ -213,3 +216,62 @@ def law_block(
         )
     )
     return out
+
+
+@dataclass(frozen=True)
+class Beside:
+    """What a companion analysis is fitted from: its table, the runs, and the fits so far."""
+
+    table: pd.DataFrame
+    """The companion's table, as its ``load`` read and checked it."""
+    path: Path
+    """Where the table lies (beside the runs CSV)."""
+    runs: pd.DataFrame
+    """The runs the laws were fitted on."""
+    doc: dict[str, Any]
+    """fits.json's object so far: its "input", "settings" and "fits" (or "groups"). A
+    companion may record a setting of its own in "settings"."""
+    chinchilla: Any
+    """The Chinchilla fit of "fits" with its bootstrap samples (`fit.Bootstrapped`), or None
+    (grouped fits, or the law skipped)."""
+    observed_losses: Callable[[], pd.DataFrame]
+    """Every done run of the CSV, N counted as the fit counts it: the losses a task's
+    accuracy is paired with."""
+    seed: int
+    n_bootstrap: int
+    target_accuracy: float | None
+    samples: dict[str, Any]
+    """Receives the companion's bootstrap samples, keyed as fits.bootstrap.npz keys them."""
+
+
+@dataclass(frozen=True)
+class BesideFigures:
+    """What a companion's figures are drawn from: its table, the runs, and fits.json."""
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    stored: Mapping[str, Any]
+    """The whole fits.json object (None of the companion's when it was made before the table)."""
+    samples: Mapping[str, Mapping[str, np.ndarray]]
+    observed_losses: Callable[[], pd.DataFrame]
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class Companion:
+    """An analysis of another table beside the runs CSV (fine-tunes, task scores), chained on
+    the laws of "fits": a sibling object of "fits" in fits.json, with its table's own "input"
+    record, since grouped fits have no single "fits" and the table has its own hash."""
+
+    name: str
+    """Its object's key in fits.json."""
+    file: str
+    """The table's file name, beside the runs CSV."""
+    load: Callable[[Path, str | None], pd.DataFrame]
+    """(path, --where) -> the checked table; InputError on bad input, before any fit."""
+    fit: Callable[[Beside], dict[str, Any]]
+    """The object, its "input" record included."""
+    summary: Callable[[Mapping[str, Any]], list[str]]
+    """The summary's lines for the object."""
+    figures: Callable[[BesideFigures], list[Path]]
+    """Its figures, from fits.json (or fitted without intervals where fits.json has none)."""
