@@ -182,8 +182,9 @@ def _analyse(csv_path: Path, tracking: dict | None = None) -> None:
     import json
 
     from harness.analysis.cli import warnings_as_lines
-    from harness.analysis.page import REPORT_NAME, write_report
-    from harness.analysis.report import fit_path, fits_up_to_date, plot_path, summarize
+    from harness.analysis.drawing import plot_path
+    from harness.analysis.fitting import fit_path, fits_up_to_date, summarize
+    from harness.analysis.report import REPORT_NAME, write_report
     from harness.tracking import log_fits
 
     if fits_up_to_date(csv_path):

@@ -1,10 +1,13 @@
 """Scaling-law analysis: runs.csv -> fits.json and figures (numpy/scipy/pandas/matplotlib only).
 
 Modules: `io` (load_runs), `laws` (formulas), `optim` (batched L-BFGS), `fit` (Chinchilla,
-Kaplan, power laws, bootstraps), `isoflop` (approaches 1 and 2), `plots`, `report` (fit_path,
-plot_path, reproduce_path, summarize), `cli` (subcommands).
+Kaplan, power laws, bootstraps), `registry` (every law and companion of fits.json), `isoflop`
+(approaches 1 and 2), `plots`; the steps: `fitting` (`harness fit`: fit_path, summarize),
+`drawing` (`harness plot`: plot_path), `report` (`harness report`: the HTML page), `reproduce`
+(`harness reproduce`), `predict`; `cli` (subcommands).
 """
 
+from harness.analysis.drawing import plot_path
 from harness.analysis.fit import (
     FitResult,
     GridEdgeWarning,
@@ -13,6 +16,7 @@ from harness.analysis.fit import (
     fit_kaplan,
     fit_power_law,
 )
+from harness.analysis.fitting import fit_path, summarize
 from harness.analysis.io import load_runs
 from harness.analysis.laws import (
     chinchilla_loss,
@@ -21,7 +25,6 @@ from harness.analysis.laws import (
     power_law_with_offset,
     tokens_per_param,
 )
-from harness.analysis.report import fit_path, plot_path, summarize
 from harness.analysis.reproduce import reproduce_path
 
 __all__ = [

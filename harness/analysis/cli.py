@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.analysis.common import read_fits_json
+from harness.analysis.drawing import plot_path
+from harness.analysis.fitting import ALL_FITS, fit_path, summarize
 from harness.analysis.io import parse_column_map
-from harness.analysis.report import ALL_FITS, fit_path, plot_path, summarize
 from harness.analysis.reproduce import reproduce_path
 from harness.analysis.subsample import FIT_ROWS_MAX
 from harness.atomic import check_writable
@@ -423,7 +424,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`harness report PATH`: write the self-contained HTML report. Raises InputError."""
-    from harness.analysis.page import write_report
+    from harness.analysis.report import write_report
 
     if args.out is not None:
         check_writable(args.out, folder=False, what="--out")

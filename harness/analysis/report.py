@@ -1,922 +1,548 @@
-"""From runs.csv to fits.json (schema 1, docs/results-format.md), a summary table, figures,
-and reproduce.
+"""`harness report PATH`: one self-contained HTML page of an experiment's results.
 
-fits.json holds, beside "fits", the "settings" it was made with (seed, bootstrap size, column
-map, groups, fits), so that `reproduce_path` can refit from the CSV alone. Numbers are plain
-JSON floats rounded to 10 significant digits; keys are sorted; the input path is stored as a
-file name only. The same CSV and settings therefore give a byte-identical file wherever the
-directory lies.
+The page holds everything a reader needs and fetches nothing: the figures inline as SVG (drawn
+afresh from fits.json and its bootstrap samples, `drawing.plot_path`), the grid as a table, each
+law with its formula, parameters, 95% intervals and warnings, the held-out extrapolation check,
+the compute-optimal table, and where the numbers came from (provenance). Styles are inline; there
+is no script. Like the figures, it is made from runs.csv and fits.json alone, so it can be
+re-made on any machine.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
-import shutil
+import platform
+import re
 import tempfile
-import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.analysis import isoflop as iso
-from harness.analysis import sweeps
-from harness.analysis.common import MAX_BOOTSTRAP, json_clean, read_fits_json
-from harness.analysis.curves import load_curves
-from harness.analysis.io import check_one_source, line_list, load_runs, resolve_csv, sha256_of
+from harness.analysis.common import fmt, read_fits_json
+from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX
+from harness.analysis.io import load_runs, resolve_csv, sha256_of
 from harness.analysis.laws import flops
-from harness.analysis.registry import COMPANIONS, LAWS, Beside, BesideFigures, Figures, Frame
-from harness.analysis.registry.compute_optimal import COMPUTE_BUDGETS
-from harness.analysis.samples import read_samples, samples_path, write_samples
-from harness.analysis.subsample import FIT_ROWS_MAX, stratified_subsample
-from harness.analysis.where import check_where
-from harness.atomic import atomic_write_json, check_writable
+from harness.atomic import atomic_write_text
 from harness.errors import InputError
+from harness.units import si
 
-__all__ = [
-    "ALL_FITS",
-    "COMPUTE_BUDGETS",
-    "fit_frame",
-    "fit_path",
-    "fits_up_to_date",
-    "plot_path",
-    "stored_settings",
-    "summarize",
+__all__ = ["FORMULAS", "REPORT_NAME", "write_report"]
+
+REPORT_NAME = "report.html"
+
+FORMULAS = {
+    "chinchilla": "L(N, D) = E + A / N<sup>α</sup> + B / D<sup>β</sup> "
+    "(Hoffmann et al. 2022, eq. 2)",
+    "kaplan": "L(N, D) = [(N<sub>c</sub> / N)<sup>α<sub>N</sub> / α<sub>D</sub></sup> + "
+    "D<sub>c</sub> / D]<sup>α<sub>D</sub></sup> (Kaplan et al. 2020, eq. 1.5)",
+    "power_law_n": "L(N) = E + A / N<sup>α</sup> (at the largest D)",
+    "power_law_d": "L(D) = E + A / D<sup>α</sup> (at the largest N)",
+    "power_law_c": "L(C) = E + A / C<sup>α</sup> (the compute envelope)",
+    "compute_optimal": "N<sub>opt</sub> = G (C/6)<sup>a</sup>, D<sub>opt</sub> = G<sup>-1</sup> "
+    "(C/6)<sup>b</sup>, a = β/(α+β), b = α/(α+β) (Hoffmann et al. 2022, eq. 4)",
+    "isoflop": "N<sub>opt</sub>(C) ∝ C<sup>a</sup>, D<sub>opt</sub>(C) ∝ C<sup>b</sup> from the "
+    "minimum of each isoFLOP profile (Hoffmann et al. 2022, approach 2)",
+    "approach1": "N<sub>opt</sub>(C) ∝ C<sup>a</sup> from the lowest loss reached at each compute "
+    "(Hoffmann et al. 2022, approach 1)",
+    "heldout": "the Chinchilla law fitted on the runs at or below a compute quantile, predicting "
+    "the larger ones (Choshen et al. 2024)",
+    "anneal_curve": "L(s) = L<sub>0</sub> + A S<sub>1</sub><sup>-α</sup> - C S<sub>2</sub>, "
+    "S<sub>1</sub> the sum of the learning rates so far, S<sub>2</sub> the annealing area with "
+    "momentum λ, one law per model size fitted to its runs' validation curves (Tissue et al. "
+    "2024, eq. 1)",
+    "multi_power_curve": "L(t) = L<sub>0</sub> + A (S<sub>1</sub> + S<sub>W</sub>)<sup>-α</sup> "
+    "- B Σ<sub>k≤t</sub> (η<sub>k-1</sub> - η<sub>k</sub>) [1 - (C η<sub>k</sub><sup>-γ</sup> "
+    "S<sub>k</sub>(t) + 1)<sup>-β</sup>], S<sub>k</sub>(t) the sum of the rates since update k, "
+    "one law per model size fitted to its runs' validation curves (Luo et al. 2025, eq. 4)",
+}
+"""How each law of fits.json reads, as HTML; laws without an entry show their parameters only."""
+
+_GREEK = {"alpha": "α", "beta": "β", "alpha_N": "α<sub>N</sub>", "alpha_D": "α<sub>D</sub>"}
+TABLE_ROWS_MAX = 500
+"""Runs listed in the grid's table at most (evenly spaced); runs.csv holds them all."""
+_GRID_COLUMNS = [
+    ("run_id", "run"),
+    ("n_params", "N"),
+    ("n_tokens", "D"),
+    ("flops", "C = 6ND (FLOP)"),
+    ("loss", "val. loss"),
+    ("val_bpb", "bits/byte"),
+    ("train_loss", "train loss"),
+    ("status", "status"),
+    ("wall_s", "wall (s)"),
 ]
-
-ALL_FITS: tuple[str, ...] = tuple(law.name for law in LAWS)
-"""Every fit fits.json can hold (`harness.analysis.registry`). By default each is made where
-the data allow; chinchilla is required (a CSV that cannot support the joint fit is bad input
-unless `fits` leaves it out, or the runs sweep lr or batch size, or carry learning curves).
-lr_sweep and batch_sweep appear only for runs that sweep them (`sweeps.swept_columns`) or when
-asked for by name; data_constrained only for runs that repeat data
-(`dataconstrained.has_repeats`) or when asked for by name."""
-
-SCHEMA = 1
-
-
-def fit_frame(
-    df: pd.DataFrame,
-    *,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    fits: Sequence[str] | None = None,
-    label: str = "",
-    isoflop_minimum: str = "parabola",
-    heldout_quantile: float = 0.75,
-    max_rows: int | None = FIT_ROWS_MAX,
-    curves: Sequence[Any] = (),
-    curves_error: str = "",
-    kept: dict[str, Any] | None = None,
-    omit: Collection[str] = (),
-) -> dict[str, Any]:
-    """Every requested fit of one set of runs, as the "fits" object of fits.json.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Rows from `load_runs` (n_params, n_tokens, loss; flops_budget optional).
-    seed : int
-        Bootstrap seed.
-    n_bootstrap : int
-        Resamples per bootstrap (0 for none).
-    fits : sequence of str, optional
-        Names from ALL_FITS; None for every fit the data allow (chinchilla required).
-    label : str
-        Group label, mixed into the per-fit random streams.
-    isoflop_minimum : {"parabola", "akima"}
-        Minimum finder of approach 2.
-    heldout_quantile : float
-        Runs with C at or below this quantile of C train the held-out check.
-    max_rows : int
-        The laws are fitted on at most this many runs (after the sweeps' best per point): a
-        larger set on a stratified subsample (`subsample.stratified_subsample`), recorded in
-        ``kept["subsample"]``.
-    curves : sequence of `curves.Curve`
-        The runs' learning curves, for the loss-curve laws (`curves.load_curves`).
-    curves_error : str
-        Why the curves did not read (the curve laws' reason to be skipped), or "".
-    kept : dict, optional
-        Receives "chinchilla": the Chinchilla fit with its bootstrap samples
-        (`fit.Bootstrapped`), for a later stage that needs the same law on the same runs;
-        "samples": {law: {param: array}}, each law's bootstrap parameter samples; and
-        "subsample" when the runs were subsampled.
-
-    Returns
-    -------
-    dict
-
-    Raises
-    ------
-    InputError
-        Unknown fit names, or data that cannot support a requested fit.
-    """
-    if fits is not None:
-        unknown = [f for f in fits if f not in ALL_FITS]
-        if unknown:
-            raise InputError(f"--fits: unknown {unknown}; accepted: {', '.join(ALL_FITS)}")
-        if not fits:
-            raise InputError(f"--fits names no fit; accepted: one or more of {', '.join(ALL_FITS)}")
-    want = set(ALL_FITS if fits is None else fits) - set(omit)
-    explicit = fits is not None
-    if not 0 <= n_bootstrap <= MAX_BOOTSTRAP:
-        raise InputError(
-            f"--bootstrap {n_bootstrap}; accepted: an integer from 0 to {MAX_BOOTSTRAP}"
-        )
-    check_max_rows(max_rows)
-    # Runs that sweep lr or batch size: the laws see the best setting per (N, D); the sweeps
-    # themselves fit every run (lr_sweep, batch_sweep).
-    swept = tuple(sweeps.swept_columns(df))
-    best = sweeps.best_per_point(df, list(swept))
-    best, subsampled = stratified_subsample(best, max_rows, seed=seed, label=label)
-    N = best["n_params"].to_numpy(dtype=float)
-    D = best["n_tokens"].to_numpy(dtype=float)
-    frame = Frame(
-        df=best,
-        full=df,
-        swept=swept,
-        N=N,
-        D=D,
-        L=best["loss"].to_numpy(dtype=float),
-        C=flops(N, D),
-        budget=iso.budget_column(best),
-        seed=seed,
-        label=label,
-        n_bootstrap=n_bootstrap,
-        isoflop_minimum=isoflop_minimum,
-        heldout_quantile=heldout_quantile,
-        curves=tuple(curves),
-        curves_error=curves_error,
-    )
-    if subsampled:
-        frame.shared["subsample"] = subsampled
-    for law in LAWS:
-        if law.name not in want:
-            if law.name in omit and law.applies(frame) and kept is not None:
-                kept.setdefault("omitted", []).append(law.name)
-            continue
-        try:
-            # By default a law is made only where the data allow it; a law asked for by name
-            # is made or refused.
-            if not law.applies(frame) and not explicit:
-                continue
-            frame.blocks[law.name] = law.fit(frame)
-        except InputError as exc:
-            if explicit or law.required(frame):
-                raise
-            frame.blocks[law.name] = {"skipped": str(exc)}
-    if kept is not None:
-        kept.update(frame.shared)
-    return dict(frame.blocks)
+_FIGURE_ORDER = ["loss_vs_n", "loss_vs_d", "contour", "extrapolation", "residuals", "optimal"]
+_STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1b1b1b;
+  max-width: 1180px; margin: 24px auto; padding: 0 18px; }
+h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 19px; margin-top: 30px;
+  border-bottom: 1px solid #ddd; padding-bottom: 3px; } h3 { font-size: 16px; margin: 18px 0 4px; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+.warn { background: #fff4e0; border-left: 4px solid #e69500; padding: 4px 10px; margin: 4px 0; }
+.bad { background: #fdeaea; border-left: 4px solid #c62828; padding: 4px 10px; margin: 4px 0; }
+.muted { color: #666; } .formula { font-family: Georgia, serif; font-size: 15px; }
+figure { display: inline-block; margin: 8px 10px 8px 0; vertical-align: top; }
+figure svg { width: 560px; height: auto; } figcaption { color: #555; font-size: 12px; }
+code { background: #f4f4f4; padding: 0 3px; }
+"""
 
 
-def check_max_rows(max_rows: int | None) -> None:
-    """--max-rows: an integer >= 1, or None (no cap)."""
-    if max_rows is not None and max_rows < 1:
-        raise InputError(f"--max-rows {max_rows}; accepted: an integer >= 1")
-
-
-def fits_up_to_date(csv: str | os.PathLike[str]) -> bool:
-    """fits.json beside ``csv`` was made from exactly these bytes, and figures/ is not empty.
-
-    `harness run` uses this to skip refitting and replotting when no run was added.
-    """
-    csv = Path(csv)
-    fits, figures = csv.parent / "fits.json", csv.parent / "figures"
-    try:
-        stored = json.loads(fits.read_text(encoding="utf-8"))["input"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    for companion in COMPANIONS:
-        table = csv.parent / companion.file
-        if table.is_file():  # a fine-tune or task score added or changed since the fit
-            try:
-                doc = json.loads(fits.read_text(encoding="utf-8"))
-                if doc[companion.name]["input"]["sha256"] != sha256_of(table):
-                    return False
-            except (OSError, ValueError, KeyError, TypeError):
-                return False
-    return (
-        stored == sha256_of(csv)
-        and samples_path(fits).is_file()
-        and figures.is_dir()
-        and any(figures.iterdir())
-    )
-
-
-def _group_keys(df: pd.DataFrame, group_by: Sequence[str], csv: Path) -> list[tuple[Any, ...]]:
-    missing = [c for c in group_by if c not in df.columns]
-    if missing:
-        raise InputError(
-            f"{csv}: --group-by column(s) {missing} not in the file; accepted: "
-            f"{', '.join(c for c in df.columns if c != 'line')}"
-        )
-    for c in group_by:
-        blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
-        if blank.any():
-            raise InputError(
-                f"{csv}: --group-by column {c!r} is blank at "
-                f"{line_list(df.loc[blank, 'line'])}; accepted: a value in every row "
-                "of the runs fitted"
-            )
-    return sorted({tuple(r) for r in df[list(group_by)].astype(str).itertuples(index=False)})
-
-
-REFERENCE_FILE = "corpus.json"
-"""Beside runs.csv for a synthetic corpus (`harness.synthetic`): its exact entropy rate."""
-
-
-def reference_of(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The true loss floor of the corpus, from corpus.json in ``directory``, or None.
-
-    Only a reference: fits never use it, and `reproduce_path` leaves it out of the comparison
-    (a CSV copied without corpus.json still reproduces). None where the file is absent or has
-    no floor in nats per token (a BPE run's tokens are not the source's symbols).
-
-    Raises
-    ------
-    InputError
-        corpus.json is not valid JSON.
-    """
-    path = Path(directory) / REFERENCE_FILE
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"{path}: not valid JSON ({exc}); accepted: the corpus.json "
-            "`harness run` writes for a synthetic corpus, or no file"
-        ) from None
-    floor = doc.get("loss_floor_nats_per_token") if isinstance(doc, dict) else None
-    if not isinstance(floor, (int, float)):
-        return None
-    return {
-        "file": REFERENCE_FILE,
-        "spec": doc.get("spec"),
-        "entropy_rate_nats_per_token": float(floor),
-        "entropy_rate_bits_per_byte": doc.get("entropy_rate_bits_per_byte"),
-        "window_floor_nats_per_token": doc.get("window_floor_nats_per_token"),
-        "seq_len": doc.get("seq_len"),
-        "eval_floor_nats_per_token": doc.get("eval_floor_nats_per_token"),
-        "eval_tokens": doc.get("eval_tokens"),
-    }
-
-
-class GroupSkipped(UserWarning):
-    """A group of a grouped fit has too few runs for the required law: skipped by name."""
-
-
-N_CONVENTIONS = ("non_embedding", "total")
-"""What N counts: non-embedding parameters (Kaplan et al. 2020; the harness's n_params) or all
-of them (Hoffmann et al. 2022; Gadre et al. 2024). Laws fitted on one do not transfer to the
-other: the embeddings are a large share of small models (half of Gadre et al.'s 411M model)."""
-
-
-def apply_n_convention(
-    df: pd.DataFrame, n_convention: str, column_map: Mapping[str, str] | None, csv: Path
-) -> pd.DataFrame:
-    """The runs with N counted as ``n_convention`` says. "total" takes the harness's
-    n_params_total column where the CSV has one (and --columns does not map n_params itself);
-    otherwise n_params is taken to count what the setting says (recorded, not converted).
-
-    Raises
-    ------
-    InputError
-        An unknown convention, or an n_params_total value that is not a number > 0.
-    """
-    if n_convention not in N_CONVENTIONS:
-        raise InputError(f"--n-convention {n_convention!r}; accepted: {', '.join(N_CONVENTIONS)}")
-    mapped = bool(column_map and "n_params" in column_map)
-    if n_convention != "total" or mapped or "n_params_total" not in df.columns:
-        return df
-    vals = pd.to_numeric(df["n_params_total"], errors="coerce").to_numpy(dtype=float)
-    bad = ~(np.isfinite(vals) & (vals > 0))
-    if bad.any():
-        raise InputError(
-            f"{csv}: column 'n_params_total' has bad value(s) at "
-            f"{line_list(df.loc[bad, 'line'])}; accepted: finite numbers > 0 for "
-            "--n-convention total"
-        )
-    out = df.copy()
-    out["n_params"] = vals
-    return out
-
-
-def fits_dict(
-    path: str | os.PathLike[str],
-    *,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    column_map: Mapping[str, str] | None = None,
-    group_by: Sequence[str] | None = None,
-    fits: Sequence[str] | None = None,
-    isoflop_minimum: str = "parabola",
-    target_accuracy: float | None = None,
-    where: str | None = None,
-    samples: dict[str, Any] | None = None,
-    n_convention: str = "non_embedding",
-    max_rows: int | None = FIT_ROWS_MAX,
-    omit: Collection[str] = (),
-    omitted: list[str] | None = None,
-) -> dict[str, Any]:
-    """The fits.json object for a CSV (see `fit_path`), not yet written. ``samples``, when
-    given, receives the bootstrap parameter samples as fits.bootstrap.npz holds them
-    ("law/param", or "group/law/param" for grouped fits: `harness.analysis.samples`). Laws in
-    ``omit`` are not fitted (`reproduce`: a law the stored file has no block of); ``omitted``,
-    when given, receives those of them the data would allow.
-
-    Beside "fits", the object holds each companion of the registry whose table lies beside the
-    CSV (`registry.COMPANIONS`: "downstream" from a downstream.csv of fine-tunes, with
-    settings.target_accuracy; "tasks" from a tasks.csv), each with its table's "input" record.
-
-    Raises
-    ------
-    InputError
-        Bad input (see `load_runs` and `fit_frame`).
-    """
-    check_max_rows(max_rows)  # before any fit: a grouped fit would read it as each group's
-    csv = resolve_csv(path)
-    df = load_runs(csv, column_map, where=where)
-    n_excluded = int(df.attrs.get("n_excluded", 0))
-    group_by = list(group_by or [])
-    df = apply_n_convention(df, n_convention, column_map, csv)
-    check_one_source(df, group_by, csv)
-    settings = {
-        "n_convention": n_convention,
-        "seed": seed,
-        "n_bootstrap": n_bootstrap,
-        "column_map": dict(column_map or {}),
-        "group_by": group_by,
-        "fits": None if fits is None else list(fits),
-        "isoflop_minimum": isoflop_minimum,
-    }
-    input_record = {
-        "path": csv.name,
-        "sha256": sha256_of(csv),
-        "n_points": len(df),
-        "n_excluded": n_excluded,
-    }
-    if where:  # absent otherwise, so fits.json files written before --where are unchanged
-        settings["where"] = where
-        input_record["n_not_selected"] = int(df.attrs["n_not_selected"])
-    doc: dict[str, Any] = {"schema": SCHEMA, "input": input_record, "settings": settings}
-    # The companions' tables, read (and checked) before the fits: a bad downstream.csv or
-    # tasks.csv is refused at once, not after minutes of bootstrap.
-    tables = {
-        c.name: (path, c.load(path, where))
-        for c in COMPANIONS
-        if (path := csv.parent / c.file).is_file() and path != csv
-    }
-    kw = dict(
-        seed=seed,
-        n_bootstrap=n_bootstrap,
-        fits=fits,
-        isoflop_minimum=isoflop_minimum,
-        max_rows=max_rows,
-        omit=omit,
-    )
-    kept: dict[str, Any] = {}
-    found: dict[str, Any] = {}
-    # Learning curves of the runs, where their metrics.csv lie beside the CSV (a results
-    # folder), read before any fit when a curve law is wanted. One that does not read is that
-    # law's reason to be skipped (or bad input when it is asked for by name), not the fit's.
-    all_curves: list[Any] = []
-    curves_error = ""
-    if fits is None or {"anneal_curve", "chinchilla_from_curves", "multi_power_curve"} & set(fits):
-        try:
-            all_curves = load_curves(csv.parent, df)
-        except InputError as exc:
-            curves_error = str(exc)
-    kw["curves_error"] = curves_error
-    if not group_by:
-        try:
-            doc["fits"] = fit_frame(df, kept=kept, curves=all_curves, **kw)  # type: ignore[arg-type]
-            if omitted is not None:
-                omitted.extend(kept.get("omitted", []))
-            if "subsample" in kept:
-                doc["subsample"] = kept["subsample"]
-            found = {
-                f"{law}/{p}": v
-                for law, ps in kept.get("samples", {}).items()
-                for p, v in ps.items()
-            }
-        except InputError as exc:  # named with the file, as every other input error is
-            msg = str(exc) if str(exc).startswith(str(csv)) else f"{csv}: {exc}"
-            if where:
-                msg += f" (the {len(df)} runs --where {where!r} selects)"
-            raise InputError(msg) from None
-    else:
-        groups = []
-        for key in _group_keys(df, group_by, csv):
-            sel = (df[group_by].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
-            sub = df[sel].reset_index(drop=True)
-            label = "|".join(key)
-            key_map = dict(zip(group_by, key, strict=True))
-            group_kept: dict[str, Any] = {}
-            try:
-                ids = set(sub["run_id"].astype(str)) if "run_id" in sub.columns else set()
-                of_group = [c for c in all_curves if c.run_id in ids]
-                body = fit_frame(sub, label=label, kept=group_kept, curves=of_group, **kw)  # type: ignore[arg-type]
-            except InputError as exc:
-                if fits is not None:  # laws asked for by name: every group must support them
-                    raise InputError(f"{csv}: group {key_map}: {exc}") from None
-                # A group too small for the required law is skipped by name, not the whole fit
-                # (a foreign CSV's groups rarely all have 5 runs).
-                why = str(exc).removeprefix(f"{csv}: ")
-                warnings.warn(f"{csv}: group {key_map} skipped: {why}", GroupSkipped, stacklevel=2)
-                groups.append({"key": key_map, "n_points": len(sub), "fits": {}, "skipped": why})
-                continue
-            if omitted is not None:
-                omitted.extend(k for k in group_kept.get("omitted", []) if k not in omitted)
-            for law, ps in group_kept.get("samples", {}).items():
-                found.update({f"{label}/{law}/{p}": v for p, v in ps.items()})
-            group = {"key": key_map, "n_points": len(sub), "fits": body}
-            if "subsample" in group_kept:
-                group["subsample"] = group_kept["subsample"]
-            groups.append(group)
-        if all("skipped" in g for g in groups):
-            raise InputError(
-                f"{csv}: no group of {group_by} supports a fit (first: {groups[0]['key']}: "
-                f"{groups[0]['skipped']}); accepted: groups with enough runs for the laws"
-            )
-        doc["groups"] = groups
-    subsampled = any("subsample" in g for g in doc.get("groups", [doc]))
-    if max_rows is not None and (max_rows != FIT_ROWS_MAX or subsampled):
-        # Absent otherwise, so fits.json files of ladders below the cap are unchanged.
-        settings["max_rows"] = max_rows
-    ref = reference_of(csv.parent)
-    if ref is not None:  # synthetic corpus: the true entropy rate, for comparison with E
-        doc["reference"] = ref
-    for companion in COMPANIONS:
-        if companion.name in tables:
-            path, table = tables[companion.name]
-            doc[companion.name] = companion.fit(
-                Beside(
-                    table=table,
-                    path=path,
-                    runs=df,
-                    doc=doc,
-                    chinchilla=kept.get("chinchilla"),
-                    observed_losses=lambda: _observed_losses(csv, doc["settings"], df),
-                    seed=seed,
-                    n_bootstrap=n_bootstrap,
-                    target_accuracy=target_accuracy,
-                    samples=found,
-                )
-            )
-    if samples is not None:
-        samples.update(found)
-    return json_clean(doc)
-
-
-def _observed_losses(csv: Path, settings: Mapping[str, Any], df: pd.DataFrame) -> pd.DataFrame:
-    """The losses step 2 pairs each accuracy with: every done run of the CSV, N counted as the
-    fit counts it (``settings``' column map and N convention), not only those --where fits the
-    loss law on: a checkpoint's loss is data about it whichever runs the law is fitted on.
-    ``df`` (the runs fitted) where the whole CSV does not read."""
-    cmap = settings.get("column_map") or None
-    try:
-        runs = load_runs(csv, cmap)
-        return apply_n_convention(
-            runs, str(settings.get("n_convention", "non_embedding")), cmap, csv
-        )
-    except InputError:
-        return df
-
-
-def fit_path(
+def write_report(
     path: str | os.PathLike[str],
     *,
     out: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    column_map: Mapping[str, str] | None = None,
-    group_by: Sequence[str] | None = None,
-    fits: Sequence[str] | None = None,
-    isoflop_minimum: str = "parabola",
-    target_accuracy: float | None = None,
-    where: str | None = None,
-    n_convention: str = "non_embedding",
-    max_rows: int | None = FIT_ROWS_MAX,
+    figures: Sequence[Path] | None = None,
 ) -> Path:
-    """Fit the runs in PATH and write fits.json atomically beside the CSV (or at `out`), and
-    the bootstrap's parameter samples beside it (fits.bootstrap.npz, `samples`).
+    """Write the experiment's HTML report (``<csv dir>/report.html`` or `out`) atomically.
 
     Parameters
     ----------
     path : path-like
         runs.csv, another CSV, or a directory holding runs.csv.
     out : path-like, optional
-        Where to write; default ``<csv dir>/fits.json``.
-    seed : int
-        Bootstrap seed.
-    n_bootstrap : int
-        Resamples per bootstrap (>= 0).
-    column_map : mapping, optional
-        {canonical column: the CSV's column}.
-    group_by : sequence of str, optional
-        Fit each group of these columns separately (fits.json then has "groups").
-    fits : sequence of str, optional
-        Names from ALL_FITS; default all the data allow.
-    isoflop_minimum : {"parabola", "akima"}
-        Minimum finder of approach 2.
-    target_accuracy : float, optional
-        Target of the labels-needed analysis of a downstream.csv beside the CSV.
-    where : str, optional
-        Fit only the runs this pandas expression selects (`select_rows`); recorded in
-        settings, so `reproduce` refits the same rows.
-    n_convention : {"non_embedding", "total"}
-        What N counts (`N_CONVENTIONS`, `apply_n_convention`); recorded in settings.
-    max_rows : int
-        Fit the laws on at most this many runs per group (`subsample`); recorded in settings
-        when it differs from FIT_ROWS_MAX or a subsample was drawn.
+        The HTML file to write.
+    figures : sequence of pathlib.Path, optional
+        The figures `plot_path` has just drawn for this CSV (`harness run`); without them the
+        page draws its own, in a scratch folder, from fits.json as it is now.
 
     Returns
     -------
     pathlib.Path
-        The file written.
 
     Raises
     ------
     InputError
-        Bad input.
+        Bad input (as `harness plot` raises it).
     """
+    from harness.analysis.drawing import plot_path
+    from harness.analysis.fitting import fits_dict
+
     csv = resolve_csv(path)
-    found: dict[str, Any] = {}
-    doc = fits_dict(
-        csv,
-        seed=seed,
-        n_bootstrap=n_bootstrap,
-        column_map=column_map,
-        group_by=group_by,
-        fits=fits,
-        isoflop_minimum=isoflop_minimum,
-        target_accuracy=target_accuracy,
-        where=where,
-        samples=found,
-        n_convention=n_convention,
-        max_rows=max_rows,
-    )
-    target = Path(out) if out is not None else csv.parent / "fits.json"
-    # The samples first: a fits.json is never newer than the samples it was summarised from.
-    write_samples(samples_path(target), found)
-    return atomic_write_json(target, doc)
-
-
-def _summarize_fits(fits: Mapping[str, Any], indent: str = "") -> list[str]:
-    lines = []
-    for law in LAWS:
-        block = fits.get(law.name)
-        if block is None:
-            continue
-        if "skipped" in block:
-            lines.append(f"{indent}{law.name:<16} skipped: {block['skipped']}")
-        else:
-            lines += [indent + line for line in law.summary(law.name, block)]
-    return lines
-
-
-def summarize(fits: Mapping[str, Any]) -> str:
-    """A short human-readable table of a fits.json object (or of its "fits" part).
-
-    Parameters
-    ----------
-    fits : mapping
-        The whole fits.json object, or its "fits" mapping.
-
-    Returns
-    -------
-    str
-    """
-    lines = []
-    if "input" in fits:
-        inp = fits["input"]
-        lines.append(
-            f"{inp['path']}: {inp['n_points']} runs used, {inp['n_excluded']} excluded "
-            "(status not 'done')"
-        )
-        where = fits.get("settings", {}).get("where")
-        if where:
-            lines[-1] += f", {inp['n_not_selected']} not selected by --where {where!r}"
-        conv = fits.get("settings", {}).get("n_convention", "non_embedding")
-        lines.append(f"N counts {'all' if conv == 'total' else 'non-embedding'} parameters")
-    if "subsample" in fits:
-        lines.append(_subsample_line(fits["subsample"]))
-    if "groups" in fits:
-        for g in fits["groups"]:
-            lines.append(
-                ", ".join(f"{k}={v}" for k, v in g["key"].items()) + f" ({g['n_points']} runs)"
-            )
-            if "skipped" in g:
-                lines.append(f"  skipped: {g['skipped']}")
-            if "subsample" in g:
-                lines.append("  " + _subsample_line(g["subsample"]))
-            lines += _summarize_fits(g["fits"], "  ")
-    else:
-        lines += _summarize_fits(fits.get("fits", fits))
-    for companion in COMPANIONS:
-        if companion.name in fits:
-            lines += companion.summary(fits[companion.name])
-    if "reference" in fits:
-        lines.append(_reference_line(fits["reference"], fits.get("fits", {})))
-    return "\n".join(lines)
-
-
-def _subsample_line(sub: Mapping[str, Any]) -> str:
-    return (
-        f"SUBSAMPLE: the laws are fitted on {sub['fitted']} of {sub['rows']} runs "
-        f"({sub['method']}; --max-rows); their intervals are those of {sub['fitted']} runs"
-    )
-
-
-def _reference_line(ref: Mapping[str, Any], fits: Mapping[str, Any]) -> str:
-    h = ref["entropy_rate_nats_per_token"]
-    line = f"true entropy rate H = {h:.4f} nats/token ({ref.get('file')})"
-    if ref.get("window_floor_nats_per_token") is not None:
-        line += f", floor at seq_len {ref.get('seq_len')}: {ref['window_floor_nats_per_token']:.4f}"
-    if ref.get("eval_floor_nats_per_token") is not None:  # the sampled evaluation tokens' floor
-        line += (
-            f", on the {ref.get('eval_tokens')} evaluation tokens: "
-            f"{ref['eval_floor_nats_per_token']:.4f}"
-        )
-    chin = fits.get("chinchilla", {})
-    e = chin.get("params", {}).get("E")
-    if e is not None:
-        ci = chin.get("ci95", {}).get("E")
-        line += f"; chinchilla E - H = {e - h:+.4f}"
-        if ci and None not in ci:
-            line += f" [{ci[0] - h:+.4f}, {ci[1] - h:+.4f}]"
-    return line
-
-
-def stored_settings(fj: Path, stored: Mapping[str, Any]) -> dict[str, Any]:
-    """fits.json's "settings", each of a type `fits_dict` takes; a stored ``where`` must pass
-    `where.check_where` (a fits.json is data from elsewhere, never code).
-
-    Raises
-    ------
-    InputError
-        A setting of the wrong type or range, named with the file.
-    """
-    s = stored.get("settings", {})
-    if not isinstance(s, dict):
-        raise InputError(
-            f"{fj}: settings = {s!r}; accepted: an object (fits.json as written by `harness fit`)"
-        )
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    def is_strs(v: Any) -> bool:
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-    checks = {
-        "seed": (is_int, "an integer >= 0"),
-        "n_bootstrap": (
-            lambda v: is_int(v) and v <= MAX_BOOTSTRAP,
-            f"an integer from 0 to {MAX_BOOTSTRAP}",
-        ),
-        "fits": (
-            lambda v: v is None or (is_strs(v) and v and set(v) <= set(ALL_FITS)),
-            f"null or a list of names from {', '.join(ALL_FITS)}",
-        ),
-        "group_by": (lambda v: v is None or is_strs(v), "null or a list of column names"),
-        "column_map": (
-            lambda v: (
-                v is None
-                or (
-                    isinstance(v, dict)
-                    and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
-                )
-            ),
-            "null or an object of column names",
-        ),
-        "isoflop_minimum": (lambda v: v in ("parabola", "akima"), "'parabola' or 'akima'"),
-        "max_rows": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "n_convention": (lambda v: v in N_CONVENTIONS, " or ".join(N_CONVENTIONS)),
-        "where": (lambda v: v is None or isinstance(v, str), "null or a row selection"),
-        "target_accuracy": (
-            lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
-            "null or a number",
-        ),
-    }
-    for key, (ok, accepted) in checks.items():
-        if key in s and not ok(s[key]):
-            raise InputError(f"{fj}: settings.{key} = {s[key]!r}; accepted: {accepted}")
-    if s.get("where"):
-        check_where(s["where"], f"{fj}: settings.where")
-    return s
-
-
-def plot_path(
-    path: str | os.PathLike[str],
-    *,
-    out_dir: str | os.PathLike[str] | None = None,
-    column_map: Mapping[str, str] | None = None,
-    group_by: Sequence[str] | None = None,
-) -> list[Path]:
-    """Write the standard figures (PNG and SVG) for the runs in PATH.
-
-    Draws the laws of fits.json beside the CSV when present; otherwise fits every law the data
-    allow here, without bootstrap, and draws those. Files go to ``<csv dir>/figures`` or `out_dir`.
-    When a ``runs/`` directory lies beside the CSV and the CSV has a run_id column,
-    learning_curves.png/.svg is drawn from the runs' metrics.csv files as well. When a
-    downstream.csv lies beside the CSV, the downstream figures (accuracy against loss,
-    compute and labelled-set size) are drawn too.
-
-    Parameters
-    ----------
-    path : path-like
-        runs.csv, another CSV, or a directory holding runs.csv.
-    out_dir : path-like, optional
-        Where to write.
-    column_map : mapping, optional
-        {canonical column: the CSV's column}.
-    group_by : sequence of str, optional
-        One set of figures per group.
-
-    Returns
-    -------
-    list of pathlib.Path
-        Files written, sorted.
-
-    Raises
-    ------
-    InputError
-        Bad input.
-    """
-    csv = resolve_csv(path)
-    stored: dict[str, Any] = {}
+    target = Path(out) if out is not None else csv.parent / REPORT_NAME
     fj = csv.parent / "fits.json"
+    doc: dict[str, Any] = {}
+    note = ""
     if fj.is_file():
-        stored = read_fits_json(fj, SCHEMA)
-        stored["settings"] = stored_settings(fj, stored)
-        if not group_by:
-            group_by = stored["settings"].get("group_by") or None
-        column_map = column_map or stored["settings"].get("column_map") or None
-    # The rows the fit read, as it read them: a stored --where selects them before their values
-    # are checked, and N counts what the fit's N counted.
-    settings = stored.get("settings", {})
-    df = load_runs(csv, column_map, where=settings.get("where"))
-    df = apply_n_convention(df, settings.get("n_convention", "non_embedding"), column_map, csv)
-    if "fits" not in stored and "groups" not in stored:
-        # Not fitted yet: the figures draw the laws fitted here, without bootstrap (they only
-        # ever draw what a fits object holds); data that support no law draw the runs alone.
+        doc = read_fits_json(fj)
+        if doc.get("input", {}).get("sha256") not in (None, sha256_of(csv)):
+            note = f"{fj.name} was fitted on another version of {csv.name}: run `harness fit`."
+    else:
         try:
-            stored = fits_dict(csv, n_bootstrap=0, column_map=column_map, group_by=group_by)
-        except InputError:
-            stored = {}
-    samples = _stored_samples(fj) if "fits" in stored or "groups" in stored else {}
-    target = Path(out_dir) if out_dir is not None else csv.parent / "figures"
-    if target.is_symlink():  # writing through it would put files outside the results
-        raise InputError(
-            f"figures folder = {target}: a symbolic link to {os.readlink(target)}; accepted: a "
-            "real folder (or --out-dir)"
-        )
-    check_writable(target, folder=True, what="figures folder")
-    runs_dir = csv.parent / "runs"
-    # Reproduce replots in a temp dir without corpus.json: the refit's "reference" carries it.
-    ref = stored.get("reference") or reference_of(csv.parent) or {}
-    floor = ref.get("entropy_rate_nats_per_token")
-    # Every figure is drawn into a staging folder first and moved into place only when all of
-    # them are drawn: bad input found half-way (a run's metrics.csv, downstream.csv) leaves the
-    # figures folder as it was. (Figures a later run no longer draws are not removed.)
+            doc = fits_dict(csv, n_bootstrap=0)
+            note = f"No {fj.name}: fitted here without a bootstrap, so without intervals."
+        except InputError as e:
+            note = f"No law could be fitted: {e}"
+    # The runs the fit read (a stored --where selects them), so that the page describes them.
+    where = doc.get("settings", {}).get("where")
+    df = load_runs(csv, where=where if isinstance(where, str) else None)
+    if where:
+        note = (note + " " if note else "") + f"Fitted on the runs --where {where!r} selects."
+    if figures is not None:
+        svgs = _svgs(figures)
+    else:
+        with tempfile.TemporaryDirectory(prefix=".report.") as tmp:
+            svgs = _svgs(plot_path(csv, out_dir=tmp))
+    page = _page(df, doc, svgs, csv, note)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        drawn = [
-            f.relative_to(staging)
-            for f in dict.fromkeys(
-                _draw_figures(df, stored, samples, csv, staging, group_by, runs_dir, floor)
-            )
-        ]
-        for f in drawn:  # relative paths: a group value with "/" draws into a subfolder
-            (target / f).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / f, target / f)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return sorted(target / f for f in drawn)
+    return atomic_write_text(target, page)
 
 
-def _stored_samples(fits_json: Path) -> dict[str, dict[str, Any]]:
-    """fits.bootstrap.npz beside fits.json as {"law": {param: array}} (or {"group/law": ...}
-    for grouped fits); empty when there is none or it does not read."""
-    path = samples_path(fits_json)
-    if not path.is_file():
-        return {}
-    try:
-        flat = read_samples(path)
-    except InputError:
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for key, values in flat.items():
-        law, _, param = key.rpartition("/")
-        out.setdefault(law, {})[param] = values
+def _svgs(figures: Sequence[Path]) -> dict[str, str]:
+    """{figure name: its SVG as an element of the page} of the .svg files among `figures`."""
+    return {
+        f.stem: _inline_svg(f.read_text(encoding="utf-8"), f.stem)
+        for f in figures
+        if f.suffix == ".svg"
+    }
+
+
+def _inline_svg(text: str, stem: str) -> str:
+    """An SVG file as an element of the page: no XML prolog, and its ids prefixed with the
+    figure's name, so that two figures' clip paths and markers never share an id."""
+    text = re.sub(r"<\?xml[^>]*\?>|<!DOCTYPE[^>]*>", "", text)
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S).strip()  # RDF: no figure
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "_", stem) + "-"
+    ids = set(re.findall(r'\bid="([^"]+)"', text))
+    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
+    return re.sub(r"#([A-Za-z0-9_-]+)", lambda m: f"#{prefix}{m.group(1)}" if m.group(1) in ids
+                  else m.group(0), text)  # fmt: skip
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    return _e(fmt(x)) if isinstance(x, (int, float, np.floating, np.integer)) else _e(x)
+
+
+def _interval(ci: Any) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "–"
+    return f"[{_num(ci[0])}, {_num(ci[1])}]"
+
+
+def _param_name(k: str) -> str:
+    return _GREEK.get(k, _e(k).replace("_c", "<sub>c</sub>"))
+
+
+def _table(head: list[str], rows: list[list[str]], left: int = 0) -> str:
+    """An HTML table; the first `left` columns are left-aligned (cells are HTML already)."""
+
+    def cell(tag: str, i: int, v: str) -> str:
+        return f'<{tag} class="l">{v}</{tag}>' if i < left else f"<{tag}>{v}</{tag}>"
+
+    out = ["<table>"]
+    if head:
+        out.append("<tr>" + "".join(cell("th", i, h) for i, h in enumerate(head)) + "</tr>")
+    out += ["<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows]
+    return "\n".join(out) + "</table>"
+
+
+def _warnings(block: Mapping[str, Any]) -> list[str]:
+    """What makes a law's numbers less than they seem, one line each."""
+    out = []
+    if block.get("converged") is False:
+        out.append(f"<div class='bad'>not converged: {_e(block.get('message', ''))}</div>")
+    if block.get("on_grid_edge"):
+        edge = ", ".join(block.get("edge_params", []))
+        out.append(
+            f"<div class='warn'>on the edge of the start grid ({_e(edge)}): the optimum may lie "
+            "beyond it; read these parameters with care</div>"
+        )
+    if block.get("determined") is False:
+        out.append(
+            "<div class='bad'>not determined by these data: "
+            f"{_e(block.get('undetermined_reason', ''))}</div>"
+        )
+    und = block.get("undetermined") or {}
+    if isinstance(und, list):  # older data-constrained blocks: names only
+        und = dict.fromkeys(und, "no run's prediction depends on it")
+    for k, why in und.items():
+        out.append(f"<div class='warn'>{_param_name(k)} undetermined: {_e(why)}</div>")
+    failed, n = block.get("n_bootstrap_failed"), block.get("n_bootstrap")
+    if failed and n and failed / n > 0.1 and block.get("determined") is not False:
+        out.append(
+            f"<div class='warn'>{failed} of {n} bootstrap fits failed (left out of the "
+            "intervals)</div>"
+        )
     return out
 
 
-def _draw_figures(
-    df: pd.DataFrame,
-    stored: Mapping[str, Any],
-    samples: Mapping[str, Mapping[str, Any]],
-    csv: Path,
-    target: Path,
-    group_by: Sequence[str] | None,
-    runs_dir: Path,
-    floor: float | None,
-) -> list[Path]:
-    """`plot_path`'s figures, written into ``target``; the files written."""
-    written: list[Path] = []
-    settings = stored.get("settings", {})
-    # The figures draw the runs the laws were fitted on: the same subsample of a large CSV.
-    # (No max_rows stored: nothing was subsampled, or the file predates the cap: all rows.)
-    pick = {"seed": settings.get("seed", 0), "max_rows": settings.get("max_rows")}
-    if group_by:
-        by_key = {
-            "|".join(str(g["key"].get(c)) for c in group_by): g["fits"]
-            for g in stored.get("groups", [])
-        }
-        for key in _group_keys(df, group_by, csv):
-            sel = (df[list(group_by)].astype(str) == pd.Series(key, index=group_by)).all(axis=1)
-            sub = df[sel].reset_index(drop=True)
-            prefix = "|".join(key) + "/"
-            group_samples = {
-                law[len(prefix) :]: v for law, v in samples.items() if law.startswith(prefix)
-            }
-            written += _law_figures(
-                sub,
-                by_key.get("|".join(key)),
-                target,
-                "_" + "_".join(key),
-                runs_dir,
-                floor,
-                group_samples,
-                label="|".join(key),
-                **pick,
-            )
-    else:
-        written += _law_figures(
-            df, stored.get("fits"), target, "", runs_dir, floor, samples, label="", **pick
-        )
-    where = stored.get("settings", {}).get("where")
-    for companion in COMPANIONS:
-        path = csv.parent / companion.file
-        if path.is_file() and path != csv:
-            written += companion.figures(
-                BesideFigures(
-                    table=companion.load(path, where if isinstance(where, str) else None),
-                    runs=df,
-                    stored=stored,
-                    samples=samples,
-                    # The losses each score was paired with, as the fit paired them.
-                    observed_losses=lambda: _observed_losses(csv, stored.get("settings", {}), df),
-                    out_dir=target,
-                )
-            )
-    return written
+def _law_section(name: str, block: Mapping[str, Any]) -> str:
+    if "skipped" in block:
+        return f"<h3>{_e(name)}</h3><p class='muted'>skipped: {_e(block['skipped'])}</p>"
+    parts = [f"<h3>{_e(name)}</h3>"]
+    if name in FORMULAS:
+        parts.append(f"<p class='formula'>{FORMULAS[name]}</p>")
+    if block.get("data"):
+        parts.append(f"<p class='muted'>fitted on: {_e(block['data'])}</p>")
+    params = block.get("params")
+    if isinstance(params, Mapping) and name != "heldout":
+        ci = block.get("ci95", {})
+        rows = [[_param_name(k), _num(v), _interval(ci.get(k))] for k, v in params.items()]
+        for k in ("a", "b", "G"):  # the compute-optimal exponents
+            if k in block and k not in params:
+                rows.append([_e(k), _num(block[k]), _interval(ci.get(k))])
+        parts.append(_table(["parameter", "value", "95% interval"], rows, left=1))
+    elif isinstance(block.get("sizes"), Mapping):  # a law per model size (anneal_curve)
+        rows = []
+        for label in sorted(block["sizes"], key=lambda k: float(k) if _is_number(k) else 0.0):
+            b = block["sizes"][label]
+            if not isinstance(b, Mapping) or "params" not in b:
+                why = b.get("skipped", "") if isinstance(b, Mapping) else ""
+                rows.append([_e(si(float(label)) if _is_number(label) else label),
+                             f"skipped: {_e(why)}", "", "", "", "", ""])  # fmt: skip
+                continue
+            ci = b.get("ci95", {}) if b.get("determined") is not False else {}
+            cells = [f"{_num(b['params'].get(k))} {_interval(ci.get(k))}"
+                     for k in ("L0", "A", "alpha", "C")]  # fmt: skip
+            rows.append([_e(si(float(label))), _num(b.get("decay")), *cells,
+                         f"{len(b.get('runs', []))} runs, {b.get('n_points')} points"])  # fmt: skip
+        parts.append(_table(["N", "λ", "L<sub>0</sub>", "A", "α", "C", "fitted on"], rows, left=1))
+        for label, b in block["sizes"].items():
+            warned = _warnings(b) if isinstance(b, Mapping) and "params" in b else []
+            if warned:
+                parts += [f"<p class='muted'>N = {_e(label)}:</p>", *warned]
+    elif name in ("isoflop", "approach1", "compute_optimal"):
+        ci = block.get("ci95", {})
+        rows = [[_e(k), _num(block.get(k)), _interval(ci.get(k))] for k in ("a", "b", "G")
+                if k in block]  # fmt: skip
+        parts.append(_table(["parameter", "value", "95% interval"], rows, left=1))
+    parts += _warnings(block)
+    return "\n".join(parts)
 
 
-def _law_figures(
-    df: pd.DataFrame,
-    fits: Mapping[str, Any] | None,
-    out_dir: Path,
-    suffix: str,
-    runs_dir: Path,
-    floor: float | None,
-    samples: Mapping[str, Mapping[str, Any]],
-    *,
-    label: str,
-    seed: int,
-    max_rows: int | None,
-) -> list[Path]:
-    """Each law's figures from its block (`registry`), then the runs' learning curves. The
-    points are the runs the laws were fitted on (`fit_frame`'s subsample of a large set, drawn
-    again from ``seed``, ``label`` and ``max_rows``)."""
-    from harness.analysis import plots
-
-    swept = tuple(sweeps.swept_columns(df))
-    best = sweeps.best_per_point(df, list(swept))
+def _is_number(text: str) -> bool:
     try:
-        curves = tuple(load_curves(runs_dir.parent, df))
-    except InputError:  # the fit said why (anneal_curve skipped); the other figures still draw
-        curves = ()
-    fig = Figures(
-        curves=curves,
-        df=stratified_subsample(best, max_rows, seed=seed, label=label)[0],
-        full=df,
-        swept=swept,
-        fits=fits or {},
-        out_dir=out_dir,
-        suffix=suffix,
-        floor=floor,
-        samples=samples,
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _heldout_section(block: Mapping[str, Any] | None, svgs: Mapping[str, str]) -> str:
+    if not block or "skipped" in block:
+        why = block["skipped"] if block else "no held-out check in fits.json"
+        return f"<h2>Extrapolation check</h2><p class='muted'>{_e(why)}</p>"
+    parts = [
+        "<h2>Extrapolation check</h2>",
+        f"<p>{FORMULAS['heldout']}: fitted on the {block['n_train']} runs with C ≤ "
+        f"{_e(si(block['flops_threshold']))}FLOP (quantile {block['quantile']}), predicting the "
+        f"{block['n_test']} larger ones. Mean absolute relative error "
+        f"<b>{100 * block['are_mean']:.2g}%</b>, median {100 * block['are_median']:.2g}%, "
+        f"max {100 * block['are_max']:.2g}%.</p>",
+    ]
+    rows = []
+    pts = block.get("points", [])
+    cis = [block.get("ci95", {}).get(f"predicted_{i}", [None, None]) for i in range(len(pts))]
+    for p, ci in zip(pts, cis, strict=True):
+        lo, hi = ci
+        inside = "–" if lo is None else ("yes" if lo <= p["loss"] <= hi else "<b>no</b>")
+        size = [_e(si(p[k])) for k in ("n_params", "n_tokens", "flops")]
+        rows.append([*size, _num(p["loss"]), _num(p["predicted"]), _interval(ci), inside])
+    if rows:
+        parts.append(
+            _table(["N", "D", "C", "observed", "predicted", "95% interval", "inside"], rows)
+        )
+    if "extrapolation" in svgs:
+        parts.append(_figure("extrapolation", svgs["extrapolation"]))
+    return "\n".join(parts)
+
+
+def _compute_optimal_section(block: Mapping[str, Any] | None) -> str:
+    if not block or "skipped" in block or "n_opt" not in block:
+        why = block.get("skipped", "") if block else "no compute_optimal block in fits.json"
+        return f"<h2>Compute-optimal allocation</h2><p class='muted'>{_e(why)}</p>"
+    und = block.get("undetermined") or {}
+    if block.get("determined") is False or "tokens_per_param" in und:
+        why = block.get("undetermined_reason") or und.get("tokens_per_param", "")
+        return (
+            "<h2>Compute-optimal allocation</h2><div class='bad'>not determined by these data: "
+            f"{_e(why)}; no allocation is given</div>"
+        )
+    ci = block.get("ci95", {})
+    ext = block.get("extrapolation_decades", {})
+    rows = []
+    for c in sorted(block["n_opt"], key=float):
+        budget = _e(f"{float(c):.3g}".replace("e+", "e"))  # 1e21, as budgets are written
+        opt = [_e(si(block[k][c])) for k in ("n_opt", "d_opt")]
+        tpp = [_num(block["tokens_per_param"][c]), _interval(ci.get("tokens_per_param", {}).get(c))]
+        d = ext.get(c)
+        far = (
+            "–"
+            if d is None
+            else f"{d:.1f}" + (" <b>EXTRAPOLATED</b>" if d > EXTRAPOLATION_DECADES_MAX else "")
+        )
+        rows.append([budget, *opt, *tpp, far])
+    return "\n".join([
+        "<h2>Compute-optimal allocation</h2>",
+        f"<p class='formula'>{FORMULAS['compute_optimal']}</p>",
+        f"<p>a = {_num(block['a'])} {_interval(ci.get('a'))}, b = {_num(block['b'])} "
+        f"{_interval(ci.get('b'))} <span class='muted'>({_e(block.get('source', ''))})</span></p>",
+        _table(["compute C (FLOP)", "N_opt", "D_opt", "tokens per parameter", "95% interval",
+                "decades of compute beyond the runs"], rows),
+        *_warnings(block),
+    ])  # fmt: skip
+
+
+def _grid_section(df: pd.DataFrame, svgs: Mapping[str, str]) -> str:
+    df = df.copy()
+    if "flops" not in df:
+        df["flops"] = flops(df["n_params"], df["n_tokens"])
+    cols = [(c, h) for c, h in _GRID_COLUMNS if c in df.columns]
+    df = df.sort_values(["n_params", "n_tokens"])
+    n_runs = len(df)
+    if n_runs > TABLE_ROWS_MAX:  # a page of 100,000 rows helps no one; runs.csv holds them
+        df = df.iloc[np.linspace(0, n_runs - 1, TABLE_ROWS_MAX).round().astype(int)]
+    rows = []
+    for _, r in df.iterrows():
+        row = []
+        for c, _h in cols:
+            v = r[c]
+            if c in ("n_params", "n_tokens", "flops"):
+                row.append(_e(si(v)))
+            elif c in ("run_id", "status"):
+                row.append(f"<code>{_e(v)}</code>" if c == "run_id" else _e(v))
+            else:
+                row.append(_num(float(v)) if pd.notna(v) else "–")
+        rows.append(row)
+    parts = ["<h2>The grid</h2>"]
+    if n_runs > len(df):
+        parts.append(
+            f"<p class='muted'>{len(df)} of the {n_runs} runs, evenly spaced in the order of N "
+            "then D (runs.csv holds them all).</p>"
+        )
+    parts += [_table([h for _, h in cols], rows, left=1 if cols[0][0] ==
+                                          "run_id" else 0)]  # fmt: skip
+    if "loss_grid" in svgs:
+        parts.append(_figure("loss_grid", svgs["loss_grid"]))
+    return "\n".join(parts)
+
+
+def _figure(stem: str, svg: str) -> str:
+    return f"<figure>{svg}<figcaption>{_e(stem)}</figcaption></figure>"
+
+
+def _provenance(df: pd.DataFrame, doc: Mapping[str, Any], csv: Path) -> str:
+    import matplotlib
+    import scipy
+
+    from harness import __version__
+
+    def distinct(col: str) -> str:
+        if col not in df.columns:
+            return "–"
+        vals = sorted({str(v) for v in df[col].dropna()})
+        return ", ".join(vals) if vals else "–"
+
+    specs = sorted((csv.parent / "runs").glob("*/spec.json"))
+    settings = _sha256_text("".join(p.read_text(encoding="utf-8") for p in specs)) if specs else "–"
+    rows = [
+        ["experiment", _e(distinct("experiment"))],
+        ["runs.csv sha256", f"<code>{_e(sha256_of(csv))}</code>"],
+        ["settings hash (sha256 of the runs' spec.json)", f"<code>{_e(settings)}</code>"],
+        ["N counts", _e(
+            "all parameters (with embeddings)"
+            if doc.get("settings", {}).get("n_convention") == "total"
+            else "non-embedding parameters"
+        )],
+        ["fit settings", f"<code>{_e(json.dumps(doc.get('settings', {}), sort_keys=True))}</code>"],
+        ["trained with git sha", _e(distinct("git_sha"))],
+        ["trained with harness version", _e(distinct("harness_version"))],
+        ["trained on", _e(distinct("device"))],
+        ["report made with", _e(
+            f"harness {__version__}, python {platform.python_version()}, numpy {np.__version__}, "
+            f"scipy {scipy.__version__}, pandas {pd.__version__}, matplotlib "
+            f"{matplotlib.__version__}")],
+        ["report made on", _e(f"{platform.system()} {platform.machine()} "
+                              f"({platform.processor() or 'unknown CPU'})")],
+    ]  # fmt: skip
+    return "<h2>Provenance</h2>" + _table([], rows, left=2)
+
+
+def _sha256_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _headline(df: pd.DataFrame, fits: Mapping[str, Any]) -> str:
+    parts = []
+    n, d = df["n_params"], df["n_tokens"]
+    c = flops(n, d)
+    status = df["status"].value_counts().to_dict() if "status" in df else {"done": len(df)}
+    parts.append(
+        f"<p>{len(df)} runs ({', '.join(f'{v} {k}' for k, v in sorted(status.items()))}): "
+        f"N from {_e(si(n.min()))} to {_e(si(n.max()))}, D from {_e(si(d.min()))} to "
+        f"{_e(si(d.max()))}, compute from {_e(si(c.min()))}FLOP to {_e(si(c.max()))}FLOP.</p>"
     )
-    written: list[Path] = []
-    for law in LAWS:
-        written += law.figures(fig, fig.fits.get(law.name))
-    written += plots.write_learning_curves(df, runs_dir, out_dir, suffix=suffix, floor=floor)
-    return written
+    ch = fits.get("chinchilla")
+    if ch and "params" in ch:
+        # An undetermined law's intervals come from the few resamples that did not fail: none.
+        p, ci = ch["params"], ch.get("ci95", {}) if ch.get("determined") is not False else {}
+        parts.append(
+            f"<p class='formula'>L(N, D) = {_num(p['E'])} + {_num(p['A'])} / N<sup>"
+            f"{p['alpha']:.3f}</sup> + {_num(p['B'])} / D<sup>{p['beta']:.3f}</sup></p>"
+            f"<p>α = {p['alpha']:.3f} {_interval(ci.get('alpha'))}, β = {p['beta']:.3f} "
+            f"{_interval(ci.get('beta'))} "
+            + (
+                "(95% bootstrap intervals)</p>"
+                if ch.get("determined") is not False
+                else "(<b>not determined by these data</b>: no interval)</p>"
+            )
+        )
+    return "\n".join(parts)
+
+
+def _tasks_section(obj: Mapping[str, Any], svgs: Mapping[str, str]) -> str:
+    """Each task's chain: its step-2 form and parameters, and its accuracy at the target."""
+    parts = ["<h2>Task accuracy</h2>"]
+    if "skipped" in obj:
+        return parts[0] + f"<p class='muted'>{_e(obj['skipped'])}</p>"
+    tgt = obj.get("target", {})
+    parts.append(
+        "<p>Per task of tasks.csv: step 1, a loss L(N, D) (the task's bits per byte, or the "
+        "validation loss); step 2, accuracy from it (Bhagia et al. 2024's sigmoid with the ideal "
+        "point, or Gadre et al. 2024's exponential, chosen by the largest model's held-out "
+        f"error); predicted at N = {_e(si(tgt.get('n_params', 0)))}, D = "
+        f"{_e(si(tgt.get('n_tokens', 0)))} ({_e(tgt.get('why', ''))}), with the 95% interval of "
+        "the chain's paired bootstrap samples.</p>"
+    )
+    rows = []
+    for task, b in obj.get("tasks", {}).items():
+        if "skipped" in b:
+            rows.append([_e(task), "–", f"<span class='muted'>skipped: {_e(b['skipped'])}</span>",
+                         "–", "–"])  # fmt: skip
+            continue
+        s2, pr = b["step2"], b["prediction"]
+        und = pr.get("determined") is False
+        params = ", ".join(f"{_e(k)} = {_num(v)}" for k, v in s2["params"].items())
+        interval = "<b>not determined</b>" if und else _interval(pr.get("ci95", {}).get("accuracy"))
+        acc = _num(pr["params"]["accuracy"])
+        rows.append([_e(task), _e(b["step1"]["source"].split(":")[0]),
+                     f"{_e(s2['form'])}: {params}", acc, interval])  # fmt: skip
+    parts.append(_table(["task", "step 1", "step 2", "accuracy", "95% interval"], rows, left=3))
+    parts += [_figure(k, svgs[k]) for k in sorted(svgs) if k.startswith("task_")]
+    return "\n".join(parts)
+
+
+def _page(
+    df: pd.DataFrame, doc: Mapping[str, Any], svgs: Mapping[str, str], csv: Path, note: str
+) -> str:
+    name = ", ".join(sorted({str(v) for v in df["experiment"].dropna()})) if "experiment" in df \
+        else csv.parent.name  # fmt: skip
+    body = [f"<h1>Scaling report: {_e(name)}</h1>",
+            f"<p class='muted'>from <code>{_e(csv.name)}</code> and fits.json</p>"]  # fmt: skip
+    if note:
+        body.append(f"<div class='warn'>{_e(note)}</div>")
+    groups = doc.get("groups")
+    blocks = [("", doc.get("fits", {}))] if not groups else [
+        (", ".join(f"{k}={v}" for k, v in g["key"].items()), g["fits"]) for g in groups
+    ]  # fmt: skip
+    body.append(_headline(df, blocks[0][1] if len(blocks) == 1 else {}))
+    holders = [(label, g) for (label, _), g in zip(blocks, groups or [doc], strict=True)]
+    for label, sub in ((label, g["subsample"]) for label, g in holders if "subsample" in g):
+        body.append(
+            f"<div class='warn'>{_e(label + ': ' if label else '')}The laws are fitted on "
+            f"{sub['fitted']} of {sub['rows']} runs ({_e(sub['method'])}; "
+            f"<code>--max-rows</code>); their intervals are those of {sub['fitted']} runs, and "
+            "the figures draw those runs.</div>"
+        )
+    shown = {"loss_grid", "extrapolation"}
+    main = [s for s in _FIGURE_ORDER if s in svgs]
+    if main:
+        body.append("<h2>Figures</h2>" + "".join(_figure(s, svgs[s]) for s in main))
+        shown |= set(main)
+    body.append(_grid_section(df, svgs))
+    for label, fits in blocks:
+        if label:
+            body.append(f"<h2>Group {_e(label)}</h2>")
+        body.append(_heldout_section(fits.get("heldout"), svgs if not label else {}))
+        body.append(_compute_optimal_section(fits.get("compute_optimal")))
+        body.append("<h2>Fitted laws</h2>")
+        body += [
+            _law_section(k, b) for k, b in fits.items() if k not in ("heldout", "compute_optimal")
+        ]
+    if isinstance(doc.get("tasks"), Mapping):
+        body.append(_tasks_section(doc["tasks"], svgs))
+        shown |= {s for s in svgs if s.startswith("task_")}
+    rest = [s for s in sorted(svgs) if s not in shown]
+    if rest:
+        body.append("<h2>More figures</h2>" + "".join(_figure(s, svgs[s]) for s in rest))
+    body.append(_provenance(df, doc, csv))
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Scaling report: {_e(name)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

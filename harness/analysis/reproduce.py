@@ -39,10 +39,11 @@ from typing import Any
 
 from harness.analysis import identify
 from harness.analysis.common import ci95, fmt, inside, json_num, read_fits_json
+from harness.analysis.drawing import plot_path
+from harness.analysis.fitting import ALL_FITS, SCHEMA, fits_dict, stored_settings
 from harness.analysis.io import resolve_csv
 from harness.analysis.predict import load_law, predict
 from harness.analysis.registry import COMPANIONS
-from harness.analysis.report import ALL_FITS, SCHEMA, fits_dict, plot_path, stored_settings
 from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.atomic import atomic_write_json
 from harness.errors import InputError

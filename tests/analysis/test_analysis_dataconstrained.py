@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from harness.analysis import dataconstrained as dc
+from harness.analysis.drawing import plot_path
 from harness.analysis.fit import GridEdgeWarning
+from harness.analysis.fitting import fit_path, summarize
 from harness.analysis.laws import compute_optimal
-from harness.analysis.report import fit_path, plot_path, summarize
 from harness.errors import InputError
 
 P = dict(dc.MUENNIGHOFF_2023)

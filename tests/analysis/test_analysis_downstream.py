@@ -17,9 +17,10 @@ import pytest
 from _tiny import analysis_cli
 
 from harness.analysis import downstream as ds
+from harness.analysis.drawing import plot_path
 from harness.analysis.fit import GridEdgeWarning
+from harness.analysis.fitting import fits_up_to_date
 from harness.analysis.laws import chinchilla_loss
-from harness.analysis.report import fits_up_to_date, plot_path
 from harness.analysis.reproduce import reproduce_path
 from harness.errors import InputError
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from harness.analysis import sweeps
-from harness.analysis.report import fit_frame, fit_path, plot_path
+from harness.analysis.drawing import plot_path
+from harness.analysis.fitting import fit_frame, fit_path
 from harness.errors import InputError
 
 SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)

@@ -17,6 +17,7 @@ from _tiny import harness_cli
 
 from harness.analysis import fit as fitmod
 from harness.analysis.extrapolation import EXTRAPOLATION_DECADES_MAX, decades_beyond, extrapolation
+from harness.analysis.fitting import fit_path
 from harness.analysis.laws import (
     chinchilla_loss,
     overtraining_loss,
@@ -24,7 +25,6 @@ from harness.analysis.laws import (
 )
 from harness.analysis.predict import FittedLaw, load_law, predict, prediction_interval
 from harness.analysis.registry import compute_optimal as co
-from harness.analysis.report import fit_path
 from harness.analysis.samples import read_samples
 
 # Gadre et al. 2024's law written as Chinchilla's with one exponent: gamma = 2 eta.
@@ -179,7 +179,7 @@ def test_compute_optimal_budgets_state_their_distance_from_the_runs(tmp_path: Pa
         math.log10(1e24 / c_max), rel=1e-6
     )
     # the summary flags the far budgets and leaves the near ones alone
-    from harness.analysis.report import summarize
+    from harness.analysis.fitting import summarize
 
     line = next(x for x in summarize({"fits": {"compute_optimal": block}}).splitlines())
     far = [k for k, d in block["extrapolation_decades"].items() if d > EXTRAPOLATION_DECADES_MAX]

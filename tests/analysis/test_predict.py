@@ -15,9 +15,9 @@ import pytest
 from _tiny import harness_cli
 
 from harness.analysis import fit as fitmod
+from harness.analysis.fitting import fit_path
 from harness.analysis.laws import chinchilla_loss, compute_optimal
 from harness.analysis.predict import FittedLaw, load_law, parse_values, predict, predict_optimal
-from harness.analysis.report import fit_path
 from harness.analysis.reproduce import check_samples, reproduce_path
 from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.errors import InputError

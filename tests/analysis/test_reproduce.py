@@ -14,8 +14,8 @@ import pytest
 
 from harness.analysis import identify
 from harness.analysis.fit import bootstrap_power_law, fit_power_law
+from harness.analysis.fitting import fit_path, fits_dict
 from harness.analysis.laws import chinchilla_loss
-from harness.analysis.report import fit_path, fits_dict
 from harness.analysis.reproduce import MC_SIGMAS, compare, reproduce_path
 from harness.analysis.samples import read_samples, samples_path, write_samples
 from harness.analysis.where import check_where

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from _tiny import harness_cli
 
+from harness.analysis.fitting import fit_path
 from harness.analysis.laws import chinchilla_loss
-from harness.analysis.report import fit_path
 from harness.atomic import atomic_write_text
 
 HOFFMANN = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}

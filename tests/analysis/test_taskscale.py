@@ -15,9 +15,9 @@ import pytest
 from _tiny import harness_cli
 
 from harness.analysis import taskscale as ts
+from harness.analysis.fitting import fit_path
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.predict import load_task, predict_task
-from harness.analysis.report import fit_path
 from harness.errors import InputError
 
 LOSS = {"E": 1.7, "A": 400.0, "B": 600.0, "alpha": 0.33, "beta": 0.3}
@@ -179,8 +179,8 @@ def test_a_repeated_row_and_two_chances_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_figures_and_report_show_each_task(fitted: Path, tmp_path: Path) -> None:
-    from harness.analysis.page import write_report
-    from harness.analysis.report import plot_path
+    from harness.analysis.drawing import plot_path
+    from harness.analysis.report import write_report
 
     names = {p.name for p in plot_path(fitted)}
     assert {"task_sig.png", "task_sig.svg", "task_exp.png", "task_exp.svg"} <= names

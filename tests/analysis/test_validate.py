@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from _tiny import harness_cli
 
+from harness.analysis.fitting import fit_path
 from harness.analysis.laws import compute_optimal
-from harness.analysis.report import fit_path
 from harness.analysis.reproduce import reproduce_path
 from harness.config import load_experiment
 from harness.errors import InputError

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from _tiny import harness_cli
 
-from harness.analysis.report import fit_frame
+from harness.analysis.fitting import fit_frame
 from harness.config import load_experiment
 from harness.design import HOFFMANN_2022, load_prior
 from harness.errors import InputError

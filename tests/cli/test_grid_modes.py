@@ -230,8 +230,8 @@ def test_isoflop_grid_to_fit(tmp_path: Path) -> None:
     Losses follow Chinchilla's fit (Hoffmann et al. 2022: E 1.69, A 406.4, B 410.7, alpha 0.34,
     beta 0.28), whose compute-optimal N grows as C^(beta / (alpha + beta)) = C^0.4516.
     """
+    from harness.analysis.fitting import fit_frame
     from harness.analysis.io import load_runs
-    from harness.analysis.report import fit_frame
 
     head = "[data]\nseq_len = 128\n[train]\nbatch_size = 8\n"
     sizes = ", ".join(f"{n:.0f}" for n in 10 ** np.linspace(5, 7, 9))

@@ -323,7 +323,8 @@ results_dir = "{tmp_path / "results"}"
 
 @pytest.mark.slow
 def test_fits_reference_and_reproduce(tmp_path: Path) -> None:
-    from harness.analysis.report import fit_path, plot_path, summarize
+    from harness.analysis.drawing import plot_path
+    from harness.analysis.fitting import fit_path, summarize
     from harness.analysis.reproduce import reproduce_path
 
     rng = np.random.default_rng(0)

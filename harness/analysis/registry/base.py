@@ -67,7 +67,7 @@ class Frame:
     """The runs' learning curves (`curves.Curve`) where their metrics.csv lie beside the CSV:
     what the loss-curve laws are fitted to."""
     curves_error: str = ""
-    """Why the runs' metrics.csv did not read as curves, or "" (`report.fits_dict`)."""
+    """Why the runs' metrics.csv did not read as curves, or "" (`fitting.fits_dict`)."""
 
     def rng(self, name: str) -> np.random.Generator:
         """The law's own random stream: adding a law never moves another's numbers."""

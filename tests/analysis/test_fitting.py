@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from _tiny import analysis_cli
 
+from harness.analysis.drawing import plot_path
+from harness.analysis.fitting import fit_path, summarize
 from harness.analysis.io import load_learning_curves
 from harness.analysis.laws import chinchilla_loss
 from harness.analysis.plots import new_axes, plot_learning_curves, si_ticks
-from harness.analysis.report import fit_path, plot_path, summarize
 from harness.analysis.reproduce import reproduce_path
 from harness.errors import InputError
 

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from _tiny import harness_cli
 
+from harness.analysis.fitting import fit_path
 from harness.analysis.laws import chinchilla_loss
-from harness.analysis.page import write_report
 from harness.analysis.plots import _band, colours
-from harness.analysis.report import fit_path
+from harness.analysis.report import write_report
 from harness.units import si
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al.
