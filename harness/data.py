@@ -8,7 +8,6 @@ run ever trains on it and all runs of an experiment score the same held-out toke
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -108,7 +107,7 @@ def read_corpus_bytes(corpus: str) -> bytes:
         ref = resources.files("harness.corpora").joinpath(BUNDLED[corpus])
         return lzma.decompress(ref.read_bytes())
     check_corpus(corpus)
-    return b"".join(sources.text_chunks(corpus))
+    return b"".join(sources.CorpusFiles(corpus, Path(corpus).expanduser(), "text").text_chunks())
 
 
 def split_train_val(text: bytes, cfg: DataConfig) -> tuple[bytes, bytes]:
@@ -182,48 +181,26 @@ def _load(directory: Path) -> Corpus:
     return Corpus(directory=directory, shards=shards, **info)
 
 
-def _corpus_id(corpus: str, source: Source | None) -> str:
+def _corpus_id(files: sources.CorpusFiles, source: Source | None) -> str:
     """What keys a corpus without reading it: a synthetic spec, the bundled file's sha256, or
-    the files' names, sizes and times (`harness.sources.fingerprint`)."""
+    the files' names, sizes and times (`harness.sources.CorpusFiles.fingerprint`)."""
     if source is not None:
         return source.cache_id()
-    if corpus in BUNDLED:
-        ref = resources.files("harness.corpora").joinpath(BUNDLED[corpus])
+    if files.name in BUNDLED:
+        ref = resources.files("harness.corpora").joinpath(BUNDLED[files.name])
         return hashlib.sha256(ref.read_bytes()).hexdigest()
-    return sources.fingerprint(corpus)
+    return files.fingerprint()
 
 
-def _text_chunks(corpus: str, source: Source | None) -> Callable[[], Iterator[bytes]]:
+def _text_chunks(
+    files: sources.CorpusFiles, source: Source | None
+) -> Callable[[], Iterator[bytes]]:
     """Text to read a chunk at a time, as often as called: files stream from disk; a bundled
     or synthetic corpus (small, generated or decompressed once) is held in memory."""
-    if source is None and corpus not in BUNDLED:
-        return lambda: sources.text_chunks(corpus)
-    text = read_corpus_bytes(corpus)  # the bundled one, or generated (harness.synthetic)
+    if source is None and files.name not in BUNDLED:
+        return files.text_chunks
+    text = read_corpus_bytes(files.name)  # the bundled one, or generated (harness.synthetic)
     return lambda: iter([text[i : i + (1 << 20)] for i in range(0, len(text), 1 << 20)])
-
-
-def _formats(cfg: DataConfig) -> tuple[str, str]:
-    """(format of data.corpus, format of data.val_corpus or ''); the two must yield the same
-    kind (text, documents or token arrays).
-
-    Raises
-    ------
-    InputError
-        data.val_corpus missing, or of another kind than data.corpus.
-    """
-    fmt = sources.detect_format(cfg)
-    if not cfg.val_corpus:
-        return fmt, ""
-    if not Path(cfg.val_corpus).expanduser().exists():
-        raise InputError(f"data.val_corpus = {cfg.val_corpus!r}: no such file or folder")
-    val_fmt = sources.detect_format(dataclasses.replace(cfg, corpus=cfg.val_corpus))
-    if sources.KINDS[fmt] != sources.KINDS[val_fmt]:
-        raise InputError(
-            f"data.val_corpus = {cfg.val_corpus!r} is {val_fmt} ({sources.KINDS[val_fmt]}) but "
-            f"data.corpus is {fmt} ({sources.KINDS[fmt]}); accepted: a validation set of the "
-            "same kind"
-        )
-    return fmt, val_fmt
 
 
 def prepare_corpus(cfg: DataConfig, cache_root: Path, *, build: bool = True) -> Corpus:
@@ -238,15 +215,15 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path, *, build: bool = True) -> 
     """
     cache_root = Path(cache_root)
     check_corpus(cfg.corpus)
-    fmt, val_fmt = _formats(cfg)
+    files, val_files = sources.open_corpus(cfg)  # the source: its format found once
     source = source_for(cfg.corpus) if is_synthetic(cfg.corpus) else None
-    kind = sources.KINDS[fmt]
+    kind = files.kind
     settings = {
         "v": 3,
-        "format": fmt,
-        "corpus": _corpus_id(cfg.corpus, source),
-        "val_format": val_fmt,
-        "val_corpus": sources.fingerprint(cfg.val_corpus) if cfg.val_corpus else None,
+        "format": files.format,
+        "corpus": _corpus_id(files, source),
+        "val_format": val_files.format if val_files else "",
+        "val_corpus": val_files.fingerprint() if val_files else None,
         "tokenizer": (
             _tokenizer_key(cfg.tokenizer)
             if pretrained.is_pretrained(cfg.tokenizer)
@@ -273,7 +250,7 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path, *, build: bool = True) -> 
     if not info_path.exists():
         if not build:
             raise RuntimeError(f"no cache entry {directory} for data.corpus = {cfg.corpus!r}")
-        _build(directory, lambda tmp: _write(cfg, fmt, val_fmt, source, tmp))
+        _build(directory, lambda tmp: _write(cfg, files, val_files, source, tmp))
     elif source is not None and hasattr(source, "remember"):
         stored = json.loads(info_path.read_text()).get("synthetic")
         if stored:
@@ -286,19 +263,21 @@ def prepare_corpus(cfg: DataConfig, cache_root: Path, *, build: bool = True) -> 
 
 
 def _write(
-    cfg: DataConfig, fmt: str, val_fmt: str, source: Source | None, tmp: Path
+    cfg: DataConfig,
+    files: sources.CorpusFiles,
+    val_files: sources.CorpusFiles | None,
+    source: Source | None,
+    tmp: Path,
 ) -> dict[str, object]:
-    """The entry's files in ``tmp``; its info.json fields."""
-    kind = sources.KINDS[fmt]
-    if kind == "documents":
-        return encode.write_documents(cfg, fmt, tmp, val_fmt)
-    if kind == "tokens":
-        return encode.write_arrays(cfg, fmt, tmp, val_fmt)
-    chunks = _text_chunks(cfg.corpus, source)
-    val_chunks = _text_chunks(cfg.val_corpus, None) if cfg.val_corpus else None
-    path = Path(cfg.corpus).expanduser()
-    total = sum(f.stat().st_size for f in sources.files(path)) if path.exists() else None
-    info = encode.write_text(cfg, tmp, chunks, val_chunks, total)
+    """The entry's files in ``tmp``, tokenized from the source (`harness.encode`); its
+    info.json fields."""
+    if files.kind == "documents":
+        return encode.write_documents(cfg, files, val_files, tmp)
+    if files.kind == "tokens":
+        return encode.write_arrays(cfg, files, val_files, tmp)
+    chunks = _text_chunks(files, source)
+    val_chunks = _text_chunks(val_files, None) if val_files else None
+    info = encode.write_text(cfg, tmp, chunks, val_chunks, files.total_bytes())
     return info | ({"synthetic": source.summary()} if source else {})
 
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from harness import sources
 from harness import tokenizer as pretrained
 from harness.atomic import atomic_write_json
 from harness.config import DataConfig
 from harness.errors import InputError
+from harness.sources import CorpusFiles
 
 __all__ = ["id_dtype", "train_bpe", "write_arrays", "write_documents", "write_text"]
 
@@ -305,24 +305,25 @@ def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
         yield batch
 
 
-def write_documents(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dict[str, object]:
+def write_documents(
+    cfg: DataConfig, corpus: CorpusFiles, val: CorpusFiles | None, tmp: Path
+) -> dict[str, object]:
     """Tokenize a structured corpus document by document into train.bin and val.bin: every
-    k-th document held out, or all of data.val_corpus (format ``val_fmt``). Each document ends
-    with the tokenizer's end-of-text token (two newlines for byte and locally trained BPE
-    tokens, which have none)."""
+    k-th document held out, or all of ``val`` (data.val_corpus). Each document ends with the
+    tokenizer's end-of-text token (two newlines for byte and locally trained BPE tokens, which
+    have none)."""
     from tqdm import tqdm
 
     k = max(2, round(1 / cfg.val_fraction))
-    val_cfg = _val_cfg(cfg)
 
     def routed() -> Iterator[tuple[bool, str]]:
-        if val_cfg is None:
-            for i, doc in enumerate(sources.iter_documents(cfg, fmt)):
+        if val is None:
+            for i, doc in enumerate(corpus.documents()):
                 yield i % k == k // 2, doc
             return
-        for doc in sources.iter_documents(cfg, fmt):
+        for doc in corpus.documents():
             yield False, doc
-        for doc in sources.iter_documents(val_cfg, val_fmt):
+        for doc in val.documents():
             yield True, doc
 
     def train_texts() -> Iterator[list[str]]:
@@ -331,9 +332,7 @@ def write_documents(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> 
     enc = _encoder(cfg, tmp, train_texts)
     dtype = id_dtype(enc.vocab_size)
     writers = (_TokenWriter(tmp / "train.bin", dtype), _TokenWriter(tmp / "val.bin", dtype))
-    counts = [sources.count_documents(cfg, fmt)]
-    if val_cfg is not None:
-        counts.append(sources.count_documents(val_cfg, val_fmt))
+    counts = [c.count_documents() for c in (corpus, val) if c is not None]
     total = None if None in counts else sum(c for c in counts if c is not None)
     bar = tqdm(total=total, desc=f"tokenizing {cfg.corpus}", unit=" docs", disable=None,
                leave=False)  # fmt: skip
@@ -358,20 +357,13 @@ def write_documents(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> 
         bar.close()
         for w in writers:
             w.close()
-    if val_cfg is None and n_docs < k:
+    if val is None and n_docs < k:
         raise _too_few(cfg, "documents", n_docs, k, f"at least {k} documents")
     np.save(tmp / "token_n_bytes.npy", enc.n_bytes, allow_pickle=False)
-    extra = {"corpus_sha256": sources.digest(cfg), "token_dtype": dtype, "n_documents": n_docs}
-    if val_cfg is not None:
-        extra["val_corpus_sha256"] = sources.digest(val_cfg)
-    return _info(cfg, fmt, enc.n_bytes, (writers[0].n, writers[1].n), extra)
-
-
-def _val_cfg(cfg: DataConfig) -> DataConfig | None:
-    """data.val_corpus as a corpus of its own (same fields), or None."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, corpus=cfg.val_corpus) if cfg.val_corpus else None
+    extra = {"corpus_sha256": corpus.digest(), "token_dtype": dtype, "n_documents": n_docs}
+    if val is not None:
+        extra["val_corpus_sha256"] = val.digest()
+    return _info(cfg, corpus.format, enc.n_bytes, (writers[0].n, writers[1].n), extra)
 
 
 # --- token arrays ----------------------------------------------------------------------------
@@ -426,7 +418,9 @@ class _Spans:
         return np.concatenate(self.rows) if self.rows else np.zeros((0, 3), dtype=np.int64)
 
 
-def write_arrays(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dict[str, object]:
+def write_arrays(
+    cfg: DataConfig, corpus: CorpusFiles, val: CorpusFiles | None, tmp: Path
+) -> dict[str, object]:
     """Index token arrays where they lie: check every id against the vocabulary and record the
     ranges of each split in spans.npz. With an end-of-text id (data.eos_id, else the
     tokenizer's) every k-th document is held out; without one, every k-th block of
@@ -435,10 +429,9 @@ def write_arrays(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dic
 
     vocab_size, n_bytes, eos = _array_vocab(cfg)
     k, blk = max(2, round(1 / cfg.val_fraction)), cfg.val_block_bytes
-    val_cfg = _val_cfg(cfg)
-    shards = [(f, a, False, fmt) for f, a in sources.token_arrays(cfg, fmt)]
-    if val_cfg is not None:
-        shards += [(f, a, True, val_fmt) for f, a in sources.token_arrays(val_cfg, val_fmt)]
+    shards = [(f, a, False, corpus.format) for f, a in corpus.token_arrays()]
+    if val is not None:
+        shards += [(f, a, True, val.format) for f, a in val.token_arrays()]
     splits = (_Spans(), _Spans())
     pos = n_docs = 0
     bar = tqdm(total=sum(a.size for _, a, _, _ in shards), desc=f"indexing {cfg.corpus}",
@@ -459,7 +452,7 @@ def write_arrays(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dic
                         f"data.corpus: {f} position {lo + i}: token id {int(part[i])} {why}; "
                         f"accepted: ids 0..{vocab_size - 1}"
                     )
-                if val_cfg is not None:
+                if val is not None:
                     to_val = np.full(part.size, is_val)
                 elif eos is not None:  # a document ends with (and includes) its eos
                     ends = part == eos
@@ -480,7 +473,7 @@ def write_arrays(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dic
                 bar.update(part.size)
     finally:
         bar.close()
-    if val_cfg is None and eos is not None and n_docs < k:
+    if val is None and eos is not None and n_docs < k:
         raise _too_few(
             cfg, f"documents ending with the end-of-text id {eos}", n_docs, k,
             f"at least {k}, or data.eos_id naming the id that ends them",
@@ -488,13 +481,13 @@ def write_arrays(cfg: DataConfig, fmt: str, tmp: Path, val_fmt: str = "") -> dic
     np.savez(tmp / "spans.npz", train=splits[0].array(), val=splits[1].array())
     np.save(tmp / "token_n_bytes.npy", n_bytes, allow_pickle=False)
     extra = {
-        "corpus_sha256": sources.digest(cfg),
+        "corpus_sha256": corpus.digest(),
         "n_documents": n_docs,
         # Each shard where it lies, with its raw dtype ('' for a .npy, which carries its own).
         "shards": [
             [str(f.resolve()), cfg.token_dtype if kind == "bin" else ""] for f, _, _, kind in shards
         ],  # fmt: skip
     }
-    if val_cfg is not None:
-        extra["val_corpus_sha256"] = sources.digest(val_cfg)
-    return _info(cfg, fmt, n_bytes, (splits[0].n, splits[1].n), extra)
+    if val is not None:
+        extra["val_corpus_sha256"] = val.digest()
+    return _info(cfg, corpus.format, n_bytes, (splits[0].n, splits[1].n), extra)

@@ -18,11 +18,13 @@ it is UTF-8 without NUL bytes (`harness.data` checks).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +32,7 @@ import numpy as np
 from harness.config import DataConfig
 from harness.errors import InputError
 
-__all__ = [
-    "FORMATS",
-    "KINDS",
-    "count_documents",
-    "detect_format",
-    "digest",
-    "files",
-    "fingerprint",
-    "iter_documents",
-    "text_chunks",
-    "token_arrays",
-]
+__all__ = ["FORMATS", "KINDS", "CorpusFiles", "detect_format", "files", "open_corpus"]
 
 FORMATS = ("text", "jsonl", "parquet", "datasets", "npy", "bin")
 _SUFFIX = {".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".bin": "bin"}
@@ -105,85 +96,6 @@ def detect_format(cfg: DataConfig) -> str:
             "accepted: files of one format"
         )
     return structured.pop() if structured else "text"
-
-
-def digest(cfg: DataConfig) -> str:
-    """sha256 over the corpus files' relative names and bytes, read in chunks."""
-    path = Path(cfg.corpus).expanduser()
-    h = hashlib.sha256()
-    for f in files(path):
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def fingerprint(corpus: str) -> str:
-    """sha256 over the corpus files' relative names, sizes and modification times: what keys
-    its cache entry without reading it (a file written since gets a new entry). The content's
-    own sha256 (`digest`) is taken once, as the entry is made."""
-    path = Path(corpus).expanduser()
-    h = hashlib.sha256()
-    for f in files(path):
-        st = f.stat()
-        name = str(f.relative_to(path) if path.is_dir() else f.name)
-        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    return h.hexdigest()
-
-
-def text_chunks(corpus: str) -> Iterator[bytes]:
-    """The UTF-8 text of a file or a folder of files, a MiB at a time: each file without its
-    trailing newlines and then two, so files are paragraphs apart.
-
-    Raises
-    ------
-    InputError
-        The folder holds no files, a file is not UTF-8, holds a NUL byte (token ids or another
-        binary), or the text is empty.
-    """
-    import codecs
-
-    paths = files(Path(corpus).expanduser())
-    if not paths:
-        raise InputError(f"data.corpus = {corpus!r}: the folder holds no files")
-    seen_text = False
-    for f in paths:
-        check = codecs.getincrementaldecoder("utf-8")()
-        held, offset = b"", 0  # trailing newlines kept back until more text follows
-        with f.open("rb") as fh:
-            while chunk := fh.read(_CHUNK_BYTES):
-                pending = len(check.getstate()[0])
-                try:
-                    check.decode(chunk)
-                except UnicodeDecodeError as e:
-                    raise InputError(
-                        f"data.corpus: {f} is not UTF-8 text ({e.reason} at byte "
-                        f"{offset - pending + e.start})"
-                    ) from None
-                nul = chunk.find(b"\0")
-                if nul >= 0:  # UTF-8 allows NUL; text does not (token ids, an unnamed binary)
-                    raise InputError(
-                        f"data.corpus: {f} holds a NUL byte at byte {offset + nul}, so it is not "
-                        "text; accepted: UTF-8 text, or data.format naming its format (bin, npy, "
-                        "...)"
-                    )
-                offset += len(chunk)
-                data = held + chunk
-                body = data.rstrip(b"\n")
-                held = data[len(body) :]
-                seen_text = seen_text or bool(body.strip())
-                if body:
-                    yield body
-        try:
-            check.decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            raise InputError(
-                f"data.corpus: {f} is not UTF-8 text ({e.reason} at its end)"
-            ) from None
-        yield b"\n\n"
-    if not seen_text:
-        raise InputError(f"data.corpus = {corpus!r}: the text is empty")
 
 
 def _open_text(f: Path) -> io.TextIOBase:
@@ -275,78 +187,216 @@ def _datasets(path: Path, field: str) -> Iterator[str]:
     yield from _column_batches(batches, str(path), field)
 
 
-def count_documents(cfg: DataConfig, fmt: str) -> int | None:
-    """How many documents `iter_documents` will yield, for a progress bar's ETA: Parquet and
-    datasets from their metadata, JSON Lines by counting lines (a pass far faster than
-    tokenizing them). None where it cannot tell; `iter_documents` then names the problem."""
-    path = Path(cfg.corpus).expanduser()
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class CorpusFiles:
+    """One corpus of files, its format found once (`open_corpus`): what the tokenizer reads.
 
-            return sum(pq.ParquetFile(f).metadata.num_rows for f in files(path))
-        if fmt == "datasets":
-            import datasets
+    Text is read a MiB at a time, documents a batch at a time and token arrays memory-mapped,
+    so no corpus is held in memory whole.
+    """
 
-            ds = datasets.load_from_disk(str(path))
-            return len(ds["train"] if isinstance(ds, datasets.DatasetDict) else ds)
-        n = 0
-        for f in files(path):
-            with _open_text(f) as fh:
-                n += sum(1 for line in fh if line.strip())
-        return n
-    except Exception:  # noqa: BLE001 (only the bar's total; the read itself reports errors)
-        return None
+    name: str
+    """As the settings give it (data.corpus or data.val_corpus): what errors name."""
+    path: Path
+    format: str
+    """One of FORMATS."""
+    text_field: str = "text"
+    token_dtype: str = ""
+
+    @property
+    def kind(self) -> str:
+        """'text', 'documents' or 'tokens' (`KINDS`)."""
+        return KINDS[self.format]
+
+    def files(self) -> list[Path]:
+        return files(self.path)
+
+    def total_bytes(self) -> int | None:
+        """The files' size, for a progress bar; None for a corpus that is no files."""
+        return sum(f.stat().st_size for f in self.files()) if self.path.exists() else None
+
+    def digest(self) -> str:
+        """sha256 over the files' relative names and bytes, read in chunks."""
+        h = hashlib.sha256()
+        for f in self.files():
+            h.update(self._name(f).encode() + b"\0")
+            with f.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        return h.hexdigest()
+
+    def fingerprint(self) -> str:
+        """sha256 over the files' relative names, sizes and modification times: what keys the
+        cache entry without reading the files (a file written since gets a new entry). The
+        content's own sha256 (`digest`) is taken once, as the entry is made."""
+        h = hashlib.sha256()
+        for f in self.files():
+            st = f.stat()
+            h.update(f"{self._name(f)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        return h.hexdigest()
+
+    def _name(self, f: Path) -> str:
+        return str(f.relative_to(self.path) if self.path.is_dir() else f.name)
+
+    def text_chunks(self) -> Iterator[bytes]:
+        """The UTF-8 text of the file or folder of files, a MiB at a time: each file without
+        its trailing newlines and then two, so files are paragraphs apart.
+
+        Raises
+        ------
+        InputError
+            The folder holds no files, a file is not UTF-8, holds a NUL byte (token ids or
+            another binary), or the text is empty.
+        """
+        import codecs
+
+        corpus = self.name
+        paths = self.files()
+        if not paths:
+            raise InputError(f"data.corpus = {corpus!r}: the folder holds no files")
+        seen_text = False
+        for f in paths:
+            check = codecs.getincrementaldecoder("utf-8")()
+            held, offset = b"", 0  # trailing newlines kept back until more text follows
+            with f.open("rb") as fh:
+                while chunk := fh.read(_CHUNK_BYTES):
+                    pending = len(check.getstate()[0])
+                    try:
+                        check.decode(chunk)
+                    except UnicodeDecodeError as e:
+                        raise InputError(
+                            f"data.corpus: {f} is not UTF-8 text ({e.reason} at byte "
+                            f"{offset - pending + e.start})"
+                        ) from None
+                    nul = chunk.find(b"\0")
+                    if nul >= 0:  # UTF-8 allows NUL; text does not (token ids, a binary)
+                        raise InputError(
+                            f"data.corpus: {f} holds a NUL byte at byte {offset + nul}, so it is "
+                            "not text; accepted: UTF-8 text, or data.format naming its format "
+                            "(bin, npy, ...)"
+                        )
+                    offset += len(chunk)
+                    data = held + chunk
+                    body = data.rstrip(b"\n")
+                    held = data[len(body) :]
+                    seen_text = seen_text or bool(body.strip())
+                    if body:
+                        yield body
+            try:
+                check.decode(b"", final=True)
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"data.corpus: {f} is not UTF-8 text ({e.reason} at its end)"
+                ) from None
+            yield b"\n\n"
+        if not seen_text:
+            raise InputError(f"data.corpus = {corpus!r}: the text is empty")
+
+    def count_documents(self) -> int | None:
+        """How many documents `documents` will yield, for a progress bar's ETA: Parquet and
+        datasets from their metadata, JSON Lines by counting lines (a pass far faster than
+        tokenizing them). None where it cannot tell; `documents` then names the problem."""
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+
+                return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files())
+            if self.format == "datasets":
+                import datasets
+
+                ds = datasets.load_from_disk(str(self.path))
+                return len(ds["train"] if isinstance(ds, datasets.DatasetDict) else ds)
+            n = 0
+            for f in self.files():
+                with _open_text(f) as fh:
+                    n += sum(1 for line in fh if line.strip())
+            return n
+        except Exception:  # noqa: BLE001 (only the bar's total; the read itself reports errors)
+            return None
+
+    def documents(self) -> Iterator[str]:
+        """The documents of a 'jsonl', 'parquet' or 'datasets' corpus, one string each, in
+        file and record order."""
+        if self.format == "datasets":
+            yield from _datasets(self.path, self.text_field)
+            return
+        read = {"jsonl": _jsonl, "parquet": _parquet}[self.format]
+        for f in self.files():
+            yield from read(f, self.text_field)
+
+    def token_arrays(self) -> list[tuple[Path, np.ndarray]]:
+        """The token shards of an 'npy' or 'bin' corpus, each memory-mapped, never read whole.
+
+        Raises
+        ------
+        InputError
+            A .bin without data.token_dtype or whose size is no multiple of it, a .npy that is
+            not a 1-d integer array.
+        """
+        out = []
+        for f in self.files():
+            if f.stat().st_size == 0:
+                raise InputError(
+                    f"data.corpus: {f} is empty (0 bytes); accepted: a file of token ids"
+                )
+            if self.format == "bin":
+                if not self.token_dtype:
+                    raise InputError(
+                        f"data.corpus: {f} is a raw .bin; accepted: with data.token_dtype = "
+                        "'uint16' or 'uint32'"
+                    )
+                size = np.dtype(self.token_dtype).itemsize
+                if f.stat().st_size % size:
+                    raise InputError(
+                        f"data.corpus: {f} holds {f.stat().st_size} bytes, not a whole number "
+                        f"of {self.token_dtype} ids ({size} bytes each); accepted: a file of "
+                        "data.token_dtype ids"
+                    )
+                arr = np.memmap(f, dtype=self.token_dtype, mode="r")
+            else:
+                try:
+                    arr = np.load(f, mmap_mode="r", allow_pickle=False)
+                except (ValueError, OSError, EOFError) as e:
+                    raise InputError(f"data.corpus: {f} is not a .npy array ({e})") from None
+                if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                    raise InputError(
+                        f"data.corpus: {f} holds a {arr.ndim}-d {arr.dtype} array; accepted: a "
+                        "1-d array of integer token ids"
+                    )
+            out.append((f, arr))
+        return out
 
 
-def iter_documents(cfg: DataConfig, fmt: str) -> Iterator[str]:
-    """The documents of a 'jsonl', 'parquet' or 'datasets' corpus, one string each, in file
-    and record order."""
-    path = Path(cfg.corpus).expanduser()
-    if fmt == "datasets":
-        yield from _datasets(path, cfg.text_field)
-        return
-    read = {"jsonl": _jsonl, "parquet": _parquet}[fmt]
-    for f in files(path):
-        yield from read(f, cfg.text_field)
-
-
-def token_arrays(cfg: DataConfig, fmt: str) -> list[tuple[Path, np.ndarray]]:
-    """The token shards of an 'npy' or 'bin' corpus, each memory-mapped, never read whole.
+def open_corpus(cfg: DataConfig) -> tuple[CorpusFiles, CorpusFiles | None]:
+    """data.corpus and data.val_corpus (None without one) as files of one detected format
+    each. A bundled or synthetic corpus reads as 'text' of a path that is no file
+    (`harness.data` reads it).
 
     Raises
     ------
     InputError
-        A .bin without data.token_dtype or whose size is no multiple of it, a .npy that is not
-        a 1-d integer array.
+        data.val_corpus missing, or of another kind than data.corpus; a format not detected.
     """
-    out = []
-    for f in files(Path(cfg.corpus).expanduser()):
-        if f.stat().st_size == 0:
-            raise InputError(f"data.corpus: {f} is empty (0 bytes); accepted: a file of token ids")
-        if fmt == "bin":
-            if not cfg.token_dtype:
-                raise InputError(
-                    f"data.corpus: {f} is a raw .bin; accepted: with data.token_dtype = "
-                    "'uint16' or 'uint32'"
-                )
-            size = np.dtype(cfg.token_dtype).itemsize
-            if f.stat().st_size % size:
-                raise InputError(
-                    f"data.corpus: {f} holds {f.stat().st_size} bytes, not a whole number of "
-                    f"{cfg.token_dtype} ids ({size} bytes each); accepted: a file of "
-                    f"data.token_dtype ids"
-                )
-            arr = np.memmap(f, dtype=cfg.token_dtype, mode="r")
-        else:
-            try:
-                arr = np.load(f, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise InputError(f"data.corpus: {f} is not a .npy array ({e})") from None
-            if arr.ndim != 1 or arr.dtype.kind not in "iu":
-                raise InputError(
-                    f"data.corpus: {f} holds a {arr.ndim}-d {arr.dtype} array; accepted: a 1-d "
-                    "array of integer token ids"
-                )
-        out.append((f, arr))
-    return out
+    train = _files_of(cfg, cfg.corpus)
+    if not cfg.val_corpus:
+        return train, None
+    if not Path(cfg.val_corpus).expanduser().exists():
+        raise InputError(f"data.val_corpus = {cfg.val_corpus!r}: no such file or folder")
+    val = _files_of(cfg, cfg.val_corpus)
+    if train.kind != val.kind:
+        raise InputError(
+            f"data.val_corpus = {cfg.val_corpus!r} is {val.format} ({val.kind}) but "
+            f"data.corpus is {train.format} ({train.kind}); accepted: a validation set of the "
+            "same kind"
+        )
+    return train, val
+
+
+def _files_of(cfg: DataConfig, corpus: str) -> CorpusFiles:
+    return CorpusFiles(
+        name=corpus,
+        path=Path(corpus).expanduser(),
+        format=detect_format(dataclasses.replace(cfg, corpus=corpus)),
+        text_field=cfg.text_field,
+        token_dtype=cfg.token_dtype,
+    )
