@@ -480,7 +480,7 @@ def run_downstream(
         )
     if exp.execution.threads > 0:
         torch.set_num_threads(exp.execution.threads)
-    from harness.train import resolve_device
+    from harness.device import resolve_device
 
     device = resolve_device(exp.execution)
     task = downstream_task(cfg, exp.data)

@@ -10,7 +10,7 @@ by a substring of ``torch.cuda.get_device_name``. On a CPU there is no datasheet
 matmuls with the run's thread count and dtype, once per process.
 
 Precision: "bf16" is the bf16 tensor-core rate (FP32 accumulate). "fp32" is what an fp32
-training run gets from its matmuls: train.py enables TF32 on CUDA, so on Ampere and newer the
+training run gets from its matmuls: harness.train enables TF32 on CUDA, so on Ampere and newer the
 TF32 tensor-core rate, on V100 (no TF32) the plain FP32 rate. "tf32" is a synonym of "fp32".
 """
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from harness.atomic import check_writable
 from harness.config import ExperimentConfig, load_experiment
 from harness.data import prepare_corpus
+from harness.device import device_kind, precision_for
 from harness.errors import naming
 from harness.flops import training_flops
 from harness.grid import GridExpansion, RunSpec
@@ -105,14 +106,10 @@ class Throughput:
 
 
 def _device(exp: ExperimentConfig) -> str:
-    from harness.train.device import device_kind  # torch: only when the plan times steps
-
-    return device_kind(exp.execution)
+    return device_kind(exp.execution)  # imports torch only for device = "auto"
 
 
 def _precision(exp: ExperimentConfig, device: str) -> str:
-    from harness.train.device import precision_for
-
     return precision_for(exp.train.precision, device)
 
 

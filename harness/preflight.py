@@ -128,8 +128,8 @@ def check_device(exp: ExperimentConfig) -> None:
     InputError
         No CUDA device for device = "cuda" (train.resolve_device's check).
     """
+    from harness.device import resolve_device
     from harness.execute.placement import usable_cores, visible_gpus
-    from harness.train import resolve_device
 
     try:
         device = resolve_device(exp.execution)
@@ -165,6 +165,6 @@ def check_can_train_here(
         check_corpus(exp.data.corpus)
         check_device(exp)
         check_writable(layout.root, folder=True, what="execution.results_dir")
-        from harness.train import resolve_device
+        from harness.device import resolve_device
 
         check_memory(exp, specs, resolve_device(exp.execution).type)

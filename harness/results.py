@@ -173,7 +173,7 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "device": result.get("device"),
         "harness_version": result.get("harness_version", __version__),
         "git_sha": result.get("git_sha", ""),
-        # Recomputed from the recorded peak and tokens/s (as train.py does), so the columns
+        # Recomputed from the recorded peak and tokens/s (as harness.train does), so the columns
         # follow from the row's own fields.
         "peak_flops": result.get("peak_flops"),
         "mfu": mfu(flops.six_n, tokens_per_s, peak) if tokens_per_s is not None else None,

@@ -15,7 +15,8 @@ results/NAME/runs/<run_id>/
 ```
 
 Every other module asks a `RunDir` for these paths and states ("is it finished?", "its newest
-checkpoint"), so that each is answered once.
+checkpoint"), so that each is answered once. It imports no settings, numpy or torch until a
+spec is read, so the analysis (metrics.csv, spec.json) asks it too.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness import __version__
 from harness.atomic import atomic_write_json
 from harness.errors import InputError
-from harness.grid import RunSpec, spec_from_dict
+
+if TYPE_CHECKING:  # the settings are read only where a spec is: the analysis reads file names
+    from harness.grid import RunSpec
 
 __all__ = ["FINISHED", "RunDir", "RunState", "read_json"]
 
@@ -80,10 +83,6 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path))
 
     # --- the files ---------------------------------------------------------------------------
-
-    @property
-    def run_id(self) -> str:
-        return self.path.name
 
     @property
     def experiment_root(self) -> Path:
@@ -203,6 +202,8 @@ class RunDir:
             if isinstance(value, bool) or not isinstance(value, kind):
                 name = {str: "a string", int: "an integer", dict: "an object"}[kind]
                 raise InputError(f"{path}: {key} = {str(value)[:80]!r} is not {name}; {expected}")
+        from harness.grid import spec_from_dict
+
         try:
             spec_from_dict(data)
         except InputError as e:
@@ -215,6 +216,8 @@ class RunDir:
 
     def spec(self) -> RunSpec:
         """The RunSpec of spec.json (`read_spec` checks it)."""
+        from harness.grid import spec_from_dict
+
         return spec_from_dict(self.read_spec())
 
     def write_result(self, result: dict[str, Any]) -> None:
@@ -269,10 +272,10 @@ class RunDir:
             return result["status"]  # type: ignore[no-any-return]
         return "started" if self.spec_json.exists() else "pending"
 
-    def record_failure(self, spec: RunSpec, error: str, log: str = "") -> dict[str, Any]:
+    def record_failure(self, error: str, log: str = "") -> dict[str, Any]:
         """Write a failed run's result.json (one line of error, the log to read); return it."""
         result = {
-            "run_id": spec.run_id,
+            "run_id": self.path.name,
             "status": "failed",
             "error": error,
             "log": log or str(self.log),

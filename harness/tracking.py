@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import InputError
+from harness.rundir import RunDir
 
 if TYPE_CHECKING:
     from harness.config import ExperimentConfig, TrackingConfig
@@ -500,7 +501,7 @@ def open_run(
     for g in tracker.guards:
         if g.state_key not in tracker.last:  # the first time this backend sees the run
             g("params", params)
-    for row in _read_rows(run_dir / "metrics.csv"):  # what the backends have not seen yet
+    for row in _read_rows(RunDir(run_dir).metrics_csv):  # what the backends have not seen yet
         tracker.log_row(row)
     return tracker
 

@@ -38,6 +38,7 @@ from scipy.signal import lfilter
 from harness.analysis import fit as ft
 from harness.analysis import optim
 from harness.errors import InputError
+from harness.rundir import RunDir
 
 __all__ = [
     "DECAYS",
@@ -126,8 +127,8 @@ def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
     done = df if "status" not in df.columns else df[df["status"].astype(str) == "done"]
     out = []
     for run_id, n in zip(done["run_id"].astype(str), done["n_params"], strict=True):
-        run_dir = runs_dir / run_id
-        path = run_dir / "metrics.csv"
+        run = RunDir(runs_dir / run_id)
+        path = run.metrics_csv
         if not path.is_file():
             continue
         try:
@@ -148,11 +149,10 @@ def run_curves(runs_dir: Path, df: pd.DataFrame) -> list[Curve]:
         if rows.empty or not np.all(np.isfinite(steps)):
             continue
         batch_tokens, schedule, lrs = 0, None, None
-        if (run_dir / "spec.json").is_file():
-            from harness.rundir import RunDir
+        if run.spec_json.is_file():
             from harness.schedules import peak_lr, spec_lrs
 
-            spec = RunDir(run_dir).spec()
+            spec = run.spec()
             lrs = np.array(spec_lrs(spec))
             batch_tokens = spec.batch_tokens
             schedule = {

@@ -4,6 +4,7 @@ fit made here without intervals where there is no fits.json yet."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -48,8 +49,9 @@ def plot_path(
     allow here, without bootstrap, and draws those. Files go to ``<csv dir>/figures`` or `out_dir`.
     When a ``runs/`` directory lies beside the CSV and the CSV has a run_id column,
     learning_curves.png/.svg is drawn from the runs' metrics.csv files as well. When a
-    downstream.csv lies beside the CSV, the downstream figures (accuracy against loss,
-    compute and labelled-set size) are drawn too.
+    downstream.csv or tasks.csv lies beside the CSV, its companion's figures are drawn too
+    (`registry.COMPANIONS`: accuracy against loss, compute and labelled-set size; each task's
+    accuracy against N and D).
 
     Parameters
     ----------
@@ -191,7 +193,9 @@ def _draw_figures(
         if path.is_file() and path != csv:
             written += companion.figures(
                 BesideFigures(
-                    table=companion.load(path, where if isinstance(where, str) else None),
+                    read_table=functools.partial(
+                        companion.load, path, where if isinstance(where, str) else None
+                    ),
                     runs=df,
                     stored=stored,
                     samples=samples,

@@ -366,9 +366,9 @@ def fits_dict(
     # The companions' tables, read (and checked) before the fits: a bad downstream.csv or
     # tasks.csv is refused at once, not after minutes of bootstrap.
     tables = {
-        c.name: (path, c.load(path, where))
+        c.name: (table_path, c.load(table_path, where))
         for c in COMPANIONS
-        if (path := csv.parent / c.file).is_file() and path != csv
+        if (table_path := csv.parent / c.file).is_file() and table_path != csv
     }
     kw = dict(
         seed=seed,
@@ -452,11 +452,11 @@ def fits_dict(
         doc["reference"] = ref
     for companion in COMPANIONS:
         if companion.name in tables:
-            path, table = tables[companion.name]
+            table_path, table = tables[companion.name]
             doc[companion.name] = companion.fit(
                 Beside(
                     table=table,
-                    path=path,
+                    path=table_path,
                     runs=df,
                     doc=doc,
                     chinchilla=kept.get("chinchilla"),

@@ -17,6 +17,7 @@ import pandas as pd
 from harness.analysis.where import select_rows
 from harness.errors import InputError
 from harness.flops import training_flops
+from harness.rundir import RunDir
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -365,7 +366,7 @@ def load_learning_curves(
     cols = ["run_id", "n_params", "tokens", "train_loss", "val_loss"]
     frames = []
     for run_id, n in sizes.items():
-        path = Path(runs_dir) / str(run_id) / "metrics.csv"
+        path = RunDir(Path(runs_dir) / str(run_id)).metrics_csv
         if not path.is_file():
             continue
         try:

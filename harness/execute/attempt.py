@@ -112,12 +112,15 @@ def attempt(
         returning a ``failed`` outcome.
     """
     run = layout.run(spec.run_id)
+    if should_stop() and (after_stop is None or not after_stop(spec)):
+        return Outcome(spec.run_id, "interrupted")  # told to stop first: nothing is touched
     try:
         lock = RunLock(run.path).acquire()
     except Held as held:  # a `harness run` or a job trains it now: never twice at once
         return Outcome(spec.run_id, "held", error=held.holder)
-    handler = run.open_log()
+    handler = None
     try:
+        handler = run.open_log()
         log.info("run %s: %s starting", spec.run_id, _where())
         done = run.finished()
         if done is not None:  # another process finished it meanwhile
@@ -146,12 +149,13 @@ def attempt(
     except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
         log.error("run %s failed:\n%s", spec.run_id, traceback.format_exc())
         error = f"{type(e).__name__}: {e}".splitlines()[0]
-        run.record_failure(spec, error, log=log_path)
+        run.record_failure(error, log=log_path)
         if reraise:
             raise
         return Outcome(spec.run_id, "failed", error=error)
     finally:
-        run.close_log(handler)
+        if handler is not None:
+            run.close_log(handler)
         lock.release()
 
 
@@ -167,7 +171,9 @@ def attempts(
     """``spec``, then while it diverges its retries (`retry.start_retry`): each attempt's
     outcome as it ends. A run found finished is skipped, and its unfinished retry taken up
     (or set up, when a process was killed between the divergence and the retry's set-up).
-    ``on_retry(retry, run_id)`` is told of each retry set up; ``kwargs`` go to `attempt`."""
+    ``on_retry(retry, run_id)`` is told of each retry set up; ``kwargs`` go to `attempt`. No
+    retry is set up once ``kwargs["should_stop"]()`` says stop: the next command finds it."""
+    should_stop: Callable[[], bool] = kwargs.get("should_stop", lambda: False)
     run: RunSpec | None = spec
     done = layout.run(spec.run_id).finished()
     if done is not None:
@@ -181,7 +187,7 @@ def attempts(
     while run is not None:
         outcome = attempt(run, layout, execution, branches=branches, **kwargs)
         yield outcome
-        if outcome.status != "diverged":
+        if outcome.status != "diverged" or should_stop():
             return
         retry = start_retry(run, layout, execution)
         if retry is not None:

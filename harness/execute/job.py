@@ -149,7 +149,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         """The job's own work (task 0 of several): its units, retries, and the requeue."""
         out: list[dict[str, Any]] = []
         failures: list[tuple[str, Exception]] = []
-        stopped: RunSpec | None = None
+        stopped: str | None = None  # the run_id the requeue signal stopped
         for unit in units:
             specs = [spec_from_dict(d) for d in unit]
             for i, spec in enumerate(specs):
@@ -178,12 +178,12 @@ class TrainJob(submitit.helpers.Checkpointable):
                 try:
                     requeue_handler(usr_sig, None)
                 except submitit.core.utils.UncompletedJobError as e:
-                    layout.run(stopped.run_id).record_failure(
-                        stopped, f"{e} `harness submit` resumes it from its checkpoint", log=stderr
+                    layout.run(stopped).record_failure(
+                        f"{e} `harness submit` resumes it from its checkpoint", log=stderr
                     )
                     raise
             raise RuntimeError(
-                f"run {stopped.run_id} stopped on a signal with a checkpoint but "
+                f"run {stopped} stopped on a signal with a checkpoint but "
                 "was not requeued; `harness submit` resumes it"
             )
         if len(failures) == 1:
@@ -345,7 +345,7 @@ def _train_with_retries(
             )
         if outcome.status == "interrupted":
             log.warning("run %s: requeueing", outcome.run_id)
-            raise _Requeue(layout.run(outcome.run_id).spec())
+            raise _Requeue(outcome.run_id)
         out.append(
             {
                 "run_id": outcome.run_id,

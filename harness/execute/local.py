@@ -43,10 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ExecutionConfig, ExperimentConfig, to_dict
+from harness.errors import InputError
 from harness.execute.attempt import Outcome, Trainer, attempts, train_in_process
+from harness.execute.locks import holder_of
 from harness.execute.placement import Slot, plan_slots
 from harness.execute.ranks import stop_when_signalled
-from harness.execute.retry import unfinished_retries
+from harness.execute.retry import retry_chain
 from harness.grid import RunSpec, spec_from_dict
 from harness.results import ExperimentLayout
 from harness.rundir import FINISHED
@@ -329,19 +331,20 @@ def run_local(
 
 
 def _died(unit: Unit, layout: ExperimentLayout) -> list[Outcome]:
-    """The worker died: the run it was on (a unit's run without a result, or the unfinished
-    divergence retry of one) failed; runs before it kept their results."""
+    """The worker died: the run it was on (the first of the unit's runs and their divergence
+    retries without a result that no other process holds) failed; the runs before it kept
+    their results."""
     error = "the worker process died (killed, crashed or out of memory)"
     out = []
     for spec in unit.runs:
-        done = layout.run(spec.run_id).finished()
-        if done is None:
-            layout.run(spec.run_id).record_failure(spec, error)
-            return [*out, Outcome(spec.run_id, "failed", error=error)]
-        out.append(Outcome(spec.run_id, done["status"], done.get("val_loss")))
-        for retry in unfinished_retries([spec], layout):
-            layout.run(retry.run_id).record_failure(retry, error)
-            return [*out, Outcome(retry.run_id, "failed", error=error)]
+        for run_id in (spec.run_id, *retry_chain(spec.run_id, layout)):
+            run = layout.run(run_id)
+            done = run.finished()
+            if done is not None:
+                out.append(Outcome(run_id, done["status"], done.get("val_loss")))
+            elif holder_of(run.path) is None:  # held: another process trains it, not this one
+                run.record_failure(error)
+                return [*out, Outcome(run_id, "failed", error=error)]
     return out
 
 
@@ -395,7 +398,7 @@ class _Bars:
         self.refresh()
 
     def add(self, unit: Unit) -> None:
-        """A unit to train: its runs join the grid's count and FLOPs (a divergence retry)."""
+        """A unit to train: its runs join the grid's count and FLOPs."""
         branches = {b.run_id for bs in unit.branches.values() for b in bs}
         for s in unit.runs:
             if s.run_id in self.specs:  # the rest of a unit whose worker died
@@ -416,12 +419,21 @@ class _Bars:
             self.spent[run_id] = self.cost[run_id] * min(1.0, max(0.0, part))
         return p
 
+    def _track(self, run_id: str) -> bool:
+        """Count a divergence retry a worker set up (it trains after its run, in the same
+        worker); False where its spec.json does not read (the bar leaves it out)."""
+        if run_id not in self.specs:
+            try:
+                self.add(Unit((self.layout.run(run_id).spec(),), {}, 0.0))
+            except InputError:
+                return False
+        return True
+
     def finished(self, unit: Unit, results: list[Outcome]) -> None:
         for o in results:
-            if o.run_id not in self.specs:  # a divergence retry, trained after its run
-                self.add(Unit((self.layout.run(o.run_id).spec(),), {}, 0.0))
-            self.ended[o.run_id] = o.status
-            self._measure(o.run_id)
+            if self._track(o.run_id):
+                self.ended[o.run_id] = o.status
+                self._measure(o.run_id)
 
     def totals(self) -> tuple[int, int, int, float, float]:
         """Runs done (or diverged), runs in all, runs failed, FLOPs done, FLOPs in all."""
@@ -445,11 +457,13 @@ class _Bars:
                 continue
             shown = None
             for s in w.unit.runs:
-                if s.run_id in self.ended:
-                    continue
-                p = self._measure(s.run_id)
-                if shown is None and self.layout.run(s.run_id).state() not in FINISHED:
-                    shown = run_line(s.run_id, p, s.n_steps)
+                # A run, then the retries it diverged into, which train in the same worker.
+                for run_id in (s.run_id, *retry_chain(s.run_id, self.layout)):
+                    if run_id in self.ended or not self._track(run_id):
+                        continue
+                    p = self._measure(run_id)
+                    if shown is None and self.layout.run(run_id).finished() is None:
+                        shown = run_line(run_id, p, self.specs[run_id].n_steps)
             line.set_description_str(f"{w.slot.label}: {shown or 'finishing'}", refresh=True)
         done, n_runs, failed, flops_done, flops_total = self.totals()
         now = time.monotonic()

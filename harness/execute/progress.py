@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.rundir import RunDir
 from harness.units import fmt_duration, fmt_si_unit
 
 __all__ = [
@@ -65,7 +66,7 @@ def read_progress(run_dir: Path, *, tail_bytes: int | None = None) -> RunProgres
     validation loss may then be older than the rows read and shows as None). A torn last line
     (a process killed mid-append) is skipped.
     """
-    path = Path(run_dir) / "metrics.csv"
+    path = RunDir(Path(run_dir)).metrics_csv
     try:
         with path.open("rb") as f:
             header = f.readline().decode(errors="replace").strip().split(",")

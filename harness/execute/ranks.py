@@ -180,7 +180,7 @@ def train_on_devices(
                 if p.is_alive():
                     p.kill()
                     p.join()
-    result = RunDir(run_dir).finished()
-    if result is None:
+    result = RunDir(run_dir).read_result()  # unreadable: raised, and the failure recorded
+    if result is None or result.get("status") not in ("done", "diverged"):
         return None
     return RunResult(**{k: v for k, v in result.items() if k in RunResult.__dataclass_fields__})

@@ -20,7 +20,14 @@ from harness.grid import RunSpec
 from harness.results import ExperimentLayout
 from harness.rundir import FINISHED, RunDir, read_json
 
-__all__ = ["pending_runs", "retry_depth", "retry_spec", "start_retry", "unfinished_retries"]
+__all__ = [
+    "pending_runs",
+    "retry_chain",
+    "retry_depth",
+    "retry_spec",
+    "start_retry",
+    "unfinished_retries",
+]
 
 
 def pending_runs(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec]:
@@ -70,6 +77,21 @@ def unfinished_retries(specs: list[RunSpec], layout: ExperimentLayout) -> list[R
             if retry.spec_json.exists() and retry.state() not in FINISHED:
                 out.append(retry.spec())
                 break
+    return out
+
+
+def retry_chain(run_id: str, layout: ExperimentLayout) -> list[str]:
+    """The retries set up after ``run_id`` diverged, in order (each diverged run's
+    ``retried_as``); a record that does not read ends the chain."""
+    out, seen = [], {run_id}
+    result = layout.run(run_id).finished()
+    while result and result.get("status") == "diverged" and result.get("retried_as"):
+        run_id = str(result["retried_as"])
+        if run_id in seen:
+            break
+        seen.add(run_id)
+        out.append(run_id)
+        result = layout.run(run_id).finished()
     return out
 
 

@@ -20,9 +20,11 @@ The parts, each with its own state (read `loop` first):
 - `learner`: the model, its optimizer and its parallelism (DDP, FSDP2);
 - `state`: where the run stands (`Progress`); `checkpoint`: the files and the state gathered
   from the components; `metrics`: metrics.csv; `divergence`: when a run has diverged;
-- `handoff`: WSD trunk sharing; `result`: result.json; `device`: device and precision.
+- `handoff`: WSD trunk sharing; `result`: result.json. The device and precision choice is
+  `harness.device`'s, the learning-rate schedule `harness.schedules`'.
 """
 
+from harness.device import resolve_device
 from harness.schedules import lr_at_step, peak_lr
 from harness.train.checkpoint import (
     DiskFullError,
@@ -30,7 +32,6 @@ from harness.train.checkpoint import (
     save_checkpoint,
     torch_save_atomic,
 )
-from harness.train.device import resolve_device
 from harness.train.evaluation import evaluate
 from harness.train.loop import train
 from harness.train.result import RunResult, git_sha

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from harness.config import ExecutionConfig
 from harness.data import Corpus
+from harness.device import datasheet_peak
 from harness.distributed import agree, barrier, from_main, same_everywhere, sum_across
 from harness.grid import RunSpec
 from harness.model import flops_per_token
@@ -26,7 +27,6 @@ from harness.rundir import RunDir
 from harness.schedules import spec_lr_at_step
 from harness.tracking import RunTracker, open_run
 from harness.train.checkpoint import gather, save_checkpoint
-from harness.train.device import datasheet_peak
 from harness.train.handoff import hand_off, pending_handoffs
 from harness.train.metrics import append_metrics, truncate_metrics
 from harness.train.result import RunResult, finish
@@ -159,7 +159,7 @@ def _loop(
         if due:
             state = gather(run.components(p))
             if run.world.main:
-                # Through the module's global: tests replace save_checkpoint to record saves.
+                # Through this module's global: tests replace it to record the cadence's saves.
                 save_checkpoint(run.dir, state, run.checkpointing.keep)
             barrier()  # the checkpoint is whole before any rank goes on (or stops)
             p.t_last_ckpt = time.perf_counter()

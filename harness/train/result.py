@@ -13,13 +13,13 @@ from typing import Literal
 import torch
 
 from harness import __version__
+from harness.device import datasheet_peak, precision_name
 from harness.distributed import barrier
 from harness.flops import training_flops
 from harness.hardware import measure_cpu_matmul_flops, mfu
 from harness.model import count_params, flops_per_token
 from harness.schedules import peak_lr
 from harness.train.checkpoint import torch_save_atomic
-from harness.train.device import datasheet_peak, precision_name
 from harness.train.run import Run
 from harness.train.state import Progress
 

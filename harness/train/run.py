@@ -12,6 +12,7 @@ import torch
 
 from harness.config import ExecutionConfig
 from harness.data import Corpus, prepare_corpus
+from harness.device import autocast_dtype, resolve_device
 from harness.distributed import World, barrier, world
 from harness.grid import RunSpec
 from harness.results import ExperimentLayout
@@ -25,7 +26,6 @@ from harness.train.checkpoint import (
     load_latest_checkpoint,
     restore,
 )
-from harness.train.device import autocast_dtype, resolve_device
 from harness.train.divergence import DivergenceRule
 from harness.train.evaluation import Evaluation, eval_steps
 from harness.train.learner import Learner, build_learner

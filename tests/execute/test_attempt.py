@@ -159,3 +159,46 @@ def test_a_stopped_run_is_interrupted_unless_the_scheduler_trains_on(tmp_path: P
         "interrupted"
     )
     assert len(calls) == 2
+
+
+def test_a_dead_worker_fails_the_retry_it_was_training_not_one_another_process_holds(
+    tmp_path: Path,
+) -> None:
+    from harness.execute.local import Unit, _died
+    from harness.execute.retry import retry_chain, start_retry
+
+    spec, layout, exe = _setup(tmp_path)
+    run = layout.run(spec.run_id)
+    run.path.mkdir(parents=True)
+    run.write_spec(spec)
+    run.write_result({"run_id": spec.run_id, "status": "diverged", "val_loss": None})
+    retry = start_retry(spec, layout, exe)
+    assert retry is not None and retry_chain(spec.run_id, layout) == [retry.run_id]
+    unit = Unit((spec,), {}, 0.0)
+    with RunLock(layout.run_dir(retry.run_id)):  # another process trains the retry
+        assert [o.status for o in _died(unit, layout)] == ["diverged"]
+    assert layout.run(retry.run_id).read_result() is None
+    # Held by none: the worker died on it.
+    outcomes = _died(unit, layout)
+    assert [(o.run_id, o.status) for o in outcomes] == [
+        (spec.run_id, "diverged"),
+        (retry.run_id, "failed"),
+    ]
+    assert "worker process died" in layout.run(retry.run_id).read_result()["error"]
+
+
+def test_no_retry_is_set_up_once_told_to_stop(tmp_path: Path) -> None:
+    spec, layout, exe = _setup(tmp_path)
+    calls: list[str] = []
+    stop = {"now": False}
+
+    def diverges_then_stop(*args: Any) -> _Result:
+        result = _trainer({spec.train.lr: "diverged"}, calls)(*args)
+        stop["now"] = True  # the signal comes while it diverges
+        return result
+
+    outcomes = list(
+        attempts(spec, layout, exe, train=diverges_then_stop, should_stop=lambda: stop["now"])
+    )
+    assert [o.status for o in outcomes] == ["diverged"] and calls == [spec.run_id]
+    assert "retried_as" not in layout.run(spec.run_id).read_result()

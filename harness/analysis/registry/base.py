@@ -248,7 +248,8 @@ class Beside:
 class BesideFigures:
     """What a companion's figures are drawn from: its table, the runs, and fits.json."""
 
-    table: pd.DataFrame
+    read_table: Callable[[], pd.DataFrame]
+    """The companion's table, read (and checked) when a figure needs it."""
     runs: pd.DataFrame
     stored: Mapping[str, Any]
     """The whole fits.json object (None of the companion's when it was made before the table)."""

@@ -34,10 +34,11 @@ def _fit(b: Beside) -> dict[str, Any]:
 def _figures(f: BesideFigures) -> list[Path]:
     from harness.analysis import downstream_plots
 
+    table = f.read_table()
     block = f.stored.get("downstream")
     if block is None:  # fits.json made before downstream.csv: fitted here without intervals
-        block = json_clean(ds.fit_downstream(f.table, f.runs, n_bootstrap=0))
-    return downstream_plots.write_downstream_figures(f.table, block, f.out_dir)
+        block = json_clean(ds.fit_downstream(table, f.runs, n_bootstrap=0))
+    return downstream_plots.write_downstream_figures(table, block, f.out_dir)
 
 
 COMPANION = Companion(

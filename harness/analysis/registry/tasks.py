@@ -61,7 +61,7 @@ def _figures(f: BesideFigures) -> list[Path]:
     from harness.analysis import task_plots
 
     return task_plots.write_task_figures(
-        f.table, f.observed_losses(), f.stored, f.samples, f.out_dir
+        f.read_table(), f.observed_losses(), f.stored, f.samples, f.out_dir
     )
 
 

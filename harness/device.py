@@ -1,14 +1,20 @@
 """Where a run computes and at what precision: the one home of the device and precision
-choice (`harness.preflight`, `harness.finetune` and the plan ask here too)."""
+choice (training, `harness.preflight`, `harness.finetune` and `harness plan` ask here). torch is
+imported when a function needs it, so that `harness plan` of a GPU ladder loads none.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from harness.config import ExecutionConfig
-from harness.distributed import World
-from harness.grid import RunSpec
 from harness.hardware import peak_flops
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.distributed import World
+    from harness.grid import RunSpec
 
 __all__ = [
     "autocast_dtype",
@@ -25,11 +31,15 @@ def device_kind(execution: ExecutionConfig) -> str:
     of a GPU experiment on a laptop keeps "cuda"; `resolve_device` refuses it)."""
     if execution.device != "auto":
         return execution.device
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_device(execution: ExecutionConfig, here: World | None = None) -> torch.device:
     """execution.device as a torch device; one rank of several takes its local GPU."""
+    import torch
+
     if execution.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("execution.device = 'cuda' but no CUDA device is available")
     kind = device_kind(execution)
@@ -43,11 +53,17 @@ def precision_for(precision: str, device_type: str) -> str:
     master weights and optimizer state stay fp32 either way."""
     if precision != "auto":
         return precision
-    return "bf16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if device_type != "cuda":
+        return "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
 
 
 def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the run on ``device`` (None: fp32 throughout)."""
+    import torch
+
     return torch.bfloat16 if precision_for(spec.train.precision, device.type) == "bf16" else None
 
 
@@ -61,4 +77,6 @@ def datasheet_peak(device: torch.device, autocast: torch.dtype | None) -> float 
     CPU, whose peak is measured once the run is over, or on an unknown GPU."""
     if device.type != "cuda":
         return None
+    import torch
+
     return peak_flops(torch.cuda.get_device_name(device), precision_name(autocast))
