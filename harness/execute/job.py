@@ -321,6 +321,7 @@ def _train_with_retries(
                 time.sleep(0.1)
             flags["term"] = False
         if flags["requeue"]:
+            log.warning("run %s: requeueing", run.run_id)  # in its train.log: under the lock
             return False
         log.warning("run %s: not killed %.0f s after SIGTERM; going on", run.run_id, TERM_WAIT_S)
         return True
@@ -344,7 +345,6 @@ def _train_with_retries(
                 f"run {outcome.run_id}: {where} is held by {outcome.error}; not trained twice"
             )
         if outcome.status == "interrupted":
-            log.warning("run %s: requeueing", outcome.run_id)
             raise _Requeue(outcome.run_id)
         out.append(
             {
