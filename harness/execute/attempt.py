@@ -124,6 +124,7 @@ def attempt(
         log.info("run %s: %s starting", spec.run_id, _where())
         done = run.finished()
         if done is not None:  # another process finished it meanwhile
+            log.info("run %s is already %s; nothing to do", spec.run_id, done["status"])
             return _ended(spec.run_id, done)
         run.write_spec(spec)
         run.set_aside_failure()
@@ -143,7 +144,7 @@ def attempt(
                         note=note if skipped else "",
                     )
                 step = run.newest_checkpoint_step()
-                log.warning("run %s: stopped with its checkpoint at step %s", spec.run_id, step)
+                log.warning("run %s: checkpoint saved at step %s", spec.run_id, step)
             if after_stop is None or not after_stop(spec):
                 return Outcome(spec.run_id, "interrupted")
     except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
