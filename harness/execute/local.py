@@ -136,17 +136,17 @@ def _run_unit(
 ) -> list[Outcome]:
     """Worker body: a unit's runs in order, each with its divergence retries (`attempts`), on
     the corpus the command prepared."""
-    from harness.config import build_section
-    from harness.execute.ranks import train_on_devices
-
-    exe = build_section(ExecutionConfig, execution, "execution", "launcher")
-    # One process, or devices_per_run ranks of torch.distributed (harness.distributed).
-    launch: Trainer = functools.partial(
-        train_in_process if exe.devices_per_run == 1 else train_on_devices, corpus=corpus
-    )
-    layout = ExperimentLayout(Path(root))
-    _BUSY.set()
+    _BUSY.set()  # first: a signal from here on stops the unit at a step boundary
     try:
+        from harness.config import build_section
+        from harness.execute.ranks import train_on_devices
+
+        exe = build_section(ExecutionConfig, execution, "execution", "launcher")
+        # One process, or devices_per_run ranks of torch.distributed (harness.distributed).
+        launch: Trainer = functools.partial(
+            train_in_process if exe.devices_per_run == 1 else train_on_devices, corpus=corpus
+        )
+        layout = ExperimentLayout(Path(root))
         out: list[Outcome] = []
         for spec_dict, branch_dicts in unit:
             spec = spec_from_dict(spec_dict)
