@@ -129,7 +129,6 @@ def attempt(
         run.write_spec(spec)
         run.set_aside_failure()
         while True:
-            result = None
             if not should_stop():
                 result = train(spec, run.path, execution, branches, should_stop)
                 if result is not None:
