@@ -119,9 +119,10 @@ def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> 
     return grid
 
 
-def check_device(exp: ExperimentConfig) -> None:
-    """execution.device = "cuda" where torch sees no GPU, as bad input. Not for `harness
-    submit`: its jobs run where the cluster puts them.
+def check_device(exp: ExperimentConfig) -> str:
+    """The device type the runs train on here ("cuda" or "cpu"); execution.device = "cuda"
+    where torch sees no GPU is bad input. Not for `harness submit`: its jobs run where the
+    cluster puts them.
 
     Raises
     ------
@@ -148,6 +149,7 @@ def check_device(exp: ExperimentConfig) -> None:
             f"execution.devices_per_run = {k}: this machine has {have} {what}; accepted: "
             f"1 to {have}"
         )
+    return device.type
 
 
 def check_can_train_here(
@@ -163,8 +165,6 @@ def check_can_train_here(
     """
     with naming(source):
         check_corpus(exp.data.corpus)
-        check_device(exp)
+        device = check_device(exp)
         check_writable(layout.root, folder=True, what="execution.results_dir")
-        from harness.device import resolve_device
-
-        check_memory(exp, specs, resolve_device(exp.execution).type)
+        check_memory(exp, specs, device)

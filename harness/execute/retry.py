@@ -63,20 +63,24 @@ def retry_depth(run: RunDir) -> int:
 
 
 def unfinished_retries(specs: list[RunSpec], layout: ExperimentLayout) -> list[RunSpec]:
-    """Follow each diverged run's ``retried_as`` chain to a retry that has not finished."""
+    """Follow each diverged run's ``retried_as`` chain (`retry_chain`) to a retry that has not
+    finished.
+
+    Raises
+    ------
+    InputError
+        A result.json on the way that does not read.
+    """
     out = []
     for spec in specs:
-        run_id, seen = spec.run_id, set()
-        while run_id not in seen:
-            seen.add(run_id)
-            result = layout.run(run_id).read_result()
-            if not result or result.get("status") != "diverged" or not result.get("retried_as"):
-                break
-            run_id = str(result["retried_as"])
-            retry = layout.run(run_id)
-            if retry.spec_json.exists() and retry.state() not in FINISHED:
-                out.append(retry.spec())
-                break
+        layout.run(spec.run_id).read_result()  # checked: an unreadable record is bad input
+        chain = retry_chain(spec.run_id, layout)  # ends at the first retry not finished
+        if not chain:
+            continue
+        last = layout.run(chain[-1])
+        last.read_result()
+        if last.spec_json.exists() and last.state() not in FINISHED:
+            out.append(last.spec())
     return out
 
 

@@ -111,7 +111,7 @@ def finish(run: Run, p: Progress, started_unix: float, setup_s: float) -> RunRes
     """After the last step (or the divergence): model.pt of a done run, result.json, and the
     checkpoints dropped (a finished run needs no resume state; the store stays small)."""
     spec, device, autocast = run.spec, run.device, run.autocast
-    wall_train = p.wall_before + time.perf_counter() - p.t_loop
+    wall_train = p.wall_s()
     tokens_done = run.batches.tokens_done(p.step)
     trained_tokens = tokens_done - p.branch_step * run.batches.batch_size * run.batches.seq_len
     n_unique = min(spec.n_tokens, run.batches.order.n_unique_tokens)
