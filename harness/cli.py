@@ -70,6 +70,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(minimum: int):  # noqa: ANN202 - an argparse type
+    """'32,64,128' -> [32, 64, 128], each >= minimum; a bad list is a one-line usage error."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list like 32,64,128") from None
+        if any(v < minimum for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: every value must be >= {minimum}")
+        return values
+
+    return parse
+
+
+def cmd_coordcheck(args: argparse.Namespace) -> int:
+    from harness.coordcheck import coordcheck
+
+    out, found = coordcheck(
+        args.experiment,
+        args.overrides,
+        widths=args.widths,
+        depths=args.depths,
+        steps=args.steps,
+        seeds=args.seeds,
+    )
+    last = found[found["step"] == found["step"].max()]
+    table = last.pivot_table(index=["axis", "parametrization"], columns="layer", values="slope")
+    print(f"log-log slope of mean |activation| against size, step {int(found['step'].max())}:")
+    print(table.to_string(float_format=lambda v: f"{v:+.2f}"))
+    print(f"wrote {out}/coordcheck.csv and its figures")
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from harness.results import collect
 
@@ -190,6 +224,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_status)
+
+    from harness.analysis.coordcheck import DEFAULT_DEPTHS, DEFAULT_WIDTHS
+
+    p = sub.add_parser(
+        "coordcheck",
+        help="muP's coordinate check: activation sizes against width (and depth) over a few steps",
+    )
+    p.add_argument("experiment", help="experiments/NAME.toml; add --section.field=value overrides")
+    p.add_argument(
+        "--widths",
+        type=_ints(1),
+        default=list(DEFAULT_WIDTHS),
+        help="n_embd values, e.g. 32,64,128 (default 32..1024)",
+    )
+    p.add_argument(
+        "--depths",
+        type=_ints(1),
+        default=list(DEFAULT_DEPTHS),
+        help="n_layer values, CompleteP only (default 2,4,8,16)",
+    )
+    p.add_argument("--steps", type=int, default=10, help="training steps per model (default 10)")
+    p.add_argument("--seeds", type=_ints(0), default=[0], help="seeds, e.g. 0,1,2 (default 0)")
+    p.set_defaults(func=cmd_coordcheck, takes_overrides=True)
 
     p = sub.add_parser("collect", help="gather run records into runs.csv")
     p.add_argument("results_dir")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from harness.errors import InputError, naming
+from harness.parametrization import ARCHS_SUPPORTED, Parametrization
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,10 +99,45 @@ class ModelConfig:
     """Width of one attention head; n_head = n_embd // head_dim."""
     tie_embeddings: bool = True
     """Share the input embedding and the output projection."""
+    parametrization: Literal["standard", "mup", "completep"] = "standard"
+    """How init, per-group learning rates, Adam epsilon and the forward multipliers scale with
+    width (and depth), so that train.lr tuned at the base shape transfers (harness.parametrization,
+    docs/parametrization.md): 'standard'; 'mup' (Yang et al. 2022); 'completep' (muP plus
+    residual branches scaled by base_depth / n_layer; Dey et al. 2025). llama and modernbert."""
+    base_width: int = 0
+    """muP, CompleteP: the n_embd at which train.lr is tuned (where every parametrization is the
+    same model); it must divide every width of the grid, or every width divide it."""
+    base_depth: int = 0
+    """CompleteP: the n_layer at which train.lr is tuned (divides, or is divided by, every
+    depth)."""
+    input_multiplier: float = 1.0
+    """muP's alpha_in: the embedding output is multiplied by it (tuned at the base shape)."""
+    output_multiplier: float = 1.0
+    """muP's alpha_out: the logits are alpha_out / (n_embd / base_width) times the standard
+    ones."""
 
     def __post_init__(self) -> None:
         _check(self.aspect_ratio > 0, "aspect_ratio", self.aspect_ratio, "must be > 0")
         _check(self.head_dim >= 1, "head_dim", self.head_dim, "must be >= 1")
+        p = self.parametrization_settings()  # checks the parametrization's own settings
+        _check(
+            p.kind == "standard" or self.arch in ARCHS_SUPPORTED,
+            "parametrization",
+            self.parametrization,
+            f"with arch {self.arch!r}: accepted: 'standard', or archs "
+            f"{', '.join(map(repr, ARCHS_SUPPORTED))} (pre-LN models whose attention scale and "
+            "residual branches the harness sets)",
+        )
+
+    def parametrization_settings(self) -> Parametrization:
+        """The runs' `harness.parametrization.Parametrization`."""
+        return Parametrization(
+            kind=self.parametrization,
+            base_width=self.base_width,
+            base_depth=self.base_depth,
+            input_multiplier=self.input_multiplier,
+            output_multiplier=self.output_multiplier,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -828,6 +864,32 @@ class ExperimentConfig:
             "grid.sizes_per_budget)",
         )
         _check(bool(self.grid.seeds), "grid.seeds", self.grid.seeds, "give at least one seed")
+        # muP and CompleteP set each width's learning rates themselves; the harness's other
+        # rules would scale them twice.
+        scaled = self.model.parametrization != "standard"
+        _check(
+            not scaled or self.train.lr_width_exponent == 0,
+            "train.lr_width_exponent",
+            self.train.lr_width_exponent,
+            f"model.parametrization {self.model.parametrization!r} scales each width's learning "
+            "rates itself; accepted: 0 with it",
+        )
+        _check(
+            not scaled or not self.train.size_rule,
+            "train.size_rule",
+            self.train.size_rule,
+            f"model.parametrization {self.model.parametrization!r} scales each width's learning "
+            "rates itself; accepted: '' with it",
+        )
+        # peft's adapters get one learning rate and a standard init: a LoRA fine-tune cannot
+        # follow muP's per-group rules (full fine-tuning keeps the model's multipliers).
+        _check(
+            not scaled or not self.downstream.task or "lora" not in self.downstream.methods,
+            "downstream.methods",
+            list(self.downstream.methods),
+            f"LoRA adapters cannot follow model.parametrization {self.model.parametrization!r}'s "
+            "per-group rules; accepted: ['full'] with it",
+        )
 
     @property
     def results_path(self) -> Path:

@@ -205,7 +205,7 @@ def load_pretrained(run_dir: Path) -> tuple[RunSpec, nn.Module]:
             f"{weights}: no final weights (the run finished before the harness kept them); "
             f"move {run_dir} away and run `harness run` again to retrain it"
         )
-    model = build_model(spec.model)
+    model = build_model(spec.model, spec.parametrization)  # its multipliers, as it trained
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return spec, model
 

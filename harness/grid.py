@@ -5,7 +5,8 @@ settings, optimisation settings, token budget and seed. ``run_id`` is a short ha
 that, so running an experiment again finds the runs already done, and changing any of those
 settings makes new runs instead of silently reusing old ones. Where a run executes (device,
 threads, cluster) is not part of it, and neither is the isoFLOP budget a run was derived from
-(`RunSpec.flops_budget`, a tag for analysis).
+(`RunSpec.flops_budget`, a tag for analysis). The parametrization (muP, CompleteP) is, when it
+is not the standard one.
 
 Grid modes (`harness.config.GridConfig`), each crossed with every model size:
 
@@ -35,6 +36,7 @@ from harness.design import Prior, bracket_notes, centred_sizes, load_prior
 from harness.errors import InputError
 from harness.flops import tokens_for_flops, training_flops
 from harness.model import ModelShape, count_params, default_ffn_dim, shape_for_params
+from harness.parametrization import STANDARD, Parametrization
 from harness.size_rules import porian2024
 
 __all__ = [
@@ -63,16 +65,23 @@ class RunSpec:
     """The isoFLOP budget C (FLOPs) this run's D was derived from (grid.flops); None outside an
     isoFLOP grid. A tag for analysis (runs.csv's flops_budget groups the profiles), not part of
     the run's identity: it changes nothing the run computes."""
+    parametrization: Parametrization = STANDARD
+    """How init, learning rates and multipliers scale with the shape (muP, CompleteP)."""
 
     def identity(self) -> dict[str, Any]:
-        """The settings that define the run (the experiment's name is not one of them)."""
-        return {
+        """The settings that define the run (the experiment's name is not one of them). The
+        parametrization only when it is not the standard one, so that every run_id made before
+        it existed stays valid."""
+        out = {
             "model": identity_dict(self.model),
             "data": identity_dict(self.data),
             "train": identity_dict(self.train),
             "n_tokens": self.n_tokens,
             "seed": self.seed,
         }
+        if self.parametrization != STANDARD:
+            out["parametrization"] = self.parametrization.to_dict()
+        return out
 
     @property
     def run_id(self) -> str:
@@ -112,6 +121,16 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0
     ):
         raise InputError(f"spec.json: flops_budget = {budget!r}; accepted: a number > 0 or absent")
+    raw = d.get("parametrization", {})
+    if not isinstance(raw, dict) or set(raw) - set(STANDARD.to_dict()):
+        raise InputError(
+            f"spec.json: parametrization = {raw!r}; accepted: absent, or an object with "
+            f"{', '.join(STANDARD.to_dict())}"
+        )
+    try:
+        parametrization = Parametrization(**raw)
+    except InputError as e:
+        raise InputError(f"spec.json: parametrization.{e}") from None
     return RunSpec(
         experiment=d["experiment"],
         model=ModelShape(**d["model"]),
@@ -120,6 +139,7 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         n_tokens=int(d["n_tokens"]),
         seed=int(d["seed"]),
         flops_budget=None if budget is None else float(budget),
+        parametrization=parametrization,
     )
 
 
@@ -353,9 +373,13 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
             f"train.size_rule = {exp.train.size_rule!r} sets each size's learning rate and "
             "batch size; accepted: no grid.lrs or grid.batch_sizes sweep with it"
         )
+    parametrization = exp.model.parametrization_settings()
     specs: dict[str, RunSpec] = {}
     dropped: list[DroppedPoint] = []
     for p in points:
+        parametrization.check_shape(
+            p.shape, f"grid size {p.shape.n_layer} x {p.shape.n_embd} (N = {p.n_params:,})"
+        )
         for train in trains:
             if train.size_rule:  # porian2024, the one rule
                 lr, batch = porian2024(count_params(p.shape).non_embedding, exp.data.seq_len)
@@ -385,6 +409,7 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
                     n_tokens=p.n_tokens,
                     seed=seed,
                     flops_budget=p.flops_budget,
+                    parametrization=parametrization,
                 )
                 specs.setdefault(spec.run_id, spec)
     if not specs:

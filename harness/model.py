@@ -29,6 +29,8 @@ from harness.flops import training_flops
 if TYPE_CHECKING:  # pragma: no cover - for annotations only; torch stays a lazy import
     import transformers
 
+    from harness.parametrization import Parametrization
+
 __all__ = [
     "Arch",
     "FlopsPerToken",
@@ -422,7 +424,9 @@ def shape_for_params(
     return make(n_layer, n_embd)
 
 
-def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
+def build_model(
+    shape: ModelShape, parametrization: Parametrization | None = None
+) -> transformers.PreTrainedModel:
     """Build the randomly initialised `transformers` LM of `shape`, with no download.
 
     llama: `LlamaForCausalLM` (RMSNorm, RoPE theta 1e4, SwiGLU, bias-free, n_head key/value
@@ -436,6 +440,10 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
     to `nn.Embedding(padding_idx=...)`, which zeroes that row and blocks its gradient, and
     training packs sequences without padding. Initialisation follows transformers (normal,
     std 0.02); seed torch before calling for a reproducible model.
+
+    A `harness.parametrization.Parametrization` other than the standard one re-draws the hidden
+    matrices and hooks its forward multipliers (`harness.parametrization.apply`); load a run's
+    weights into a model built with the run's parametrization.
 
     The parameter count equals `count_params(shape).total`. Call inside
     ``with torch.device("meta"):`` to inspect a model without allocating it.
@@ -541,4 +549,8 @@ def build_model(shape: ModelShape) -> transformers.PreTrainedModel:
         # bias. Untying concerns the matrix only: share the one output bias again.
         head = model.cls.predictions
         head.decoder.bias = head.bias
+    if parametrization is not None:
+        from harness.parametrization import apply
+
+        apply(model, shape, parametrization)
     return model

@@ -348,6 +348,14 @@ def format_plan(
     )
     if throughput is not None:
         lines.append(f"throughput: {throughput.note}")
+    para = exp.model.parametrization_settings()
+    if para.kind != "standard":
+        depth = f", base depth {para.base_depth}" if para.kind == "completep" else ""
+        lines.append(
+            f"parametrization {para.kind} (base width {para.base_width}{depth}): lr is the base "
+            f"shape's; hidden matrices train at lr x {para.base_width} / n_embd "
+            "(harness.parametrization)"
+        )
     if gpu is not None:
         lines.append(
             f"sized for {gpu.name}: {gpu.memory_bytes / 1e9:.0f} GB ({1 - HEADROOM:.0%} used), "

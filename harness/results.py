@@ -47,9 +47,12 @@ RUNS_CSV_COLUMNS = [
     "branched_from", "trained_tokens", "trained_flops",
     "task_accuracy_full", "task_accuracy_lora",
     "world_size", "parallel",
+    "parametrization", "base_width", "base_depth",
 ]  # fmt: skip
 # world_size, parallel (harness.distributed): the devices a run trained on at once and how it
 # spanned them ('none', 'ddp', 'fsdp'); mfu counts all of them. Empty before 2026-12.
+# parametrization, base_width, base_depth (harness.parametrization): 'standard' (0, 0), 'mup' or
+# 'completep' and the base shape its learning rate was tuned at.
 # task_accuracy_full, task_accuracy_lora (downstream stage, harness.finetune): test accuracy of
 # the run fine-tuned on all labels of [downstream] task, mean over the fine-tuning seeds; empty
 # without a downstream stage. Every fine-tune's numbers are in downstream.csv.
@@ -185,6 +188,17 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         **_trained(result, counts.non_embedding, d),
         "world_size": world_size,
         "parallel": result.get("parallel"),
+        **_parametrization(spec),
+    }
+
+
+def _parametrization(spec: dict[str, Any]) -> dict[str, Any]:
+    """The runs.csv columns of a spec.json's parametrization (absent: the standard one)."""
+    p = spec.get("parametrization") or {}
+    return {
+        "parametrization": p.get("kind", "standard"),
+        "base_width": p.get("base_width", 0),
+        "base_depth": p.get("base_depth", 0),
     }
 
 

@@ -18,6 +18,7 @@ import torch
 from harness.config import ExecutionConfig
 from harness.grid import RunSpec
 from harness.model import build_model, count_params
+from harness.parametrization import blocks, param_groups
 from harness.schedules import peak_lr
 
 __all__ = ["Learner", "build_learner"]
@@ -56,8 +57,10 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:
+        """The schedule's rate, times each group's parametrization scale (muP's per-group
+        rates, `harness.parametrization.param_groups`)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     # --- the checkpoint's component ----------------------------------------------------------
 
@@ -132,7 +135,7 @@ def build_learner(
     """The seeded model, its wrappers and AdamW. Every rank builds the same model from the
     seed."""
     torch.manual_seed(spec.seed)
-    model = build_model(spec.model).to(device)
+    model = build_model(spec.model, spec.parametrization).to(device)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
     wrapped: torch.nn.Module = model
     if parallel == "ddp":
@@ -146,30 +149,19 @@ def build_learner(
 
         # Each transformer block a unit of its own (its parameters gathered for its forward
         # and backward only), then the rest (embeddings, final norm, head) at the root.
-        for block in _blocks(model):
+        for block in blocks(model):
             fully_shard(block)
         fully_shard(model)
     # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
     # (no "_orig_mod." prefix), so a run may resume with compile on or off.
     forward = torch.compile(wrapped) if execution.compile else wrapped
-    # Weight decay on matrices only (not norms, biases, or the embedding), as in GPT-3/Llama.
-    embed = model.get_input_embeddings().weight
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embed]
-    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is embed]
+    groups = param_groups(model, spec.model, spec.parametrization, spec.train.weight_decay)
+    for group in groups:  # the first step's rate until the schedule sets it
+        group["lr"] = peak_lr(spec) * group.get("lr_scale", 1.0)
     optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": spec.train.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        groups,
         lr=peak_lr(spec),
         betas=(spec.train.beta1, spec.train.beta2),
         fused=device.type == "cuda",
     )
     return Learner(model, forward, optimizer, parallel)
-
-
-def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The transformer blocks: the largest ModuleList (Llama's model.layers, GPT-2's
-    transformer.h, BERT's encoder.layer)."""
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []

@@ -21,7 +21,8 @@ DESIGN_COLUMNS = (
     "n_unique_tokens epochs flops flops_total val_bpb train_loss tokenizer vocab_size seq_len "
     "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha "
     "peak_flops mfu mfu_total flops_budget objective branched_from trained_tokens trained_flops "
-    "task_accuracy_full task_accuracy_lora world_size parallel"
+    "task_accuracy_full task_accuracy_lora world_size parallel parametrization base_width "
+    "base_depth"
 ).split()
 
 
