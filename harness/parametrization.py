@@ -61,6 +61,7 @@ class ModelShape(Protocol):
     @property
     def head_dim(self) -> int: ...
 
+
 __all__ = [
     "ARCHS_SUPPORTED",
     "GroupRule",

@@ -58,6 +58,8 @@ def validation_spec(exp: ExperimentConfig, factor: float) -> tuple[RunSpec, dict
     shape = shape_for_target(exp, max(1, round(optimum["n_opt"])), "--factor")
     n = count_params(shape).non_embedding
     d = resolve_n_tokens(tokens_for_flops(budget, n), exp.data.seq_len)
+    parametrization = exp.model.parametrization_settings()
+    parametrization.check_shape(shape, f"the validation model {shape.n_layer} x {shape.n_embd}")
     spec = RunSpec(
         experiment=exp.name,
         model=shape,
@@ -66,6 +68,7 @@ def validation_spec(exp: ExperimentConfig, factor: float) -> tuple[RunSpec, dict
         n_tokens=d,
         seed=exp.grid.seeds[0],
         flops_budget=budget,
+        parametrization=parametrization,
     )
     (at_trained,) = predict(law, [n], [d])
     prediction = {

@@ -224,6 +224,15 @@ def test_a_run_under_mup_trains_resumes_exactly_and_is_recorded(tmp_path: Path, 
     row = pd.read_csv(csv_path).iloc[0]
     assert (row["parametrization"], row["base_width"]) == (kind, 16)
     assert row["base_depth"] == (1 if kind == "completep" else 0)
+    # Fine-tuning loads the weights into a model with the run's multipliers, not a plain one.
+    from harness.finetune import load_pretrained
+
+    loaded_spec, lm = load_pretrained(run_dir)
+    assert loaded_spec == spec
+    plain = build_model(spec.model)
+    plain.load_state_dict(lm.state_dict())
+    x = torch.randint(0, spec.model.vocab_size, (1, 16))
+    assert not torch.allclose(lm(input_ids=x).logits, plain(input_ids=x).logits)
 
 
 @pytest.mark.slow

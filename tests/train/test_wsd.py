@@ -197,8 +197,13 @@ def _alone(exp, specs, root: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_branches_equal_runs_trained_alone(tmp_path: Path) -> None:
-    exp = _exp(tmp_path, WSD)
+@pytest.mark.parametrize(
+    "parametrization",
+    [[], ["--model.parametrization=mup", "--model.base_width=16"]],
+    ids=["standard", "mup"],
+)
+def test_branches_equal_runs_trained_alone(tmp_path: Path, parametrization: list[str]) -> None:
+    exp = _exp(tmp_path, WSD + parametrization)
     specs = expand(exp)
     alone = _alone(exp, specs, tmp_path / "alone")
 
