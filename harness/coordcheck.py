@@ -29,7 +29,7 @@ from harness.data import Corpus, prepare_corpus, vocab_size_for
 from harness.errors import InputError
 from harness.grid import RunSpec
 from harness.model import ModelShape, default_ffn_dim
-from harness.parametrization import STANDARD, Parametrization, blocks, residual_branches
+from harness.parametrization import STANDARD, blocks, residual_branches
 from harness.results import ExperimentLayout
 from harness.train.batches import load_data
 from harness.train.learner import build_learner
@@ -125,7 +125,7 @@ def coordcheck(
         raise InputError(f"--steps = {steps}: accepted: at least 2 (step 0 is the init)")
     # Against width: the standard parametrization beside the experiment's. Against depth
     # (CompleteP): muP, which leaves depth alone, beside it (Dey et al. 2025 fig. 7).
-    beside = {"width": STANDARD, "depth": Parametrization(kind="mup", base_width=p.base_width)}
+    beside = {"width": STANDARD, "depth": dataclasses.replace(p, kind="mup", base_depth=0)}
     depth = p.base_depth if p.kind == "completep" else 2
     plans = [("width", _shape(exp, depth, w)) for w in widths]
     if p.kind == "completep":

@@ -131,9 +131,11 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         parametrization = Parametrization(**raw)
     except InputError as e:
         raise InputError(f"spec.json: parametrization.{e}") from None
+    model = ModelShape(**d["model"])
+    parametrization.check_shape(model, "spec.json")
     return RunSpec(
         experiment=d["experiment"],
-        model=ModelShape(**d["model"]),
+        model=model,
         data=data,
         train=train,
         n_tokens=int(d["n_tokens"]),

@@ -30,9 +30,9 @@ model stay good on a large one.
   multiplied by the learning rate, so lr x wd stays width-independent).
 
 "Hidden" matrices are every weight matrix but the embedding and the output projection: the
-attention and MLP projections, and ModernBERT's head transform. Base values (sigma = 0.02,
-eta = train.lr, eps = 1e-8, the weight decay) are those of the base shape, where every
-parametrization is the same model: a learning rate tuned there transfers.
+attention and MLP projections, and ModernBERT's head transform. The base values (sigma = 0.02,
+eta = train.lr, eps = 1e-8, the weight decay) are the base shape's, where every factor is 1: a
+learning rate tuned there is carried to other shapes by the rules.
 
 The rules (`Parametrization`, `group_rules`) are plain arithmetic; `apply` and `param_groups`
 act on a built transformers model and import torch only when called.
@@ -84,13 +84,14 @@ BASE_INIT_STD = 0.02
 BASE_ADAM_EPS = 1e-8
 """eps: torch's AdamW default, the harness's Adam epsilon under the standard parametrization."""
 
-# Where each architecture's hooks go, by module name inside one transformer block: the query
-# projection (and the share of its output that is the query: ModernBERT fuses q, k and v in
-# one matrix) and the two residual branches' output projections. Both are pre-LN (CompleteP's
-# residual rule assumes it); BERT (post-LN) and GPT-2 are not built here.
-_SITES: dict[str, tuple[str, int, tuple[str, str]]] = {
-    "llama": ("self_attn.q_proj", 1, ("self_attn.o_proj", "mlp.down_proj")),
-    "modernbert": ("attn.Wqkv", 3, ("attn.Wo", "mlp.Wo")),
+# Where each architecture's hooks go, by module name: the embedding's output (ModernBERT's after
+# its LayerNorm, which would undo a scale before it); inside each block, the query projection
+# (and the share of its output that is the query: ModernBERT fuses q, k and v in one matrix) and
+# the two residual branches' output projections. Both are pre-LN (CompleteP's residual rule
+# assumes it); BERT (post-LN) and GPT-2 are not built here.
+_SITES: dict[str, tuple[str, str, int, tuple[str, str]]] = {
+    "llama": ("model.embed_tokens", "self_attn.q_proj", 1, ("self_attn.o_proj", "mlp.down_proj")),
+    "modernbert": ("model.embeddings", "attn.Wqkv", 3, ("attn.Wo", "mlp.Wo")),
 }
 ARCHS_SUPPORTED: tuple[str, ...] = tuple(_SITES)
 
@@ -224,10 +225,11 @@ class GroupRule(NamedTuple):
     weight_decay: float
 
 
-GROUPS = ("embedding", "hidden_matrix", "hidden_vector", "outer_matrix", "outer_vector")
-"""Kinds of parameter: the embedding and output projection (and its bias); matrices and vectors
-(norm weights, biases) inside the transformer blocks; matrices and vectors outside them (a head
-transform; the final and embedding norms)."""
+GROUPS = ("embedding", "output", "hidden_matrix", "hidden_vector", "outer_matrix", "outer_vector")
+"""Kinds of parameter: the input embedding (also the output projection when tied); an untied
+output projection and its bias; matrices and vectors (norm weights, biases) inside the
+transformer blocks; matrices and vectors outside them (a head transform; the final and
+embedding norms)."""
 
 
 def group_rules(p: Parametrization, n_embd: int, n_layer: int) -> dict[str, GroupRule]:
@@ -242,9 +244,12 @@ def group_rules(p: Parametrization, n_embd: int, n_layer: int) -> dict[str, Grou
         same = GroupRule(1.0, 1.0, 1.0, 1.0)
         return dict.fromkeys(GROUPS, same)
     depth_lr, depth_eps = m_l ** (alpha - 1.0), m_l**-alpha
+    # Hidden weight decay x m_N is CompleteP's table 1 (AdamW multiplies the decay by the lr,
+    # so lr x decay stays width-independent); the muP guide keeps the decay as it is.
     wd = m_n if p.kind == "completep" else 1.0
     return {
         "embedding": GroupRule(1.0, 1.0, 1.0 / m_n, 1.0),
+        "output": GroupRule(1.0, 1.0, 1.0 / m_n, 1.0),
         "hidden_matrix": GroupRule(1.0 / math.sqrt(m_n), depth_lr / m_n, depth_eps / m_n, wd),
         "hidden_vector": GroupRule(1.0, depth_lr, depth_eps / m_n, 1.0),
         "outer_matrix": GroupRule(1.0 / math.sqrt(m_n), 1.0 / m_n, 1.0 / m_n, wd),
@@ -266,22 +271,24 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 def residual_branches(model: torch.nn.Module, arch: str) -> list[tuple[Any, Any]]:
     """Each block's (attention, MLP) output projections: what each adds to the residual."""
-    _, _, (attention, mlp) = _SITES[arch]
+    _, _, _, (attention, mlp) = _SITES[arch]
     return [(b.get_submodule(attention), b.get_submodule(mlp)) for b in blocks(model)]
 
 
 def classify(model: torch.nn.Module) -> dict[str, str]:
-    """Each parameter's kind (`GROUPS`), by name: the input and output embeddings' parameters
-    are 'embedding'; those inside a block are hidden, the rest outer; matrices are 2-D."""
-    special = {id(p) for p in model.get_input_embeddings().parameters()}  # type: ignore[operator]
+    """Each parameter's kind (`GROUPS`), by name: the input embedding's parameters are
+    'embedding', the output projection's others 'output'; those inside a block are hidden, the
+    rest outer; matrices are 2-D."""
+    embedding = {id(p) for p in model.get_input_embeddings().parameters()}  # type: ignore[operator]
     out = model.get_output_embeddings()  # type: ignore[operator]
-    if out is not None:
-        special |= {id(p) for p in out.parameters()}
+    output = {id(p) for p in out.parameters()} - embedding if out is not None else set()
     inside = {id(p) for block in blocks(model) for p in block.parameters()}
     kinds = {}
     for name, param in model.named_parameters():
-        if id(param) in special:
+        if id(param) in embedding:
             kinds[name] = "embedding"
+        elif id(param) in output:
+            kinds[name] = "output"
         else:
             where = "hidden" if id(param) in inside else "outer"
             kinds[name] = f"{where}_{'matrix' if param.dim() >= 2 else 'vector'}"
@@ -289,8 +296,11 @@ def classify(model: torch.nn.Module) -> dict[str, str]:
 
 
 def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None:
-    """Make a freshly built model follow ``p``: re-draw the hidden matrices (std sigma x
-    `GroupRule.init_std`, from torch's generator), and hook the forward multipliers: attention
+    """Make a freshly built model follow ``p``: re-draw every matrix but the input embedding
+    (std sigma x `GroupRule.init_std`, from torch's generator: transformers' own init scales
+    some projections by depth, e.g. ModernBERT's by 1/sqrt(2 L)), and hook the forward
+    multipliers:
+    attention
     logits / d_head (the query scaled by d_head^-1/2, which multiplies the logits exactly as a
     1/d_head softmax scale would), alpha_in on the embedding output, alpha_out / m_N on the
     output projection's input, and CompleteP's m_L^-1 on each residual branch. The hooks are
@@ -305,7 +315,8 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
     kinds = classify(model)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if kinds[name].endswith("_matrix"):
+            # The input embedding keeps transformers' own draw (std sigma already).
+            if param.dim() >= 2 and kinds[name] != "embedding":
                 param.normal_(0.0, BASE_INIT_STD * rules[kinds[name]].init_std)
 
     def scale_output(factor: float, share: int = 1):
@@ -317,7 +328,7 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
 
         return hook
 
-    query, share, _ = _SITES[shape.arch]
+    embedding, query, share, _ = _SITES[shape.arch]
     for block in blocks(model):
         block.get_submodule(query).register_forward_hook(scale_output(shape.head_dim**-0.5, share))
     residual = p.depth_multiplier(shape.n_layer) ** -p.depth_alpha
@@ -326,9 +337,7 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
             for module in branch:
                 module.register_forward_hook(scale_output(residual))
     if p.input_multiplier != 1.0:
-        model.get_input_embeddings().register_forward_hook(  # type: ignore[operator]
-            scale_output(p.input_multiplier)
-        )
+        model.get_submodule(embedding).register_forward_hook(scale_output(p.input_multiplier))
     logit_scale = p.output_multiplier / p.width_multiplier(shape.n_embd)
     if logit_scale != 1.0:
 
@@ -341,10 +350,11 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
 def param_groups(
     model: torch.nn.Module, shape: ModelShape, p: Parametrization, weight_decay: float
 ) -> list[dict[str, Any]]:
-    """AdamW's parameter groups. Weight decay on matrices only (not norms, biases or the
-    embedding), as GPT-3 and Llama. Standard: two groups, decayed and not. Otherwise one group
-    per kind of parameter, with ``lr_scale`` (the group's learning rate is the schedule's times
-    it, `harness.train.learner.Learner.set_lr`), ``eps`` and ``weight_decay`` by `group_rules`."""
+    """AdamW's parameter groups. Weight decay on matrices only (not norms, biases or the input
+    embedding), as GPT-3 and Llama. Standard: two groups, decayed and not. Otherwise a group per
+    kind of parameter and decay, with ``lr_scale`` (the group's learning rate is the schedule's
+    times it, `harness.train.learner.Learner.set_lr`), ``eps`` and ``weight_decay`` by
+    `group_rules`."""
     embed = model.get_input_embeddings().weight  # type: ignore[operator]
     if p.kind == "standard":
         decay = [q for q in model.parameters() if q.dim() >= 2 and q is not embed]
@@ -357,18 +367,21 @@ def param_groups(
     kinds = classify(model)
     groups = []
     for kind in GROUPS:
-        params = [q for name, q in model.named_parameters() if kinds[name] == kind]
-        if not params:
-            continue
         rule = rules[kind]
-        decays = kind.endswith("_matrix")
-        groups.append(
-            {
-                "params": params,
-                "lr_scale": rule.lr,
-                "eps": BASE_ADAM_EPS * rule.eps,
-                "weight_decay": weight_decay * rule.weight_decay if decays else 0.0,
-                "kind": kind,
-            }
-        )
+        for decays in (True, False):
+            params = [
+                q
+                for name, q in model.named_parameters()
+                if kinds[name] == kind and (q.dim() >= 2 and q is not embed) == decays
+            ]
+            if params:
+                groups.append(
+                    {
+                        "params": params,
+                        "lr_scale": rule.lr,
+                        "eps": BASE_ADAM_EPS * rule.eps,
+                        "weight_decay": weight_decay * rule.weight_decay if decays else 0.0,
+                        "kind": kind,
+                    }
+                )
     return groups

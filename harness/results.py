@@ -47,12 +47,13 @@ RUNS_CSV_COLUMNS = [
     "branched_from", "trained_tokens", "trained_flops",
     "task_accuracy_full", "task_accuracy_lora",
     "world_size", "parallel",
-    "parametrization", "base_width", "base_depth",
+    "parametrization", "base_width", "base_depth", "input_multiplier", "output_multiplier",
 ]  # fmt: skip
 # world_size, parallel (harness.distributed): the devices a run trained on at once and how it
 # spanned them ('none', 'ddp', 'fsdp'); mfu counts all of them. Empty before 2026-12.
-# parametrization, base_width, base_depth (harness.parametrization): 'standard' (0, 0), 'mup' or
-# 'completep' and the base shape its learning rate was tuned at.
+# parametrization, base_width, base_depth, input_multiplier, output_multiplier
+# (harness.parametrization): 'standard' (0, 0, 1, 1), or 'mup' or 'completep', the base shape its
+# learning rate was tuned at and muP's alpha_in and alpha_out.
 # task_accuracy_full, task_accuracy_lora (downstream stage, harness.finetune): test accuracy of
 # the run fine-tuned on all labels of [downstream] task, mean over the fine-tuning seeds; empty
 # without a downstream stage. Every fine-tune's numbers are in downstream.csv.
@@ -199,6 +200,8 @@ def _parametrization(spec: dict[str, Any]) -> dict[str, Any]:
         "parametrization": p.get("kind", "standard"),
         "base_width": p.get("base_width", 0),
         "base_depth": p.get("base_depth", 0),
+        "input_multiplier": p.get("input_multiplier", 1.0),
+        "output_multiplier": p.get("output_multiplier", 1.0),
     }
 
 

@@ -22,7 +22,7 @@ DESIGN_COLUMNS = (
     "batch_tokens lr schedule seed wall_s tokens_per_s device harness_version git_sha "
     "peak_flops mfu mfu_total flops_budget objective branched_from trained_tokens trained_flops "
     "task_accuracy_full task_accuracy_lora world_size parallel parametrization base_width "
-    "base_depth"
+    "base_depth input_multiplier output_multiplier"
 ).split()
 
 

@@ -262,7 +262,7 @@ def test_run_fine_tunes_every_done_run_and_writes_the_tables(finetuned, capsys):
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and int(r["epochs"]) <= 2
         assert r["all_labels"] == ("true" if int(r["n_labels"]) == n_all else "false")
     runs = _rows(root / "runs.csv")
-    assert list(runs[0]) == RUNS_CSV_COLUMNS and RUNS_CSV_COLUMNS[-7:-5] == [
+    assert list(runs[0]) == RUNS_CSV_COLUMNS and RUNS_CSV_COLUMNS[-9:-7] == [
         "task_accuracy_full",
         "task_accuracy_lora",
     ]

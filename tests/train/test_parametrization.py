@@ -51,7 +51,8 @@ def test_group_rules_follow_the_published_tables() -> None:
     assert cp["hidden_vector"] == (1.0, 1.0, 0.125, 1.0)
     assert cp["outer_matrix"] == (0.5, 0.25, 0.25, 4.0) and cp["embedding"] == mup["embedding"]
     assert set(group_rules(STANDARD, 64, 2).values()) == {(1.0, 1.0, 1.0, 1.0)}
-    # At the base shape every multiplier is 1: the tuned learning rate is the base model's.
+    # At the base shape every rate, epsilon and init multiplier is 1: the tuned learning rate is
+    # the base model's.
     assert set(group_rules(COMPLETEP, 16, 1).values()) <= {(1.0, 1.0, 1.0, 1.0)}
 
 
@@ -63,19 +64,22 @@ def test_hidden_init_shrinks_as_one_over_root_width() -> None:
     assert float(model.model.embed_tokens.weight.detach().std()) == pytest.approx(0.02, rel=0.02)
 
 
-@pytest.mark.parametrize("p", [MUP, COMPLETEP], ids=["mup", "completep"])
-def test_llama_hooks_equal_transformers_own_scales(p: Parametrization) -> None:
+@pytest.mark.parametrize(
+    ("p", "tie"), [(MUP, False), (COMPLETEP, False), (COMPLETEP, True)], ids=str
+)
+def test_llama_hooks_equal_transformers_own_scales(p: Parametrization, tie: bool) -> None:
     """The hooked model computes what the standard model computes with its attention scale set
     to 1/d_head and the multipliers folded into its weights."""
-    p = dataclasses.replace(p, input_multiplier=0.5, output_multiplier=3.0)
-    shape = _shape(tie=False)
+    alpha_in = 1.0 if tie else 0.5  # a tied matrix cannot fold alpha_in without alpha_out
+    p = dataclasses.replace(p, input_multiplier=alpha_in, output_multiplier=3.0)
+    shape = _shape(tie=tie)
     torch.manual_seed(0)
     hooked = build_model(shape, p)
     plain = build_model(shape)
     plain.load_state_dict(hooked.state_dict())
     m_n, m_l = p.width_multiplier(64), p.depth_multiplier(2)
     with torch.no_grad():
-        plain.model.embed_tokens.weight *= 0.5  # alpha_in
+        plain.model.embed_tokens.weight *= alpha_in
         plain.model.norm.weight *= 3.0 / m_n  # alpha_out / m_N on the logits
         for layer in plain.model.layers:
             layer.self_attn.scaling = 1.0 / shape.head_dim
@@ -90,7 +94,7 @@ def test_llama_hooks_equal_transformers_own_scales(p: Parametrization) -> None:
 def test_modernbert_query_hook_is_a_one_over_d_head_attention_scale() -> None:
     shape = _shape("modernbert")
     torch.manual_seed(0)
-    hooked = build_model(shape, COMPLETEP)
+    hooked = build_model(shape, dataclasses.replace(COMPLETEP, input_multiplier=0.5))
     plain = build_model(shape)
     plain.load_state_dict(hooked.state_dict())
     d, m_n = shape.n_embd, COMPLETEP.width_multiplier(64)
@@ -99,25 +103,49 @@ def test_modernbert_query_hook_is_a_one_over_d_head_attention_scale() -> None:
             layer.attn.Wqkv.weight[:d] *= shape.head_dim**-0.5  # q.k / sqrt(d) -> / d
             layer.attn.Wo.weight /= 2
             layer.mlp.Wo.weight /= 2
+        plain.model.embeddings.norm.weight *= 0.5  # alpha_in after the embedding's norm
         plain.head.norm.weight *= 1.0 / m_n
     x = torch.randint(0, 97, (2, 16))
     torch.testing.assert_close(hooked(input_ids=x).logits, plain(input_ids=x).logits)
 
 
-def test_param_groups_give_each_kind_its_rate() -> None:
-    shape = _shape(n_embd=64)
-    model = build_model(shape, COMPLETEP)
-    groups = {g["kind"]: g for g in param_groups(model, shape, COMPLETEP, 0.1)}
-    assert set(groups) == {"embedding", "hidden_matrix", "hidden_vector", "outer_vector"}
-    assert groups["hidden_matrix"]["lr_scale"] == 0.25
-    assert groups["hidden_matrix"]["weight_decay"] == pytest.approx(0.4)
-    assert groups["hidden_vector"]["eps"] == pytest.approx(1e-8 / 8)
-    assert groups["embedding"]["weight_decay"] == 0.0  # the embedding is never decayed
+def test_param_groups_give_each_kind_its_rate_and_the_learner_applies_them() -> None:
+    from harness.config import ExecutionConfig
+    from harness.train.learner import build_learner
+
+    spec = dataclasses.replace(_spec(COMPLETEP), model=_shape(tie=False))
+    learner = build_learner(spec, ExecutionConfig(), torch.device("cpu"))
+    learner.set_lr(1e-3)
+    groups = {(g["kind"], g["weight_decay"] > 0): g for g in learner.optimizer.param_groups}
+    assert set(groups) == {
+        ("embedding", False),
+        ("output", True),  # an untied output matrix is decayed, as under the standard rule
+        ("hidden_matrix", True),
+        ("hidden_vector", False),
+        ("outer_vector", False),
+    }
+    hidden = groups["hidden_matrix", True]
+    assert hidden["lr"] == pytest.approx(1e-3 / 4) and hidden["lr_scale"] == 0.25
+    assert hidden["weight_decay"] == pytest.approx(0.1 * 4)
+    assert groups["output", True]["lr"] == 1e-3 and groups["output", True]["weight_decay"] == 0.1
+    assert groups["hidden_vector", False]["eps"] == pytest.approx(1e-8 / 8)
     n = sum(q.numel() for g in groups.values() for q in g["params"])
-    assert n == sum(q.numel() for q in model.parameters())
+    assert n == sum(q.numel() for q in learner.model.parameters())
     # The standard parametrization keeps its two groups (decayed and not), untouched.
+    shape = _shape()
     plain = param_groups(build_model(shape), shape, STANDARD, 0.1)
     assert [g["weight_decay"] for g in plain] == [0.1, 0.0] and "lr_scale" not in plain[0]
+
+
+@pytest.mark.parametrize("n_layer", [2, 8])
+def test_every_matrix_is_drawn_at_its_rule_whatever_the_depth(n_layer: int) -> None:
+    # transformers' ModernBERT init scales its out-projections by 1/sqrt(2 L); under CompleteP
+    # the output layer keeps sigma and the hidden matrices sigma / sqrt(m_N) at every depth.
+    torch.manual_seed(0)
+    model = build_model(_shape("modernbert", n_layer=n_layer, n_embd=256, tie=False), COMPLETEP)
+    assert float(model.decoder.weight.detach().std()) == pytest.approx(0.02, rel=0.02)
+    wo = model.model.layers[-1].mlp.Wo.weight.detach()
+    assert float(wo.std()) == pytest.approx(0.02 / 4, rel=0.03)
 
 
 def _spec(p: Parametrization = STANDARD) -> RunSpec:
@@ -198,16 +226,20 @@ def test_plan_refuses_a_base_width_that_does_not_divide_in_one_line(tmp_path: Pa
     assert "model.base_width = 24" in line and "not a whole ratio" in line
 
 
-def _mup_exp(tmp_path: Path, kind: str = "mup"):  # noqa: ANN202
+def _mup_exp(tmp_path: Path, kind: str = "mup", arch: str = "llama"):  # noqa: ANN202
     depth = "base_depth = 1\n" if kind == "completep" else ""
-    extra = f'[model]\nparametrization = "{kind}"\nbase_width = 16\n{depth}'
+    extra = f'[model]\narch = "{arch}"\nparametrization = "{kind}"\nbase_width = 16\n{depth}'
     return load_experiment(tiny_toml(tmp_path, n_tokens="[4096]", extra=extra))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mup", "completep"])
-def test_a_run_under_mup_trains_resumes_exactly_and_is_recorded(tmp_path: Path, kind: str) -> None:
-    exp = _mup_exp(tmp_path, kind)
+@pytest.mark.parametrize(
+    ("kind", "arch"), [("mup", "llama"), ("completep", "llama"), ("completep", "modernbert")]
+)
+def test_a_run_under_mup_trains_resumes_exactly_and_is_recorded(
+    tmp_path: Path, kind: str, arch: str
+) -> None:
+    exp = _mup_exp(tmp_path, kind, arch)
     (spec,) = expand(exp)
     assert spec.parametrization.kind == kind and spec.n_steps == 16
     ref = train(spec, tmp_path / "a" / "runs" / spec.run_id, execution=exp.execution)
