@@ -96,7 +96,8 @@ class ModelConfig:
     aspect_ratio: float = 16.0
     """n_embd / n_layer for shapes chosen from a target parameter count (Kaplan 2020 sec. 3.1)."""
     head_dim: int = 16
-    """Width of one attention head; n_head = n_embd // head_dim."""
+    """Width of one attention head; n_head = n_embd // head_dim. Under muP and CompleteP also
+    the base head width: attention logits are q.k sqrt(head_dim) / d_head."""
     tie_embeddings: bool = True
     """Share the input embedding and the output projection."""
     parametrization: Literal["standard", "mup", "completep"] = "standard"
@@ -135,6 +136,7 @@ class ModelConfig:
             kind=self.parametrization,
             base_width=self.base_width,
             base_depth=self.base_depth,
+            base_head_dim=0 if self.parametrization == "standard" else self.head_dim,
             input_multiplier=self.input_multiplier,
             output_multiplier=self.output_multiplier,
         )

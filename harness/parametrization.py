@@ -19,8 +19,14 @@ model stay good on a large one.
   embedding, norms      sigma, eta          sigma, eta (unchanged)
   input embedding       x W_emb             alpha_in x W_emb
   output logits         x W_out^T           alpha_out x W_out^T / m_N
-  attention logits      q.k / sqrt(d_head)  q.k / d_head
+  attention logits      q.k / sqrt(d_head)  q.k sqrt(d_base) / d_head
   ====================  ==================  =========================================
+
+  The attention rule is Tensor Programs V's 1/d_head with its tunable multiplier set to
+  sqrt(d_base), the base shape's head width (model.head_dim): at that head width the scale is
+  the standard 1/sqrt(d_head), and it falls as 1/d_head where heads widen. (The muP guide's
+  plain 1/d_head, at the harness's 16-wide heads, would be a quarter of the standard scale at
+  every width; results/transfer_mup/README.md measures what that costs.)
 
 - ``completep``: muP plus depth (Dey et al. 2025, "Don't be lazy: CompleteP enables
   compute-efficient deep transformers", table 1, alpha = 1). With m_L = n_layer / base_depth,
@@ -112,6 +118,10 @@ class Parametrization:
         n_embd of the base shape (muP, CompleteP); 0 for standard.
     base_depth : int
         n_layer of the base shape (CompleteP); 0 otherwise.
+    base_head_dim : int
+        The attention head width of the base shape (muP, CompleteP: the experiment's
+        model.head_dim); 0 for standard. Attention logits are q.k sqrt(base_head_dim) / d_head:
+        1/sqrt(d_head) at the base head width, falling as 1/d_head as heads widen.
     input_multiplier, output_multiplier : float
         muP's tunable alpha_in (embedding output) and alpha_out (logits); 1 by default.
     """
@@ -119,6 +129,7 @@ class Parametrization:
     kind: Kind = "standard"
     base_width: int = 0
     base_depth: int = 0
+    base_head_dim: int = 0
     input_multiplier: float = 1.0
     output_multiplier: float = 1.0
 
@@ -128,7 +139,7 @@ class Parametrization:
             raise InputError(
                 f"parametrization = {self.kind!r}: accepted: {', '.join(map(repr, KINDS))}"
             )
-        for name in ("base_width", "base_depth"):
+        for name in ("base_width", "base_depth", "base_head_dim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise InputError(f"{name} = {v!r}: accepted: an integer >= 0")
@@ -142,6 +153,7 @@ class Parametrization:
                 for n, v in (
                     ("base_width", self.base_width),
                     ("base_depth", self.base_depth),
+                    ("base_head_dim", self.base_head_dim),
                     ("input_multiplier", self.input_multiplier - 1.0),
                     ("output_multiplier", self.output_multiplier - 1.0),
                 )
@@ -159,6 +171,11 @@ class Parametrization:
                 f"base_width = {self.base_width}: parametrization {self.kind!r} needs the "
                 "width its hyperparameters are tuned at; accepted: an n_embd >= 1 (e.g. the "
                 "grid's smallest)"
+            )
+        if self.base_head_dim < 1:
+            raise InputError(
+                f"base_head_dim = {self.base_head_dim}: parametrization {self.kind!r} needs the "
+                "attention head width of its base shape; accepted: an integer >= 1"
             )
         if self.kind == "completep" and self.base_depth < 1:
             raise InputError(
@@ -299,13 +316,12 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
     """Make a freshly built model follow ``p``: re-draw every matrix but the input embedding
     (std sigma x `GroupRule.init_std`, from torch's generator: transformers' own init scales
     some projections by depth, e.g. ModernBERT's by 1/sqrt(2 L)), and hook the forward
-    multipliers:
-    attention
-    logits / d_head (the query scaled by d_head^-1/2, which multiplies the logits exactly as a
-    1/d_head softmax scale would), alpha_in on the embedding output, alpha_out / m_N on the
-    output projection's input, and CompleteP's m_L^-1 on each residual branch. The hooks are
-    part of the module, not of its state_dict: build the model with `harness.model.build_model`
-    and ``p`` wherever a run's weights are loaded."""
+    multipliers: attention logits x sqrt(d_base) / d_head (the query scaled by
+    sqrt(d_base / d_head), which multiplies the logits exactly as that softmax scale would),
+    alpha_in on the embedding output, alpha_out / m_N on the output projection's input, and
+    CompleteP's m_L^-1 on each residual branch. The hooks are part of the module, not of its
+    state_dict: build the model with `harness.model.build_model` and ``p`` wherever a run's
+    weights are loaded."""
     if p.kind == "standard":
         return
     import torch
@@ -329,8 +345,10 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
         return hook
 
     embedding, query, share, _ = _SITES[shape.arch]
-    for block in blocks(model):
-        block.get_submodule(query).register_forward_hook(scale_output(shape.head_dim**-0.5, share))
+    attention = math.sqrt(p.base_head_dim / shape.head_dim)
+    if attention != 1.0:
+        for block in blocks(model):
+            block.get_submodule(query).register_forward_hook(scale_output(attention, share))
     residual = p.depth_multiplier(shape.n_layer) ** -p.depth_alpha
     if residual != 1.0:
         for branch in residual_branches(model, shape.arch):

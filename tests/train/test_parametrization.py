@@ -22,8 +22,9 @@ from harness.train import train
 
 torch.set_num_threads(1)
 
-MUP = Parametrization(kind="mup", base_width=16)
-COMPLETEP = Parametrization(kind="completep", base_width=16, base_depth=1)
+# A base head width of 4 against the 16-wide heads of `_shape`: attention logits x 2 / 16.
+MUP = Parametrization(kind="mup", base_width=16, base_head_dim=4)
+COMPLETEP = Parametrization(kind="completep", base_width=16, base_depth=1, base_head_dim=4)
 
 
 def _shape(arch: str = "llama", n_layer: int = 2, n_embd: int = 64, tie: bool = True):
@@ -58,7 +59,9 @@ def test_group_rules_follow_the_published_tables() -> None:
 
 def test_hidden_init_shrinks_as_one_over_root_width() -> None:
     torch.manual_seed(0)
-    model = build_model(_shape(n_embd=256), Parametrization(kind="mup", base_width=32))
+    model = build_model(
+        _shape(n_embd=256), Parametrization(kind="mup", base_width=32, base_head_dim=16)
+    )
     q = model.model.layers[0].self_attn.q_proj.weight
     assert float(q.detach().std()) == pytest.approx(0.02 / math.sqrt(8), rel=0.02)
     assert float(model.model.embed_tokens.weight.detach().std()) == pytest.approx(0.02, rel=0.02)
@@ -82,7 +85,7 @@ def test_llama_hooks_equal_transformers_own_scales(p: Parametrization, tie: bool
         plain.model.embed_tokens.weight *= alpha_in
         plain.model.norm.weight *= 3.0 / m_n  # alpha_out / m_N on the logits
         for layer in plain.model.layers:
-            layer.self_attn.scaling = 1.0 / shape.head_dim
+            layer.self_attn.scaling = math.sqrt(4) / shape.head_dim  # sqrt(d_base) / d_head
             layer.self_attn.o_proj.weight /= m_l
             layer.mlp.down_proj.weight /= m_l
     x = torch.randint(0, 97, (2, 16))
@@ -100,7 +103,7 @@ def test_modernbert_query_hook_is_a_one_over_d_head_attention_scale() -> None:
     d, m_n = shape.n_embd, COMPLETEP.width_multiplier(64)
     with torch.no_grad():
         for layer in plain.model.layers:
-            layer.attn.Wqkv.weight[:d] *= shape.head_dim**-0.5  # q.k / sqrt(d) -> / d
+            layer.attn.Wqkv.weight[:d] *= math.sqrt(4 / shape.head_dim)  # sqrt(d_b) / d
             layer.attn.Wo.weight /= 2
             layer.mlp.Wo.weight /= 2
         plain.model.embeddings.norm.weight *= 0.5  # alpha_in after the embedding's norm
