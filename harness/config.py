@@ -109,8 +109,7 @@ class ModelConfig:
     """muP, CompleteP: the n_embd at which train.lr is tuned (where every parametrization is the
     same model); it must divide every width of the grid, or every width divide it."""
     base_depth: int = 0
-    """CompleteP: the n_layer at which train.lr is tuned (divides, or is divided by, every
-    depth)."""
+    """CompleteP: the n_layer at which train.lr is tuned."""
     input_multiplier: float = 1.0
     """muP's alpha_in: the embedding output is multiplied by it (tuned at the base shape)."""
     output_multiplier: float = 1.0

@@ -218,13 +218,6 @@ class Parametrization:
                 "not a whole ratio; accepted: a base width that divides every n_embd of the grid, "
                 "or that every n_embd divides"
             )
-        if self.kind == "completep" and not _ratio_ok(shape.n_layer, self.base_depth):
-            raise InputError(
-                f"{where}: n_layer = {shape.n_layer} against model.base_depth = "
-                f"{self.base_depth}: the depth multiplier {shape.n_layer / self.base_depth:g} is "
-                "not a whole ratio; accepted: a base depth that divides every n_layer of the "
-                "grid, or that every n_layer divides"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
