@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from harness.analysis.coordcheck import COLUMNS, DEFAULT_DEPTHS, DEFAULT_WIDTHS, plot, slopes
 from harness.atomic import atomic_write_text
 from harness.config import ExperimentConfig, load_experiment
-from harness.data import Corpus, prepare_corpus, vocab_size_for
+from harness.data import Corpus, prepare_corpus
 from harness.errors import InputError
-from harness.grid import RunSpec
-from harness.model import ModelShape, default_ffn_dim
+from harness.grid import RunSpec, explicit_shape
 from harness.parametrization import STANDARD, blocks, residual_branches
 from harness.results import ExperimentLayout
 from harness.train.batches import load_data
@@ -79,23 +78,6 @@ def measure(
     return out
 
 
-def _shape(exp: ExperimentConfig, n_layer: int, n_embd: int) -> ModelShape:
-    m = exp.model
-    try:
-        return ModelShape(
-            arch=m.arch,  # type: ignore[arg-type]
-            n_layer=n_layer,
-            n_embd=n_embd,
-            n_head=max(1, n_embd // m.head_dim),
-            vocab_size=vocab_size_for(exp.data, m.arch),
-            seq_len=exp.data.seq_len,
-            ffn_dim=default_ffn_dim(m.arch, n_embd),  # type: ignore[arg-type]
-            tie_embeddings=m.tie_embeddings,
-        )
-    except ValueError as e:
-        raise InputError(f"coordcheck shape {n_layer} x {n_embd}: {e}") from None
-
-
 def coordcheck(
     experiment: str,
     overrides: Sequence[str] = (),
@@ -127,9 +109,9 @@ def coordcheck(
     # (CompleteP): muP, which leaves depth alone, beside it (Dey et al. 2025 fig. 7).
     beside = {"width": STANDARD, "depth": dataclasses.replace(p, kind="mup", base_depth=0)}
     depth = p.base_depth if p.kind == "completep" else 2
-    plans = [("width", _shape(exp, depth, w)) for w in widths]
+    plans = [("width", explicit_shape(exp, depth, w, "--widths")) for w in widths]
     if p.kind == "completep":
-        plans += [("depth", _shape(exp, d, p.base_width)) for d in depths]
+        plans += [("depth", explicit_shape(exp, d, p.base_width, "--depths")) for d in depths]
     for _, shape in plans:
         p.check_shape(shape, f"coordcheck shape {shape.n_layer} x {shape.n_embd}")
     layout = ExperimentLayout(exp.results_path)

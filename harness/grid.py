@@ -45,6 +45,7 @@ __all__ = [
     "RunSpec",
     "expand",
     "expand_grid",
+    "explicit_shape",
     "resolve_n_tokens",
     "spec_from_dict",
 ]
@@ -216,6 +217,13 @@ def _target_shape(exp: ExperimentConfig, target: int, vocab_size: int, where: st
 def shape_for_target(exp: ExperimentConfig, target: int, where: str) -> ModelShape:
     """The model rule's shape nearest a target non-embedding N, as grid.n_params makes it."""
     return _target_shape(exp, target, vocab_size_for(exp.data, exp.model.arch), where)
+
+
+def explicit_shape(exp: ExperimentConfig, n_layer: int, n_embd: int, where: str) -> ModelShape:
+    """The experiment's model at n_layer x n_embd, as grid.shapes makes it (n_embd //
+    model.head_dim heads)."""
+    vocab_size = vocab_size_for(exp.data, exp.model.arch)
+    return _explicit_shape(exp, n_layer, n_embd, 0, vocab_size, where)
 
 
 def _explicit_shape(
