@@ -888,8 +888,8 @@ class ExperimentConfig:
             not scaled or not self.downstream.task or "lora" not in self.downstream.methods,
             "downstream.methods",
             list(self.downstream.methods),
-            f"LoRA adapters cannot follow model.parametrization {self.model.parametrization!r}'s "
-            "per-group rules; accepted: ['full'] with it",
+            "LoRA adapters cannot follow the per-group rules of model.parametrization "
+            f"{self.model.parametrization!r}; accepted: ['full'] with it",
         )
 
     @property
