@@ -362,3 +362,17 @@ def test_a_foreign_curves_csv_is_refused_in_one_line(tmp_path: Path) -> None:
     out = harness_cli("fit", str(root), "--bootstrap", "0", "--fits", "anneal_curve")
     assert out.returncode == 2 and "run_id 'run9' is not in the runs CSV" in out.stderr
     assert not (root / "fits.json").exists()
+
+
+def test_a_size_whose_runs_sweep_the_peak_rate_is_skipped_by_name() -> None:
+    """The laws' loss falls with the rate's area S1, so a learning-rate sweep past its optimum
+    is no set of one size's schedules: such a size is skipped, with the reason."""
+    from types import SimpleNamespace
+
+    from harness.analysis.registry.anneal_curve import fit_per_size
+
+    curves = _curves()[:2]
+    doubled = cv.Curve("hot", 1e6, 2 * curves[1].lrs, curves[1].steps, curves[1].loss)
+    frame = SimpleNamespace(curves_error=None, curves=[curves[0], doubled], n_bootstrap=0)
+    with pytest.raises(cv.InputError, match=r"N=1000000: its runs sweep the peak learning rate "):
+        fit_per_size(frame, "anneal_curve", cv.fit_anneal, None, dict)  # type: ignore[arg-type]

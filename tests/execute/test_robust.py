@@ -380,12 +380,12 @@ def test_out_of_memory_fails_only_that_run(
 ) -> None:
     real_build = train_mod.build_model
 
-    def build(shape):  # type: ignore[no-untyped-def]
+    def build(shape, parametrization=None):  # type: ignore[no-untyped-def]
         if shape.n_embd == 48:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
         if shape.n_embd == 64:
             raise MemoryError("host out of memory")
-        return real_build(shape)
+        return real_build(shape, parametrization)
 
     monkeypatch.setattr(train_mod, "build_model", build)
     toml = _toml(

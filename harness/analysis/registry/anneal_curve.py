@@ -2,7 +2,9 @@
 curves of each model size (`curves`): one block per size under "sizes", keyed by N.
 
 Made by default wherever the runs' metrics.csv lie beside the CSV (a harness results folder).
-A size with fewer evaluation points than the law's parameters + 1 is skipped by name. Each
+A size with fewer evaluation points than the law's parameters + 1 is skipped by name, and so
+is a size whose runs sweep the peak learning rate (the law's loss falls with the rate's area,
+so it cannot follow a sweep past its optimum). Each
 size's block also records the momentum lambda of S2 the profile chose, the runs it was fitted
 on, their tokens per update and schedule settings (what `harness predict --curve` needs to
 turn a budget and a schedule into the rates of every update).
@@ -58,6 +60,16 @@ def fit_per_size(
     for n in sorted({c.n_params for c in f.curves}):
         label = size_label(n)
         of_size = [c for c in f.curves if c.n_params == n]
+        peaks = sorted({float(f"{c.lrs.max():.6g}") for c in of_size})
+        if len(peaks) > 1:
+            # Both laws' loss falls with the area under the rate (S1), so they cannot describe
+            # a sweep past its optimum: a learning-rate sweep is no set of one size's schedules.
+            sizes[label] = {
+                "skipped": f"{name}: N={label}: its runs sweep the peak learning rate "
+                f"({len(peaks)} values, {peaks[0]:.3g} to {peaks[-1]:.3g}); accepted: the "
+                "curves of one peak rate per size (`harness fit --where` selects them)"
+            }
+            continue
         try:
             fitted = fit(of_size)
         except InputError as exc:
