@@ -107,7 +107,9 @@ def coordcheck(
         raise InputError(f"--steps = {steps}: accepted: at least 2 (step 0 is the init)")
     # Against width: the standard parametrization beside the experiment's. Against depth
     # (CompleteP): muP, which leaves depth alone, beside it (Dey et al. 2025 fig. 7).
-    beside = {"width": STANDARD, "depth": dataclasses.replace(p, kind="mup", base_depth=0)}
+    beside = {"width": STANDARD}
+    if p.kind == "completep":
+        beside["depth"] = dataclasses.replace(p, kind="mup", base_depth=0)
     depth = p.base_depth if p.kind == "completep" else 2
     plans = [("width", explicit_shape(exp, depth, w, "--widths")) for w in widths]
     if p.kind == "completep":

@@ -60,3 +60,10 @@ def test_coordcheck_refuses_a_width_the_base_cannot_scale_to(tmp_path: Path) -> 
     assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
     assert "n_embd = 48 against model.base_width = 32" in line
+
+
+@pytest.mark.slow
+def test_a_standard_experiment_is_checked_alone(tmp_path: Path) -> None:
+    out, found = coordcheck(str(tiny_toml(tmp_path)), widths=(32, 64), steps=2)
+    assert set(found["parametrization"]) == {"standard"} and set(found["axis"]) == {"width"}
+    assert (out / "coordcheck_width.png").exists()
