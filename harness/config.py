@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from harness.errors import InputError, naming
-from harness.parametrization import ARCHS_SUPPORTED, Parametrization
+from harness.parametrization import Parametrization
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,15 +119,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.aspect_ratio > 0, "aspect_ratio", self.aspect_ratio, "must be > 0")
         _check(self.head_dim >= 1, "head_dim", self.head_dim, "must be >= 1")
-        p = self.parametrization_settings()  # checks the parametrization's own settings
-        _check(
-            p.kind == "standard" or self.arch in ARCHS_SUPPORTED,
-            "parametrization",
-            self.parametrization,
-            f"with arch {self.arch!r}: accepted: 'standard', or archs "
-            f"{', '.join(map(repr, ARCHS_SUPPORTED))} (pre-LN models whose attention scale and "
-            "residual branches the harness sets)",
-        )
+        # The parametrization's own settings, and the arch (build_section prefixes "model.").
+        self.parametrization_settings().check_arch(self.arch, prefix="")
 
     def parametrization_settings(self) -> Parametrization:
         """The runs' `harness.parametrization.Parametrization`."""

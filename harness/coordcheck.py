@@ -28,7 +28,7 @@ from harness.config import ExperimentConfig, load_experiment
 from harness.data import Corpus, prepare_corpus
 from harness.errors import InputError
 from harness.grid import RunSpec, explicit_shape
-from harness.parametrization import STANDARD, blocks, residual_branches
+from harness.parametrization import STANDARD, blocks, embedding_output, residual_branches
 from harness.results import ExperimentLayout
 from harness.train.batches import load_data
 from harness.train.learner import build_learner
@@ -59,7 +59,7 @@ def measure(
         return hook
 
     # Registered after the parametrization's own hooks, so they see its multipliers applied.
-    model.get_input_embeddings().register_forward_hook(record("embedding"))
+    embedding_output(model, spec.model.arch).register_forward_hook(record("embedding"))
     model.get_output_embeddings().register_forward_hook(record("logits"))
     for attention, mlp in residual_branches(model, spec.model.arch):
         attention.register_forward_hook(record("attention"))
@@ -107,13 +107,12 @@ def coordcheck(
         raise InputError(f"--steps = {steps}: accepted: at least 2 (step 0 is the init)")
     # Against width: the standard parametrization beside the experiment's. Against depth
     # (CompleteP): muP, which leaves depth alone, beside it (Dey et al. 2025 fig. 7).
+    completep = p.kind == "completep"
+    plans = [("width", explicit_shape(exp, p.base_depth or 2, w, "--widths")) for w in widths]
     beside = {"width": STANDARD}
-    if p.kind == "completep":
-        beside["depth"] = dataclasses.replace(p, kind="mup", base_depth=0)
-    depth = p.base_depth if p.kind == "completep" else 2
-    plans = [("width", explicit_shape(exp, depth, w, "--widths")) for w in widths]
-    if p.kind == "completep":
+    if completep:
         plans += [("depth", explicit_shape(exp, d, p.base_width, "--depths")) for d in depths]
+        beside["depth"] = dataclasses.replace(p, kind="mup", base_depth=0)
     for _, shape in plans:
         p.check_shape(shape, f"coordcheck shape {shape.n_layer} x {shape.n_embd}")
     layout = ExperimentLayout(exp.results_path)
@@ -144,7 +143,7 @@ def coordcheck(
     atomic_write_text(out / "coordcheck.csv", table.to_csv(index=False, float_format="%.6g"))
     plot(table, out / "coordcheck_width")
     found = slopes(table, "width").assign(axis="width")
-    if p.kind == "completep":
+    if completep:
         plot(table, out / "coordcheck_depth", axis="depth")
         found = pd.concat([found, slopes(table, "depth").assign(axis="depth")])
     return out, found

@@ -77,6 +77,7 @@ __all__ = [
     "apply",
     "blocks",
     "classify",
+    "embedding_output",
     "group_rules",
     "param_groups",
     "residual_branches",
@@ -201,16 +202,21 @@ class Parametrization:
         """m_L = n_layer / base_depth (1 but under CompleteP)."""
         return n_layer / self.base_depth if self.kind == "completep" else 1.0
 
+    def check_arch(self, arch: str, prefix: str = "model.") -> None:
+        """Refuse an architecture whose attention scale and residual branches the harness does
+        not set (InputError; ``prefix`` names the settings' table)."""
+        if self.kind != "standard" and arch not in _SITES:
+            raise InputError(
+                f"{prefix}parametrization = {self.kind!r}: with arch {arch!r}: accepted: "
+                f"'standard', or archs {', '.join(map(repr, ARCHS_SUPPORTED))} (pre-LN models "
+                "whose attention scale and residual branches the harness sets)"
+            )
+
     def check_shape(self, shape: ModelShape, where: str) -> None:
         """Refuse a shape this parametrization cannot scale to (InputError naming `where`)."""
         if self.kind == "standard":
             return
-        if shape.arch not in _SITES:
-            raise InputError(
-                f"model.parametrization = {self.kind!r} with model.arch = {shape.arch!r}: "
-                f"accepted archs: {', '.join(map(repr, ARCHS_SUPPORTED))} (pre-LN models whose "
-                "attention scale and residual branches the harness sets)"
-            )
+        self.check_arch(shape.arch)
         if not _ratio_ok(shape.n_embd, self.base_width):
             raise InputError(
                 f"{where}: n_embd = {shape.n_embd} against model.base_width = "
@@ -285,6 +291,12 @@ def residual_branches(model: torch.nn.Module, arch: str) -> list[tuple[Any, Any]
     return [(b.get_submodule(attention), b.get_submodule(mlp)) for b in blocks(model)]
 
 
+def embedding_output(model: torch.nn.Module, arch: str) -> torch.nn.Module:
+    """The module whose output is the embedding the blocks read (ModernBERT's after its norm):
+    where alpha_in applies."""
+    return model.get_submodule(_SITES[arch][0])
+
+
 def classify(model: torch.nn.Module) -> dict[str, str]:
     """Each parameter's kind (`GROUPS`), by name: the input embedding's parameters are
     'embedding', the output projection's others 'output'; those inside a block are hidden, the
@@ -337,7 +349,7 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
 
         return hook
 
-    embedding, query, share, _ = _SITES[shape.arch]
+    _, query, share, _ = _SITES[shape.arch]
     attention = math.sqrt(p.base_head_dim / shape.head_dim)
     if attention != 1.0:
         for block in blocks(model):
@@ -348,7 +360,7 @@ def apply(model: torch.nn.Module, shape: ModelShape, p: Parametrization) -> None
             for module in branch:
                 module.register_forward_hook(scale_output(residual))
     if p.input_multiplier != 1.0:
-        model.get_submodule(embedding).register_forward_hook(scale_output(p.input_multiplier))
+        embedding_output(model, shape.arch).register_forward_hook(scale_output(p.input_multiplier))
     logit_scale = p.output_multiplier / p.width_multiplier(shape.n_embd)
     if logit_scale != 1.0:
 

@@ -27,6 +27,7 @@ from harness.flops import training_flops
 from harness.hardware import mfu
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.objectives import objective_name
+from harness.parametrization import STANDARD
 from harness.rundir import FINISHED, RunDir, read_json
 
 __all__ = ["RUNS_CSV_COLUMNS", "ExperimentLayout", "collect", "csv_cell", "run_row"]
@@ -195,13 +196,10 @@ def run_row(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
 
 def _parametrization(spec: dict[str, Any]) -> dict[str, Any]:
     """The runs.csv columns of a spec.json's parametrization (absent: the standard one)."""
-    p = spec.get("parametrization") or {}
+    p = {**STANDARD.to_dict(), **(spec.get("parametrization") or {})}
     return {
-        "parametrization": p.get("kind", "standard"),
-        "base_width": p.get("base_width", 0),
-        "base_depth": p.get("base_depth", 0),
-        "input_multiplier": p.get("input_multiplier", 1.0),
-        "output_multiplier": p.get("output_multiplier", 1.0),
+        "parametrization": p["kind"],
+        **{k: p[k] for k in ("base_width", "base_depth", "input_multiplier", "output_multiplier")},
     }
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from harness.analysis.isoflop import loglog_slope
 
 __all__ = ["COLUMNS", "DEFAULT_DEPTHS", "DEFAULT_WIDTHS", "LAYERS", "plot", "slopes"]
 
@@ -47,7 +48,7 @@ def slopes(table: pd.DataFrame, axis: str = "width") -> pd.DataFrame:
     ].mean()
     out = []
     for (kind, step, layer), g in mean.groupby(["parametrization", "step", "layer"], sort=True):
-        slope = float(np.polyfit(np.log(g[size]), np.log(g["mean_abs"]), 1)[0])
+        slope, _ = loglog_slope(g[size], g["mean_abs"])
         out.append({"parametrization": kind, "step": step, "layer": layer, "slope": slope})
     return pd.DataFrame(out, columns=["parametrization", "step", "layer", "slope"])
 

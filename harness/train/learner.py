@@ -155,13 +155,12 @@ def build_learner(
     # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
     # (no "_orig_mod." prefix), so a run may resume with compile on or off.
     forward = torch.compile(wrapped) if execution.compile else wrapped
-    groups = param_groups(model, spec.model, spec.parametrization, spec.train.weight_decay)
-    for group in groups:  # the first step's rate until the schedule sets it
-        group["lr"] = peak_lr(spec) * group.get("lr_scale", 1.0)
     optimizer = torch.optim.AdamW(
-        groups,
+        param_groups(model, spec.model, spec.parametrization, spec.train.weight_decay),
         lr=peak_lr(spec),
         betas=(spec.train.beta1, spec.train.beta2),
         fused=device.type == "cuda",
     )
-    return Learner(model, forward, optimizer, parallel)
+    learner = Learner(model, forward, optimizer, parallel)
+    learner.set_lr(peak_lr(spec))  # each group's scale, until the schedule sets the rate
+    return learner
