@@ -32,6 +32,8 @@ __all__ = [
     "build_section",
     "DataConfig",
     "DownstreamConfig",
+    "EvalConfig",
+    "NO_EVAL",
     "ExecutionConfig",
     "ExperimentConfig",
     "GridConfig",
@@ -756,6 +758,43 @@ class DownstreamConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Downstream tasks scored during pretraining (`harness.evals`, docs/evals.md): ranked
+    classification (each answer choice's log-likelihood) through lm-evaluation-harness, on the
+    run's own model in memory, on rank 0. Needs the optional extra: pip install
+    'scaling-harness[eval]'. Part of a run's identity when tasks are given."""
+
+    tasks: tuple[str, ...] = ()
+    """What to score: bundled tasks by name ('shakespeare_cloze', 'facts_kv'), lm-eval task
+    names, or paths to task YAML files of your own (their data may be local JSON lines);
+    empty = no task evaluation. Multiple-choice tasks only."""
+    num_fewshot: int = 0
+    """Solved examples put before each question (drawn with ``seed``, the same for every run)."""
+    limit: int = 500
+    """Examples scored per task: the task's first ``limit`` (the same for every run of the
+    experiment); 0 = all of them."""
+    when: Literal["evals", "end"] = "evals"
+    """'evals': at every held-out evaluation (train.evals_per_run of them, the last one
+    included), so each checkpoint is a row of tasks.csv; 'end': after the last step only."""
+    seed: int = 1234
+    """Seed of the few-shot examples' draw (lm-eval's fewshot_random_seed)."""
+    batch_size: int = 64
+    """Sequences (context and answer choice) per forward pass of the scoring; >= 1. Changes
+    nothing but speed and memory."""
+
+    def __post_init__(self) -> None:
+        _check(len(set(self.tasks)) == len(self.tasks), "tasks", list(self.tasks), "each once")
+        _check(all(t.strip() for t in self.tasks), "tasks", list(self.tasks), "non-empty names")
+        _check(self.num_fewshot >= 0, "num_fewshot", self.num_fewshot, "must be >= 0")
+        _check(self.limit >= 0, "limit", self.limit, "must be >= 0 (0 = every example)")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+
+
+NO_EVAL = EvalConfig()
+"""No task evaluation: a run's identity leaves [eval] out when it equals this."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrackingConfig:
     """Experiment tracking: each run's settings and metrics, and the grid's fitted laws, logged
     to TensorBoard, MLflow and/or Weights & Biases (optional extras: pip install
@@ -806,6 +845,7 @@ class ExperimentConfig:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
@@ -883,6 +923,23 @@ class ExperimentConfig:
             list(self.downstream.methods),
             "LoRA adapters cannot follow the per-group rules of model.parametrization "
             f"{self.model.parametrization!r}; accepted: ['full'] with it",
+        )
+
+        # Ranked classification scores each choice by a causal LM's log-likelihood; a masked
+        # LM gives none, and a corpus of token ids without a tokenizer cannot encode the text.
+        _check(
+            not self.eval.tasks or self.model.arch in ("llama", "gpt2"),
+            "eval.tasks",
+            list(self.eval.tasks),
+            f"task scoring needs a causal LM; model.arch {self.model.arch!r} is a masked LM "
+            "(accepted: llama or gpt2 with [eval], or no eval.tasks)",
+        )
+        _check(
+            not self.eval.tasks or not self.data.vocab_size,
+            "eval.tasks",
+            list(self.eval.tasks),
+            "task text needs the corpus's tokenizer; data.vocab_size says the corpus is token "
+            "ids without one (accepted: data.tokenizer naming the tokenizer the ids come from)",
         )
 
     @property

@@ -30,7 +30,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import DataConfig, ExperimentConfig, TrainConfig, identity_dict
+from harness.config import (
+    NO_EVAL,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    TrainConfig,
+    identity_dict,
+    to_dict,
+)
 from harness.data import vocab_size_for
 from harness.design import Prior, bracket_notes, centred_sizes, load_prior
 from harness.errors import InputError
@@ -68,6 +76,8 @@ class RunSpec:
     the run's identity: it changes nothing the run computes."""
     parametrization: Parametrization = STANDARD
     """How init, learning rates and multipliers scale with the shape (muP, CompleteP)."""
+    eval: EvalConfig = NO_EVAL
+    """Downstream tasks scored during training ([eval], `harness.evals`)."""
 
     def identity(self) -> dict[str, Any]:
         """The settings that define the run (the experiment's name is not one of them). The
@@ -82,6 +92,8 @@ class RunSpec:
         }
         if self.parametrization != STANDARD:
             out["parametrization"] = self.parametrization.to_dict()
+        if self.eval.tasks:  # what a run records is part of what it is
+            out["eval"] = to_dict(self.eval)
         return out
 
     @property
@@ -134,6 +146,7 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         raise InputError(f"spec.json: parametrization.{e}") from None
     model = ModelShape(**d["model"])
     parametrization.check_shape(model, "spec.json")
+    tasks = build_section(EvalConfig, d.get("eval", {}), "eval", "spec.json")
     return RunSpec(
         experiment=d["experiment"],
         model=model,
@@ -143,6 +156,7 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         seed=int(d["seed"]),
         flops_budget=None if budget is None else float(budget),
         parametrization=parametrization,
+        eval=tasks,
     )
 
 
@@ -420,6 +434,7 @@ def expand_grid(exp: ExperimentConfig) -> GridExpansion:
                     seed=seed,
                     flops_budget=p.flops_budget,
                     parametrization=parametrization,
+                    eval=exp.eval,
                 )
                 specs.setdefault(spec.run_id, spec)
     if not specs:

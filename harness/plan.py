@@ -21,7 +21,9 @@ Time estimates:
   (`harness.sizing`); a run that fits nothing is refused with its numbers.
 
 A run's time is D / (tokens/s) for training plus its evaluations (evals_per_run passes over
-eval_tokens, forward only: a third of a training step's FLOPs per token).
+eval_tokens, forward only: a third of a training step's FLOPs per token), plus [eval]'s task
+evaluations: the tokens one of them feeds the model (`harness.evals.tasks.tokens_per_evaluation`)
+times the task evaluations of the run, also at a third of a training step per token.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from harness.hardware import Accelerator, accelerator
 from harness.memory import HEADROOM
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.preflight import check_memory, checked_grid, memory_bytes, state_bytes
+from harness.schedules import eval_steps
 from harness.sizing import GpuFit, size_for_gpu
 from harness.synthetic import is_synthetic
+from harness.tokenizer import is_pretrained
+from harness.tokenizer import load as load_tokenizer
 from harness.units import fmt_duration
 
 __all__ = [
@@ -262,27 +267,39 @@ def measure_throughput(
     )
 
 
+def task_evaluations(spec: RunSpec) -> int:
+    """[eval]'s task evaluations in a run: one per held-out evaluation step, or the last one."""
+    if not spec.eval.tasks:
+        return 0
+    if spec.eval.when == "end":
+        return 1
+    return len(eval_steps(spec.n_steps, spec.train.evals_per_run))
+
+
 def plan_rows(
     grid: GridExpansion,
     throughput: Throughput | None,
     gpu_fits: dict[str, GpuFit] | None = None,
+    task_tokens: int = 0,
 ) -> list[PlanRow]:
     """One PlanRow per run; est_s None without a throughput for its shape, or from its GPU
-    sizing (``gpu_fits``, by run_id)."""
+    sizing (``gpu_fits``, by run_id). ``task_tokens``: the tokens of one task evaluation."""
     rows = []
     for s in grid.specs:
         n = count_params(s.model).non_embedding
         per_token = flops_per_token(s.model).total
         est = None
         fit = (gpu_fits or {}).get(s.run_id)
+        # Task evaluations and held-out evaluations are forward passes only: a third of a
+        # training step per token.
+        forward_tokens = task_evaluations(s) * task_tokens
         if fit is not None:
-            est = fit.wall_s
+            est = fit.wall_s * (1.0 + forward_tokens / (3.0 * s.n_tokens))
         elif throughput is not None:
             tps = throughput.tokens_per_s.get((s.model, s.train.batch_size))
             if tps:
-                # Evaluations are forward passes only: a third of a training step per token.
-                eval_tokens = s.train.evals_per_run * s.data.eval_tokens
-                est = (s.n_tokens + eval_tokens / 3.0) / tps
+                forward_tokens += s.train.evals_per_run * s.data.eval_tokens
+                est = (s.n_tokens + forward_tokens / 3.0) / tps
         rows.append(
             PlanRow(
                 spec=s,
@@ -302,9 +319,11 @@ def format_plan(
     rows: list[PlanRow],
     throughput: Throughput | None,
     gpu: Accelerator | None = None,
+    task_tokens: int = 0,
 ) -> str:
     """The plan as text: a header, one line per run, totals, and the points dropped; sized for
-    ``gpu`` where given (memory per GPU, micro-batch, GPUs, GPU-hours)."""
+    ``gpu`` where given (memory per GPU, micro-batch, GPUs, GPU-hours); ``task_tokens``, the
+    tokens of one [eval] task evaluation."""
     g = exp.grid
     cols: list[tuple[str, Callable[[PlanRow], str]]] = [
         ("#", lambda r: ""),
@@ -411,6 +430,14 @@ def format_plan(
             f"dropped: N = {d.n_params:,} ({d.n_layer}x{d.n_embd}), {d.mode} = "
             f"{d.value:g}: {d.reason}"
         )
+    if exp.eval.tasks:
+        e = exp.eval
+        lines.append(
+            f"eval: {len(e.tasks)} task(s) ({', '.join(e.tasks)}), "
+            f"{e.limit or 'all'} examples each, {e.num_fewshot}-shot, "
+            + ("at every held-out evaluation" if e.when == "evals" else "after the last step")
+            + f": {task_tokens:,} tokens per task evaluation (forward only), in est. time"
+        )
     lines += [f"note: {note}" for note in grid.notes]
     return "\n".join(lines)
 
@@ -437,6 +464,8 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
     if not is_synthetic(exp.data.corpus):
         with naming(path), tempfile.TemporaryDirectory(prefix="harness-plan-") as tmp:
             prepare_corpus(exp.data, Path(tmp) / "cache")
+    with naming(path):
+        task_tokens = _task_tokens(exp)
     if gpu is not None:
         from harness.execute.slurm import resources_for
 
@@ -450,6 +479,30 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
 
         with naming(path):
             fits = {s.run_id: size_for_gpu(s, ex, gpu, precision, given(s)) for s in grid.specs}
-        return format_plan(exp, grid, plan_rows(grid, None, fits), None, gpu)
+        rows = plan_rows(grid, None, fits, task_tokens)
+        return format_plan(exp, grid, rows, None, gpu, task_tokens)
     throughput = measure_throughput(exp, grid.specs) if measure else None
-    return format_plan(exp, grid, plan_rows(grid, throughput), throughput)
+    rows = plan_rows(grid, throughput, task_tokens=task_tokens)
+    return format_plan(exp, grid, rows, throughput, task_tokens=task_tokens)
+
+
+def _task_tokens(exp: ExperimentConfig) -> int:
+    """Tokens of one [eval] task evaluation, under the run's tokenizer (a BPE trained at run
+    time is counted in bytes: at least its tokens)."""
+    if not exp.eval.tasks:
+        return 0
+    from harness.evals.tasks import load, tokens_per_evaluation
+
+    name = exp.data.tokenizer
+    if is_pretrained(name):
+        tok = load_tokenizer(name)
+
+        def encode(s: str) -> list[int]:
+            return list(tok.encode(s, add_special_tokens=False).ids)
+
+    else:
+
+        def encode(s: str) -> list[int]:
+            return list(s.encode("utf-8"))
+
+    return tokens_per_evaluation(load(exp.eval), exp.eval, encode)

@@ -97,13 +97,14 @@ def check_memory(exp: ExperimentConfig, specs: Sequence[Any], device: str) -> No
 
 def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> GridExpansion:
     """The experiment's grid, after every check that needs no training and no tokenizing: sizes
-    the model rule can meet, a corpus that exists (unless ``corpus`` is False: `harness run`
-    checks it only when something is left to train), and `[downstream]`'s task and n_labels.
+        the model rule can meet, a corpus that exists (unless ``corpus`` is False: `harness run`
+        checks it only when something is left to train), `[downstream]`'s task and n_labels, and
+    `[eval]`'s tasks.
 
-    Raises
-    ------
-    InputError
-        The first failed check, its line prefixed with ``source`` (the experiment file).
+        Raises
+        ------
+        InputError
+            The first failed check, its line prefixed with ``source`` (the experiment file).
     """
     with naming(source):
         check_installed(exp.tracking)
@@ -116,6 +117,10 @@ def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> 
             from harness.tasks import downstream_task
 
             downstream_task(exp.downstream, exp.data)
+        if exp.eval.tasks:  # lm-eval installed, every task loads and is multiple-choice
+            from harness.evals.tasks import load
+
+            load(exp.eval)
     return grid
 
 

@@ -30,7 +30,14 @@ from harness.objectives import objective_name
 from harness.parametrization import STANDARD
 from harness.rundir import FINISHED, RunDir, read_json
 
-__all__ = ["RUNS_CSV_COLUMNS", "ExperimentLayout", "collect", "csv_cell", "run_row"]
+__all__ = [
+    "RUNS_CSV_COLUMNS",
+    "TASKS_CSV_COLUMNS",
+    "ExperimentLayout",
+    "collect",
+    "csv_cell",
+    "run_row",
+]
 
 # Schema v1 (docs/results-format.md). The first three are all analysis needs. peak_flops, mfu
 # and mfu_total (model FLOP utilisation, see harness.hardware) came later and stay last; they
@@ -63,6 +70,16 @@ RUNS_CSV_COLUMNS = [
 # it trained itself; sum(trained_flops) is what a grid spent, sum(flops) what its D's name.
 
 
+TASKS_CSV_COLUMNS = [
+    "run_id", "n_params", "n_tokens", "task", "metric", "value", "chance",
+    "step", "final", "n_examples", "seed",
+]  # fmt: skip
+# tasks.csv (docs/results-format.md): one row per run, task evaluation, task and metric. The
+# first seven are the downstream chain's long table; n_tokens is the tokens trained at that
+# step, final 1 on the run's last step (the checkpoint at its own D, where step 1 of the chain
+# is fitted) and 0 before it.
+
+
 @dataclass(frozen=True)
 class ExperimentLayout:
     """Paths of one experiment's results directory."""
@@ -83,6 +100,12 @@ class ExperimentLayout:
     @property
     def runs_csv(self) -> Path:
         return self.root / "runs.csv"
+
+    @property
+    def tasks_csv(self) -> Path:
+        """[eval]'s task scores of every run and checkpoint (`collect`), read by the analysis's
+        downstream chain (`harness.analysis.taskscale`)."""
+        return self.root / "tasks.csv"
 
     @property
     def fits_json(self) -> Path:
@@ -274,4 +297,43 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
     for row in rows:
         writer.writerow({k: csv_cell(v) for k, v in row.items()})
     atomic_write_text(layout.runs_csv, buf.getvalue())
+    _collect_tasks(layout, [r for r in rows if r["status"] == "done"])
     return layout.runs_csv, counts
+
+
+def _collect_tasks(layout: ExperimentLayout, done: list[dict[str, Any]]) -> None:
+    """ROOT/tasks.csv from the done runs' own tasks.csv ([eval]); left as it is when no run
+    scored a task (a tasks.csv brought from elsewhere stays)."""
+    out = []
+    for row in done:
+        run = layout.run(str(row["run_id"]))
+        if not run.tasks_csv.is_file():
+            continue
+        last = int(run.read_result()["steps"])
+        with run.tasks_csv.open(newline="") as f:
+            for r in csv.DictReader(f):
+                if None in r.values() or not r["step"].isdigit() or int(r["step"]) > last:
+                    continue  # a torn last line; rows past the result cannot be
+                out.append(
+                    {
+                        "run_id": row["run_id"],
+                        "n_params": row["n_params"],
+                        "n_tokens": int(r["tokens"]),
+                        "task": r["task"],
+                        "metric": r["metric"],
+                        "value": r["value"],
+                        "chance": r["chance"],
+                        "step": int(r["step"]),
+                        "final": int(int(r["step"]) == last),
+                        "n_examples": r["n_examples"],
+                        "seed": row["seed"],
+                    }
+                )
+    if not out:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TASKS_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in out:
+        writer.writerow({k: csv_cell(v) for k, v in r.items()})
+    atomic_write_text(layout.tasks_csv, buf.getvalue())

@@ -110,6 +110,11 @@ class RunDir:
         return self.path / "metrics.csv"
 
     @property
+    def tasks_csv(self) -> Path:
+        """[eval]'s task scores at each task evaluation (`harness.train.task_eval`)."""
+        return self.path / "tasks.csv"
+
+    @property
     def log(self) -> Path:
         return self.path / "train.log"
 

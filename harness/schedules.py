@@ -100,3 +100,8 @@ def spec_lr_at_step(spec: RunSpec, step: int) -> float:
 def spec_lrs(spec: RunSpec) -> list[float]:
     """The learning rate of each of the run's ``n_steps`` updates, in order."""
     return [spec_lr_at_step(spec, i) for i in range(spec.n_steps)]
+
+
+def eval_steps(total_steps: int, n_evals: int) -> set[int]:
+    """Steps (1-based count of updates done) after which to evaluate; always the last."""
+    return {max(1, round(total_steps * k / n_evals)) for k in range(1, n_evals + 1)}

@@ -404,6 +404,10 @@ class RunTracker:
         out = {"train_loss": float(row["train_loss"]), "lr": float(row["lr"])}
         if row.get("val_loss") not in (None, ""):
             out["val_loss"] = float(row["val_loss"])
+        # [eval]'s task scores: metrics.csv's TASK/METRIC columns, on task evaluation rows.
+        for key, value in row.items():
+            if "/" in key and value not in (None, ""):
+                out[f"tasks/{key}"] = float(value)
         out["tokens"] = float(tokens)
         if self.previous is not None and wall_s > self.previous[1]:
             rate = (tokens - self.previous[0]) / (wall_s - self.previous[1])

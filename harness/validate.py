@@ -69,6 +69,7 @@ def validation_spec(exp: ExperimentConfig, factor: float) -> tuple[RunSpec, dict
         seed=exp.grid.seeds[0],
         flops_budget=budget,
         parametrization=parametrization,
+        eval=exp.eval,
     )
     (at_trained,) = predict(law, [n], [d])
     prediction = {

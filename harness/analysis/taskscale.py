@@ -33,8 +33,13 @@ needs no refit. A resample is kept only when its fit converged to finite paramet
 Input, tasks.csv beside runs.csv (from any source): one row per (model or checkpoint, task,
 metric): run_id (optional), n_params, n_tokens (at that checkpoint), task, metric (``acc``,
 ``acc_norm`` or ``bpb``), value, chance (the chance accuracy; blank for bpb rows).
-Intermediate checkpoints are rows of their own, with their n_tokens. Pure functions of arrays
-and DataFrames (numpy, scipy, pandas only).
+Intermediate checkpoints are rows of their own, with their n_tokens. Where tasks.csv has a
+``final`` column (the in-loop evaluation's, `harness.results`: 1 on a run's last step), step 1
+is fitted on the final rows only and step 2 on every row: a checkpoint in the middle of a
+decaying schedule is not a run trained to that D (Hoffmann et al. 2022), while the map from a
+task's loss to its accuracy holds at any checkpoint (Bhagia et al. 2024 fit step 2 on
+intermediate checkpoints too). Pure functions of arrays and DataFrames (numpy, scipy, pandas
+only).
 """
 
 from __future__ import annotations
@@ -490,6 +495,8 @@ def fit_task(
     source = "bpb" if (rows["metric"] == "bpb").any() else "val_loss"
     if source == "bpb":
         b = rows[rows["metric"] == "bpb"]
+        if "final" in b.columns:  # in-loop rows: step 1 on each run's last checkpoint only
+            b = b[pd.to_numeric(b["final"], errors="coerce") == 1]
         N1, D1, L1 = (b[c].to_numpy(float) for c in ("n_params", "n_tokens", "value"))
         r1 = fitmod.fit_chinchilla(N1, D1, L1, name=f"task {task} step 1 (bpb)")
         boots1, nf1 = (

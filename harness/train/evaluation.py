@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from harness.objectives import IGNORE_INDEX
 
-__all__ = ["Evaluation", "eval_steps", "evaluate"]
+__all__ = ["Evaluation", "evaluate"]
 
 
 # inference_mode, not no_grad: it also skips the version counters and view tracking that only
@@ -57,11 +57,6 @@ def evaluate(
     # A corpus of token ids without a tokenizer knows no bytes: no bits per byte (nan).
     bpb = nats_sum / (math.log(2) * n_bytes) if n_bytes else math.nan
     return nats_sum / n_tokens, bpb
-
-
-def eval_steps(total_steps: int, n_evals: int) -> set[int]:
-    """Steps (1-based count of updates done) after which to evaluate; always the last."""
-    return {max(1, round(total_steps * k / n_evals)) for k in range(1, n_evals + 1)}
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from harness.grid import RunSpec
 from harness.rundir import RunDir
 from harness.train.checkpoint import save_checkpoint
 from harness.train.metrics import truncate_metrics
+from harness.train.task_eval import truncate_task_rows
 from harness.wsd import check_branch, decay_start
 
 __all__ = ["hand_off", "pending_handoffs"]
@@ -45,9 +45,11 @@ def pending_handoffs(
     return out
 
 
-def hand_off(branch: RunSpec, branch_dir: RunDir, state: dict[str, Any], metrics: Path) -> None:
-    """Write ``branch``'s resumable checkpoint from its trunk's ``state`` and its metrics.csv:
-    the trunk's rows so far, which are this run's too (the same weights at every step)."""
+def hand_off(branch: RunSpec, branch_dir: RunDir, state: dict[str, Any], trunk: RunDir) -> None:
+    """Write ``branch``'s resumable checkpoint from its trunk's ``state``, its metrics.csv and
+    its tasks.csv: the trunk's rows so far, which are this run's too (the same weights at every
+    step)."""
+    metrics = trunk.metrics_csv
     branch_dir.path.mkdir(parents=True, exist_ok=True)
     branch_dir.write_spec(branch)
     branch_dir.remove_stale_temp_files()
@@ -55,10 +57,12 @@ def hand_off(branch: RunSpec, branch_dir: RunDir, state: dict[str, Any], metrics
         truncate_metrics(metrics, state["step"], dest=branch_dir.metrics_csv)
     else:  # the trunk logged nothing yet: nothing of an earlier attempt of the branch stays
         branch_dir.metrics_csv.unlink(missing_ok=True)
+    truncate_task_rows(trunk.tasks_csv, state["step"], dest=branch_dir.tasks_csv)
     inherited = {
         "run_id": branch.run_id,
         "wall_s": 0.0,
         "eval_s": 0.0,
+        "tasks_s": 0.0,
         "data_s": 0.0,
         "inherited_wall_s": state["inherited_wall_s"] + state["wall_s"],
         "branched_from": state["run_id"],

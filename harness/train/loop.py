@@ -32,6 +32,7 @@ from harness.train.metrics import append_metrics, truncate_metrics
 from harness.train.result import RunResult, finish
 from harness.train.run import Run, resume, set_up
 from harness.train.state import Progress
+from harness.train.task_eval import TaskScore, append_task_rows, truncate_task_rows
 
 __all__ = ["train", "train_step"]
 
@@ -71,6 +72,7 @@ def train(
     same_everywhere(p.step, "the step to resume from")  # each rank read the checkpoints
     if run.world.main:
         truncate_metrics(run.dir.metrics_csv, p.step)
+        truncate_task_rows(run.dir.tasks_csv, p.step)
         run = dataclasses.replace(run, tracker=_open_tracker(run))
     try:
         return _loop(
@@ -141,14 +143,15 @@ def _loop(
         evaluated = p.step in run.evaluation.at
         if evaluated:
             _evaluate(run, p)
-        if evaluated or p.step % run.log_every == 0 or p.step == spec.n_steps:
-            _log_row(run, p, lr, evaluated)
+        scores = _score_tasks(run, p)
+        if evaluated or scores or p.step % run.log_every == 0 or p.step == spec.n_steps:
+            _log_row(run, p, lr, evaluated, scores)
         if p.status == "diverged":
             break
         for branch in handoffs.pop(p.step, ()):
             state = gather(run.components(p))
             if run.world.main:
-                hand_off(branch, run.dir.sibling(branch.run_id), state, run.dir.metrics_csv)
+                hand_off(branch, run.dir.sibling(branch.run_id), state, run.dir)
         # stop_after_steps first: should_stop is not polled once the process is done anyway.
         stop_now = (stop_after_steps is not None and p.steps_this_process >= stop_after_steps) or (
             should_stop is not None and should_stop()
@@ -184,10 +187,25 @@ def _evaluate(run: Run, p: Progress) -> None:
         p.status, p.reason = "diverged", reason
 
 
-def _log_row(run: Run, p: Progress, lr: float, evaluated: bool) -> None:
-    """Close a log interval: its mean training loss as a metrics.csv row, then the divergence
-    rule on it. A non-finite mean ends the run without a row (result.json keeps the last finite
-    mean)."""
+def _score_tasks(run: Run, p: Progress) -> list[TaskScore]:
+    """[eval]'s tasks after this step where due (not after a divergence), written to the run's
+    tasks.csv by rank 0; the scores (none on ranks that do not score)."""
+    if run.tasks is None or p.step not in run.tasks.at or p.status != "done":
+        return []
+    scores, seconds = run.tasks.run()
+    p.tasks_s += seconds
+    p.eval_s += seconds  # not training: tokens_per_s leaves it out
+    if run.world.main:
+        append_task_rows(run.dir.tasks_csv, p.step, run.batches.tokens_done(p.step), scores)
+    return scores
+
+
+def _log_row(
+    run: Run, p: Progress, lr: float, evaluated: bool, scores: Sequence[TaskScore] = ()
+) -> None:
+    """Close a log interval: its mean training loss as a metrics.csv row (with the task scores
+    of this step), then the divergence rule on it. A non-finite mean ends the run without a row
+    (result.json keeps the last finite mean)."""
     mean_loss = float(sum_across(p.loss_acc)) / p.loss_count  # every rank's share of each step
     reason = run.divergence.non_finite_train(mean_loss, p.step, p.loss_count)
     if reason:
@@ -202,8 +220,9 @@ def _log_row(run: Run, p: Progress, lr: float, evaluated: bool) -> None:
             "val_loss": p.val_loss if evaluated else None,
             "lr": lr,
             "wall_s": round(p.inherited_wall + p.wall_s(), 3),
+            **{f"{s.task}/{s.metric}": s.value for s in scores},
         }
-        append_metrics(run.dir.metrics_csv, row)
+        append_metrics(run.dir.metrics_csv, row, run.metrics_columns)
         run.tracker.log_row(row)  # after the file: a reader of both sees the file first
     p.loss_acc.zero_()
     p.loss_count = 0

@@ -75,7 +75,9 @@ class RunResult:
     """Seconds from entering train() to the first step in this process: opening the corpus, the
     held-out batch, building the model, loading a checkpoint."""
     eval_s: float = 0.0
-    """Seconds of wall_s spent in held-out evaluations."""
+    """Seconds of wall_s spent in held-out evaluations (task evaluations included)."""
+    tasks_s: float = 0.0
+    """Seconds of wall_s (and of eval_s) spent scoring [eval]'s tasks."""
     finish_s: float = 0.0
     """Seconds after the last step until result.json: the peak-FLOP/s measurement (once per
     process on a CPU) and saving model.pt."""
@@ -165,6 +167,7 @@ def finish(run: Run, p: Progress, started_unix: float, setup_s: float) -> RunRes
         started_unix=round(started_unix, 6),
         setup_s=round(setup_s, 3),
         eval_s=round(eval_total, 3),
+        tasks_s=round(p.tasks_before + p.tasks_s, 3),
         data_s=round(p.data_before + p.data_s, 3),
         # Since the last step (t_loop + the loop's own time): model.pt, the CPU peak.
         finish_s=round(time.perf_counter() - (p.t_loop + wall_train - p.wall_before), 3),

@@ -17,6 +17,7 @@ from harness.distributed import World, barrier, world
 from harness.grid import RunSpec
 from harness.results import ExperimentLayout
 from harness.rundir import RunDir
+from harness.schedules import eval_steps
 from harness.tracking import RunTracker
 from harness.train.batches import Batches, load_data
 from harness.train.checkpoint import (
@@ -27,9 +28,11 @@ from harness.train.checkpoint import (
     restore,
 )
 from harness.train.divergence import DivergenceRule
-from harness.train.evaluation import Evaluation, eval_steps
+from harness.train.evaluation import Evaluation
 from harness.train.learner import Learner, build_learner
+from harness.train.metrics import METRICS_COLUMNS
 from harness.train.state import Progress
+from harness.train.task_eval import TaskEvaluation, metric_columns, task_evaluation
 
 __all__ = ["Run", "resume", "set_up"]
 
@@ -52,6 +55,12 @@ class Run:
     log_every: int
     world: World = World()
     tracker: RunTracker = dataclasses.field(default_factory=RunTracker)  # [tracking], rank 0
+    tasks: TaskEvaluation | None = None  # [eval]
+
+    @property
+    def metrics_columns(self) -> list[str]:
+        """metrics.csv's columns: the fixed ones, then each task's (TASK/METRIC)."""
+        return METRICS_COLUMNS + (metric_columns(self.tasks.tasks) if self.tasks else [])
 
     def components(self, p: Progress) -> tuple[Stateful, ...]:
         """What a checkpoint keeps, in the order it is gathered (`checkpoint.gather`)."""
@@ -92,6 +101,18 @@ def set_up(
         spec, execution, device, execution.parallel if here.size > 1 else "none"
     )
     total_steps = spec.n_steps
+    eval_at = frozenset(eval_steps(total_steps, spec.train.evals_per_run))
+    tasks = task_evaluation(
+        spec,
+        corpus,
+        learner.model,
+        learner.evaluator,
+        device,
+        autocast,
+        eval_at,
+        # FSDP2's forward gathers the shards: every rank takes part, rank 0 writes.
+        scores_here=here.main or learner.parallel == "fsdp",
+    )
     return Run(
         spec=spec,
         dir=run_dir,
@@ -100,7 +121,7 @@ def set_up(
         learner=learner,
         batches=batches,
         evaluation=Evaluation(
-            at=frozenset(eval_steps(total_steps, spec.train.evals_per_run)),
+            at=eval_at,
             forward=learner.evaluator,
             inputs=held_out.inputs,
             targets=held_out.targets,
@@ -122,6 +143,7 @@ def set_up(
         ),
         log_every=max(1, total_steps // 100),
         world=here,
+        tasks=tasks,
     )
 
 

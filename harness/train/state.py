@@ -29,6 +29,7 @@ class Progress:
     step: int = 0
     wall_before: float = 0.0  # wall_s, eval_s and data_s of the earlier processes of this run
     eval_before: float = 0.0
+    tasks_before: float = 0.0
     data_before: float = 0.0
     # A WSD branch's start (harness.wsd): its trunk's wall time so far (the metrics' wall_s
     # column goes on from it; result.json's wall_s is the run's own) and the trunk's run_id.
@@ -43,7 +44,8 @@ class Progress:
     carries_loss: bool = True  # rank 0 carries the logged interval's loss across a resume
     t_loop: float = 0.0  # perf_counter when this process's first step began
     t_last_ckpt: float = 0.0
-    eval_s: float = 0.0  # this process's evaluations
+    eval_s: float = 0.0  # this process's evaluations (held-out loss and tasks)
+    tasks_s: float = 0.0  # this process's task evaluations ([eval]), part of eval_s
     data_s: float = 0.0  # this process's batch making
     steps_this_process: int = 0
     val_loss: float | None = None
@@ -65,6 +67,7 @@ class Progress:
             "step": self.step,
             "wall_s": self.wall_s(),
             "eval_s": self.eval_before + self.eval_s,
+            "tasks_s": self.tasks_before + self.tasks_s,
             "data_s": self.data_before + self.data_s,
             "run_id": self.run_id,
             "initial_loss": self.initial_loss,
@@ -84,6 +87,7 @@ class Progress:
         self.step = int(state["step"])
         self.wall_before = float(state["wall_s"])
         self.eval_before = float(state.get("eval_s", 0.0))
+        self.tasks_before = float(state.get("tasks_s", 0.0))
         self.data_before = float(state.get("data_s", 0.0))
         self.inherited_wall = float(state.get("inherited_wall_s", 0.0))
         self.branched_from = state.get("branched_from")

@@ -1,0 +1,153 @@
+"""[eval]'s tasks scored during training (`harness.evals`): at each held-out evaluation (or
+after the last step), on the model as it is at that step, and written to the run's tasks.csv
+(a row per task and metric) and to its metrics.csv row.
+
+The run's tasks.csv is appended as the run trains and cut back to the checkpoint's step when
+the run resumes, as metrics.csv is: a resumed run's rows equal an uninterrupted run's (the
+same weights at every step, the same examples and few-shot draw). In a distributed run rank 0
+scores alone (its replica under DDP); under FSDP2 the forward passes gather every rank's shard,
+so every rank computes the same scores in step and rank 0 alone writes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.atomic import atomic_write
+from harness.config import EvalConfig
+from harness.data import Corpus
+from harness.evals.scoring import InMemoryLM, TaskScore, score
+from harness.evals.tasks import LoadedTask, load
+from harness.grid import RunSpec
+
+__all__ = [
+    "TASK_ROW_COLUMNS",
+    "TaskEvaluation",
+    "TaskScore",
+    "append_task_rows",
+    "metric_columns",
+    "task_evaluation",
+    "truncate_task_rows",
+]
+
+TASK_ROW_COLUMNS = ["step", "tokens", "task", "metric", "value", "chance", "n_examples"]
+"""A run's tasks.csv."""
+
+
+def metric_columns(tasks: tuple[LoadedTask, ...]) -> list[str]:
+    """The metrics.csv columns of the tasks: TASK/METRIC each."""
+    return [f"{t.name}/{m}" for t in tasks for m in t.metrics]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskEvaluation:
+    """The tasks, the model interface scoring them, and the steps after which they run."""
+
+    at: frozenset[int]
+    tasks: tuple[LoadedTask, ...]
+    lm: InMemoryLM
+    cfg: EvalConfig
+    scores_here: bool
+    """Whether this process scores (rank 0; every rank under FSDP2)."""
+    model: torch.nn.Module
+
+    def run(self) -> tuple[list[TaskScore], float]:
+        """(the scores, seconds it took); no scores on a rank that does not score."""
+        if not self.scores_here:
+            return [], 0.0
+        if self.lm.device.type == "cuda":
+            torch.cuda.synchronize(self.lm.device)
+        t0 = time.perf_counter()
+        self.model.eval()
+        try:
+            scores = score(self.lm, self.tasks, self.cfg)
+        finally:
+            self.model.train()
+        return scores, time.perf_counter() - t0
+
+
+def _encoder(spec: RunSpec, corpus: Corpus) -> tuple[Any, int]:
+    """(text -> token ids, the id lm-eval puts before an empty context) of the run's tokenizer:
+    bytes, the corpus's own BPE (its cache entry's tokenizer.json), or a pretrained one."""
+    name = spec.data.tokenizer
+    if name == "byte":
+        return (lambda s: list(s.encode("utf-8"))), 10  # a newline: what ends each line
+    from tokenizers import Tokenizer
+
+    from harness import tokenizer as pretrained
+
+    if name == "bpe":
+        tok = Tokenizer.from_file(str(corpus.directory / "tokenizer.json"))
+        eot = None
+    else:
+        tok = pretrained.load(name)
+        eot = pretrained.eos_token_id(name)
+
+    def encode(s: str) -> list[int]:
+        return list(tok.encode(s, add_special_tokens=False).ids)
+
+    return encode, eot if eot is not None else encode("\n")[0]
+
+
+def task_evaluation(
+    spec: RunSpec,
+    corpus: Corpus,
+    model: torch.nn.Module,
+    forward: Any,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    eval_at: frozenset[int],
+    scores_here: bool,
+) -> TaskEvaluation | None:
+    """The run's task evaluation, or None without [eval] tasks."""
+    cfg = spec.eval
+    if not cfg.tasks:
+        return None
+    tasks = tuple(load(cfg)) if scores_here else ()
+    encode, eot = _encoder(spec, corpus)
+    lm = InMemoryLM(
+        forward, encode, eot, spec.data.seq_len, device, cfg.batch_size, autocast=autocast
+    )
+    at = eval_at if cfg.when == "evals" else frozenset({spec.n_steps})
+    return TaskEvaluation(at, tasks, lm, cfg, scores_here, model)
+
+
+def append_task_rows(path: Path, step: int, tokens: int, scores: list[TaskScore]) -> None:
+    """One evaluation's rows, floats exactly (repr round-trips)."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        if new:
+            w.writerow(TASK_ROW_COLUMNS)
+        for s in scores:
+            chance = "" if s.chance is None else repr(s.chance)
+            w.writerow([step, tokens, s.task, s.metric, repr(s.value), chance, s.n_examples])
+
+
+def truncate_task_rows(path: Path, last_step: int, dest: Path | None = None) -> None:
+    """Keep the rows up to ``last_step`` (written to ``dest`` where given: a WSD branch's)."""
+    if not path.exists():
+        if dest is not None:
+            dest.unlink(missing_ok=True)
+        return
+    with path.open(newline="") as f:
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= last_step
+        ]
+    lines = [",".join(TASK_ROW_COLUMNS)] + [
+        ",".join(_cell(r[c]) for c in TASK_ROW_COLUMNS) for r in rows
+    ]
+    atomic_write(dest or path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+
+
+def _cell(value: str) -> str:
+    """A CSV cell as csv.writer writes it (task names may hold commas)."""
+    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
