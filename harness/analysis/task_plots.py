@@ -1,6 +1,7 @@
 """Figures of the task chains (`taskscale.py`): per task, accuracy against the step-1 loss with
 the fitted step-2 curve, its 95% band from the stored samples, and the prediction at the
-ladder's largest run. Built like `plots.py` and saved by `plots.save_figure`."""
+ladder's largest run; and the held-out check (final accuracy against compute, the larger runs
+predicted from the cheaper ones). Built like `plots.py` and saved by `plots.save_figure`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from harness.analysis.laws import chinchilla_loss
 from harness.analysis.plots import colours, figure_of, new_axes, save_figure
 from harness.units import si
 
-__all__ = ["plot_task", "write_task_figures"]
+__all__ = ["plot_heldout", "plot_task", "write_task_figures"]
 
 
 def plot_task(
@@ -72,6 +73,43 @@ def plot_task(
     return figure_of(ax)
 
 
+def plot_heldout(
+    ax: Axes,
+    task: str,
+    final: pd.DataFrame,
+    metric: str,
+    heldout: Mapping[str, Any],
+    chance: float | None = None,
+) -> Figure:
+    """The held-out check of one task: each run's final accuracy against its compute 6ND (one
+    colour per N), and at each held-out run the chain's prediction from the cheaper runs with
+    its 95% interval."""
+    acc = final[final["metric"] == metric]
+    N = acc["n_params"].to_numpy(float)
+    C = 6.0 * N * acc["n_tokens"].to_numpy(float)
+    colour = colours(N, "N")
+    for n in np.unique(N):
+        sel = N == n
+        ax.plot(C[sel], acc["value"].to_numpy(float)[sel], "o", ms=5, color=colour[float(n)],
+                label=f"N={si(n)}")  # fmt: skip
+    for i, r in enumerate(heldout["runs"]):
+        c = 6.0 * r["n_params"] * r["n_tokens"]
+        lo, hi = r.get("ci95", {}).get("accuracy", [None, None])
+        ax.plot([c * 1.04], [r["params"]["accuracy"]], "*", ms=10, color="r",
+                label="predicted from the cheaper runs" if i == 0 else None)  # fmt: skip
+        if lo is not None and hi is not None:
+            ax.vlines([c * 1.04], lo, hi, color="r", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("compute 6ND (FLOPs)")
+    ax.set_ylabel(f"{metric} at the run's last step")
+    n_fitted = heldout["n_fitted_runs"]
+    ax.set_title(f"task {task}: held-out check ({n_fitted} runs fitted)", fontsize=9)
+    if chance is not None:
+        ax.axhline(chance, color="0.5", ls=":", lw=1, label="chance")
+    ax.legend(fontsize=7)
+    return figure_of(ax)
+
+
 def _stem(task: str) -> str:
     """A file name for a task's figure; a name changed to be one ("mmlu/law") gets a short
     hash of the real one, so that no two tasks share a file ("mmlu_law")."""
@@ -109,4 +147,11 @@ def write_task_figures(
             continue
         fig = plot_task(new_axes(), task, N, x, y, block, step1, samples.get(f"tasks/{task}/step2"))
         written += save_figure(fig, out_dir / _stem(task))
+        heldout = block.get("heldout", {})
+        if heldout.get("runs"):
+            final = ts.final_rows(rows)
+            fig = plot_heldout(
+                new_axes(), task, final, block.get("metric", "acc"), heldout, block.get("chance")
+            )
+            written += save_figure(fig, out_dir / (_stem(task) + "_heldout"))
     return written

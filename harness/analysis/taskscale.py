@@ -71,8 +71,10 @@ __all__ = [
     "TASK_COLUMNS",
     "TaskFit",
     "chain",
+    "final_rows",
     "fit_step2",
     "fit_tasks",
+    "heldout_task",
     "load_tasks",
     "step2_accuracy",
     "step2_rows",
@@ -93,6 +95,9 @@ IDEAL_POINT = (0.0, 1.0)
 """(loss, accuracy) added to the sigmoid's fit: at zero loss every answer is right."""
 MIN_MODELS = 3
 """Distinct model sizes a task needs: two to fit step 2 on and the largest to choose by."""
+HELDOUT_QUANTILE = 0.75
+"""The held-out check fits the runs at or below this quantile of final compute, as the laws'
+held-out check does (`harness.analysis.registry.heldout`, fitting's default)."""
 
 _PARAMS = {"sigmoid": ("a", "b", "k", "x0"), "exponential": ("eps", "k", "gamma")}
 _BOUNDS = {
@@ -643,6 +648,10 @@ def fit_tasks(
             "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
             "determined": determined,
         }
+        try:
+            block["heldout"] = heldout_task(task, rows, runs, seed=seed, n_bootstrap=n_bootstrap)
+        except InputError as exc:
+            block["heldout"] = {"skipped": str(exc)}
         out[task] = block
         if tf.step1_source == "bpb" and tf.step1_samples:
             for k in tf.step1:
@@ -651,6 +660,79 @@ def fit_tasks(
             for k in tf.step2:
                 samples[f"tasks/{task}/step2/{k}"] = np.array([s[k] for s in tf.step2_samples])
     return out, samples
+
+
+def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each run's last checkpoint: the ``final`` rows where tasks.csv marks them, else each
+    run's rows of its largest n_tokens (a row without run_id is a run of its own)."""
+    if "final" in rows.columns:
+        return rows[pd.to_numeric(rows["final"], errors="coerce") == 1]
+    key = _run_key(rows)
+    return rows[rows["n_tokens"] == rows.groupby(key)["n_tokens"].transform("max")]
+
+
+def heldout_task(
+    task: str,
+    rows: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    seed: int,
+    n_bootstrap: int,
+    quantile: float = HELDOUT_QUANTILE,
+) -> dict[str, Any]:
+    """The held-out check of one task's chain: fitted on the rows (every checkpoint) of the
+    runs whose final compute 6 N D is at or below the ``quantile`` of the runs', it predicts
+    each other run's final accuracy with its 95% interval. The question a ladder is built for:
+    do the small runs tell the large runs' accuracy?
+
+    Raises
+    ------
+    InputError
+        No bpb rows (the check refits step 1 on the cheaper runs' own losses), no run above the
+        threshold, or a chain the cheaper runs cannot support.
+    """
+    if not (rows["metric"] == "bpb").any():
+        raise InputError(f"task {task!r}: the held-out check refits step 1 and needs bpb rows")
+    final = final_rows(rows)
+    key = _run_key(rows)
+    per_run = final.assign(_run=_run_key(final)).drop_duplicates("_run")
+    C = training_flops(per_run["n_params"].to_numpy(float), per_run["n_tokens"].to_numpy(float))
+    thr = float(np.quantile(C, quantile))
+    test_runs = set(per_run["_run"][C > thr])
+    if not test_runs:
+        raise InputError(f"task {task!r}: no run above the held-out compute threshold")
+    fitted = rows[~key.isin(test_runs)]
+    block, tf = fit_task(task, fitted, runs, None, [], seed=seed, n_bootstrap=n_bootstrap)
+    steps = (block["step1"], block["step2"])
+    determined = all(st.get("determined", True) is not False for st in steps)
+    acc = final[final["metric"] == tf.metric]
+    acc = acc[_run_key(acc).isin(test_runs)].sort_values(["n_params", "n_tokens"], kind="stable")
+    out = []
+    for _, r in acc.iterrows():
+        n, d, observed = float(r["n_params"]), float(r["n_tokens"]), float(r["value"])
+        point, per = chain(tf, n, d)
+        pred = float(point[0])
+        precision = _accuracy_precision(tf, n, d, block["step2"])
+        entry: dict[str, Any] = {
+            "n_params": n,
+            "n_tokens": d,
+            "observed": observed,
+            "params": {"accuracy": pred, "abs_error": abs(pred - observed)},
+            "precision": {"accuracy": precision, "abs_error": precision},
+            "ci95": {"accuracy": ci95(per[:, 0])} if per.size else {},
+            "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
+            "determined": determined,
+        }
+        if "run_id" in r and isinstance(r["run_id"], str):
+            entry = {"run_id": r["run_id"], **entry}
+        out.append(entry)
+    return {
+        "rule": f"fitted on the runs with 6ND <= the {quantile:g} quantile ({thr:.4g} FLOPs), "
+        "every checkpoint; the others' final accuracy predicted",
+        "n_fitted_runs": int(len(per_run) - len(test_runs)),
+        "form": tf.form,
+        "runs": out,
+    }
 
 
 def _accuracy_precision(tf: TaskFit, n: float, d: float, step2: Mapping[str, Any]) -> float:
@@ -694,5 +776,25 @@ def summarize_tasks(block: Mapping[str, Any]) -> list[str]:
             f"{s2['form']} ({params}); at N={fmt(pr['n_params'])}, D={fmt(pr['n_tokens'])}: "
             f"{fmt(pr['params']['accuracy'])}"
             + (" NOT DETERMINED" if und else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
+        )
+        lines += _heldout_lines(task, b.get("heldout", {}))
+    return lines
+
+
+def _heldout_lines(task: str, h: Mapping[str, Any]) -> list[str]:
+    """The summary's lines of one task's held-out check."""
+    if not h:
+        return []
+    if "skipped" in h:
+        return [f"task {task:<20} held-out check skipped: {h['skipped']}"]
+    lines = [f"task {task:<20} held-out: {h['rule']} ({h['n_fitted_runs']} runs, {h['form']})"]
+    for r in h["runs"]:
+        lo, hi = r.get("ci95", {}).get("accuracy", [None, None])
+        inside = lo is not None and lo <= r["observed"] <= hi
+        lines.append(
+            f"  N={fmt(r['n_params'])}, D={fmt(r['n_tokens'])}: predicted "
+            f"{fmt(r['params']['accuracy'])} [{fmt(lo)}, {fmt(hi)}], observed "
+            f"{fmt(r['observed'])}, |error| {fmt(r['params']['abs_error'])}"
+            + (" (inside)" if inside else " (outside)")
         )
     return lines
