@@ -199,8 +199,12 @@ def _alone(exp, specs, root: Path) -> dict[str, object]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "parametrization",
-    [[], ["--model.parametrization=mup", "--model.base_width=16"]],
-    ids=["standard", "mup"],
+    [
+        [],
+        ["--model.parametrization=mup", "--model.base_width=16"],
+        ['--eval.tasks=["facts_kv"]', "--eval.limit=8"],
+    ],
+    ids=["standard", "mup", "eval"],
 )
 def test_branches_equal_runs_trained_alone(tmp_path: Path, parametrization: list[str]) -> None:
     exp = _exp(tmp_path, WSD + parametrization)
@@ -245,6 +249,17 @@ def test_branches_equal_runs_trained_alone(tmp_path: Path, parametrization: list
         assert walls == sorted(walls)  # the wall clock goes on from the trunk's
         steps = [int(row["step"]) for row in rows]
         assert steps == sorted(set(steps)) and steps[-1] == b.n_steps
+        if b.eval.tasks:  # [eval]: the trunk's task rows so far, then its own, as if alone
+            mine = _rows(shared / b.run_id / "tasks.csv")
+            alone_rows = _rows(tmp_path / "alone" / "runs" / b.run_id / "tasks.csv")
+            trunk_tasks = _rows(shared / trunk.run_id / "tasks.csv")
+            assert [r for r in mine if int(r["step"]) <= s] == [
+                r for r in trunk_tasks if int(r["step"]) <= s
+            ]
+            assert [r for r in mine if int(r["step"]) > s] == [
+                r for r in alone_rows if int(r["step"]) > s
+            ]
+            assert int(mine[-1]["step"]) == b.n_steps
     # The trunk itself is the run trained alone.
     assert t.val_loss == alone[trunk.run_id].val_loss
     assert _weights_equal(shared / trunk.run_id, tmp_path / "alone" / "runs" / trunk.run_id)
