@@ -97,14 +97,14 @@ def check_memory(exp: ExperimentConfig, specs: Sequence[Any], device: str) -> No
 
 def checked_grid(exp: ExperimentConfig, source: str, *, corpus: bool = True) -> GridExpansion:
     """The experiment's grid, after every check that needs no training and no tokenizing: sizes
-        the model rule can meet, a corpus that exists (unless ``corpus`` is False: `harness run`
-        checks it only when something is left to train), `[downstream]`'s task and n_labels, and
+    the model rule can meet, a corpus that exists (unless ``corpus`` is False: `harness run`
+    checks it only when something is left to train), `[downstream]`'s task and n_labels, and
     `[eval]`'s tasks.
 
-        Raises
-        ------
-        InputError
-            The first failed check, its line prefixed with ``source`` (the experiment file).
+    Raises
+    ------
+    InputError
+        The first failed check, its line prefixed with ``source`` (the experiment file).
     """
     with naming(source):
         check_installed(exp.tracking)

@@ -143,8 +143,8 @@ def _loop(
         evaluated = p.step in run.evaluation.at
         if evaluated:
             _evaluate(run, p)
-        scores = _score_tasks(run, p)
-        if evaluated or scores or p.step % run.log_every == 0 or p.step == spec.n_steps:
+        scores = _score_tasks(run, p)  # at evaluation steps or the last: always a log row
+        if evaluated or p.step % run.log_every == 0 or p.step == spec.n_steps:
             _log_row(run, p, lr, evaluated, scores)
         if p.status == "diverged":
             break

@@ -117,9 +117,11 @@ def process_results(doc, results):
 
 
 @pytest.mark.slow
-def test_a_distributed_run_scores_once(tmp_path: Path) -> None:
-    """DDP on two processes: rank 0 alone scores (lm-eval's own per-example hook counts the
-    calls and names the process), and tasks.csv is written once per evaluation."""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_distributed_run_scores_once(tmp_path: Path, parallel: str) -> None:
+    """Two processes: under DDP rank 0 alone scores (lm-eval's own per-example hook counts the
+    calls and names the process); under FSDP2 both ranks run the forward passes (they gather
+    the shards) in step; either way tasks.csv is written once per evaluation."""
     from harness.execute.ranks import train_on_devices
 
     task_dir = tmp_path / "task"
@@ -138,13 +140,17 @@ def test_a_distributed_run_scores_once(tmp_path: Path) -> None:
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
     )
     exp, spec = _spec(tmp_path, extra=f'[eval]\ntasks = ["{task_dir / "words.yaml"}"]')
-    execution = dataclasses.replace(exp.execution, device="cpu", devices_per_run=2, parallel="ddp")
+    execution = dataclasses.replace(
+        exp.execution, device="cpu", devices_per_run=2, parallel=parallel
+    )
     run_dir = tmp_path / "runs" / spec.run_id
     result = train_on_devices(spec, run_dir, execution)
     assert result is not None and result.world_size == 2
     calls = (task_dir / "calls.txt").read_text().split("\n")[:-1]
-    assert len(calls) == 2 * len(rows)  # two evaluations, each example once
-    assert {c.split()[1] for c in calls} == {"0"} and len({c.split()[0] for c in calls}) == 1
+    scorers = {"ddp": {"0"}, "fsdp": {"0", "1"}}[parallel]
+    assert {c.split()[1] for c in calls} == scorers
+    for rank in scorers:  # two evaluations, each example once by each scoring rank
+        assert sum(c.split()[1] == rank for c in calls) == 2 * len(rows)
     with (run_dir / "tasks.csv").open(newline="") as f:
         written = list(csv.DictReader(f))
     assert [(r["step"], r["metric"]) for r in written] == [

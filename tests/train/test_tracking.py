@@ -151,6 +151,18 @@ def test_tensorboard_scalars_equal_metrics_csv(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_task_scores_reach_the_tracker(tmp_path: Path) -> None:
+    """[eval]'s metrics.csv columns TASK/METRIC, read back by TensorBoard's own reader."""
+    exp = _experiment(tmp_path, 'backend = "tensorboard"\n[eval]\ntasks = ["facts_kv"]\nlimit = 8')
+    spec, run_dir, result = _train(exp)
+    folder = exp.results_path.resolve() / "tensorboard" / spec.run_id
+    for column in ("facts_kv/acc", "facts_kv/bpb"):
+        logged, expected = _tensorboard(folder, f"tasks/{column}"), _csv(run_dir, column)
+        assert [s for s, _ in logged] == [s for s, _ in expected] == [8, 16]
+        assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+
+
+@pytest.mark.slow
 def test_mlflow_history_equals_metrics_csv_and_params_hold_the_settings(tmp_path: Path) -> None:
     exp = _experiment(tmp_path, 'backend = "mlflow"')
     spec, run_dir, result = _train(exp)
