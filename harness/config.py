@@ -779,8 +779,9 @@ class EvalConfig:
     seed: int = 1234
     """Seed of the few-shot examples' draw (lm-eval's fewshot_random_seed)."""
     batch_size: int = 64
-    """Sequences (context and answer choice) per forward pass of the scoring; >= 1. Changes
-    nothing but speed and memory."""
+    """Questions (a context with its answer choices, one packed sequence) per forward pass of
+    the scoring; >= 1. It sets speed and memory, and moves scores only by float rounding (the
+    batches' shapes)."""
 
     def __post_init__(self) -> None:
         _check(len(set(self.tasks)) == len(self.tasks), "tasks", list(self.tasks), "each once")

@@ -37,7 +37,6 @@ from harness.config import (
     ExperimentConfig,
     TrainConfig,
     identity_dict,
-    to_dict,
 )
 from harness.data import vocab_size_for
 from harness.design import Prior, bracket_notes, centred_sizes, load_prior
@@ -93,7 +92,7 @@ class RunSpec:
         if self.parametrization != STANDARD:
             out["parametrization"] = self.parametrization.to_dict()
         if self.eval.tasks:  # what a run records is part of what it is
-            out["eval"] = to_dict(self.eval)
+            out["eval"] = identity_dict(self.eval)
         return out
 
     @property

@@ -693,6 +693,16 @@ def heldout_task(
     """
     if not (rows["metric"] == "bpb").any():
         raise InputError(f"task {task!r}: the held-out check refits step 1 and needs bpb rows")
+    named = "run_id" in rows.columns and rows["run_id"].notna().all()
+    if not named:
+        # Without run_id a checkpoint cannot be told from a run: each (N, D) is a model, and
+        # only the final rows (where marked) are used, so no larger run's checkpoint is fitted.
+        rows = final_rows(rows)
+        rows = rows.assign(
+            run_id=[
+                f"N={n:g}|D={d:g}" for n, d in zip(rows["n_params"], rows["n_tokens"], strict=True)
+            ]
+        )
     final = final_rows(rows)
     key = _run_key(rows)
     per_run = final.assign(_run=_run_key(final)).drop_duplicates("_run")
@@ -707,6 +717,8 @@ def heldout_task(
     determined = all(st.get("determined", True) is not False for st in steps)
     acc = final[final["metric"] == tf.metric]
     acc = acc[_run_key(acc).isin(test_runs)].sort_values(["n_params", "n_tokens"], kind="stable")
+    if acc.empty:
+        raise InputError(f"task {task!r}: no {tf.metric} row of a run above the threshold")
     out = []
     for _, r in acc.iterrows():
         n, d, observed = float(r["n_params"]), float(r["n_tokens"]), float(r["value"])
@@ -723,8 +735,8 @@ def heldout_task(
             "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
             "determined": determined,
         }
-        if "run_id" in r and isinstance(r["run_id"], str):
-            entry = {"run_id": r["run_id"], **entry}
+        if named:
+            entry = {"run_id": str(r["run_id"]), **entry}
         out.append(entry)
     return {
         "rule": f"fitted on the runs with 6ND <= the {quantile:g} quantile ({thr:.4g} FLOPs), "

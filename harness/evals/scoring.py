@@ -9,8 +9,8 @@ once, then each answer, seeing the context and itself only (a block-causal atten
 with each answer's positions going on from the context's), which gives each answer's
 log-likelihood alone to float rounding (1e-7 at the quickstart's shapes) at 2.5x fewer tokens
 for a question of four 16-token answers after 64 tokens. Rows go eval.batch_size at a time,
-padded on the right. Positions stay below data.seq_len: a context too long for its answers is
-cut from the left, as lm-eval's own model cuts it.
+padded on the right. Positions stay below data.seq_len: a context too long for an answer is
+cut from the left by that answer's length, as lm-eval's own model cuts it.
 
 Per task, `score` returns what lm-eval computes (``acc``; ``acc_norm`` where the task lists
 it) and what it does not: ``bpb``, the correct answer's negative log-likelihood in bits per
@@ -141,22 +141,27 @@ class _Row:
 def _pack(requests: list[tuple[tuple[str, str], list[int], list[int]]], max_len: int) -> list[_Row]:
     """Requests with the same context tokens as one row each: the context is computed once for
     all its answers (a multiple-choice question's four answers cost one context, not four).
-    Positions stay below ``max_len``: a context is cut from the left so that its longest answer
-    fits, and an answer longer than ``max_len`` keeps its last ``max_len`` tokens."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (_, ctx, _) in enumerate(requests):
-        groups.setdefault(tuple(ctx), []).append(i)
+
+    Each request sees what lm-eval's own Hugging Face model gives it: its last ``max_len + 1``
+    tokens of context and answer, so a context is cut from the left by each answer's own
+    length (answers of other lengths then sit in rows of their own). An answer longer than
+    ``max_len`` keeps its last ``max_len`` tokens, conditioned on the token before them. An
+    empty answer scores 0 (log 1)."""
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for i, (_, ctx, ans) in enumerate(requests):
+        if not ans:
+            continue
+        keep = max_len + 1 - len(ans)
+        cut = list(ctx[-keep:]) if keep >= 1 else list(ans[-(max_len + 1) : -max_len])
+        groups.setdefault(tuple(cut), []).append((i, list(ans[-max_len:])))
     rows = []
     for ctx_key, members in groups.items():
-        answers = [requests[i][2][-max_len:] for i in members]
-        ctx = list(ctx_key)[-(max_len + 1 - max(len(a) for a in answers)) :]
-        if not ctx:  # an answer of max_len tokens: its first token is the context
-            ctx = answers[0][:1]
+        ctx = list(ctx_key)
         n_ctx = len(ctx)
         tokens, pos, seg = [ctx], [np.arange(n_ctx)], [np.zeros(n_ctx, dtype=np.int64)]
         at, target, owner = [], [], []
         start = n_ctx
-        for j, (i, ans) in enumerate(zip(members, answers, strict=True)):
+        for j, (i, ans) in enumerate(members):
             body = len(ans) - 1
             tokens.append(ans[:-1])
             pos.append(np.arange(n_ctx, n_ctx + body))
@@ -203,14 +208,19 @@ def _rng_kept(device: torch.device) -> Iterator[None]:
             torch.cuda.set_rng_state(cuda, device)
 
 
-def _gold(task: Any, doc: dict[str, Any], target: Any) -> int:
-    """The correct choice's index, as lm-eval's multiple-choice scoring reads it."""
-    if isinstance(target, list):  # several right answers: the first one's loss
-        target = target[0]
+def _gold(task: Any, doc: dict[str, Any], target: Any, n_choices: int) -> int | None:
+    """The correct choice's index as lm-eval's multiple-choice scoring reads it (the first of
+    several right answers); None where lm-eval finds none (it scores such an example wrong)."""
+    if getattr(task, "multiple_input", False):  # the choices are contexts: doc_to_text is gold
+        target = task.doc_to_text(doc)
+    if isinstance(target, list):
+        target = target[0] if target else None
     if isinstance(target, str):
         choices = task.doc_to_choice(doc)
-        target = choices.index(target) if target in choices else int(target)
-    return int(target)
+        target = choices.index(target) if target in choices else None
+    if isinstance(target, bool) or not isinstance(target, int | np.integer):
+        return None
+    return int(target) if 0 <= target < n_choices else None
 
 
 def score(lm: InMemoryLM, tasks: Sequence[LoadedTask], cfg: EvalConfig) -> list[TaskScore]:
@@ -238,14 +248,18 @@ def score(lm: InMemoryLM, tasks: Sequence[LoadedTask], cfg: EvalConfig) -> list[
             if metric == "bpb":
                 bpb = []
                 for s in samples:
-                    gold = _gold(t.task, s["doc"], s["target"])
+                    gold = _gold(t.task, s["doc"], s["target"], len(s["arguments"]))
+                    if gold is None:  # no right answer to score: lm-eval counts it wrong
+                        continue
                     ll = s["resps"][gold][0][0]
                     context, answer = s["arguments"][gold]
                     # The context's trailing spaces are scored with the answer (_encode_pair).
                     moved = context[len(context.rstrip()) :]
                     n_bytes = len((moved + answer).encode("utf-8"))
-                    bpb.append(-ll / (math.log(2) * n_bytes))
-                out.append(TaskScore(t.name, "bpb", float(np.mean(bpb)), None, n))
+                    if n_bytes:
+                        bpb.append(-ll / (math.log(2) * n_bytes))
+                if bpb:
+                    out.append(TaskScore(t.name, "bpb", float(np.mean(bpb)), None, len(bpb)))
             else:
                 value = float(results["results"][t.name][f"{metric},none"])
                 out.append(TaskScore(t.name, metric, value, chance, n))

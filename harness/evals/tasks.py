@@ -148,6 +148,11 @@ def load(cfg: EvalConfig) -> list[LoadedTask]:
                     "accepted: one task per name (list a group's tasks one by one)"
                 )
             ((task_name, task),) = loaded.items()
+            if any(t.name == task_name for t in out):
+                raise InputError(
+                    f"eval.tasks = {name!r} is task {task_name!r}, which another entry names "
+                    "too; accepted: each task once (its columns and rows are keyed by name)"
+                )
             out.append(_ready(name, task_name, task, cfg))
     return out
 
@@ -162,6 +167,8 @@ def _ready(name: str, task_name: str, task: Any, cfg: EvalConfig) -> LoadedTask:
     task.set_config(key="num_fewshot", value=cfg.num_fewshot)
     task.set_fewshot_seed(seed=cfg.seed)
     n_docs = len(task.eval_docs)
+    if n_docs:
+        _check_first_doc(name, task)
     if n_docs == 0:
         raise InputError(f"eval.tasks = {name!r} has no examples; accepted: a task with data")
     if cfg.num_fewshot and not (task.has_training_docs() or task.has_validation_docs()):
@@ -174,6 +181,26 @@ def _ready(name: str, task_name: str, task: Any, cfg: EvalConfig) -> LoadedTask:
     listed = set(getattr(task, "_metric_fn_list", {}))
     metrics = ("acc",) + (("acc_norm",) if "acc_norm" in listed else ()) + ("bpb",)
     return LoadedTask(name=task_name, task=task, metrics=metrics)
+
+
+def _check_first_doc(name: str, task: Any) -> None:
+    """The first example read as scoring reads it: a context, a list of choices, a target."""
+    doc = task.eval_docs[0]
+    try:
+        text, choices = task.doc_to_text(doc), task.doc_to_choice(doc)
+        task.doc_to_target(doc)
+    except Exception as exc:  # whatever the task's templates raise  # noqa: BLE001
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputError(
+            f"eval.tasks = {name!r}: its first example does not read ({type(exc).__name__}: "
+            f"{first}); accepted: doc_to_text, doc_to_choice and doc_to_target that read "
+            "every example"
+        ) from None
+    if not isinstance(choices, list) or len(choices) < 2 or text is None:
+        raise InputError(
+            f"eval.tasks = {name!r}: its first example has choices {str(choices)[:80]!r}; "
+            "accepted: a doc_to_choice giving a list of two or more answers"
+        )
 
 
 def tokens_per_evaluation(

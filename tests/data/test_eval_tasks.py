@@ -106,6 +106,21 @@ def test_bundled_tasks_load_as_multiple_choice() -> None:
     assert n == 10 * (64 + 4 * 16) + 10 * (3 + 4 * 4)  # contexts and answers, in bytes
 
 
+def test_an_example_without_a_right_answer_is_wrong_and_has_no_bits(tmp_path: Path) -> None:
+    """lm-eval counts an example whose label names no choice as wrong; its bits per byte are
+    left out (there is no right answer to score), the others' kept."""
+    rows = [
+        {"context": "xa", "endings": ["bq", "cq"], "label": 0},
+        {"context": "ya", "endings": ["bq", "cq"], "label": 7},  # no such choice
+    ]
+    path = write_task(tmp_path, "oob", rows)
+    cfg = EvalConfig(tasks=(str(path),), limit=0)
+    lm = InMemoryLM(Bigram(torch.zeros(256, 256)), *BYTE, 16, torch.device("cpu"), 4)
+    got = {s.metric: s for s in score(lm, load(cfg), cfg)}
+    assert got["bpb"].n_examples == 1 and got["acc"].n_examples == 2
+    assert got["bpb"].value == pytest.approx(8.0)  # uniform over 256 bytes: 8 bits each
+
+
 def test_hand_checked_accuracy_and_bits_per_byte(tmp_path: Path) -> None:
     # A bigram table: after "a", "b" has logit 3 (all else 0); after anything else, uniform.
     table = torch.zeros(256, 256)
@@ -141,10 +156,12 @@ def test_hand_checked_accuracy_and_bits_per_byte(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_packed_answers_score_as_each_answer_alone(arch: str) -> None:
+@pytest.mark.parametrize(("arch", "max_len"), [("llama", 64), ("gpt2", 64), ("llama", 40)])
+def test_packed_answers_score_as_each_answer_alone(arch: str, max_len: int) -> None:
     """The block-causal packing gives each answer the log-likelihood a forward pass of its
-    context and itself alone gives, on transformers' own models."""
+    context and itself alone gives, on transformers' own models; with max_len 40 each request
+    keeps its last 41 tokens, as lm-eval's own model cuts them (answers of 16 and 12 tokens:
+    contexts cut to 25 and 29 tokens)."""
     from harness.model import ModelShape, build_model
 
     torch.manual_seed(0)
@@ -152,22 +169,23 @@ def test_packed_answers_score_as_each_answer_alone(arch: str) -> None:
         arch=arch, n_layer=2, n_embd=32, n_head=2, vocab_size=256, seq_len=64, ffn_dim=64
     )
     model = build_model(shape).eval()
-    cfg = EvalConfig(tasks=("shakespeare_cloze",), limit=6)
-    (task,) = load(cfg)
-    lm = InMemoryLM(model, *BYTE, max_len=64, device=torch.device("cpu"), batch_size=4)
-    requests = [  # (context, answer) pairs as lm-eval makes them
-        ((c, e), BYTE[0](c)[-48:], BYTE[0](e))
-        for r in [json.loads(x) for x in (bundled_dir() / "shakespeare_cloze.jsonl").open()][:6]
-        for c, e in [(r["context"], end) for end in r["endings"]]
+    lm = InMemoryLM(model, *BYTE, max_len=max_len, device=torch.device("cpu"), batch_size=4)
+    lines = (bundled_dir() / "shakespeare_cloze.jsonl").open()
+    requests = [  # (context, answer) pairs as lm-eval makes them; one answer shortened
+        ((c, e), BYTE[0](c)[-48:], BYTE[0](e)[: 12 if k == 3 else 16])
+        for r in [json.loads(x) for x in lines][:6]
+        for k, (c, e) in enumerate((r["context"], end) for end in r["endings"])
     ]
+    requests.append((("", ""), BYTE[0]("ab"), []))  # an empty answer: log 1
     packed = lm._loglikelihood_tokens(requests)
+    assert packed[-1] == (0.0, True)
     with torch.inference_mode():
-        for (_, ctx, ans), (ll, _) in zip(requests, packed, strict=True):
-            x = torch.tensor([ctx + ans[:-1]])
-            logp = torch.log_softmax(model(input_ids=x).logits[0].double(), -1)
-            alone = sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(ans))
+        for (_, ctx, ans), (ll, _) in zip(requests[:-1], packed[:-1], strict=True):
+            whole = (ctx + ans)[-(max_len + 1) :]
+            logp = torch.log_softmax(model(input_ids=torch.tensor([whole[:-1]])).logits[0], -1)
+            first = len(whole) - 1 - len(ans)
+            alone = sum(float(logp[first + i, t]) for i, t in enumerate(ans))
             assert ll == pytest.approx(alone, abs=2e-5)
-    assert task.name == "shakespeare_cloze"
 
 
 def test_scoring_leaves_the_global_generators_alone() -> None:
@@ -193,6 +211,18 @@ def test_tasks_that_cannot_be_scored_are_refused(tmp_path: Path, monkeypatch) ->
     gen.write_text(gen.read_text().replace("multiple_choice", "loglikelihood"))
     with pytest.raises(InputError, match=r"output_type 'loglikelihood'; accepted: multiple_choice"):
         load(EvalConfig(tasks=(str(gen),)))
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "copy.yaml").write_text((bundled_dir() / "facts_kv.yaml").read_text())
+    (twice / "facts_kv.jsonl").write_bytes((bundled_dir() / "facts_kv.jsonl").read_bytes())
+    with pytest.raises(InputError, match=r"is task 'facts_kv', which another entry names too"):
+        load(EvalConfig(tasks=("facts_kv", str(twice / "copy.yaml"))))
+    nochoice = write_task(
+        tmp_path / "n", "nochoice", [{"context": "a", "endings": ["b"], "label": 0}]
+    )
+    nochoice.write_text(nochoice.read_text().replace("doc_to_choice: endings\n", ""))
+    with pytest.raises(InputError, match=r"'nochoice'|nochoice.yaml"):
+        load(EvalConfig(tasks=(str(nochoice),)))
     monkeypatch.setitem(sys.modules, "lm_eval.tasks", None)  # lm-eval not installed
     with pytest.raises(InputError, match=r"needs lm-evaluation-harness.*scaling-harness\[eval\]"):
         load(EvalConfig(tasks=("shakespeare_cloze",)))
