@@ -416,3 +416,20 @@ def test_a_fits_json_from_before_the_new_fields_says_to_refit(tmp_path: Path) ->
     fit_path(d, n_bootstrap=50, fits=["chinchilla"])  # rewritten: no hint
     ok, table = reproduce_path(d, replot=False)
     assert ok and "predates" not in table
+
+
+def test_a_task_held_out_check_added_since_is_informational() -> None:
+    """A fits.json written before the task chains' held-out check lacks it: no difference. A
+    stored one that differs still is one."""
+    block = {"step2": {"form": "sigmoid"}}
+    held = {"rule": "r", "n_fitted_runs": 3, "form": "sigmoid", "runs": []}
+    stored = {"tasks": {"tasks": {"t": dict(block)}}}
+    new = {"tasks": {"tasks": {"t": {**block, "heldout": held}}}}
+    c = compare(stored, new)
+    assert (
+        not c.differ
+        and ("tasks.tasks.t.heldout", None, "added since this fits.json was written")
+        in c.informational
+    )
+    changed = {"tasks": {"tasks": {"t": {**block, "heldout": {**held, "n_fitted_runs": 4}}}}}
+    assert compare(new, changed).differ
