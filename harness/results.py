@@ -291,12 +291,7 @@ def collect(root: Path) -> tuple[Path, dict[str, int]]:
             "directory whose runs have trained (`harness run` trains them)"
         )
     rows.sort(key=lambda r: (r["n_params"], r["n_tokens"], r["seed"], r["run_id"]))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: csv_cell(v) for k, v in row.items()})
-    atomic_write_text(layout.runs_csv, buf.getvalue())
+    _write_csv(layout.runs_csv, RUNS_CSV_COLUMNS, rows)
     _collect_tasks(layout, [r for r in rows if r["status"] == "done"])
     return layout.runs_csv, counts
 
@@ -329,11 +324,15 @@ def _collect_tasks(layout: ExperimentLayout, done: list[dict[str, Any]]) -> None
                         "seed": row["seed"],
                     }
                 )
-    if not out:
-        return
+    if out:
+        _write_csv(layout.tasks_csv, TASKS_CSV_COLUMNS, out)
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """A results CSV, atomically: the header, then each row's cells as `csv_cell` writes them."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=TASKS_CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for r in out:
-        writer.writerow({k: csv_cell(v) for k, v in r.items()})
-    atomic_write_text(layout.tasks_csv, buf.getvalue())
+    for row in rows:
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
