@@ -12,6 +12,7 @@ so every rank computes the same scores in step and rank 0 alone writes them.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +143,8 @@ def truncate_task_rows(path: Path, last_step: int, dest: Path | None = None) -> 
             for r in csv.DictReader(f)
             if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= last_step
         ]
-    lines = [",".join(TASK_ROW_COLUMNS)] + [
-        ",".join(_cell(r[c]) for c in TASK_ROW_COLUMNS) for r in rows
-    ]
-    atomic_write(dest or path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
-
-
-def _cell(value: str) -> str:
-    """A CSV cell as csv.writer writes it (task names may hold commas)."""
-    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TASK_ROW_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)  # as append_task_rows wrote them: the same bytes
+    atomic_write(dest or path, lambda f: f.write(buf.getvalue().encode()))
