@@ -46,11 +46,10 @@ from harness.hardware import Accelerator, accelerator
 from harness.memory import HEADROOM
 from harness.model import ModelShape, count_params, flops_per_token
 from harness.preflight import check_memory, checked_grid, memory_bytes, state_bytes
-from harness.schedules import eval_steps
+from harness.schedules import task_eval_steps
 from harness.sizing import GpuFit, size_for_gpu
 from harness.synthetic import is_synthetic
-from harness.tokenizer import is_pretrained
-from harness.tokenizer import load as load_tokenizer
+from harness.tokenizer import text_encoder
 from harness.units import fmt_duration
 
 __all__ = [
@@ -267,15 +266,6 @@ def measure_throughput(
     )
 
 
-def task_evaluations(spec: RunSpec) -> int:
-    """[eval]'s task evaluations in a run: one per held-out evaluation step, or the last one."""
-    if not spec.eval.tasks:
-        return 0
-    if spec.eval.when == "end":
-        return 1
-    return len(eval_steps(spec.n_steps, spec.train.evals_per_run))
-
-
 def plan_rows(
     grid: GridExpansion,
     throughput: Throughput | None,
@@ -292,7 +282,7 @@ def plan_rows(
         fit = (gpu_fits or {}).get(s.run_id)
         # Task evaluations and held-out evaluations are forward passes only: a third of a
         # training step per token.
-        forward_tokens = task_evaluations(s) * task_tokens
+        forward_tokens = len(task_eval_steps(s)) * task_tokens
         if fit is not None:
             est = fit.wall_s * (1.0 + forward_tokens / (3.0 * s.n_tokens))
         elif throughput is not None:
@@ -487,22 +477,11 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
 
 
 def _task_tokens(exp: ExperimentConfig) -> int:
-    """Tokens of one [eval] task evaluation, under the run's tokenizer (a BPE trained at run
-    time is counted in bytes: at least its tokens)."""
+    """Tokens of one [eval] task evaluation, under the run's tokenizer."""
     if not exp.eval.tasks:
         return 0
     from harness.evals.tasks import load, tokens_per_evaluation
 
-    name = exp.data.tokenizer
-    if is_pretrained(name):
-        tok = load_tokenizer(name)
-
-        def encode(s: str) -> list[int]:
-            return list(tok.encode(s, add_special_tokens=False).ids)
-
-    else:
-
-        def encode(s: str) -> list[int]:
-            return list(s.encode("utf-8"))
-
+    # A BPE is trained as the corpus is tokenized: counted in bytes, at least its tokens.
+    encode = text_encoder(exp.data.tokenizer)
     return tokens_per_evaluation(load(exp.eval), exp.eval, encode)

@@ -12,7 +12,16 @@ from typing import Literal
 from harness.grid import RunSpec
 from harness.wsd import wsd_decay_steps
 
-__all__ = ["lr_at_step", "peak_lr", "spec_lr_at_step", "spec_lrs", "warmup_for", "warmup_steps"]
+__all__ = [
+    "eval_steps",
+    "lr_at_step",
+    "peak_lr",
+    "spec_lr_at_step",
+    "spec_lrs",
+    "task_eval_steps",
+    "warmup_for",
+    "warmup_steps",
+]
 
 
 def peak_lr(spec: RunSpec) -> float:
@@ -105,3 +114,13 @@ def spec_lrs(spec: RunSpec) -> list[float]:
 def eval_steps(total_steps: int, n_evals: int) -> set[int]:
     """Steps (1-based count of updates done) after which to evaluate; always the last."""
     return {max(1, round(total_steps * k / n_evals)) for k in range(1, n_evals + 1)}
+
+
+def task_eval_steps(spec: RunSpec) -> frozenset[int]:
+    """Steps after which [eval]'s tasks are scored: every held-out evaluation's, or the last
+    one (eval.when = 'end'); none without tasks."""
+    if not spec.eval.tasks:
+        return frozenset()
+    if spec.eval.when == "end":
+        return frozenset({spec.n_steps})
+    return frozenset(eval_steps(spec.n_steps, spec.train.evals_per_run))

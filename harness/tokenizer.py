@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,7 @@ __all__ = [
     "is_pretrained",
     "load",
     "path_of",
+    "text_encoder",
     "token_n_bytes",
 ]
 
@@ -88,6 +90,18 @@ def eos_token_id(name: str) -> int | None:
         if content in special:
             return special[content]
     return None
+
+
+def text_encoder(name: str, bpe_json: Path | None = None) -> Callable[[str], list[int]]:
+    """data.tokenizer as a function of text, with no special tokens added: UTF-8 byte values
+    ('byte'), the BPE trained on the corpus (its cache entry's tokenizer.json, ``bpe_json``;
+    without one, bytes: at least as many as its tokens), or a pretrained tokenizer."""
+    if name == "byte" or (name == "bpe" and bpe_json is None):
+        return lambda text: list(text.encode("utf-8"))
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(bpe_json)) if name == "bpe" else load(name)
+    return lambda text: list(tok.encode(text, add_special_tokens=False).ids)
 
 
 @functools.lru_cache(maxsize=1)

@@ -35,7 +35,7 @@ from lm_eval.api.model import TemplateLM
 from harness.config import EvalConfig
 from harness.evals.tasks import LoadedTask, quiet
 
-__all__ = ["InMemoryLM", "TaskScore", "score"]
+__all__ = ["InMemoryLM", "TaskScore", "column", "score"]
 
 
 class InMemoryLM(TemplateLM):
@@ -181,6 +181,11 @@ def _pack(requests: list[tuple[tuple[str, str], list[int], list[int]]], max_len:
     return rows
 
 
+def column(task: str, metric: str) -> str:
+    """A task metric's name in metrics.csv and the tracker: TASK/METRIC."""
+    return f"{task}/{metric}"
+
+
 @dataclass(frozen=True)
 class TaskScore:
     """One task's numbers at one evaluation."""
@@ -191,6 +196,10 @@ class TaskScore:
     chance: float | None
     """The chance accuracy for acc and acc_norm; None for bpb."""
     n_examples: int
+
+    @property
+    def column(self) -> str:
+        return column(self.task, self.metric)
 
 
 @contextlib.contextmanager

@@ -167,10 +167,9 @@ def _ready(name: str, task_name: str, task: Any, cfg: EvalConfig) -> LoadedTask:
     task.set_config(key="num_fewshot", value=cfg.num_fewshot)
     task.set_fewshot_seed(seed=cfg.seed)
     n_docs = len(task.eval_docs)
-    if n_docs:
-        _check_first_doc(name, task)
     if n_docs == 0:
         raise InputError(f"eval.tasks = {name!r} has no examples; accepted: a task with data")
+    _check_first_doc(name, task)
     if cfg.num_fewshot and not (task.has_training_docs() or task.has_validation_docs()):
         # Drawn from the scored split itself, a few-shot example could be its own question.
         if n_docs <= cfg.num_fewshot:

@@ -220,7 +220,7 @@ def _log_row(
             "val_loss": p.val_loss if evaluated else None,
             "lr": lr,
             "wall_s": round(p.inherited_wall + p.wall_s(), 3),
-            **{f"{s.task}/{s.metric}": s.value for s in scores},
+            **{s.column: s.value for s in scores},
         }
         append_metrics(run.dir.metrics_csv, row, run.metrics_columns)
         run.tracker.log_row(row)  # after the file: a reader of both sees the file first

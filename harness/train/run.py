@@ -109,7 +109,6 @@ def set_up(
         learner.evaluator,
         device,
         autocast,
-        eval_at,
         # FSDP2's forward gathers the shards: every rank takes part, rank 0 writes.
         scores_here=here.main or learner.parallel == "fsdp",
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ import torch
 from harness.atomic import atomic_write
 from harness.config import EvalConfig
 from harness.data import Corpus
-from harness.evals.scoring import InMemoryLM, TaskScore, score
+from harness.evals.scoring import InMemoryLM, TaskScore, column, score
 from harness.evals.tasks import LoadedTask, load
 from harness.grid import RunSpec
+from harness.schedules import task_eval_steps
+from harness.tokenizer import eos_token_id, is_pretrained, text_encoder
 
 __all__ = [
     "TASK_ROW_COLUMNS",
@@ -43,7 +46,7 @@ TASK_ROW_COLUMNS = ["step", "tokens", "task", "metric", "value", "chance", "n_ex
 
 def metric_columns(tasks: tuple[LoadedTask, ...]) -> list[str]:
     """The metrics.csv columns of the tasks: TASK/METRIC each."""
-    return [f"{t.name}/{m}" for t in tasks for m in t.metrics]
+    return [column(t.name, m) for t in tasks for m in t.metrics]
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,26 +76,13 @@ class TaskEvaluation:
         return scores, time.perf_counter() - t0
 
 
-def _encoder(spec: RunSpec, corpus: Corpus) -> tuple[Any, int]:
+def _encoder(spec: RunSpec, corpus: Corpus) -> tuple[Callable[[str], list[int]], int]:
     """(text -> token ids, the id lm-eval puts before an empty context) of the run's tokenizer:
-    bytes, the corpus's own BPE (its cache entry's tokenizer.json), or a pretrained one."""
+    its end-of-text token, else a newline's first token (what ends each line)."""
     name = spec.data.tokenizer
-    if name == "byte":
-        return (lambda s: list(s.encode("utf-8"))), 10  # a newline: what ends each line
-    from tokenizers import Tokenizer
-
-    from harness import tokenizer as pretrained
-
-    if name == "bpe":
-        tok = Tokenizer.from_file(str(corpus.directory / "tokenizer.json"))
-        eot = None
-    else:
-        tok = pretrained.load(name)
-        eot = pretrained.eos_token_id(name)
-
-    def encode(s: str) -> list[int]:
-        return list(tok.encode(s, add_special_tokens=False).ids)
-
+    bpe = corpus.directory / "tokenizer.json" if name == "bpe" else None
+    encode = text_encoder(name, bpe)
+    eot = eos_token_id(name) if is_pretrained(name) else None
     return encode, eot if eot is not None else encode("\n")[0]
 
 
@@ -103,7 +93,6 @@ def task_evaluation(
     forward: Any,
     device: torch.device,
     autocast: torch.dtype | None,
-    eval_at: frozenset[int],
     scores_here: bool,
 ) -> TaskEvaluation | None:
     """The run's task evaluation, or None without [eval] tasks."""
@@ -115,8 +104,7 @@ def task_evaluation(
     lm = InMemoryLM(
         forward, encode, eot, spec.data.seq_len, device, cfg.batch_size, autocast=autocast
     )
-    at = eval_at if cfg.when == "evals" else frozenset({spec.n_steps})
-    return TaskEvaluation(at, tasks, lm, cfg, scores_here, model)
+    return TaskEvaluation(task_eval_steps(spec), tasks, lm, cfg, scores_here, model)
 
 
 def append_task_rows(path: Path, step: int, tokens: int, scores: list[TaskScore]) -> None:
