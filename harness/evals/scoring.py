@@ -233,9 +233,27 @@ def _gold(task: Any, doc: dict[str, Any], target: Any, n_choices: int) -> int | 
     return int(target) if 0 <= target < n_choices else None
 
 
+def _answer_bpb(task: Any, samples: list[dict[str, Any]]) -> list[float]:
+    """Each example's right answer's -log-likelihood in bits per UTF-8 byte of its text; an
+    example without a right answer (lm-eval counts it wrong) has none."""
+    out = []
+    for s in samples:
+        gold = _gold(task, s["doc"], s["target"], len(s["arguments"]))
+        if gold is None:
+            continue
+        ll = s["resps"][gold][0][0]
+        context, answer = s["arguments"][gold]
+        # The context's trailing spaces are scored with the answer (TemplateLM._encode_pair).
+        moved = context[len(context.rstrip()) :]
+        n_bytes = len((moved + answer).encode("utf-8"))
+        if n_bytes:
+            out.append(-ll / (math.log(2) * n_bytes))
+    return out
+
+
 def score(lm: InMemoryLM, tasks: Sequence[LoadedTask], cfg: EvalConfig) -> list[TaskScore]:
     """Every task's acc (and acc_norm), bpb of the correct answer and chance, on ``lm``'s model
-    as it is now. The model is left in training mode."""
+    as it is now (in eval mode: the caller's, `harness.train.task_eval`)."""
     from lm_eval.evaluator import evaluate
 
     for t in tasks:  # the same few-shot draw at every evaluation of every run
@@ -256,18 +274,7 @@ def score(lm: InMemoryLM, tasks: Sequence[LoadedTask], cfg: EvalConfig) -> list[
         chance = float(np.mean([1.0 / len(s["arguments"]) for s in samples]))
         for metric in t.metrics:
             if metric == "bpb":
-                bpb = []
-                for s in samples:
-                    gold = _gold(t.task, s["doc"], s["target"], len(s["arguments"]))
-                    if gold is None:  # no right answer to score: lm-eval counts it wrong
-                        continue
-                    ll = s["resps"][gold][0][0]
-                    context, answer = s["arguments"][gold]
-                    # The context's trailing spaces are scored with the answer (_encode_pair).
-                    moved = context[len(context.rstrip()) :]
-                    n_bytes = len((moved + answer).encode("utf-8"))
-                    if n_bytes:
-                        bpb.append(-ll / (math.log(2) * n_bytes))
+                bpb = _answer_bpb(t.task, samples)
                 if bpb:
                     out.append(TaskScore(t.name, "bpb", float(np.mean(bpb)), None, len(bpb)))
             else:
