@@ -633,21 +633,7 @@ def fit_tasks(
         except InputError as exc:
             out[task] = {"skipped": str(exc)}
             continue
-        point, per = chain(tf, n_t, d_t)
-        steps = (block["step1"], block["step2"])
-        determined = all(st.get("determined", True) is not False for st in steps)
-        # Keyed as a law's block is, so that reproduce compares it as one: the value within the
-        # precision step 2 carries to it, the interval ends within their Monte Carlo error, and
-        # all of it as undetermined when a step is.
-        block["prediction"] = {
-            "n_params": n_t,
-            "n_tokens": d_t,
-            "params": {"accuracy": float(point[0])},
-            "precision": {"accuracy": _accuracy_precision(tf, n_t, d_t, block["step2"])},
-            "ci95": {"accuracy": ci95(per[:, 0])} if per.size else {},
-            "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
-            "determined": determined,
-        }
+        block["prediction"] = _prediction(tf, block, n_t, d_t)
         try:
             block["heldout"] = heldout_task(task, rows, runs, seed=seed, n_bootstrap=n_bootstrap)
         except InputError as exc:
@@ -713,30 +699,18 @@ def heldout_task(
         raise InputError(f"task {task!r}: no run above the held-out compute threshold")
     fitted = rows[~key.isin(test_runs)]
     block, tf = fit_task(task, fitted, runs, None, [], seed=seed, n_bootstrap=n_bootstrap)
-    steps = (block["step1"], block["step2"])
-    determined = all(st.get("determined", True) is not False for st in steps)
     acc = final[final["metric"] == tf.metric]
     acc = acc[_run_key(acc).isin(test_runs)].sort_values(["n_params", "n_tokens"], kind="stable")
     if acc.empty:
         raise InputError(f"task {task!r}: no {tf.metric} row of a run above the threshold")
     out = []
     for _, r in acc.iterrows():
-        n, d, observed = float(r["n_params"]), float(r["n_tokens"]), float(r["value"])
-        point, per = chain(tf, n, d)
-        pred = float(point[0])
-        precision = _accuracy_precision(tf, n, d, block["step2"])
-        entry: dict[str, Any] = {
-            "n_params": n,
-            "n_tokens": d,
-            "observed": observed,
-            "params": {"accuracy": pred, "abs_error": abs(pred - observed)},
-            "precision": {"accuracy": precision, "abs_error": precision},
-            "ci95": {"accuracy": ci95(per[:, 0])} if per.size else {},
-            "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
-            "determined": determined,
-        }
+        entry = _prediction(tf, block, float(r["n_params"]), float(r["n_tokens"]))
+        entry["observed"] = observed = float(r["value"])
+        entry["params"]["abs_error"] = abs(entry["params"]["accuracy"] - observed)
+        entry["precision"]["abs_error"] = entry["precision"]["accuracy"]
         if named:
-            entry = {"run_id": str(r["run_id"]), **entry}
+            entry["run_id"] = str(r["run_id"])
         out.append(entry)
     return {
         "rule": f"fitted on the runs with 6ND <= the {quantile:g} quantile ({thr:.4g} FLOPs), "
@@ -744,6 +718,24 @@ def heldout_task(
         "n_fitted_runs": int(len(per_run) - len(test_runs)),
         "form": tf.form,
         "runs": out,
+    }
+
+
+def _prediction(tf: TaskFit, block: Mapping[str, Any], n: float, d: float) -> dict[str, Any]:
+    """The chained accuracy at (n, d) with its interval, keyed as a law's block is, so that
+    reproduce compares it as one: the value within the precision step 2 carries to it, the
+    interval ends within their Monte Carlo error, and all of it as undetermined when a step
+    is."""
+    point, per = chain(tf, n, d)
+    steps = (block["step1"], block["step2"])
+    return {
+        "n_params": n,
+        "n_tokens": d,
+        "params": {"accuracy": float(point[0])},
+        "precision": {"accuracy": _accuracy_precision(tf, n, d, block["step2"])},
+        "ci95": {"accuracy": ci95(per[:, 0])} if per.size else {},
+        "ci95_mc_se": {"accuracy": identify.interval_se(list(per[:, 0]))} if per.size else {},
+        "determined": all(st.get("determined", True) is not False for st in steps),
     }
 
 
