@@ -101,7 +101,6 @@ def set_up(
         spec, execution, device, execution.parallel if here.size > 1 else "none"
     )
     total_steps = spec.n_steps
-    eval_at = frozenset(eval_steps(total_steps, spec.train.evals_per_run))
     tasks = task_evaluation(
         spec,
         corpus,
@@ -120,7 +119,7 @@ def set_up(
         learner=learner,
         batches=batches,
         evaluation=Evaluation(
-            at=eval_at,
+            at=frozenset(eval_steps(total_steps, spec.train.evals_per_run)),
             forward=learner.evaluator,
             inputs=held_out.inputs,
             targets=held_out.targets,
