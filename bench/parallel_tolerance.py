@@ -57,6 +57,22 @@ def main() -> None:
                 f"{name:20s} train loss {_worst(one, _losses(runs / name.replace(' ', '_'))):.1e}"
                 f"  val loss {abs(r.val_loss - ref.val_loss) / ref.val_loss:.1e}"
             )
+        # bf16 against the fp32 run: autocast on one process, and FSDP2 on two with its mixed
+        # precision (bf16 parameters, fp32 reductions) and with autocast.
+        exp16 = load_experiment(tiny_toml(root, n_tokens="[8192]"), ["--train.precision=bf16"])
+        (spec16,) = expand(exp16)
+        bf16 = [("bf16 autocast", 1, True), ("bf16 FSDP mixed", 2, True)]
+        bf16.append(("bf16 FSDP autocast", 2, False))
+        for name, k, mixed in bf16:
+            ex = dataclasses.replace(
+                base, devices_per_run=k, parallel="fsdp", fsdp_mixed_precision=mixed
+            )
+            launch = train if k == 1 else train_on_devices
+            r = launch(spec16, runs / name.replace(" ", "_"), execution=ex)
+            print(
+                f"{name:20s} train loss {_worst(one, _losses(runs / name.replace(' ', '_'))):.1e}"
+                f"  val loss {abs(r.val_loss - ref.val_loss) / ref.val_loss:.1e}"
+            )
         exp7 = load_experiment(tiny_toml(root, n_tokens="[8192]"), ["--train.batch_size=7"])
         (spec7,) = expand(exp7)
         train(spec7, runs / "b7", execution=base)

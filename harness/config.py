@@ -496,6 +496,16 @@ class ExecutionConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """How a run spans devices: 'ddp' (DistributedDataParallel: every device holds the whole
     model) or 'fsdp' (FSDP2's fully_shard: parameters, gradients and optimizer state sharded)."""
+    fsdp_mixed_precision: bool = True
+    """Under FSDP at bf16 (train.precision): each block's parameters are gathered in bf16 and
+    its gradients reduced in fp32 (FSDP2's MixedPrecisionPolicy, as torchtitan and OLMo-core
+    train), in place of autocast. No bf16 weight copies are kept for the backward pass and the
+    all-gathers move half the bytes; the residual stream is bf16, where autocast keeps it fp32.
+    The sharded weights and AdamW's moments stay fp32. false = autocast, as on one device."""
+    fsdp_reshard_after_forward: bool = True
+    """Under FSDP: free each block's gathered parameters after its forward and gather them
+    again for its backward (the least memory); false keeps them to the backward (one
+    all-gather less per block, every block's gathered parameters held at once)."""
     micro_batch_size: int = 0
     """Sequences per forward pass on each device; gradients accumulate over the device's share
     of train.batch_size in micro-batches of this many. 0 = the whole share at once."""

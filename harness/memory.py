@@ -9,6 +9,10 @@ activations are all alive and no gradient is yet):
   (4 bytes a parameter, allocated once);
 - under bf16 autocast, the bf16 copies of the weight matrices it casts and keeps for the
   backward pass (2 bytes each, every matrix of the blocks and the output projection);
+- under FSDP on more than one device, the parameters it has gathered: the root's (embeddings,
+  final norm, head), which FSDP2 keeps from forward to backward, and two blocks' (the one
+  computing and the one prefetched), or with `reshard_after_forward` off every block's and
+  one more; in bf16 under FSDP's mixed precision, which then keeps no casts, else in fp32;
 - the activations saved for the backward pass, per token of the micro-batch:
   n_layer x (a_d d + a_f f) + b_d d, with d the width and f the MLP width;
 - the logits: 12 bytes per vocabulary entry and token (the fp32 logits, their log-softmax kept
@@ -20,10 +24,15 @@ as the backward pass frees them, so the peak is the resident state plus the larg
 The activation constants are measured, not derived: the bytes of every tensor autograd saves
 (`torch.autograd.graph.saved_tensors_hooks`) for each architecture, in fp32 and under bf16
 autocast, fitted over shapes of 1-3 layers, widths 64-256 and MLP widths 64-512 (max error
-0.08%; torch 2.13, transformers' SDPA attention, which keeps no seq_len^2 probabilities), and
-the whole from the peak resident memory of a second training step, which it matches to 0.2%
-(4-8 layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16; glibc told to return freed
-blocks, MALLOC_MMAP_THRESHOLD_). tests/train/test_memory.py measures both again. Not counted:
+0.08%; torch 2.13, transformers' SDPA attention, which keeps no seq_len^2 probabilities),
+likewise with bf16 parameters (FSDP's mixed precision: 1.7%), and the whole from the peak
+resident memory of a second training step, which it matches to 0.2% on one process (4-8
+layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16; glibc told to return freed
+blocks, MALLOC_MMAP_THRESHOLD_). Under FSDP2 on two gloo processes, over 4 shapes (2-8
+layers, widths 384-1024) in fp32, autocast, mixed precision and mixed precision without
+resharding, each rank's peak is within -4.1% and +8.3% of the estimate (the highest at 2
+layers, where the prefetched block is not yet gathered at the peak).
+tests/train/test_memory.py measures these again. Not counted:
 the CUDA context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device
 free for them), and activation checkpointing, which the harness does not use.
 """
@@ -57,6 +66,11 @@ _ACTIVATIONS: dict[tuple[str, str], tuple[float, float, float]] = {
     ("bert", "bf16"): (24.4, 4.0, 11.7),
     ("modernbert", "fp32"): (40.4, 16.0, 19.7),
     ("modernbert", "bf16"): (24.4, 8.0, 11.7),
+    # bf16 parameters (FSDP's mixed precision): the residual stream is bf16 too.
+    ("llama", "bf16_params"): (24.1, 8.0, 8.6),
+    ("gpt2", "bf16_params"): (16.1, 10.0, 4.1),
+    ("bert", "bf16_params"): (16.1, 4.0, 10.1),
+    ("modernbert", "bf16_params"): (20.1, 8.0, 10.6),
 }
 
 
@@ -70,7 +84,10 @@ class MemoryEstimate:
     grads: int
     """The gradients, at the end of the backward pass (this device's share under FSDP)."""
     casts: int
-    """bf16 copies of the weight matrices kept by autocast (0 in fp32)."""
+    """bf16 copies of the weight matrices kept by autocast (0 in fp32 and under FSDP's mixed
+    precision)."""
+    gathered: int
+    """Parameters FSDP has gathered from the other devices (0 without FSDP)."""
     activations: int
     """Activations saved for the backward pass over the micro-batch."""
     logits: int
@@ -78,7 +95,9 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.state + max(self.casts + self.activations + self.logits, self.grads)
+        return self.state + max(
+            self.gathered + self.casts + self.activations + self.logits, self.grads
+        )
 
 
 def matrix_params(shape: ModelShape) -> int:
@@ -98,6 +117,8 @@ def estimate_memory(
     devices: int = 1,
     parallel: str = "ddp",
     precision: str = "bf16",
+    fsdp_mixed_precision: bool = True,
+    reshard_after_forward: bool = True,
 ) -> MemoryEstimate:
     """The peak bytes on one device of a run of ``shape`` (module docstring).
 
@@ -111,22 +132,34 @@ def estimate_memory(
         Devices the run spans; under ``parallel="fsdp"`` they share the training state.
     parallel : {"ddp", "fsdp"}
     precision : {"bf16", "fp32"}
-        bf16 autocast (the weights, gradients and moments stay fp32) or fp32 throughout.
+        bf16 (the weights, gradients and moments stay fp32) or fp32 throughout.
+    fsdp_mixed_precision, reshard_after_forward : bool
+        Under FSDP on several devices, execution.fsdp_mixed_precision (bf16 gathered
+        parameters in place of autocast) and execution.fsdp_reshard_after_forward.
     """
-    a_d, a_f, b_d = _ACTIVATIONS[(shape.arch, precision)]
-    d, f = shape.n_embd, shape.ffn_dim
+    d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
     tokens = micro_batch * shape.seq_len
-    n = count_params(shape).total
-    shard = devices if parallel == "fsdp" else 1
+    counts = count_params(shape)
+    n = counts.total
+    fsdp = parallel == "fsdp" and devices > 1  # one device trains without a wrapper
+    mixed = fsdp and precision == "bf16" and fsdp_mixed_precision
+    a_d, a_f, b_d = _ACTIVATIONS[(shape.arch, "bf16_params" if mixed else precision)]
+    shard = devices if fsdp else 1
     resident = -(-12 * n // shard)  # fp32 weights and AdamW's two moments
     grads = -(-4 * n // shard)
     if parallel == "ddp" and devices > 1:
         resident += 4 * n  # its gradient buckets
-    per_token = shape.n_layer * (a_d * d + a_f * f) + b_d * d
+    gathered = 0
+    if fsdp:
+        block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
+        held = L + 1 if not reshard_after_forward else min(L, 2)
+        gathered = (2 if mixed else 4) * (n - L * block + held * block)
+    per_token = L * (a_d * d + a_f * f) + b_d * d
     return MemoryEstimate(
         state=resident,
         grads=grads,
-        casts=2 * matrix_params(shape) if precision == "bf16" else 0,
+        casts=2 * matrix_params(shape) if precision == "bf16" and not mixed else 0,
+        gathered=gathered,
         activations=int(tokens * per_token),
         logits=LOGIT_BYTES * shape.vocab_size * tokens,
     )

@@ -78,6 +78,8 @@ def size_for_gpu(
             devices=k,
             parallel=execution.parallel,
             precision=precision,
+            fsdp_mixed_precision=execution.fsdp_mixed_precision,
+            reshard_after_forward=execution.fsdp_reshard_after_forward,
         )
 
     counts = [given]
@@ -93,8 +95,9 @@ def size_for_gpu(
             f"run {spec.run_id} (N = {count_params(shape).total:,} parameters in all, "
             f"{shape.n_layer}x{shape.n_embd}, seq_len {shape.seq_len}) needs "
             f"{m.total / 1e9:.1f} GB per GPU at a micro-batch of {smallest} on {k} GPU(s) "
-            f"({execution.parallel}: state {m.state / 1e9:.1f}, bf16 weight casts "
-            f"{m.casts / 1e9:.1f}, activations {(m.activations + m.logits) / 1e9:.1f}); a "
+            f"({execution.parallel}: state {m.state / 1e9:.1f}, gathered weights "
+            f"{m.gathered / 1e9:.1f}, bf16 weight casts {m.casts / 1e9:.1f}, activations "
+            f"{(m.activations + m.logits) / 1e9:.1f}); a "
             f"{gpu.name} has "
             f"{gpu.memory_bytes / 1e9:.0f} GB, {usable / 1e9:.0f} usable; accepted: a run that "
             f"fits, on more GPUs, a smaller shape or seq_len, or a larger GPU{hint}"

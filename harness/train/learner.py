@@ -32,6 +32,9 @@ class Learner:
     forward: Callable[..., Any]  # `model`, its DDP wrapper, or torch.compile's of either
     optimizer: torch.optim.Optimizer
     parallel: str = "none"  # 'ddp' or 'fsdp' on several devices
+    autocast: torch.dtype | None = None
+    """The dtype the forward passes autocast to; None at fp32, and under FSDP's mixed
+    precision, whose gathered parameters are already bf16."""
 
     @property
     def evaluator(self) -> Callable[..., Any]:
@@ -130,14 +133,19 @@ class Learner:
 
 
 def build_learner(
-    spec: RunSpec, execution: ExecutionConfig, device: torch.device, parallel: str = "none"
+    spec: RunSpec,
+    execution: ExecutionConfig,
+    device: torch.device,
+    parallel: str = "none",
+    compute_dtype: torch.dtype | None = None,
 ) -> Learner:
-    """The seeded model, its wrappers and AdamW. Every rank builds the same model from the
-    seed."""
+    """The seeded model, its wrappers and AdamW, computing at ``compute_dtype`` (bf16, or None
+    for fp32). Every rank builds the same model from the seed."""
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.parametrization).to(device)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
     wrapped: torch.nn.Module = model
+    autocast = compute_dtype
     if parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -145,13 +153,25 @@ def build_learner(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     elif parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        if compute_dtype is not None and execution.fsdp_mixed_precision:
+            # bf16 parameters gathered for compute, gradients reduced and kept in fp32
+            # (torchtitan's and OLMo-core's policy); autocast then has nothing left to cast.
+            policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+            autocast = None
+        else:
+            policy = MixedPrecisionPolicy()
         # Each transformer block a unit of its own (its parameters gathered for its forward
-        # and backward only), then the rest (embeddings, final norm, head) at the root.
+        # and backward only), then the rest (embeddings, final norm, head) at the root, which
+        # FSDP2 keeps gathered from forward to backward.
         for block in blocks(model):
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(
+                block,
+                mp_policy=policy,
+                reshard_after_forward=execution.fsdp_reshard_after_forward,
+            )
+        fully_shard(model, mp_policy=policy)
     # torch.compile wraps the same parameters: checkpoints keep saving `model`'s state_dict
     # (no "_orig_mod." prefix), so a run may resume with compile on or off.
     forward = torch.compile(wrapped) if execution.compile else wrapped
@@ -161,6 +181,6 @@ def build_learner(
         betas=(spec.train.beta1, spec.train.beta2),
         fused=device.type == "cuda",
     )
-    learner = Learner(model, forward, optimizer, parallel)
+    learner = Learner(model, forward, optimizer, parallel, autocast)
     learner.set_lr(peak_lr(spec))  # each group's scale, until the schedule sets the rate
     return learner

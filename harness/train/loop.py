@@ -90,7 +90,7 @@ def train_step(run: Run, p: Progress) -> tuple[float, int]:
     p.data_s += time.perf_counter() - t_data
     lr = spec_lr_at_step(run.spec, p.step)
     run.learner.set_lr(lr)
-    autocast = run.autocast
+    autocast = run.learner.autocast
     # Each micro-batch's mean loss weighs by its share of the update's scored targets on all
     # ranks, so the gradient is the whole update's mean loss's at any device count and
     # micro-batch size (DDP averages over ranks: hence the factor world size). With one device
@@ -256,7 +256,7 @@ def _progress_bar(run: Run, execution: ExecutionConfig, step: int) -> Any:
 def _open_tracker(run: Run) -> RunTracker:
     """Rank 0's tracker ([tracking]; harness.tracking), after metrics.csv is cut back to the
     step the run resumes from. mfu per row only where the devices' peak is a datasheet's."""
-    one = datasheet_peak(run.device, run.autocast)
+    one = datasheet_peak(run.device, run.compute_dtype)
     peak = one * run.world.size if one is not None else None
     return open_run(
         run.spec,

@@ -112,7 +112,7 @@ def git_sha() -> str:
 def finish(run: Run, p: Progress, started_unix: float, setup_s: float) -> RunResult:
     """After the last step (or the divergence): model.pt of a done run, result.json, and the
     checkpoints dropped (a finished run needs no resume state; the store stays small)."""
-    spec, device, autocast = run.spec, run.device, run.autocast
+    spec, device, compute_dtype = run.spec, run.device, run.compute_dtype
     wall_train = p.wall_s()
     tokens_done = run.batches.tokens_done(p.step)
     trained_tokens = tokens_done - p.branch_step * run.batches.batch_size * run.batches.seq_len
@@ -120,7 +120,7 @@ def finish(run: Run, p: Progress, started_unix: float, setup_s: float) -> RunRes
     eval_total = p.eval_before + p.eval_s
     step_loop_s = wall_train - eval_total
     tokens_per_s = round(trained_tokens / step_loop_s, 1) if step_loop_s > 0 else 0.0
-    precision = precision_name(autocast)
+    precision = precision_name(compute_dtype)
     main, n_dev = run.world.main, run.world.size
     if p.status == "done":
         # The final weights (no optimizer state), before result.json: a done run always has
@@ -131,9 +131,9 @@ def finish(run: Run, p: Progress, started_unix: float, setup_s: float) -> RunRes
     # Measured after the timed loop, with its own generator: it changes no result but these.
     # One device's peak (rank 0's); MFU divides by it times the device count.
     device_peak = (
-        datasheet_peak(device, autocast)
+        datasheet_peak(device, compute_dtype)
         if device.type == "cuda"
-        else measure_cpu_matmul_flops(torch.get_num_threads(), autocast or torch.float32)
+        else measure_cpu_matmul_flops(torch.get_num_threads(), compute_dtype or torch.float32)
         if main
         else None
     )

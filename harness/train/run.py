@@ -46,7 +46,8 @@ class Run:
     spec: RunSpec
     dir: RunDir
     device: torch.device
-    autocast: torch.dtype | None
+    compute_dtype: torch.dtype | None
+    """What the matmuls run at: bf16, or None at fp32 (learner.autocast says how)."""
     learner: Learner
     batches: Batches
     evaluation: Evaluation
@@ -84,7 +85,7 @@ def set_up(
         barrier()
         corpus = corpus or prepare_corpus(spec.data, layout.cache_dir, build=False)
     device = resolve_device(execution, here)
-    autocast = autocast_dtype(spec, device)
+    compute_dtype = autocast_dtype(spec, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -98,8 +99,9 @@ def set_up(
         micro_batch_size=execution.micro_batch_size,
     )
     learner = build_learner(
-        spec, execution, device, execution.parallel if here.size > 1 else "none"
+        spec, execution, device, execution.parallel if here.size > 1 else "none", compute_dtype
     )
+    autocast = learner.autocast
     total_steps = spec.n_steps
     tasks = task_evaluation(
         spec,
@@ -115,7 +117,7 @@ def set_up(
         spec=spec,
         dir=run_dir,
         device=device,
-        autocast=autocast,
+        compute_dtype=compute_dtype,
         learner=learner,
         batches=batches,
         evaluation=Evaluation(
