@@ -105,6 +105,10 @@ def train_step(run: Run, p: Progress) -> tuple[float, int]:
                 logits = run.learner.forward(input_ids=x).logits
             # Through the module's F (tests wrap F.cross_entropy to record the step losses).
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) * (n / total)
+            # Dropped before the backward pass, which needs only the log-softmax autograd
+            # keeps: held, they would add B x T x V values (4 bytes each in fp32, 2 in bf16)
+            # to the step's peak memory (harness.memory).
+            del logits
             step_loss += loss.detach()
             (loss * run.world.size).backward()
     if p.initial_loss is None:  # a run's first step: the divergence rule's reference

@@ -269,3 +269,40 @@ def test_logged_loss_is_the_exact_mean_of_the_step_losses(
     assert stored["tokens_per_s"] == pytest.approx(stored["trained_tokens"] / loop_s, rel=1e-3)
     end = stored["started_unix"] + stored["setup_s"] + stored["wall_s"] + stored["finish_s"]
     assert end <= time.time() + 4e-3  # four terms stored to the millisecond
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_logits_are_freed_before_the_backward_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    # The backward pass needs only the log-softmax autograd keeps; logits held through it
+    # would add B x T x V values to every step's peak memory, which harness.memory does not
+    # count. When each backward pass starts, no reference to them may be left.
+    import weakref
+
+    import harness.train.loop as train_mod
+    import harness.train.run as run_mod
+
+    logits: list[weakref.ref] = []
+    alive: list[bool] = []
+    real_build, real_ce = run_mod.build_learner, train_mod.F.cross_entropy
+
+    def build_watched(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        learner = real_build(*args, **kwargs)
+        head = learner.model.get_output_embeddings()
+        head.register_forward_hook(lambda _m, _i, out: logits.append(weakref.ref(out)))
+        return learner
+
+    def watching_ce(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loss = real_ce(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps, not evaluations
+            newest = logits[-1]
+            loss.register_hook(lambda g: alive.append(newest() is not None) or g)
+        return loss
+
+    monkeypatch.setattr(run_mod, "build_learner", build_watched)
+    monkeypatch.setattr(train_mod.F, "cross_entropy", watching_ce)
+    exp = load_experiment(tiny_toml(tmp_path), [f"--train.precision={precision}"])
+    spec = expand(exp)[0]
+    train(spec, tmp_path / "r" / "runs" / spec.run_id, execution=exp.execution)
+    assert len(alive) == spec.n_steps and not any(alive)
