@@ -163,8 +163,39 @@ def main() -> None:
                 f"(run {row['wall_s_incl_setup']:.0f} s)",
                 flush=True,
             )
+    for line in compile_break_even(rows, args.steps):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "rows": rows}, indent=2))
+
+
+def compile_break_even(rows: list[dict], steps: int) -> list[str]:
+    """Where torch.compile repays its cost, per shape run both ways at bf16: its extra wall
+    time (the compiled run's, less the eager one's, less the difference their steady rates
+    make over the steps) over the time it saves per token. The measured threshold
+    execution.compile's default waits for (issue 36)."""
+    lines = []
+    for eager in (r for r in rows if r["precision"] == "bf16" and not r["compile"]):
+        key = (eager["n_layer"], eager["n_embd"])
+        same = [r for r in rows if r["compile"] and (r["n_layer"], r["n_embd"]) == key]
+        compiled = same[0] if same else None
+        if compiled is None:
+            continue
+        tokens = steps * eager["batch_tokens"]
+        per_token_e, per_token_c = 1 / eager["tokens_per_s"], 1 / compiled["tokens_per_s"]
+        cost_s = compiled["wall_s_incl_setup"] - eager["wall_s_incl_setup"]
+        cost_s -= tokens * (per_token_c - per_token_e)
+        if per_token_c >= per_token_e:
+            verdict = "never: compiled is not faster"
+        else:
+            d_star = cost_s / (per_token_e - per_token_c)
+            verdict = (f"after {d_star:.3g} tokens ({d_star * per_token_e / 60:.1f} min of "
+                       f"eager training)")  # fmt: skip
+        lines.append(
+            f"compile {key[0]}x{key[1]}: costs {cost_s:.0f} s, speeds steps "
+            f"x{per_token_e / per_token_c:.2f}; pays off {verdict}"
+        )
+    return lines
 
 
 if __name__ == "__main__":
