@@ -506,6 +506,11 @@ class ExecutionConfig:
     """Under FSDP: free each block's gathered parameters after its forward and gather them
     again for its backward (the least memory); false keeps them to the backward (one
     all-gather less per block, every block's gathered parameters held at once)."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in its backward pass instead of keeping
+    them from the forward (transformers' gradient checkpointing, non-reentrant): a block keeps
+    only its input, for one more forward pass of compute a step (a third more). Results are
+    unchanged; `harness plan` counts the memory saved and the compute added."""
     micro_batch_size: int = 0
     """Sequences per forward pass on each device; gradients accumulate over the device's share
     of train.batch_size in micro-batches of this many. 0 = the whole share at once."""

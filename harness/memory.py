@@ -2,7 +2,7 @@
 built): what `harness plan` sizes micro-batches and devices with.
 
 Per device, at the peak of a step after the first (the start of the backward pass, when the
-activations are all alive and no gradient is yet):
+activations are all alive and no gradient is yet; activation checkpointing below):
 
 - resident state: fp32 weights and AdamW's two fp32 moments, 12 bytes a parameter, divided
   over the devices under FSDP; under DDP on more than one device also its gradient buckets
@@ -38,9 +38,20 @@ blocks, MALLOC_MMAP_THRESHOLD_). Under FSDP2 on two gloo processes (7 shapes of 
 widths 384-1280, in fp32, autocast, mixed precision, with and without resharding: 32
 points), the estimate was never below a rank's peak: 0.1-0.2% above it where the
 activations set the peak (16 points), 0.3-16% above where the block bound does (16).
-tests/train/test_memory.py measures these again on other shapes. Not counted:
-the CUDA context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device
-free for them), and activation checkpointing, which the harness does not use.
+tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
+context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for
+them).
+
+With activation checkpointing each block keeps only its input (the residual stream), and
+autocast's casts of a block's matrices are made again in its recompute. The peak then falls
+at the backward pass's start, in the last block's backward (beside every block's input), in
+the first block's (beside nearly every gradient), or at the end, where the tied embedding's
+dense gradient is summed with the output projection's. A block's backward holds its
+recomputed activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token
+and unit of width (measured, 19-28). Against one process's peak and two gloo FSDP ranks'
+(7 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points)
+the estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024, where it
+counts every gradient beside the first block's backward).
 """
 
 from __future__ import annotations
@@ -58,6 +69,11 @@ each."""
 HEADROOM = 0.1
 """Share of a device's memory a plan leaves free: the CUDA context (~0.5-1 GB), the caching
 allocator's fragmentation, NCCL buffers."""
+
+RECOMPUTE_TEMPORARIES = 20
+"""Bytes per token and unit of width of the gradient temporaries of a recomputed block's
+backward pass, beyond its activations (measured: 19-28 on one CPU process, module
+docstring)."""
 
 LOGIT_BYTES = 12
 """Bytes per vocabulary entry and token at the peak (module docstring)."""
@@ -98,49 +114,74 @@ class MemoryEstimate:
     block_working_set: int
     """Under FSDP, a block's backward pass: its parameters gathered, the next block's
     prefetched, and its fp32 gradients before they are reduced (0 without FSDP)."""
+    recompute: int
+    """With activation checkpointing, one block's backward pass: its activations made again,
+    the gradient temporaries beside them, and its weight casts under autocast (0 without)."""
+    first_input: int
+    """With activation checkpointing, what the first block's backward sees besides the
+    gradients: its input and the activations outside the blocks (0 without)."""
+    embedding_grad: int
+    """At the end of the backward pass: the embedding's dense gradient and its sum with the
+    output projection's, which shares the matrix."""
     activations: int
     """Activations saved for the backward pass over the micro-batch."""
     logits: int
     """The logits, their log-softmax and its gradient over the micro-batch."""
 
+    def points(self) -> list[dict[str, int]]:
+        """The points of a step where the peak can fall, each as its terms (resident state
+        aside): the start of the backward pass; a block's backward (under FSDP, where blocks
+        are large beside the activations, a bound: every activation and gradient at once;
+        with activation checkpointing, the last block's, beside every block's input, or the
+        first's, beside nearly every gradient); the end."""
+        start = {
+            "gathered weights": self.gathered,
+            "bf16 weight casts": self.casts,
+            "activations and logits": self.activations + self.logits,
+        }
+        block = {
+            "bf16 weight casts": self.casts,
+            "a block's working set": self.block_working_set,
+            "a block's recompute": self.recompute,
+        }
+        if self.recompute:
+            last = {**block, "gathered weights": self.gathered, "activations": self.activations}
+            first = {**block, "gathered weights": self.gathered, "gradients": self.grads}
+            between = [last, {**first, "the first block's input": self.first_input}]
+        elif self.block_working_set:
+            between = [{**block, "activations": self.activations, "gradients": self.grads}]
+        else:
+            between = []
+        end = {"gradients": self.grads, "the embedding's gradient": self.embedding_grad}
+        return [start, *between, end]
+
     @property
     def total(self) -> int:
-        saved = self.casts + self.activations
-        # Under FSDP, where blocks are large beside the activations: a bound (every saved
-        # activation and gradient at once), not a point the step passes through.
-        block_bound = saved + self.grads + self.block_working_set if self.block_working_set else 0
-        return self.state + max(self.gathered + saved + self.logits, block_bound, self.grads)
+        return self.state + max(sum(point.values()) for point in self.points())
 
     def breakdown(self) -> str:
         """The total's terms in GB, as `total` adds them."""
-
-        def gb(*terms: int) -> str:
-            return f"{sum(terms) / 1e9:.1f}"
-
-        casts = f" + bf16 weight casts {gb(self.casts)}" if self.casts else ""
-        gathered = f"gathered weights {gb(self.gathered)} + " if self.gathered else ""
         points = [
-            f"{gathered}activations and logits {gb(self.activations, self.logits)}{casts}",
-            f"gradients {gb(self.grads)}",
+            " + ".join(f"{name} {b / 1e9:.1f}" for name, b in point.items() if b)
+            for point in self.points()
         ]
-        if self.block_working_set:
-            block = gb(self.block_working_set)
-            points.insert(
-                1,
-                f"activations {gb(self.activations)}{casts} + gradients {gb(self.grads)} + a "
-                f"block's working set {block}",
-            )
-        return f"state {gb(self.state)} + the largest of [" + "], [".join(points) + "]"
+        return f"state {self.state / 1e9:.1f} + the largest of [" + "], [".join(points) + "]"
 
 
 def matrix_params(shape: ModelShape) -> int:
     """Parameters of the matrices autocast casts: every block's projections (attention 4 d^2,
     MLP 3 d f for the gated MLPs of llama and modernbert, else 2 d f), the encoders' head
     transform (d^2) and the output projection (V d)."""
-    d, f, L, V = shape.n_embd, shape.ffn_dim, shape.n_layer, shape.vocab_size
+    d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
     mlp = 3 * d * f if shape.arch in ("llama", "modernbert") else 2 * d * f
-    head = d * d if shape.arch in ("bert", "modernbert") else 0
-    return L * (4 * d * d + mlp) + head + V * d
+    return L * (4 * d * d + mlp) + _outside_blocks(shape)
+
+
+def _outside_blocks(shape: ModelShape) -> int:
+    """Of `matrix_params`, those outside the blocks: the output projection and the encoders'
+    head transform."""
+    head = shape.n_embd**2 if shape.arch in ("bert", "modernbert") else 0
+    return head + shape.vocab_size * shape.n_embd
 
 
 def estimate_memory(
@@ -152,6 +193,7 @@ def estimate_memory(
     precision: str = "bf16",
     fsdp_mixed_precision: bool = True,
     reshard_after_forward: bool = True,
+    activation_checkpointing: bool = False,
 ) -> MemoryEstimate:
     """The peak bytes on one device of a run of ``shape`` (module docstring).
 
@@ -169,6 +211,9 @@ def estimate_memory(
     fsdp_mixed_precision, reshard_after_forward : bool
         Under FSDP on several devices, execution.fsdp_mixed_precision (bf16 gathered
         parameters in place of autocast) and execution.fsdp_reshard_after_forward.
+    activation_checkpointing : bool
+        execution.activation_checkpointing: each block keeps only its input (the residual
+        stream: fp32 under autocast, bf16 under FSDP's mixed precision).
     """
     d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
     tokens = micro_batch * shape.seq_len
@@ -189,13 +234,28 @@ def estimate_memory(
         param_bytes = 2 if mixed else 4
         gathered = param_bytes * (n - L * block + kept * block)
         working_set = (2 * param_bytes + 4) * block
-    per_token = L * (a_d * d + a_f * f) + b_d * d
+    per_block = a_d * d + a_f * f  # saved-activation bytes per token of one block
+    autocast = precision == "bf16" and not mixed
+    casts = 2 * matrix_params(shape) if autocast else 0
+    recompute = first_input = 0
+    if activation_checkpointing:
+        residual = (2 if mixed else 4) * d  # a block's input, per token
+        per_token = L * residual + b_d * d
+        block_casts = 2 * (matrix_params(shape) - _outside_blocks(shape)) // L if autocast else 0
+        casts -= L * block_casts  # a block's casts are made again in its recompute
+        recompute = int(tokens * (per_block + RECOMPUTE_TEMPORARIES * d)) + block_casts
+        first_input = int(tokens * (residual + b_d * d))
+    else:
+        per_token = L * per_block + b_d * d
     return MemoryEstimate(
         state=resident,
         grads=grads,
-        casts=2 * matrix_params(shape) if precision == "bf16" and not mixed else 0,
+        casts=casts,
         gathered=gathered,
         block_working_set=working_set,
+        recompute=recompute,
+        first_input=first_input,
+        embedding_grad=8 * shape.vocab_size * d,
         activations=int(tokens * per_token),
         logits=LOGIT_BYTES * shape.vocab_size * tokens,
     )

@@ -118,7 +118,13 @@ def _precision(exp: ExperimentConfig, device: str) -> str:
 
 
 def time_steps(
-    shape: ModelShape, batch_size: int, *, device: str, precision: str, n_steps: int = 3
+    shape: ModelShape,
+    batch_size: int,
+    *,
+    device: str,
+    precision: str,
+    n_steps: int = 3,
+    activation_checkpointing: bool = False,
 ) -> float:
     """Seconds per training step (forward, backward, AdamW) of `shape` on random tokens, the
     median of `n_steps` timed steps after two warm-up steps. Trains nothing that is kept."""
@@ -131,6 +137,8 @@ def time_steps(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(shape).to(device)
+    if activation_checkpointing:  # as harness.train.learner builds it
+        model.activation_checkpointing_enable({"use_reentrant": False})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, shape.vocab_size, (batch_size, shape.seq_len + 1), generator=gen)
     tokens = tokens.to(device)
@@ -189,7 +197,9 @@ def measure_throughput(
                 mfu={},
                 note=f"{name}: no datasheet peak known; no time estimate",
             )
-        tps = {k: ASSUMED_GPU_MFU * peak / fpt[k] for k in keys}
+        # Activation checkpointing makes each forward pass twice: 4/3 of a step's work.
+        work = 4.0 / 3.0 if exp.execution.activation_checkpointing else 1.0
+        tps = {k: ASSUMED_GPU_MFU * peak / (fpt[k] * work) for k in keys}
         return Throughput(
             device=device,
             peak_flops=peak,
@@ -229,7 +239,13 @@ def measure_throughput(
         for k in order:
             if mfu and time.perf_counter() - t_start > budget_s:
                 break
-            s_per_step = timer(k[0], k[1], device="cpu", precision=precision)
+            s_per_step = timer(
+                k[0],
+                k[1],
+                device="cpu",
+                precision=precision,
+                activation_checkpointing=exp.execution.activation_checkpointing,
+            )
             mfu[k] = fpt[k] * k[1] * k[0].seq_len / s_per_step / peak
         timing_s = time.perf_counter() - t_start
     finally:

@@ -12,7 +12,8 @@ The rule, per run, with B sequences a step and M the GPU's memory less `memory.H
   largest divisor of the GPU's share of B that fits: fewer accumulation steps, the same
   result;
 - GPU-hours: the run's FLOPs with attention (its training tokens, plus its evaluations at a
-  third of a step's FLOPs a token) over the bf16 peak times execution.gpu_mfu, whatever the
+  third of a step's FLOPs a token; with activation checkpointing, its training tokens at 4/3,
+  for the forward pass made again) over the bf16 peak times execution.gpu_mfu, whatever the
   number of GPUs; its wall time is that over the GPUs.
 
 A run that fits at no such size is refused, with its numbers.
@@ -80,6 +81,7 @@ def size_for_gpu(
             precision=precision,
             fsdp_mixed_precision=execution.fsdp_mixed_precision,
             reshard_after_forward=execution.fsdp_reshard_after_forward,
+            activation_checkpointing=execution.activation_checkpointing,
         )
 
     counts = [given]
@@ -106,7 +108,9 @@ def size_for_gpu(
     else:
         micro = max(m for m in _divisors(share) if need(m, devices).total <= usable)
     eval_tokens = spec.train.evals_per_run * spec.data.eval_tokens
-    flops = flops_per_token(shape).total * (spec.n_tokens + eval_tokens / 3.0)
+    # Activation checkpointing runs each forward twice: 4/3 of a step's work a token.
+    work = 4.0 / 3.0 if execution.activation_checkpointing else 1.0
+    flops = flops_per_token(shape).total * (spec.n_tokens * work + eval_tokens / 3.0)
     hours = flops / (gpu.bf16 * execution.gpu_mfu) / 3600.0
     return GpuFit(
         micro_batch=micro,

@@ -144,6 +144,10 @@ def build_learner(
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.parametrization).to(device)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
+    if execution.activation_checkpointing:
+        # Inside each block, under the FSDP and DDP wrappers: a recomputed block gathers its
+        # parameters again through FSDP's hooks. Non-reentrant, as torch recommends.
+        model.activation_checkpointing_enable({"use_reentrant": False})
     wrapped: torch.nn.Module = model
     autocast = compute_dtype
     if parallel == "ddp":

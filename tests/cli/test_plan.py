@@ -244,6 +244,37 @@ def test_a_gpu_plan_sizes_each_run_and_builds_no_model(tmp_path: Path, capsys, m
     assert f"{hours:.4g} h100 GPU-hours" in out
 
 
+def test_a_gpu_plan_with_activation_checkpointing(tmp_path: Path, capsys) -> None:
+    import harness.model
+    from harness.memory import estimate_memory
+
+    path = tmp_path / "gpu.toml"
+    path.write_text(GPU_TOML.format(results=tmp_path / "results"))
+    tables = {}
+    for on in ("false", "true"):
+        assert main(["plan", str(path), f"--execution.activation_checkpointing={on}"]) == 0
+        out = capsys.readouterr().out
+        head = next(line.split() for line in out.splitlines() if line.startswith("#"))
+        rows = [dict(zip(head, line.split(), strict=False)) for line in out.splitlines()
+                if re.match(r"\d+ +[0-9a-f]{12} ", line)]  # fmt: skip
+        tables[on] = rows
+    specs = expand_grid(load_experiment(path)).specs
+    for spec, plain, ckpt in zip(specs, tables["false"], tables["true"], strict=True):
+        # Each forward pass is made twice: 4/3 of the training FLOPs; evaluations as before.
+        tokens = 4 / 3 * spec.n_tokens + spec.train.evals_per_run * spec.data.eval_tokens / 3
+        flops = harness.model.flops_per_token(spec.model).total * tokens
+        assert ckpt["GPU-h"] == f"{flops / (0.35 * 989.5e12) / 3600:.3g}"
+        # Its memory is the checkpointing estimate at the micro-batch chosen, which is no
+        # smaller, on no more GPUs.
+        micro, gpus = int(ckpt["micro"]), int(ckpt["GPUs"])
+        est = estimate_memory(spec.model, micro_batch=micro, devices=gpus, parallel="fsdp",
+                              activation_checkpointing=True)  # fmt: skip
+        assert float(ckpt["GB/GPU"]) == round(est.total / 1e9, 1)
+        assert micro >= int(plain["micro"]) and gpus <= int(plain["GPUs"])
+    pairs = zip(tables["false"], tables["true"], strict=True)
+    assert any(int(c["micro"]) > int(p["micro"]) for p, c in pairs)
+
+
 def test_a_gpu_plan_refuses_what_fits_no_gpu_with_its_numbers(tmp_path: Path, capsys) -> None:
     path = tmp_path / "gpu.toml"
     path.write_text(GPU_TOML.format(results=tmp_path / "results"))

@@ -139,6 +139,30 @@ def test_fsdp_at_bf16_trains_what_fp32_does(tmp_path: Path, one_process, mixed: 
     assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL_BF16
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("devices,parallel", [(1, "ddp"), (2, "ddp"), (2, "fsdp")])
+def test_activation_checkpointing_trains_what_keeping_activations_does(
+    tmp_path: Path,
+    one_process,
+    devices: int,
+    parallel: str,  # noqa: ANN001
+) -> None:
+    # The recomputed forward is the same computation: bit for bit on one process, to the
+    # parallel runs' tolerance on two.
+    ref, ref_rows = one_process
+    exp, spec = _exp(tmp_path)
+    execution = dataclasses.replace(_on(exp, devices, parallel), activation_checkpointing=True)
+    launch = train if devices == 1 else train_on_devices
+    result = launch(spec, _run_dir(tmp_path, "checkpointed"), execution=execution)
+    assert result is not None and result.status == "done"
+    rows = _rows(_run_dir(tmp_path, "checkpointed"))
+    if devices == 1:
+        assert rows == ref_rows and result.val_loss == ref.val_loss
+    else:
+        assert _close(rows, ref_rows) < TOL
+        assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL
+
+
 @pytest.fixture
 def one_rank_group():  # noqa: ANN201
     """A gloo process group of this process alone, for FSDP2 in the test process."""
