@@ -49,7 +49,7 @@ the first block's (beside nearly every gradient), or at the end, where the tied 
 dense gradient is summed with the output projection's. A block's backward holds its
 recomputed activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token
 and unit of width (measured, 19-28). Against one process's peak and two gloo FSDP ranks'
-(7 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points)
+(llama only: 7 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points)
 the estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024, where it
 counts every gradient beside the first block's backward).
 """
