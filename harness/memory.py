@@ -19,7 +19,9 @@ activations are all alive and no gradient is yet; activation checkpointing below
   for the backward pass, and its gradient: three V-wide fp32 rows per token).
 
 The fp32 gradients (4 bytes a parameter, sharded under FSDP) take the place of the activations
-as the backward pass frees them, so the peak is the resident state plus the larger of the two.
+as the backward pass frees them, so the peak is the resident state plus the larger of the two
+(the gradients at the end with the embedding's dense gradient and its sum with the tied output
+projection's, 8 bytes per vocabulary entry and unit of width; counted for untied models too).
 Under FSDP that holds where the micro-batch's activations and logits outweigh three blocks'
 training state (16 bytes a parameter), as in a real ladder's shapes. Where a few wide blocks
 see a few short sequences, the peak comes later, in a block's backward pass, and that point
@@ -49,9 +51,9 @@ the first block's (beside nearly every gradient), or at the end, where the tied 
 dense gradient is summed with the output projection's. A block's backward holds its
 recomputed activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token
 and unit of width (measured, 19-28). Against one process's peak and two gloo FSDP ranks'
-(llama only: 7 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points)
-the estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024, where it
-counts every gradient beside the first block's backward).
+(llama only: 7 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision:
+28 points) the estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024,
+where it counts every gradient beside the first block's backward).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class MemoryEstimate:
     gradients: its input and the activations outside the blocks (0 without)."""
     embedding_grad: int
     """At the end of the backward pass: the embedding's dense gradient and its sum with the
-    output projection's, which shares the matrix."""
+    output projection's, which shares the matrix (an upper bound for untied models)."""
     activations: int
     """Activations saved for the backward pass over the micro-batch."""
     logits: int
