@@ -91,6 +91,15 @@ def _rank_pids() -> list[int]:
     return pids
 
 
+def _assert_within(result, run_dir: Path, reference, tol: float) -> None:  # noqa: ANN001
+    """A finished run whose logged training losses and validation loss are within ``tol`` of
+    the reference's (``one_process``)."""
+    ref, ref_rows = reference
+    assert result is not None and result.status == "done"
+    assert _close(_rows(run_dir), ref_rows) < tol
+    assert abs(result.val_loss - ref.val_loss) / ref.val_loss < tol
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """The tiny run on one process: the reference every test compares with."""
@@ -110,16 +119,13 @@ def test_two_processes_train_what_one_does(
     parallel: str,
     micro: int,  # noqa: ANN001
 ) -> None:
-    ref, ref_rows = one_process
     exp, spec = _exp(tmp_path)
     execution = _on(exp, 2, parallel, micro)
     # How a run is spread over devices is not part of what it computes: the same run_id.
     assert expand(dataclasses.replace(exp, execution=execution))[0].run_id == spec.run_id
     result = train_on_devices(spec, _run_dir(tmp_path, parallel), execution=execution)
-    assert result is not None and result.status == "done"
+    _assert_within(result, _run_dir(tmp_path, parallel), one_process, TOL)
     assert result.world_size == 2 and result.parallel == parallel
-    assert _close(_rows(_run_dir(tmp_path, parallel)), ref_rows) < TOL
-    assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL
     # Tokens per second count both processes' tokens, so MFU divides by both peaks.
     n = count_params(spec.model).non_embedding
     assert result.mfu == pytest.approx(6 * n * result.tokens_per_s / (2 * result.peak_flops))
@@ -129,14 +135,12 @@ def test_two_processes_train_what_one_does(
 @pytest.mark.slow
 @pytest.mark.parametrize("mixed", [True, False], ids=["mixed-precision", "autocast"])
 def test_fsdp_at_bf16_trains_what_fp32_does(tmp_path: Path, one_process, mixed: bool) -> None:  # noqa: ANN001
-    ref, ref_rows = one_process
     exp = load_experiment(tiny_toml(tmp_path, n_tokens="[8192]"), ["--train.precision=bf16"])
     (spec,) = expand(exp)
     execution = dataclasses.replace(_on(exp, 2, "fsdp"), fsdp_mixed_precision=mixed)
     result = train_on_devices(spec, _run_dir(tmp_path, "bf16"), execution=execution)
-    assert result is not None and result.status == "done" and result.precision == "bf16"
-    assert _close(_rows(_run_dir(tmp_path, "bf16")), ref_rows) < TOL_BF16
-    assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL_BF16
+    _assert_within(result, _run_dir(tmp_path, "bf16"), one_process, TOL_BF16)
+    assert result.precision == "bf16"
 
 
 @pytest.mark.slow
@@ -149,18 +153,15 @@ def test_activation_checkpointing_trains_what_keeping_activations_does(
 ) -> None:
     # The recomputed forward is the same computation: bit for bit on one process, to the
     # parallel runs' tolerance on two.
-    ref, ref_rows = one_process
     exp, spec = _exp(tmp_path)
     execution = dataclasses.replace(_on(exp, devices, parallel), activation_checkpointing=True)
     launch = train if devices == 1 else train_on_devices
     result = launch(spec, _run_dir(tmp_path, "checkpointed"), execution=execution)
-    assert result is not None and result.status == "done"
-    rows = _rows(_run_dir(tmp_path, "checkpointed"))
+    _assert_within(result, _run_dir(tmp_path, "checkpointed"), one_process, TOL)
     if devices == 1:
-        assert rows == ref_rows and result.val_loss == ref.val_loss
-    else:
-        assert _close(rows, ref_rows) < TOL
-        assert abs(result.val_loss - ref.val_loss) / ref.val_loss < TOL
+        ref, ref_rows = one_process
+        assert _rows(_run_dir(tmp_path, "checkpointed")) == ref_rows
+        assert result.val_loss == ref.val_loss
 
 
 @pytest.fixture
