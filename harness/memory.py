@@ -39,21 +39,26 @@ layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16; glibc told to return
 blocks, MALLOC_MMAP_THRESHOLD_). Under FSDP2 on two gloo processes (7 shapes of 2-8 layers,
 widths 384-1280, in fp32, autocast, mixed precision, with and without resharding: 32
 points), the estimate was never below a rank's peak: 0.1-0.2% above it where the
-activations set the peak (16 points), 0.3-16% above where the block bound does (16).
+activations set the peak (16 points), 0.3-16% above where the block bound does (16). On four
+ranks it can be low: 4.1% under for 4 layers of width 1024 on 64 tokens (mixed precision),
+6.8% with activation checkpointing, 17% for 16 layers of width 512 under autocast with
+checkpointing: FSDP's gather and reduce buffers, which do not shrink with more ranks, are
+not yet counted.
 tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
 context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for
 them).
 
 With activation checkpointing each block keeps only its input (the residual stream), and
-autocast's casts of a block's matrices are made again in its recompute. The peak then falls
-at the backward pass's start, in the last block's backward (beside every block's input), in
-the first block's (beside nearly every gradient), or at the end, where the tied embedding's
-dense gradient is summed with the output projection's. A block's backward holds its
-recomputed activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token
-and unit of width (measured, 19-28). Against one process's peak and two gloo FSDP ranks'
-(llama only: 7 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision:
-28 points) the estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024,
-where it counts every gradient beside the first block's backward).
+autocast's casts of a block's matrices are made again in its recompute (its cache keeps them all
+until the forward pass ends, which the backward's start is taken to include). The peak then
+falls at the backward pass's start, in the last block's backward (beside every block's input),
+in the first block's (beside nearly every gradient), or at the end, where the tied embedding's
+dense gradient is summed with the output projection's. A block's backward holds its recomputed
+activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token and unit of
+width (measured, 19-28). Against one process's peak and two gloo FSDP ranks' (llama only: 7
+shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points) the
+estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024, where it counts
+every gradient beside the first block's backward).
 """
 
 from __future__ import annotations
@@ -116,6 +121,10 @@ class MemoryEstimate:
     block_working_set: int
     """Under FSDP, a block's backward pass: its parameters gathered, the next block's
     prefetched, and its fp32 gradients before they are reduced (0 without FSDP)."""
+    checkpointed_casts: int
+    """Of `casts`, those of the blocks' matrices, which under activation checkpointing
+    autocast keeps only until the forward pass ends (its cache), made again in each block's
+    recompute (0 otherwise)."""
     recompute: int
     """With activation checkpointing, one block's backward pass: its activations made again,
     the gradient temporaries beside them, and its weight casts under autocast (0 without)."""
@@ -142,7 +151,7 @@ class MemoryEstimate:
             "activations and logits": self.activations + self.logits,
         }
         block = {
-            "bf16 weight casts": self.casts,
+            "bf16 weight casts": self.casts - self.checkpointed_casts,
             "a block's working set": self.block_working_set,
             "a block's recompute": self.recompute,
         }
@@ -239,12 +248,12 @@ def estimate_memory(
     per_block = a_d * d + a_f * f  # saved-activation bytes per token of one block
     autocast = precision == "bf16" and not mixed
     casts = 2 * matrix_params(shape) if autocast else 0
-    recompute = first_input = 0
+    recompute = first_input = checkpointed_casts = 0
     if activation_checkpointing:
         residual = (2 if mixed else 4) * d  # a block's input, per token
         per_token = L * residual + b_d * d
         block_casts = 2 * (matrix_params(shape) - _outside_blocks(shape)) // L if autocast else 0
-        casts -= L * block_casts  # a block's casts are made again in its recompute
+        checkpointed_casts = L * block_casts  # cached to the forward's end, then made again
         recompute = int(tokens * (per_block + RECOMPUTE_TEMPORARIES * d)) + block_casts
         first_input = int(tokens * (residual + b_d * d))
     else:
@@ -255,6 +264,7 @@ def estimate_memory(
         casts=casts,
         gathered=gathered,
         block_working_set=working_set,
+        checkpointed_casts=checkpointed_casts,
         recompute=recompute,
         first_input=first_input,
         embedding_grad=8 * shape.vocab_size * d,

@@ -39,6 +39,7 @@ __all__ = [
     "build_model",
     "count_params",
     "default_ffn_dim",
+    "enable_activation_checkpointing",
     "flops_per_token",
     "shape_for_params",
 ]
@@ -422,6 +423,18 @@ def shape_for_params(
     assert best is not None  # n_layer = 1 always has a candidate
     _, _, n_layer, n_embd = best
     return make(n_layer, n_embd)
+
+
+def enable_activation_checkpointing(model: transformers.PreTrainedModel) -> None:
+    """Make each block's activations again in its backward pass instead of keeping them:
+    transformers' per-block checkpointing, non-reentrant as torch recommends (named
+    `activation_checkpointing_enable` from transformers 5, `gradient_checkpointing_enable`
+    before). Inside the block, so that FSDP's hooks gather a recomputed block again."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def build_model(

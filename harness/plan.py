@@ -131,14 +131,14 @@ def time_steps(
     import torch
     import torch.nn.functional as F
 
-    from harness.model import build_model
+    from harness.model import build_model, enable_activation_checkpointing
 
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(shape).to(device)
-    if activation_checkpointing:  # as harness.train.learner builds it
-        model.activation_checkpointing_enable({"use_reentrant": False})
+    if activation_checkpointing:
+        enable_activation_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, shape.vocab_size, (batch_size, shape.seq_len + 1), generator=gen)
     tokens = tokens.to(device)

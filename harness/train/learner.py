@@ -17,7 +17,7 @@ import torch
 
 from harness.config import ExecutionConfig
 from harness.grid import RunSpec
-from harness.model import build_model, count_params
+from harness.model import build_model, count_params, enable_activation_checkpointing
 from harness.parametrization import blocks, param_groups
 from harness.schedules import peak_lr
 
@@ -145,9 +145,7 @@ def build_learner(
     model = build_model(spec.model, spec.parametrization).to(device)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec.model).total
     if execution.activation_checkpointing:
-        # Inside each block, under the FSDP and DDP wrappers: a recomputed block gathers its
-        # parameters again through FSDP's hooks. Non-reentrant, as torch recommends.
-        model.activation_checkpointing_enable({"use_reentrant": False})
+        enable_activation_checkpointing(model)  # inside the DDP and FSDP wrappers
     wrapped: torch.nn.Module = model
     autocast = compute_dtype
     if parallel == "ddp":

@@ -111,7 +111,7 @@ def test_state_and_casts_by_hand() -> None:
 _STEP = textwrap.dedent(
     """
     import gc, sys, torch
-    from harness.model import ModelShape, build_model
+    from harness.model import ModelShape, build_model, enable_activation_checkpointing
     torch.set_num_threads(1)
     torch.manual_seed(0)
     L, d, heads, f, V, s, b, precision, checkpointing = sys.argv[1:]
@@ -119,7 +119,7 @@ _STEP = textwrap.dedent(
                        vocab_size=int(V), seq_len=int(s), ffn_dim=int(f))
     model = build_model(shape)
     if checkpointing == "1":  # as harness.train.learner builds it
-        model.activation_checkpointing_enable({"use_reentrant": False})
+        enable_activation_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
     ids = torch.randint(0, shape.vocab_size - 1, (int(b), shape.seq_len))
 
