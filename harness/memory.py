@@ -57,7 +57,7 @@ dense gradient is summed with the output projection's. A block's backward holds 
 activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token and unit of
 width (measured, 19-28). Against one process's peak and two gloo FSDP ranks' (llama only: 7
 shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points) the
-estimate was 0.8% below to 34% above (the most at 2-3 layers of width 1024, where it counts
+estimate was 0.1% below to 34% above (the most at 2-3 layers of width 1024, where it counts
 every gradient beside the first block's backward).
 """
 
