@@ -249,22 +249,35 @@ _FSDP_STEP = textwrap.dedent(
 )
 
 
+# (n_layer, width, heads, vocabulary, seq_len, micro-batch): a peak at the backward's start,
+# and one in a block's backward (few wide blocks, few tokens).
+_ACTIVATIONS_PEAK = (5, 640, 10, 8192, 128, 8)
+_BLOCK_PEAK = (3, 1152, 18, 4096, 128, 4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "precision,mixed,reshard,checkpointing",
+    "precision,mixed,reshard,checkpointing,L,d,heads,vocab,seq,batch",
     [
-        ("bf16", True, True, False),
-        ("bf16", True, False, False),
-        ("bf16", False, True, False),
-        ("fp32", True, True, False),
-        ("bf16", True, True, True),
+        ("bf16", True, True, False, *_ACTIVATIONS_PEAK),
+        ("bf16", True, False, False, *_ACTIVATIONS_PEAK),
+        ("bf16", False, True, False, *_ACTIVATIONS_PEAK),
+        ("fp32", True, True, False, *_ACTIVATIONS_PEAK),
+        ("bf16", True, True, True, *_ACTIVATIONS_PEAK),
+        ("bf16", True, True, False, *_BLOCK_PEAK),
+        ("bf16", False, True, False, *_BLOCK_PEAK),
+        ("bf16", True, True, True, *_BLOCK_PEAK),
     ],
-    ids=["mixed", "mixed-keep", "autocast", "fp32", "mixed-checkpointing"],
-)
-@pytest.mark.parametrize(
-    "L,d,heads,vocab,seq,batch",
-    [(5, 640, 10, 8192, 128, 8), (3, 1152, 18, 4096, 128, 4)],
-    ids=["activations-peak", "block-backward-peak"],
+    ids=[
+        "activations-peak-mixed",
+        "activations-peak-mixed-keep",
+        "activations-peak-autocast",
+        "activations-peak-fp32",
+        "activations-peak-mixed-checkpointing",
+        "block-backward-peak-mixed",
+        "block-backward-peak-autocast",
+        "block-backward-peak-mixed-checkpointing",
+    ],
 )
 def test_the_peak_of_an_fsdp_step_on_two_processes(
     tmp_path: Path,
