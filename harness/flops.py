@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FLOPS_PER_PARAM_TOKEN", "training_flops", "tokens_for_flops"]
+__all__ = ["FLOPS_PER_PARAM_TOKEN", "step_work", "training_flops", "tokens_for_flops"]
 
 FLOPS_PER_PARAM_TOKEN = 6
 
@@ -25,3 +25,9 @@ def training_flops(n_params: Any, n_tokens: Any) -> Any:
 def tokens_for_flops(flops: Any, n_params: Any) -> Any:
     """D = C / (6 N): the tokens a budget of ``flops`` gives a model of ``n_params``."""
     return flops / (FLOPS_PER_PARAM_TOKEN * n_params)
+
+
+def step_work(activation_checkpointing: bool) -> float:
+    """A training step's compute per token relative to one forward and one backward pass:
+    activation checkpointing makes the forward pass (2 of the 6) again, 8/6 = 4/3."""
+    return 4.0 / 3.0 if activation_checkpointing else 1.0

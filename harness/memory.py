@@ -183,16 +183,16 @@ def matrix_params(shape: ModelShape) -> int:
     """Parameters of the matrices autocast casts: every block's projections (attention 4 d^2,
     MLP 3 d f for the gated MLPs of llama and modernbert, else 2 d f), the encoders' head
     transform (d^2) and the output projection (V d)."""
-    d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
+    d, V = shape.n_embd, shape.vocab_size
+    head = d * d if shape.arch in ("bert", "modernbert") else 0
+    return shape.n_layer * _block_matrix_params(shape) + head + V * d
+
+
+def _block_matrix_params(shape: ModelShape) -> int:
+    """One block's share of `matrix_params`: attention 4 d^2 and the MLP's matrices."""
+    d, f = shape.n_embd, shape.ffn_dim
     mlp = 3 * d * f if shape.arch in ("llama", "modernbert") else 2 * d * f
-    return L * (4 * d * d + mlp) + _outside_blocks(shape)
-
-
-def _outside_blocks(shape: ModelShape) -> int:
-    """Of `matrix_params`, those outside the blocks: the output projection and the encoders'
-    head transform."""
-    head = shape.n_embd**2 if shape.arch in ("bert", "modernbert") else 0
-    return head + shape.vocab_size * shape.n_embd
+    return 4 * d * d + mlp
 
 
 def estimate_memory(
@@ -252,7 +252,7 @@ def estimate_memory(
     if activation_checkpointing:
         residual = (2 if mixed else 4) * d  # a block's input, per token
         per_token = L * residual + b_d * d
-        block_casts = 2 * (matrix_params(shape) - _outside_blocks(shape)) // L if autocast else 0
+        block_casts = 2 * _block_matrix_params(shape) if autocast else 0
         checkpointed_casts = L * block_casts  # cached to the forward's end, then made again
         recompute = int(tokens * (per_block + RECOMPUTE_TEMPORARIES * d)) + block_casts
         first_input = int(tokens * (residual + b_d * d))

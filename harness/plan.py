@@ -40,7 +40,7 @@ from harness.config import ExperimentConfig, load_experiment
 from harness.data import prepare_corpus
 from harness.device import device_kind, precision_for
 from harness.errors import naming
-from harness.flops import training_flops
+from harness.flops import step_work, training_flops
 from harness.grid import GridExpansion, RunSpec
 from harness.hardware import Accelerator, accelerator
 from harness.memory import HEADROOM
@@ -197,8 +197,7 @@ def measure_throughput(
                 mfu={},
                 note=f"{name}: no datasheet peak known; no time estimate",
             )
-        # Activation checkpointing makes each forward pass twice: 4/3 of a step's work.
-        work = 4.0 / 3.0 if exp.execution.activation_checkpointing else 1.0
+        work = step_work(exp.execution.activation_checkpointing)
         tps = {k: ASSUMED_GPU_MFU * peak / (fpt[k] * work) for k in keys}
         return Throughput(
             device=device,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from harness.config import ExecutionConfig
 from harness.errors import InputError
+from harness.flops import step_work
 from harness.grid import RunSpec
 from harness.hardware import Accelerator
 from harness.memory import HEADROOM, MemoryEstimate, estimate_memory
@@ -108,8 +109,7 @@ def size_for_gpu(
     else:
         micro = max(m for m in _divisors(share) if need(m, devices).total <= usable)
     eval_tokens = spec.train.evals_per_run * spec.data.eval_tokens
-    # Activation checkpointing runs each forward twice: 4/3 of a step's work a token.
-    work = 4.0 / 3.0 if execution.activation_checkpointing else 1.0
+    work = step_work(execution.activation_checkpointing)
     flops = flops_per_token(shape).total * (spec.n_tokens * work + eval_tokens / 3.0)
     hours = flops / (gpu.bf16 * execution.gpu_mfu) / 3600.0
     return GpuFit(
