@@ -286,9 +286,12 @@ def plan_rows(
     throughput: Throughput | None,
     gpu_fits: dict[str, GpuFit] | None = None,
     task_tokens: int = 0,
+    work: float = 1.0,
 ) -> list[PlanRow]:
     """One PlanRow per run; est_s None without a throughput for its shape, or from its GPU
-    sizing (``gpu_fits``, by run_id). ``task_tokens``: the tokens of one task evaluation."""
+    sizing (``gpu_fits``, by run_id). ``task_tokens``: the tokens of one task evaluation.
+    ``work``: a training step's compute per token (`flops.step_work`), which the throughput
+    and the sizing's time include and forward-only evaluations do not."""
     rows = []
     for s in grid.specs:
         n = count_params(s.model).non_embedding
@@ -296,15 +299,15 @@ def plan_rows(
         est = None
         fit = (gpu_fits or {}).get(s.run_id)
         # Task evaluations and held-out evaluations are forward passes only: a third of a
-        # training step per token.
+        # training step per token (without activation checkpointing's forward made again).
         forward_tokens = len(task_eval_steps(s)) * task_tokens
         if fit is not None:
-            est = fit.wall_s * (1.0 + forward_tokens / (3.0 * s.n_tokens))
+            est = fit.wall_s * (1.0 + forward_tokens / (3.0 * work * s.n_tokens))
         elif throughput is not None:
             tps = throughput.tokens_per_s.get((s.model, s.train.batch_size))
             if tps:
                 forward_tokens += s.train.evals_per_run * s.data.eval_tokens
-                est = (s.n_tokens + forward_tokens / 3.0) / tps
+                est = (s.n_tokens + forward_tokens / (3.0 * work)) / tps
         rows.append(
             PlanRow(
                 spec=s,
@@ -471,6 +474,7 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
             prepare_corpus(exp.data, Path(tmp) / "cache")
     with naming(path):
         task_tokens = _task_tokens(exp)
+    work = step_work(exp.execution.activation_checkpointing)
     if gpu is not None:
         from harness.execute.slurm import resources_for
 
@@ -484,10 +488,10 @@ def plan(path: str, overrides: list[str] | None = None, *, measure: bool = True)
 
         with naming(path):
             fits = {s.run_id: size_for_gpu(s, ex, gpu, precision, given(s)) for s in grid.specs}
-        rows = plan_rows(grid, None, fits, task_tokens)
+        rows = plan_rows(grid, None, fits, task_tokens, work)
         return format_plan(exp, grid, rows, None, gpu, task_tokens)
     throughput = measure_throughput(exp, grid.specs) if measure else None
-    rows = plan_rows(grid, throughput, task_tokens=task_tokens)
+    rows = plan_rows(grid, throughput, task_tokens=task_tokens, work=work)
     return format_plan(exp, grid, rows, throughput, task_tokens=task_tokens)
 
 

@@ -75,6 +75,10 @@ def test_time_estimates_from_timed_steps(tmp_path: Path) -> None:
     # D = 3,200 plus 4 evaluations of 65,536 tokens at a third of a step's cost per token.
     assert rows[0].est_s == pytest.approx((3200 + 4 * 65536 / 3) / 10240, rel=1e-9)
     assert rows[1].est_s == pytest.approx((64000 + 4 * 65536 / 3) / 10240, rel=1e-9)
+    # Timed with activation checkpointing, a step does 4/3 of the work; evaluations, forward
+    # passes only, a quarter of such a step per token.
+    row = plan_rows(grid, tp, work=4 / 3)[0]
+    assert row.est_s == pytest.approx((3200 + 4 * 65536 / 4) / 10240, rel=1e-9)
     # With no time left after the first (smallest) shape, the other takes its MFU.
     tp = measure_throughput(exp, grid.specs, timer=timer, budget_s=0.0)
     assert len(tp.measured) == 1 and "take the MFU of the timed shape" in tp.note
