@@ -19,15 +19,24 @@ activations are all alive and no gradient is yet; activation checkpointing below
   for the backward pass, and its gradient: three V-wide fp32 rows per token).
 
 The fp32 gradients (4 bytes a parameter, sharded under FSDP) take the place of the activations
-as the backward pass frees them, so the peak is the resident state plus the larger of the two
-(the gradients at the end with the embedding's dense gradient and its sum with the tied output
-projection's, 8 bytes per vocabulary entry and unit of width; counted for untied models too).
-Under FSDP that holds where the micro-batch's activations and logits outweigh three blocks'
-training state (16 bytes a parameter), as in a real ladder's shapes. Where a few wide blocks
-see a few short sequences, the peak comes later, in a block's backward pass, and that point
-is bounded by every saved activation and gradient at once plus the block's working set (its
-parameters gathered, the next block's prefetched, its fp32 gradients before they are
-reduced).
+as the backward pass frees them, so on one device the peak is the resident state plus the
+larger of the two (the gradients at the end with the embedding's dense gradient and its sum with
+the tied output projection's, 8 bytes per vocabulary entry and unit of width; counted for untied
+models too).
+
+Under FSDP2 on several devices the blocks' backward passes can set the peak, where a few wide
+blocks see a few tokens. Each block's backward holds its parameters gathered, the next block's
+gathered ahead (prefetched), the block above's fp32 reduce-scatter buffer (FSDP2 keeps one until
+the next reduce-scatter starts), its unsharded gradients (in the gathered dtype), and its
+activations with their gradients' temporaries; then its gradients are copied into an fp32
+buffer and reduce-scattered. Beside them: the root's parameters (embeddings, final norm, head)
+and their unsharded gradients, the activations of the blocks below and the reduced shards of
+the blocks above. From one block to the next the activations fall and the shards grow
+linearly, so the peak is at the last block, the one below it, the second or the first
+(`_fsdp_block_points`). Every term is counted from FSDP2's own code (torch 2.13,
+`_fsdp_collectives`); under gloo, every all-gather and reduce-scatter also stages through a copy
+of the whole unsharded buffer (measured: 1 + 1/W of the reduce-scatter's input, and 2 of the
+all-gather's output with the output itself), which NCCL does not.
 
 The activation constants are measured, not derived: the bytes of every tensor autograd saves
 (`torch.autograd.graph.saved_tensors_hooks`) for each architecture, in fp32 and under bf16
@@ -36,29 +45,28 @@ autocast, fitted over shapes of 1-3 layers, widths 64-256 and MLP widths 64-512 
 likewise with bf16 parameters (FSDP's mixed precision: 1.7%), and the whole from the peak
 resident memory of a second training step, which it matches to 0.2% on one process (4-8
 layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16; glibc told to return freed
-blocks, MALLOC_MMAP_THRESHOLD_). Under FSDP2 on two gloo processes (7 shapes of 2-8 layers,
-widths 384-1280, in fp32, autocast, mixed precision, with and without resharding: 32
-points), the estimate was never below a rank's peak: 0.1-0.2% above it where the
-activations set the peak (16 points), 0.3-16% above where the block bound does (16). On four
-ranks it can be low: 4.1% under for 4 layers of width 1024 on 64 tokens (mixed precision),
-6.8% with activation checkpointing, 17% for 16 layers of width 512 under autocast with
-checkpointing: FSDP's gather and reduce buffers, which do not shrink with more ranks, are
-not yet counted.
+blocks, MALLOC_MMAP_THRESHOLD_). Under FSDP2 on 2, 4 and 8 gloo processes (4 shapes of 3-16
+layers, widths 512-1152, 64-1024 tokens a micro-batch; mixed precision with and without
+resharding, autocast, fp32: 40 runs, 144 rank peaks), with `backend="gloo"`, it was 0.3% below
+to 0.2% above each rank's peak where the backward's start sets it, and 0-4.9% above where a
+block does (its activations, their gradients and its own gradients are counted as if all alive
+at once). The bound these points replace (every activation and gradient at once, beside one
+block's working set) was up to 22% below a rank's peak on 4 ranks.
 tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
 context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for
 them).
 
-With activation checkpointing each block keeps only its input (the residual stream), and
-autocast's casts of a block's matrices are made again in its recompute (its cache keeps them all
-until the forward pass ends, which the backward's start is taken to include). The peak then
-falls at the backward pass's start, in the last block's backward (beside every block's input),
-in the first block's (beside nearly every gradient), or at the end, where the tied embedding's
-dense gradient is summed with the output projection's. A block's backward holds its recomputed
-activations and gradient temporaries of `RECOMPUTE_TEMPORARIES` bytes per token and unit of
-width (measured, 19-28). Against one process's peak and two gloo FSDP ranks' (llama only: 7
-shapes of 2-16 layers, widths 256-1024; fp32, autocast and mixed precision: 28 points) the
-estimate was 0.1% below to 34% above (the most at 2-3 layers of width 1024, where it counts
-every gradient beside the first block's backward).
+With activation checkpointing each block keeps only its input (the residual stream), and its
+backward makes its activations and autocast's casts again. Autocast's cache keeps every cast
+until the forward pass ends, so that is a point of its own (with the head's bf16 logits and the
+fp32 copy the model returns). The peak falls there, at the backward pass's start, in a block's
+backward or at the end. A block's backward holds its recomputed activations and gradient
+temporaries of `RECOMPUTE_TEMPORARIES` bytes per token and unit of width (measured, 19-28),
+counted beside every gradient, its own included: a bound. Against one process's peak (llama:
+4 shapes of 2-16 layers, widths 448-1024, fp32 and bf16: 8 points) it was 0.3% below to 43%
+above (the most at 2-3 layers of width 1024, where one block's recompute is large beside the
+rest); against 2, 4 and 8 gloo FSDP ranks' (4 shapes, mixed precision and autocast: 16 runs,
+60 rank peaks) 0-20% above.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ from dataclasses import dataclass
 
 from harness.model import ModelShape, count_params
 
-__all__ = ["HEADROOM", "STATE_BYTES_PER_PARAM", "MemoryEstimate", "estimate_memory"]
+__all__ = ["HEADROOM", "STATE_BYTES_PER_PARAM", "MemoryEstimate", "Point", "estimate_memory"]
 
 STATE_BYTES_PER_PARAM = 16
 """Training state of one parameter: fp32 weight, gradient and AdamW's two moments, 4 bytes
@@ -104,79 +112,51 @@ _ACTIVATIONS: dict[tuple[str, str], tuple[float, float, float]] = {
 
 
 @dataclass(frozen=True)
+class Point:
+    """A moment of a training step where the peak can fall, and what is alive then beside the
+    resident state, term by term."""
+
+    name: str
+    terms: tuple[tuple[str, int], ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b in self.terms)
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes one device holds at the peak of a training step."""
+    """Bytes one device holds in a training step: the quantities, and the moments where they
+    can peak together."""
 
     state: int
     """Resident: weights and optimizer moments (this device's share under FSDP), and DDP's
     gradient buckets."""
     grads: int
-    """The gradients, at the end of the backward pass (this device's share under FSDP)."""
+    """The fp32 gradients at the end of the backward pass (this device's share under FSDP)."""
     casts: int
     """bf16 copies of the weight matrices kept by autocast (0 in fp32 and under FSDP's mixed
     precision)."""
-    gathered: int
-    """Parameters FSDP holds gathered when the backward pass starts: the root's, and with
-    `reshard_after_forward` off every block's (0 without FSDP)."""
-    block_working_set: int
-    """Under FSDP, a block's backward pass: its parameters gathered, the next block's
-    prefetched, and its fp32 gradients before they are reduced (0 without FSDP)."""
-    checkpointed_casts: int
-    """Of `casts`, those of the blocks' matrices, which under activation checkpointing
-    autocast keeps only until the forward pass ends (its cache), made again in each block's
-    recompute (0 otherwise)."""
-    recompute: int
-    """With activation checkpointing, one block's backward pass: its activations made again,
-    the gradient temporaries beside them, and its weight casts under autocast (0 without)."""
-    first_input: int
-    """With activation checkpointing, what the first block's backward sees besides the
-    gradients: its input and the activations outside the blocks (0 without)."""
-    embedding_grad: int
-    """At the end of the backward pass: the embedding's dense gradient and its sum with the
-    output projection's, which shares the matrix (an upper bound for untied models)."""
     activations: int
-    """Activations saved for the backward pass over the micro-batch."""
+    """Activations saved for the backward pass over the micro-batch (with activation
+    checkpointing, each block's input)."""
     logits: int
     """The logits, their log-softmax and its gradient over the micro-batch."""
+    points: tuple[Point, ...]
+    """The moments where the peak can fall (module docstring); the largest is the peak."""
 
-    def points(self) -> list[dict[str, int]]:
-        """The points of a step where the peak can fall, each as its terms (resident state
-        aside): the start of the backward pass; a block's backward (under FSDP, where blocks
-        are large beside the activations, a bound: every activation and gradient at once;
-        with activation checkpointing, the last block's, beside every block's input, or the
-        first's, beside nearly every gradient); the end."""
-        start = {
-            "gathered weights": self.gathered,
-            "bf16 weight casts": self.casts,
-            "activations and logits": self.activations + self.logits,
-        }
-        block = {
-            "bf16 weight casts": self.casts - self.checkpointed_casts,
-            "a block's working set": self.block_working_set,
-            "a block's recompute": self.recompute,
-        }
-        if self.recompute:
-            last = {**block, "gathered weights": self.gathered, "activations": self.activations}
-            first = {**block, "gathered weights": self.gathered, "gradients": self.grads}
-            between = [last, {**first, "the first block's input": self.first_input}]
-        elif self.block_working_set:
-            between = [{**block, "activations": self.activations, "gradients": self.grads}]
-        else:
-            between = []
-        end = {"gradients": self.grads, "the embedding's gradient": self.embedding_grad}
-        return [start, *between, end]
+    @property
+    def peak(self) -> Point:
+        return max(self.points, key=lambda p: p.bytes)
 
     @property
     def total(self) -> int:
-        return self.state + max(sum(point.values()) for point in self.points())
+        return self.state + self.peak.bytes
 
     def breakdown(self) -> str:
-        """The total's terms in GB, as `total` adds them."""
-        points = [
-            " + ".join(f"{name} {b / 1e9:.1f}" for name, b in point.items() if b)
-            for point in self.points()
-        ]
-        return f"state {self.state / 1e9:.1f} + the largest of [" + "], [".join(points) + "]"
+        """The total's terms in GB, at the point that sets it."""
+        terms = " + ".join(f"{name} {b / 1e9:.1f}" for name, b in self.peak.terms if b)
+        return f"state {self.state / 1e9:.1f} + at {self.peak.name}: {terms}"
 
 
 def matrix_params(shape: ModelShape) -> int:
@@ -205,6 +185,7 @@ def estimate_memory(
     fsdp_mixed_precision: bool = True,
     reshard_after_forward: bool = True,
     activation_checkpointing: bool = False,
+    backend: str = "nccl",
 ) -> MemoryEstimate:
     """The peak bytes on one device of a run of ``shape`` (module docstring).
 
@@ -225,49 +206,157 @@ def estimate_memory(
     activation_checkpointing : bool
         execution.activation_checkpointing: each block keeps only its input (the residual
         stream: fp32 under autocast, bf16 under FSDP's mixed precision).
+    backend : {"nccl", "gloo"}
+        The collectives' library under FSDP: gloo (CPU) stages every all-gather and
+        reduce-scatter through a copy of the whole unsharded buffer; NCCL does not.
     """
-    d, f, L = shape.n_embd, shape.ffn_dim, shape.n_layer
+    d, f, L, V = shape.n_embd, shape.ffn_dim, shape.n_layer, shape.vocab_size
     tokens = micro_batch * shape.seq_len
     counts = count_params(shape)
     n = counts.total
     fsdp = parallel == "fsdp" and devices > 1  # one device trains without a wrapper
     mixed = fsdp and precision == "bf16" and fsdp_mixed_precision
+    autocast = precision == "bf16" and not mixed
     a_d, a_f, b_d = _ACTIVATIONS[(shape.arch, "bf16_params" if mixed else precision)]
     shard = devices if fsdp else 1
-    resident = -(-12 * n // shard)  # fp32 weights and AdamW's two moments
-    grads = -(-4 * n // shard)
+    state = -(-12 * n // shard)  # fp32 weights and AdamW's two moments
     if parallel == "ddp" and devices > 1:
-        resident += 4 * n  # its gradient buckets
-    gathered = working_set = 0
-    if fsdp:
-        block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
-        kept = 0 if reshard_after_forward else L
-        param_bytes = 2 if mixed else 4
-        gathered = param_bytes * (n - L * block + kept * block)
-        working_set = (2 * param_bytes + 4) * block
-    per_block = a_d * d + a_f * f  # saved-activation bytes per token of one block
-    autocast = precision == "bf16" and not mixed
+        state += 4 * n  # its gradient buckets
+    grads = -(-4 * n // shard)
+    block_activations = int(tokens * (a_d * d + a_f * f))  # one block's, for its backward
+    outside = int(tokens * b_d * d)  # those saved outside the blocks
+    block_casts = 2 * _block_matrix_params(shape) if autocast else 0
     casts = 2 * matrix_params(shape) if autocast else 0
-    recompute = first_input = checkpointed_casts = 0
+    logits = LOGIT_BYTES * V * tokens
+    temporaries = RECOMPUTE_TEMPORARIES * d * tokens
     if activation_checkpointing:
-        residual = (2 if mixed else 4) * d  # a block's input, per token
-        per_token = L * residual + b_d * d
-        block_casts = 2 * _block_matrix_params(shape) if autocast else 0
-        checkpointed_casts = L * block_casts  # cached to the forward's end, then made again
-        recompute = int(tokens * (per_block + RECOMPUTE_TEMPORARIES * d)) + block_casts
-        first_input = int(tokens * (residual + b_d * d))
+        # A block keeps its input (bf16 under FSDP's mixed precision); its backward makes its
+        # activations and casts again.
+        kept = tokens * (2 if mixed else 4) * d
+        activations = L * kept + outside
+        in_backward = block_activations + block_casts + temporaries
     else:
-        per_token = L * per_block + b_d * d
+        kept = block_activations + block_casts
+        activations = L * block_activations + outside
+        in_backward = temporaries
+    param_bytes = 2 if mixed else 4  # FSDP's gathered weights and their unsharded gradients
+    block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
+    root = n - L * block
+    gathered = param_bytes * (root + (0 if reshard_after_forward else L * block)) if fsdp else 0
+    # With activation checkpointing no block's casts are saved for the backward pass, but
+    # autocast's cache keeps them all until the forward pass ends.
+    saved_casts = casts - L * block_casts if activation_checkpointing else casts
+    start = Point("the backward's start", (
+        ("gathered weights", gathered),
+        ("bf16 weight casts", saved_casts),
+        ("activations and logits", activations + logits),
+    ))  # fmt: skip
+    forward_end = Point("the forward's end", (
+        ("gathered weights", gathered),
+        ("bf16 weight casts", casts),
+        # the head's bf16 logits and the fp32 copy the model returns (measured)
+        ("activations and logits", activations + 6 * V * tokens),
+    ))  # fmt: skip
+    staging = 4 * root if fsdp and backend == "gloo" else 0
+    end = Point("the backward's end", (
+        ("gradients", grads),
+        ("the embedding's gradient", 8 * V * d),
+        ("gloo's staging copy", staging),
+    ))  # fmt: skip
+    if fsdp:
+        between = _fsdp_block_points(
+            L, block, devices, mixed, reshard_after_forward, backend == "gloo",
+            base=(("the root's weights gathered", param_bytes * root),
+                  ("the root's gradients", param_bytes * root)),
+            outside=outside, kept=kept, in_backward=in_backward,
+        )  # fmt: skip
+    elif activation_checkpointing:
+        last = Point("the last block's backward", (
+            ("bf16 weight casts", saved_casts),
+            ("activations", activations),
+            ("a block's recompute", in_backward),
+        ))  # fmt: skip
+        first = Point("the first block's backward", (
+            ("bf16 weight casts", saved_casts),
+            ("gradients", grads),
+            ("its input and the activations outside the blocks", kept + outside),
+            ("a block's recompute", in_backward),
+        ))  # fmt: skip
+        between = [last, first]
+    else:
+        between = []
     return MemoryEstimate(
-        state=resident,
+        state=state,
         grads=grads,
         casts=casts,
-        gathered=gathered,
-        block_working_set=working_set,
-        checkpointed_casts=checkpointed_casts,
-        recompute=recompute,
-        first_input=first_input,
-        embedding_grad=8 * shape.vocab_size * d,
-        activations=int(tokens * per_token),
-        logits=LOGIT_BYTES * shape.vocab_size * tokens,
+        activations=activations,
+        logits=logits,
+        points=(*([forward_end] if saved_casts < casts else []), start, *between, end),
     )
+
+
+def _fsdp_block_points(
+    n_layer: int,
+    block: int,
+    devices: int,
+    mixed: bool,
+    reshard: bool,
+    gloo: bool,
+    *,
+    base: tuple[tuple[str, int], ...],
+    outside: int,
+    kept: int,
+    in_backward: int,
+) -> list[Point]:
+    """Under FSDP2, each block's backward pass (under gloo also its start, where it prefetches
+    the next block) and then its gradients' reduce-scatter, for the last block (no reduce
+    buffer before it), the one below it, the second and the first (which prefetches nothing):
+    between the two middle ones the terms change linearly, so one of these four is the largest
+    (module docstring)."""
+    shard = -(-4 * block // devices)  # a block's reduced fp32 gradients, this device's share
+    param_bytes = 2 if mixed else 4  # the gathered weights' and their unsharded gradients'
+    gathered = param_bytes * block
+    points = []
+    blocks = {
+        1: "the second",
+        n_layer - 2: "the penultimate",
+        n_layer - 1: "the last",
+        0: "the first",
+    }
+    for k, which in sorted(((k, w) for k, w in blocks.items() if 0 <= k < n_layer), reverse=True):
+        before = (
+            *base,
+            ("the blocks below, kept gathered", 0 if reshard else k * gathered),
+            ("activations", outside + k * kept),  # the blocks' below it
+            ("reduced gradients", (n_layer - 1 - k) * shard),  # the blocks' above it
+        )
+        prefetched = param_bytes * block if reshard and k > 0 else 0
+        above = 4 * block if k < n_layer - 1 else 0
+        if gloo and prefetched:  # as it starts: the next block's all-gather and its staging
+            cast_shard = -(-gathered // devices) if mixed else 0  # the shard cast to bf16
+            points.append(Point(f"{which} block's prefetch", (
+                *before,
+                ("its weights gathered", gathered),
+                ("the block above's reduce buffer", above),
+                ("its activations", kept),
+                ("the next block's all-gather: its input, output and staging copy",
+                 cast_shard + 2 * prefetched),
+            )))  # fmt: skip
+        points.append(Point(f"{which} block's backward", (
+            *before,
+            ("its weights gathered", gathered),
+            ("the next block's prefetched", prefetched),
+            ("the block above's reduce buffer", above),
+            ("its gradients", param_bytes * block),
+            ("its activations and their gradients", kept + in_backward),
+        )))  # fmt: skip
+        # Its gradients copied into one fp32 buffer; under gloo, the reduce-scatter's
+        # staging copy of it beside this device's reduced share.
+        reduced = max(param_bytes * block, shard + 4 * block) if gloo else param_bytes * block
+        points.append(Point(f"{which} block's reduce-scatter", (
+            *before,
+            ("the next block's prefetched", prefetched),
+            ("its reduce buffer", 4 * block),
+            ("its gradients (gloo: its share and a staging copy)", reduced),
+        )))  # fmt: skip
+    return points
