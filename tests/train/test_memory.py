@@ -3,16 +3,10 @@ bytes autograd saves for the backward pass (its hooks), and the peak RSS of a tr
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from _peaks import fsdp_peaks, step_peak
 
 from harness.memory import MemoryEstimate, estimate_memory, matrix_params
 from harness.model import ModelShape, build_model, count_params, default_ffn_dim
@@ -148,74 +142,23 @@ def test_fsdp_points_by_hand() -> None:
     assert ddp.state == 16 * 88_640 and ddp.casts == 0  # and its gradient buckets
 
 
-_STEP = textwrap.dedent(
-    """
-    import gc, sys, torch
-    from harness.model import ModelShape, build_model, enable_activation_checkpointing
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    L, d, heads, f, V, s, b, precision, checkpointing = sys.argv[1:]
-    shape = ModelShape(arch="llama", n_layer=int(L), n_embd=int(d), n_head=int(heads),
-                       vocab_size=int(V), seq_len=int(s), ffn_dim=int(f))
-    model = build_model(shape)
-    if checkpointing == "1":  # as harness.train.learner builds it
-        enable_activation_checkpointing(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
-    ids = torch.randint(0, shape.vocab_size - 1, (int(b), shape.seq_len))
-
-    def step():  # as harness.train.loop's
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
-        del logits
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def status(key):
-        with open("/proc/self/status") as f:
-            return next(int(x.split()[1]) * 1024 for x in f if x.startswith(key))
-
-    step()  # the first step allocates AdamW's moments
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak (VmHWM) to the resident size now
-    before = status("VmRSS:")
-    step()
-    print(status("VmHWM:") - before)
-    """
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 # Where the gradients (4 bytes a parameter) would add a fifth to the peak if they coexisted
 # with the activations.
-@pytest.mark.slow
 @pytest.mark.parametrize("L,d,heads,vocab,seq,batch", [(6, 768, 12, 4096, 256, 8)])
 def test_the_peak_of_a_training_step_on_this_cpu(
     L: int, d: int, heads: int, vocab: int, seq: int, batch: int, precision: str
 ) -> None:
     # A fresh process's peak resident memory in its second step rises above the weights and
-    # AdamW's moments by the casts, the activations and the logits. glibc is told to return
-    # every freed block at once (MALLOC_MMAP_THRESHOLD_), so that the peak is the tensors'.
+    # AdamW's moments by the casts, the activations and the logits (tests/_peaks.py).
     shape = ModelShape(arch="llama", n_layer=L, n_embd=d, n_head=heads, vocab_size=vocab,
                        seq_len=seq, ffn_dim=default_ffn_dim("llama", d))  # fmt: skip
-    assert _step_peak(shape, batch, precision, False) == pytest.approx(
+    assert step_peak(shape, batch, precision, False) == pytest.approx(
         estimate_memory(shape, micro_batch=batch, precision=precision).total
         - estimate_memory(shape, micro_batch=batch, precision=precision).state,
         rel=0.03,
     )
-
-
-def _step_peak(shape: ModelShape, batch: int, precision: str, checkpointing: bool) -> int:
-    """A fresh process's peak in its second training step above its resident state."""
-    args = [shape.n_layer, shape.n_embd, shape.n_head, shape.ffn_dim, shape.vocab_size,
-            shape.seq_len, batch, precision, int(checkpointing)]  # fmt: skip
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", _STEP, *map(str, args)], capture_output=True,
-                         text=True, check=True, timeout=600, env=env)  # fmt: skip
-    return int(out.stdout.strip())
 
 
 @pytest.mark.slow
@@ -227,67 +170,10 @@ def test_the_peak_of_a_step_with_activation_checkpointing(precision: str) -> Non
     shape = ModelShape(arch="llama", n_layer=8, n_embd=448, n_head=7, vocab_size=4096,
                        seq_len=256, ffn_dim=default_ffn_dim("llama", 448))  # fmt: skip
     est = estimate_memory(shape, micro_batch=8, precision=precision, activation_checkpointing=True)
-    peak = _step_peak(shape, 8, precision, True)
+    peak = step_peak(shape, 8, precision, True)
     assert 0.99 * peak <= est.total - est.state <= 1.35 * peak
     plain = estimate_memory(shape, micro_batch=8, precision=precision)
     assert est.total - est.state < (plain.total - plain.state) / 2
-
-
-_FSDP_STEP = textwrap.dedent(
-    """
-    import gc, os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
-    import torch.nn.functional as F
-    from harness.config import DataConfig, ExecutionConfig, TrainConfig
-    from harness.grid import RunSpec
-    from harness.model import ModelShape
-    from harness.train.learner import build_learner
-
-    def status(key):
-        with open("/proc/self/status") as f:
-            return next(int(x.split()[1]) * 1024 for x in f if x.startswith(key))
-
-    def rank_main(rank, port, world, args):
-        L, d, heads, f, V, s, b, precision, mixed, reshard, checkpointing = args
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", rank=rank, world_size=world)
-        shape = ModelShape(arch="llama", n_layer=int(L), n_embd=int(d), n_head=int(heads),
-                           vocab_size=int(V), seq_len=int(s), ffn_dim=int(f))
-        spec = RunSpec(experiment="m", model=shape, data=DataConfig(seq_len=int(s)),
-                       train=TrainConfig(precision=precision), n_tokens=4096, seed=0)
-        execution = ExecutionConfig(parallel="fsdp", fsdp_mixed_precision=mixed == "1",
-                                    fsdp_reshard_after_forward=reshard == "1",
-                                    activation_checkpointing=checkpointing == "1")
-        dtype = torch.bfloat16 if precision == "bf16" else None
-        learner = build_learner(spec, execution, torch.device("cpu"), "fsdp", dtype)
-        ids = torch.randint(0, shape.vocab_size - 1, (int(b), shape.seq_len))
-
-        def step():  # as harness.train.loop's
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=learner.autocast is not None):
-                logits = learner.forward(input_ids=ids).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
-            del logits
-            loss.backward()
-            learner.step(0.0)
-
-        step()  # the first step allocates AdamW's moments
-        gc.collect()
-        dist.barrier()
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets the peak (VmHWM) to the resident size now
-        before = status("VmRSS:")
-        step()
-        peaks = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
-        dist.all_gather(peaks, torch.tensor([status("VmHWM:") - before], dtype=torch.float64))
-        if rank == 0:
-            print(" ".join(str(int(p)) for p in peaks))
-        dist.destroy_process_group()
-
-    if __name__ == "__main__":
-        world = int(sys.argv[2])
-        mp.spawn(rank_main, args=(sys.argv[1], world, sys.argv[3:]), nprocs=world)
-    """
-)
 
 
 # (n_layer, width, heads, vocabulary, seq_len, micro-batch): a peak at the backward's start,
@@ -323,7 +209,6 @@ _BLOCK_PEAK = (3, 1152, 18, 4096, 128, 4)
     ],
 )
 def test_the_peak_of_an_fsdp_step(
-    tmp_path: Path,
     ranks: int,
     precision: str,
     mixed: bool,
@@ -342,24 +227,14 @@ def test_the_peak_of_an_fsdp_step(
     # beside its activations, where a block's backward or reduce-scatter sets it.
     shape = ModelShape(arch="llama", n_layer=L, n_embd=d, n_head=heads, vocab_size=vocab,
                        seq_len=seq, ffn_dim=default_ffn_dim("llama", d))  # fmt: skip
-    script = tmp_path / "fsdp_step.py"  # spawn's children import the main module by path
-    script.write_text(_FSDP_STEP)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    args = [str(v) for v in (L, d, heads, shape.ffn_dim, vocab, seq, batch, precision)]
-    args += [str(int(mixed)), str(int(reshard)), str(int(checkpointing))]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, str(script), str(port), str(ranks), *args],
-                         capture_output=True, text=True, check=True, timeout=600,
-                         env=env)  # fmt: skip
+    peaks = fsdp_peaks(shape, batch, ranks, precision=precision, mixed=mixed, reshard=reshard,
+                       checkpointing=checkpointing)  # fmt: skip
     est = estimate_memory(shape, micro_batch=batch, devices=ranks, parallel="fsdp",
                           precision=precision, fsdp_mixed_precision=mixed,
                           reshard_after_forward=reshard, activation_checkpointing=checkpointing,
                           backend="gloo")  # fmt: skip
     if not checkpointing:  # the two regimes
         assert (est.peak.name == "the backward's start") == (L == 5)
-    peaks = [int(p) for p in out.stdout.split()]
     assert len(peaks) == ranks
     # Within a block's backward the estimate is a bound (its activations, their gradients and
     # its own gradients as if all alive at once): 0-4.1% above the peak on the shapes it was
