@@ -43,15 +43,16 @@ The activation constants are measured, not derived: the bytes of every tensor au
 autocast, fitted over shapes of 1-3 layers, widths 64-256 and MLP widths 64-512 (max error
 0.08%; torch 2.13, transformers' SDPA attention, which keeps no seq_len^2 probabilities),
 likewise with bf16 parameters (FSDP's mixed precision: 1.7%), and the whole from the peak
-resident memory of a second training step, which it matches to 0.2% on one process (4-8
-layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16; glibc told to return freed
-blocks, MALLOC_MMAP_THRESHOLD_). Under FSDP2 on 2, 4 and 8 gloo processes (4 shapes of 3-16
-layers, widths 512-1152, 64-1024 tokens a micro-batch; mixed precision with and without
-resharding, autocast, fp32: 40 runs, 144 rank peaks), with `backend="gloo"`, it was 0.3% below
-to 0.2% above each rank's peak where the backward's start sets it, and 0-4.9% above where a
-block does (its activations, their gradients and its own gradients are counted as if all alive
-at once). The bound these points replace (every activation and gradient at once, beside one
-block's working set) was up to 22% below a rank's peak on 4 ranks.
+resident memory of a second training step (glibc told to return freed blocks,
+MALLOC_MMAP_THRESHOLD_; `bench/bench_memory.py`). On one process it matches that to 0.2% (4-8
+layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16), and is 2% under at 3 layers of
+width 1152, where the backward's end sets the peak. Under FSDP2 on 2, 4 and 8 gloo processes (4
+shapes of 3-16 layers, widths 512-1152, 64-1024 tokens a micro-batch; mixed precision with and
+without resharding, autocast, fp32: 38 runs, 144 rank peaks), with `backend="gloo"`, it was
+0.3% below to 0.2% above each rank's peak where the backward's start sets it, and 0-4.9% above
+where a block does (its activations, their gradients and its own gradients are counted as if
+all alive at once). The bound these points replace (every activation and gradient at once,
+beside one block's working set) was up to 22% below a rank's peak on 4 ranks.
 tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
 context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for
 them).
@@ -63,10 +64,10 @@ fp32 copy the model returns). The peak falls there, at the backward pass's start
 backward or at the end. A block's backward holds its recomputed activations and gradient
 temporaries of `RECOMPUTE_TEMPORARIES` bytes per token and unit of width (measured, 19-28),
 counted beside every gradient, its own included: a bound. Against one process's peak (llama:
-4 shapes of 2-16 layers, widths 448-1024, fp32 and bf16: 8 points) it was 0.3% below to 43%
-above (the most at 2-3 layers of width 1024, where one block's recompute is large beside the
-rest); against 2, 4 and 8 gloo FSDP ranks' (4 shapes, mixed precision and autocast: 16 runs,
-60 rank peaks) 0-20% above.
+7 shapes of 2-16 layers, widths 448-1152, fp32 and bf16: 14 points) it was 0.5% below to 43%
+above (the most at 2-3 layers of width 1024 in bf16, where one block's recompute is large
+beside the rest); against 2, 4 and 8 gloo FSDP ranks' (4 shapes, mixed precision and
+autocast: 18 runs, 64 rank peaks) 0-20% above.
 """
 
 from __future__ import annotations
