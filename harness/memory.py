@@ -1,8 +1,9 @@
 """The memory one device needs to train a run, from the model's shape alone (no torch, nothing
 built): what `harness plan` sizes micro-batches and devices with.
 
-Per device, at the peak of a step after the first (the start of the backward pass, when the
-activations are all alive and no gradient is yet; activation checkpointing below):
+The estimate is the largest of a few points of a step after the first, each the sum of what
+is alive then (`MemoryEstimate.points`). The first is the start of the backward pass, when the
+activations are all alive and no gradient is yet; there, per device:
 
 - resident state: fp32 weights and AdamW's two fp32 moments, 12 bytes a parameter, divided
   over the devices under FSDP; under DDP on more than one device also its gradient buckets
@@ -28,15 +29,16 @@ Under FSDP2 on several devices the blocks' backward passes can set the peak, whe
 blocks see a few tokens. Each block's backward holds its parameters gathered, the next block's
 gathered ahead (prefetched), the block above's fp32 reduce-scatter buffer (FSDP2 keeps one until
 the next reduce-scatter starts), its unsharded gradients (in the gathered dtype), and its
-activations with their gradients' temporaries; then its gradients are copied into an fp32
-buffer and reduce-scattered. Beside them: the root's parameters (embeddings, final norm, head)
-and their unsharded gradients, the activations of the blocks below and the reduced shards of
-the blocks above. From one block to the next the activations fall and the shards grow
-linearly, so the peak is at the last block, the one below it, the second or the first
-(`_fsdp_block_points`). Every term is counted from FSDP2's own code (torch 2.13,
-`_fsdp_collectives`); under gloo, every all-gather and reduce-scatter also stages through a copy
-of the whole unsharded buffer (measured: 1 + 1/W of the reduce-scatter's input, and 2 of the
-all-gather's output with the output itself), which NCCL does not.
+activations with their gradients' temporaries; then its gradients are copied into an fp32 buffer
+and reduce-scattered. Beside them: the root's parameters (embeddings, final norm, head) and
+their unsharded gradients, the activations of the blocks below and the reduced shards of the
+blocks above. From one block to the next the activations fall and the shards grow linearly, so
+the peak is at the last block, the one below it, the second or the first (`_fsdp_blocks`). Then
+come the embedding's backward, beside the first block's reduce buffer (kept until the root's
+reduce-scatter), and the root's reduce-scatter. Every term is counted from FSDP2's own code
+(torch 2.13, `_fsdp_collectives`); under gloo, every all-gather and reduce-scatter also stages
+through a copy of the whole unsharded buffer (measured: 1 + 1/W of the reduce-scatter's input,
+and 2 of the all-gather's output with the output itself), which NCCL does not.
 
 The activation constants are measured, not derived: the bytes of every tensor autograd saves
 (`torch.autograd.graph.saved_tensors_hooks`) for each architecture, in fp32 and under bf16
@@ -87,9 +89,9 @@ HEADROOM = 0.1
 allocator's fragmentation, NCCL buffers."""
 
 RECOMPUTE_TEMPORARIES = 20
-"""Bytes per token and unit of width of the gradient temporaries of a recomputed block's
-backward pass, beyond its activations (measured: 19-28 on one CPU process, module
-docstring)."""
+"""Bytes per token and unit of width of the gradient temporaries of a block's backward pass,
+beyond its activations (measured on recomputed blocks: 19-28 on one CPU process, module
+docstring); counted in every block's backward under activation checkpointing or FSDP."""
 
 LOGIT_BYTES = 12
 """Bytes per vocabulary entry and token at the peak (module docstring)."""
@@ -219,11 +221,11 @@ def estimate_memory(
     mixed = fsdp and precision == "bf16" and fsdp_mixed_precision
     autocast = precision == "bf16" and not mixed
     a_d, a_f, b_d = _ACTIVATIONS[(shape.arch, "bf16_params" if mixed else precision)]
-    shard = devices if fsdp else 1
-    state = -(-12 * n // shard)  # fp32 weights and AdamW's two moments
+    sharded_over = devices if fsdp else 1
+    state = -(-12 * n // sharded_over)  # fp32 weights and AdamW's two moments
     if parallel == "ddp" and devices > 1:
         state += 4 * n  # its gradient buckets
-    grads = -(-4 * n // shard)
+    grads = -(-4 * n // sharded_over)
     block_activations = int(tokens * (a_d * d + a_f * f))  # one block's, for its backward
     outside = int(tokens * b_d * d)  # those saved outside the blocks
     block_casts = 2 * _block_matrix_params(shape) if autocast else 0
@@ -240,104 +242,102 @@ def estimate_memory(
         kept = block_activations + block_casts
         activations = L * block_activations + outside
         in_backward = temporaries
-    param_bytes = 2 if mixed else 4  # FSDP's gathered weights and their unsharded gradients
     block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
-    root = n - L * block
+    root = n - L * block  # the root's: embeddings, final norm, head
+    param_bytes = 2 if mixed else 4  # FSDP's gathered weights and their unsharded gradients
     gathered = param_bytes * (root + (0 if reshard_after_forward else L * block)) if fsdp else 0
     # With activation checkpointing no block's casts are saved for the backward pass, but
-    # autocast's cache keeps them all until the forward pass ends.
+    # autocast's cache keeps them all until the forward pass ends: a point of its own.
     saved_casts = casts - L * block_casts if activation_checkpointing else casts
-    start = Point("the backward's start", (
-        ("gathered weights", gathered),
-        ("bf16 weight casts", saved_casts),
-        ("activations and logits", activations + logits),
-    ))  # fmt: skip
     forward_end = Point("the forward's end", (
         ("gathered weights", gathered),
         ("bf16 weight casts", casts),
         # the head's bf16 logits and the fp32 copy the model returns (measured)
         ("activations and logits", activations + 6 * V * tokens),
     ))  # fmt: skip
-    staging = 4 * root if fsdp and backend == "gloo" else 0
-    end = Point("the backward's end", (
-        ("gradients", grads),
-        ("the embedding's gradient", 8 * V * d),
-        ("gloo's staging copy", staging),
+    start = Point("the backward's start", (
+        ("gathered weights", gathered),
+        ("bf16 weight casts", saved_casts),
+        ("activations and logits", activations + logits),
     ))  # fmt: skip
     if fsdp:
-        between = _fsdp_block_points(
-            L, block, devices, mixed, reshard_after_forward, backend == "gloo",
-            base=(("the root's weights gathered", param_bytes * root),
-                  ("the root's gradients", param_bytes * root)),
-            outside=outside, kept=kept, in_backward=in_backward,
+        rest = _fsdp_points(
+            L, block, root, V * d, devices, param_bytes, reshard_after_forward,
+            backend == "gloo", outside=outside, kept=kept, in_backward=in_backward,
         )  # fmt: skip
-    elif activation_checkpointing:
-        last = Point("the last block's backward", (
-            ("bf16 weight casts", saved_casts),
-            ("activations", activations),
-            ("a block's recompute", in_backward),
-        ))  # fmt: skip
-        first = Point("the first block's backward", (
-            ("bf16 weight casts", saved_casts),
-            ("gradients", grads),
-            ("its input and the activations outside the blocks", kept + outside),
-            ("a block's recompute", in_backward),
-        ))  # fmt: skip
-        between = [last, first]
     else:
-        between = []
+        end = Point("the backward's end", (
+            ("gradients", grads),
+            # its dense gradient and the sum with the tied head's (an upper bound untied)
+            ("the embedding's gradient", 8 * V * d),
+        ))  # fmt: skip
+        rest = [end]
+        if activation_checkpointing:
+            last = Point("the last block's backward", (
+                ("bf16 weight casts", saved_casts),
+                ("activations", activations),
+                ("a block's recompute", in_backward),
+            ))  # fmt: skip
+            first = Point("the first block's backward", (
+                ("bf16 weight casts", saved_casts),
+                ("gradients", grads),
+                ("its input and the activations outside the blocks", kept + outside),
+                ("a block's recompute", in_backward),
+            ))  # fmt: skip
+            rest = [last, first, end]
     return MemoryEstimate(
         state=state,
         grads=grads,
         casts=casts,
         activations=activations,
         logits=logits,
-        points=(*([forward_end] if saved_casts < casts else []), start, *between, end),
+        points=(*([forward_end] if activation_checkpointing and autocast else []), start, *rest),
     )
 
 
-def _fsdp_block_points(
+def _fsdp_points(
     n_layer: int,
     block: int,
+    root: int,
+    embedding: int,
     devices: int,
-    mixed: bool,
+    param_bytes: int,
     reshard: bool,
     gloo: bool,
     *,
-    base: tuple[tuple[str, int], ...],
     outside: int,
     kept: int,
     in_backward: int,
 ) -> list[Point]:
-    """Under FSDP2, each block's backward pass (under gloo also its start, where it prefetches
-    the next block) and then its gradients' reduce-scatter, for the last block (no reduce
-    buffer before it), the one below it, the second and the first (which prefetches nothing):
-    between the two middle ones the terms change linearly, so one of these four is the largest
-    (module docstring)."""
-    shard = -(-4 * block // devices)  # a block's reduced fp32 gradients, this device's share
-    param_bytes = 2 if mixed else 4  # the gathered weights' and their unsharded gradients'
-    gathered = param_bytes * block
+    """Under FSDP2, after the backward's start (module docstring): each block's backward pass
+    (under gloo also its start, where it gathers the next block ahead) and its gradients'
+    reduce-scatter, for the blocks `_fsdp_blocks` names; then the embedding's backward and the
+    root's reduce-scatter.
+
+    ``block`` and ``root`` are parameter counts, ``embedding`` the embedding matrix's;
+    ``kept`` the bytes a block keeps for its backward, ``in_backward`` what its backward adds
+    to them.
+    """
+    weights = param_bytes * block  # a block's gathered weights, and its unsharded gradients
+    shard = -(-4 * block // devices)  # its reduced fp32 gradients, this device's share
+    root_weights = param_bytes * root  # gathered from the forward to the end
     points = []
-    blocks = {
-        1: "the second",
-        n_layer - 2: "the penultimate",
-        n_layer - 1: "the last",
-        0: "the first",
-    }
-    for k, which in sorted(((k, w) for k, w in blocks.items() if 0 <= k < n_layer), reverse=True):
+    for k in _fsdp_blocks(n_layer):
+        which = _block_name(k, n_layer)
         before = (
-            *base,
-            ("the blocks below, kept gathered", 0 if reshard else k * gathered),
+            ("the root's weights gathered", root_weights),
+            ("the root's gradients", root_weights),  # the head's, from the backward's start
+            ("the blocks below, kept gathered", 0 if reshard else k * weights),
             ("activations", outside + k * kept),  # the blocks' below it
             ("reduced gradients", (n_layer - 1 - k) * shard),  # the blocks' above it
         )
-        prefetched = param_bytes * block if reshard and k > 0 else 0
-        above = 4 * block if k < n_layer - 1 else 0
+        prefetched = weights if reshard and k > 0 else 0
+        above = 4 * block if k < n_layer - 1 else 0  # its reduce buffer, kept until now
         if gloo and prefetched:  # as it starts: the next block's all-gather and its staging
-            cast_shard = -(-gathered // devices) if mixed else 0  # the shard cast to bf16
+            cast_shard = -(-weights // devices) if param_bytes == 2 else 0  # cast to bf16
             points.append(Point(f"{which} block's prefetch", (
                 *before,
-                ("its weights gathered", gathered),
+                ("its weights gathered", weights),
                 ("the block above's reduce buffer", above),
                 ("its activations", kept),
                 ("the next block's all-gather: its input, output and staging copy",
@@ -345,19 +345,50 @@ def _fsdp_block_points(
             )))  # fmt: skip
         points.append(Point(f"{which} block's backward", (
             *before,
-            ("its weights gathered", gathered),
+            ("its weights gathered", weights),
             ("the next block's prefetched", prefetched),
             ("the block above's reduce buffer", above),
-            ("its gradients", param_bytes * block),
+            ("its gradients", weights),
             ("its activations and their gradients", kept + in_backward),
         )))  # fmt: skip
-        # Its gradients copied into one fp32 buffer; under gloo, the reduce-scatter's
-        # staging copy of it beside this device's reduced share.
-        reduced = max(param_bytes * block, shard + 4 * block) if gloo else param_bytes * block
+        # Its gradients are copied into one fp32 buffer and freed; under gloo the
+        # reduce-scatter then stages that buffer through a copy, beside this device's share.
         points.append(Point(f"{which} block's reduce-scatter", (
             *before,
             ("the next block's prefetched", prefetched),
             ("its reduce buffer", 4 * block),
-            ("its gradients (gloo: its share and a staging copy)", reduced),
+            ("its gradients (gloo: its share and a staging copy)",
+             shard + 4 * block if gloo else weights),
         )))  # fmt: skip
-    return points
+    blocks_reduced = ("the blocks' reduced gradients", n_layer * shard)
+    embedding_backward = Point("the embedding's backward", (
+        blocks_reduced,
+        ("the first block's reduce buffer", 4 * block),  # kept to the root's reduce-scatter
+        ("the root's weights gathered", root_weights),
+        ("the root's gradients", root_weights),
+        ("the embedding's dense gradient", param_bytes * embedding),
+    ))  # fmt: skip
+    root_shard = -(-4 * root // devices)
+    root_reduce = Point("the root's reduce-scatter", (
+        blocks_reduced,
+        ("its reduce buffer", 4 * root),
+        ("its gradients (gloo: its share and a staging copy)",
+         root_shard + 4 * root if gloo else root_weights),
+    ))  # fmt: skip
+    return [*points, embedding_backward, root_reduce]
+
+
+def _fsdp_blocks(n_layer: int) -> list[int]:
+    """The blocks (0 the first) among which a block's points are largest, last first: from the
+    penultimate to the second every term changes linearly with the block's index (activations
+    fall and reduced gradients grow by a block's), so the largest is at one end or the other;
+    the last has no reduce buffer above it, the first prefetches nothing."""
+    return sorted({n_layer - 1, n_layer - 2, 1, 0} & set(range(n_layer)), reverse=True)
+
+
+def _block_name(k: int, n_layer: int) -> str:
+    if k == n_layer - 1:
+        return "the last"
+    if k == 0:
+        return "the first"
+    return "the penultimate" if k == n_layer - 2 else "the second"

@@ -56,7 +56,9 @@ def _shape_args(shape: ModelShape, batch: int, precision: str) -> list[str]:
 
 def _run(args: list[str]) -> list[int]:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         check=True, timeout=900, env={**os.environ, **_ENV})  # fmt: skip
+                         timeout=900, env={**os.environ, **_ENV})  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(args)} exited {out.returncode}:\n{out.stderr[-4000:]}")
     return [int(p) for p in out.stdout.split()]
 
 
