@@ -48,13 +48,15 @@ likewise with bf16 parameters (FSDP's mixed precision: 1.7%), and the whole from
 resident memory of a second training step (glibc told to return freed blocks,
 MALLOC_MMAP_THRESHOLD_; `bench/bench_memory.py`). On one process it matches that to 0.2% (4-8
 layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16), and is 2% under at 3 layers of
-width 1152, where the backward's end sets the peak. Under FSDP2 on 2, 4 and 8 gloo processes (4
-shapes of 3-16 layers, widths 512-1152, 64-1024 tokens a micro-batch; mixed precision with and
-without resharding, autocast, fp32: 38 runs, 144 rank peaks), with `backend="gloo"`, it was
-0.3% below to 0.2% above each rank's peak where the backward's start sets it, and 0-4.9% above
-where a block does (its activations, their gradients and its own gradients are counted as if
-all alive at once). The bound these points replace (every activation and gradient at once,
-beside one block's working set) was up to 22% below a rank's peak on 4 ranks.
+width 1152: there the CPU's AdamW (a loop over the parameters; CUDA's is fused) sets the peak,
+with 2.2x the largest parameter's fp32 bytes (the embedding's) of temporaries beside every
+gradient. Under FSDP2 on 2, 4 and 8 gloo processes (4 shapes of 3-16 layers, widths 512-1152,
+64-1024 tokens a micro-batch; mixed precision with and without resharding, autocast, fp32: 38
+runs, 144 rank peaks), with `backend="gloo"`, it was 0.3% below to 0.2% above each rank's peak
+where the backward's start sets it, and 0-4.9% above where a block does (its activations, their
+gradients and its own gradients are counted as if all alive at once). The bound these points
+replace (every activation and gradient at once, beside one block's working set) was up to 22%
+below a rank's peak on 4 ranks.
 tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
 context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for
 them).
