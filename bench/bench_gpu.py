@@ -177,8 +177,9 @@ def compile_break_even(rows: list[dict], steps: int) -> list[str]:
     lines = []
     for eager in (r for r in rows if r["precision"] == "bf16" and not r["compile"]):
         key = (eager["n_layer"], eager["n_embd"])
-        same = [r for r in rows if r["compile"] and (r["n_layer"], r["n_embd"]) == key]
-        compiled = same[0] if same else None
+        compiled = next(
+            (r for r in rows if r["compile"] and (r["n_layer"], r["n_embd"]) == key), None
+        )
         if compiled is None:
             continue
         tokens = steps * eager["batch_tokens"]
