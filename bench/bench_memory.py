@@ -11,6 +11,13 @@ without resharding, autocast, fp32, and mixed precision and autocast with checkp
 
     OMP_NUM_THREADS=1 python bench/bench_memory.py                 # ~25 min on 2 cores
     OMP_NUM_THREADS=1 python bench/bench_memory.py --ranks 2,4,8   # 8 ranks: ~2 min a run
+
+With --blocks it measures instead the largest bytes alive within the first and the last
+block's backward pass on one process (torch's memory profiler; tests/_peaks.py), beside the
+larger of the estimate's two points for that block: where its backward starts (its first
+gradient made, its activations alive) and where it ends (all its gradients made).
+
+    OMP_NUM_THREADS=1 python bench/bench_memory.py --blocks        # ~5 min on 2 cores
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _peaks import fsdp_peaks, step_peak  # noqa: E402
+from _peaks import block_peaks, fsdp_peaks, step_peak  # noqa: E402
 
 from harness.memory import MemoryEstimate, estimate_memory  # noqa: E402
 from harness.model import ModelShape, default_ffn_dim  # noqa: E402
@@ -34,6 +41,8 @@ SHAPES = {
     "3x1152, 512 tokens": (3, 1152, 18, 4096, 128, 4),
     "16x512, 512 tokens": (16, 512, 8, 8192, 128, 4),
 }
+# --blocks also: two wide blocks on many tokens, where one block's recompute is large.
+BLOCK_SHAPES = SHAPES | {"2x1024, 1024 tokens": (2, 1024, 16, 8192, 256, 4)}
 # name: (precision, FSDP mixed precision, reshard after forward, activation checkpointing)
 FSDP_MODES = {
     "mixed": ("bf16", True, True, False),
@@ -55,7 +64,12 @@ def _shape(L: int, d: int, heads: int, V: int, seq: int) -> ModelShape:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default="2,4", help="FSDP world sizes (default 2,4)")
-    ranks = [int(r) for r in parser.parse_args().ranks.split(",")]
+    parser.add_argument("--blocks", action="store_true", help="the blocks' backward passes")
+    args = parser.parse_args()
+    if args.blocks:
+        blocks()
+        return
+    ranks = [int(r) for r in args.ranks.split(",")]
     ratios: dict[str, list[float]] = defaultdict(list)
     print(f"{'ranks':>5}  {'shape':20s} {'mode':13s} {'peak MB':>8} {'est. MB':>8} ratio  point")
 
@@ -95,6 +109,27 @@ def main() -> None:
     print("\nestimate / peak, over every process's peak:")
     for regime, values in ratios.items():
         print(f"  {regime:28s} {len(values):3d} peaks  {min(values):.3f} - {max(values):.3f}")
+
+
+def blocks() -> None:
+    """Each block's backward on one process: the profiler's largest bytes beside the estimate's
+    two points for the block (the larger)."""
+    ratios = []
+    print(f"{'shape':20s} {'mode':9s} {'block':5s} {'peak MB':>8} {'est. MB':>8} ratio  point")
+    for name, (L, d, heads, V, seq, batch) in BLOCK_SHAPES.items():
+        shape = _shape(L, d, heads, V, seq)
+        for mode, (precision, ac) in ONE_MODES.items():
+            est = estimate_memory(shape, micro_batch=batch, precision=precision,
+                                  activation_checkpointing=ac)  # fmt: skip
+            peaks = block_peaks(shape, batch, precision, ac)
+            for k, which in ((L - 1, "last"), (0, "first")):
+                point = max((p for p in est.points if f"the {which} block's" in p.name),
+                            key=lambda p: p.bytes)  # fmt: skip
+                ratios.append(point.bytes / peaks[k])
+                sizes = f"{peaks[k] / 1e6:8.1f} {point.bytes / 1e6:8.1f}"
+                print(f"{name:20s} {mode:9s} {which:5s} {sizes} {ratios[-1]:.3f}  {point.name}",
+                      flush=True)  # fmt: skip
+    print(f"\nestimate / peak within a block's backward: {min(ratios):.3f} - {max(ratios):.3f}")
 
 
 if __name__ == "__main__":

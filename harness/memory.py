@@ -25,20 +25,29 @@ larger of the two (the gradients at the end with the embedding's dense gradient 
 the tied output projection's, 8 bytes per vocabulary entry and unit of width; counted for untied
 models too).
 
+A block's backward pass peaks at one of two moments (measured with torch's memory profiler,
+`bench/bench_memory.py --blocks`): as it starts, when its activations are all alive and it has
+made only its first gradient (its MLP's output projection, d f), and as it ends, when it has made
+all its gradients and holds only its input and, under autocast, the cast of the matrix it
+reaches last (the attention's input projection). At both it holds `BACKWARD_TEMPORARIES`, the
+gradients flowing through it. Beside them: the gradients already made (the head's and the
+blocks' above) and the activations of the blocks below. Each of these terms is linear in the
+block's index, so the first and the last block bound the rest.
+
 Under FSDP2 on several devices the blocks' backward passes can set the peak, where a few wide
-blocks see a few tokens. Each block's backward holds its parameters gathered, the next block's
-gathered ahead (prefetched), the block above's fp32 reduce-scatter buffer (FSDP2 keeps one until
-the next reduce-scatter starts), its unsharded gradients (in the gathered dtype), and its
-activations with their gradients' temporaries; then its gradients are copied into an fp32 buffer
-and reduce-scattered. Beside them: the root's parameters (embeddings, final norm, head) and
-their unsharded gradients, the activations of the blocks below and the reduced shards of the
-blocks above. From one block to the next the activations fall and the shards grow linearly, so
-the peak is at the last block, the one below it, the second or the first (`_fsdp_blocks`). Then
-come the embedding's backward, beside the first block's reduce buffer (kept until the root's
-reduce-scatter), and the root's reduce-scatter. Every term is counted from FSDP2's own code
-(torch 2.13, `_fsdp_collectives`); under gloo, every all-gather and reduce-scatter also stages
-through a copy of the whole unsharded buffer (measured: 1 + 1/W of the reduce-scatter's input,
-and 2 of the all-gather's output with the output itself), which NCCL does not.
+blocks see a few tokens. Each block's backward also holds its parameters gathered, the next
+block's gathered ahead (prefetched) and the block above's fp32 reduce-scatter buffer (FSDP2
+keeps one until the next reduce-scatter starts); its gradients are unsharded, in the gathered
+dtype. Then they are copied into an fp32 buffer and reduce-scattered. Beside them: the root's
+parameters (embeddings, final norm, head) and their unsharded gradients, the activations of
+the blocks below and the reduced shards of the blocks above. The prefetch and the reduce
+buffer break the linearity at both ends, so the peak is at the last block, the one below it,
+the second or the first (`_fsdp_blocks`). Then come the embedding's backward, beside the first
+block's reduce buffer (kept until the root's reduce-scatter), and the root's reduce-scatter.
+Every term is counted from FSDP2's own code (torch 2.13, `_fsdp_collectives`); under gloo,
+every all-gather and reduce-scatter also stages through a copy of the whole unsharded buffer
+(measured: 1 + 1/W of the reduce-scatter's input, and 2 of the all-gather's output with the
+output itself), which NCCL does not.
 
 The activation constants are measured, not derived: the bytes of every tensor autograd saves
 (`torch.autograd.graph.saved_tensors_hooks`) for each architecture, in fp32 and under bf16
@@ -50,28 +59,27 @@ MALLOC_MMAP_THRESHOLD_; `bench/bench_memory.py`). On one process it matches that
 layers, widths 256-768, vocabularies 2k-50k, fp32 and bf16), and is 2% under at 3 layers of
 width 1152: there the CPU's AdamW (a loop over the parameters; CUDA's is fused) sets the peak,
 with 2.2x the largest parameter's fp32 bytes (the embedding's) of temporaries beside every
-gradient. Under FSDP2 on 2, 4 and 8 gloo processes (4 shapes of 3-16 layers, widths 512-1152,
-64-1024 tokens a micro-batch; mixed precision with and without resharding, autocast, fp32: 38
-runs, 144 rank peaks), with `backend="gloo"`, it was 0.3% below to 0.2% above each rank's peak
-where the backward's start sets it, and 0-4.9% above where a block does (its activations, their
-gradients and its own gradients are counted as if all alive at once). The bound these points
-replace (every activation and gradient at once, beside one block's working set) was up to 22%
-below a rank's peak on 4 ranks.
+gradient. Within each block's backward on one process (5 shapes of 2-16 layers, widths
+512-1152, 64-1024 tokens a micro-batch; fp32 and bf16, with and without checkpointing: 40
+blocks) the larger of its two points was 0-7.7% above the most the profiler saw alive. Under
+FSDP2 on 2 and 4 gloo processes (4 shapes; mixed precision with and without resharding,
+autocast, fp32: 32 runs, 96 rank peaks), with `backend="gloo"`, it was 0.3% below to 0.2%
+above each rank's peak where the backward's start sets it, and 0.1% below to 1.6% above where
+a block does. The bound these points replace (every activation and gradient at once, beside
+one block's working set) was up to 22% below a rank's peak on 4 ranks; counting a block's
+activations and all its gradients at once, up to 4.9% above.
 tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
 context and the allocator's fragmentation (`plan` leaves `HEADROOM` of each device free for
 them).
 
 With activation checkpointing each block keeps only its input (the residual stream), and its
-backward makes its activations and autocast's casts again. Autocast's cache keeps every cast
-until the forward pass ends, so that is a point of its own (with the head's bf16 logits and the
-fp32 copy the model returns). The peak falls there, at the backward pass's start, in a block's
-backward or at the end. A block's backward holds its recomputed activations and gradient
-temporaries of `RECOMPUTE_TEMPORARIES` bytes per token and unit of width (measured, 19-28),
-counted beside every gradient, its own included: a bound. Against one process's peak (llama:
-7 shapes of 2-16 layers, widths 448-1152, fp32 and bf16: 14 points) it was 0.5% below to 43%
-above (the most at 2-3 layers of width 1024 in bf16, where one block's recompute is large
-beside the rest); against 2, 4 and 8 gloo FSDP ranks' (4 shapes, mixed precision and
-autocast: 18 runs, 64 rank peaks) 0-20% above.
+backward starts by making its activations and autocast's casts again. Autocast's cache keeps
+every cast until the forward pass ends, so that is a point of its own (with the head's bf16
+logits and the fp32 copy the model returns). Against one process's peak (the 4 shapes, fp32
+and bf16) the estimate was 2% below (the CPU's AdamW, as above) to 2.5% above; against 2 and
+4 gloo FSDP ranks' (mixed precision and autocast: 16 runs, 48 rank peaks) 0.1% below to 3.2%
+above. Counting a block's recompute beside all its gradients, as before, was up to 43% and
+20% above.
 """
 
 from __future__ import annotations
@@ -90,10 +98,12 @@ HEADROOM = 0.1
 """Share of a device's memory a plan leaves free: the CUDA context (~0.5-1 GB), the caching
 allocator's fragmentation, NCCL buffers."""
 
-RECOMPUTE_TEMPORARIES = 20
-"""Bytes per token and unit of width of the gradient temporaries of a block's backward pass,
-beyond its activations (measured on recomputed blocks: 19-28 on one CPU process, module
-docstring); counted in every block's backward under activation checkpointing or FSDP."""
+BACKWARD_TEMPORARIES = {"fp32": 16, "bf16": 6}
+"""Bytes per token and unit of width that a block's backward pass holds beyond its activations,
+its input, its casts and its gradients, by the activations' dtype: the gradients flowing
+through it. Measured with torch's memory profiler (the timeline `bench/bench_memory.py
+--blocks` reads) at the two points of the module docstring, on 8 llama shapes of 2-16 layers,
+widths 448-1152, one process: 9-16 in fp32, -6 to 7 in bf16."""
 
 LOGIT_BYTES = 12
 """Bytes per vocabulary entry and token at the peak (module docstring)."""
@@ -180,6 +190,12 @@ def _block_matrix_params(shape: ModelShape) -> int:
     return 4 * d * d + mlp
 
 
+def _attention_input_params(shape: ModelShape) -> int:
+    """The parameters of the matrix a block's backward reaches last: the attention's query
+    projection (d^2), or its fused query-key-value projection (3 d^2) in gpt2 and modernbert."""
+    return (3 if shape.arch in ("gpt2", "modernbert") else 1) * shape.n_embd**2
+
+
 def estimate_memory(
     shape: ModelShape,
     *,
@@ -233,17 +249,24 @@ def estimate_memory(
     block_casts = 2 * _block_matrix_params(shape) if autocast else 0
     casts = 2 * matrix_params(shape) if autocast else 0
     logits = LOGIT_BYTES * V * tokens
-    temporaries = RECOMPUTE_TEMPORARIES * d * tokens
+    # The gradients flowing through a block's backward, in the activations' dtype.
+    temporaries = BACKWARD_TEMPORARIES["fp32" if precision == "fp32" else "bf16"] * d * tokens
+    block_input = tokens * (2 if mixed else 4) * d  # the residual stream a block takes in
     if activation_checkpointing:
-        # A block keeps its input (bf16 under FSDP's mixed precision); its backward makes its
-        # activations and casts again.
-        kept = tokens * (2 if mixed else 4) * d
+        # A block keeps its input; its backward makes its activations and casts again.
+        kept = block_input
         activations = L * kept + outside
-        in_backward = block_activations + block_casts + temporaries
+        recomputed = block_activations + block_casts
     else:
         kept = block_activations + block_casts
         activations = L * block_activations + outside
-        in_backward = temporaries
+        recomputed = 0
+    # A block's backward peaks early, with its activations all alive and only its first
+    # gradient made (its MLP's output projection, d f), or at its end, with all its gradients
+    # made and only its input left, and under autocast the cast of the matrix it reaches last
+    # (the attention's input projection; measured: module docstring).
+    early = (d * f, kept + recomputed + temporaries)
+    late = block_input + temporaries + (2 * _attention_input_params(shape) if autocast else 0)
     block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
     root = n - L * block  # the root's: embeddings, final norm, head
     param_bytes = 2 if mixed else 4  # FSDP's gathered weights and their unsharded gradients
@@ -265,28 +288,32 @@ def estimate_memory(
     if fsdp:
         rest = _fsdp_points(
             L, block, root, V * d, devices, param_bytes, reshard_after_forward,
-            backend == "gloo", outside=outside, kept=kept, in_backward=in_backward,
+            backend == "gloo", outside=outside, kept=kept, early=early, late=late,
         )  # fmt: skip
     else:
-        end = Point("the backward's end", (
+        rest = []
+        for k in _block_ends(L):
+            before = (
+                # the head's gradient (tied: the embedding's), made by the head's backward
+                ("gradients: the head's and the blocks' above", 4 * (V * d + (L - 1 - k) * block)),
+                ("activations: the blocks' below and outside them", outside + k * kept),
+            )
+            which = _block_name(k, L)
+            rest.append(Point(f"{which} block's backward", (
+                *before,
+                ("its first gradient", 4 * early[0]),
+                ("its activations and temporaries", early[1]),
+            )))  # fmt: skip
+            rest.append(Point(f"the end of {which} block's backward", (
+                *before,
+                ("its gradients", 4 * block),
+                ("its input and temporaries", late),
+            )))  # fmt: skip
+        rest.append(Point("the backward's end", (
             ("gradients", grads),
             # its dense gradient and the sum with the tied head's (an upper bound untied)
             ("the embedding's gradient", 8 * V * d),
-        ))  # fmt: skip
-        rest = [end]
-        if activation_checkpointing:
-            last = Point("the last block's backward", (
-                ("bf16 weight casts", saved_casts),
-                ("activations", activations),
-                ("a block's recompute", in_backward),
-            ))  # fmt: skip
-            first = Point("the first block's backward", (
-                ("bf16 weight casts", saved_casts),
-                ("gradients", grads),
-                ("its input and the activations outside the blocks", kept + outside),
-                ("a block's recompute", in_backward),
-            ))  # fmt: skip
-            rest = [last, first, end]
+        )))  # fmt: skip
     return MemoryEstimate(
         state=state,
         grads=grads,
@@ -309,7 +336,8 @@ def _fsdp_points(
     *,
     outside: int,
     kept: int,
-    in_backward: int,
+    early: tuple[int, int],
+    late: int,
 ) -> list[Point]:
     """Under FSDP2, after the backward's start (module docstring): each block's backward pass
     (under gloo also its start, where it gathers the next block ahead) and its gradients'
@@ -317,8 +345,9 @@ def _fsdp_points(
     root's reduce-scatter.
 
     ``block`` and ``root`` are parameter counts, ``embedding`` the embedding matrix's;
-    ``kept`` the bytes a block keeps for its backward, ``in_backward`` what its backward adds
-    to them.
+    ``kept`` the bytes a block keeps for its backward; ``early`` its first gradient's
+    parameters and the bytes of its activations and temporaries as its backward starts;
+    ``late`` the bytes of its input and temporaries as its backward ends.
     """
     weights = param_bytes * block  # a block's gathered weights, and its unsharded gradients
     shard = -(-4 * block // devices)  # its reduced fp32 gradients, this device's share
@@ -345,13 +374,22 @@ def _fsdp_points(
                 ("the next block's all-gather: its input, output and staging copy",
                  cast_shard + 2 * prefetched),
             )))  # fmt: skip
-        points.append(Point(f"{which} block's backward", (
-            *before,
+        holding = (
             ("its weights gathered", weights),
             ("the next block's prefetched", prefetched),
             ("the block above's reduce buffer", above),
+        )
+        points.append(Point(f"{which} block's backward", (
+            *before,
+            *holding,
+            ("its first gradient", param_bytes * early[0]),
+            ("its activations and temporaries", early[1]),
+        )))  # fmt: skip
+        points.append(Point(f"the end of {which} block's backward", (
+            *before,
+            *holding,
             ("its gradients", weights),
-            ("its activations and their gradients", kept + in_backward),
+            ("its input and temporaries", late),
         )))  # fmt: skip
         # Its gradients are copied into one fp32 buffer and freed; under gloo the
         # reduce-scatter then stages that buffer through a copy, beside this device's share.
@@ -378,6 +416,12 @@ def _fsdp_points(
          root_shard + 4 * root if gloo else root_weights),
     ))  # fmt: skip
     return [*points, embedding_backward, root_reduce]
+
+
+def _block_ends(n_layer: int) -> list[int]:
+    """The blocks (0 the first) among which a block's points on one device are largest, last
+    first: every term is linear in the block's index."""
+    return sorted({n_layer - 1, 0}, reverse=True)
 
 
 def _fsdp_blocks(n_layer: int) -> list[int]:

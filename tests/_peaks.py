@@ -30,6 +30,13 @@ def step_peak(shape: ModelShape, batch: int, precision: str, checkpointing: bool
     return _run(["step", *_shape_args(shape, batch, precision), str(int(checkpointing))])[0]
 
 
+def block_peaks(shape: ModelShape, batch: int, precision: str, checkpointing: bool) -> list[int]:
+    """The largest bytes alive within each block's backward pass (first block first), of the
+    tensors one process's second training step makes: torch's memory profiler's timeline,
+    split at each block's output and input gradients."""
+    return _run(["blocks", *_shape_args(shape, batch, precision), str(int(checkpointing))])
+
+
 def fsdp_peaks(
     shape: ModelShape,
     batch: int,
@@ -84,7 +91,7 @@ def _shape(L: str, d: str, heads: str, f: str, V: str, s: str) -> ModelShape:
 
 
 def _step_main(L: str, d: str, heads: str, f: str, V: str, s: str, b: str, precision: str,
-               checkpointing: str) -> None:  # fmt: skip
+               checkpointing: str, *, blocks: bool = False) -> None:  # fmt: skip
     import torch
     import torch.nn.functional as F
 
@@ -108,7 +115,67 @@ def _step_main(L: str, d: str, heads: str, f: str, V: str, s: str, b: str, preci
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    print(_second_step_rise(step))
+    if blocks:
+        print(" ".join(str(p) for p in _block_backward_peaks(model, step)))
+    else:
+        print(_second_step_rise(step))
+
+
+def _block_backward_peaks(model: object, step: Callable[[], None]) -> list[int]:
+    import time
+
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    # A block's backward starts when its output's gradient is made and ends with its input's.
+    marks: dict[tuple[str, int], int] = {}
+
+    def mark(key: tuple[str, int]) -> Callable[[object], None]:
+        def hook(grad: object) -> None:
+            marks.setdefault(key, time.time_ns())
+
+        return hook
+
+    def on_output(i: int) -> Callable[..., None]:
+        def hook(module: object, args: object, kwargs: object, out: object) -> None:
+            out = out[0] if isinstance(out, tuple) else out
+            if out.requires_grad:  # not in the recompute, whose outputs are discarded
+                out.register_hook(mark(("start", i)))
+
+        return hook
+
+    def on_input(i: int) -> Callable[..., None]:
+        def hook(module: object, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            if x.requires_grad:
+                x.register_hook(mark(("end", i)))
+
+        return hook
+
+    layers = list(model.model.layers)
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(on_output(i), with_kwargs=True)
+        layer.register_forward_pre_hook(on_input(i), with_kwargs=True)
+    step()  # the first step allocates AdamW's moments
+    marks.clear()
+    activities = [ProfilerActivity.CPU]
+    with profile(activities=activities, profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:  # fmt: skip
+        step()
+    alive: dict[object, int] = {}
+    total, peaks = 0, [0] * len(layers)
+    for t, action, (key, version), size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            alive[(key, version)] = size
+            total += size
+        elif action == Action.INCREMENT_VERSION and (key, version) in alive:
+            alive[(key, version + 1)] = alive.pop((key, version))
+        elif action == Action.DESTROY and (key, version) in alive:
+            total -= alive.pop((key, version))
+        for i in range(len(layers)):
+            if marks[("start", i)] <= t <= marks[("end", i)]:
+                peaks[i] = max(peaks[i], total)
+    return peaks
 
 
 def _rank_main(rank: int, port: str, world: int, args: list[str]) -> None:
@@ -151,8 +218,8 @@ def _rank_main(rank: int, port: str, world: int, args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "step":
-        _step_main(*sys.argv[2:])
+    if sys.argv[1] in ("step", "blocks"):
+        _step_main(*sys.argv[2:], blocks=sys.argv[1] == "blocks")
     else:
         import torch.multiprocessing as mp
 
