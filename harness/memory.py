@@ -27,12 +27,12 @@ models too).
 
 A block's backward pass peaks at one of two moments (measured with torch's memory profiler,
 `bench/bench_memory.py --blocks`): as it starts, when its activations are all alive and it has
-made only its first gradient (its MLP's output projection, d f), and as it ends, when it has made
-all its gradients and holds only its input and, under autocast, the cast of the matrix it
-reaches last (the attention's input projection). At both it holds `BACKWARD_TEMPORARIES`, the
-gradients flowing through it. Beside them: the gradients already made (the head's and the
-blocks' above) and the activations of the blocks below. Each of these terms is linear in the
-block's index, so the first and the last block bound the rest.
+made only its first gradient (its MLP's output projection, d f), with `BACKWARD_TEMPORARIES`,
+the gradients flowing through it; and as it ends, when it has made all its gradients and holds
+its input, its first norm's fp32 backward (`END_TEMPORARIES`) and, under autocast, the cast of
+the matrix it reaches last (the attention's input projection). Beside them: the gradients
+already made (the head's and the blocks' above) and the activations of the blocks below. Each
+of these terms is linear in the block's index, so the first and the last block bound the rest.
 
 Under FSDP2 on several devices the blocks' backward passes can set the peak, where a few wide
 blocks see a few tokens. Each block's backward also holds its parameters gathered, the next
@@ -102,8 +102,15 @@ BACKWARD_TEMPORARIES = {"fp32": 16, "bf16": 6}
 """Bytes per token and unit of width that a block's backward pass holds beyond its activations,
 its input, its casts and its gradients, by the activations' dtype: the gradients flowing
 through it. Measured with torch's memory profiler (the timeline `bench/bench_memory.py
---blocks` reads) at the two points of the module docstring, on 8 llama shapes of 2-16 layers,
-widths 448-1152, one process: 9-16 in fp32, -6 to 7 in bf16."""
+--blocks` reads) as a block's backward starts, on 8 llama shapes of 2-16 layers, widths
+448-1152, one process: 9-16 in fp32, -6 to 5 in bf16."""
+
+END_TEMPORARIES = 26
+"""Bytes per token and unit of width that a block's backward pass holds as it ends, beyond its
+input and its gradients: its first norm's backward, which computes in fp32 whatever the
+parameters' dtype. Measured with torch's memory profiler: 12-14 on one process in fp32, 26 on
+8 gloo FSDP ranks under FSDP's mixed precision (the norm's bf16 input cast up and its fp32
+gradients)."""
 
 LOGIT_BYTES = 12
 """Bytes per vocabulary entry and token at the peak (module docstring)."""
@@ -266,7 +273,8 @@ def estimate_memory(
     # made and only its input left, and under autocast the cast of the matrix it reaches last
     # (the attention's input projection; measured: module docstring).
     early = (d * f, kept + recomputed + temporaries)
-    late = block_input + temporaries + (2 * _attention_input_params(shape) if autocast else 0)
+    late = block_input + END_TEMPORARIES * d * tokens
+    late += 2 * _attention_input_params(shape) if autocast else 0
     block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
     root = n - L * block  # the root's: embeddings, final norm, head
     param_bytes = 2 if mixed else 4  # FSDP's gathered weights and their unsharded gradients

@@ -80,19 +80,20 @@ def test_state_and_casts_by_hand() -> None:
     # 2 x 40,960; those outside the blocks 16 x 9.9 x 64 = 10,137; its input 16 x 4 x 64; its
     # backward's temporaries 6 x 64 x 16 = 6,144; its first gradient (d f) and all its
     # gradients (41,120 parameters) in fp32; the head's (the embedding's) from the head's backward;
-    # at its end, beside its input, the cast of the query projection it reaches last (2 d^2).
+    # at its end, beside its input, its first norm's fp32 backward (26 x 64 x 16) and the cast
+    # of the query projection it reaches last (2 d^2).
     kept, outside, temporaries = 51_507 + 81_920, 10_137, 6_144
-    input_and_cast = 16 * 4 * 64 + 2 * 64 * 64
+    at_end = 16 * 4 * 64 + 26 * 64 * 16 + 2 * 64 * 64
     first_gradient, block_gradients, head = 4 * 64 * 128, 4 * 41_120, 4 * 6_400
     assert _points(one) == {
         "the backward's start": one.casts + one.activations + one.logits,
         "the last block's backward": head + outside + kept + first_gradient + kept + temporaries,
         "the end of the last block's backward":
-            head + outside + kept + block_gradients + input_and_cast + temporaries,
+            head + outside + kept + block_gradients + at_end,
         "the first block's backward":
             head + block_gradients + outside + first_gradient + kept + temporaries,
         "the end of the first block's backward":
-            head + block_gradients + outside + block_gradients + input_and_cast + temporaries,
+            head + block_gradients + outside + block_gradients + at_end,
         "the backward's end": end,
     }  # fmt: skip
     assert one.total == one.state + max(one.casts + one.activations + one.logits, end)
@@ -111,8 +112,10 @@ def test_fsdp_points_by_hand() -> None:
     # tokens. A block: 41,120 parameters (with half the final norm); the root: the 6,400 of the
     # embedding. One block's activations 16 x (24.1 x 64 + 8.0 x 128) = 41,062; those outside
     # the blocks 16 x 8.6 x 64 = 8,806; its backward's temporaries 6 x 64 x 16 = 6,144; its
-    # input 16 x 2 x 64 = 2,048; its first gradient (d f) 2 x 64 x 128 = 16,384.
-    block_acts, outside, temporaries, block_input, first = 41_062, 8_806, 6_144, 2_048, 16_384
+    # first gradient (d f) 2 x 64 x 128 = 16,384; at its end its input 16 x 2 x 64 and its
+    # first norm's fp32 backward 26 x 64 x 16.
+    block_acts, outside, temporaries, first = 41_062, 8_806, 6_144, 16_384
+    at_end = 16 * 2 * 64 + 26 * 64 * 16
     assert fsdp.activations == 2 * block_acts + outside
     root, block, gathered = 2 * 6_400 + 2 * 6_400, 41_120, 2 * 41_120  # weights and gradients
     shard = 4 * block // 4  # a block's reduced fp32 gradients, this device's quarter
@@ -124,7 +127,7 @@ def test_fsdp_points_by_hand() -> None:
         ),
         # ... all its gradients, its input
         "the end of the last block's backward": sum(
-            (root, outside, block_acts, 3 * gathered, block_input, temporaries)
+            (root, outside, block_acts, 3 * gathered, at_end)
         ),
         # the next block's, its fp32 reduce buffer, its gradients
         "the last block's reduce-scatter": sum(
@@ -135,7 +138,7 @@ def test_fsdp_points_by_hand() -> None:
             (root, outside, shard, gathered, 4 * block, first, block_acts, temporaries)
         ),
         "the end of the first block's backward": sum(
-            (root, outside, shard, gathered, 4 * block, gathered, block_input, temporaries)
+            (root, outside, shard, gathered, 4 * block, gathered, at_end)
         ),
         "the first block's reduce-scatter": root + outside + shard + 4 * block + gathered,
         # the blocks' shards, the first block's reduce buffer (kept to the root's reduce), the
