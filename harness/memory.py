@@ -268,11 +268,12 @@ def estimate_memory(
         kept = block_activations + block_casts
         activations = L * block_activations + outside
         recomputed = 0
-    # A block's backward peaks early, with its activations all alive and only its first
-    # gradient made (its MLP's output projection, d f), or at its end, with all its gradients
-    # made and only its input left, and under autocast the cast of the matrix it reaches last
-    # (the attention's input projection; measured: module docstring).
-    early = (d * f, kept + recomputed + temporaries)
+    # A block's backward peaks as it starts, with its activations all alive and only its
+    # first gradient made (its MLP's output projection, d f parameters), or as it ends, with
+    # all its gradients made, its input, its first norm's fp32 backward and under autocast
+    # the cast of the matrix it reaches last (module docstring).
+    first_gradient = d * f
+    early = kept + recomputed + temporaries
     late = block_input + END_TEMPORARIES * d * tokens
     late += 2 * _attention_input_params(shape) if autocast else 0
     block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
@@ -296,7 +297,8 @@ def estimate_memory(
     if fsdp:
         rest = _fsdp_points(
             L, block, root, V * d, devices, param_bytes, reshard_after_forward,
-            backend == "gloo", outside=outside, kept=kept, early=early, late=late,
+            backend == "gloo", outside=outside, kept=kept, first_gradient=first_gradient,
+            early=early, late=late,
         )  # fmt: skip
     else:
         rest = []
@@ -309,8 +311,8 @@ def estimate_memory(
             which = _block_name(k, L)
             rest.append(Point(f"{which} block's backward", (
                 *before,
-                ("its first gradient", 4 * early[0]),
-                ("its activations and temporaries", early[1]),
+                ("its first gradient", 4 * first_gradient),
+                ("its activations and temporaries", early),
             )))  # fmt: skip
             rest.append(Point(f"the end of {which} block's backward", (
                 *before,
@@ -344,7 +346,8 @@ def _fsdp_points(
     *,
     outside: int,
     kept: int,
-    early: tuple[int, int],
+    first_gradient: int,
+    early: int,
     late: int,
 ) -> list[Point]:
     """Under FSDP2, after the backward's start (module docstring): each block's backward pass
@@ -353,9 +356,9 @@ def _fsdp_points(
     root's reduce-scatter.
 
     ``block`` and ``root`` are parameter counts, ``embedding`` the embedding matrix's;
-    ``kept`` the bytes a block keeps for its backward; ``early`` its first gradient's
-    parameters and the bytes of its activations and temporaries as its backward starts;
-    ``late`` the bytes of its input and temporaries as its backward ends.
+    ``kept`` the bytes a block keeps for its backward; ``first_gradient`` the parameters of
+    the first gradient its backward makes; ``early`` and ``late`` the bytes of its activations
+    and temporaries as its backward starts and as it ends.
     """
     weights = param_bytes * block  # a block's gathered weights, and its unsharded gradients
     shard = -(-4 * block // devices)  # its reduced fp32 gradients, this device's share
@@ -390,8 +393,8 @@ def _fsdp_points(
         points.append(Point(f"{which} block's backward", (
             *before,
             *holding,
-            ("its first gradient", param_bytes * early[0]),
-            ("its activations and temporaries", early[1]),
+            ("its first gradient", param_bytes * first_gradient),
+            ("its activations and temporaries", early),
         )))  # fmt: skip
         points.append(Point(f"the end of {which} block's backward", (
             *before,

@@ -165,9 +165,9 @@ def _block_backward_peaks(model: object, step: Callable[[], None]) -> list[int]:
     alive: dict[object, int] = {}
     total, peaks = 0, [0] * len(layers)
     for t, action, (key, version), size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
+        if action == Action.CREATE:  # a storage made again at the same key replaces it
+            total += size - alive.get((key, version), 0)
             alive[(key, version)] = size
-            total += size
         elif action == Action.INCREMENT_VERSION and (key, version) in alive:
             alive[(key, version + 1)] = alive.pop((key, version))
         elif action == Action.DESTROY and (key, version) in alive:
