@@ -61,11 +61,12 @@ width 1152: there the CPU's AdamW (a loop over the parameters; CUDA's is fused) 
 with 2.2x the largest parameter's fp32 bytes (the embedding's) of temporaries beside every
 gradient. Within each block's backward on one process (5 shapes of 2-16 layers, widths
 512-1152, 64-1024 tokens a micro-batch; fp32 and bf16, with and without checkpointing: 40
-blocks) the larger of its two points was 0-7.7% above the most the profiler saw alive. Under
-FSDP2 on 2 and 4 gloo processes (4 shapes; mixed precision with and without resharding,
-autocast, fp32: 32 runs, 96 rank peaks), with `backend="gloo"`, it was 0.3% below to 0.2%
-above each rank's peak where the backward's start sets it, and 0.1% below to 1.6% above where
-a block does. The bound these points replace (every activation and gradient at once, beside
+blocks) the larger of its two points was 0.3-7.9% above the most the profiler saw alive. Under
+FSDP2 on 2, 4 and 8 gloo processes (4 shapes; mixed precision with and without resharding,
+autocast, fp32: 48 runs, 224 rank peaks), with `backend="gloo"`, it was 0.3% below to 0.2%
+above each rank's peak where the backward's start sets it, and 0.5% below to 1.6% above where
+a block does (below 0.997 only on 8 ranks, whose collectives overlap differently from run to
+run on 2 cores). The bound these points replace (every activation and gradient at once, beside
 one block's working set) was up to 22% below a rank's peak on 4 ranks; counting a block's
 activations and all its gradients at once, up to 4.9% above.
 tests/train/test_memory.py measures these again on other shapes. Not counted: the CUDA
@@ -76,10 +77,10 @@ With activation checkpointing each block keeps only its input (the residual stre
 backward starts by making its activations and autocast's casts again. Autocast's cache keeps
 every cast until the forward pass ends, so that is a point of its own (with the head's bf16
 logits and the fp32 copy the model returns). Against one process's peak (the 4 shapes, fp32
-and bf16) the estimate was 2% below (the CPU's AdamW, as above) to 2.5% above; against 2 and
-4 gloo FSDP ranks' (mixed precision and autocast: 16 runs, 48 rank peaks) 0.1% below to 3.2%
-above. Counting a block's recompute beside all its gradients, as before, was up to 43% and
-20% above.
+and bf16) the estimate was 2% below (the CPU's AdamW, as above) to 2.4% above; against 2, 4
+and 8 gloo FSDP ranks' (mixed precision and autocast: 24 runs, 112 rank peaks) 0.9% below to
+3.4% above. Counting a block's recompute beside all its gradients, as before, was up to 43%
+and 20% above.
 """
 
 from __future__ import annotations
