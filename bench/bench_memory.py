@@ -17,7 +17,7 @@ block's backward pass on one process (torch's memory profiler; tests/_peaks.py),
 larger of the estimate's two points for that block: where its backward starts (its first
 gradient made, its activations alive) and where it ends (all its gradients made).
 
-    OMP_NUM_THREADS=1 python bench/bench_memory.py --blocks        # ~5 min on 2 cores
+    OMP_NUM_THREADS=1 python bench/bench_memory.py --blocks        # ~6 min on 2 cores
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 built): what `harness plan` sizes micro-batches and devices with.
 
 The estimate is the largest of a few points of a step after the first, each the sum of what
-is alive then (`MemoryEstimate.points`). The first is the start of the backward pass, when the
-activations are all alive and no gradient is yet; there, per device:
+is alive then (`MemoryEstimate.points`). The main one is the start of the backward pass, when
+the activations are all alive and no gradient is yet; there, per device:
 
 - resident state: fp32 weights and AdamW's two fp32 moments, 12 bytes a parameter, divided
   over the devices under FSDP; under DDP on more than one device also its gradient buckets
@@ -20,10 +20,10 @@ activations are all alive and no gradient is yet; there, per device:
   for the backward pass, and its gradient: three V-wide fp32 rows per token).
 
 The fp32 gradients (4 bytes a parameter, sharded under FSDP) take the place of the activations
-as the backward pass frees them, so on one device the peak is the resident state plus the
-larger of the two (the gradients at the end with the embedding's dense gradient and its sum with
-the tied output projection's, 8 bytes per vocabulary entry and unit of width; counted for untied
-models too).
+as the backward pass frees them. On one device its end is the other main point: the gradients,
+with the embedding's dense gradient and its sum with the tied output projection's (8 bytes per
+vocabulary entry and unit of width; counted for untied models too). The blocks' backward
+passes lie between the two.
 
 A block's backward pass peaks at one of two moments (measured with torch's memory profiler,
 `bench/bench_memory.py --blocks`): as it starts, when its activations are all alive and it has
@@ -61,7 +61,7 @@ width 1152: there the CPU's AdamW (a loop over the parameters; CUDA's is fused) 
 with 2.2x the largest parameter's fp32 bytes (the embedding's) of temporaries beside every
 gradient. Within each block's backward on one process (5 shapes of 2-16 layers, widths
 512-1152, 64-1024 tokens a micro-batch; fp32 and bf16, with and without checkpointing: 40
-blocks) the larger of its two points was 0.3-7.9% above the most the profiler saw alive. Under
+blocks) the larger of its two points was 0.3-7.8% above the most the profiler saw alive. Under
 FSDP2 on 2, 4 and 8 gloo processes (4 shapes; mixed precision with and without resharding,
 autocast, fp32: 48 runs, 224 rank peaks), with `backend="gloo"`, it was 0.3% below to 0.2%
 above each rank's peak where the backward's start sets it, and 0.5% below to 1.6% above where
@@ -76,11 +76,12 @@ them).
 With activation checkpointing each block keeps only its input (the residual stream), and its
 backward starts by making its activations and autocast's casts again. Autocast's cache keeps
 every cast until the forward pass ends, so that is a point of its own (with the head's bf16
-logits and the fp32 copy the model returns). Against one process's peak (the 4 shapes, fp32
-and bf16) the estimate was 2% below (the CPU's AdamW, as above) to 2.4% above; against 2, 4
-and 8 gloo FSDP ranks' (mixed precision and autocast: 24 runs, 112 rank peaks) 0.9% below to
-3.4% above. Counting a block's recompute beside all its gradients, as before, was up to 43%
-and 20% above.
+logits and the fp32 copy the model returns). Against one process's peak (the 4 shapes, fp32 and
+bf16) the estimate was 2% below (the CPU's AdamW, as above) to 0.9% above; against 2 and 4 gloo
+FSDP ranks' (mixed precision and autocast: 16 runs, 48 rank peaks) 0.2% below to 2.2% above; on
+8 ranks (8 runs, measured while the recompute still counted the block's input twice, up to 0.6%
+more) 0.9% below, at a reduce-scatter, to 3.4% above. Counting a block's recompute beside all
+its gradients, as before, was up to 43% above on one process and 20% under FSDP.
 """
 
 from __future__ import annotations
@@ -101,10 +102,10 @@ allocator's fragmentation, NCCL buffers."""
 
 BACKWARD_TEMPORARIES = {"fp32": 16, "bf16": 6}
 """Bytes per token and unit of width that a block's backward pass holds beyond its activations,
-its input, its casts and its gradients, by the activations' dtype: the gradients flowing
-through it. Measured with torch's memory profiler (the timeline `bench/bench_memory.py
---blocks` reads) as a block's backward starts, on 8 llama shapes of 2-16 layers, widths
-448-1152, one process: 9-16 in fp32, -6 to 5 in bf16."""
+its input, its casts and its gradients, by precision: the gradients flowing through it.
+Measured with torch's memory profiler (the timeline `bench/bench_memory.py --blocks` reads) as
+a block's backward starts, on 8 llama shapes of 2-16 layers, widths 448-1152, one process: 9-16
+in fp32, -6 to 6 in bf16."""
 
 END_TEMPORARIES = 26
 """Bytes per token and unit of width that a block's backward pass holds as it ends, beyond its
@@ -261,10 +262,13 @@ def estimate_memory(
     temporaries = BACKWARD_TEMPORARIES["fp32" if precision == "fp32" else "bf16"] * d * tokens
     block_input = tokens * (2 if mixed else 4) * d  # the residual stream a block takes in
     if activation_checkpointing:
-        # A block keeps its input; its backward makes its activations and casts again.
+        # A block keeps its input; its backward makes its other activations and its casts
+        # again. With an fp32 residual stream its first norm saves the very input it kept;
+        # under FSDP's mixed precision llama's norm saves an fp32 copy of it instead (a layer
+        # norm's saved input is counted twice there: an over-count).
         kept = block_input
         activations = L * kept + outside
-        recomputed = block_activations + block_casts
+        recomputed = block_activations - (0 if mixed else block_input) + block_casts
     else:
         kept = block_activations + block_casts
         activations = L * block_activations + outside
@@ -276,7 +280,7 @@ def estimate_memory(
     first_gradient = d * f
     early = kept + recomputed + temporaries
     late = block_input + END_TEMPORARIES * d * tokens
-    late += 2 * _attention_input_params(shape) if autocast else 0
+    late += (2 * _attention_input_params(shape)) if autocast else 0
     block = counts.non_embedding // L  # a block's parameters (the few outside: the root's)
     root = n - L * block  # the root's: embeddings, final norm, head
     param_bytes = 2 if mixed else 4  # FSDP's gathered weights and their unsharded gradients
@@ -313,12 +317,12 @@ def estimate_memory(
             rest.append(Point(f"{which} block's backward", (
                 *before,
                 ("its first gradient", 4 * first_gradient),
-                ("its activations and temporaries", early),
+                ("its activations, casts and temporaries", early),
             )))  # fmt: skip
             rest.append(Point(f"the end of {which} block's backward", (
                 *before,
                 ("its gradients", 4 * block),
-                ("its input and temporaries", late),
+                ("its input, temporaries and last cast", late),
             )))  # fmt: skip
         rest.append(Point("the backward's end", (
             ("gradients", grads),
@@ -358,8 +362,9 @@ def _fsdp_points(
 
     ``block`` and ``root`` are parameter counts, ``embedding`` the embedding matrix's;
     ``kept`` the bytes a block keeps for its backward; ``first_gradient`` the parameters of
-    the first gradient its backward makes; ``early`` and ``late`` the bytes of its activations
-    and temporaries as its backward starts and as it ends.
+    the first gradient its backward makes; ``early`` the bytes of its activations, casts and
+    temporaries as its backward starts, ``late`` those of its input, temporaries and last
+    cast as it ends.
     """
     weights = param_bytes * block  # a block's gathered weights, and its unsharded gradients
     shard = -(-4 * block // devices)  # its reduced fp32 gradients, this device's share
@@ -395,13 +400,13 @@ def _fsdp_points(
             *before,
             *holding,
             ("its first gradient", param_bytes * first_gradient),
-            ("its activations and temporaries", early),
+            ("its activations, casts and temporaries", early),
         )))  # fmt: skip
         points.append(Point(f"the end of {which} block's backward", (
             *before,
             *holding,
             ("its gradients", weights),
-            ("its input and temporaries", late),
+            ("its input, temporaries and last cast", late),
         )))  # fmt: skip
         # Its gradients are copied into one fp32 buffer and freed; under gloo the
         # reduce-scatter then stages that buffer through a copy, beside this device's share.

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from harness.model import ModelShape
 
@@ -121,7 +122,7 @@ def _step_main(L: str, d: str, heads: str, f: str, V: str, s: str, b: str, preci
         print(_second_step_rise(step))
 
 
-def _block_backward_peaks(model: object, step: Callable[[], None]) -> list[int]:
+def _block_backward_peaks(model: Any, step: Callable[[], None]) -> list[int]:
     import time
 
     from torch.profiler import ProfilerActivity, profile
