@@ -307,10 +307,12 @@ def estimate_memory(
         )  # fmt: skip
     else:
         rest = []
+        # the head's gradient (tied: the embedding's), made by the head's backward, with the
+        # encoders' head transform's (d^2)
+        head = V * d + (d * d if shape.arch in ("bert", "modernbert") else 0)
         for k in _block_ends(L):
             before = (
-                # the head's gradient (tied: the embedding's), made by the head's backward
-                ("gradients: the head's and the blocks' above", 4 * (V * d + (L - 1 - k) * block)),
+                ("gradients: the head's and the blocks' above", 4 * (head + (L - 1 - k) * block)),
                 ("activations: the blocks' below and outside them", outside + k * kept),
             )
             which = _block_name(k, L)
