@@ -258,7 +258,7 @@ def estimate_memory(
     block_casts = 2 * _block_matrix_params(shape) if autocast else 0
     casts = 2 * matrix_params(shape) if autocast else 0
     logits = LOGIT_BYTES * V * tokens
-    # The gradients flowing through a block's backward, in the activations' dtype.
+    # The gradients flowing through a block's backward, by precision.
     temporaries = BACKWARD_TEMPORARIES["fp32" if precision == "fp32" else "bf16"] * d * tokens
     block_input = tokens * (2 if mixed else 4) * d  # the residual stream a block takes in
     if activation_checkpointing:
@@ -315,17 +315,9 @@ def estimate_memory(
                 ("gradients: the head's and the blocks' above", 4 * (head + (L - 1 - k) * block)),
                 ("activations: the blocks' below and outside them", outside + k * kept),
             )
-            which = _block_name(k, L)
-            rest.append(Point(f"{which} block's backward", (
-                *before,
-                ("its first gradient", 4 * first_gradient),
-                ("its activations, casts and temporaries", early),
-            )))  # fmt: skip
-            rest.append(Point(f"the end of {which} block's backward", (
-                *before,
-                ("its gradients", 4 * block),
-                ("its input, temporaries and last cast", late),
-            )))  # fmt: skip
+            rest += _block_backward(
+                _block_name(k, L), before, (4 * first_gradient, early), (4 * block, late)
+            )
         rest.append(Point("the backward's end", (
             ("gradients", grads),
             # its dense gradient and the sum with the tied head's (an upper bound untied)
@@ -398,18 +390,9 @@ def _fsdp_points(
             ("the next block's prefetched", prefetched),
             ("the block above's reduce buffer", above),
         )
-        points.append(Point(f"{which} block's backward", (
-            *before,
-            *holding,
-            ("its first gradient", param_bytes * first_gradient),
-            ("its activations, casts and temporaries", early),
-        )))  # fmt: skip
-        points.append(Point(f"the end of {which} block's backward", (
-            *before,
-            *holding,
-            ("its gradients", weights),
-            ("its input, temporaries and last cast", late),
-        )))  # fmt: skip
+        points += _block_backward(
+            which, (*before, *holding), (param_bytes * first_gradient, early), (weights, late)
+        )
         # Its gradients are copied into one fp32 buffer and freed; under gloo the
         # reduce-scatter then stages that buffer through a copy, beside this device's share.
         points.append(Point(f"{which} block's reduce-scatter", (
@@ -435,6 +418,30 @@ def _fsdp_points(
          root_shard + 4 * root if gloo else root_weights),
     ))  # fmt: skip
     return [*points, embedding_backward, root_reduce]
+
+
+def _block_backward(
+    which: str,
+    beside: tuple[tuple[str, int], ...],
+    start: tuple[int, int],
+    end: tuple[int, int],
+) -> list[Point]:
+    """A block's backward pass as it starts and as it ends (module docstring), each beside
+    ``beside``: ``start`` the bytes of its first gradient and of its activations, casts and
+    temporaries; ``end`` those of all its gradients and of its input, temporaries and last
+    cast."""
+    return [
+        Point(f"{which} block's backward", (
+            *beside,
+            ("its first gradient", start[0]),
+            ("its activations, casts and temporaries", start[1]),
+        )),
+        Point(f"the end of {which} block's backward", (
+            *beside,
+            ("its gradients", end[0]),
+            ("its input, temporaries and last cast", end[1]),
+        )),
+    ]  # fmt: skip
 
 
 def _block_ends(n_layer: int) -> list[int]:
